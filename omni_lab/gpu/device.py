@@ -1,0 +1,112 @@
+"""The one wgpu device of the process: adapter choice, features, limits, and error naming."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import wgpu
+
+# Features we use when the adapter has them; none is required.
+WANTED_FEATURES = ("shader-f16", "subgroup", "timestamp-query")
+
+# The limits that matter for our kernels; we ask for the adapter's own values instead of WebGPU's defaults.
+WANTED_LIMITS = (
+    "max-storage-buffer-binding-size",
+    "max-buffer-size",
+    "max-storage-buffers-per-shader-stage",
+    "max-compute-workgroup-storage-size",
+    "max-compute-invocations-per-workgroup",
+    "max-compute-workgroup-size-x",
+    "max-compute-workgroups-per-dimension",
+    "min-storage-buffer-offset-alignment",
+    "min-uniform-buffer-offset-alignment",
+)
+
+
+class NoAdapterError(RuntimeError):
+    """No usable wgpu adapter on this machine."""
+
+
+class KernelError(RuntimeError):
+    """A kernel was called wrongly, or wgpu rejected what a kernel asked of it."""
+
+
+@contextmanager
+def naming(kernel: str):
+    """Turn a wgpu validation error raised inside the block into a KernelError naming the kernel."""
+    try:
+        yield
+    except wgpu.GPUError as e:
+        raise KernelError(f"{kernel}: wgpu rejected it: {e}") from e
+
+
+def _quiet_wsi_warning() -> None:
+    # Mesa's Vulkan WSI layer prints an alarming "XDG_RUNTIME_DIR is invalid" on headless machines.
+    # We never present to a surface, so a private directory keeps the message out of users' output.
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        path = f"/tmp/omni-lab-xdg-{os.getuid()}"
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = path
+
+
+@dataclass
+class Gpu:
+    adapter: wgpu.GPUAdapter
+    device: wgpu.GPUDevice
+    features: frozenset[str]
+    limits: dict[str, int]
+    info: dict = field(default_factory=dict)
+
+    @property
+    def max_binding(self) -> int:
+        return self.limits["max-storage-buffer-binding-size"]
+
+    @property
+    def offset_alignment(self) -> int:
+        return self.limits["min-storage-buffer-offset-alignment"]
+
+    @property
+    def has_subgroups(self) -> bool:
+        return "subgroup" in self.features
+
+    @property
+    def has_timestamps(self) -> bool:
+        return "timestamp-query" in self.features
+
+    def describe(self) -> dict:
+        """What `omni-lab doctor` prints: adapter, backend, type, features, limits."""
+        return {
+            "adapter": self.info.get("device", ""),
+            "description": self.info.get("description", ""),
+            "vendor": self.info.get("vendor", ""),
+            "backend": self.info.get("backend_type", ""),
+            "adapter_type": self.info.get("adapter_type", ""),
+            "features": sorted(self.features),
+            "limits": dict(self.limits),
+        }
+
+
+_GPU: Gpu | None = None
+
+
+def open_gpu(power_preference: str = "high-performance") -> Gpu:
+    """Open the adapter and device once per process; later calls return the same device."""
+    global _GPU
+    if _GPU is not None:
+        return _GPU
+    _quiet_wsi_warning()
+    adapter = wgpu.gpu.request_adapter_sync(power_preference=power_preference)
+    if adapter is None:
+        raise NoAdapterError(
+            "no wgpu adapter found: install a Vulkan driver (on Debian, `apt-get install mesa-vulkan-drivers` "
+            "gives the lavapipe software adapter) or run the README's set-up command"
+        )
+    features = frozenset(f for f in WANTED_FEATURES if f in adapter.features)
+    limits = {k: adapter.limits[k] for k in WANTED_LIMITS if k in adapter.limits}
+    device = adapter.request_device_sync(
+        label="omni_lab", required_features=sorted(features), required_limits=limits
+    )
+    _GPU = Gpu(adapter=adapter, device=device, features=features, limits=limits, info=dict(adapter.info))
+    return _GPU

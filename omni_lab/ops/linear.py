@@ -1,0 +1,72 @@
+"""Linear layers: matvec (decode, one token) and tiled matmul (prefill), f32/f16/bf16 weights, f32 math.
+
+Weights are in nn.Linear's [out, in] layout. A weight larger than the storage-binding limit is bound in
+row pieces at aligned offsets and dispatched once per piece, each piece writing its own output rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..gpu import Tensor, pack_params, runtime
+from ._check import dtype_in, expect
+
+WTYPE = {"f32": 0, "f16": 1, "bf16": 2}
+WEIGHT_DTYPES = tuple(WTYPE)
+
+
+def _out(out: Tensor | None, shape, kernel: str) -> Tensor:
+    if out is None:
+        return runtime().empty(shape, "f32", label=kernel)
+    expect(kernel, out.shape == tuple(shape) and out.dtype == "f32", f"out must be {tuple(shape)} f32", out=out)
+    return out
+
+
+def _pieces(w: Tensor):
+    gpu = runtime().gpu
+    return w.row_pieces(gpu.max_binding, gpu.offset_alignment)
+
+
+def matvec(x: Tensor, w: Tensor, out: Tensor | None = None, workgroup: int = 256) -> Tensor:
+    """y = W x. x: [K] or [1, K] f32; w: [N, K] f32/f16/bf16; returns [N] or [1, N] f32."""
+    dtype_in("matvec", "x", x, ("f32",))
+    dtype_in("matvec", "w", w, WEIGHT_DTYPES)
+    expect("matvec", len(w.shape) == 2 and x.shape in ((w.shape[1],), (1, w.shape[1])),
+           "x must be [K] or [1, K] with K = w.shape[1]", x=x, w=w)
+    n, k = w.shape
+    y = _out(out, x.shape[:-1] + (n,), "matvec")
+    vector = k % (4 if w.dtype == "f32" else 8) == 0
+    kern = runtime().kernel("matvec", "main" if vector else "main_ragged", WG=workgroup, WTYPE=WTYPE[w.dtype])
+    for row0, piece in _pieces(w):
+        kern(piece.shape[0], pack_params(piece.shape[0], k, row0), x, piece, y)
+    return y
+
+
+def matmul(x: Tensor, w: Tensor, out: Tensor | None = None) -> Tensor:
+    """Y = X W^T. x: [M, K] f32; w: [N, K] f32/f16/bf16; returns [M, N] f32."""
+    dtype_in("matmul", "x", x, ("f32",))
+    dtype_in("matmul", "w", w, WEIGHT_DTYPES)
+    expect("matmul", len(x.shape) == 2 and len(w.shape) == 2 and x.shape[1] == w.shape[1],
+           "x must be [M, K] and w [N, K]", x=x, w=w)
+    (m, k), n = x.shape, w.shape[0]
+    y = _out(out, (m, n), "matmul")
+    kern = runtime().kernel("matmul", WTYPE=WTYPE[w.dtype])
+    for row0, piece in _pieces(w):
+        rows = piece.shape[0]
+        kern((-(-rows // 64), -(-m // 64), 1), pack_params(m, rows, k, row0, n), x, piece, y)
+    return y
+
+
+def linear(x: Tensor, w: Tensor, out: Tensor | None = None) -> Tensor:
+    """x [T, K] -> [T, N]: matvec for one token, matmul otherwise."""
+    if x.shape[0] == 1:
+        return matvec(x, w, out)
+    return matmul(x, w, out)
+
+
+def matvec_ref(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return (w.astype(np.float64) @ x.astype(np.float64).reshape(-1)).astype(np.float32).reshape(x.shape[:-1] + (w.shape[0],))
+
+
+def matmul_ref(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return (x.astype(np.float64) @ w.astype(np.float64).T).astype(np.float32)

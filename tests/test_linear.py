@@ -1,0 +1,71 @@
+"""matvec and matmul against numpy over a sweep that includes ragged shapes and split bindings."""
+
+import numpy as np
+import pytest
+
+from omni_lab.gpu import KernelError, bf16_bits, bf16_to_f32
+from omni_lab.ops import linear
+from kernel_harness import NMSE_MATMUL, check_sentinels, nmse, padded_output, rand
+
+
+def weights(rng, n, k, dtype):
+    """Random weights, and the float32 values the GPU sees after storage in `dtype`."""
+    w = rand(rng, n, k, scale=k ** -0.5)
+    if dtype == "bf16":
+        bits = bf16_bits(w)
+        return bits, bf16_to_f32(bits)
+    if dtype == "f16":
+        return w.astype(np.float16), w.astype(np.float16).astype(np.float32)
+    return w, w
+
+
+MATVEC_CASES = [(n, k, dt) for dt in ("f32", "f16", "bf16") for n, k in [(1, 8), (7, 24), (33, 64), (257, 200), (130, 1031), (64, 4096), (3, 5)]]
+
+
+@pytest.mark.parametrize("n,k,dtype", MATVEC_CASES)
+def test_matvec(rt, rng, n, k, dtype):
+    host_w, w_seen = weights(rng, n, k, dtype)
+    x = rand(rng, k)
+    out = padded_output((n,))
+    linear.matvec(rt.upload(x), rt.upload(host_w, dtype), out=out)
+    assert nmse(out.numpy(), linear.matvec_ref(x, w_seen)) < NMSE_MATMUL * 1e-3
+    check_sentinels(out)
+
+
+MATMUL_CASES = [(m, n, k, dt) for dt in ("f32", "f16", "bf16") for m, n, k in [(2, 3, 5), (17, 33, 31), (64, 64, 64), (70, 130, 129), (5, 300, 1024)]]
+
+
+@pytest.mark.parametrize("m,n,k,dtype", MATMUL_CASES)
+def test_matmul(rt, rng, m, n, k, dtype):
+    host_w, w_seen = weights(rng, n, k, dtype)
+    x = rand(rng, m, k)
+    out = padded_output((m, n))
+    linear.matmul(rt.upload(x), rt.upload(host_w, dtype), out=out)
+    assert nmse(out.numpy(), linear.matmul_ref(x, w_seen)) < NMSE_MATMUL * 1e-3
+    check_sentinels(out)
+
+
+def test_matvec_and_matmul_split_binding(rt, rng):
+    """A bf16 weight over 128 MiB goes through both kernels bound in row pieces (lavapipe's limit)."""
+    n, k = 8200, 8192  # 134 MB of bf16: more than one 128 MiB binding
+    assert n * k * 2 > rt.gpu.max_binding
+    w = rng.integers(0x3C00, 0x3D00, size=(n, k), dtype=np.uint16) ^ (rng.integers(0, 2, size=(n, k), dtype=np.uint16) << 15)
+    w_seen = bf16_to_f32(w)
+    wt = rt.upload(w, "bf16")
+    assert len(wt.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment)) > 1
+    x = rand(rng, k)
+    y = linear.matvec(rt.upload(x), wt).numpy()
+    assert nmse(y, linear.matvec_ref(x, w_seen)) < 1e-9
+    xm = rand(rng, 3, k)
+    ym = linear.matmul(rt.upload(xm), wt).numpy()
+    assert nmse(ym, linear.matmul_ref(xm, w_seen)) < 1e-9
+
+
+def test_shape_and_dtype_errors_name_the_kernel(rt):
+    w = rt.upload(np.zeros((4, 8), np.float32))
+    with pytest.raises(KernelError, match=r"matvec: x must be .*x=\(7,\) f32, w=\(4, 8\) f32"):
+        linear.matvec(rt.upload(np.zeros(7, np.float32)), w)
+    with pytest.raises(KernelError, match=r"matmul: x must be f32, got i32"):
+        linear.matmul(rt.upload(np.zeros((2, 8), np.int32)), w)
+    with pytest.raises(KernelError, match=r"matvec: out must be \(4,\) f32"):
+        linear.matvec(rt.upload(np.zeros(8, np.float32)), w, out=rt.upload(np.zeros(5, np.float32)))
