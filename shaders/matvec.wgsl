@@ -3,12 +3,16 @@
 // Bindings: 0 params; 1 x: [K] f32; 2 w: [N, K] weight rows of this piece, packed per WTYPE
 //           (f32: one per u32; f16 and bf16: two per u32, element 2j in the low half); 3 y: [N_total] f32.
 // Params:   n = rows in this piece, k = K, row_base = first output row of this piece (binding splits).
-// Dispatch: one workgroup of WG threads per row, flat index wid.x + wid.y * nwg.x (groups_for).
-// Entry points: `main` needs K % 8 == 0 (16-byte weight loads); `main_ragged` takes any K.
-// Accumulation is f32; each thread keeps two partial sums so two loads are in flight.
+// Dispatch: ceil(n / (WG / TPR)) workgroups, flat index wid.x + wid.y * nwg.x (groups_for). Each row is
+//           handled by TPR consecutive threads (a workgroup holds WG / TPR rows), so a thread issues
+//           several 16-byte loads per row even for short rows; the loop keeps UNROLL loads in flight.
+// Entry points: `main` needs K % 8 == 0 (K % 4 for f32) for 16-byte weight loads; `main_ragged` any K.
+// Accumulation is f32.
 
 override WG: u32 = 256;
+override TPR: u32 = 32;    // threads per row; a power of two dividing WG
 override WTYPE: u32 = 2u;  // 0 f32, 1 f16, 2 bf16
+const UNROLL: u32 = 4u;
 
 struct Params { n: u32, k: u32, row_base: u32, _pad: u32 }
 
@@ -29,51 +33,46 @@ fn hi(u: u32) -> f32 {
     return bitcast<f32>(u & 0xffff0000u);
 }
 
-// Dot product of 8 packed 16-bit weights (one vec4<u32>) with x[8j .. 8j+7].
-fn dot8(u: vec4<u32>, j: u32) -> f32 {
-    let a = x[2u * j];
-    let b = x[2u * j + 1u];
-    return dot(vec4<f32>(lo(u.x), hi(u.x), lo(u.y), hi(u.y)), a)
-         + dot(vec4<f32>(lo(u.z), hi(u.z), lo(u.w), hi(u.w)), b);
+// Dot product of one 16-byte weight word with the x values it covers; j indexes 16-byte weight words.
+fn dot_word(u: vec4<u32>, j: u32) -> f32 {
+    if (WTYPE == 0u) { return dot(bitcast<vec4<f32>>(u), x[j]); }
+    return dot(vec4<f32>(lo(u.x), hi(u.x), lo(u.y), hi(u.y)), x[2u * j])
+         + dot(vec4<f32>(lo(u.z), hi(u.z), lo(u.w), hi(u.w)), x[2u * j + 1u]);
 }
 
+// Sums the TPR partial sums of each row of the workgroup and stores the row's result.
 fn reduce_and_store(lid: u32, row: u32, acc: f32) {
     partial[lid] = acc;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) { partial[lid] += partial[lid + s]; }
+    let lane = lid % TPR;
+    for (var s = TPR / 2u; s > 0u; s = s / 2u) {
+        if (lane < s) { partial[lid] += partial[lid + s]; }
         workgroupBarrier();
     }
-    if (lid == 0u) { y[p.row_base + row] = partial[0]; }
+    if (lane == 0u && row < p.n) { y[p.row_base + row] = partial[lid]; }
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
-    if (row >= p.n) { return; }  // uniform per workgroup, so the barriers below stay uniform
-    var acc0 = 0.0;
-    var acc1 = 0.0;
-    if (WTYPE == 0u) {
-        let per_row = p.k / 4u;  // vec4 of f32 weights
-        let base = row * per_row;
-        var j = lid;
-        for (; j + WG < per_row; j += 2u * WG) {
-            acc0 += dot(bitcast<vec4<f32>>(w[base + j]), x[j]);
-            acc1 += dot(bitcast<vec4<f32>>(w[base + j + WG]), x[j + WG]);
+    let row = (wid.x + wid.y * nwg.x) * (WG / TPR) + lid / TPR;
+    let lane = lid % TPR;
+    var acc = vec4<f32>(0.0);
+    if (row < p.n) {  // no early return: every thread must reach the barriers below
+        let words = p.k / select(8u, 4u, WTYPE == 0u);
+        let base = row * words;
+        var j = lane;
+        for (; j + (UNROLL - 1u) * TPR < words; j += UNROLL * TPR) {
+            // Issue the loads first so UNROLL of them are in flight at once.
+            let u0 = w[base + j];
+            let u1 = w[base + j + TPR];
+            let u2 = w[base + j + 2u * TPR];
+            let u3 = w[base + j + 3u * TPR];
+            acc += vec4<f32>(dot_word(u0, j), dot_word(u1, j + TPR), dot_word(u2, j + 2u * TPR), dot_word(u3, j + 3u * TPR));
         }
-        if (j < per_row) { acc0 += dot(bitcast<vec4<f32>>(w[base + j]), x[j]); }
-    } else {
-        let per_row = p.k / 8u;  // vec4<u32> of 8 packed 16-bit weights
-        let base = row * per_row;
-        var j = lid;
-        for (; j + WG < per_row; j += 2u * WG) {
-            acc0 += dot8(w[base + j], j);
-            acc1 += dot8(w[base + j + WG], j + WG);
-        }
-        if (j < per_row) { acc0 += dot8(w[base + j], j); }
+        for (; j < words; j += TPR) { acc.x += dot_word(w[base + j], j); }
     }
-    reduce_and_store(lid, row, acc0 + acc1);
+    reduce_and_store(lid, row, acc.x + acc.y + acc.z + acc.w);
 }
 
 fn weight(e: u32) -> f32 {
@@ -86,11 +85,12 @@ fn weight(e: u32) -> f32 {
 @compute @workgroup_size(WG)
 fn main_ragged(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
-    if (row >= p.n) { return; }
+    let row = (wid.x + wid.y * nwg.x) * (WG / TPR) + lid / TPR;
     var acc = 0.0;
-    for (var k = lid; k < p.k; k += WG) {
-        acc += weight(row * p.k + k) * x[k / 4u][k % 4u];
+    if (row < p.n) {
+        for (var k = lid % TPR; k < p.k; k += TPR) {
+            acc += weight(row * p.k + k) * x[k / 4u][k % 4u];
+        }
     }
     reduce_and_store(lid, row, acc);
 }

@@ -32,6 +32,18 @@ def test_matvec(rt, rng, n, k, dtype):
     check_sentinels(out)
 
 
+@pytest.mark.parametrize("tpr", [1, 8, 64, 256])
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_matvec_threads_per_row(rt, rng, tpr, dtype):
+    n, k = 37, 1000  # rows not a multiple of rows per workgroup; K with a tail after the unrolled loop
+    host_w, w_seen = weights(rng, n, k, dtype)
+    x = rand(rng, k)
+    out = padded_output((n,))
+    linear.matvec(rt.upload(x), rt.upload(host_w, dtype), out=out, threads_per_row=tpr)
+    assert nmse(out.numpy(), linear.matvec_ref(x, w_seen)) < 1e-9
+    check_sentinels(out)
+
+
 MATMUL_CASES = [(m, n, k, dt) for dt in ("f32", "f16", "bf16") for m, n, k in [(2, 3, 5), (17, 33, 31), (64, 64, 64), (70, 130, 129), (5, 300, 1024)]]
 
 

@@ -151,6 +151,7 @@ class Runtime:
         self._staging: dict[int, list[wgpu.GPUBuffer]] = {}
         self._step: Step | None = None
         self._profile: Profile | None = None
+        self._fence = None
 
     # -- kernels -------------------------------------------------------------------------------
     def kernel(self, shader: str, entry: str = "main", **constants: int | float | bool) -> Kernel:
@@ -314,7 +315,7 @@ class Runtime:
                 cp.end()
                 t0 = time.perf_counter()
                 device.queue.submit([enc.finish()])
-                device.queue.on_submitted_work_done_sync()
+                self.sync()
                 prof.timings.append(KernelTiming(d.kernel.label, time.perf_counter() - t0))
         self._profile = None
         try:
@@ -329,8 +330,14 @@ class Runtime:
         cp.dispatch_workgroups(*d.grid)
 
     def sync(self) -> None:
-        """Wait until the GPU has finished all submitted work."""
-        self.gpu.device.queue.on_submitted_work_done_sync()
+        """Wait until the GPU has finished all submitted work.
+
+        Mapping a buffer waits for every earlier submission; wgpu-py 0.32's on_submitted_work_done_sync
+        fails against its own wgpu-native build, so we map a 16-byte buffer instead."""
+        if self._fence is None:
+            self._fence = self.gpu.device.create_buffer(size=16, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
+        self._fence.map_sync(wgpu.MapMode.READ)
+        self._fence.unmap()
 
 
 _RUNTIME: Runtime | None = None

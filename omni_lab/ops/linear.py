@@ -27,8 +27,14 @@ def _pieces(w: Tensor):
     return w.row_pieces(gpu.max_binding, gpu.offset_alignment)
 
 
-def matvec(x: Tensor, w: Tensor, out: Tensor | None = None, workgroup: int = 256) -> Tensor:
-    """y = W x. x: [K] or [1, K] f32; w: [N, K] f32/f16/bf16; returns [N] or [1, N] f32."""
+# Threads per row of matvec, from the sweep in bench/kernels.py on an H200 through Vulkan
+# (bench/results/kernels_h200_vulkan.json): 16 for 16-bit weights, flat for f32.
+DEFAULT_TPR = {"f32": 64, "f16": 16, "bf16": 16}
+
+
+def matvec(x: Tensor, w: Tensor, out: Tensor | None = None, threads_per_row: int | None = None) -> Tensor:
+    """y = W x. x: [K] or [1, K] f32; w: [N, K] f32/f16/bf16; returns [N] or [1, N] f32.
+    threads_per_row: a power of two up to 256 (default per dtype, measured)."""
     dtype_in("matvec", "x", x, ("f32",))
     dtype_in("matvec", "w", w, WEIGHT_DTYPES)
     expect("matvec", len(w.shape) == 2 and x.shape in ((w.shape[1],), (1, w.shape[1])),
@@ -36,9 +42,11 @@ def matvec(x: Tensor, w: Tensor, out: Tensor | None = None, workgroup: int = 256
     n, k = w.shape
     y = _out(out, x.shape[:-1] + (n,), "matvec")
     vector = k % (4 if w.dtype == "f32" else 8) == 0
-    kern = runtime().kernel("matvec", "main" if vector else "main_ragged", WG=workgroup, WTYPE=WTYPE[w.dtype])
+    threads_per_row = threads_per_row or DEFAULT_TPR[w.dtype]
+    kern = runtime().kernel("matvec", "main" if vector else "main_ragged", WG=256, TPR=threads_per_row, WTYPE=WTYPE[w.dtype])
+    rows_per_group = 256 // threads_per_row
     for row0, piece in _pieces(w):
-        kern(piece.shape[0], pack_params(piece.shape[0], k, row0), x, piece, y)
+        kern(-(-piece.shape[0] // rows_per_group), pack_params(piece.shape[0], k, row0), x, piece, y)
     return y
 
 
