@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 
 def cmd_doctor(args) -> int:
@@ -45,6 +46,65 @@ def cmd_selfcheck(args) -> int:
     return 1 if failed else 0
 
 
+def _prompt(args):
+    from .workbench import prompt_ids
+
+    return prompt_ids(args.model, prompt=args.prompt, ids=args.prompt_ids, chat=getattr(args, "chat", False))
+
+
+def cmd_tiny(args) -> int:
+    from .models.tiny import build_tiny_qwen3
+
+    out = build_tiny_qwen3(args.dir, seed=args.seed, preset=args.preset)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .models.sampling import Sampler
+    from .workbench import load_ours, tokenizer_for
+
+    ids = _prompt(args)
+    model = load_ours(args.model, max_len=len(ids) + args.max_new_tokens, progress=not args.json)
+    sampler = None if args.greedy else Sampler(args.temperature, args.top_k, args.top_p, args.seed)
+    t0 = time.perf_counter()
+    tokens = model.generate(ids, args.max_new_tokens, sampler)
+    seconds = time.perf_counter() - t0
+    try:
+        text = tokenizer_for(args.model).decode(tokens, skip_special_tokens=False)
+    except ValueError:
+        text = None
+    if args.json:
+        print(json.dumps({"prompt_ids": ids.tolist(), "tokens": tokens, "text": text, "seconds": seconds,
+                          "sampling": "greedy" if sampler is None else {
+                              "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}}))
+    else:
+        print(text if text is not None else tokens)
+    return 0
+
+
+def cmd_extract(args) -> int:
+    from .workbench import extract, save_npz
+
+    ids = _prompt(args)
+    acts = extract(args.model, ids, args.backend, args.dtype)
+    save_npz(args.out, acts)
+    print(f"wrote {len(acts)} activations for {len(ids)} tokens to {args.out}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import Bounds
+    from .workbench import compare_model
+
+    ids = _prompt(args)
+    comparison, index, timing = compare_model(args.model, ids, args.out, reference=args.reference, dtype=args.dtype,
+                                              bounds=Bounds(mse=args.max_mse, cosine=args.min_cosine))
+    print(comparison.summary())
+    print(f"report: {index}  ({sum(timing.values()):.1f} s)")
+    return 0 if comparison.passed else 1
+
+
 def cmd_demo(args) -> int:
     rc = cmd_doctor(argparse.Namespace(quiet=False, json=False))
     if rc:
@@ -66,14 +126,71 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_selfcheck)
 
+    t = sub.add_parser("tiny", help="write a tiny random checkpoint of a real architecture (Transformers' own save_pretrained)")
+    t.add_argument("arch", choices=["qwen3"])
+    t.add_argument("dir")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--preset", default="tiny", help="qwen3: tiny, tiny-gqa, or qwen3-0.6b (Qwen3-0.6B's exact shapes)")
+    t.set_defaults(func=cmd_tiny)
+
+    def model_and_prompt(p, chat=False):
+        p.add_argument("--model", required=True, help="checkpoint directory (safetensors) or .gguf file")
+        g = p.add_mutually_exclusive_group(required=True)
+        g.add_argument("--prompt", help="text, tokenized with the model's tokenizer")
+        g.add_argument("--prompt-ids", help="token ids, e.g. 1,2,3")
+        if chat:
+            p.add_argument("--chat", action="store_true", help="apply the tokenizer's chat template")
+
+    g = sub.add_parser("generate", help="generate text on our kernels")
+    model_and_prompt(g, chat=True)
+    g.add_argument("--max-new-tokens", type=int, default=32)
+    g.add_argument("--greedy", action="store_true", help="argmax decoding (default: sampling)")
+    g.add_argument("--temperature", type=float, default=0.7)
+    g.add_argument("--top-k", type=int, default=20)
+    g.add_argument("--top-p", type=float, default=0.8)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--json", action="store_true", help="print one JSON object with tokens and text")
+    g.set_defaults(func=cmd_generate)
+
+    e = sub.add_parser("extract", help="named activations from Transformers (hf) or our kernels (wgpu) to .npz")
+    model_and_prompt(e)
+    e.add_argument("--backend", choices=["hf", "wgpu"], required=True)
+    e.add_argument("--out", required=True, help="FILE.npz")
+    e.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="Transformers' dtype (hf)")
+    e.set_defaults(func=cmd_extract)
+
+    c = sub.add_parser("compare", help="compare ours with Transformers layer by layer and write a report")
+    model_and_prompt(c)
+    c.add_argument("--reference", help="a stored reference directory (default: capture one now)")
+    c.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    c.add_argument("--out", required=True, help="report directory")
+    c.add_argument("--max-mse", type=float, default=1e-5)
+    c.add_argument("--min-cosine", type=float, default=0.999)
+    c.set_defaults(func=cmd_compare)
+
+    from .formats import quantize
+
+    quantize.add_parser(sub)
+
     m = sub.add_parser("demo", help="the main job: check the adapter and kernels, then run the tiny models")
     m.set_defaults(func=cmd_demo)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .formats.safetensors_io import CheckpointError
+    from .gpu import KernelError
+    from .models.config import ConfigError
+    from .models.qwen3 import ModelInputError
+    from .reference import ReferenceMismatch
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (CheckpointError, ConfigError, ModelInputError, KernelError, ReferenceMismatch, ValueError,
+            FileNotFoundError) as e:
+        print(f"omni-lab {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

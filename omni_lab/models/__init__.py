@@ -1,0 +1,1 @@
+"""Model components on our kernels, one file each; config dataclasses use the HF config field names."""

@@ -1,0 +1,162 @@
+"""The workbench's steps as plain functions, shared by the CLI and the notebooks: tokenize a prompt,
+extract named activations from Transformers or from our kernels, capture a stored reference, compare."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .compare import Bounds, compare_sets
+from .models.config import ConfigError
+from .reference import capture, dense_qwen3_names, load_hf_model, load_reference, save_reference
+
+
+def model_type(path: str | Path) -> str:
+    from .models.qwen3 import open_checkpoint
+
+    return open_checkpoint(path).config.get("model_type", "")
+
+
+def load_ours(path: str | Path, max_len: int = 2048, progress: bool = True):
+    """Our implementation of the checkpoint at `path` (directory or .gguf), chosen by its model_type."""
+    from .models.qwen3 import Qwen3, open_checkpoint
+    from .models.config import Qwen3Config
+
+    ckpt = open_checkpoint(path)
+    kind = ckpt.config.get("model_type")
+    if kind == "qwen3":
+        return Qwen3(Qwen3Config.from_dict(ckpt.config, source=str(path)), ckpt, max_len, progress)
+    raise ConfigError(f"{path}: model_type '{kind}' is not supported (supported: qwen3)")
+
+
+def activation_names(path: str | Path) -> list[str]:
+    """The named activations of a model, in execution order."""
+    from .models.qwen3 import open_checkpoint
+
+    cfg = open_checkpoint(path).config
+    if cfg.get("model_type") == "qwen3":
+        return dense_qwen3_names(cfg["num_hidden_layers"])
+    raise ConfigError(f"{path}: model_type '{cfg.get('model_type')}' is not supported (supported: qwen3)")
+
+
+def tokenizer_for(path: str | Path):
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if path.suffix == ".gguf":
+        from .formats.gguf_io import GGUFCheckpoint
+
+        text = GGUFCheckpoint(path).tokenizer_json()
+        if text is None:
+            raise ValueError(f"{path}: this GGUF carries no tokenizer; give --prompt-ids")
+        from tokenizers import Tokenizer
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(text))
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def prompt_ids(path: str | Path, prompt: str | None = None, ids: str | list[int] | None = None,
+               chat: bool = False) -> np.ndarray:
+    """Token ids from a text prompt (chat template applied when asked and present) or a list '1,2,3'."""
+    if (prompt is None) == (ids is None):
+        raise ValueError("give exactly one of a text prompt or prompt ids")
+    if ids is not None:
+        if isinstance(ids, str):
+            try:
+                ids = [int(s) for s in ids.replace(" ", "").split(",") if s]
+            except ValueError:
+                raise ValueError(f"prompt ids must be integers separated by commas, got {ids!r}") from None
+        return np.asarray(ids, dtype=np.int64)
+    tok = tokenizer_for(path)
+    if chat:
+        if not getattr(tok, "chat_template", None):
+            raise ValueError(f"{path}: the tokenizer has no chat template; drop --chat")
+        out = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True)
+        if isinstance(out, dict) or hasattr(out, "keys"):
+            out = out["input_ids"]
+        return np.asarray(out, dtype=np.int64).reshape(-1)
+    return np.asarray(tok(prompt)["input_ids"], dtype=np.int64)
+
+
+def extract(path: str | Path, ids: np.ndarray, backend: str, dtype: str = "float32",
+            names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The named activations ([tokens, features] float32) of one forward over `ids`."""
+    names = names or activation_names(path)
+    if backend == "hf":
+        import torch
+
+        if Path(path).suffix == ".gguf":
+            raise ValueError(f"{path}: Transformers cannot run our GGUF files; capture from the source checkpoint")
+        model = load_hf_model(path, dtype)
+        return capture(model, names, {"input_ids": torch.as_tensor(np.asarray(ids, np.int64)[None])})
+    if backend == "wgpu":
+        model = load_ours(path, max_len=max(len(ids), 16), progress=False)
+        out = model.forward(ids, start=0, taps=names)
+        return {n: out[n] for n in names}
+    raise ValueError(f"backend must be 'hf' or 'wgpu', got {backend!r}")
+
+
+def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write an .npz atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "wb") as f:
+        np.savez(f, **{n: np.asarray(a, np.float32) for n, a in arrays.items()})
+    tmp.replace(path)
+    return path
+
+
+def reference_name(path: str | Path, ids: np.ndarray, dtype: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256(np.asarray(ids, np.int64).tobytes()).hexdigest()[:10]
+    return f"{Path(path).name}-{dtype}-{digest}"
+
+
+def capture_reference(path: str | Path, ids: np.ndarray, dtype: str = "float32", name: str | None = None,
+                      root: str | Path | None = None):
+    """Run Transformers on `ids`, store its activations under reference_data/<name>/, return the Reference."""
+    acts = extract(path, ids, "hf", dtype)
+    kw = {"root": root} if root is not None else {}
+    where = save_reference(name or reference_name(path, ids, dtype), acts, model_path=path,
+                           inputs={"input_ids": np.asarray(ids, np.int64)}, dtype=dtype, **kw)
+    return load_reference(where)
+
+
+def compare_model(path: str | Path, ids: np.ndarray, out_dir: str | Path, reference: str | Path | None = None,
+                  dtype: str = "float32", bounds: Bounds | None = None, root: str | Path | None = None,
+                  ours: dict[str, np.ndarray] | None = None):
+    """Capture (or load and verify) the HF reference, run ours, compare, and write the report.
+
+    A stored reference made from another model or other inputs is refused (ReferenceMismatch)."""
+    from .report import write_report
+
+    kw = {"root": root} if root is not None else {}
+    t0 = time.perf_counter()
+    if reference is None:
+        ref = capture_reference(path, ids, dtype, **kw)
+    else:
+        expect_model = None if Path(path).suffix == ".gguf" else path
+        ref = load_reference(reference, expect_model=expect_model,
+                             expect_inputs={"input_ids": np.asarray(ids, np.int64)}, **kw)
+    t1 = time.perf_counter()
+    if ours is None:
+        ours = extract(path, ids, "wgpu", names=ref.names)
+    t2 = time.perf_counter()
+    comparison = compare_sets(ours, ref, bounds or Bounds())
+    index = write_report(comparison, out_dir)
+    t3 = time.perf_counter()
+    timing = {"reference_s": t1 - t0, "ours_s": t2 - t1, "compare_and_report_s": t3 - t2}
+    report_json = Path(out_dir) / "report.json"
+    data = json.loads(report_json.read_text())
+    data["timing"] = timing
+    data["model"] = str(path)
+    tmp = report_json.with_name("report.json.partial")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(report_json)
+    return comparison, index, timing

@@ -1,0 +1,153 @@
+"""Dense Qwen3 on our kernels against Transformers (float32, same BF16 weights), layer by layer."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from omni_lab.formats.safetensors_io import CheckpointError
+from omni_lab.models.config import ConfigError
+from omni_lab.models.qwen3 import ModelInputError, Qwen3
+from omni_lab.models.sampling import Sampler
+from omni_lab.models.tiny import build_tiny_qwen3
+from omni_lab.reference import capture, dense_qwen3_names, load_hf_model
+
+PROMPT = np.array([5, 17, 200, 33, 8, 99, 150, 7, 3, 42, 301], np.int64)
+
+
+@pytest.fixture(scope="module", params=[("tiny", 0), ("tiny-gqa", 1), ("tiny", 7)], ids=lambda p: f"{p[0]}-seed{p[1]}")
+def checkpoint(request, tmp_path_factory):
+    preset, seed = request.param
+    return build_tiny_qwen3(tmp_path_factory.mktemp(preset) / "ckpt", seed=seed, preset=preset)
+
+
+def check_all_activations(path, ids, max_len=64):
+    ours_model = Qwen3.load(path, max_len=max_len, progress=False)
+    names = dense_qwen3_names(ours_model.cfg.num_hidden_layers)
+    ours = ours_model.forward(ids, start=0, taps=names)
+    ref = capture(load_hf_model(path, "float32"), names, {"input_ids": torch.as_tensor(ids[None])})
+    for n in names:
+        a, b = ours[n].astype(np.float64), ref[n].astype(np.float64)
+        assert a.shape == b.shape, n
+        cos = float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b)))
+        mse = float(((a - b) ** 2).mean())
+        assert cos >= 0.99999 and mse < 1e-5, f"{n}: cosine {cos:.7f}, mse {mse:.2e}"
+    return ours_model, ours
+
+
+def test_every_activation_matches_transformers(checkpoint):
+    check_all_activations(checkpoint, PROMPT)
+
+
+def test_greedy_tokens_match_transformers_except_near_ties(checkpoint):
+    ours = Qwen3.load(checkpoint, max_len=64, progress=False)
+    hf = load_hf_model(checkpoint, "float32")
+    n_new = 20
+    out = hf.generate(torch.as_tensor(PROMPT[None]), max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
+                      output_scores=True, return_dict_in_generate=True)
+    hf_tokens = out.sequences[0, len(PROMPT):].tolist()
+    tokens = ours.generate(PROMPT, n_new, stop_at_eos=False)
+    for step, scores in enumerate(out.scores):
+        top2 = torch.topk(scores[0], 2).values
+        if float(top2[0] - top2[1]) < 1e-4:  # a near tie: either choice is right, and the paths part here
+            break
+        assert tokens[step] == hf_tokens[step], f"step {step}: ours {tokens[:step + 1]} vs HF {hf_tokens[:step + 1]}"
+    else:
+        assert tokens == hf_tokens
+
+
+def test_decode_with_kv_cache_equals_fresh_prefill(checkpoint):
+    model = Qwen3.load(checkpoint, max_len=32, progress=False)
+    full = model.forward(PROMPT, start=0)["logits"]
+    n = 6
+    first = model.forward(PROMPT[:n], start=0)["logits"]
+    steps = [model.forward(PROMPT[i:i + 1], start=i)["logits"][0] for i in range(n, len(PROMPT))]
+    np.testing.assert_allclose(first, full[:n], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.stack(steps), full[n:], rtol=0, atol=1e-5)
+
+
+def test_sampling_is_seeded_and_stays_in_top_k(checkpoint):
+    model = Qwen3.load(checkpoint, max_len=64, progress=False)
+    a = model.generate(PROMPT, 12, Sampler(temperature=1.5, top_k=5, seed=1), stop_at_eos=False)
+    b = model.generate(PROMPT, 12, Sampler(temperature=1.5, top_k=5, seed=1), stop_at_eos=False)
+    c = model.generate(PROMPT, 12, Sampler(temperature=1.5, top_k=5, seed=2), stop_at_eos=False)
+    assert a == b and a != c
+    # The first sampled token is among the HF model's 5 most likely next tokens.
+    logits = load_hf_model(checkpoint, "float32")(torch.as_tensor(PROMPT[None])).logits[0, -1]
+    assert a[0] in torch.topk(logits, 5).indices.tolist()
+    # top_k=1 is greedy.
+    assert model.generate(PROMPT, 6, Sampler(top_k=1), stop_at_eos=False) == model.generate(PROMPT, 6, stop_at_eos=False)
+
+
+def test_sharded_checkpoint_with_index(tmp_path):
+    src = build_tiny_qwen3(tmp_path / "single", seed=2)
+    sharded = tmp_path / "sharded"
+    load_hf_model(src, "bfloat16").save_pretrained(sharded, max_shard_size="40KB")
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(src / f, sharded / f)
+    assert (sharded / "model.safetensors.index.json").is_file() and len(list(sharded.glob("*.safetensors"))) > 2
+    check_all_activations(sharded, PROMPT[:5])
+    victim = sorted(sharded.glob("model-*.safetensors"))[1]
+    victim.unlink()
+    with pytest.raises(CheckpointError, match=f"names shard {victim.name}, which is absent"):
+        Qwen3.load(sharded, progress=False)
+
+
+def test_bad_checkpoints_and_inputs_are_clear_errors(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    good = build_tiny_qwen3(tmp_path / "good", seed=0)
+    model = Qwen3.load(good, max_len=16, progress=False)
+    with pytest.raises(ModelInputError, match="token id 384 is outside the vocabulary"):
+        model.generate([1, 384], 2)
+    with pytest.raises(ModelInputError, match="exceed"):
+        model.generate([1, 2], 20)
+
+    def variant(name, edit_tensors=None, edit_config=None):
+        d = tmp_path / name
+        shutil.copytree(good, d)
+        if edit_tensors:
+            tensors = load_file(d / "model.safetensors")
+            edit_tensors(tensors)
+            save_file(tensors, d / "model.safetensors", metadata={"format": "pt"})
+        if edit_config:
+            cfg = json.loads((d / "config.json").read_text())
+            edit_config(cfg)
+            (d / "config.json").write_text(json.dumps(cfg))
+        return d
+
+    missing = variant("missing", lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
+    with pytest.raises(CheckpointError, match="tensor 'model.layers.1.mlp.up_proj.weight' is missing"):
+        Qwen3.load(missing, progress=False)
+    wrong = variant("wrong", lambda t: t.update({"model.layers.0.self_attn.k_proj.weight": torch.zeros(8, 64, dtype=torch.bfloat16)}))
+    with pytest.raises(CheckpointError, match=r"'model.layers.0.self_attn.k_proj.weight' has shape \[8, 64\], expected \[32, 64\]"):
+        Qwen3.load(wrong, progress=False)
+    unknown = variant("unknown", edit_config=lambda c: c.update(model_type="llama4"))
+    with pytest.raises(ConfigError, match="model_type 'llama4'"):
+        Qwen3.load(unknown, progress=False)
+    pickle_dir = tmp_path / "pickle"
+    pickle_dir.mkdir()
+    shutil.copy(good / "config.json", pickle_dir / "config.json")
+    (pickle_dir / "pytorch_model.bin").write_bytes(b"not loaded: refusing happens before any read")
+    with pytest.raises(CheckpointError, match=r"only pickle weights \(pytorch_model.bin\)"):
+        Qwen3.load(pickle_dir, progress=False)
+
+
+def test_cli_generate_json_and_errors(tmp_path):
+    ckpt = build_tiny_qwen3(tmp_path / "m", seed=4)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "omni_lab.cli", *a], capture_output=True, text=True)  # noqa: E731
+    r = run("generate", "--model", str(ckpt), "--prompt", "Привет, мир", "--max-new-tokens", "5", "--greedy", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert len(out["tokens"]) == 5 and isinstance(out["text"], str)
+    ref = load_hf_model(ckpt, "float32").generate(torch.as_tensor([out["prompt_ids"]]), max_new_tokens=5,
+                                                    min_new_tokens=5, do_sample=False)[0, len(out["prompt_ids"]):]
+    assert out["tokens"][0] == int(ref[0])
+    r = run("generate", "--model", str(ckpt), "--prompt-ids", "1,2,100000", "--max-new-tokens", "2")
+    assert r.returncode == 2 and "token id 100000 is outside the vocabulary" in r.stderr
+    r = run("generate", "--model", str(tmp_path / "nowhere"), "--prompt-ids", "1", "--max-new-tokens", "2")
+    assert r.returncode == 2 and "nowhere" in r.stderr
