@@ -1,0 +1,313 @@
+"""Layer-by-layer comparison of two activation sets, and the first activation where they part.
+
+Metrics (float64 arithmetic; `ours` is checked against `ref`):
+- mse     = mean((ours - ref)^2)
+- cosine  = <ours, ref> / (|ours| |ref|)    (1 when both are all zero, 0 when only one is)
+- nmse    = sum((ours - ref)^2) / sum(ref^2) (0 when both are all zero, inf when only ref is)
+- max_abs = max |ours - ref|
+each over the whole tensor and per token (row). A non-finite value anywhere makes the metrics NaN, which
+is never within bounds.
+
+First divergence: the earliest activation, in the reference's execution order, that breaks its bounds.
+Its "input" is, by a deliberately simple rule, the activation just before it in that order (for a layer's
+residual stream that is the layer's mlp, for layer i+1's self_attn it is layer i's residual stream). Since
+every earlier activation was within bounds, the input agreeing and the output not puts the bug in between.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+METRICS = ("mse", "cosine", "nmse", "max_abs")
+
+
+@dataclass
+class Bounds:
+    """Pass limits: mse < mse, cosine > cosine, nmse < nmse, max_abs < max_abs; None switches one off."""
+
+    mse: float | None = 1e-5
+    cosine: float | None = 0.999
+    nmse: float | None = None
+    max_abs: float | None = None
+
+    def violations(self, m: Mapping[str, float]) -> list[str]:
+        """The broken limits, as text; a NaN metric breaks every limit set on it."""
+        out = []
+        for key, below in (("mse", True), ("nmse", True), ("max_abs", True), ("cosine", False)):
+            limit = getattr(self, key)
+            if limit is None:
+                continue
+            v = m[key]
+            ok = (v < limit) if below else (v > limit)  # False for NaN
+            if not ok:
+                shown = f"{v:.3g}" if below else f"{v:.8g}"  # cosine fails in its 4th-8th digit
+                out.append(f"{key} {shown} {'>=' if below else '<='} {limit:g}")
+        return out
+
+
+def _sums(a: np.ndarray, b: np.ndarray, axis):
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    d = a - b
+    sq = (d * d).sum(axis=axis)
+    n = d.shape[-1] if axis == -1 else d.size
+    return {
+        "sq": sq, "n": n, "dot": (a * b).sum(axis=axis), "aa": (a * a).sum(axis=axis), "bb": (b * b).sum(axis=axis),
+        "max_abs": np.abs(d).max(axis=axis, initial=0.0),
+    }
+
+
+def _finish(s) -> dict:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        denom = np.sqrt(s["aa"] * s["bb"])  # one sqrt: exactly |a|^2 when a == b, so cosine is exactly 1
+        cos = np.where(denom > 0, s["dot"] / np.where(denom > 0, denom, 1.0),
+                       np.where((s["aa"] == 0) & (s["bb"] == 0), 1.0, 0.0))
+        nmse = np.where(s["bb"] > 0, s["sq"] / np.where(s["bb"] > 0, s["bb"], 1.0),
+                        np.where(s["sq"] == 0, 0.0, np.inf))
+    bad = ~(np.isfinite(s["sq"]) & np.isfinite(s["aa"]) & np.isfinite(s["bb"]))
+    out = {"mse": s["sq"] / max(s["n"], 1), "cosine": np.clip(cos, -1.0, 1.0), "nmse": nmse, "max_abs": s["max_abs"]}
+    return {k: np.where(bad, np.nan, v) for k, v in out.items()}
+
+
+def metrics(ours, ref) -> dict[str, float]:
+    """mse, cosine, nmse, max_abs over the whole tensor."""
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    if ours.shape != ref.shape:
+        raise ValueError(f"shapes differ: ours {ours.shape}, ref {ref.shape}")
+    return {k: float(v) for k, v in _finish(_sums(ours, ref, None)).items()}
+
+
+def per_token_metrics(ours, ref) -> dict[str, np.ndarray]:
+    """mse, cosine, nmse, max_abs of each token (row) of [tokens, features] arrays; each a [tokens] array."""
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    if ours.shape != ref.shape or ours.ndim != 2:
+        raise ValueError(f"need equal [tokens, features] shapes: ours {ours.shape}, ref {ref.shape}")
+    return _finish(_sums(ours, ref, -1))
+
+
+@dataclass
+class Row:
+    """One activation of the comparison.
+
+    status: "compared", "missing_in_ours", "missing_in_ref" or "shape_mismatch". within_bounds is None for a
+    name present on one side only (nothing to judge), False for a shape mismatch or broken bounds.
+    """
+
+    name: str
+    status: str
+    shape_ours: tuple | None = None
+    shape_ref: tuple | None = None
+    mse: float = math.nan
+    cosine: float = math.nan
+    nmse: float = math.nan
+    max_abs: float = math.nan
+    within_bounds: bool | None = None
+    violations: list[str] = field(default_factory=list)
+    nonfinite_ours: int = 0
+    per_token: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def compared(self) -> bool:
+        return self.status == "compared"
+
+    def metric(self, key: str) -> float:
+        return getattr(self, key)
+
+    def to_json(self) -> dict:
+        d = {"name": self.name, "status": self.status,
+             "shape_ours": list(self.shape_ours) if self.shape_ours else None,
+             "shape_ref": list(self.shape_ref) if self.shape_ref else None}
+        for k in METRICS:
+            v = getattr(self, k)
+            d[k] = float(v) if math.isfinite(v) else None  # strict JSON has no NaN / inf
+        d.update(within_bounds=self.within_bounds, violations=self.violations, nonfinite_ours=self.nonfinite_ours)
+        if self.per_token is not None and self.compared:
+            worst = int(np.nanargmax(self.per_token["nmse"])) if np.isfinite(self.per_token["nmse"]).any() else None
+            d["worst_token"] = worst
+        return d
+
+
+@dataclass
+class FirstDivergence:
+    """The earliest out-of-bounds activation, its input (the activation before it) and all four values."""
+
+    name: str
+    index: int
+    row: Row
+    input_name: str | None
+    input_row: Row | None
+    ours: np.ndarray | None = field(repr=False)
+    ref: np.ndarray | None = field(repr=False)
+    ours_input: np.ndarray | None = field(repr=False)
+    ref_input: np.ndarray | None = field(repr=False)
+
+    @property
+    def worst_token(self) -> int | None:
+        if self.row.per_token is None:
+            return None
+        nm = self.row.per_token["nmse"]
+        return int(np.nanargmax(nm)) if np.isfinite(nm).any() else 0
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name, "index": self.index, "violations": self.row.violations,
+            "worst_token": self.worst_token, "input": self.input_name,
+            "input_metrics": ({k: self.input_row.to_json()[k] for k in (*METRICS, "within_bounds")}
+                              if self.input_row is not None else None),
+        }
+
+    def __str__(self) -> str:
+        inp = f"; its input {self.input_name}" + (
+            f" agrees (nmse {self.input_row.nmse:.3g}, cosine {self.input_row.cosine:.6f})"
+            if self.input_row is not None and self.input_row.compared else " was not compared") \
+            if self.input_name else "; it is the first activation"
+        return f"first divergence at {self.name}: {', '.join(self.row.violations)}{inp}"
+
+
+@dataclass
+class Comparison:
+    """The result of compare_sets: rows in the reference's execution order, then names only ours has."""
+
+    rows: list[Row]
+    bounds: Bounds
+    overrides: dict[str, Bounds]
+    manifest: dict
+    first_divergence: FirstDivergence | None
+    ours: Mapping[str, np.ndarray] = field(repr=False, default_factory=dict)
+    ref: Mapping[str, np.ndarray] = field(repr=False, default_factory=dict)
+
+    def __getitem__(self, name: str) -> Row:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.rows]
+
+    @property
+    def failures(self) -> list[Row]:
+        return [r for r in self.rows if r.within_bounds is False]
+
+    @property
+    def missing(self) -> list[Row]:
+        return [r for r in self.rows if r.status.startswith("missing")]
+
+    @property
+    def passed(self) -> bool:
+        """Every compared activation within bounds, and nothing missing on either side."""
+        return not self.failures and not self.missing
+
+    @property
+    def dtype(self) -> str | None:
+        return self.manifest.get("dtype")
+
+    def bounds_for(self, name: str) -> Bounds:
+        return bounds_for(name, self.bounds, self.overrides)
+
+    def to_json(self) -> dict:
+        """A JSON-serialisable dict: reference manifest, bounds, one entry per activation, first divergence."""
+        fd = self.first_divergence
+        return {
+            "reference": self.manifest,
+            "bounds": asdict(self.bounds),
+            "overrides": {k: asdict(v) for k, v in self.overrides.items()},
+            "passed": self.passed,
+            "activations": [r.to_json() for r in self.rows],
+            "first_divergence": fd.name if fd else None,
+            "first_divergence_detail": fd.to_json() if fd else None,
+        }
+
+    def save_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n")
+        return path
+
+    def summary(self) -> str:
+        n = sum(r.compared for r in self.rows)
+        head = f"{n} activations compared against a {self.dtype or '?'} reference"
+        if self.first_divergence:
+            head += f", {len(self.failures)} out of bounds; {self.first_divergence}"
+        else:
+            head += ", all within bounds"
+        if self.missing:
+            head += f"; missing: {', '.join(f'{r.name} ({r.status})' for r in self.missing)}"
+        return head
+
+
+def bounds_for(name: str, bounds: Bounds, overrides: Mapping[str, Bounds] | None) -> Bounds:
+    """The first override whose glob pattern matches `name`, else the default bounds."""
+    for pattern, b in (overrides or {}).items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return b
+    return bounds
+
+
+def _as_set_and_manifest(s) -> tuple[Mapping[str, np.ndarray], dict]:
+    if hasattr(s, "activations") and hasattr(s, "manifest"):  # a store.Reference
+        return s.activations, dict(s.manifest)
+    return s, {}
+
+
+def compare_sets(ours, ref, bounds: Bounds | None = None, *, overrides: Mapping[str, Bounds] | None = None,
+                 manifest: dict | None = None) -> Comparison:
+    """Compare two activation sets by name.
+
+    `ours` and `ref` are name -> [tokens, features] mappings (or store.Reference objects, whose manifest then
+    goes into the report). `overrides` maps glob patterns (`"*.mlp.router"`) to their own Bounds.
+    """
+    bounds = bounds or Bounds()
+    overrides = dict(overrides or {})
+    ours, _ = _as_set_and_manifest(ours)
+    ref, ref_manifest = _as_set_and_manifest(ref)
+    manifest = dict(manifest if manifest is not None else ref_manifest)
+
+    rows: list[Row] = []
+    for name in list(ref) + [n for n in ours if n not in ref]:
+        if name not in ours:
+            rows.append(Row(name, "missing_in_ours", shape_ref=tuple(np.shape(ref[name]))))
+            continue
+        if name not in ref:
+            rows.append(Row(name, "missing_in_ref", shape_ours=tuple(np.shape(ours[name]))))
+            continue
+        a, b = np.asarray(ours[name]), np.asarray(ref[name])
+        row = Row(name, "compared", shape_ours=a.shape, shape_ref=b.shape)
+        if a.shape != b.shape or a.ndim != 2:
+            row.status = "shape_mismatch"
+            row.within_bounds = False
+            row.violations = [f"shape ours {a.shape} vs ref {b.shape}" if a.shape != b.shape
+                              else f"not [tokens, features]: {a.shape}"]
+            rows.append(row)
+            continue
+        row.nonfinite_ours = int(a.size - np.isfinite(a).sum())
+        pt = per_token_metrics(a, b)
+        whole = metrics(a, b)
+        row.mse, row.cosine, row.nmse, row.max_abs = (whole[k] for k in METRICS)
+        row.per_token = pt
+        row.violations = bounds_for(name, bounds, overrides).violations(whole)
+        if row.nonfinite_ours:
+            row.violations.insert(0, f"{row.nonfinite_ours} non-finite values in ours")
+        row.within_bounds = not row.violations
+        rows.append(row)
+
+    first = None
+    for i, row in enumerate(rows):
+        if row.within_bounds is False:
+            input_name = rows[i - 1].name if i > 0 else None
+            input_row = rows[i - 1] if i > 0 else None
+            first = FirstDivergence(
+                name=row.name, index=i, row=row, input_name=input_name, input_row=input_row,
+                ours=ours.get(row.name), ref=ref.get(row.name),
+                ours_input=ours.get(input_name) if input_name else None,
+                ref_input=ref.get(input_name) if input_name else None)
+            break
+    return Comparison(rows=rows, bounds=bounds, overrides=overrides, manifest=manifest, first_divergence=first,
+                      ours=ours, ref=ref)

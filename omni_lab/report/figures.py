@@ -1,0 +1,225 @@
+"""Matplotlib figures of a Comparison: metrics against layer, per-token error by layer, error histograms.
+
+Figures are built as bare `matplotlib.figure.Figure` objects on an Agg canvas, never through pyplot, so
+that saving PNGs needs no display and does not touch the backend a notebook chose. A notebook shows the
+returned Figure as it is.
+
+Names are split into (component, layer, kind) by the `.layers.<i>` segment of the module path:
+`thinker.model.language_model.layers.3.mlp` is component `thinker.model.language_model`, layer 3, kind
+`mlp`; `model.layers.3` is kind `residual` (a layer's output is the residual stream after it). Names without
+a layer (`model.norm`, `lm_head`) have layer None and belong to the component they start with, if any.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+
+LAYER_RE = re.compile(r"^(?P<comp>.+?)\.layers\.(?P<layer>\d+)(?:\.(?P<kind>.+))?$")
+OTHER = "(other)"
+RESIDUAL = "residual"
+# Log axes cannot show 0; exact zeros are drawn at this floor and the axis says so.
+FLOOR = 1e-30
+METRIC_LABELS = {"mse": "MSE", "nmse": "NMSE", "cosine": "1 - cosine", "max_abs": "max |error|"}
+
+
+@dataclass(frozen=True)
+class NameParts:
+    component: str
+    layer: int | None
+    kind: str
+
+
+def split_names(names: Iterable[str]) -> dict[str, NameParts]:
+    """(component, layer, kind) of each name, see the module docstring."""
+    names = list(names)
+    parts: dict[str, NameParts] = {}
+    for n in names:
+        m = LAYER_RE.match(n)
+        if m:
+            parts[n] = NameParts(m["comp"], int(m["layer"]), m["kind"] or RESIDUAL)
+    comps = sorted({p.component for p in parts.values()}, key=len, reverse=True)
+    for n in names:
+        if n in parts:
+            continue
+        comp = next((c for c in comps if n.startswith(c + ".")), None)
+        parts[n] = NameParts(comp, None, n[len(comp) + 1:]) if comp else NameParts(OTHER, None, n)
+    return {n: parts[n] for n in names}
+
+
+def main_component(comparison) -> str | None:
+    """The component with the most layer activations (the decoder, for a text model)."""
+    counts: dict[str, int] = {}
+    for p in split_names(comparison.names).values():
+        if p.layer is not None:
+            counts[p.component] = counts.get(p.component, 0) + 1
+    return max(counts, key=counts.get) if counts else None
+
+
+def layer_components(comparison) -> list[str]:
+    return sorted({p.component for p in split_names(comparison.names).values() if p.layer is not None})
+
+
+def new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+    path = Path(path)
+    fig.savefig(path, format="png", dpi=dpi)
+    return path
+
+
+def png_bytes(fig: Figure, dpi: int = 90) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def _plotted(metric: str, v):
+    """The value drawn for a metric: 1 - cosine for cosine, so that every panel reads 'smaller is better'."""
+    v = np.asarray(v, dtype=np.float64)
+    return 1.0 - v if metric == "cosine" else v
+
+
+def _bound(comparison, metric: str, name: str | None = None) -> float | None:
+    b = comparison.bounds_for(name) if name else comparison.bounds
+    limit = getattr(b, metric)
+    if limit is None:
+        return None
+    return 1.0 - limit if metric == "cosine" else limit
+
+
+def metrics_vs_layer(comparison, component: str | None = None,
+                     metrics: tuple[str, ...] = ("mse", "nmse", "cosine", "max_abs")) -> Figure:
+    """One panel per metric (log scale), x = layer, one line per activation kind; out-of-bounds points in red."""
+    component = component or main_component(comparison)
+    parts = split_names(comparison.names)
+    by_kind: dict[str, list] = {}
+    for row in comparison.rows:
+        p = parts[row.name]
+        if row.compared and p.layer is not None and p.component == component:
+            by_kind.setdefault(p.kind, []).append((p.layer, row))
+    fig = new_figure(11, 6.5)
+    axes = fig.subplots(2, (len(metrics) + 1) // 2, squeeze=False).ravel()
+    for ax, metric in zip(axes, metrics):
+        clipped = False
+        for kind, items in by_kind.items():
+            items.sort(key=lambda t: t[0])
+            x = np.array([layer for layer, _ in items])
+            y = _plotted(metric, [r.metric(metric) for _, r in items])
+            clipped |= bool((y[np.isfinite(y)] < FLOOR).any())
+            y = np.where(np.isfinite(y), np.maximum(y, FLOOR), np.nan)
+            ax.plot(x, y, marker="o", ms=3, lw=1.2, label=kind)
+            bad = np.array([r.within_bounds is False for _, r in items])
+            if bad.any():
+                ax.plot(x[bad], np.where(np.isfinite(y[bad]), y[bad], FLOOR), "x", color="red", ms=8, mew=2)
+        limit = _bound(comparison, metric)
+        if limit is not None:
+            ax.axhline(limit, color="red", ls="--", lw=1, label="bound")
+        ax.set_yscale("log")
+        ax.set_xlabel("layer")
+        ax.set_title(METRIC_LABELS.get(metric, metric) + (f" (0 drawn at {FLOOR:.0e})" if clipped else ""))
+        ax.grid(True, which="major", alpha=0.3)
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    if by_kind:
+        axes[0].legend(fontsize=8)
+    fig.suptitle(f"{component or 'no layers'}: ours vs {comparison.dtype or '?'} reference")
+    return fig
+
+
+def token_layer_matrix(comparison, kind: str = RESIDUAL, metric: str = "nmse",
+                       component: str | None = None) -> tuple[np.ndarray, list[int]]:
+    """[tokens, layers] per-token metric of one activation kind (NaN where a row is missing)."""
+    component = component or main_component(comparison)
+    parts = split_names(comparison.names)
+    cols = sorted((parts[r.name].layer, r) for r in comparison.rows
+                  if r.compared and r.per_token is not None and parts[r.name].component == component
+                  and parts[r.name].kind == kind and parts[r.name].layer is not None)
+    if not cols:
+        return np.zeros((0, 0)), []
+    tokens = max(len(r.per_token[metric]) for _, r in cols)
+    mat = np.full((tokens, len(cols)), np.nan)
+    for j, (_, r) in enumerate(cols):
+        v = _plotted(metric, r.per_token[metric])
+        mat[: len(v), j] = v
+    return mat, [layer for layer, _ in cols]
+
+
+def token_layer_heatmap(comparison, kind: str = RESIDUAL, metric: str = "nmse",
+                        component: str | None = None) -> Figure:
+    """Per-token error of one activation kind, tokens down, layers across, log colour scale."""
+    mat, layers = token_layer_matrix(comparison, kind, metric, component)
+    fig = new_figure(9, 4.5)
+    ax = fig.subplots()
+    label = METRIC_LABELS.get(metric, metric)
+    if mat.size == 0:
+        ax.text(0.5, 0.5, f"no per-token data for kind {kind!r}", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    shown = np.where(np.isfinite(mat), np.maximum(mat, FLOOR), np.nan)
+    finite = shown[np.isfinite(shown)]
+    lo = finite.min() if finite.size else FLOOR
+    hi = finite.max() if finite.size else 1.0
+    im = ax.imshow(shown, aspect="auto", interpolation="nearest", cmap="viridis",
+                   norm=LogNorm(vmin=lo, vmax=max(hi, lo * 10)))
+    ax.set_xticks(range(len(layers)), [str(x) for x in layers], fontsize=7)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("token")
+    fig.colorbar(im, ax=ax, label=label)
+    ax.set_title(f"per-token {label} of {kind} ({component or main_component(comparison)})")
+    return fig
+
+
+def error_histogram(ours: np.ndarray, ref: np.ndarray, name: str = "", bins: int = 100) -> Figure:
+    """Histogram of ours - ref over all elements of one activation (log counts)."""
+    d = (np.asarray(ours, np.float64) - np.asarray(ref, np.float64)).ravel()
+    finite = d[np.isfinite(d)]
+    fig = new_figure(7, 3.8)
+    ax = fig.subplots()
+    ax.hist(finite if finite.size else np.zeros(1), bins=bins, color="tab:blue", log=True)
+    ax.set_xlabel("ours - ref")
+    ax.set_ylabel("elements")
+    extra = f", {d.size - finite.size} non-finite" if finite.size < d.size else ""
+    mx = np.abs(finite).max() if finite.size else float("nan")
+    ax.set_title(f"error of {name}: rms {np.sqrt(np.mean(finite ** 2)) if finite.size else float('nan'):.3g}, "
+                 f"max {mx:.3g}{extra}", fontsize=10)
+    return fig
+
+
+def activation_detail(ours: np.ndarray, ref: np.ndarray, token: int, name: str = "",
+                      per_token: dict | None = None, metric: str = "nmse") -> Figure:
+    """For one activation: both sides' values at one token, their difference, and the per-token metric."""
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    token = int(np.clip(token, 0, ref.shape[0] - 1))
+    fig = new_figure(11, 6.5)
+    a1, a2, a3 = fig.subplots(3, 1)
+    x = np.arange(ref.shape[1])
+    a1.plot(x, ref[token], lw=1, label="reference")
+    a1.plot(x, ours[token], lw=1, ls="--", label="ours")
+    a1.set_title(f"{name} token {token}: values", fontsize=10)
+    a1.legend(fontsize=8)
+    a2.plot(x, ours[token] - ref[token], lw=1, color="tab:red")
+    a2.set_title("ours - ref", fontsize=10)
+    a2.set_xlabel("feature")
+    if per_token is not None:
+        v = np.where(np.isfinite(_plotted(metric, per_token[metric])),
+                     np.maximum(_plotted(metric, per_token[metric]), FLOOR), np.nan)
+        a3.semilogy(np.arange(len(v)), v, marker="o", ms=3)
+        a3.axvline(token, color="tab:orange")
+        a3.set_title(f"per-token {METRIC_LABELS.get(metric, metric)}", fontsize=10)
+        a3.set_xlabel("token")
+    else:
+        a3.set_visible(False)
+    return fig

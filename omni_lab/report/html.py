@@ -1,0 +1,182 @@
+"""A comparison as files: report.json, PNG figures and an index.html that shows them with the table of rows.
+
+The page opens with the verdict (the first divergence, or that all activations are within bounds) and the
+dtype the reference ran in, because a float32 and a bfloat16 reference call for very different bounds.
+Images are referenced by relative path, so the directory can be moved or zipped as a whole.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from pathlib import Path
+
+from . import figures
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+.verdict { font-size: 1.15em; padding: .6em .9em; border-radius: 4px; margin: .5em 0 1em; }
+.verdict.fail { background: #fde2e1; border: 1px solid #e0a09c; }
+.verdict.pass { background: #e3f6e5; border: 1px solid #9ccfa3; }
+.dtype { font-weight: bold; }
+table { border-collapse: collapse; font-size: .85em; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
+td.name, th.name { text-align: left; font-family: monospace; }
+tr.fail td { background: #fde2e1; }
+tr.first td { background: #f8b4b0; font-weight: bold; }
+tr.missing td { background: #eee; color: #777; }
+img { max-width: 100%; border: 1px solid #ddd; margin: .3em 0 1em; }
+code { background: #f4f4f4; padding: 0 3px; }
+"""
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—" if v is None else str(v)
+    return f"{v:.{digits}e}" if isinstance(v, float) else str(v)
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_") or "x"
+
+
+def _cos(v) -> str:
+    return "—" if v is None or not math.isfinite(v) else f"{v:.8f}"
+
+
+def write_figures(comparison, out_dir: Path, histogram: str | None = None) -> list[tuple[str, str]]:
+    """Save the figures of a comparison to out_dir; returns [(file name, caption)]."""
+    saved = []
+    comps = figures.layer_components(comparison)
+    for comp in comps:
+        fname = "metrics_vs_layer.png" if len(comps) == 1 else f"metrics_vs_layer_{_slug(comp)}.png"
+        fig = figures.metrics_vs_layer(comparison, comp)
+        figures.save_png(fig, out_dir / fname)
+        saved.append((fname, f"Metrics against layer, {comp}"))
+        mat, _ = figures.token_layer_matrix(comparison, figures.RESIDUAL, "nmse", comp)
+        if mat.size:
+            fname = "token_heatmap.png" if len(comps) == 1 else f"token_heatmap_{_slug(comp)}.png"
+            figures.save_png(figures.token_layer_heatmap(comparison, figures.RESIDUAL, "nmse", comp), out_dir / fname)
+            saved.append((fname, f"Per-token NMSE of the residual stream, {comp}"))
+    name = histogram or _histogram_target(comparison)
+    if name and name in comparison.ours and name in comparison.ref \
+            and comparison.ours[name].shape == comparison.ref[name].shape:
+        figures.save_png(figures.error_histogram(comparison.ours[name], comparison.ref[name], name),
+                         out_dir / "error_hist.png")
+        saved.append(("error_hist.png", f"Histogram of the error of {name}"))
+    return saved
+
+
+def _histogram_target(comparison) -> str | None:
+    """The first divergence if there is one, else the compared activation with the largest NMSE."""
+    if comparison.first_divergence:
+        return comparison.first_divergence.name
+    rows = [r for r in comparison.rows if r.compared and math.isfinite(r.nmse)]
+    return max(rows, key=lambda r: r.nmse).name if rows else None
+
+
+def _headroom(comparison) -> str:
+    """How far inside the bounds the worst compared activation is ("the reports show by how much")."""
+    rows = [r for r in comparison.rows if r.compared and math.isfinite(r.mse)]
+    if not rows:
+        return ""
+    worst_mse = max(rows, key=lambda r: r.mse)
+    worst_cos = min(rows, key=lambda r: r.cosine)
+    b = comparison.bounds
+    parts = [f"largest MSE {worst_mse.mse:.3g} at <code>{html.escape(worst_mse.name)}</code>"
+             + (f" ({b.mse / worst_mse.mse:.3g}x below the bound {b.mse:g})" if b.mse and worst_mse.mse > 0 else ""),
+             f"smallest cosine {worst_cos.cosine:.8f} at <code>{html.escape(worst_cos.name)}</code>"]
+    return "; ".join(parts)
+
+
+def render_html(comparison, images: list[tuple[str, str]], title: str) -> str:
+    m = comparison.manifest or {}
+    model = m.get("model") or {}
+    e = html.escape
+    fd = comparison.first_divergence
+    if fd:
+        verdict = (f'<div class="verdict fail">First divergence: <code>{e(fd.name)}</code> '
+                   f'({e(", ".join(fd.row.violations))}); its input '
+                   f'{"<code>" + e(fd.input_name) + "</code>" if fd.input_name else "(none: first activation)"}'
+                   + (f" was within bounds (NMSE {fd.input_row.nmse:.3g})" if fd.input_row is not None
+                      and fd.input_row.within_bounds else "")
+                   + f'. {len(comparison.failures)} of {len(comparison.rows)} activations out of bounds.</div>')
+    else:
+        n = sum(r.compared for r in comparison.rows)
+        verdict = f'<div class="verdict pass">All {n} compared activations are within bounds.</div>'
+    missing = comparison.missing
+    missing_html = (f"<p>Missing on one side: {', '.join(f'<code>{e(r.name)}</code> ({e(r.status)})' for r in missing)}"
+                    "</p>" if missing else "")
+    inputs = m.get("inputs") or {}
+    ids = inputs.get("input_ids")
+    inputs_text = ", ".join(f"{e(k)}: {len(v)} values" if isinstance(v, list) else f"{e(k)}: {e(json.dumps(v))[:80]}"
+                            for k, v in inputs.items()) or "—"
+    b = comparison.bounds
+    bounds_text = ", ".join(f"{k} {'>' if k == 'cosine' else '<'} {v:g}" for k, v in
+                            (("mse", b.mse), ("cosine", b.cosine), ("nmse", b.nmse), ("max_abs", b.max_abs))
+                            if v is not None)
+    if comparison.overrides:
+        bounds_text += "; overrides: " + ", ".join(f"<code>{e(k)}</code>" for k in comparison.overrides)
+    versions = m.get("versions") or {}
+    meta = [
+        ("Reference dtype", f'<span class="dtype">{e(str(m.get("dtype", "unknown")))}</span>'),
+        ("Model", f"<code>{e(str(model.get('path', '—')))}</code>"),
+        ("Weights hash", f"<code>{e(str(model.get('weights_sha256', '—'))[:16])}</code> ({e(str(model.get('hash_mode', '—')))})"),
+        ("Config hash", f"<code>{e(str(model.get('config_sha256', '—'))[:16])}</code>"),
+        ("Inputs", inputs_text + (f" ({len(ids)} tokens)" if isinstance(ids, list) else "")),
+        ("Captured", e(str(m.get("captured_at", "—")))),
+        ("Versions", e(", ".join(f"{k} {v}" for k, v in versions.items())) or "—"),
+        ("Bounds", bounds_text),
+        ("Headroom", _headroom(comparison) or "—"),
+    ]
+    meta_html = "".join(f"<tr><th class='name'>{k}</th><td class='name'>{v}</td></tr>" for k, v in meta)
+
+    body_rows = []
+    for i, r in enumerate(comparison.rows):
+        cls = ("first" if fd and r.name == fd.name else "fail" if r.within_bounds is False
+               else "missing" if r.status.startswith("missing") else "")
+        shape = r.shape_ref or r.shape_ours
+        ok = {True: "yes", False: "NO", None: "—"}[r.within_bounds]
+        note = "; ".join(r.violations) if r.violations else (r.status if r.status != "compared" else "")
+        body_rows.append(
+            f"<tr class='{cls}'><td>{i}</td><td class='name'>{e(r.name)}</td><td>{e(str(list(shape)) if shape else '—')}</td>"
+            f"<td>{_fmt(r.mse)}</td><td>{_cos(r.cosine)}</td><td>{_fmt(r.nmse)}</td><td>{_fmt(r.max_abs)}</td>"
+            f"<td>{ok}</td><td class='name'>{e(note)}</td></tr>")
+    imgs = "".join(f"<h3>{e(cap)}</h3><img src='{e(f)}' alt='{e(cap)}'>" for f, cap in images)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{e(title)}</title><style>{CSS}</style></head>
+<body>
+<h1>{e(title)}</h1>
+{verdict}
+<p>Reference dtype: <span class="dtype">{e(str(m.get("dtype", "unknown")))}</span></p>
+{missing_html}
+<table>{meta_html}</table>
+<h2>Figures</h2>
+{imgs or "<p>No figures (no layer activations).</p>"}
+<h2>Activations, in execution order</h2>
+<table>
+<tr><th>#</th><th class="name">name</th><th>shape</th><th>MSE</th><th>cosine</th><th>NMSE</th><th>max |err|</th>
+<th>within bounds</th><th class="name">notes</th></tr>
+{"".join(body_rows)}
+</table>
+<p><a href="report.json">report.json</a></p>
+</body></html>
+"""
+
+
+def write_report(comparison, out_dir: str | Path, *, title: str = "omni_lab: ours vs HF Transformers",
+                 histogram: str | None = None) -> Path:
+    """Write report.json, the PNGs and index.html into out_dir (created); returns the index.html path.
+
+    `histogram` names the activation whose error histogram is drawn (default: the first divergence, else the
+    activation with the largest NMSE).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    comparison.save_json(out / "report.json")
+    images = write_figures(comparison, out, histogram)
+    index = out / "index.html"
+    index.write_text(render_html(comparison, images, title))
+    return index
