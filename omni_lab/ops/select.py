@@ -1,0 +1,96 @@
+"""argmax and top-k over the last dim of f32 rows, results left on the GPU (greedy decoding, sampling's
+top-k over a 152k vocabulary, MoE routing's top-8 of 128 experts over many rows).
+
+Order: larger value first, ties by lower index (torch.argmax's first-index rule; torch.topk leaves
+ties unspecified, we fix them this way); NaN ranks above +inf, -0 equals +0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..gpu import Tensor, pack_params, runtime
+from ._check import dtype_in, expect
+from .norm import workgroup_for
+
+MAX_CHUNK = 2048  # entries sorted per workgroup: two u32 arrays, 16 KiB of workgroup memory
+MAX_K = MAX_CHUNK // 2  # so that every round shrinks a row: len' = ceil(len / CHUNK) * k
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _rows(kernel: str, x: Tensor) -> tuple[int, int]:
+    dtype_in(kernel, "x", x, ("f32",))
+    expect(kernel, len(x.shape) >= 1 and x.shape[-1] > 0, "x must be [..., C] with C > 0", x=x)
+    return x.numel // x.shape[-1], x.shape[-1]
+
+
+def argmax(x: Tensor, out: Tensor | None = None) -> Tensor:
+    """Index of the largest entry of each row (the first on ties). x [..., C] f32 -> [...] i32."""
+    rows, c = _rows("argmax", x)
+    shape = x.shape[:-1]
+    if out is None:
+        out = runtime().empty(shape, "i32", label="argmax")
+    expect("argmax", out.shape == shape and out.dtype == "i32", f"out must be {shape} i32", out=out, x=x)
+    if rows:
+        runtime().kernel("select", "argmax", WG=workgroup_for(c))(rows, pack_params(rows, c, 0, 0), x, out)
+    return out
+
+
+def topk(x: Tensor, k: int, out_values: Tensor | None = None,
+         out_indices: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The k largest entries of each row, sorted descending, and their indices (ties: lower index
+    first). x [..., C] f32 -> values [..., k] f32, indices [..., k] i32."""
+    rows, c = _rows("topk", x)
+    expect("topk", 1 <= k <= min(c, MAX_K), f"k={k} must be in [1, min(C, {MAX_K})]", x=x)
+    shape = x.shape[:-1] + (k,)
+    rt = runtime()
+    if out_values is None:
+        out_values = rt.empty(shape, "f32", label="topk.values")
+    if out_indices is None:
+        out_indices = rt.empty(shape, "i32", label="topk.indices")
+    expect("topk", out_values.shape == shape and out_values.dtype == "f32", f"out_values must be {shape} f32",
+           out_values=out_values)
+    expect("topk", out_indices.shape == shape and out_indices.dtype == "i32", f"out_indices must be {shape} i32",
+           out_indices=out_indices)
+    if not rows:
+        return out_values, out_indices
+    src, length, source = x, c, "x"
+    while True:
+        chunk = min(MAX_CHUNK, max(2, _pow2_at_least(length)))
+        nchunks = -(-length // chunk)
+        kern_args = dict(WG=min(256, chunk // 2), CHUNK=chunk)
+        params = pack_params(rows, length, k, nchunks)
+        if nchunks == 1:
+            rt.kernel("select", f"final_{source}", **kern_args)(rows, params, src, out_values, out_indices)
+            break
+        # [R, nchunks, k] (key, index) pairs: this round's survivors, next round's input.
+        cand = rt.scratch((rows, nchunks * k, 2), "u32")
+        rt.kernel("select", f"chunks_{source}", **kern_args)(rows * nchunks, params, src, cand)
+        if source == "cand":
+            src.release()  # later dispatches run after this round's, so reuse of the buffer is safe
+        src, length, source = cand, nchunks * k, "cand"
+    if source == "cand":
+        src.release()
+    return out_values, out_indices
+
+
+def order(values: np.ndarray) -> np.ndarray:
+    """Column order of each row under our rule: descending, NaN first, -0 == +0, ties by lower index."""
+    v = np.asarray(values, dtype=np.float32)
+    nan = np.isnan(v)
+    key = np.where(nan, 0.0, v).astype(np.float64)
+    cols = np.broadcast_to(np.arange(v.shape[-1]), v.shape)
+    # lexsort: the last key is the primary one; all ascending, hence the negations.
+    return np.lexsort((cols, -key, -nan.astype(np.int8)), axis=-1)
+
+
+def argmax_ref(x: np.ndarray) -> np.ndarray:
+    return order(x)[..., 0].astype(np.int32)
+
+
+def topk_ref(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = order(x)[..., :k]
+    return np.take_along_axis(np.asarray(x, dtype=np.float32), idx, axis=-1), idx.astype(np.int32)

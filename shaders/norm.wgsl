@@ -1,0 +1,89 @@
+// norm: RMSNorm (HF Qwen3RMSNorm in float32) and LayerNorm (torch.nn.LayerNorm) over rows of D, f32.
+//
+// Entry `rmsnorm`:   y = (x * inverseSqrt(mean(x^2) + eps)) * w
+//   Bindings: 0 params; 1 x: [R, D] f32; 2 w: [D] f32; 3 y: [R, D] f32.
+// Entry `layernorm`: y = (x - mean) * inverseSqrt(var + eps) * w + b, var biased (divided by D),
+//   mean and var by the corrected two-pass algorithm (see below)
+//   Bindings: 0 params; 1 x: [R, D] f32; 2 w: [D] f32; 3 b: [D] f32; 4 y: [R, D] f32.
+// Params:   rows = R, d = D, eps, flags (layernorm: bit 0 apply w, bit 1 apply b; the wrapper binds a
+//           small dummy for a missing one).
+// Dispatch: one workgroup of WG threads (a power of two) per row, flat index wid.x + wid.y * nwg.x
+//           (groups_for); threads stride over the row; sums are reduced as a tree in workgroup memory.
+// x and y are read_write so that y may be x (in place): wgpu rejects a dispatch that binds one buffer
+// both read-only and read-write. In place is safe: a thread writes only elements it has just read
+// itself, and the other reads of the row happen before the barrier that precedes the writes.
+
+override WG: u32 = 256;
+
+struct Params { rows: u32, d: u32, eps: f32, flags: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;   // rmsnorm
+@group(0) @binding(3) var<storage, read> bias: array<f32>;      // layernorm
+@group(0) @binding(4) var<storage, read_write> y4: array<f32>;  // layernorm
+
+var<workgroup> red: array<f32, WG>;
+
+// Sum of one value per thread over the workgroup; every thread gets the total.
+fn workgroup_sum(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) { red[lid] += red[lid + s]; }
+        workgroupBarrier();
+    }
+    let total = red[0];
+    workgroupBarrier();  // red is reused by the next call
+    return total;
+}
+
+@compute @workgroup_size(WG)
+fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.rows) { return; }  // uniform per workgroup, so the barriers below stay uniform
+    let base = row * p.d;
+    var ss = 0.0;
+    for (var i = lid; i < p.d; i += WG) {
+        let v = x[base + i];
+        ss += v * v;
+    }
+    let r = inverseSqrt(workgroup_sum(lid, ss) / f32(p.d) + p.eps);
+    for (var i = lid; i < p.d; i += WG) {
+        y[base + i] = (x[base + i] * r) * w[i];
+    }
+}
+
+@compute @workgroup_size(WG)
+fn layernorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.rows) { return; }
+    let base = row * p.d;
+    var s = 0.0;
+    for (var i = lid; i < p.d; i += WG) { s += x[base + i]; }
+    let mean = workgroup_sum(lid, s) / f32(p.d);
+    // Corrected two-pass variance: the f32 mean is off by about ulp(mean), which matters when the mean is
+    // large against the spread; sum(x - mean) measures that error, and it is taken out of both the
+    // variance and the centring (not E[x^2] - mean^2, which cancels catastrophically).
+    var sc = 0.0;
+    var sq = 0.0;
+    for (var i = lid; i < p.d; i += WG) {
+        let c = x[base + i] - mean;
+        sc += c;
+        sq += c * c;
+    }
+    let delta = workgroup_sum(lid, sc) / f32(p.d);
+    let var_ = max(workgroup_sum(lid, sq) / f32(p.d) - delta * delta, 0.0);
+    let r = inverseSqrt(var_ + p.eps);
+    let use_w = (p.flags & 1u) != 0u;
+    let use_b = (p.flags & 2u) != 0u;
+    for (var i = lid; i < p.d; i += WG) {
+        var v = ((x[base + i] - mean) - delta) * r;  // mean + delta would round to ulp(mean)
+        if (use_w) { v *= w[i]; }
+        if (use_b) { v += bias[i]; }
+        y4[base + i] = v;
+    }
+}

@@ -1,0 +1,83 @@
+// softmax over the last dim: y[r, i] = exp(x[r, i] - max_r) / sum_j exp(x[r, j] - max_r), f32.
+//
+// Bindings: 0 params; 1 x: [R, C] f32; 2 y: [R, C] f32.
+// Params:   rows = R, cols = C.
+// Dispatch: one workgroup of WG threads (a power of two) per row, flat index wid.x + wid.y * nwg.x
+//           (groups_for). Pass 1: each thread keeps a running (max, sum of exp(x - max)) over its
+//           strided columns (online softmax, one exp per element), then the pairs are combined as a
+//           tree in workgroup memory. Pass 2 writes exp(x - max) * (1 / sum).
+// x and y are read_write so that y may be x (in place): wgpu rejects a dispatch that binds one buffer
+// both read-only and read-write. A thread writes only the columns it alone reads.
+// -inf inputs (masks) give 0; a row of only -inf gives NaN, as torch does.
+
+override WG: u32 = 256;
+
+struct Params { rows: u32, cols: u32, _pad0: u32, _pad1: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+var<workgroup> red_m: array<f32, WG>;
+var<workgroup> red_s: array<f32, WG>;
+
+const LOWEST: f32 = -3.40282347e38;  // finite start for the running max, so LOWEST - LOWEST is 0, not NaN
+const EXP_HI: f32 = 88.72283;
+const EXP_LO: f32 = -87.33654;
+const LOG2E: f32 = 1.4426950409;
+const LN2_HI: f32 = 0.693145751953125;
+const LN2_LO: f32 = 1.4286068203e-6;
+
+// exp(x) to about 1.3 ulp over all f32 (the same function as in elementwise.wgsl; WGSL's exp has
+// implementation-defined precision that grows with |x|).
+fn exp_f32(x_in: f32) -> f32 {
+    let v = clamp(x_in, EXP_LO, EXP_HI);
+    let k = round(v * LOG2E);
+    let r = (v - k * LN2_HI) - k * LN2_LO;
+    var q = 1.0 / 5040.0;
+    q = q * r + 1.0 / 720.0;
+    q = q * r + 1.0 / 120.0;
+    q = q * r + 1.0 / 24.0;
+    q = q * r + 1.0 / 6.0;
+    q = q * r + 0.5;
+    q = q * r + 1.0;
+    q = q * r + 1.0;
+    return select(ldexp(q, i32(k)), 0.0, x_in < EXP_LO);
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.rows) { return; }  // uniform per workgroup, so the barriers below stay uniform
+    let base = row * p.cols;
+    var m = LOWEST;
+    var s = 0.0;
+    for (var i = lid; i < p.cols; i += WG) {
+        let v = x[base + i];
+        if (v > m) {
+            s = s * exp_f32(m - v) + 1.0;
+            m = v;
+        } else {
+            s += exp_f32(v - m);
+        }
+    }
+    red_m[lid] = m;
+    red_s[lid] = s;
+    workgroupBarrier();
+    for (var h = WG / 2u; h > 0u; h = h / 2u) {
+        if (lid < h) {
+            let m1 = red_m[lid];
+            let m2 = red_m[lid + h];
+            let mm = max(m1, m2);
+            red_s[lid] = red_s[lid] * exp_f32(m1 - mm) + red_s[lid + h] * exp_f32(m2 - mm);
+            red_m[lid] = mm;
+        }
+        workgroupBarrier();
+    }
+    let row_max = red_m[0];
+    let inv = 1.0 / red_s[0];
+    for (var i = lid; i < p.cols; i += WG) {
+        y[base + i] = exp_f32(x[base + i] - row_max) * inv;
+    }
+}

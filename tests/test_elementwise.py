@@ -1,0 +1,141 @@
+"""Elementwise ops against float64 numpy/torch references: ragged sizes, broadcasts, in place, erf's
+error over the whole f32 range, sentinels around every output, and argument errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from omni_lab.gpu import KernelError
+from omni_lab.ops import elementwise as ew
+from kernel_harness import NMSE_ELEMENTWISE, check_sentinels, nmse, padded_output, rand
+
+SIZES = [1, 3, 7, 33, 100, 257, 1000, 4099, 200_003]
+# f32 rounding is the only error left: whole sweeps sit near 1e-15. The far negative tails of gelu and
+# gelu_tanh (values below 1e-7) keep about 1.5e-5 relative error (the argument's rounding amplified by
+# exp), which a one-element case can meet: 2e-10.
+BOUND = NMSE_ELEMENTWISE * 1e-2
+
+UNARY = {
+    "silu": (ew.silu, ew.silu_ref),
+    "gelu": (ew.gelu, ew.gelu_ref),
+    "gelu_tanh": (ew.gelu_tanh, ew.gelu_tanh_ref),
+    "erf": (ew.erf, ew.erf_ref),
+    "scale": (lambda x, out=None: ew.scale(x, -0.37, out=out), lambda x: ew.scale_ref(x, -0.37)),
+}
+BINARY = {"add": (ew.add, ew.add_ref), "mul": (ew.mul, ew.mul_ref), "swiglu": (ew.swiglu, ew.swiglu_ref)}
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("op", list(UNARY))
+def test_unary(rt, rng, op, n):
+    fn, ref = UNARY[op]
+    x = rand(rng, n, scale=4.0)
+    out = padded_output((n,))
+    fn(rt.upload(x), out=out)
+    assert nmse(out.numpy(), ref(x)) < BOUND
+    check_sentinels(out)
+
+
+@pytest.mark.parametrize("op", ["silu", "gelu", "gelu_tanh"])
+def test_activations_far_out(rt, op):
+    """Saturated tails: no overflow to NaN/inf, the right limits (x for large x, 0 for very negative), and
+    relative precision in the negative tail where the result is tiny but not yet 0."""
+    fn, ref = UNARY[op]
+    x = np.array([-3e38, -1e30, -1e6, -200.0, -90.0, -30.0, -9.0, -1e-30, 0.0, 1e-30, 9.0, 30.0, 90.0, 200.0, 1e6, 1e30, 3e38],
+                 dtype=np.float32)
+    y = fn(rt.upload(x)).numpy()
+    want = ref(x)
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y, want, rtol=2e-5, atol=1e-37)
+
+
+def test_erf_error_over_all_f32(rt, rng):
+    """Max abs error <= 2e-7: dense over [-6, 6] where erf bends, random bit patterns over all finite
+    f32, and the special values."""
+    dense = np.linspace(-6.0, 6.0, 1_000_001, dtype=np.float32)
+    bits = rng.integers(0, 2**32, size=1_000_000, dtype=np.uint64).astype(np.uint32)
+    anywhere = bits.view(np.float32)
+    anywhere = anywhere[np.isfinite(anywhere)]
+    special = np.array([0.0, -0.0, 1e-45, -1e-45, 1e-38, 0.85, np.nextafter(np.float32(0.85), np.float32(1)),
+                        3.95, np.nextafter(np.float32(3.95), np.float32(0)), 3.4e38, -3.4e38, np.inf, -np.inf],
+                       dtype=np.float32)
+    x = np.concatenate([dense, anywhere, special])
+    y = ew.erf(rt.upload(x)).numpy().astype(np.float64)
+    want = torch.erf(torch.from_numpy(x.astype(np.float64))).numpy()
+    err = np.abs(y - want)
+    assert err.max() <= 2e-7, f"erf max abs error {err.max():.3g} at x={x[err.argmax()]!r}"
+    assert np.array_equal(np.signbit(y[-len(special):][:2]), [False, True])  # erf(+-0) = +-0
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("op", list(BINARY))
+def test_binary(rt, rng, op, n):
+    fn, ref = BINARY[op]
+    a, b = rand(rng, n, scale=3.0), rand(rng, n, scale=3.0)
+    out = padded_output((n,))
+    fn(rt.upload(a), rt.upload(b), out=out)
+    assert nmse(out.numpy(), ref(a, b)) < BOUND
+    check_sentinels(out)
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 1), (3, 7), (33, 100), (7, 257), (1000, 33), (5, 4099)])
+@pytest.mark.parametrize("op", ["add", "mul"])
+def test_row_broadcast(rt, rng, op, rows, cols):
+    fn, ref = BINARY[op]
+    a, b = rand(rng, rows, cols), rand(rng, cols)
+    out = padded_output((rows, cols))
+    fn(rt.upload(a), rt.upload(b), out=out)
+    assert nmse(out.numpy(), ref(a, b[None, :])) < BOUND
+    check_sentinels(out)
+
+
+def test_broadcast_over_leading_dims(rt, rng):
+    a, b = rand(rng, 2, 3, 5), rand(rng, 5)
+    assert nmse(ew.add(rt.upload(a), rt.upload(b)).numpy(), ew.add_ref(a, b)) < BOUND
+
+
+@pytest.mark.parametrize("op", list(UNARY))
+def test_unary_in_place(rt, rng, op):
+    fn, ref = UNARY[op]
+    x = rand(rng, 33, 31, scale=3.0)
+    t = rt.upload(x)
+    assert fn(t, out=t) is t
+    assert nmse(t.numpy(), ref(x)) < BOUND
+
+
+@pytest.mark.parametrize("op", list(BINARY))
+def test_binary_in_place(rt, rng, op):
+    fn, ref = BINARY[op]
+    a, b = rand(rng, 257, 3), rand(rng, 257, 3)
+    ta, tb = rt.upload(a), rt.upload(b)
+    fn(ta, tb, out=ta)
+    assert nmse(ta.numpy(), ref(a, b)) < BOUND
+    ta = rt.upload(a)
+    fn(ta, tb, out=tb)  # out = the second input
+    assert nmse(tb.numpy(), ref(a, b)) < BOUND
+    ta = rt.upload(a)
+    fn(ta, ta, out=ta)  # every binding the same buffer
+    assert nmse(ta.numpy(), ref(a, a)) < BOUND
+
+
+def test_in_place_broadcast(rt, rng):
+    a, b = rand(rng, 40, 9), rand(rng, 9)
+    ta = rt.upload(a)
+    ew.mul(ta, rt.upload(b), out=ta)
+    assert nmse(ta.numpy(), ew.mul_ref(a, b)) < BOUND
+
+
+def test_errors_name_the_kernel(rt):
+    f = rt.upload(np.zeros((4, 8), np.float32))
+    with pytest.raises(KernelError, match=r"silu: x must be f32, got i32 \(x=\(4,\) i32\)"):
+        ew.silu(rt.upload(np.zeros(4, np.int32)))
+    with pytest.raises(KernelError, match=r"add: b must have a's shape or be a row vector .*a=\(4, 8\) f32, b=\(4,\) f32"):
+        ew.add(f, rt.upload(np.zeros(4, np.float32)))
+    with pytest.raises(KernelError, match=r"swiglu: b must have a's shape \(a=\(4, 8\) f32, b=\(8,\) f32\)"):
+        ew.swiglu(f, rt.upload(np.zeros(8, np.float32)))
+    with pytest.raises(KernelError, match=r"mul: out must be \(4, 8\) f32"):
+        ew.mul(f, f, out=rt.upload(np.zeros((8, 4), np.float32)))
+    with pytest.raises(KernelError, match=r"gelu: out must be \(4, 8\) f32"):
+        ew.gelu(f, out=rt.upload(np.zeros((4, 8), np.int32)))
+    with pytest.raises(KernelError, match=r"mul: b must be f32, got bf16"):
+        ew.mul(f, rt.upload(np.zeros(8, np.float32), "bf16"))

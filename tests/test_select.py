@@ -1,0 +1,117 @@
+"""argmax and topk: exact against torch on inputs without ties, exact against our own rule (lower index
+first) on inputs full of ties, NaN and -0, vocabulary-sized rows, MoE-shaped batches, results used on the
+GPU without readback, sentinels, and argument errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from omni_lab.gpu import KernelError
+from omni_lab.ops import embedding, select
+from kernel_harness import check_sentinels, padded_output
+
+
+def distinct(rng, rows, cols):
+    """Random rows without ties: shuffled integers plus a fraction below 0.5, so no two entries round alike."""
+    ranks = rng.permuted(np.tile(np.arange(cols), (rows, 1)), axis=1)
+    return (ranks - cols / 2 + 0.5 * rng.random((rows, cols))).astype(np.float32)
+
+
+def tied(rng, rows, cols, levels=5):
+    x = rng.integers(0, levels, size=(rows, cols)).astype(np.float32)
+    x[rng.random((rows, cols)) < 0.1] = -0.0
+    return x
+
+
+ARGMAX_SHAPES = [(1, 1), (3, 7), (7, 33), (33, 100), (2, 257), (5, 1000), (300, 128), (1, 152_064), (2, 300_007)]
+
+
+@pytest.mark.parametrize("rows,cols", ARGMAX_SHAPES)
+def test_argmax(rt, rng, rows, cols):
+    x = distinct(rng, rows, cols)
+    out = padded_output((rows,), "i32")
+    select.argmax(rt.upload(x), out=out)
+    assert np.array_equal(out.numpy(), torch.argmax(torch.from_numpy(x), dim=-1).numpy())
+    check_sentinels(out)
+
+
+@pytest.mark.parametrize("rows,cols", [(4, 3), (9, 33), (40, 257), (3, 4099), (1, 152_064)])
+def test_argmax_ties_take_the_first(rt, rng, rows, cols):
+    x = tied(rng, rows, cols)
+    x[0, :] = 0.0
+    x[0, cols // 2] = -0.0  # -0 == +0: still the first
+    got = select.argmax(rt.upload(x)).numpy()
+    assert np.array_equal(got, select.argmax_ref(x))
+    assert np.array_equal(got, torch.argmax(torch.from_numpy(x), dim=-1).numpy())  # torch documents first-index
+
+
+def test_argmax_nan_and_inf(rt):
+    x = np.array([[1.0, np.nan, 3.0, np.nan], [-np.inf, -np.inf, -np.inf, -np.inf], [1.0, np.inf, 2.0, np.inf]], np.float32)
+    got = select.argmax(rt.upload(x)).numpy()
+    assert np.array_equal(got, [1, 0, 1])
+    assert np.array_equal(got, torch.argmax(torch.from_numpy(x), dim=-1).numpy())
+
+
+TOPK_CASES = [(1, 1, 1), (3, 7, 3), (2, 7, 7), (33, 100, 8), (7, 257, 64), (5, 1000, 64), (512, 128, 8), (3, 4099, 100),
+              (1, 152_064, 1), (1, 152_064, 50), (1, 152_064, 64), (2, 300_007, 20), (1, 5000, 1024)]
+
+
+@pytest.mark.parametrize("rows,cols,k", TOPK_CASES)
+def test_topk(rt, rng, rows, cols, k):
+    x = distinct(rng, rows, cols)
+    values, indices = padded_output((rows, k)), padded_output((rows, k), "i32")
+    select.topk(rt.upload(x), k, out_values=values, out_indices=indices)
+    want_v, want_i = torch.topk(torch.from_numpy(x), k, dim=-1)
+    assert np.array_equal(values.numpy(), want_v.numpy())
+    assert np.array_equal(indices.numpy(), want_i.numpy())
+    check_sentinels(values)
+    check_sentinels(indices)
+
+
+@pytest.mark.parametrize("rows,cols,k", [(3, 7, 7), (64, 128, 8), (5, 1000, 64), (2, 5000, 100), (1, 152_064, 64)])
+def test_topk_ties_by_lower_index(rt, rng, rows, cols, k):
+    x = tied(rng, rows, cols, levels=3)
+    v, i = select.topk(rt.upload(x), k)
+    want_v, want_i = select.topk_ref(x, k)
+    assert np.array_equal(v.numpy(), want_v)
+    assert np.array_equal(i.numpy(), want_i)
+
+
+def test_topk_nan_inf_and_signed_zero(rt):
+    x = np.array([[0.0, -0.0, np.nan, -np.inf, np.inf, 1.0, -0.0, np.nan, -1.0]], np.float32)
+    v, i = select.topk(rt.upload(x), 9)
+    want_v, want_i = select.topk_ref(x, 9)
+    assert np.array_equal(i.numpy(), want_i)
+    assert np.array_equal(i.numpy()[0, :4], [2, 7, 4, 5])  # NaN above +inf, as torch.topk ranks it
+    np.testing.assert_array_equal(v.numpy(), want_v)  # NaN positions compare equal here
+    assert np.isnan(v.numpy()[0, :2]).all()
+
+
+def test_results_stay_on_the_gpu(rt, rng):
+    """Greedy decoding's shape: argmax and topk feed the embedding lookup inside one step, no readback."""
+    vocab, d = 1000, 16
+    table = rng.standard_normal((vocab, d)).astype(np.float32)
+    logits = distinct(rng, 4, vocab)
+    t_table, t_logits = rt.upload(table), rt.upload(logits)
+    with rt.step() as step:
+        ids = select.argmax(t_logits)
+        _, top = select.topk(t_logits, 3)
+        emb = embedding.embedding(ids, t_table)
+        emb_top = embedding.embedding(top.view((12,)), t_table)
+        got, got_top = step.read(emb), step.read(emb_top)
+    assert np.array_equal(got.value, table[logits.argmax(-1)])
+    assert np.array_equal(got_top.value, table[np.argsort(-logits, axis=-1)[:, :3].reshape(-1)])
+
+
+def test_errors_name_the_kernel(rt):
+    x = rt.upload(np.zeros((4, 8), np.float32))
+    with pytest.raises(KernelError, match=r"topk: k=9 must be in \[1, min\(C, 1024\)\] \(x=\(4, 8\) f32\)"):
+        select.topk(x, 9)
+    with pytest.raises(KernelError, match=r"topk: k=0 must be"):
+        select.topk(x, 0)
+    with pytest.raises(KernelError, match=r"topk: out_indices must be \(4, 2\) i32 \(out_indices=\(4, 2\) f32\)"):
+        select.topk(x, 2, out_indices=rt.upload(np.zeros((4, 2), np.float32)))
+    with pytest.raises(KernelError, match=r"argmax: x must be f32, got bf16"):
+        select.argmax(rt.upload(np.zeros((4, 8), np.float32), "bf16"))
+    with pytest.raises(KernelError, match=r"argmax: out must be \(4,\) i32 \(out=\(4,\) f32, x=\(4, 8\) f32\)"):
+        select.argmax(x, out=rt.upload(np.zeros(4, np.float32)))
