@@ -1,0 +1,191 @@
+"""The streaming quantizer: a Transformers checkpoint directory -> one GGUF file, tensor by tensor.
+
+Peak host memory is a few chunks of rows (about 16 MiB of float32 each), not a tensor and never the model:
+tensors are read in row chunks with plain reads at the offsets the safetensors headers give, quantized
+chunk by chunk (Q8_0 blocks are independent, so this is byte-identical to quantizing the whole tensor),
+and written chunk by chunk through GGUFWriter.write_tensor_data. We read rather than memory-map: pages of
+a mapped file count in the process's resident set until it is unmapped, so mapping a 60 GB checkpoint
+would show (and on some systems hold) tens of GB.
+
+What is quantized: tensors of two or more dimensions whose last dimension is a multiple of 32 and whose
+name matches no `keep` pattern (fnmatch). Others stay unquantized: 1-D tensors (norms, biases) as F32, as
+llama.cpp stores them; the rest keep their dtype (BF16 stays BF16). The output is written to
+`<out>.partial` and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import math
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..gpu.buffers import bf16_to_f32
+from .gguf_io import FILE_TYPE_Q8_0, GGUFError, GGUFStreamWriter
+from .q8_0 import QK, quantize_q8_0
+from .safetensors_io import Checkpoint, CheckpointError
+
+QTYPES = ("q8_0", "none")
+CHUNK_ELEMENTS = 4 << 20  # values per chunk: 16 MiB as float32
+
+_ITEMSIZE = {"bf16": 2, "f16": 2, "f32": 4, "i32": 4, "i64": 8}
+_NP = {"bf16": np.uint16, "f16": np.float16, "f32": np.float32, "i32": np.int32, "i64": np.int64}
+_ST_DTYPES = {"BF16": "bf16", "F16": "f16", "F32": "f32", "I32": "i32", "I64": "i64"}
+
+
+@dataclass
+class TensorPlan:
+    name: str
+    shape: tuple[int, ...]
+    source: str  # dtype in the checkpoint
+    target: str  # dtype in the GGUF
+    path: Path
+    offset: int  # byte offset of the tensor's data in `path`
+
+    @property
+    def nbytes_in(self) -> int:
+        return math.prod(self.shape) * _ITEMSIZE[self.source]
+
+
+def _safetensors_offsets(path: Path) -> dict[str, tuple[str, tuple[int, ...], int]]:
+    """name -> (dtype, shape, absolute data offset) from a safetensors header (8-byte length + JSON)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise CheckpointError(f"{path}: truncated safetensors file")
+        (n,) = struct.unpack("<Q", head)
+        header = json.loads(f.read(n))
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        out[name] = (info["dtype"], tuple(info["shape"]), 8 + n + info["data_offsets"][0])
+    return out
+
+
+def target_dtype(name: str, shape: tuple[int, ...], source: str, qtype: str = "q8_0", keep=()) -> str:
+    """The dtype a tensor gets in the GGUF (see the module docstring)."""
+    if source in ("i32", "i64"):
+        return source
+    if len(shape) <= 1:
+        return "f32"
+    if qtype == "q8_0" and shape[-1] % QK == 0 and not any(fnmatch.fnmatchcase(name, p) for p in keep):
+        return "q8_0"
+    return source
+
+
+def plan(ckpt: Checkpoint, qtype: str = "q8_0", keep=()) -> list[TensorPlan]:
+    offsets = {}
+    for f in ckpt.files():
+        for name, (st_dtype, shape, offset) in _safetensors_offsets(f).items():
+            offsets[name] = (st_dtype, shape, offset, f)
+    out = []
+    for name in ckpt.names:
+        st_dtype, shape, offset, f = offsets[name]
+        if st_dtype not in _ST_DTYPES:
+            raise CheckpointError(f"{f}: tensor '{name}' has dtype {st_dtype}, which the quantizer does not convert")
+        source = _ST_DTYPES[st_dtype]
+        out.append(TensorPlan(name, shape, source, target_dtype(name, shape, source, qtype, keep), f, offset))
+    return out
+
+
+def _chunks(p: TensorPlan, f, progress_update):
+    """The tensor's stored bytes for the GGUF, in chunks of whole rows."""
+    row = p.shape[-1] if p.shape else 1
+    n_rows = math.prod(p.shape) // row if row else 0
+    rows_per_chunk = max(1, CHUNK_ELEMENTS // max(row, 1))
+    item = _ITEMSIZE[p.source]
+    for r in range(0, n_rows, rows_per_chunk):
+        c = min(rows_per_chunk, n_rows - r)
+        raw = np.empty(c * row, dtype=_NP[p.source])
+        f.seek(p.offset + r * row * item)
+        if f.readinto(memoryview(raw).cast("B")) != raw.nbytes:
+            raise CheckpointError(f"{p.path}: truncated inside tensor '{p.name}'")
+        raw = raw.reshape(c, row)  # [rows, K]
+        if p.target == p.source:
+            yield raw
+        elif p.source == "bf16":
+            wide = bf16_to_f32(raw)
+            yield quantize_q8_0(wide) if p.target == "q8_0" else wide.astype(_NP[p.target])
+        else:
+            wide = raw.astype(np.float32)
+            yield quantize_q8_0(wide) if p.target == "q8_0" else wide.astype(_NP[p.target])
+        progress_update(c * row * item)
+
+
+def quantize_checkpoint(src_dir: str | Path, out_path: str | Path, qtype: str = "q8_0", keep=(),
+                        progress: bool = True) -> Path:
+    """Quantize the checkpoint directory `src_dir` into the GGUF `out_path`; returns the path written."""
+    if qtype not in QTYPES:
+        raise ValueError(f"quantize_checkpoint: qtype must be one of {QTYPES}, got {qtype!r}")
+    src_dir, out_path = Path(src_dir), Path(out_path)
+    keep = (keep,) if isinstance(keep, str) else tuple(keep)
+    ckpt = Checkpoint(src_dir)
+    tensors = plan(ckpt, qtype, keep)
+    file_type = FILE_TYPE_Q8_0 if any(t.target == "q8_0" for t in tensors) else None
+    from tqdm import tqdm
+
+    bar = tqdm(total=sum(t.nbytes_in for t in tensors), unit="B", unit_scale=True, desc=f"quantize {src_dir.name}",
+               disable=not progress)
+    handles = {}
+    try:
+        with GGUFStreamWriter(out_path, ckpt.config, src_dir, file_type) as w:
+            for t in tensors:
+                w.declare(t.name, t.shape, t.target)
+            w.begin()
+            for t in tensors:
+                if t.path not in handles:
+                    handles[t.path] = open(t.path, "rb", buffering=0)
+                w.write(t.name, _chunks(t, handles[t.path], bar.update))
+            return w.close()
+    finally:
+        bar.close()
+        for h in handles.values():
+            h.close()
+
+
+# ---- CLI ------------------------------------------------------------------------------------------------
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """`omni-lab quantize SRC OUT.gguf [--type q8_0] [--keep PATTERN ...]`."""
+    p = subparsers.add_parser("quantize", help="quantize a Transformers checkpoint directory into a GGUF file",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("src", help="checkpoint directory (config.json + *.safetensors)")
+    p.add_argument("out", help="output .gguf file (written as OUT.partial, renamed when complete)")
+    p.add_argument("--type", dest="qtype", choices=QTYPES, default="q8_0",
+                   help="q8_0 (default), or none: convert without quantizing")
+    p.add_argument("--keep", nargs="+", action="extend", default=[], metavar="PATTERN",
+                   help="fnmatch patterns of HF tensor names to leave unquantized, e.g. 'lm_head.*' '*.embed_tokens.*'")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    """The subcommand; errors (CheckpointError, GGUFError) propagate to the CLI, which names them."""
+    t0 = time.perf_counter()
+    out = quantize_checkpoint(args.src, args.out, args.qtype, tuple(args.keep), progress=not args.no_progress)
+    print(f"wrote {out} ({out.stat().st_size / 1e9:.3f} GB) in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def main(argv=None) -> int:
+    """`python -m omni_lab.formats.quantize SRC OUT ...`, the same as `omni-lab quantize`."""
+    parser = argparse.ArgumentParser(prog="python -m omni_lab.formats.quantize")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["quantize", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.func(args)
+    except (CheckpointError, GGUFError) as e:
+        print(f"omni-lab quantize: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

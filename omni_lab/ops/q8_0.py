@@ -1,0 +1,277 @@
+"""Q8_0 linear layers: activations quantized on the GPU, int8 matvec through dot4I8Packed, a
+dequantize-in-registers f32 matvec, a tiled matmul for prefill, and a chooser between the two matvecs.
+
+Prefill (`q8_matmul`) dequantizes the weight into the shared tile and keeps X in f32, instead of taking
+int8 dot products: prefill's error then stays that of the weights alone (no activation rounding on top),
+it reuses the tiling of ops/linear.py's matmul that is already checked, and packed int8 dot products only
+pay where the backend lowers dot4I8Packed to a hardware instruction, which WGSL does not promise.
+
+Decode has both: `q8_matvec` (int8 x int8, activations quantized with llama.cpp's q8_0 rule) and
+`q8_matvec_f32` (f32 activations, weights widened in registers). Which is faster depends on the adapter
+(bandwidth-bound either way, but the f32 path's conversions can cost more than dot4's activation pass),
+so `q8_linear(path='auto')` times both once per adapter on a representative shape and keeps the winner.
+
+Weights larger than a storage binding are bound in row pieces (Q8Weight.row_pieces), one dispatch per
+piece, each writing its own output rows, as ops/linear.py does.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..formats.q8_0 import QK, Q8Weight
+from ..gpu import KernelError, Tensor, pack_params, runtime
+from ._check import dtype_in, expect
+
+SHADER = "q8_0"
+PATHS = ("dot4", "f32")
+MATVEC_WG, MATVEC_ROWS = 256, 4
+QUANT_WG = 64
+
+# Representative decode shape for the timing behind path='auto': Qwen3-Omni's thinker q_proj (4096 x 2048).
+CHOICE_SHAPE = (4096, 2048)
+_CHOICE: dict[tuple, dict] = {}  # adapter -> {"path", "seconds": {path: s}, "shape", "clock"}
+
+
+def _params(*values: int) -> bytes:
+    # Every entry point reads the same 8-word params struct (a uniform must cover the whole struct).
+    return pack_params(*values, *([0] * (8 - len(values))))
+
+
+def _pieces(w: Q8Weight):
+    gpu = runtime().gpu
+    return w.row_pieces(gpu.max_binding, gpu.offset_alignment)
+
+
+def _check_weight(kernel: str, w: Q8Weight) -> tuple[int, int]:
+    if not isinstance(w, Q8Weight):
+        raise KernelError(f"{kernel}: w must be a Q8Weight (formats.q8_0.upload_q8_0), got {type(w).__name__}")
+    expect(kernel, len(w.shape) == 2, f"w must be [N, K], got shape {w.shape}")
+    n, k = w.shape
+    expect(kernel, k % QK == 0, f"K must be a multiple of {QK}, got w shape {w.shape}")
+    expect(kernel, w.quants.shape == (n, k // 4) and w.quants.dtype == "u32",
+           f"w.quants must be ({n}, {k // 4}) u32", quants=w.quants)
+    expect(kernel, w.scales.shape == (n, k // QK) and w.scales.dtype == "f16",
+           f"w.scales must be ({n}, {k // QK}) f16", scales=w.scales)
+    return n, k
+
+
+def _out(out: Tensor | None, shape, kernel: str) -> Tensor:
+    if out is None:
+        return runtime().empty(shape, "f32", label=kernel)
+    expect(kernel, out.shape == tuple(shape) and out.dtype == "f32", f"out must be {tuple(shape)} f32", out=out)
+    return out
+
+
+def _check_vector(kernel: str, x: Tensor, k: int, w: Q8Weight) -> None:
+    dtype_in(kernel, "x", x, ("f32",))
+    expect(kernel, x.shape in ((k,), (1, k)), f"x must be [K] or [1, K] with K = {k} (w shape {w.shape})", x=x)
+
+
+# ---- activations ----------------------------------------------------------------------------------------
+def quantize_activations(x: Tensor, out: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """x [T, K] or [K] f32 -> (quants [T, K/4] u32 of int8 x4, scales [T, K/32] f32): llama.cpp's q8_0 rule
+    per block of 32, d = max|x| / 127, q = roundf(x / d) (leading dims as x's)."""
+    kernel = "q8_quantize_activations"
+    dtype_in(kernel, "x", x, ("f32",))
+    expect(kernel, len(x.shape) in (1, 2), "x must be [T, K] or [K]", x=x)
+    k = x.shape[-1]
+    expect(kernel, k % QK == 0, f"K must be a multiple of {QK} (ragged K has no Q8_0 blocks)", x=x)
+    lead = x.shape[:-1]
+    n_blocks = x.numel // QK
+    if out is None:
+        rt = runtime()
+        out = (rt.empty(lead + (k // 4,), "u32", label=kernel), rt.empty(lead + (k // QK,), "f32", label=kernel))
+    q, d = out
+    expect(kernel, q.shape == lead + (k // 4,) and q.dtype == "u32", f"quants must be {lead + (k // 4,)} u32", quants=q)
+    expect(kernel, d.shape == lead + (k // QK,) and d.dtype == "f32", f"scales must be {lead + (k // QK,)} f32", scales=d)
+    runtime().kernel(SHADER, "quantize_act", WG=QUANT_WG)(-(-n_blocks // QUANT_WG), _params(n_blocks), x, q, d)
+    return q, d
+
+
+# ---- decode ---------------------------------------------------------------------------------------------
+def q8_matvec_quantized(xq: Tensor, xd: Tensor, w: Q8Weight, out: Tensor | None = None, vector_shape=None) -> Tensor:
+    """y = W x from already-quantized activations (one quantize_activations may feed several matvecs).
+    xq: [K/4] or [1, K/4] u32; xd: [K/32] or [1, K/32] f32; returns [N] (or `vector_shape[:-1] + (N,)`)."""
+    kernel = "q8_matvec"
+    n, k = _check_weight(kernel, w)
+    dtype_in(kernel, "xq", xq, ("u32",))
+    dtype_in(kernel, "xd", xd, ("f32",))
+    expect(kernel, xq.numel == k // 4 and xd.numel == k // QK,
+           f"activations must hold one row of K = {k} (w shape {w.shape})", xq=xq, xd=xd)
+    lead = tuple(vector_shape[:-1]) if vector_shape is not None else xq.shape[:-1]
+    y = _out(out, lead + (n,), kernel)
+    kern = runtime().kernel(SHADER, "matvec_dot4", WG=MATVEC_WG, ROWS=MATVEC_ROWS)
+    for row0, piece in _pieces(w):
+        rows = piece.shape[0]
+        kern(-(-rows // MATVEC_ROWS), _params(rows, k, row0), xq, xd, piece.quants, piece.scales, y)
+    return y
+
+
+def q8_matvec(x: Tensor, w: Q8Weight, out: Tensor | None = None) -> Tensor:
+    """y = W x with int8 activations (dot4I8Packed). x: [K] or [1, K] f32; returns [N] or [1, N] f32."""
+    n, k = _check_weight("q8_matvec", w)
+    _check_vector("q8_matvec", x, k, w)
+    if out is not None:
+        _out(out, x.shape[:-1] + (n,), "q8_matvec")
+    rt = runtime()
+    xq, xd = rt.scratch((k // 4,), "u32"), rt.scratch((k // QK,), "f32")
+    quantize_activations(x.view((k,)), out=(xq, xd))
+    y = q8_matvec_quantized(xq, xd, w, out, vector_shape=x.shape)
+    # Later dispatches run after this one in queue order, so the scratch can be reused at once.
+    xq.release()
+    xd.release()
+    return y
+
+
+def q8_matvec_f32(x: Tensor, w: Q8Weight, out: Tensor | None = None) -> Tensor:
+    """y = W x with f32 activations and weights widened in registers. x: [K] or [1, K] f32."""
+    kernel = "q8_matvec_f32"
+    n, k = _check_weight(kernel, w)
+    _check_vector(kernel, x, k, w)
+    y = _out(out, x.shape[:-1] + (n,), kernel)
+    kern = runtime().kernel(SHADER, "matvec_f32", WG=MATVEC_WG, ROWS=MATVEC_ROWS)
+    for row0, piece in _pieces(w):
+        rows = piece.shape[0]
+        kern(-(-rows // MATVEC_ROWS), _params(rows, k, row0), x, piece.quants, piece.scales, y)
+    return y
+
+
+# ---- prefill --------------------------------------------------------------------------------------------
+def _tile_rows(m: int) -> int:
+    # A 64-row tile of X for a handful of tokens is mostly zeros; smaller tiles waste less work.
+    return 16 if m <= 16 else 32 if m <= 32 else 64
+
+
+def q8_matmul(x: Tensor, w: Q8Weight, out: Tensor | None = None) -> Tensor:
+    """Y = X W^T. x: [M, K] f32; w: Q8Weight [N, K]; returns [M, N] f32."""
+    kernel = "q8_matmul"
+    n, k = _check_weight(kernel, w)
+    dtype_in(kernel, "x", x, ("f32",))
+    expect(kernel, len(x.shape) == 2 and x.shape[1] == k, f"x must be [M, K] with K = {k} (w shape {w.shape})", x=x)
+    m = x.shape[0]
+    y = _out(out, (m, n), kernel)
+    tm = _tile_rows(m)
+    kern = runtime().kernel(SHADER, "matmul", TM=tm)
+    for row0, piece in _pieces(w):
+        rows = piece.shape[0]
+        kern((-(-rows // 64), -(-m // tm), 1), _params(m, rows, k, row0, n), x, piece.quants, piece.scales, y)
+    return y
+
+
+# ---- choosing the decode path ---------------------------------------------------------------------------
+def _adapter_key() -> tuple:
+    gpu = runtime().gpu
+    return (gpu.info.get("vendor", ""), gpu.info.get("device", ""), gpu.info.get("backend_type", ""), id(gpu.device))
+
+
+def _time_dispatches(dispatches, reps: int, trials: int) -> float:
+    """Seconds per repetition of `dispatches` (list of (kernel, params, tensors, groups)), best of
+    `trials`, wall clock. Encoded and submitted here, not through rt.dispatch, so that a step the caller
+    is recording stays untouched."""
+    rt = runtime()
+    device = rt.gpu.device
+    encoded = [(k, k.bind_group(rt.params_buffer(params), tensors), groups) for k, params, tensors, groups in dispatches]
+
+    def run(n: int) -> float:
+        enc = device.create_command_encoder()
+        cp = enc.begin_compute_pass()
+        for _ in range(n):
+            for k, bg, groups in encoded:
+                cp.set_pipeline(k.pipeline)
+                cp.set_bind_group(0, bg)
+                cp.dispatch_workgroups(*groups)
+        cp.end()
+        t0 = time.perf_counter()
+        device.queue.submit([enc.finish()])
+        rt.sync()
+        return time.perf_counter() - t0
+
+    run(1)  # warm-up: first use of the pipelines and buffers
+    return min(run(reps) for _ in range(trials)) / reps
+
+
+def choose_path(reps: int = 4, trials: int = 3) -> dict:
+    """Time both decode paths on CHOICE_SHAPE once per adapter and remember the faster.
+    Returns {"path", "seconds": {"dot4": s, "f32": s}, "shape", "clock"}."""
+    key = _adapter_key()
+    if key in _CHOICE:
+        return _CHOICE[key]
+    rt = runtime()
+    n, k = CHOICE_SHAPE
+    rng = np.random.default_rng(0)
+    w = Q8Weight((n, k), rt.upload(rng.integers(0, 2**32, size=(n, k // 4), dtype=np.uint32), "u32"),
+                 rt.upload((rng.standard_normal((n, k // QK)) * 1e-3).astype(np.float16), "f16"))
+    x = rt.upload(rng.standard_normal(k).astype(np.float32))
+    xq, xd, y = rt.empty((k // 4,), "u32"), rt.empty((k // QK,), "f32"), rt.empty((n,), "f32")
+    quant = rt.kernel(SHADER, "quantize_act", WG=QUANT_WG)
+    dot4 = rt.kernel(SHADER, "matvec_dot4", WG=MATVEC_WG, ROWS=MATVEC_ROWS)
+    f32 = rt.kernel(SHADER, "matvec_f32", WG=MATVEC_WG, ROWS=MATVEC_ROWS)
+    grid = (-(-n // MATVEC_ROWS), 1, 1)
+    seconds = {
+        "dot4": _time_dispatches([(quant, _params(k // QK), (x, xq, xd), (-(-(k // QK) // QUANT_WG), 1, 1)),
+                                  (dot4, _params(n, k, 0), (xq, xd, w.quants, w.scales, y), grid)], reps, trials),
+        "f32": _time_dispatches([(f32, _params(n, k, 0), (x, w.quants, w.scales, y), grid)], reps, trials),
+    }
+    choice = {"path": min(seconds, key=seconds.get), "seconds": seconds, "shape": CHOICE_SHAPE, "clock": "wall-clock"}
+    _CHOICE[key] = choice
+    return choice
+
+
+def q8_linear(x: Tensor, w: Q8Weight, out: Tensor | None = None, path: str = "auto") -> Tensor:
+    """x [T, K] (or [K]) -> [T, N]. One token: the decode matvec `path` ('dot4', 'f32', or 'auto' = the
+    one measured faster on this adapter); several tokens: q8_matmul."""
+    if path not in PATHS + ("auto",):
+        raise KernelError(f"q8_linear: path must be 'auto', 'dot4' or 'f32', got {path!r}")
+    if len(x.shape) == 2 and x.shape[0] > 1:
+        return q8_matmul(x, w, out)
+    if path == "auto":
+        path = choose_path()["path"]
+    return q8_matvec(x, w, out) if path == "dot4" else q8_matvec_f32(x, w, out)
+
+
+# ---- numpy references -----------------------------------------------------------------------------------
+def _roundf(v: np.ndarray) -> np.ndarray:
+    a = np.abs(v)
+    f = np.floor(a)
+    return np.sign(v) * (f + np.floor(2 * (a - f)))
+
+
+def quantize_activations_ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x [..., K] -> (q int8 [..., K], d float32 [..., K/32]), in float32 as llama.cpp's quantize_row_q8_0
+    computes it (but with the scale kept in f32, as our GPU activations keep it)."""
+    x = np.asarray(x, dtype=np.float32)
+    blocks = x.reshape(-1, QK)  # [n_blocks, 32]
+    d = np.abs(blocks).max(axis=1, keepdims=True) / np.float32(127)
+    with np.errstate(divide="ignore"):
+        inv = np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
+    q = _roundf(blocks * inv).astype(np.int8)
+    return q.reshape(x.shape), d.reshape(x.shape[:-1] + (x.shape[-1] // QK,))
+
+
+def q8_matvec_ref(x: np.ndarray, wq: np.ndarray, wd: np.ndarray) -> np.ndarray:
+    """The dot4 path: x quantized as quantize_activations_ref, exact integer block sums, then scaled.
+    wq int8 [N, K], wd [N, K/32] (float16 scales as stored)."""
+    xq, xd = quantize_activations_ref(np.asarray(x, np.float32).reshape(-1))
+    n, k = wq.shape
+    sums = np.einsum("nbj,bj->nb", wq.reshape(n, k // QK, QK).astype(np.int64), xq.reshape(k // QK, QK).astype(np.int64))
+    y = (sums * wd.astype(np.float64) * xd.astype(np.float64)).sum(axis=1)  # [N]
+    return y.astype(np.float32).reshape(np.shape(x)[:-1] + (n,))
+
+
+def dequantize_ref(wq: np.ndarray, wd: np.ndarray) -> np.ndarray:
+    """int8 [N, K] and scales [N, K/32] -> float64 [N, K]."""
+    n, k = wq.shape
+    return (wq.reshape(n, k // QK, QK).astype(np.float64) * wd.astype(np.float64)[..., None]).reshape(n, k)
+
+
+def q8_matvec_f32_ref(x: np.ndarray, wq: np.ndarray, wd: np.ndarray) -> np.ndarray:
+    """y = dequant(W) x in float64 (the f32 path's math, exactly)."""
+    y = dequantize_ref(wq, wd) @ np.asarray(x, np.float64).reshape(-1)
+    return y.astype(np.float32).reshape(np.shape(x)[:-1] + (wq.shape[0],))
+
+
+def q8_matmul_ref(x: np.ndarray, wq: np.ndarray, wd: np.ndarray) -> np.ndarray:
+    return (np.asarray(x, np.float64) @ dequantize_ref(wq, wd).T).astype(np.float32)

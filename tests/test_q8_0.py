@@ -1,0 +1,210 @@
+"""Q8_0: host quantization byte-identical to gguf-py, and the GPU kernels (activation quantization, dot4
+and f32 matvecs, tiled matmul, the path chooser) against their numpy references over a sweep that
+includes ragged N, split bindings and sentinel padding."""
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize, quantize
+
+from omni_lab.formats.q8_0 import (BLOCK_BYTES, QK, Q8Weight, dequantize_q8_0, join_q8_0, quantize_q8_0, split_q8_0,
+                                   upload_f32_as_q8_0, upload_q8_0)
+from omni_lab.gpu import KernelError
+from omni_lab.ops import q8_0 as q8
+from kernel_harness import check_sentinels, nmse, padded_output, rand
+
+Q8 = GGMLQuantizationType.Q8_0
+
+# The GPU computes exact int32 block sums; what remains is f32 rounding of the block scaling and of the
+# accumulation over at most K/32 blocks, and, for dot4, an occasional +-1 activation quant where the
+# GPU's 1/d differs from numpy's in the last ulp (WGSL allows 2.5 ulp division). Observed ~1e-14.
+NMSE_Q8_EXACT = 5e-10
+# dot4 against the float product of the same (dequantized) weights: rounding x to 8 bits per block adds
+# uniform error of variance d^2/12 with d = max|x|/127. For Gaussian x, max over 32 values ~ 2.3 sigma,
+# so NMSE ~ (2.3/127)^2 / 12 ~ 2.7e-5. 5e-4 (the matmul-like bound) leaves a margin of ~18x.
+NMSE_DOT4_VS_F32 = 5e-4
+
+
+# ---- host: bytes identical to gguf-py ------------------------------------------------------------------
+def edge_rows(rng, k):
+    rows = [
+        np.zeros(k),                                          # d = 0: all-zero block, scale 0
+        rng.standard_normal(k) * 1e30,                        # huge: the f16 scale overflows to inf
+        rng.standard_normal(k) * 1e-30,                       # tiny: the f16 scale underflows to 0
+        np.where(np.arange(k) % QK == 5, -1000.0, 1e-3),      # one outlier per block, negative max
+        (np.arange(k) % QK - 15.5) * (127 / 16) / 127 * 2,    # values on exact rounding halves
+        np.full(k, 65504.0 * 127),                            # scale at the f16 maximum
+    ]
+    return np.stack(rows).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", [(1, 32), (7, 96), (33, 4096), (2, 3, 64)])
+def test_quantize_byte_identical_to_gguf(rng, shape):
+    x = rand(rng, *shape)
+    assert quantize_q8_0(x).tobytes() == quantize(x, Q8).tobytes()
+    assert quantize_q8_0(x).shape == (*shape[:-1], shape[-1] // QK * BLOCK_BYTES)
+
+
+def test_quantize_edge_cases_byte_identical(rng):
+    x = edge_rows(rng, 128)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ours, theirs = quantize_q8_0(x), quantize(x, Q8)
+    assert ours.tobytes() == theirs.tobytes()
+    assert (ours[0] == 0).all()  # zeros -> zero scale and zero quants
+
+
+def test_quantize_rows_in_chunks_equals_whole(rng):
+    """The quantizer works in row chunks; blocks never straddle rows, so the bytes must not change."""
+    x = rand(rng, 37, 256)
+    whole = quantize_q8_0(x)
+    assert np.concatenate([quantize_q8_0(x[i:i + 5]) for i in range(0, 37, 5)]).tobytes() == whole.tobytes()
+
+
+def test_block_layout_independent_check():
+    """Pin the format independently of gguf-py: f16 d = max|x|/127, then 32 int8 roundf(x/d)."""
+    x = (np.arange(32, dtype=np.float32) - 12.0) * 0.25  # max |x| = 4.75
+    b = quantize_q8_0(x[None])[0]
+    d = np.float32(4.75) / np.float32(127)
+    assert b[:2].view(np.float16)[0] == np.float16(d)
+    expected = np.sign(x) * np.floor(np.abs(x) / d + 0.5)  # exact here: no value sits near a half
+    assert (b[2:].view(np.int8) == expected).all()
+
+
+def test_dequantize_and_split_join(rng):
+    x = rand(rng, 9, 160)
+    blocks = quantize_q8_0(x)
+    assert np.array_equal(dequantize_q8_0(blocks), dequantize(blocks, Q8))
+    q, d = split_q8_0(blocks, x.shape)
+    assert q.shape == (9, 160) and q.dtype == np.int8 and d.shape == (9, 5) and d.dtype == np.float16
+    assert np.array_equal(join_q8_0(q, d), blocks)
+    assert np.allclose(dequantize_q8_0(blocks), x, atol=np.abs(x).max() / 127)
+
+
+def test_host_rejects_ragged_k():
+    with pytest.raises(ValueError, match=r"quantize_q8_0: .*multiple of 32.*\(3, 40\)"):
+        quantize_q8_0(np.zeros((3, 40), np.float32))
+    with pytest.raises(ValueError, match=r"upload_q8_0.*multiple of 32"):
+        upload_q8_0(np.zeros((3, 34), np.uint8), (3, 40))
+
+
+# ---- GPU -----------------------------------------------------------------------------------------------
+def q8_weights(rng, n, k):
+    """A random weight quantized by gguf: (Q8Weight on the GPU, int8 quants, f16 scales)."""
+    blocks = quantize_q8_0(rand(rng, n, k, scale=k ** -0.5))
+    wq, wd = split_q8_0(blocks, (n, k))
+    return upload_q8_0(blocks, (n, k)), wq, wd
+
+
+@pytest.mark.parametrize("t,k", [(1, 32), (3, 96), (5, 1056), (2, 4096)])
+def test_quantize_activations(rt, rng, t, k):
+    x = rand(rng, t, k, scale=3.0)
+    x[0, :QK] = 0.0            # an all-zero block
+    x[-1, -QK:] *= 1e20        # a huge block
+    q_out, d_out = padded_output((t, k // 4), "u32"), padded_output((t, k // QK))
+    q8.quantize_activations(rt.upload(x), out=(q_out, d_out))
+    q_ref, d_ref = q8.quantize_activations_ref(x)
+    q_gpu = q_out.numpy().view(np.int8).reshape(t, k)
+    d_gpu = d_out.numpy()
+    np.testing.assert_allclose(d_gpu, d_ref, rtol=1e-6, atol=0)
+    diff = np.abs(q_gpu.astype(np.int32) - q_ref)
+    assert diff.max() <= 1 and (diff != 0).mean() < 1e-3, f"{int((diff != 0).sum())} quants differ"
+    assert (q_gpu[0, :QK] == 0).all() and d_gpu[0, 0] == 0
+    check_sentinels(q_out)
+    check_sentinels(d_out)
+
+
+MATVEC_CASES = [(1, 32), (7, 64), (33, 96), (130, 2048), (257, 1056), (64, 4096), (3, 160)]
+
+
+@pytest.mark.parametrize("n,k", MATVEC_CASES)
+def test_q8_matvec_both_paths(rt, rng, n, k):
+    w, wq, wd = q8_weights(rng, n, k)
+    x = rand(rng, k)
+    xt = rt.upload(x)
+    out = padded_output((n,))
+    q8.q8_matvec(xt, w, out=out)
+    y_dot4 = out.numpy()
+    check_sentinels(out)
+    assert nmse(y_dot4, q8.q8_matvec_ref(x, wq, wd)) < NMSE_Q8_EXACT
+    out = padded_output((1, n))
+    q8.q8_matvec_f32(rt.upload(x[None]), w, out=out)
+    y_f32 = out.numpy()[0]
+    check_sentinels(out)
+    exact = q8.q8_matvec_f32_ref(x, wq, wd)
+    assert nmse(y_f32, exact) < NMSE_Q8_EXACT
+    if n >= 32:  # the statistical bound needs enough outputs to mean anything
+        assert nmse(y_dot4, exact) < NMSE_DOT4_VS_F32
+
+
+MATMUL_CASES = [(2, 3, 32), (17, 33, 96), (33, 64, 64), (70, 130, 1056), (5, 300, 1024), (64, 64, 2048)]
+
+
+@pytest.mark.parametrize("m,n,k", MATMUL_CASES)
+def test_q8_matmul(rt, rng, m, n, k):
+    w, wq, wd = q8_weights(rng, n, k)
+    x = rand(rng, m, k)
+    out = padded_output((m, n))
+    q8.q8_matmul(rt.upload(x), w, out=out)
+    assert nmse(out.numpy(), q8.q8_matmul_ref(x, wq, wd)) < NMSE_Q8_EXACT
+    check_sentinels(out)
+
+
+def test_q8_linear_chooses_once_and_obeys_overrides(rt, rng, monkeypatch):
+    w, wq, wd = q8_weights(rng, 40, 256)
+    x = rand(rng, 1, 256)
+    choice = q8.choose_path()
+    assert choice["path"] in q8.PATHS and set(choice["seconds"]) == set(q8.PATHS)
+    calls = []
+    monkeypatch.setattr(q8, "_time_dispatches", lambda *a, **k: calls.append(a) or 0.0)
+    y = q8.q8_linear(rt.upload(x), w).numpy()  # cached: no second measurement
+    assert calls == [] and q8.choose_path() is choice
+    ref = q8.q8_matvec_ref(x, wq, wd) if choice["path"] == "dot4" else q8.q8_matvec_f32_ref(x, wq, wd)
+    assert nmse(y, ref) < NMSE_Q8_EXACT
+    assert nmse(q8.q8_linear(rt.upload(x), w, path="dot4").numpy(), q8.q8_matvec_ref(x, wq, wd)) < NMSE_Q8_EXACT
+    assert nmse(q8.q8_linear(rt.upload(x), w, path="f32").numpy(), q8.q8_matvec_f32_ref(x, wq, wd)) < NMSE_Q8_EXACT
+    xm = rand(rng, 3, 256)
+    assert nmse(q8.q8_linear(rt.upload(xm), w).numpy(), q8.q8_matmul_ref(xm, wq, wd)) < NMSE_Q8_EXACT
+    with pytest.raises(KernelError, match="q8_linear: path must be"):
+        q8.q8_linear(rt.upload(x), w, path="int4")
+
+
+def test_split_binding_over_128_mib(rt, rng):
+    """int8 quants of 134 MB need two bindings on lavapipe; check rows on both sides of each split."""
+    n, k = 16400, 8192
+    assert n * k > rt.gpu.max_binding
+    wq = rng.integers(-127, 128, size=(n, k), dtype=np.int8)
+    wd = (rng.uniform(0.5, 1.5, size=(n, k // QK)) * 1e-3).astype(np.float16)
+    w = Q8Weight((n, k), rt.upload(wq.view(np.uint32), "u32"), rt.upload(wd, "f16"))
+    pieces = w.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment)
+    assert len(pieces) > 1
+    firsts = [r for r, _ in pieces]
+    rows = sorted({r + d for r in firsts for d in (-2, -1, 0, 1) if 0 <= r + d < n} | {n - 1, n // 3})
+    x = rand(rng, k)
+    xm = rand(rng, 3, k)
+    y_dot4 = q8.q8_matvec(rt.upload(x), w).numpy()
+    y_f32 = q8.q8_matvec_f32(rt.upload(x), w).numpy()
+    y_mm = q8.q8_matmul(rt.upload(xm), w).numpy()
+    sub_q, sub_d = wq[rows], wd[rows]
+    assert nmse(y_dot4[rows], q8.q8_matvec_ref(x, sub_q, sub_d)) < NMSE_Q8_EXACT
+    assert nmse(y_f32[rows], q8.q8_matvec_f32_ref(x, sub_q, sub_d)) < NMSE_Q8_EXACT
+    assert nmse(y_mm[:, rows], q8.q8_matmul_ref(xm, sub_q, sub_d)) < NMSE_Q8_EXACT
+
+
+def test_errors_name_kernel_and_shape(rt, rng):
+    with pytest.raises(KernelError, match=r"q8_quantize_activations: K must be a multiple of 32.*x=\(2, 40\) f32"):
+        q8.quantize_activations(rt.upload(np.zeros((2, 40), np.float32)))
+    ragged = Q8Weight((4, 40), rt.upload(np.zeros((4, 10), np.uint32)), rt.upload(np.zeros((4, 1), np.float16)))
+    for op, name in [(q8.q8_matvec, "q8_matvec"), (q8.q8_matvec_f32, "q8_matvec_f32")]:
+        with pytest.raises(KernelError, match=rf"{name}: K must be a multiple of 32, got w shape \(4, 40\)"):
+            op(rt.upload(np.zeros(40, np.float32)), ragged)
+    with pytest.raises(KernelError, match=r"q8_matmul: K must be a multiple of 32"):
+        q8.q8_matmul(rt.upload(np.zeros((2, 40), np.float32)), ragged)
+    w = upload_f32_as_q8_0(rand(rng, 4, 64))
+    with pytest.raises(KernelError, match=r"q8_matvec: x must be \[K\] or \[1, K\] with K = 64.*x=\(32,\) f32"):
+        q8.q8_matvec(rt.upload(np.zeros(32, np.float32)), w)
+    with pytest.raises(KernelError, match=r"q8_matvec_f32: x must be f32, got i32"):
+        q8.q8_matvec_f32(rt.upload(np.zeros(64, np.int32)), w)
+    with pytest.raises(KernelError, match=r"q8_matmul: x must be \[M, K\] with K = 64"):
+        q8.q8_matmul(rt.upload(np.zeros((3, 32), np.float32)), w)
+    with pytest.raises(KernelError, match=r"q8_matvec: w must be a Q8Weight"):
+        q8.q8_matvec(rt.upload(np.zeros(64, np.float32)), rt.upload(np.zeros((4, 64), np.float32)))
