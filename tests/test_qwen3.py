@@ -151,3 +151,23 @@ def test_cli_generate_json_and_errors(tmp_path):
     assert r.returncode == 2 and "token id 100000 is outside the vocabulary" in r.stderr
     r = run("generate", "--model", str(tmp_path / "nowhere"), "--prompt-ids", "1", "--max-new-tokens", "2")
     assert r.returncode == 2 and "nowhere" in r.stderr
+
+
+def test_q8_0_gguf_runs_and_stays_close_to_bf16(tmp_path):
+    """The default quantizer output (embedding table and tied head quantized too) through the model."""
+    from omni_lab.formats.quantize import quantize_checkpoint
+
+    src = build_tiny_qwen3(tmp_path / "bf16", seed=5)
+    gguf = quantize_checkpoint(src, tmp_path / "model.q8_0.gguf", progress=False)
+    ours_q8 = Qwen3.load(gguf, max_len=32, progress=False)
+    assert not isinstance(ours_q8.lm_head, type(ours_q8.norm))  # the tied head stays Q8_0
+    q8 = ours_q8.forward(PROMPT, start=0)["logits"].astype(np.float64)
+    with torch.no_grad():
+        ref = load_hf_model(src, "float32")(torch.as_tensor(PROMPT[None])).logits[0].double().numpy()
+    nmse = ((q8 - ref) ** 2).sum() / (ref ** 2).sum()
+    assert nmse < 5e-3, nmse
+    p, q = (np.exp(z - z.max(-1, keepdims=True)) for z in (ref, q8))
+    p, q = p / p.sum(-1, keepdims=True), q / q.sum(-1, keepdims=True)
+    kl = (p * (np.log(p) - np.log(q))).sum(-1)
+    assert kl.mean() < 5e-3, kl
+    assert (q8.argmax(-1) == ref.argmax(-1)).mean() >= 0.9

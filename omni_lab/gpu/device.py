@@ -34,12 +34,14 @@ class KernelError(RuntimeError):
 
 
 @contextmanager
-def naming(kernel: str):
-    """Turn a wgpu validation error raised inside the block into a KernelError naming the kernel."""
+def naming(kernel):
+    """Turn a wgpu validation error raised inside the block into a KernelError naming the kernel.
+    `kernel` is a name, or a callable giving it (so a hot path builds the string only on error)."""
     try:
         yield
     except wgpu.GPUError as e:
-        raise KernelError(f"{kernel}: wgpu rejected it: {e}") from e
+        name = kernel() if callable(kernel) else kernel
+        raise KernelError(f"{name}: wgpu rejected it: {e}") from e
 
 
 def _quiet_wsi_warning() -> None:

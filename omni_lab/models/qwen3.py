@@ -57,6 +57,42 @@ def apply_linear(x: Tensor, w, out: Tensor) -> Tensor:
     return q8_linear(x, w, out)
 
 
+ATTENTION_WEIGHTS = ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")
+
+
+def load_attention(ckpt, key, d: int, hq: int, hkv: int, dh: int) -> dict:
+    """The QK-norm attention weights of one layer, by attribute name. `key(attr)` is the checkpoint key of
+    `self_attn.<attr>.weight` (the dense model and the Omni thinker store them under different prefixes)."""
+    rt = runtime()
+    shapes = {"q_proj": (hq * dh, d), "k_proj": (hkv * dh, d), "v_proj": (hkv * dh, d), "o_proj": (d, hq * dh)}
+    out = {a: upload_weight(ckpt, key(a), shape) for a, shape in shapes.items()}
+    for a in ("q_norm", "k_norm"):
+        ckpt.expect(key(a), (dh,))
+        out[a] = rt.upload(ckpt.get_f32(key(a)), "f32", label=key(a))
+    return out
+
+
+def self_attention(L, x: Tensor, s, t: int, heads: tuple[int, int, int], eps: float, rotate, step_buf: Tensor,
+                   window: int, out: Tensor) -> Tensor:
+    """Qwen3's attention block (projections, per-head QK RMSNorm, rotary, KV-cache append, causal GQA,
+    output projection) for t tokens of normed input x [T, D] -> out [T, D]. L holds ATTENTION_WEIGHTS and
+    cache_k/cache_v; s holds the q, k, v, attn buffers; rotate(heads [T, H, Dh]) rotates in place."""
+    hq, hkv, dh = heads
+    q = apply_linear(x, L.q_proj, s.q)
+    k = apply_linear(x, L.k_proj, s.k)
+    v = apply_linear(x, L.v_proj, s.v)
+    q_heads = q.view((t, hq, dh))  # [T, Hq*Dh] -> [T, Hq, Dh]
+    k_heads = k.view((t, hkv, dh))
+    norm.rmsnorm(q.view((t * hq, dh)), L.q_norm, eps, out=q.view((t * hq, dh)))
+    norm.rmsnorm(k.view((t * hkv, dh)), L.k_norm, eps, out=k.view((t * hkv, dh)))
+    rotate(q_heads)
+    rotate(k_heads)
+    attn_ops.kv_append(k_heads, v.view((t, hkv, dh)), L.cache_k, L.cache_v, step_buf)
+    attn_ops.attention(q_heads, L.cache_k, L.cache_v, step_buf, scale=dh ** -0.5, window=window,
+                       out=s.attn.view((t, hq, dh)))
+    return apply_linear(s.attn, L.o_proj, out)
+
+
 @dataclass
 class Layer:
     q_proj: object
@@ -107,18 +143,18 @@ class Qwen3:
         bar = tqdm(total=cfg.num_hidden_layers + 2, desc=f"loading {Path(str(getattr(ckpt, 'path', ''))).name}",
                    disable=not progress, unit="part")
         self.embed_tokens = upload_weight(ckpt, "model.embed_tokens.weight", (v, d))
+        tied_head = self.embed_tokens
+        if not isinstance(self.embed_tokens, Tensor):
+            # A Q8_0 table serves as the tied LM head (matvec), but the gather reads an f32 copy: the
+            # dequantized values (f16 scale x int8) are exact in f32 and not in bf16 or f16.
+            self.embed_tokens = rt.upload(ckpt.get_f32("model.embed_tokens.weight"), "f32", label="embed_tokens")
         bar.update()
         self.layers: list[Layer] = []
         for i in range(cfg.num_hidden_layers):
             p = f"model.layers.{i}."
             ck, cv = attn_ops.kv_cache(max_len, hkv, dh, label=f"layers.{i}")
             self.layers.append(Layer(
-                q_proj=upload_weight(ckpt, p + "self_attn.q_proj.weight", (hq * dh, d)),
-                k_proj=upload_weight(ckpt, p + "self_attn.k_proj.weight", (hkv * dh, d)),
-                v_proj=upload_weight(ckpt, p + "self_attn.v_proj.weight", (hkv * dh, d)),
-                o_proj=upload_weight(ckpt, p + "self_attn.o_proj.weight", (d, hq * dh)),
-                q_norm=norm_f32(p + "self_attn.q_norm.weight", dh),
-                k_norm=norm_f32(p + "self_attn.k_norm.weight", dh),
+                **load_attention(ckpt, lambda a: f"{p}self_attn.{a}.weight", d, hq, hkv, dh),
                 input_layernorm=norm_f32(p + "input_layernorm.weight", d),
                 post_attention_layernorm=norm_f32(p + "post_attention_layernorm.weight", d),
                 gate_proj=upload_weight(ckpt, p + "mlp.gate_proj.weight", (f, d)),
@@ -129,7 +165,7 @@ class Qwen3:
             bar.update()
         self.norm = norm_f32("model.norm.weight", d)
         if cfg.tie_word_embeddings and "lm_head.weight" not in ckpt:
-            self.lm_head = self.embed_tokens
+            self.lm_head = tied_head
         else:
             self.lm_head = upload_weight(ckpt, "lm_head.weight", (v, d))
         bar.update()
@@ -137,6 +173,7 @@ class Qwen3:
         self.inv_freq = rt.upload(rope.rope_inv_freq(dh, cfg.rope_theta), "f32", label="inv_freq")
         self.step_buf = rt.empty((4,), "u32", label="step")
         self._scratch: dict[tuple[int, int], Scratch] = {}
+        self._plans: dict[tuple, list] = {}  # recorded decode steps, replayed every token
         self.length = 0  # tokens in the KV cache
 
     @classmethod
@@ -177,24 +214,14 @@ class Qwen3:
         cfg = self.cfg
         hq, hkv, dh, eps = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.rms_norm_eps
         out = lambda name, default: taps.get(name, default)  # noqa: E731  a tapped activation gets its own buffer
+        rotate = lambda heads: rope.rope(heads, s.positions, self.inv_freq, out=heads)  # noqa: E731
 
         h = embedding.embedding(s.ids, self.embed_tokens, out=out("model.embed_tokens", s.h))
         for i, L in enumerate(self.layers):
             p = f"model.layers.{i}"
             x = norm.rmsnorm(h, L.input_layernorm, eps, out=s.x)
-            q = apply_linear(x, L.q_proj, s.q)
-            k = apply_linear(x, L.k_proj, s.k)
-            v = apply_linear(x, L.v_proj, s.v)
-            q_heads = q.view((t, hq, dh))  # [T, Hq*Dh] -> [T, Hq, Dh]
-            k_heads = k.view((t, hkv, dh))
-            norm.rmsnorm(q.view((t * hq, dh)), L.q_norm, eps, out=q.view((t * hq, dh)))
-            norm.rmsnorm(k.view((t * hkv, dh)), L.k_norm, eps, out=k.view((t * hkv, dh)))
-            rope.rope(q_heads, s.positions, self.inv_freq, out=q_heads)
-            rope.rope(k_heads, s.positions, self.inv_freq, out=k_heads)
-            attn_ops.kv_append(k_heads, v.view((t, hkv, dh)), L.cache_k, L.cache_v, self.step_buf)
-            attn_ops.attention(q_heads, L.cache_k, L.cache_v, self.step_buf, scale=dh ** -0.5,
-                               window=cfg.window(i), out=s.attn.view((t, hq, dh)))
-            o = apply_linear(s.attn, L.o_proj, out(f"{p}.self_attn", s.o))
+            o = self_attention(L, x, s, t, (hq, hkv, dh), eps, rotate, self.step_buf, cfg.window(i),
+                               out(f"{p}.self_attn", s.o))
             h = elementwise.add(h, o, out=s.h)
             x = norm.rmsnorm(h, L.post_attention_layernorm, eps, out=s.x)
             gate = apply_linear(x, L.gate_proj, s.gate)
@@ -242,17 +269,26 @@ class Qwen3:
         """Record a forward and pick the next token on the GPU, writing it into `feed` (the next step's
         ids buffer); only the token id (or the top-k candidates when sampling) is read back."""
         rt = runtime()
-        with rt.step() as step:
-            logits = self._encode(s, t, start, {}, all_logits=False)
-            if sampler is None:
-                select.argmax(logits, out=feed)
-                rb = step.read(feed)
-            else:
-                vals, idx = select.topk(logits, sampler.top_k, out_values=sampler.values, out_indices=sampler.indices)
-                rb_v, rb_i = step.read(vals), step.read(idx)
+        reads = (feed,) if sampler is None else (sampler.values, sampler.indices)
+        key = (t,) + tuple(r.buffer.uid for r in reads)  # buffer uids are never reused, unlike id()
+        plan = self._plans.get(key)
+        if plan is None:
+            with rt.step() as step:
+                logits = self._encode(s, t, start, {}, all_logits=False)
+                if sampler is None:
+                    select.argmax(logits, out=feed)
+                else:
+                    select.topk(logits, sampler.top_k, out_values=sampler.values, out_indices=sampler.indices)
+                plan = list(step.dispatches)
+                values = [step.read(r) for r in reads]
+            values = [v.value for v in values]
+            if t == 1:  # decode steps repeat exactly; a prefill's length varies, so it is not kept
+                self._plans[key] = plan
+        else:
+            values = rt.replay(plan, reads)
         if sampler is None:
-            return int(rb.value[0])
-        token = sample_from_topk(rb_v.value[0], rb_i.value[0], sampler)
+            return int(values[0][0])
+        token = sample_from_topk(values[0][0], values[1][0], sampler)
         rt.write(feed, np.array([token], np.int32))
         return token
 

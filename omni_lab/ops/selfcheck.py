@@ -50,7 +50,40 @@ def _linear_cases(rng) -> list[tuple[str, Callable[[], tuple[np.ndarray, np.ndar
     return cases
 
 
-CASE_SOURCES = [_linear_cases]
+def _q8_cases(rng):
+    from ..formats.q8_0 import quantize_q8_0, split_q8_0, upload_q8_0
+    from . import q8_0 as q8
+
+    rt = runtime()
+    w = rng.standard_normal((67, 160)).astype(np.float32)
+    blocks = quantize_q8_0(w)
+    wq, wd = split_q8_0(blocks, w.shape)
+    qw = upload_q8_0(blocks, w.shape)
+    x1 = rng.standard_normal(160).astype(np.float32)
+    xm = rng.standard_normal((13, 160)).astype(np.float32)
+    return [
+        ("q8_matvec.dot4", lambda: (q8.q8_matvec(rt.upload(x1), qw).numpy(), q8.q8_matvec_ref(x1, wq, wd)), 1e-9),
+        ("q8_matvec.f32", lambda: (q8.q8_matvec_f32(rt.upload(x1), qw).numpy(), q8.q8_matvec_f32_ref(x1, wq, wd)), 1e-9),
+        ("q8_matmul", lambda: (q8.q8_matmul(rt.upload(xm), qw).numpy(), q8.q8_matmul_ref(xm, wq, wd)), 1e-9),
+    ]
+
+
+def _row_op_cases(rng):
+    from . import elementwise, norm, select, softmax
+
+    rt = runtime()
+    x = rng.standard_normal((5, 203)).astype(np.float32)
+    w = rng.standard_normal(203).astype(np.float32)
+    return [
+        ("rmsnorm", lambda: (norm.rmsnorm(rt.upload(x), rt.upload(w), 1e-6).numpy(), norm.rmsnorm_ref(x, w, 1e-6)), 1e-10),
+        ("softmax", lambda: (softmax.softmax(rt.upload(x)).numpy(), softmax.softmax_ref(x)), 1e-10),
+        ("swiglu", lambda: (elementwise.swiglu(rt.upload(x), rt.upload(x[::-1].copy())).numpy(),
+                            elementwise.swiglu_ref(x, x[::-1].copy())), 1e-9),
+        ("argmax", lambda: (select.argmax(rt.upload(x)).numpy().astype(np.float64) + 1, np.argmax(x, -1) + 1.0), 0.0),
+    ]
+
+
+CASE_SOURCES = [_linear_cases, _q8_cases, _row_op_cases]
 
 
 def run_selfcheck(seed: int = 0) -> list[CheckResult]:
