@@ -109,6 +109,29 @@ def bench_matvec(mb: int, dtype: str, reps: int, rng, tprs=(32,)) -> dict:
             "sweep_gb_per_s": {str(k): w.nbytes / v[0] / 1e9 for k, v in sweep.items()}}
 
 
+def bench_q8_matvec(mb: int, reps: int, rng) -> list[dict]:
+    """Both Q8_0 decode paths on `mb` MB of Q8_0 blocks; bytes counted are the blocks' (34 per 32 weights)."""
+    from omni_lab.formats.q8_0 import join_q8_0, upload_q8_0
+    from omni_lab.ops import q8_0 as q8
+
+    k = 4096
+    n = mb * 2**20 // (k // 32 * 34)
+    wq = rng.integers(-127, 128, (n, k), dtype=np.int8)
+    wd = (rng.random((n, k // 32), dtype=np.float32) * 0.02 + 0.001).astype(np.float16)
+    w = upload_q8_0(join_q8_0(wq, wd), (n, k))
+    nbytes = n * k // 32 * 34
+    x = rng.standard_normal(k, dtype=np.float32)
+    xt, y = runtime().upload(x), runtime().empty((n,))
+    out = []
+    for path, fn, ref in (("dot4", q8.q8_matvec, q8.q8_matvec_ref), ("f32", q8.q8_matvec_f32, q8.q8_matvec_f32_ref)):
+        rows = slice(0, 4096)  # the reference on a slice of rows keeps the host work small
+        err = nmse(fn(xt, w, out=y).numpy()[rows], ref(x, wq[rows], wd[rows]))
+        t, clock = timed(lambda: fn(xt, w, out=y), reps)
+        out.append({"op": f"q8_matvec.{path}", "shape": [n, k], "bytes": nbytes, "seconds": t,
+                    "gb_per_s": nbytes / t / 1e9, "nmse_first_rows": err, "clock": clock})
+    return out
+
+
 def bench_matmul(m: int, n: int, k: int, dtype: str, reps: int, rng) -> dict:
     rt = runtime()
     host, seen = random_weight(rng, n, k, dtype)
@@ -143,6 +166,10 @@ def main() -> None:
     for mb in args.weights_mb:
         for dtype in ("bf16", "f16", "f32"):
             r = bench_matvec(mb, dtype, args.reps, rng, args.tpr)
+            r["fraction_of_copy_bw"] = r["gb_per_s"] / ceiling
+            results.append(r)
+    for mb in args.weights_mb:
+        for r in bench_q8_matvec(mb, args.reps, rng):
             r["fraction_of_copy_bw"] = r["gb_per_s"] / ceiling
             results.append(r)
     mm = (128, 1024, 1024) if args.quick else (512, 4096, 4096)
