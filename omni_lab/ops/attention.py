@@ -1,0 +1,148 @@
+"""Grouped-query causal attention over a GPU KV cache, and the cache itself.
+
+One layer's cache is a pair of f32 tensors [max_len, n_kv, D]. The position of the first new token is not
+a kernel parameter: it is element 0 of `step`, a u32 [4] GPU tensor (start, reserved...) that the model
+writes once per step (`rt.write(step, np.array([start, 0, 0, 0], np.uint32))`), so every dispatch of a
+decode step has the same params and bind groups as the step before.
+
+Masking is HF's (transformers/masking_utils.py): `causal_mask_function` keeps kv_idx <= q_idx, and
+`sliding_window_overlay(W)` keeps kv_idx > q_idx - W, so a window of W keeps the W keys
+q_idx - W + 1 .. q_idx, the query's own key included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..gpu import Tensor, pack_params, runtime
+from ._check import dtype_in, expect
+
+WG = 64  # threads per workgroup: keys per softmax chunk, and the largest D / 4
+WGC = 256  # threads of the split path's combine step
+SPLIT = 128  # keys per slice of the split-K decode path
+
+# Split-K partial results, one buffer per (rows, n_splits, D): reused by every layer and every step, so
+# the bind groups of a decode step are the same each step. Dispatches run in order, so sharing is safe.
+_partials: dict[tuple[int, int, int], Tensor] = {}
+
+
+def kv_cache(max_len: int, n_kv: int, head_dim: int, label: str = "kv") -> tuple[Tensor, Tensor]:
+    """A new (k, v) pair of f32 tensors [max_len, n_kv, head_dim] for one layer."""
+    rt = runtime()
+    shape = (max_len, n_kv, head_dim)
+    return rt.empty(shape, "f32", label=f"{label}.k"), rt.empty(shape, "f32", label=f"{label}.v")
+
+
+def _check_cache(kernel: str, cache_k: Tensor, cache_v: Tensor, step: Tensor) -> tuple[int, int, int]:
+    dtype_in(kernel, "cache_k", cache_k, ("f32",))
+    dtype_in(kernel, "cache_v", cache_v, ("f32",))
+    dtype_in(kernel, "step", step, ("u32",))
+    expect(kernel, len(cache_k.shape) == 3 and cache_v.shape == cache_k.shape,
+           "cache_k and cache_v must both be [max_len, n_kv, D]", cache_k=cache_k, cache_v=cache_v)
+    max_len, n_kv, d = cache_k.shape
+    expect(kernel, d % 4 == 0 and 0 < d <= 4 * WG, f"head dim D must be a multiple of 4 in 4 .. {4 * WG}",
+           cache_k=cache_k)
+    expect(kernel, step.shape == (4,), "step must be [4] u32 (start, reserved...)", step=step)
+    limit = runtime().gpu.max_binding
+    expect(kernel, cache_k.nbytes <= limit,
+           f"a cache of {cache_k.nbytes} B exceeds the adapter's {limit} B storage binding; use a smaller max_len",
+           cache_k=cache_k)
+    return max_len, n_kv, d
+
+
+def kv_append(k_new: Tensor, v_new: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor) -> None:
+    """Write k_new, v_new [T, n_kv, D] f32 to cache rows start .. start + T - 1 (start = step[0] on the
+    GPU). Rows at or past max_len are dropped, not wrapped."""
+    max_len, n_kv, d = _check_cache("kv_append", cache_k, cache_v, step)
+    dtype_in("kv_append", "k_new", k_new, ("f32",))
+    dtype_in("kv_append", "v_new", v_new, ("f32",))
+    expect("kv_append", len(k_new.shape) == 3 and k_new.shape[1:] == (n_kv, d) and v_new.shape == k_new.shape,
+           f"k_new and v_new must both be [T, {n_kv}, {d}]", k_new=k_new, v_new=v_new, cache_k=cache_k)
+    t = k_new.shape[0]
+    expect("kv_append", 0 < t <= max_len, f"T must be in 1 .. max_len = {max_len}", k_new=k_new, cache_k=cache_k)
+    row4 = n_kv * d // 4
+    kern = runtime().kernel("attention", "kv_append", WG=WG)
+    kern(-(-(t * row4) // WG), pack_params(t, row4, max_len), k_new, v_new, cache_k, cache_v, step)
+
+
+def attention(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor, scale: float, window: int = 0,
+              out: Tensor | None = None, split: bool | None = None) -> Tensor:
+    """Causal GQA: q [T, Hq, D] f32 for the tokens at positions start .. start + T - 1 (start = step[0]),
+    keys and values from cache rows 0 .. start + t (only the last `window` of them when window > 0).
+    Query head h reads kv head h // (Hq // n_kv). Returns out [T, Hq, D] f32.
+
+    split: slice the keys into ceil(max_len / SPLIT) pieces attended in parallel and merged by a second
+    dispatch (flash-decoding). None picks it for decode (T = 1) over a cache longer than one slice."""
+    max_len, n_kv, d = _check_cache("attention", cache_k, cache_v, step)
+    dtype_in("attention", "q", q, ("f32",))
+    expect("attention", len(q.shape) == 3 and q.shape[2] == d and q.shape[0] > 0,
+           f"q must be [T, Hq, {d}]", q=q, cache_k=cache_k)
+    t, hq, _ = q.shape
+    expect("attention", hq > 0 and hq % n_kv == 0, f"Hq must be a multiple of n_kv = {n_kv}", q=q, cache_k=cache_k)
+    expect("attention", t <= max_len, f"T must be at most max_len = {max_len}", q=q, cache_k=cache_k)
+    window = int(window)
+    expect("attention", window >= 0, f"window must be >= 0 (0: none), got {window}")
+    rt = runtime()
+    if out is None:
+        out = rt.empty(q.shape, "f32", label="attention")
+    expect("attention", out.shape == q.shape and out.dtype == "f32", f"out must be {q.shape} f32", out=out)
+    n_splits = -(-max_len // SPLIT)
+    if split is None:
+        # One workgroup per (token, head) leaves most of a GPU idle at decode; slicing the keys fills it.
+        split = t == 1 and n_splits > 1
+    params = pack_params(t, hq, n_kv, d // 4, max_len, window, float(scale), SPLIT, n_splits)
+    if not split:
+        rt.kernel("attention", "main", WG=WG)(t * hq, params, q, cache_k, cache_v, step, out)
+        return out
+    rows = t * hq
+    expect("attention", max(rows, n_splits) <= rt.gpu.limits["max-compute-workgroups-per-dimension"]
+           and rows * n_splits * (d + 4) * 4 <= rt.gpu.max_binding,
+           "T * Hq and max_len / SPLIT too large for the split path", q=q, cache_k=cache_k)
+    key = (rows, n_splits, d)
+    part = _partials.get(key)
+    if part is None:
+        part = _partials[key] = rt.empty((rows, n_splits, d // 4 + 1, 4), "f32", label="attention.part")
+    rt.kernel("attention", "split_partial", WG=WG)((rows, n_splits, 1), params, q, cache_k, cache_v, step, part)
+    rt.kernel("attention", "split_combine", WGC=WGC)(rows, params, part, out)
+    return out
+
+
+# -- numpy references ------------------------------------------------------------------------------
+
+def kv_append_ref(k_new: np.ndarray, v_new: np.ndarray, cache_k: np.ndarray, cache_v: np.ndarray,
+                  start: int) -> None:
+    """In place on host arrays, dropping rows past the end like the kernel."""
+    n = max(0, min(k_new.shape[0], cache_k.shape[0] - start))
+    cache_k[start:start + n] = k_new[:n]
+    cache_v[start:start + n] = v_new[:n]
+
+
+def attention_mask(t: int, start: int, n_keys: int, window: int = 0) -> np.ndarray:
+    """[T, n_keys] bool, True where query t (at position start + t) may attend to key j: HF's causal mask
+    (j <= i) and, with window W > 0, its sliding-window overlay (j > i - W)."""
+    i = start + np.arange(t)[:, None]
+    j = np.arange(n_keys)[None, :]
+    keep = j <= i
+    if window > 0:
+        keep &= j > i - window
+    return keep
+
+
+def attention_ref(q: np.ndarray, cache_k: np.ndarray, cache_v: np.ndarray, start: int, scale: float,
+                  window: int = 0) -> np.ndarray:
+    """float64 softmax(scale q k^T + mask) v over cache rows 0 .. start + T - 1; returns float32."""
+    t, hq, d = q.shape
+    n_kv = cache_k.shape[1]
+    n_keys = min(start + t, cache_k.shape[0])
+    group = hq // n_kv
+    k = np.repeat(cache_k[:n_keys].astype(np.float64), group, axis=1)  # [S, Hq, D]: kv head h // group
+    v = np.repeat(cache_v[:n_keys].astype(np.float64), group, axis=1)
+    scores = np.einsum("thd,shd->hts", q.astype(np.float64), k) * scale  # [Hq, T, S]
+    keep = attention_mask(t, start, n_keys, window)[None]
+    scores = np.where(keep, scores, -np.inf)
+    m = scores.max(axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    p = np.where(keep, np.exp(scores - m), 0.0)
+    denom = p.sum(axis=-1, keepdims=True)
+    out = np.einsum("hts,shd->thd", p / np.where(denom > 0, denom, 1.0), v)
+    return out.astype(np.float32)

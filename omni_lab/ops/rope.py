@@ -1,0 +1,130 @@
+"""Rotary position embeddings: HF's `apply_rotary_pos_emb` (rotate_half layout) and multimodal RoPE.
+
+Both ops compute, for every (token, head) row of x [T, H, D] and pair i < D/2,
+    angle = float32(position) * inv_freq[i]          (the f32 product torch forms for `freqs`)
+    out[i]       = x[i] cos(angle) - x[i + D/2] sin(angle)
+    out[i + D/2] = x[i + D/2] cos(angle) + x[i] sin(angle)
+which is `q * cos + rotate_half(q) * sin` with `emb = cat(freqs, freqs)`. The shader evaluates sin/cos with
+its own range reduction and polynomial (see shaders/rope.wgsl) so large angles stay exact to ~1e-7.
+
+Multimodal RoPE gives each pair i one of three position streams (temporal, height, width):
+- interleaved (Qwen3-Omni thinker and talker, Qwen3-VL): transformers 5.23's
+  `Qwen3OmniMoeThinkerTextRotaryEmbedding.recomposition_frequencies` starts from the temporal freqs and
+  overwrites indices 1, 4, 7, ... < 3 * sections[1] with height and 2, 5, 8, ... < 3 * sections[2] with
+  width. sections[0] is never read; the temporal stream keeps every other index.
+- contiguous (Qwen2-VL, Qwen2.5-Omni): `freq.split(sections)` chunks use streams 0, 1, 2 in order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..gpu import Tensor, pack_params, runtime
+from ._check import dtype_in, expect
+
+WG = 64
+
+
+def rope_inv_freq(head_dim: int, theta: float) -> np.ndarray:
+    """inv_freq [head_dim/2] float32, bit for bit as transformers' default RoPE init computes it:
+    `1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))`.
+
+    Computed with torch itself: torch's float32 pow is not correctly rounded and differs from numpy's in
+    the last bit for about a tenth of the entries, and those bits change the rotation at large positions.
+    """
+    import torch
+
+    if head_dim % 2:
+        raise ValueError(f"rope_inv_freq: head_dim must be even, got {head_dim}")
+    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).to(dtype=torch.float) / head_dim))
+    return inv.numpy().astype(np.float32)
+
+
+def _check_x(kernel: str, x: Tensor, inv_freq: Tensor) -> tuple[int, int, int]:
+    dtype_in(kernel, "x", x, ("f32",))
+    dtype_in(kernel, "inv_freq", inv_freq, ("f32",))
+    expect(kernel, len(x.shape) == 3 and x.shape[2] % 2 == 0 and x.shape[2] > 0,
+           "x must be [T, H, D] with D even", x=x)
+    t, h, d = x.shape
+    expect(kernel, inv_freq.shape == (d // 2,), f"inv_freq must be [D/2] = [{d // 2}]", x=x, inv_freq=inv_freq)
+    return t, h, d
+
+
+def _dispatch(kernel: str, x: Tensor, positions: Tensor, inv_freq: Tensor, out: Tensor | None,
+              pos_stride: int, sec_h: int, sec_w: int, mode: int, b1: int, b2: int) -> Tensor:
+    rt = runtime()
+    t, h, d = x.shape
+    params = pack_params(t, h, d // 2, pos_stride, sec_h, sec_w, mode, b1, b2)
+    groups = -(-(t * h * (d // 2)) // WG)
+    if out is not None and out.buffer is x.buffer and out.offset == x.offset:
+        expect(kernel, out.shape == x.shape and out.dtype == "f32", f"out must be {x.shape} f32", out=out)
+        rt.kernel("rope", "inplace", WG=WG)(groups, params, x, positions, inv_freq)
+        return x
+    if out is None:
+        out = rt.empty(x.shape, "f32", label=kernel)
+    expect(kernel, out.shape == x.shape and out.dtype == "f32", f"out must be {x.shape} f32", out=out)
+    expect(kernel, out.buffer is not x.buffer
+           or out.offset >= x.offset + x.nbytes or x.offset >= out.offset + out.nbytes,
+           "out must be x itself (in place) or not overlap it", x=x, out=out)
+    rt.kernel("rope", "main", WG=WG)(groups, params, x, positions, inv_freq, out)
+    return out
+
+
+def rope(x: Tensor, positions: Tensor, inv_freq: Tensor, out: Tensor | None = None) -> Tensor:
+    """x [T, H, D] f32 rotated by positions [T] i32 and inv_freq [D/2] f32 (upload `rope_inv_freq`).
+    `out=x` rotates in place."""
+    t, h, d = _check_x("rope", x, inv_freq)
+    dtype_in("rope", "positions", positions, ("i32",))
+    expect("rope", positions.shape == (t,), f"positions must be [T] = [{t}]", x=x, positions=positions)
+    return _dispatch("rope", x, positions, inv_freq, out, t, 0, 0, 0, 0, 0)
+
+
+def mrope(x: Tensor, positions3: Tensor, inv_freq: Tensor, sections, interleaved: bool = True,
+          out: Tensor | None = None) -> Tensor:
+    """Multimodal RoPE: x [T, H, D] f32, positions3 [3, T] i32 (temporal, height, width), inv_freq
+    [D/2] f32, sections = rope_parameters["mrope_section"] (e.g. [24, 20, 20] for D = 128).
+    interleaved=True is Qwen3-Omni's layout, False Qwen2-VL's (sections must then sum to D/2)."""
+    t, h, d = _check_x("mrope", x, inv_freq)
+    dtype_in("mrope", "positions3", positions3, ("i32",))
+    expect("mrope", positions3.shape == (3, t), f"positions3 must be [3, T] = [3, {t}]", x=x, positions3=positions3)
+    sections = [int(s) for s in sections]
+    expect("mrope", len(sections) == 3 and min(sections) >= 0, f"sections must be 3 non-negative ints, got {sections}")
+    if interleaved:
+        return _dispatch("mrope", x, positions3, inv_freq, out, t, sections[1], sections[2], 0, 0, 0)
+    expect("mrope", sum(sections) == d // 2, f"contiguous sections must sum to D/2 = {d // 2}, got {sections}")
+    return _dispatch("mrope", x, positions3, inv_freq, out, t, 0, 0, 1, sections[0], sections[0] + sections[1])
+
+
+# -- numpy references ------------------------------------------------------------------------------
+
+def mrope_streams(half: int, sections, interleaved: bool = True) -> np.ndarray:
+    """[D/2] index of the position stream (0 temporal, 1 height, 2 width) each pair uses."""
+    i = np.arange(half)
+    if interleaved:
+        s = np.zeros(half, dtype=np.int64)
+        s[(i % 3 == 1) & (i < 3 * sections[1])] = 1
+        s[(i % 3 == 2) & (i < 3 * sections[2])] = 2
+        return s
+    return np.repeat(np.arange(3), sections)[:half]
+
+
+def _rotate_ref(x: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """x [T, H, D], angle [T, D/2] float32 -> float32, with cos/sin correctly rounded from float64."""
+    cos = np.cos(angle.astype(np.float64)).astype(np.float32)[:, None, :]  # [T, 1, D/2]
+    sin = np.sin(angle.astype(np.float64)).astype(np.float32)[:, None, :]
+    half = x.shape[-1] // 2
+    x0, x1 = x[..., :half], x[..., half:]
+    return np.concatenate([x0 * cos - x1 * sin, x1 * cos + x0 * sin], axis=-1).astype(np.float32)
+
+
+def rope_ref(x: np.ndarray, positions: np.ndarray, inv_freq: np.ndarray) -> np.ndarray:
+    angle = positions.astype(np.float32)[:, None] * inv_freq.astype(np.float32)[None, :]  # [T, D/2] f32
+    return _rotate_ref(x, angle)
+
+
+def mrope_ref(x: np.ndarray, positions3: np.ndarray, inv_freq: np.ndarray, sections,
+              interleaved: bool = True) -> np.ndarray:
+    half = x.shape[-1] // 2
+    streams = mrope_streams(half, sections, interleaved)
+    pos = positions3.astype(np.float32)[streams, :].T  # [T, D/2]: the position each pair uses
+    return _rotate_ref(x, pos * inv_freq.astype(np.float32)[None, :])

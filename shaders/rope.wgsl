@@ -1,0 +1,126 @@
+// rope: rotary position embedding in HF's rotate_half ("neox") layout, plain and multimodal (MRoPE).
+//
+//   angle  = f32(position) * inv_freq[i]                    (one f32 product, as torch computes freqs)
+//   out[i]        = x[i] * cos(angle) - x[i + D/2] * sin(angle)
+//   out[i + D/2]  = x[i + D/2] * cos(angle) + x[i] * sin(angle)        for i < D/2
+//
+// Bindings (entry `main`):    0 params; 1 x: [T, H, D] f32; 2 positions: [S, T] i32; 3 inv_freq: [D/2] f32;
+//                             4 out: [T, H, D] f32.
+// Bindings (entry `inplace`): 0 params; 1 x: [T, H, D] f32, rotated in place; 2 positions; 3 inv_freq.
+// Params:   n_tokens = T, n_heads = H, half = D/2, pos_stride = T (elements between position streams),
+//           sec_h, sec_w, mode, b1, b2: which of the S position streams (temporal 0, height 1, width 2)
+//           pair i reads:
+//             mode 0 (interleaved MRoPE, Qwen3-Omni / Qwen3-VL): height if i % 3 == 1 and i < 3 * sec_h,
+//               width if i % 3 == 2 and i < 3 * sec_w, else temporal. Plain RoPE is sec_h = sec_w = 0.
+//             mode 1 (contiguous MRoPE, Qwen2-VL / Qwen2.5-Omni): temporal for i < b1, height for i < b2,
+//               else width.
+// Dispatch: one thread per (token, head, pair) = T * H * D/2 threads in workgroups of WG, flat workgroup
+//           index wid.x + wid.y * nwg.x (groups_for); threads past the end return.
+//
+// Precision: WGSL's sin/cos are implementation-defined and lose digits on large angles on some drivers
+// (angles reach 4e4 rad at position 40k). We reduce the f32 angle by multiples of pi/2 (Cody-Waite, pi/2
+// split into three 8-bit pieces and a 24-bit tail, so k * piece is exact for |k| < 2^16, i.e. angles up
+// to about 1e5) and evaluate Cephes' single-precision minimax polynomials on [-pi/4, pi/4]. The result
+// matches a correctly rounded cos/sin of the same f32 angle to about 1e-7 absolute.
+
+override WG: u32 = 64u;
+
+struct Params {
+    n_tokens: u32, n_heads: u32, half: u32, pos_stride: u32,
+    sec_h: u32, sec_w: u32, mode: u32, b1: u32,
+    b2: u32, _p0: u32, _p1: u32, _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> positions: array<i32>;
+@group(0) @binding(3) var<storage, read> inv_freq: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+// The in-place entry's view of binding 1 (only `inplace` uses it, only `main` uses `x` and `out`).
+@group(0) @binding(1) var<storage, read_write> xio: array<f32>;
+
+const TWO_OVER_PI: f32 = 0x1.45f306p-1f;
+// pi/2 = PIO2_1 + PIO2_2 + PIO2_3 + PIO2_4 to about 2^-55; the first three have 8 significant bits.
+const PIO2_1: f32 = 0x1.92p0f;
+const PIO2_2: f32 = 0x1.fap-12f;
+const PIO2_3: f32 = 0x1.54p-20f;
+const PIO2_4: f32 = 0x1.10b462p-30f;
+
+// Cephes sinf / cosf minimax coefficients for |r| <= pi/4.
+const S1: f32 = -1.6666654611e-1;
+const S2: f32 = 8.3321608736e-3;
+const S3: f32 = -1.9515295891e-4;
+const C1: f32 = 4.166664568298827e-2;
+const C2: f32 = -1.388731625493765e-3;
+const C3: f32 = 2.443315711809948e-5;
+
+// (sin(a), cos(a)) of an f32 angle.
+fn sincos(a: f32) -> vec2<f32> {
+    let k = round(a * TWO_OVER_PI);
+    var r = a - k * PIO2_1;
+    r = r - k * PIO2_2;
+    r = r - k * PIO2_3;
+    r = r - k * PIO2_4;
+    let z = r * r;
+    let s = r + r * z * (S1 + z * (S2 + z * S3));
+    let c = 1.0 - 0.5 * z + z * z * (C1 + z * (C2 + z * C3));
+    let q = u32(i32(k)) & 3u;  // quadrant; two's complement keeps it right for negative k
+    var sc: vec2<f32>;
+    switch q {
+        case 0u: { sc = vec2<f32>(s, c); }
+        case 1u: { sc = vec2<f32>(c, -s); }
+        case 2u: { sc = vec2<f32>(-s, -c); }
+        default: { sc = vec2<f32>(-c, s); }
+    }
+    return sc;
+}
+
+fn stream(i: u32) -> u32 {
+    if (p.mode == 0u) {
+        let m = i % 3u;
+        if (m == 1u && i < 3u * p.sec_h) { return 1u; }
+        if (m == 2u && i < 3u * p.sec_w) { return 2u; }
+        return 0u;
+    }
+    if (i < p.b1) { return 0u; }
+    if (i < p.b2) { return 1u; }
+    return 2u;
+}
+
+struct Pair { lo: u32, i: u32, sc: vec2<f32>, ok: bool }
+
+// Which element pair thread g rotates, and by how much.
+fn pair(g: u32) -> Pair {
+    var r: Pair;
+    r.ok = g < p.n_tokens * p.n_heads * p.half;
+    if (!r.ok) { return r; }
+    r.i = g % p.half;
+    let th = g / p.half;  // token * H + head
+    let t = th / p.n_heads;
+    r.lo = th * 2u * p.half + r.i;
+    let pos = positions[stream(r.i) * p.pos_stride + t];
+    r.sc = sincos(f32(pos) * inv_freq[r.i]);
+    return r;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let r = pair((wid.x + wid.y * nwg.x) * WG + lid);
+    if (!r.ok) { return; }
+    let x0 = x[r.lo];
+    let x1 = x[r.lo + p.half];
+    out[r.lo] = x0 * r.sc.y - x1 * r.sc.x;
+    out[r.lo + p.half] = x1 * r.sc.y + x0 * r.sc.x;
+}
+
+@compute @workgroup_size(WG)
+fn inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let r = pair((wid.x + wid.y * nwg.x) * WG + lid);
+    if (!r.ok) { return; }
+    let x0 = xio[r.lo];
+    let x1 = xio[r.lo + p.half];
+    xio[r.lo] = x0 * r.sc.y - x1 * r.sc.x;
+    xio[r.lo + p.half] = x1 * r.sc.y + x0 * r.sc.x;
+}
