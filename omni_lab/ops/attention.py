@@ -19,7 +19,7 @@ from ._check import dtype_in, expect
 
 WG = 64  # threads per workgroup: keys per softmax chunk, and the largest D / 4
 WGC = 256  # threads of the split path's combine step
-SPLIT = 128  # keys per slice of the split-K decode path
+SPLIT = 128  # keys per slice of the split-K decode path (of 64, 128, 256 the best overall on an H200)
 
 # Split-K partial results, one buffer per (rows, n_splits, D): reused by every layer and every step, so
 # the bind groups of a decode step are the same each step. Dispatches run in order, so sharing is safe.
@@ -88,7 +88,8 @@ def attention(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor, scale: 
     expect("attention", out.shape == q.shape and out.dtype == "f32", f"out must be {q.shape} f32", out=out)
     n_splits = -(-max_len // SPLIT)
     if split is None:
-        # One workgroup per (token, head) leaves most of a GPU idle at decode; slicing the keys fills it.
+        # One workgroup per (token, head) leaves most of a GPU idle at decode; slicing the keys fills it
+        # (H200 through Vulkan, 32 q / 4 kv heads, D 128: 4.8 ms -> 0.25 ms at 4k keys, 33 -> 0.29 ms at 32k).
         split = t == 1 and n_splits > 1
     params = pack_params(t, hq, n_kv, d // 4, max_len, window, float(scale), SPLIT, n_splits)
     if not split:
