@@ -1,0 +1,434 @@
+"""The Qwen3-Omni thinker's text model (MoE decoder) on our kernels: text in, logits out.
+
+Activations are named by transformers 5.23's live module paths: `thinker.model.language_model.embed_tokens`,
+`...language_model.layers.{i}.self_attn`, `...layers.{i}.mlp`, `...layers.{i}`, `...language_model.norm`,
+`thinker.lm_head`, plus `...layers.{i}.mlp.router` on MoE layers: [T, 2k] float32, columns 0..k-1 the
+selected expert ids and k..2k-1 their routing weights, slots in descending probability (torch.topk's
+order). Checkpoint keys go through formats/omni_names.py. The attention block is the dense model's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..formats import omni_names as names
+from ..formats.safetensors_io import CheckpointError
+from ..gpu import Tensor, runtime
+from ..ops import attention as attn_ops
+from ..ops import elementwise, embedding, linear, moe, norm, rope, select
+from .config import ConfigError
+from .qwen3 import ModelInputError, apply_linear, load_attention, open_checkpoint, self_attention, upload_weight
+from .sampling import Sampler, sample_from_topk
+
+LIVE = names.LIVE_TEXT.rstrip(".")  # "thinker.model.language_model"
+LM_HEAD = "thinker.lm_head"
+
+
+@dataclass(frozen=True)
+class ThinkerTextConfig:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    mrope_section: tuple[int, int, int]
+    moe_intermediate_size: int
+    num_experts: int
+    num_experts_per_tok: int
+    norm_topk_prob: bool
+    decoder_sparse_step: int
+    mlp_only_layers: tuple[int, ...]
+    tie_word_embeddings: bool
+    eos_token_id: int | tuple[int, ...] | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config.json") -> "ThinkerTextConfig":
+        if d.get("model_type") != "qwen3_omni_moe":
+            raise ConfigError(f"{source}: model_type '{d.get('model_type')}' is not Qwen3-Omni ('qwen3_omni_moe')")
+        thinker = d.get("thinker_config") or {}
+        t = thinker.get("text_config")
+        if not t:
+            raise ConfigError(f"{source}: missing field thinker_config.text_config")
+        if t.get("attention_bias"):
+            raise ConfigError(f"{source}: thinker text attention_bias=true is not supported")
+        if t.get("hidden_act", "silu") != "silu":
+            raise ConfigError(f"{source}: thinker text hidden_act '{t.get('hidden_act')}' is not supported (only silu)")
+        rope_p = t.get("rope_parameters") or t.get("rope_scaling") or {}
+        if rope_p.get("rope_type", rope_p.get("type", "default")) != "default":
+            raise ConfigError(f"{source}: thinker rope_type '{rope_p.get('rope_type')}' is not supported (only 'default')")
+        try:
+            heads = t["num_attention_heads"]
+            return cls(
+                vocab_size=t["vocab_size"], hidden_size=t["hidden_size"], intermediate_size=t["intermediate_size"],
+                num_hidden_layers=t["num_hidden_layers"], num_attention_heads=heads,
+                num_key_value_heads=t["num_key_value_heads"], head_dim=t.get("head_dim") or t["hidden_size"] // heads,
+                rms_norm_eps=t["rms_norm_eps"], rope_theta=float(rope_p.get("rope_theta", t.get("rope_theta", 10000.0))),
+                # transformers' rotary module defaults the section to [24, 20, 20] when the config has none
+                mrope_section=tuple(rope_p.get("mrope_section", (24, 20, 20))),
+                moe_intermediate_size=t["moe_intermediate_size"], num_experts=t["num_experts"],
+                num_experts_per_tok=t["num_experts_per_tok"], norm_topk_prob=bool(t.get("norm_topk_prob", True)),
+                decoder_sparse_step=t.get("decoder_sparse_step", 1), mlp_only_layers=tuple(t.get("mlp_only_layers") or ()),
+                tie_word_embeddings=bool(thinker.get("tie_word_embeddings", False)),
+                eos_token_id=d.get("im_end_token_id", t.get("eos_token_id")),
+            )
+        except KeyError as e:
+            raise ConfigError(f"{source}: missing field thinker_config.text_config.{e.args[0]}") from None
+
+    def is_moe(self, layer: int) -> bool:
+        """transformers' rule (Qwen3OmniMoeThinkerTextDecoderLayer)."""
+        return (layer not in self.mlp_only_layers and self.num_experts > 0
+                and (layer + 1) % self.decoder_sparse_step == 0)
+
+    @property
+    def eos_ids(self) -> tuple[int, ...]:
+        e = self.eos_token_id
+        return () if e is None else (e,) if isinstance(e, int) else tuple(e)
+
+
+@dataclass
+class DenseMlp:
+    gate_proj: object
+    up_proj: object
+    down_proj: object
+
+
+@dataclass
+class MoeMlp:
+    gate: object        # router [E, D]
+    gate_proj: Tensor   # [E, F, D]
+    up_proj: Tensor     # [E, F, D]
+    down_proj: Tensor   # [E, D, F]
+
+
+@dataclass
+class ThinkerLayer:
+    q_proj: object
+    k_proj: object
+    v_proj: object
+    o_proj: object
+    q_norm: Tensor
+    k_norm: Tensor
+    input_layernorm: Tensor
+    post_attention_layernorm: Tensor
+    mlp: DenseMlp | MoeMlp
+    cache_k: Tensor
+    cache_v: Tensor
+
+
+def _stack_experts(ckpt, which: str, layer: int, cfg: ThinkerTextConfig, fused: bool) -> Tensor:
+    """One stacked expert weight [E, N, D] from a per-expert or fused checkpoint, in its stored dtype."""
+    e, f, d = cfg.num_experts, cfg.moe_intermediate_size, cfg.hidden_size
+    shape = (d, f) if which == "down_proj" else (f, d)
+    if fused:
+        key, half = names.fused_expert_key(which, layer)
+        ckpt.expect(key, (e, 2 * f, d) if half is not None else (e, d, f))
+        array, dtype = ckpt.get(key)
+        if half is not None:
+            array = array[:, half * f:(half + 1) * f]  # gate_up_proj [E, 2F, D] -> [E, F, D]
+    else:
+        parts, dtypes = [], set()
+        for x in range(e):
+            key = names.expert_key(which, layer, x)
+            ckpt.expect(key, shape)
+            a, dt = ckpt.get(key)
+            parts.append(a)
+            dtypes.add(dt)
+        if len(dtypes) != 1:
+            raise CheckpointError(f"{ckpt.path}: layer {layer} experts' {which} mix dtypes {sorted(dtypes)}")
+        array, dtype = np.stack(parts), dtypes.pop()  # [E, N, D]
+    if dtype not in linear.WEIGHT_DTYPES:
+        raise CheckpointError(f"{ckpt.path}: layer {layer} experts' {which} are {dtype}; MoE weights must be "
+                              f"one of {', '.join(linear.WEIGHT_DTYPES)}")
+    return runtime().upload(array, dtype, label=f"{LIVE}.layers.{layer}.mlp.experts.{which}")
+
+
+def _check_expert_count(ckpt, layer: int, cfg: ThinkerTextConfig) -> None:
+    held = names.experts_in_checkpoint(ckpt.names, layer)
+    if held and held != list(range(cfg.num_experts)):
+        missing = sorted(set(range(cfg.num_experts)) - set(held))
+        extra = sorted(set(held) - set(range(cfg.num_experts)))
+        raise CheckpointError(
+            f"{ckpt.path}: config.json says num_experts={cfg.num_experts}, but the checkpoint holds experts "
+            f"{held[0]}..{held[-1]} ({len(held)}) for layer {layer}"
+            + (f"; first missing: '{names.expert_key('gate_proj', layer, missing[0])}'" if missing else "")
+            + (f"; unexpected: '{names.expert_key('gate_proj', layer, extra[0])}'" if extra else ""))
+
+
+class Scratch:
+    """Activation buffers for one sequence length T, allocated once and reused every step."""
+
+    def __init__(self, cfg: ThinkerTextConfig, t: int, logits_rows: int):
+        rt = runtime()
+        d, hq, hkv, dh = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        f, fe, e, k = cfg.intermediate_size, cfg.moe_intermediate_size, cfg.num_experts, cfg.num_experts_per_tok
+        self.ids = rt.empty((t,), "i32", "ids")
+        self.positions3 = rt.empty((3, t), "i32", "positions3")
+        self.h = rt.empty((t, d), label="residual")
+        self.x = rt.empty((t, d), label="normed")
+        self.q = rt.empty((t, hq * dh), label="q")
+        self.k = rt.empty((t, hkv * dh), label="k")
+        self.v = rt.empty((t, hkv * dh), label="v")
+        self.attn = rt.empty((t, hq * dh), label="attn")
+        self.o = rt.empty((t, d), label="attn_out")
+        self.gate = rt.empty((t, f), label="gate")
+        self.up = rt.empty((t, f), label="up")
+        self.act = rt.empty((t, f), label="act")
+        self.mlp = rt.empty((t, d), label="mlp_out")
+        if e:
+            self.router_logits = rt.empty((t, e), label="router_logits")
+            self.route_w = rt.empty((t, k), label="route_weights")
+            self.route_e = rt.empty((t, k), "i32", label="route_experts")
+            self.e_gate = rt.empty((t, k, fe), label="expert_gate")
+            self.e_up = rt.empty((t, k, fe), label="expert_up")
+            self.e_act = rt.empty((t, k, fe), label="expert_act")
+            self.e_out = rt.empty((t, k, d), label="expert_out")
+        self.logits = rt.empty((logits_rows, cfg.vocab_size), label="logits")
+
+
+def thinker_names(cfg: ThinkerTextConfig) -> list[str]:
+    """The thinker text model's activation names in execution order (`...mlp.router` on MoE layers)."""
+    out = [f"{LIVE}.embed_tokens"]
+    for i in range(cfg.num_hidden_layers):
+        p = f"{LIVE}.layers.{i}"
+        out += [f"{p}.self_attn"] + ([f"{p}.mlp.router"] if cfg.is_moe(i) else []) + [f"{p}.mlp", p]
+    return out + [f"{LIVE}.norm", LM_HEAD]
+
+
+class Qwen3OmniThinkerText:
+    def __init__(self, cfg: ThinkerTextConfig, ckpt, max_len: int = 2048, progress: bool = False):
+        self.cfg = cfg
+        self.max_len = max_len
+        rt = runtime()
+        d, hq, hkv, dh, f, v = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
+                                cfg.intermediate_size, cfg.vocab_size)
+        fused = names.is_fused(ckpt.names)
+        key = lambda live, i=None: names.text_key(live, i, fused)  # noqa: E731
+
+        def norm_f32(name: str, n: int) -> Tensor:
+            ckpt.expect(name, (n,))
+            return rt.upload(ckpt.get_f32(name), "f32", label=name)
+
+        bar = tqdm(total=cfg.num_hidden_layers + 2, desc=f"loading {Path(str(getattr(ckpt, 'path', ''))).name} (thinker)",
+                   disable=not progress, unit="part")
+        self.embed_tokens = upload_weight(ckpt, key("embed_tokens.weight"), (v, d))
+        bar.update()
+        self.layers: list[ThinkerLayer] = []
+        for i in range(cfg.num_hidden_layers):
+            if cfg.is_moe(i):
+                if not fused:
+                    _check_expert_count(ckpt, i, cfg)
+                mlp = MoeMlp(gate=upload_weight(ckpt, key("layers.{i}.mlp.gate.weight", i), (cfg.num_experts, d)),
+                             **{w: _stack_experts(ckpt, w, i, cfg, fused) for w in ("gate_proj", "up_proj", "down_proj")})
+            else:
+                mlp = DenseMlp(gate_proj=upload_weight(ckpt, key("layers.{i}.mlp.gate_proj.weight", i), (f, d)),
+                               up_proj=upload_weight(ckpt, key("layers.{i}.mlp.up_proj.weight", i), (f, d)),
+                               down_proj=upload_weight(ckpt, key("layers.{i}.mlp.down_proj.weight", i), (d, f)))
+            ck, cv = attn_ops.kv_cache(max_len, hkv, dh, label=f"thinker.layers.{i}")
+            self.layers.append(ThinkerLayer(
+                **load_attention(ckpt, lambda a: key(f"layers.{{i}}.self_attn.{a}.weight", i), d, hq, hkv, dh),
+                input_layernorm=norm_f32(key("layers.{i}.input_layernorm.weight", i), d),
+                post_attention_layernorm=norm_f32(key("layers.{i}.post_attention_layernorm.weight", i), d),
+                mlp=mlp, cache_k=ck, cache_v=cv))
+            bar.update()
+        self.norm = norm_f32(key("norm.weight"), d)
+        if cfg.tie_word_embeddings and names.LM_HEAD not in ckpt:
+            self.lm_head = self.embed_tokens
+        else:
+            self.lm_head = upload_weight(ckpt, names.LM_HEAD, (v, d))
+        bar.update()
+        bar.close()
+        self.inv_freq = rt.upload(rope.rope_inv_freq(dh, cfg.rope_theta), "f32", label="inv_freq")
+        self.step_buf = rt.empty((4,), "u32", label="step")
+        self._scratch: dict[tuple[int, int], Scratch] = {}
+        self.length = 0
+
+    @classmethod
+    def load(cls, path: str | Path, max_len: int = 2048, progress: bool = False) -> "Qwen3OmniThinkerText":
+        ckpt = open_checkpoint(path)
+        return cls(ThinkerTextConfig.from_dict(ckpt.config, source=f"{path}"), ckpt, max_len, progress)
+
+    def scratch(self, t: int, logits_rows: int) -> Scratch:
+        if (t, logits_rows) not in self._scratch:
+            self._scratch[(t, logits_rows)] = Scratch(self.cfg, t, logits_rows)
+        return self._scratch[(t, logits_rows)]
+
+    def activation_shapes(self, t: int) -> dict[str, tuple[int, int]]:
+        """Every named activation in execution order, with its [tokens, features] shape."""
+        cfg, d, k = self.cfg, self.cfg.hidden_size, self.cfg.num_experts_per_tok
+        width = {f"{LIVE}.norm": d, LM_HEAD: cfg.vocab_size}
+        return {n: (t, 2 * k if n.endswith(".mlp.router") else width.get(n, d)) for n in thinker_names(cfg)}
+
+    def check_ids(self, ids) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if ids.size == 0:
+            raise ModelInputError("empty prompt: give at least one token")
+        bad = ids[(ids < 0) | (ids >= self.cfg.vocab_size)]
+        if bad.size:
+            raise ModelInputError(f"token id {int(bad[0])} is outside the vocabulary [0, {self.cfg.vocab_size})")
+        return ids.astype(np.int32)
+
+    @staticmethod
+    def text_positions(start: int, t: int) -> np.ndarray:
+        """[3, T] mrope positions of text tokens: transformers' get_rope_index gives text the same position
+        in all three streams (temporal, height, width), counting on from the cache."""
+        return np.broadcast_to(np.arange(start, start + t, dtype=np.int32), (3, t)).copy()
+
+    def _mlp(self, i: int, L: ThinkerLayer, x: Tensor, s: Scratch, t: int, taps: dict, out: Tensor) -> Tensor:
+        m = L.mlp
+        if isinstance(m, DenseMlp):
+            act = elementwise.swiglu(apply_linear(x, m.gate_proj, s.gate), apply_linear(x, m.up_proj, s.up), out=s.act)
+            return apply_linear(act, m.down_proj, out)
+        cfg, k = self.cfg, self.cfg.num_experts_per_tok
+        router = taps.get(f"{LIVE}.layers.{i}.mlp.router")
+        w_buf, e_buf = router if router else (s.route_w, s.route_e)
+        logits = apply_linear(x, m.gate, s.router_logits)  # [T, E]
+        weights, experts = moe.route(logits, k, cfg.norm_topk_prob, out_weights=w_buf, out_experts=e_buf)
+        gate = moe.moe_matvec(x, m.gate_proj, experts, out=s.e_gate)  # [T, k, F]
+        up = moe.moe_matvec(x, m.up_proj, experts, out=s.e_up)
+        fe = cfg.moe_intermediate_size
+        act = elementwise.swiglu(gate.view((t * k, fe)), up.view((t * k, fe)), out=s.e_act.view((t * k, fe)))
+        y = moe.moe_matvec(act.view((t, k, fe)), m.down_proj, experts, out=s.e_out)  # [T, k, D]
+        return moe.moe_combine(y, weights, out=out)
+
+    def _encode(self, s: Scratch, t: int, taps: dict, all_logits: bool) -> Tensor:
+        cfg = self.cfg
+        heads, eps = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim), cfg.rms_norm_eps
+        out = lambda name, default: taps.get(name, default)  # noqa: E731  a tapped activation gets its own buffer
+        rotate = lambda x: rope.mrope(x, s.positions3, self.inv_freq, cfg.mrope_section, out=x)  # noqa: E731
+
+        h = embedding.embedding(s.ids, self.embed_tokens, out=out(f"{LIVE}.embed_tokens", s.h))
+        for i, L in enumerate(self.layers):
+            p = f"{LIVE}.layers.{i}"
+            x = norm.rmsnorm(h, L.input_layernorm, eps, out=s.x)
+            o = self_attention(L, x, s, t, heads, eps, rotate, self.step_buf, 0, out(f"{p}.self_attn", s.o))
+            h = elementwise.add(h, o, out=s.h)
+            x = norm.rmsnorm(h, L.post_attention_layernorm, eps, out=s.x)
+            m = self._mlp(i, L, x, s, t, taps, out(f"{p}.mlp", s.mlp))
+            h = elementwise.add(h, m, out=out(p, s.h))
+        x = norm.rmsnorm(h, self.norm, eps, out=out(f"{LIVE}.norm", s.x))
+        if not all_logits:
+            row_bytes = x.nbytes // t
+            if ((t - 1) * row_bytes) % runtime().gpu.offset_alignment == 0:
+                x = x.rows(t - 1, 1)
+        rows = x.shape[0]
+        return apply_linear(x, self.lm_head, out(LM_HEAD, s.logits if s.logits.shape[0] == rows else
+                                                  runtime().empty((rows, cfg.vocab_size))))
+
+    def _prepare(self, ids: np.ndarray, start: int, all_logits: bool) -> Scratch:
+        t = len(ids)
+        if start + t > self.max_len:
+            raise ModelInputError(f"{start + t} tokens exceed the KV cache of {self.max_len} (max_len)")
+        rt = runtime()
+        s = self.scratch(t, t if all_logits else 1)
+        rt.write(s.ids, ids)
+        rt.write(s.positions3, self.text_positions(start, t))
+        rt.write(self.step_buf, np.array([start, 0, 0, 0], np.uint32))
+        return s
+
+    def forward(self, ids, start: int | None = None, taps=(), all_logits: bool = True) -> dict[str, np.ndarray]:
+        """Run tokens at positions start.. (default: after what is cached); returns the tapped activations
+        (name -> [T, F] float32) plus 'logits'."""
+        ids = self.check_ids(ids)
+        t = len(ids)
+        start = self.length if start is None else start
+        shapes = self.activation_shapes(t)
+        unknown = [n for n in taps if n not in shapes]
+        if unknown:
+            raise ModelInputError(f"no activation named {unknown[0]!r}; names are like {list(shapes)[:3]}")
+        s = self._prepare(ids, start, all_logits)
+        rt = runtime()
+        k = self.cfg.num_experts_per_tok
+        tapped = {}
+        for n in taps:
+            if n.endswith(".mlp.router"):
+                tapped[n] = (rt.empty((t, k), label=n + ".weights"), rt.empty((t, k), "i32", label=n + ".experts"))
+            elif n != LM_HEAD or all_logits:
+                tapped[n] = rt.empty(shapes[n], label=n)
+        with rt.step() as step:
+            logits = self._encode(s, t, tapped, all_logits)
+            reads = {n: (tuple(step.read(x) for x in v) if isinstance(v, tuple) else step.read(v))
+                     for n, v in tapped.items()}
+            reads["logits"] = step.read(logits)
+        self.length = start + t
+        result = {}
+        for n, rb in reads.items():
+            if isinstance(rb, tuple):  # router: [T, k] weights and ids -> [T, 2k] (ids first)
+                result[n] = np.concatenate([rb[1].value.astype(np.float32), rb[0].value], axis=1)
+            else:
+                result[n] = rb.value
+        return result
+
+    def generate(self, prompt_ids, max_new_tokens: int, sampler: Sampler | None = None,
+                 stop_at_eos: bool = True) -> list[int]:
+        """Greedy (sampler=None) or sampled continuation of prompt_ids; the KV cache starts empty; only the
+        token id (or the sampler's top-k candidates) is read back per step."""
+        ids = self.check_ids(prompt_ids)
+        if len(ids) + max_new_tokens > self.max_len:
+            raise ModelInputError(f"prompt {len(ids)} + {max_new_tokens} new tokens exceed max_len {self.max_len}")
+        rt = runtime()
+        if sampler is not None:
+            sampler.bind(rt)
+        decode = self.scratch(1, 1)
+        s, t, pos, out = self._prepare(ids, 0, False), len(ids), len(ids), []
+        eos = set(self.cfg.eos_ids) if stop_at_eos else set()
+        while True:
+            with rt.step() as step:
+                logits = self._encode(s, t, {}, all_logits=False)
+                if sampler is None:
+                    select.argmax(logits, out=decode.ids)
+                    rb = step.read(decode.ids)
+                else:
+                    vals, idx = select.topk(logits, sampler.top_k, out_values=sampler.values, out_indices=sampler.indices)
+                    rb_v, rb_i = step.read(vals), step.read(idx)
+            if sampler is None:
+                token = int(rb.value[0])
+            else:
+                token = sample_from_topk(rb_v.value[0], rb_i.value[0], sampler)
+                rt.write(decode.ids, np.array([token], np.int32))
+            out.append(token)
+            if len(out) >= max_new_tokens or token in eos:
+                break
+            # The token is already in decode.ids (written by argmax on the GPU); only positions change.
+            rt.write(decode.positions3, self.text_positions(pos, 1))
+            rt.write(self.step_buf, np.array([pos, 0, 0, 0], np.uint32))
+            s, t, pos = decode, 1, pos + 1
+        self.length = pos
+        return out
+
+
+# -- the HF side -------------------------------------------------------------------------------------
+
+def hf_thinker_activations(model, activation_names, input_ids) -> dict[str, np.ndarray]:
+    """Capture our activation names on a transformers Qwen3OmniMoeForConditionalGeneration (run through
+    its thinker). `...mlp.router` is not a module: it is built from the router (`...mlp.gate`) outputs,
+    (logits, scores [T, k], indices [T, k]), in the layout above."""
+    import torch
+
+    from ..reference import capture
+
+    thinker = model.thinker
+    modules = [n.removeprefix("thinker.") for n in activation_names if not n.endswith(".mlp.router")]
+    routers = [n for n in activation_names if n.endswith(".mlp.router")]
+    got: dict[str, np.ndarray] = {}
+    handles = []
+    for n in routers:
+        gate = thinker.get_submodule(n.removeprefix("thinker.").removesuffix(".router") + ".gate")
+
+        def hook(module, args, output, name=n):
+            _, scores, idx = output
+            got[name] = torch.cat([idx.float(), scores.float()], dim=-1).detach().numpy()
+        handles.append(gate.register_forward_hook(hook))
+    try:
+        acts = capture(thinker, modules, {"input_ids": torch.as_tensor(np.asarray(input_ids)[None])})
+    finally:
+        for h in handles:
+            h.remove()
+    return {**{f"thinker.{n}": a for n, a in acts.items()}, **got}

@@ -1,0 +1,131 @@
+"""Tiny random Qwen3-Omni checkpoints with every part (thinker with audio and vision towers, talker, code
+predictor, code2wav), written by Transformers itself, plus a tokenizer whose special tokens have the ids
+the config names.
+
+Facts that shape the config (transformers 5.23, see DESIGN.md): every special id of the top-level and
+thinker configs must be a row of the thinker's embedding; `generate(return_audio=True)` suppresses the
+top 1024 ids of the talker vocabulary except the codec EOS, so the talker vocabulary is 1024 + a small
+codec range that holds the codec specials; the talker text config needs `shared_expert_intermediate_size`
+and the talker config `spatial_merge_size`; the thinker config needs `vision_start_token_id`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .tiny import _write_atomically, train_tokenizer
+
+# Tokens the Omni config names, appended after the trained vocabulary (so their ids are known only once
+# the tokenizer is built). Role words are single tokens in Qwen's vocabulary, and `generate` finds turns
+# by their ids, so they are added as (non-special) tokens too.
+OMNI_SPECIAL_TOKENS = {
+    "audio_start_token_id": "<|audio_start|>", "audio_end_token_id": "<|audio_end|>",
+    "audio_token_id": "<|audio_pad|>", "image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>",
+    "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>",
+    "tts_pad_token_id": "<|tts_pad|>", "tts_bos_token_id": "<|tts_bos|>", "tts_eos_token_id": "<|tts_eos|>",
+}
+ROLE_TOKENS = {"system_token_id": "system", "user_token_id": "user", "assistant_token_id": "assistant"}
+
+TRAINED_VOCAB = 384
+
+# Thinker text shapes. "tiny" is all-MoE; "tiny-dense" has a dense layer (mlp_only_layers and
+# decoder_sparse_step both exercised), another head layout and ragged widths.
+OMNI_PRESETS = {
+    "tiny": dict(vocab_size=416, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, moe_intermediate_size=32, num_experts=8,
+                 num_experts_per_tok=2, mrope_section=[4, 2, 2]),
+    "tiny-dense": dict(vocab_size=430, hidden_size=72, intermediate_size=100, num_hidden_layers=3,
+                       num_attention_heads=6, num_key_value_heads=2, head_dim=24, moe_intermediate_size=40,
+                       num_experts=8, num_experts_per_tok=3, mrope_section=[4, 4, 4], mlp_only_layers=[1],
+                       decoder_sparse_step=1),
+    "tiny-step2": dict(vocab_size=416, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, moe_intermediate_size=32,
+                       num_experts=8, num_experts_per_tok=3, mrope_section=[4, 2, 2], decoder_sparse_step=2),
+}
+
+# Codec ids of the talker: all below talker vocab - 1024, the range generate() lets it emit.
+CODEC = dict(codec_pad_id=40, codec_bos_id=41, codec_eos_token_id=42, codec_nothink_id=43, codec_think_bos_id=44,
+             codec_think_eos_id=45)
+SPEAKER_ID = {"ethan": 46, "chelsie": 47}
+CODEC_RANGE = 48
+
+
+def omni_tokenizer():
+    """The tiny BPE tokenizer with the Omni special tokens appended; returns (tokenizer, name -> id)."""
+    from tokenizers import AddedToken
+
+    tok = train_tokenizer(TRAINED_VOCAB)
+    tok.add_special_tokens({"additional_special_tokens": list(OMNI_SPECIAL_TOKENS.values())})
+    tok.add_tokens([AddedToken(w, normalized=False, special=False) for w in ROLE_TOKENS.values()])
+    ids = {k: tok.convert_tokens_to_ids(v) for k, v in {**OMNI_SPECIAL_TOKENS, **ROLE_TOKENS}.items()}
+    ids["im_start_token_id"] = tok.convert_tokens_to_ids("<|im_start|>")
+    ids["im_end_token_id"] = tok.convert_tokens_to_ids("<|im_end|>")
+    ids["pad_token_id"] = tok.convert_tokens_to_ids("<|endoftext|>")
+    return tok, ids
+
+
+def omni_config(preset: str, ids: dict, initializer_range: float = 0.1):
+    from transformers import Qwen3OmniMoeConfig
+
+    if preset not in OMNI_PRESETS:
+        raise ValueError(f"unknown preset '{preset}'; choose one of {', '.join(OMNI_PRESETS)}")
+    shape = dict(OMNI_PRESETS[preset])
+    section = shape.pop("mrope_section")
+    if max(ids.values()) >= shape["vocab_size"]:
+        raise ValueError(f"preset {preset}: vocab_size {shape['vocab_size']} is too small for token id {max(ids.values())}")
+    d = shape["hidden_size"]
+    rope = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": section, "interleaved": True}
+    text = dict(shape, rms_norm_eps=1e-6, hidden_act="silu", norm_topk_prob=True, rope_parameters=rope,
+                max_position_embeddings=4096, initializer_range=initializer_range, tie_word_embeddings=False,
+                pad_token_id=ids["pad_token_id"], eos_token_id=ids["im_end_token_id"])
+    audio = dict(num_mel_bins=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32, d_model=16,
+                 output_dim=d, downsample_hidden_size=8, n_window=4, n_window_infer=16, max_source_positions=64,
+                 initializer_range=initializer_range)
+    vision = dict(depth=2, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=4, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=d, num_position_embeddings=64, deepstack_visual_indexes=[0],
+                  initializer_range=initializer_range)
+    thinker = dict(text_config=text, audio_config=audio, vision_config=vision, initializer_range=initializer_range,
+                   **{k: ids[k] for k in ("audio_start_token_id", "audio_token_id", "image_token_id", "video_token_id",
+                                          "vision_start_token_id", "user_token_id")},
+                   audio_end_token_id=ids["audio_end_token_id"], vision_end_token_id=ids["vision_end_token_id"])
+    talker_text = dict(vocab_size=1024 + CODEC_RANGE, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=1, head_dim=16, moe_intermediate_size=16,
+                       shared_expert_intermediate_size=24, num_experts=4, num_experts_per_tok=2,
+                       rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 2, 2],
+                                        "interleaved": True},
+                       rms_norm_eps=1e-6, initializer_range=initializer_range)
+    predictor = dict(vocab_size=CODEC_RANGE, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                     num_attention_heads=2, num_key_value_heads=1, head_dim=16, num_code_groups=4,
+                     rms_norm_eps=1e-6, initializer_range=initializer_range)
+    talker = dict(text_config=talker_text, code_predictor_config=predictor, num_code_groups=4, thinker_hidden_size=d,
+                  accept_hidden_layer=1, spatial_merge_size=2, speaker_id=dict(SPEAKER_ID),
+                  initializer_range=initializer_range, **CODEC,
+                  **{k: ids[k] for k in ("audio_token_id", "image_token_id", "video_token_id", "vision_start_token_id",
+                                         "audio_start_token_id")})
+    code2wav = dict(codebook_size=CODEC_RANGE, hidden_size=32, num_attention_heads=2, num_key_value_heads=2,
+                    intermediate_size=48, num_hidden_layers=1, num_quantizers=4, sliding_window=8,
+                    upsample_rates=[2, 2], upsampling_ratios=[2, 2], decoder_dim=32, max_position_embeddings=1024,
+                    initializer_range=initializer_range)
+    return Qwen3OmniMoeConfig(
+        thinker_config=thinker, talker_config=talker, code2wav_config=code2wav, enable_audio_output=True,
+        **{k: ids[k] for k in ("im_start_token_id", "im_end_token_id", "tts_pad_token_id", "tts_bos_token_id",
+                               "tts_eos_token_id", "system_token_id", "user_token_id", "assistant_token_id")})
+
+
+def build_tiny_omni(out_dir: str | Path, seed: int = 0, preset: str = "tiny") -> Path:
+    """Write a random Qwen3OmniMoeForConditionalGeneration checkpoint (BF16 safetensors, every part) and
+    its tokenizer to `out_dir`. The initialisation is wider than the default 0.02 so that routers pick
+    their experts by clear margins and greedy decoding is rarely a near tie."""
+    import torch
+    from transformers import Qwen3OmniMoeForConditionalGeneration
+
+    tokenizer, ids = omni_tokenizer()
+    config = omni_config(preset, ids)
+
+    def write(tmp: Path) -> None:
+        torch.manual_seed(seed)
+        model = Qwen3OmniMoeForConditionalGeneration(config).to(torch.bfloat16)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return _write_atomically(Path(out_dir), write)
