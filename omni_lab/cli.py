@@ -53,9 +53,14 @@ def _prompt(args):
 
 
 def cmd_tiny(args) -> int:
-    from .models.tiny import build_tiny_qwen3
+    if args.arch == "omni":
+        from .models.tiny_omni import build_tiny_omni
 
-    out = build_tiny_qwen3(args.dir, seed=args.seed, preset=args.preset)
+        out = build_tiny_omni(args.dir, seed=args.seed, preset=args.preset)
+    else:
+        from .models.tiny import build_tiny_qwen3
+
+        out = build_tiny_qwen3(args.dir, seed=args.seed, preset=args.preset)
     print(f"wrote {out}")
     return 0
 
@@ -127,10 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_selfcheck)
 
     t = sub.add_parser("tiny", help="write a tiny random checkpoint of a real architecture (Transformers' own save_pretrained)")
-    t.add_argument("arch", choices=["qwen3"])
+    t.add_argument("arch", choices=["qwen3", "omni"])
     t.add_argument("dir")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--preset", default="tiny", help="qwen3: tiny, tiny-gqa, or qwen3-0.6b (Qwen3-0.6B's exact shapes)")
+    t.add_argument("--preset", default="tiny", help="qwen3: tiny, tiny-gqa, qwen3-0.6b (Qwen3-0.6B's exact shapes); omni: tiny, tiny-dense, tiny-step2")
     t.set_defaults(func=cmd_tiny)
 
     def model_and_prompt(p, chat=False):

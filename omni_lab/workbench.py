@@ -29,7 +29,11 @@ def load_ours(path: str | Path, max_len: int = 2048, progress: bool = True):
     kind = ckpt.config.get("model_type")
     if kind == "qwen3":
         return Qwen3(Qwen3Config.from_dict(ckpt.config, source=str(path)), ckpt, max_len, progress)
-    raise ConfigError(f"{path}: model_type '{kind}' is not supported (supported: qwen3)")
+    if kind == "qwen3_omni_moe":
+        from .models.thinker import Qwen3OmniThinkerText, ThinkerTextConfig
+
+        return Qwen3OmniThinkerText(ThinkerTextConfig.from_dict(ckpt.config, source=str(path)), ckpt, max_len, progress)
+    raise ConfigError(f"{path}: model_type '{kind}' is not supported (supported: qwen3, qwen3_omni_moe)")
 
 
 def activation_names(path: str | Path) -> list[str]:
@@ -39,7 +43,11 @@ def activation_names(path: str | Path) -> list[str]:
     cfg = open_checkpoint(path).config
     if cfg.get("model_type") == "qwen3":
         return dense_qwen3_names(cfg["num_hidden_layers"])
-    raise ConfigError(f"{path}: model_type '{cfg.get('model_type')}' is not supported (supported: qwen3)")
+    if cfg.get("model_type") == "qwen3_omni_moe":
+        from .models.thinker import ThinkerTextConfig, thinker_names
+
+        return thinker_names(ThinkerTextConfig.from_dict(cfg, source=str(path)))
+    raise ConfigError(f"{path}: model_type '{cfg.get('model_type')}' is not supported (supported: qwen3, qwen3_omni_moe)")
 
 
 def tokenizer_for(path: str | Path):
@@ -92,6 +100,10 @@ def extract(path: str | Path, ids: np.ndarray, backend: str, dtype: str = "float
         if Path(path).suffix == ".gguf":
             raise ValueError(f"{path}: Transformers cannot run our GGUF files; capture from the source checkpoint")
         model = load_hf_model(path, dtype)
+        if model_type(path) == "qwen3_omni_moe":
+            from .models.thinker import hf_thinker_activations
+
+            return hf_thinker_activations(model, names, ids)
         return capture(model, names, {"input_ids": torch.as_tensor(np.asarray(ids, np.int64)[None])})
     if backend == "wgpu":
         model = load_ours(path, max_len=max(len(ids), 16), progress=False)
