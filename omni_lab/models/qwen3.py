@@ -17,13 +17,9 @@ from tqdm.auto import tqdm
 from ..formats.safetensors_io import Checkpoint
 from ..gpu import Tensor, runtime
 from ..ops import attention as attn_ops
-from ..ops import elementwise, embedding, linear, norm, rope, select
+from ..ops import elementwise, embedding, linear, norm, rope
 from .config import Qwen3Config
-from .sampling import Sampler, sample_from_topk
-
-
-class ModelInputError(ValueError):
-    """Input a model cannot take (token id outside the vocabulary, sequence past the cache)."""
+from .decoder import DecoderLM, ModelInputError  # noqa: F401  (ModelInputError is part of this module's API)
 
 
 def open_checkpoint(path: str | Path):
@@ -132,7 +128,7 @@ class Scratch:
         self.logits = rt.empty((logits_rows, cfg.vocab_size), label="logits")
 
 
-class Qwen3:
+class Qwen3(DecoderLM):
     def __init__(self, cfg: Qwen3Config, ckpt, max_len: int = 2048, progress: bool = True):
         self.cfg = cfg
         self.max_len = max_len
@@ -172,9 +168,7 @@ class Qwen3:
         bar.close()
         self.inv_freq = rt.upload(rope.rope_inv_freq(dh, cfg.rope_theta), "f32", label="inv_freq")
         self.step_buf = rt.empty((4,), "u32", label="step")
-        self._scratch: dict[tuple[int, int], Scratch] = {}
-        self._plans: dict[tuple, list] = {}  # recorded decode steps, replayed every token
-        self.length = 0  # tokens in the KV cache
+        self._init_decoder()
 
     @classmethod
     def load(cls, path: str | Path, max_len: int = 2048, progress: bool = True) -> "Qwen3":
@@ -182,11 +176,11 @@ class Qwen3:
         return cls(Qwen3Config.from_dict(ckpt.config, source=f"{path}"), ckpt, max_len, progress)
 
     # -- one step ------------------------------------------------------------------------------
-    def scratch(self, t: int, logits_rows: int) -> Scratch:
-        key = (t, logits_rows)
-        if key not in self._scratch:
-            self._scratch[key] = Scratch(self.cfg, t, logits_rows)
-        return self._scratch[key]
+    def make_scratch(self, t: int, logits_rows: int) -> Scratch:
+        return Scratch(self.cfg, t, logits_rows)
+
+    def write_positions(self, s: Scratch, start: int, t: int) -> None:
+        runtime().write(s.positions, np.arange(start, start + t, dtype=np.int32))
 
     def activation_shapes(self, t: int) -> dict[str, tuple[int, int]]:
         """Every named activation in execution order, with its [tokens, features] shape."""
@@ -200,16 +194,7 @@ class Qwen3:
         shapes["lm_head"] = (t, self.cfg.vocab_size)
         return shapes
 
-    def check_ids(self, ids) -> np.ndarray:
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        if ids.size == 0:
-            raise ModelInputError("empty prompt: give at least one token")
-        bad = ids[(ids < 0) | (ids >= self.cfg.vocab_size)]
-        if bad.size:
-            raise ModelInputError(f"token id {int(bad[0])} is outside the vocabulary [0, {self.cfg.vocab_size})")
-        return ids.astype(np.int32)
-
-    def _encode(self, s: Scratch, t: int, start: int, taps: dict[str, Tensor], all_logits: bool) -> Tensor:
+    def _encode(self, s: Scratch, t: int, taps: dict[str, Tensor], all_logits: bool) -> Tensor:
         """Record one forward of t tokens at positions start.. into the current step; returns the logits."""
         cfg = self.cfg
         hq, hkv, dh, eps = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.rms_norm_eps
@@ -230,94 +215,7 @@ class Qwen3:
             m = apply_linear(act, L.down_proj, out(f"{p}.mlp", s.mlp))
             h = elementwise.add(h, m, out=out(p, s.h))
         x = norm.rmsnorm(h, self.norm, eps, out=out("model.norm", s.x))
-        if not all_logits:
-            # Only the last token's logits are needed to continue; bind its row where alignment allows.
-            row_bytes = x.nbytes // t
-            if ((t - 1) * row_bytes) % runtime().gpu.offset_alignment == 0:
-                x = x.rows(t - 1, 1)
+        if not all_logits:  # only the last token's logits are needed to continue
+            x = self.last_row(x, t)
         return apply_linear(x, self.lm_head, out("lm_head", s.logits if s.logits.shape[0] == x.shape[0] else
                                                        runtime().empty((x.shape[0], cfg.vocab_size))))
-
-    def forward(self, ids, start: int | None = None, taps: tuple[str, ...] | list[str] = (),
-                all_logits: bool = True) -> dict[str, np.ndarray]:
-        """Run tokens `ids` at positions start.. (default: after what is cached) and return the tapped
-        activations (name -> [T, F] float32) plus 'logits' ([T, V], or [1, V] with all_logits=False)."""
-        ids = self.check_ids(ids)
-        t = len(ids)
-        start = self.length if start is None else start
-        if start + t > self.max_len:
-            raise ModelInputError(f"{start + t} tokens exceed the KV cache of {self.max_len} (max_len)")
-        shapes = self.activation_shapes(t)
-        unknown = [n for n in taps if n not in shapes]
-        if unknown:
-            raise ModelInputError(f"no activation named {unknown[0]!r}; names are like {list(shapes)[:3]}")
-        rt = runtime()
-        s = self.scratch(t, t if all_logits else 1)
-        rt.write(s.ids, ids)
-        rt.write(s.positions, np.arange(start, start + t, dtype=np.int32))
-        rt.write(self.step_buf, np.array([start, 0, 0, 0], np.uint32))
-        tapped = {n: rt.empty(shapes[n], label=n) for n in taps if n != "lm_head" or all_logits}
-        with rt.step() as step:
-            logits = self._encode(s, t, start, tapped, all_logits)
-            reads = {n: step.read(tensor) for n, tensor in tapped.items()}
-            reads["logits"] = step.read(logits)
-        self.length = start + t
-        return {n: rb.value for n, rb in reads.items()}
-
-    # -- generation ----------------------------------------------------------------------------
-    def _next_token(self, s: Scratch, t: int, start: int, sampler: Sampler | None, feed: Tensor) -> int:
-        """Record a forward and pick the next token on the GPU, writing it into `feed` (the next step's
-        ids buffer); only the token id (or the top-k candidates when sampling) is read back."""
-        rt = runtime()
-        reads = (feed,) if sampler is None else (sampler.values, sampler.indices)
-        key = (t,) + tuple(r.buffer.uid for r in reads)  # buffer uids are never reused, unlike id()
-        plan = self._plans.get(key)
-        if plan is None:
-            with rt.step() as step:
-                logits = self._encode(s, t, start, {}, all_logits=False)
-                if sampler is None:
-                    select.argmax(logits, out=feed)
-                else:
-                    select.topk(logits, sampler.top_k, out_values=sampler.values, out_indices=sampler.indices)
-                plan = list(step.dispatches)
-                values = [step.read(r) for r in reads]
-            values = [v.value for v in values]
-            if t == 1:  # decode steps repeat exactly; a prefill's length varies, so it is not kept
-                self._plans[key] = plan
-        else:
-            values = rt.replay(plan, reads)
-        if sampler is None:
-            return int(values[0][0])
-        token = sample_from_topk(values[0][0], values[1][0], sampler)
-        rt.write(feed, np.array([token], np.int32))
-        return token
-
-    def generate(self, prompt_ids, max_new_tokens: int, sampler: Sampler | None = None,
-                 stop_at_eos: bool = True) -> list[int]:
-        """Greedy (sampler=None) or sampled continuation of prompt_ids; the KV cache starts empty."""
-        ids = self.check_ids(prompt_ids)
-        if len(ids) + max_new_tokens > self.max_len:
-            raise ModelInputError(f"prompt {len(ids)} + {max_new_tokens} new tokens exceed max_len {self.max_len}")
-        rt = runtime()
-        if sampler is not None:
-            sampler.bind(runtime())
-        decode = self.scratch(1, 1)
-        prefill = self.scratch(len(ids), 1)
-        rt.write(prefill.ids, ids)
-        rt.write(prefill.positions, np.arange(len(ids), dtype=np.int32))
-        rt.write(self.step_buf, np.array([0, 0, 0, 0], np.uint32))
-        out: list[int] = []
-        token = self._next_token(prefill, len(ids), 0, sampler, decode.ids)
-        pos = len(ids)
-        eos = set(self.cfg.eos_ids) if stop_at_eos else set()
-        while True:
-            out.append(token)
-            if len(out) >= max_new_tokens or token in eos:
-                break
-            # The token is already in decode.ids (written by argmax on the GPU); only positions change.
-            rt.write(decode.positions, np.array([pos], np.int32))
-            rt.write(self.step_buf, np.array([pos, 0, 0, 0], np.uint32))
-            token = self._next_token(decode, 1, pos, sampler, decode.ids)
-            pos += 1
-        self.length = pos
-        return out

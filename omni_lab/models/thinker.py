@@ -19,10 +19,11 @@ from ..formats import omni_names as names
 from ..formats.safetensors_io import CheckpointError
 from ..gpu import Tensor, runtime
 from ..ops import attention as attn_ops
-from ..ops import elementwise, embedding, linear, moe, norm, rope, select
+from ..ops import elementwise, embedding, linear, moe, norm, rope
 from .config import ConfigError
-from .qwen3 import ModelInputError, apply_linear, load_attention, open_checkpoint, self_attention, upload_weight
-from .sampling import Sampler, sample_from_topk
+from .decoder import DecoderLM, ModelInputError  # noqa: F401  (ModelInputError is part of this module's API)
+from .qwen3 import Scratch as DenseScratch
+from .qwen3 import apply_linear, load_attention, open_checkpoint, self_attention, upload_weight
 
 LIVE = names.LIVE_TEXT.rstrip(".")  # "thinker.model.language_model"
 LM_HEAD = "thinker.lm_head"
@@ -162,26 +163,14 @@ def _check_expert_count(ckpt, layer: int, cfg: ThinkerTextConfig) -> None:
             + (f"; unexpected: '{names.expert_key('gate_proj', layer, extra[0])}'" if extra else ""))
 
 
-class Scratch:
-    """Activation buffers for one sequence length T, allocated once and reused every step."""
+class Scratch(DenseScratch):
+    """The dense model's buffers plus three position streams and the MoE block's buffers."""
 
     def __init__(self, cfg: ThinkerTextConfig, t: int, logits_rows: int):
+        super().__init__(cfg, t, logits_rows)
         rt = runtime()
-        d, hq, hkv, dh = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        f, fe, e, k = cfg.intermediate_size, cfg.moe_intermediate_size, cfg.num_experts, cfg.num_experts_per_tok
-        self.ids = rt.empty((t,), "i32", "ids")
+        d, fe, e, k = cfg.hidden_size, cfg.moe_intermediate_size, cfg.num_experts, cfg.num_experts_per_tok
         self.positions3 = rt.empty((3, t), "i32", "positions3")
-        self.h = rt.empty((t, d), label="residual")
-        self.x = rt.empty((t, d), label="normed")
-        self.q = rt.empty((t, hq * dh), label="q")
-        self.k = rt.empty((t, hkv * dh), label="k")
-        self.v = rt.empty((t, hkv * dh), label="v")
-        self.attn = rt.empty((t, hq * dh), label="attn")
-        self.o = rt.empty((t, d), label="attn_out")
-        self.gate = rt.empty((t, f), label="gate")
-        self.up = rt.empty((t, f), label="up")
-        self.act = rt.empty((t, f), label="act")
-        self.mlp = rt.empty((t, d), label="mlp_out")
         if e:
             self.router_logits = rt.empty((t, e), label="router_logits")
             self.route_w = rt.empty((t, k), label="route_weights")
@@ -190,7 +179,6 @@ class Scratch:
             self.e_up = rt.empty((t, k, fe), label="expert_up")
             self.e_act = rt.empty((t, k, fe), label="expert_act")
             self.e_out = rt.empty((t, k, d), label="expert_out")
-        self.logits = rt.empty((logits_rows, cfg.vocab_size), label="logits")
 
 
 def thinker_names(cfg: ThinkerTextConfig) -> list[str]:
@@ -202,7 +190,7 @@ def thinker_names(cfg: ThinkerTextConfig) -> list[str]:
     return out + [f"{LIVE}.norm", LM_HEAD]
 
 
-class Qwen3OmniThinkerText:
+class Qwen3OmniThinkerText(DecoderLM):
     def __init__(self, cfg: ThinkerTextConfig, ckpt, max_len: int = 2048, progress: bool = False):
         self.cfg = cfg
         self.max_len = max_len
@@ -247,33 +235,37 @@ class Qwen3OmniThinkerText:
         bar.close()
         self.inv_freq = rt.upload(rope.rope_inv_freq(dh, cfg.rope_theta), "f32", label="inv_freq")
         self.step_buf = rt.empty((4,), "u32", label="step")
-        self._scratch: dict[tuple[int, int], Scratch] = {}
-        self.length = 0
+        self._init_decoder()
 
     @classmethod
     def load(cls, path: str | Path, max_len: int = 2048, progress: bool = False) -> "Qwen3OmniThinkerText":
         ckpt = open_checkpoint(path)
         return cls(ThinkerTextConfig.from_dict(ckpt.config, source=f"{path}"), ckpt, max_len, progress)
 
-    def scratch(self, t: int, logits_rows: int) -> Scratch:
-        if (t, logits_rows) not in self._scratch:
-            self._scratch[(t, logits_rows)] = Scratch(self.cfg, t, logits_rows)
-        return self._scratch[(t, logits_rows)]
+    def make_scratch(self, t: int, logits_rows: int) -> Scratch:
+        return Scratch(self.cfg, t, logits_rows)
+
+    def write_positions(self, s: Scratch, start: int, t: int) -> None:
+        runtime().write(s.positions3, self.text_positions(start, t))
+
+    def tap_buffers(self, name: str, shape: tuple[int, int]):
+        if name.endswith(".mlp.router"):  # routing weights and expert ids, written by moe.route
+            k = self.cfg.num_experts_per_tok
+            rt = runtime()
+            return (rt.empty((shape[0], k), label=name + ".weights"), rt.empty((shape[0], k), "i32", label=name + ".experts"))
+        return super().tap_buffers(name, shape)
+
+    def collect(self, name: str, values) -> np.ndarray:
+        if isinstance(values, tuple):  # router: [T, k] weights and ids -> [T, 2k], ids first
+            weights, experts = values
+            return np.concatenate([experts.astype(np.float32), weights], axis=1)
+        return values
 
     def activation_shapes(self, t: int) -> dict[str, tuple[int, int]]:
         """Every named activation in execution order, with its [tokens, features] shape."""
         cfg, d, k = self.cfg, self.cfg.hidden_size, self.cfg.num_experts_per_tok
         width = {f"{LIVE}.norm": d, LM_HEAD: cfg.vocab_size}
         return {n: (t, 2 * k if n.endswith(".mlp.router") else width.get(n, d)) for n in thinker_names(cfg)}
-
-    def check_ids(self, ids) -> np.ndarray:
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        if ids.size == 0:
-            raise ModelInputError("empty prompt: give at least one token")
-        bad = ids[(ids < 0) | (ids >= self.cfg.vocab_size)]
-        if bad.size:
-            raise ModelInputError(f"token id {int(bad[0])} is outside the vocabulary [0, {self.cfg.vocab_size})")
-        return ids.astype(np.int32)
 
     @staticmethod
     def text_positions(start: int, t: int) -> np.ndarray:
@@ -314,94 +306,11 @@ class Qwen3OmniThinkerText:
             m = self._mlp(i, L, x, s, t, taps, out(f"{p}.mlp", s.mlp))
             h = elementwise.add(h, m, out=out(p, s.h))
         x = norm.rmsnorm(h, self.norm, eps, out=out(f"{LIVE}.norm", s.x))
-        if not all_logits:
-            row_bytes = x.nbytes // t
-            if ((t - 1) * row_bytes) % runtime().gpu.offset_alignment == 0:
-                x = x.rows(t - 1, 1)
+        if not all_logits:  # only the last token's logits are needed to continue
+            x = self.last_row(x, t)
         rows = x.shape[0]
         return apply_linear(x, self.lm_head, out(LM_HEAD, s.logits if s.logits.shape[0] == rows else
                                                   runtime().empty((rows, cfg.vocab_size))))
-
-    def _prepare(self, ids: np.ndarray, start: int, all_logits: bool) -> Scratch:
-        t = len(ids)
-        if start + t > self.max_len:
-            raise ModelInputError(f"{start + t} tokens exceed the KV cache of {self.max_len} (max_len)")
-        rt = runtime()
-        s = self.scratch(t, t if all_logits else 1)
-        rt.write(s.ids, ids)
-        rt.write(s.positions3, self.text_positions(start, t))
-        rt.write(self.step_buf, np.array([start, 0, 0, 0], np.uint32))
-        return s
-
-    def forward(self, ids, start: int | None = None, taps=(), all_logits: bool = True) -> dict[str, np.ndarray]:
-        """Run tokens at positions start.. (default: after what is cached); returns the tapped activations
-        (name -> [T, F] float32) plus 'logits'."""
-        ids = self.check_ids(ids)
-        t = len(ids)
-        start = self.length if start is None else start
-        shapes = self.activation_shapes(t)
-        unknown = [n for n in taps if n not in shapes]
-        if unknown:
-            raise ModelInputError(f"no activation named {unknown[0]!r}; names are like {list(shapes)[:3]}")
-        s = self._prepare(ids, start, all_logits)
-        rt = runtime()
-        k = self.cfg.num_experts_per_tok
-        tapped = {}
-        for n in taps:
-            if n.endswith(".mlp.router"):
-                tapped[n] = (rt.empty((t, k), label=n + ".weights"), rt.empty((t, k), "i32", label=n + ".experts"))
-            elif n != LM_HEAD or all_logits:
-                tapped[n] = rt.empty(shapes[n], label=n)
-        with rt.step() as step:
-            logits = self._encode(s, t, tapped, all_logits)
-            reads = {n: (tuple(step.read(x) for x in v) if isinstance(v, tuple) else step.read(v))
-                     for n, v in tapped.items()}
-            reads["logits"] = step.read(logits)
-        self.length = start + t
-        result = {}
-        for n, rb in reads.items():
-            if isinstance(rb, tuple):  # router: [T, k] weights and ids -> [T, 2k] (ids first)
-                result[n] = np.concatenate([rb[1].value.astype(np.float32), rb[0].value], axis=1)
-            else:
-                result[n] = rb.value
-        return result
-
-    def generate(self, prompt_ids, max_new_tokens: int, sampler: Sampler | None = None,
-                 stop_at_eos: bool = True) -> list[int]:
-        """Greedy (sampler=None) or sampled continuation of prompt_ids; the KV cache starts empty; only the
-        token id (or the sampler's top-k candidates) is read back per step."""
-        ids = self.check_ids(prompt_ids)
-        if len(ids) + max_new_tokens > self.max_len:
-            raise ModelInputError(f"prompt {len(ids)} + {max_new_tokens} new tokens exceed max_len {self.max_len}")
-        rt = runtime()
-        if sampler is not None:
-            sampler.bind(rt)
-        decode = self.scratch(1, 1)
-        s, t, pos, out = self._prepare(ids, 0, False), len(ids), len(ids), []
-        eos = set(self.cfg.eos_ids) if stop_at_eos else set()
-        while True:
-            with rt.step() as step:
-                logits = self._encode(s, t, {}, all_logits=False)
-                if sampler is None:
-                    select.argmax(logits, out=decode.ids)
-                    rb = step.read(decode.ids)
-                else:
-                    vals, idx = select.topk(logits, sampler.top_k, out_values=sampler.values, out_indices=sampler.indices)
-                    rb_v, rb_i = step.read(vals), step.read(idx)
-            if sampler is None:
-                token = int(rb.value[0])
-            else:
-                token = sample_from_topk(rb_v.value[0], rb_i.value[0], sampler)
-                rt.write(decode.ids, np.array([token], np.int32))
-            out.append(token)
-            if len(out) >= max_new_tokens or token in eos:
-                break
-            # The token is already in decode.ids (written by argmax on the GPU); only positions change.
-            rt.write(decode.positions3, self.text_positions(pos, 1))
-            rt.write(self.step_buf, np.array([pos, 0, 0, 0], np.uint32))
-            s, t, pos = decode, 1, pos + 1
-        self.length = pos
-        return out
 
 
 # -- the HF side -------------------------------------------------------------------------------------
