@@ -218,10 +218,13 @@ class Runtime:
         return t
 
     def write(self, tensor: Tensor, array) -> None:
-        data = np.ascontiguousarray(array).tobytes()
-        if not data:  # wgpu rejects an empty write
+        array = np.ascontiguousarray(array)
+        if array.nbytes == 0:  # wgpu rejects an empty write
             return
-        data += b"\0" * (-len(data) % 4)
+        if array.nbytes % 4:  # writes are whole u32 words: pad a copy
+            data = array.tobytes() + b"\0" * (-array.nbytes % 4)
+        else:  # no copy: wgpu reads the array's memory (multi-GB weights pass through here)
+            data = memoryview(array.reshape(-1).view(np.uint8))
         self.gpu.device.queue.write_buffer(tensor.buffer.raw, tensor.offset, data)
 
     def read(self, tensor: Tensor) -> np.ndarray:

@@ -1,0 +1,214 @@
+"""Decode tok/s of the Qwen3-Omni thinker's text model at the released shapes, random BF16 weights:
+ours on wgpu against Transformers eager on CUDA, in the same run.
+
+    python bench/thinker_decode.py [--layers 48] [--experts 128] [--top-k 8] [--hidden 2048] [--new-tokens 32]
+                                   [--prompt-len 64] [--reps 3] [--hf-device cuda|none] [--out FILE]
+
+No 61 GB checkpoint is written: our side loads from RandomCheckpoint, which serves random tensors under
+the released checkpoint's keys (one random host array per distinct shape, uploaded into separate GPU
+buffers, so no two layers share memory or cache lines). Transformers builds the same architecture with
+its own random initialisation on the GPU; the two sides have different weights, so this compares speed,
+not tokens (correctness is tests/test_thinker.py's job). Bytes per token count the weights a decode step
+reads: attention, router, the top-k experts of every layer, the norms and the LM head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from omni_lab.formats import omni_names as names  # noqa: E402
+from omni_lab.formats.safetensors_io import CheckpointError  # noqa: E402
+from omni_lab.gpu import bf16_bits, bf16_to_f32, runtime  # noqa: E402
+from omni_lab.models.thinker import Qwen3OmniThinkerText, ThinkerTextConfig  # noqa: E402
+
+
+def text_config(a) -> dict:
+    return dict(vocab_size=a.vocab, hidden_size=a.hidden, intermediate_size=a.moe_ffn, num_hidden_layers=a.layers,
+                num_attention_heads=32, num_key_value_heads=4, head_dim=128, num_experts=a.experts,
+                num_experts_per_tok=a.top_k, moe_intermediate_size=a.moe_ffn, norm_topk_prob=True,
+                decoder_sparse_step=1, mlp_only_layers=[], rms_norm_eps=1e-6, hidden_act="silu",
+                max_position_embeddings=65536, attention_bias=False,
+                rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [24, 20, 20],
+                                 "interleaved": True})
+
+
+class RandomCheckpoint:
+    """The checkpoint reader interface (config, names, shape, dtype, expect, get, get_f32) over random
+    BF16 tensors with the released Qwen3-Omni thinker's keys and shapes."""
+
+    def __init__(self, config: dict, seed: int = 0):
+        self.path = Path("<random weights>")
+        self.config = config
+        t = config["thinker_config"]["text_config"]
+        d, e, f, v = t["hidden_size"], t["num_experts"], t["moe_intermediate_size"], t["vocab_size"]
+        hq, hkv, dh = t["num_attention_heads"], t["num_key_value_heads"], t["head_dim"]
+        self._shapes = {names.text_key("embed_tokens.weight"): (v, d), names.text_key("norm.weight"): (d,),
+                        names.LM_HEAD: (v, d)}
+        for i in range(t["num_hidden_layers"]):
+            key = lambda live: names.text_key(live, i)  # noqa: E731
+            for proj, shape in (("q_proj", (hq * dh, d)), ("k_proj", (hkv * dh, d)), ("v_proj", (hkv * dh, d)),
+                                ("o_proj", (d, hq * dh))):
+                self._shapes[key(f"layers.{{i}}.self_attn.{proj}.weight")] = shape
+            for n in ("q_norm", "k_norm"):
+                self._shapes[key(f"layers.{{i}}.self_attn.{n}.weight")] = (dh,)
+            for n in ("input_layernorm", "post_attention_layernorm"):
+                self._shapes[key(f"layers.{{i}}.{n}.weight")] = (d,)
+            self._shapes[key("layers.{i}.mlp.gate.weight")] = (e, d)
+            for x in range(e):
+                for which, shape in (("gate_proj", (f, d)), ("up_proj", (f, d)), ("down_proj", (d, f))):
+                    self._shapes[names.expert_key(which, i, x)] = shape
+        self._rng = np.random.default_rng(seed)
+        self._pool: dict[tuple, np.ndarray] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._shapes)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._shapes
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        if name not in self._shapes:
+            raise CheckpointError(f"{self.path}: tensor '{name}' is missing")
+        return self._shapes[name]
+
+    def dtype(self, name: str) -> str:
+        return "bf16"
+
+    def expect(self, name: str, shape) -> None:
+        if self.shape(name) != tuple(shape):
+            raise CheckpointError(f"{self.path}: tensor '{name}' has shape {self.shape(name)}, expected {tuple(shape)}")
+
+    def get(self, name: str):
+        shape = self.shape(name)
+        if shape not in self._pool:
+            scale = 1.0 if len(shape) == 1 else shape[-1] ** -0.5  # norms near 1, linears keep activations O(1)
+            w = self._rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)
+            if len(shape) == 1:
+                w = 1.0 + 0.1 * w
+            self._pool[shape] = bf16_bits(w)
+        return self._pool[shape], "bf16"
+
+    def get_f32(self, name: str) -> np.ndarray:
+        return bf16_to_f32(self.get(name)[0])
+
+
+def active_bytes_per_token(t: dict) -> int:
+    d, hq, hkv, dh = t["hidden_size"], t["num_attention_heads"], t["num_key_value_heads"], t["head_dim"]
+    attn = (hq * dh * d * 2 + hkv * dh * d * 2) * 2
+    experts = t["num_experts_per_tok"] * 3 * t["moe_intermediate_size"] * d * 2
+    router = t["num_experts"] * d * 2
+    norms = (2 * d + 2 * dh) * 4
+    return t["num_hidden_layers"] * (attn + experts + router + norms) + t["vocab_size"] * d * 2 + d * 4
+
+
+def timed_decode(gen, new_tokens: int, reps: int) -> float:
+    """Median seconds per decoded token: generate(n) minus generate(1) removes prefill and the first token."""
+    gen(4)
+    per_token = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        gen(1)
+        t1 = time.perf_counter()
+        gen(new_tokens)
+        t2 = time.perf_counter()
+        per_token.append(((t2 - t1) - (t1 - t0)) / (new_tokens - 1))
+    return statistics.median(per_token)
+
+
+def bench_hf(text: dict, prompt: np.ndarray, new_tokens: int, reps: int, device: str) -> dict:
+    import torch
+    from transformers import Qwen3OmniMoeThinkerConfig, Qwen3OmniMoeThinkerForConditionalGeneration
+
+    # The multimodal token ids are never used by a text prompt, but the config needs them inside the vocabulary.
+    specials = ("audio_start_token_id", "audio_end_token_id", "audio_token_id", "image_token_id", "video_token_id",
+                "vision_start_token_id", "vision_end_token_id", "user_token_id")
+    cfg = Qwen3OmniMoeThinkerConfig(text_config=text, **{k: text["vocab_size"] - 1 - j for j, k in enumerate(specials)})
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device(device):
+        model = Qwen3OmniMoeThinkerForConditionalGeneration._from_config(cfg, attn_implementation="eager",
+                                                                         dtype=torch.bfloat16).eval()
+    torch.set_default_dtype(torch.float32)
+    ids = torch.as_tensor(prompt[None], device=device)
+
+    def gen(n):
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return out
+
+    s = timed_decode(gen, new_tokens, reps)
+    result = {"decode_tok_per_s": 1 / s, "decode_s_per_token": s, "device": device, "dtype": "bfloat16",
+              "attn_implementation": "eager", "experts_implementation": getattr(cfg.text_config, "_experts_implementation", None)}
+    del model
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--layers", type=int, default=48)
+    ap.add_argument("--experts", type=int, default=128)
+    ap.add_argument("--top-k", type=int, default=8)
+    ap.add_argument("--hidden", type=int, default=2048)
+    ap.add_argument("--moe-ffn", type=int, default=768)
+    ap.add_argument("--vocab", type=int, default=152064)
+    ap.add_argument("--prompt-len", type=int, default=64)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--hf-device", default="cuda", help="cuda, cpu, or none to skip Transformers")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+
+    from kernels import bench_copy, torch_copy_gb_per_s
+
+    text = text_config(args)
+    config = {"model_type": "qwen3_omni_moe", "thinker_config": {"text_config": text, "tie_word_embeddings": False}}
+    prompt = np.random.default_rng(0).integers(0, min(args.vocab, 30000), args.prompt_len).astype(np.int64)
+    report = {"bench": "thinker_decode", "shape": {k: text[k] for k in ("num_hidden_layers", "hidden_size", "num_experts",
+              "num_experts_per_tok", "moe_intermediate_size", "vocab_size")}, "prompt_len": args.prompt_len,
+              "new_tokens": args.new_tokens, "reps": args.reps, "weights": "random bf16"}
+    if args.hf_device != "none":  # first, so its GPU memory is free again before ours loads
+        report["transformers"] = bench_hf(text, prompt, args.new_tokens, args.reps, args.hf_device)
+
+    rt = runtime()
+    copy_mb = min(256, rt.gpu.max_binding // 2**20)
+    copy = bench_copy(copy_mb, 10)["gb_per_s"]
+    cuda_copy = torch_copy_gb_per_s(copy_mb, 10)
+    ceiling = max(copy, cuda_copy or 0.0)
+    t0 = time.perf_counter()
+    model = Qwen3OmniThinkerText(ThinkerTextConfig.from_dict(config, source="random"), RandomCheckpoint(config),
+                                 max_len=args.prompt_len + args.new_tokens + 8, progress=True)
+    load_s = time.perf_counter() - t0
+    s = timed_decode(lambda n: model.generate(prompt, n, stop_at_eos=False), args.new_tokens, args.reps)
+    nbytes = active_bytes_per_token(text)
+    ours = {"decode_tok_per_s": 1 / s, "decode_s_per_token": s, "load_s": load_s, "active_bytes_per_token": nbytes,
+            "gb_per_s": nbytes / s / 1e9, "fraction_of_copy_bw": nbytes / s / 1e9 / ceiling,
+            "adapter": rt.gpu.describe()["adapter"]}
+    report.update(ours_wgpu_bf16=ours, copy_gb_per_s=copy, cuda_copy_gb_per_s=cuda_copy)
+    if "transformers" in report:
+        report["decode_speedup"] = ours["decode_tok_per_s"] / report["transformers"]["decode_tok_per_s"]
+    text_out = json.dumps(report, indent=2)
+    print(text_out)
+    if args.out:
+        part = args.out.with_suffix(".partial")
+        part.write_text(text_out)
+        part.replace(args.out)
+
+
+if __name__ == "__main__":
+    main()
