@@ -65,6 +65,20 @@ def bench_ours(path: Path, prompt: np.ndarray, new_tokens: int, reps: int) -> di
             "weight_bytes_per_token": weight_bytes_per_token(model)}
 
 
+def profile_decode_step(model: Qwen3, prompt: np.ndarray) -> dict:
+    """GPU time of one decode step by kernel (each dispatch timed in its own pass), against the wall
+    time of a step as generation runs it: the difference is launch, barrier and host time."""
+    rt = runtime()
+    model.generate(prompt, 3, stop_at_eos=False)  # records the decode plan
+    (plan,) = [p for k, p in model._plans.items() if k[0] == 1]
+    with rt.profile() as prof:
+        rt.replay(plan, ())
+    by_kernel = prof.by_kernel()
+    return {"clock": prof.clock, "dispatches": len(plan), "gpu_seconds": sum(by_kernel.values()),
+            "by_kernel_seconds": dict(sorted(by_kernel.items(), key=lambda kv: -kv[1])),
+            "count_by_kernel": {k: sum(1 for t in prof.timings if t.kernel == k) for k in by_kernel}}
+
+
 def bench_hf(path: Path, prompt: np.ndarray, new_tokens: int, reps: int, device: str, dtype: str) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
@@ -128,6 +142,7 @@ def main() -> None:
     cuda_copy = torch_copy_gb_per_s(copy_mb, 10)
     ceiling = max(copy, cuda_copy or 0.0)
     ours = bench_ours(path, prompt, args.new_tokens, args.reps)
+    ours["profile"] = profile_decode_step(Qwen3.load(path, max_len=len(prompt) + 8, progress=False), prompt)
     ours["gb_per_s"] = ours["weight_bytes_per_token"] * ours["decode_tok_per_s"] / 1e9
     ours["fraction_of_copy_bw"] = ours["gb_per_s"] / ceiling
     report = {"bench": "decode", "model": str(args.model or args.preset), "prompt_len": args.prompt_len,

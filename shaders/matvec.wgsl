@@ -7,6 +7,9 @@
 //           handled by TPR consecutive threads (a workgroup holds WG / TPR rows), so a thread issues
 //           several 16-byte loads per row even for short rows; the loop keeps UNROLL loads in flight.
 // Entry points: `main` needs K % 8 == 0 (K % 4 for f32) for 16-byte weight loads; `main_ragged` any K.
+//   `multi` is `main` for up to three weights applied to the same x (q/k/v, gate/up) in one dispatch:
+//   bindings 1 x, 2 w0, 3 y0, 4 w1, 5 w2, 6 y1, 7 y2; rows [0, n) come from w0, [n, n + n1) from w1,
+//   then n2 rows from w2 (row_base must be 0: no binding splits).
 // Accumulation is f32.
 
 override WG: u32 = 256;
@@ -14,12 +17,17 @@ override TPR: u32 = 32;    // threads per row; a power of two dividing WG
 override WTYPE: u32 = 2u;  // 0 f32, 1 f16, 2 bf16
 const UNROLL: u32 = 4u;
 
-struct Params { n: u32, k: u32, row_base: u32, _pad: u32 }
+struct Params { n: u32, k: u32, row_base: u32, n1: u32, n2: u32, _p0: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+@group(0) @binding(4) var<storage, read> w1: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read> w2: array<vec4<u32>>;
+@group(0) @binding(6) var<storage, read_write> y1: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y2: array<f32>;
 
 var<workgroup> partial: array<f32, WG>;
 
@@ -93,4 +101,44 @@ fn main_ragged(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         }
     }
     reduce_and_store(lid, row, acc);
+}
+
+fn load_multi(seg: u32, i: u32) -> vec4<u32> {
+    if (seg == 0u) { return w[i]; }
+    if (seg == 1u) { return w1[i]; }
+    return w2[i];
+}
+
+@compute @workgroup_size(WG)
+fn multi(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let row = (wid.x + wid.y * nwg.x) * (WG / TPR) + lid / TPR;
+    let lane = lid % TPR;
+    let total = p.n + p.n1 + p.n2;
+    // Which weight this thread's row comes from, and the row within it.
+    let seg = select(select(2u, 1u, row < p.n + p.n1), 0u, row < p.n);
+    let local = row - select(select(p.n + p.n1, p.n, seg == 1u), 0u, seg == 0u);
+    var acc = vec4<f32>(0.0);
+    if (row < total) {
+        let words = p.k / select(8u, 4u, WTYPE == 0u);
+        let base = local * words;
+        var j = lane;
+        for (; j + (UNROLL - 1u) * TPR < words; j += UNROLL * TPR) {
+            let u0 = load_multi(seg, base + j);
+            let u1 = load_multi(seg, base + j + TPR);
+            let u2 = load_multi(seg, base + j + 2u * TPR);
+            let u3 = load_multi(seg, base + j + 3u * TPR);
+            acc += vec4<f32>(dot_word(u0, j), dot_word(u1, j + TPR), dot_word(u2, j + 2u * TPR), dot_word(u3, j + 3u * TPR));
+        }
+        for (; j < words; j += TPR) { acc.x += dot_word(load_multi(seg, base + j), j); }
+    }
+    partial[lid] = acc.x + acc.y + acc.z + acc.w;
+    workgroupBarrier();
+    for (var s = TPR / 2u; s > 0u; s = s / 2u) {
+        if (lane < s) { partial[lid] += partial[lid + s]; }
+        workgroupBarrier();
+    }
+    if (lane == 0u && row < total) {
+        if (seg == 0u) { y[local] = partial[lid]; } else if (seg == 1u) { y1[local] = partial[lid]; } else { y2[local] = partial[lid]; }
+    }
 }

@@ -17,6 +17,13 @@
 // Dispatch: one thread per (token, head, pair) = T * H * D/2 threads in workgroups of WG, flat workgroup
 //           index wid.x + wid.y * nwg.x (groups_for); threads past the end return.
 //
+// Entry `norm_rope`: Qwen3's per-head QK RMSNorm followed by this rotation, for q and k in one dispatch
+//   (decode spends its time on dispatches). Bindings: 0 params; 1 q: [T, H, D] f32 in place;
+//   2 positions; 3 inv_freq; 4 k: [T, H2, D] f32 in place; 5 q_norm weight [D]; 6 k_norm weight [D].
+//   Params as above plus n_heads2 = H2 and eps (f32 bits). Normalisation is (x * inverseSqrt(mean(x^2)
+//   + eps)) * w, in the order of the rmsnorm kernel and of HF's Qwen3RMSNorm.
+//   Dispatch: one workgroup per head row, T * H + T * H2 of them (groups_for); threads loop over pairs.
+//
 // Precision: WGSL's sin/cos are implementation-defined and lose digits on large angles on some drivers
 // (angles reach 4e4 rad at position 40k). We reduce the f32 angle by multiples of pi/2 (Cody-Waite, pi/2
 // split into three 8-bit pieces and a 24-bit tail, so k * piece is exact for |k| < 2^16, i.e. angles up
@@ -28,7 +35,7 @@ override WG: u32 = 64u;
 struct Params {
     n_tokens: u32, n_heads: u32, half: u32, pos_stride: u32,
     sec_h: u32, sec_w: u32, mode: u32, b1: u32,
-    b2: u32, _p0: u32, _p1: u32, _p2: u32,
+    b2: u32, n_heads2: u32, eps_bits: u32, _p0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -123,4 +130,47 @@ fn inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let x1 = xio[r.lo + p.half];
     xio[r.lo] = x0 * r.sc.y - x1 * r.sc.x;
     xio[r.lo + p.half] = x1 * r.sc.y + x0 * r.sc.x;
+}
+
+@group(0) @binding(5) var<storage, read> q_norm_w: array<f32>;
+@group(0) @binding(6) var<storage, read> k_norm_w: array<f32>;
+
+var<workgroup> red: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn norm_rope(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    let n_q = p.n_tokens * p.n_heads;
+    if (row >= n_q + p.n_tokens * p.n_heads2) { return; }  // uniform per workgroup
+    let is_q = row < n_q;  // uniform per workgroup
+    let t = select((row - n_q) / p.n_heads2, row / p.n_heads, is_q);
+    let base = select(row - n_q, row, is_q) * 2u * p.half;
+    var ss = 0.0;
+    for (var i = lid; i < p.half; i += WG) {
+        let x0 = select(out[base + i], xio[base + i], is_q);
+        let x1 = select(out[base + i + p.half], xio[base + i + p.half], is_q);
+        ss += x0 * x0 + x1 * x1;
+    }
+    red[lid] = ss;
+    workgroupBarrier();
+    for (var w = WG / 2u; w > 0u; w = w / 2u) {
+        if (lid < w) { red[lid] += red[lid + w]; }
+        workgroupBarrier();
+    }
+    let r = inverseSqrt(red[0] / f32(2u * p.half) + bitcast<f32>(p.eps_bits));
+    for (var i = lid; i < p.half; i += WG) {
+        let sc = sincos(f32(positions[stream(i) * p.pos_stride + t]) * inv_freq[i]);
+        if (is_q) {
+            let x0 = (xio[base + i] * r) * q_norm_w[i];
+            let x1 = (xio[base + i + p.half] * r) * q_norm_w[i + p.half];
+            xio[base + i] = x0 * sc.y - x1 * sc.x;
+            xio[base + i + p.half] = x1 * sc.y + x0 * sc.x;
+        } else {
+            let x0 = (out[base + i] * r) * k_norm_w[i];
+            let x1 = (out[base + i + p.half] * r) * k_norm_w[i + p.half];
+            out[base + i] = x0 * sc.y - x1 * sc.x;
+            out[base + i + p.half] = x1 * sc.y + x0 * sc.x;
+        }
+    }
 }

@@ -66,13 +66,14 @@ def test_attention_matches_numpy(rt, rng, t, n_kv, group, d, start, window):
     check_sentinels(out)
 
 
-# The split-K path: contexts of one to several slices of A.SPLIT keys, windows that start mid-slice or
+# The split-K path: contexts of one to several slices of A.split_size(max_len) keys (32, 64 or 128), windows that start mid-slice or
 # span slices, large query groups, D = 256, and prefill through the same path (T > 1).
 SPLIT_CASES = [
     (1, 1, 16, 64, 300, 0, 400), (1, 2, 12, 128, 129, 50, 200), (1, 1, 8, 256, 260, 0, 261), (3, 1, 3, 12, 140, 0, 150),
     (1, 2, 4, 128, 0, 0, 8), (1, 2, 4, 128, 255, 0, 300), (1, 1, 8, 64, 256, 0, 600), (1, 4, 2, 64, 700, 0, 701),
     (1, 2, 2, 128, 600, 300, 610), (1, 1, 1, 16, 511, 256, 520), (1, 2, 8, 128, 1000, 1, 1030),
     (5, 2, 2, 64, 500, 0, 520), (7, 1, 4, 32, 250, 20, 300), (3, 2, 1, 20, 900, 600, 1200),
+    (1, 2, 4, 64, 2999, 0, 3000), (1, 1, 2, 128, 9000, 100, 9001),
 ]
 
 
@@ -108,9 +109,9 @@ def test_prefill_then_decode_equals_one_prefill(rt, rng, window, max_len):
     """Prefill 15 tokens, then decode 9 one at a time with the same step tensor: each decode output is the
     matching row of one prefill over all 24 tokens, and decode steps reuse one params buffer and one bind
     group per kernel. With max_len 32 decode takes the single-pass path and the rows agree bit for bit
-    (the same keys in the same chunks); with 600 it takes the split path (5 slices)."""
+    (the same keys in the same chunks); with 600 it takes the split path (19 slices of 32 keys)."""
     n, p, n_kv, group, d = 24, 15, 2, 4, 64
-    split = max_len > A.SPLIT
+    split = max_len > A.split_size(max_len)
     hq = n_kv * group
     q, k, v = rand(rng, n, hq, d), rand(rng, n, n_kv, d), rand(rng, n, n_kv, d)
     scale = d ** -0.5

@@ -81,3 +81,26 @@ def test_shape_and_dtype_errors_name_the_kernel(rt):
         linear.matmul(rt.upload(np.zeros((2, 8), np.int32)), w)
     with pytest.raises(KernelError, match=r"matvec: out must be \(4,\) f32"):
         linear.matvec(rt.upload(np.zeros(8, np.float32)), w, out=rt.upload(np.zeros(5, np.float32)))
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])
+@pytest.mark.parametrize("rows", [(37, 5, 5), (64, 16), (1, 300, 7)])
+def test_matvec_multi_equals_separate_matvecs(rt, rng, dtype, rows):
+    k = 200
+    hosts = [weights(rng, n, k, dtype) for n in rows]
+    x = rand(rng, k)
+    outs = tuple(padded_output((n,)) for n in rows)
+    ws = tuple(rt.upload(h, dtype) for h, _ in hosts)
+    assert linear.multi_ok(rt.upload(x), ws)
+    linear.matvec_multi(rt.upload(x), ws, outs)
+    for (_, seen), out in zip(hosts, outs):
+        assert nmse(out.numpy(), linear.matvec_ref(x, seen)) < 1e-9
+        check_sentinels(out)
+
+
+def test_matvec_multi_refuses_mixed_weights(rt):
+    x = rt.upload(np.zeros(16, np.float32))
+    a, b = rt.upload(np.zeros((4, 16), np.float32)), rt.upload(np.zeros((4, 16), np.float32), "bf16")
+    assert not linear.multi_ok(x, (a, b))
+    with pytest.raises(KernelError, match="matvec_multi: weights must share a dtype"):
+        linear.matvec_multi(x, (a, b), (rt.empty((4,)), rt.empty((4,))))

@@ -217,3 +217,24 @@ def test_shape_and_dtype_errors_name_the_kernel(rt):
         R.mrope(x, rt.upload(np.zeros((3, 3), np.int32)), inv, [2, 1, 2], interleaved=False)
     with pytest.raises(KernelError, match=r"mrope: sections must be 3 non-negative ints"):
         R.mrope(x, rt.upload(np.zeros((3, 3), np.int32)), inv, [2, 2])
+
+
+@pytest.mark.parametrize("t,hq,hk,d,sections", [(1, 16, 8, 128, None), (5, 6, 2, 24, None), (3, 4, 4, 64, None),
+                                                (1, 32, 4, 128, (24, 20, 20)), (4, 6, 3, 32, (4, 6, 6))])
+def test_qk_norm_rope_equals_rmsnorm_then_rotation(rt, rng, t, hq, hk, d, sections):
+    from omni_lab.ops import norm
+
+    q, k = rand(rng, t, hq, d) * 3, rand(rng, t, hk, d) * 3
+    wq, wk = rand(rng, d), rand(rng, d)
+    eps = 1e-6
+    if sections is None:
+        pos = rng.integers(0, 40000, t).astype(np.int32)
+        rot = lambda x: R.rope_ref(x, pos, R.rope_inv_freq(d, 1e6))  # noqa: E731
+    else:
+        pos = rng.integers(0, 40000, (3, t)).astype(np.int32)
+        rot = lambda x: R.mrope_ref(x, pos, R.rope_inv_freq(d, 1e6), sections)  # noqa: E731
+    qt, kt = rt.upload(q), rt.upload(k)
+    R.qk_norm_rope(qt, kt, rt.upload(wq), rt.upload(wk), eps, rt.upload(pos), rt.upload(R.rope_inv_freq(d, 1e6)), sections)
+    ref_q = rot(norm.rmsnorm_ref(q.reshape(-1, d), wq, eps).reshape(q.shape))
+    ref_k = rot(norm.rmsnorm_ref(k.reshape(-1, d), wk, eps).reshape(k.shape))
+    assert nmse(qt.numpy(), ref_q) < 1e-12 and nmse(kt.numpy(), ref_k) < 1e-12

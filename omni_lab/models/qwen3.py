@@ -53,6 +53,14 @@ def apply_linear(x: Tensor, w, out: Tensor) -> Tensor:
     return q8_linear(x, w, out)
 
 
+def apply_linears(x: Tensor, ws: tuple, outs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Several projections of the same x: one dispatch at decode (one token) where the weights allow it,
+    since decode time goes to dispatches more than to bytes; otherwise one linear each."""
+    if x.shape[0] == 1 and linear.multi_ok(x, ws):
+        return linear.matvec_multi(x, ws, outs)
+    return tuple(apply_linear(x, w, out) for w, out in zip(ws, outs))
+
+
 ATTENTION_WEIGHTS = ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")
 
 
@@ -68,21 +76,18 @@ def load_attention(ckpt, key, d: int, hq: int, hkv: int, dh: int) -> dict:
     return out
 
 
-def self_attention(L, x: Tensor, s, t: int, heads: tuple[int, int, int], eps: float, rotate, step_buf: Tensor,
+def self_attention(L, x: Tensor, s, t: int, heads: tuple[int, int, int], eps: float, rotary, step_buf: Tensor,
                    window: int, out: Tensor) -> Tensor:
     """Qwen3's attention block (projections, per-head QK RMSNorm, rotary, KV-cache append, causal GQA,
     output projection) for t tokens of normed input x [T, D] -> out [T, D]. L holds ATTENTION_WEIGHTS and
-    cache_k/cache_v; s holds the q, k, v, attn buffers; rotate(heads [T, H, Dh]) rotates in place."""
+    cache_k/cache_v; s holds the q, k, v, attn buffers; rotary is (positions, inv_freq, mrope sections or
+    None): [T] positions for plain RoPE, [3, T] for interleaved MRoPE."""
     hq, hkv, dh = heads
-    q = apply_linear(x, L.q_proj, s.q)
-    k = apply_linear(x, L.k_proj, s.k)
-    v = apply_linear(x, L.v_proj, s.v)
+    q, k, v = apply_linears(x, (L.q_proj, L.k_proj, L.v_proj), (s.q, s.k, s.v))
     q_heads = q.view((t, hq, dh))  # [T, Hq*Dh] -> [T, Hq, Dh]
     k_heads = k.view((t, hkv, dh))
-    norm.rmsnorm(q.view((t * hq, dh)), L.q_norm, eps, out=q.view((t * hq, dh)))
-    norm.rmsnorm(k.view((t * hkv, dh)), L.k_norm, eps, out=k.view((t * hkv, dh)))
-    rotate(q_heads)
-    rotate(k_heads)
+    positions, inv_freq, sections = rotary
+    rope.qk_norm_rope(q_heads, k_heads, L.q_norm, L.k_norm, eps, positions, inv_freq, sections)
     attn_ops.kv_append(k_heads, v.view((t, hkv, dh)), L.cache_k, L.cache_v, step_buf)
     attn_ops.attention(q_heads, L.cache_k, L.cache_v, step_buf, scale=dh ** -0.5, window=window,
                        out=s.attn.view((t, hq, dh)))
@@ -199,18 +204,17 @@ class Qwen3(DecoderLM):
         cfg = self.cfg
         hq, hkv, dh, eps = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.rms_norm_eps
         out = lambda name, default: taps.get(name, default)  # noqa: E731  a tapped activation gets its own buffer
-        rotate = lambda heads: rope.rope(heads, s.positions, self.inv_freq, out=heads)  # noqa: E731
+        rotary = (s.positions, self.inv_freq, None)
 
         h = embedding.embedding(s.ids, self.embed_tokens, out=out("model.embed_tokens", s.h))
         for i, L in enumerate(self.layers):
             p = f"model.layers.{i}"
             x = norm.rmsnorm(h, L.input_layernorm, eps, out=s.x)
-            o = self_attention(L, x, s, t, (hq, hkv, dh), eps, rotate, self.step_buf, cfg.window(i),
+            o = self_attention(L, x, s, t, (hq, hkv, dh), eps, rotary, self.step_buf, cfg.window(i),
                                out(f"{p}.self_attn", s.o))
             h = elementwise.add(h, o, out=s.h)
             x = norm.rmsnorm(h, L.post_attention_layernorm, eps, out=s.x)
-            gate = apply_linear(x, L.gate_proj, s.gate)
-            up = apply_linear(x, L.up_proj, s.up)
+            gate, up = apply_linears(x, (L.gate_proj, L.up_proj), (s.gate, s.up))
             act = elementwise.swiglu(gate, up, out=s.act)
             m = apply_linear(act, L.down_proj, out(f"{p}.mlp", s.mlp))
             h = elementwise.add(h, m, out=out(p, s.h))

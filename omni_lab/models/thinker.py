@@ -23,7 +23,7 @@ from ..ops import elementwise, embedding, linear, moe, norm, rope
 from .config import ConfigError
 from .decoder import DecoderLM, ModelInputError  # noqa: F401  (ModelInputError is part of this module's API)
 from .qwen3 import Scratch as DenseScratch
-from .qwen3 import apply_linear, load_attention, open_checkpoint, self_attention, upload_weight
+from .qwen3 import apply_linear, apply_linears, load_attention, open_checkpoint, self_attention, upload_weight
 
 LIVE = names.LIVE_TEXT.rstrip(".")  # "thinker.model.language_model"
 LM_HEAD = "thinker.lm_head"
@@ -276,7 +276,8 @@ class Qwen3OmniThinkerText(DecoderLM):
     def _mlp(self, i: int, L: ThinkerLayer, x: Tensor, s: Scratch, t: int, taps: dict, out: Tensor) -> Tensor:
         m = L.mlp
         if isinstance(m, DenseMlp):
-            act = elementwise.swiglu(apply_linear(x, m.gate_proj, s.gate), apply_linear(x, m.up_proj, s.up), out=s.act)
+            gate, up = apply_linears(x, (m.gate_proj, m.up_proj), (s.gate, s.up))
+            act = elementwise.swiglu(gate, up, out=s.act)
             return apply_linear(act, m.down_proj, out)
         cfg, k = self.cfg, self.cfg.num_experts_per_tok
         router = taps.get(f"{LIVE}.layers.{i}.mlp.router")
@@ -294,13 +295,13 @@ class Qwen3OmniThinkerText(DecoderLM):
         cfg = self.cfg
         heads, eps = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim), cfg.rms_norm_eps
         out = lambda name, default: taps.get(name, default)  # noqa: E731  a tapped activation gets its own buffer
-        rotate = lambda x: rope.mrope(x, s.positions3, self.inv_freq, cfg.mrope_section, out=x)  # noqa: E731
+        rotary = (s.positions3, self.inv_freq, cfg.mrope_section)
 
         h = embedding.embedding(s.ids, self.embed_tokens, out=out(f"{LIVE}.embed_tokens", s.h))
         for i, L in enumerate(self.layers):
             p = f"{LIVE}.layers.{i}"
             x = norm.rmsnorm(h, L.input_layernorm, eps, out=s.x)
-            o = self_attention(L, x, s, t, heads, eps, rotate, self.step_buf, 0, out(f"{p}.self_attn", s.o))
+            o = self_attention(L, x, s, t, heads, eps, rotary, self.step_buf, 0, out(f"{p}.self_attn", s.o))
             h = elementwise.add(h, o, out=s.h)
             x = norm.rmsnorm(h, L.post_attention_layernorm, eps, out=s.x)
             m = self._mlp(i, L, x, s, t, taps, out(f"{p}.mlp", s.mlp))

@@ -19,7 +19,12 @@ from ._check import dtype_in, expect
 
 WG = 64  # threads per workgroup: keys per softmax chunk, and the largest D / 4
 WGC = 256  # threads of the split path's combine step
-SPLIT = 128  # keys per slice of the split-K decode path (of 64, 128, 256 the best overall on an H200)
+def split_size(max_len: int) -> int:
+    """Keys per slice of the split-K decode path, from the cache length (fixed per model, so a recorded
+    decode step stays valid). A slice is a serial chain in one workgroup: long caches want 128 (of 64,
+    128, 256 the best on an H200 at 4k-32k keys), but with few keys 128 leaves a handful of workgroups
+    each running ~77 us (Qwen3-0.6B shapes, 136 keys), so short caches take 32."""
+    return 32 if max_len <= 2048 else 64 if max_len <= 8192 else 128
 
 # Split-K partial results, one buffer per (rows, n_splits, D): reused by every layer and every step, so
 # the bind groups of a decode step are the same each step. Dispatches run in order, so sharing is safe.
@@ -71,7 +76,7 @@ def attention(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor, scale: 
     keys and values from cache rows 0 .. start + t (only the last `window` of them when window > 0).
     Query head h reads kv head h // (Hq // n_kv). Returns out [T, Hq, D] f32.
 
-    split: slice the keys into ceil(max_len / SPLIT) pieces attended in parallel and merged by a second
+    split: slice the keys into ceil(max_len / split_size(max_len)) pieces attended in parallel and merged by a second
     dispatch (flash-decoding). None picks it for decode (T = 1) over a cache longer than one slice."""
     max_len, n_kv, d = _check_cache("attention", cache_k, cache_v, step)
     dtype_in("attention", "q", q, ("f32",))
@@ -86,19 +91,20 @@ def attention(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor, scale: 
     if out is None:
         out = rt.empty(q.shape, "f32", label="attention")
     expect("attention", out.shape == q.shape and out.dtype == "f32", f"out must be {q.shape} f32", out=out)
-    n_splits = -(-max_len // SPLIT)
+    split_keys = split_size(max_len)
+    n_splits = -(-max_len // split_keys)
     if split is None:
         # One workgroup per (token, head) leaves most of a GPU idle at decode; slicing the keys fills it
         # (H200 through Vulkan, 32 q / 4 kv heads, D 128: 4.8 ms -> 0.25 ms at 4k keys, 33 -> 0.29 ms at 32k).
         split = t == 1 and n_splits > 1
-    params = pack_params(t, hq, n_kv, d // 4, max_len, window, float(scale), SPLIT, n_splits)
+    params = pack_params(t, hq, n_kv, d // 4, max_len, window, float(scale), split_keys, n_splits)
     if not split:
         rt.kernel("attention", "main", WG=WG)(t * hq, params, q, cache_k, cache_v, step, out)
         return out
     rows = t * hq
     expect("attention", max(rows, n_splits) <= rt.gpu.limits["max-compute-workgroups-per-dimension"]
            and rows * n_splits * (d + 4) * 4 <= rt.gpu.max_binding,
-           "T * Hq and max_len / SPLIT too large for the split path", q=q, cache_k=cache_k)
+           "T * Hq and max_len / split_size(max_len) too large for the split path", q=q, cache_k=cache_k)
     key = (rows, n_splits, d)
     part = _partials.get(key)
     if part is None:

@@ -46,8 +46,36 @@ def matvec(x: Tensor, w: Tensor, out: Tensor | None = None, threads_per_row: int
     kern = runtime().kernel("matvec", "main" if vector else "main_ragged", WG=256, TPR=threads_per_row, WTYPE=WTYPE[w.dtype])
     rows_per_group = 256 // threads_per_row
     for row0, piece in _pieces(w):
-        kern(-(-piece.shape[0] // rows_per_group), pack_params(piece.shape[0], k, row0), x, piece, y)
+        kern(-(-piece.shape[0] // rows_per_group), pack_params(piece.shape[0], k, row0, 0, 0, 0, 0, 0), x, piece, y)
     return y
+
+
+def matvec_multi(x: Tensor, ws: tuple[Tensor, ...], outs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Two or three matvecs of the same x ([K] or [1, K] f32) in one dispatch: outs[i] = ws[i] x.
+    The weights share a dtype, K % 8 == 0 (K % 4 for f32), and each fits one binding; `multi_ok` says
+    whether a set qualifies (otherwise call matvec per weight)."""
+    expect("matvec_multi", multi_ok(x, ws), "weights must share a dtype and K, K % 8 == 0 (4 for f32), "
+           "each within one binding, 2 or 3 of them", x=x, **{f"w{i}": w for i, w in enumerate(ws)})
+    n = [w.shape[0] for w in ws] + [0] * (3 - len(ws))
+    for w, y in zip(ws, outs):
+        expect("matvec_multi", y.shape == x.shape[:-1] + (w.shape[0],) and y.dtype == "f32",
+               f"out must be {x.shape[:-1] + (w.shape[0],)} f32", out=y)
+    ws3 = tuple(ws) + (ws[0],) * (3 - len(ws))  # unused slots bind a real weight and output, with 0 rows
+    outs3 = tuple(outs) + (outs[0],) * (3 - len(outs))
+    tpr = DEFAULT_TPR[ws[0].dtype]
+    kern = runtime().kernel("matvec", "multi", WG=256, TPR=tpr, WTYPE=WTYPE[ws[0].dtype])
+    kern(-(-sum(n) // (256 // tpr)), pack_params(n[0], ws[0].shape[1], 0, n[1], n[2], 0, 0, 0),
+         x, ws3[0], outs3[0], ws3[1], ws3[2], outs3[1], outs3[2])
+    return tuple(outs)
+
+
+def multi_ok(x: Tensor, ws) -> bool:
+    gpu = runtime().gpu
+    first = ws[0]
+    return (isinstance(first, Tensor) and 2 <= len(ws) <= 3 and x.dtype == "f32" and x.numel == first.shape[1]
+            and all(isinstance(w, Tensor) and w.dtype == first.dtype and len(w.shape) == 2
+                    and w.shape[1] == first.shape[1] and w.bind_size <= gpu.max_binding for w in ws)
+            and first.dtype in WTYPE and first.shape[1] % (4 if first.dtype == "f32" else 8) == 0)
 
 
 def matmul(x: Tensor, w: Tensor, out: Tensor | None = None) -> Tensor:

@@ -95,6 +95,27 @@ def mrope(x: Tensor, positions3: Tensor, inv_freq: Tensor, sections, interleaved
     return _dispatch("mrope", x, positions3, inv_freq, out, t, 0, 0, 1, sections[0], sections[0] + sections[1])
 
 
+def qk_norm_rope(q: Tensor, k: Tensor, q_norm: Tensor, k_norm: Tensor, eps: float, positions: Tensor,
+                 inv_freq: Tensor, sections=None) -> None:
+    """Per-head RMSNorm (weights q_norm, k_norm [D] f32) then rotation, of q [T, H, D] and k [T, H2, D]
+    in place, in one dispatch. positions [T] i32 (plain RoPE, sections None) or [3, T] i32 with
+    interleaved MRoPE sections. The same math as rmsnorm followed by rope / mrope."""
+    import struct
+
+    t, h, d = _check_x("qk_norm_rope", q, inv_freq)
+    expect("qk_norm_rope", len(k.shape) == 3 and k.shape[0] == t and k.shape[2] == d and k.dtype == "f32",
+           "k must be [T, H2, D] f32 with q's T and D", q=q, k=k)
+    for name, w in (("q_norm", q_norm), ("k_norm", k_norm)):
+        expect("qk_norm_rope", w.shape == (d,) and w.dtype == "f32", f"{name} must be [{d}] f32", **{name: w})
+    streams = 1 if sections is None else 3
+    expect("qk_norm_rope", positions.dtype == "i32" and positions.shape == ((t,) if streams == 1 else (3, t)),
+           "positions must be [T] i32 (or [3, T] with sections)", positions=positions)
+    sec_h, sec_w = (0, 0) if sections is None else (int(sections[1]), int(sections[2]))
+    eps_bits = struct.unpack("<I", struct.pack("<f", eps))[0]
+    params = pack_params(t, h, d // 2, t, sec_h, sec_w, 0, 0, 0, k.shape[1], eps_bits)
+    runtime().kernel("rope", "norm_rope", WG=WG)(t * (h + k.shape[1]), params, q, positions, inv_freq, k, q_norm, k_norm)
+
+
 # -- numpy references ------------------------------------------------------------------------------
 
 def mrope_streams(half: int, sections, interleaved: bool = True) -> np.ndarray:
