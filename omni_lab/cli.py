@@ -111,11 +111,9 @@ def cmd_compare(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    rc = cmd_doctor(argparse.Namespace(quiet=False, json=False))
-    if rc:
-        return rc
-    print()
-    return cmd_selfcheck(argparse.Namespace(json=False))
+    from .demo import run_demo
+
+    return 0 if run_demo(args.work_dir, quick=args.quick)["passed"] else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,11 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_parser(sub)
 
     m = sub.add_parser("demo", help="the main job: check the adapter and kernels, then run the tiny models")
+    m.add_argument("--work-dir", default="runs/demo", help="where the tiny models and reports go")
+    m.add_argument("--quick", action="store_true", help="one tiny model, 4 generated tokens")
     m.set_defaults(func=cmd_demo)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .demo import DemoError
     from .formats.safetensors_io import CheckpointError
     from .gpu import KernelError
     from .models.config import ConfigError
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CheckpointError, ConfigError, ModelInputError, KernelError, ReferenceMismatch, ValueError,
+    except (CheckpointError, ConfigError, ModelInputError, KernelError, ReferenceMismatch, DemoError, ValueError,
             FileNotFoundError) as e:
         print(f"omni-lab {args.command}: {e}", file=sys.stderr)
         return 2

@@ -4,4 +4,16 @@
 set -euo pipefail
 source "$(dirname "$0")/setup.sh"
 cd "$(dirname "$0")/.."
+
+# tests/test_browser.py drives Debian's Chromium (never a browser Playwright downloads); install it where apt
+# is usable, else the test skips itself.
+if [ ! -x /usr/bin/chromium ]; then
+  if apt_usable; then
+    echo "[test] installing Debian's chromium for the browser test"
+    apt_install chromium || echo "[test] could not install chromium: the browser test will be skipped"
+  else
+    echo "[test] /usr/bin/chromium is missing and apt is not usable here: the browser test will be skipped"
+  fi
+fi
+
 exec "$OMNI_LAB_PY" -m pytest "$@"

@@ -1,0 +1,256 @@
+"""`omni-lab demo`: the main job on the tiny built-in models, as a list of steps.
+
+Each step is a function of the shared `Demo` state, run in the order of `STEPS`; a step records what it
+found under `demo.summary` and prints as it goes. Adding a part of the demo (quantization, speech) is adding
+a function and one entry to `STEPS`. The closing lines (where the reports are, one line per model) are
+printed by `run_demo` after the last step, from `summary["models"]`.
+
+The helpers at the end (`ensure_tiny`, `reference_for`, `markdown_table`) are shared with the notebooks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_PROMPT = "Hello, world! How are you today?"
+# (name, preset, seed) of the tiny checkpoints; the name is also the directory under <work_dir>/models/.
+TINY_MODELS = (("tiny", "tiny", 0), ("tiny-gqa", "tiny-gqa", 1))
+# Runs of the notebooks and the demo go here unless told otherwise (gitignored), like reference_data/.
+RUNS_ROOT = Path(__file__).resolve().parents[1] / "runs"
+# Below this gap between HF's two best logits, greedy decoding may pick either token: a tie, not a bug.
+NEAR_TIE = 1e-4
+
+
+class DemoError(RuntimeError):
+    """A demo step found something wrong that later steps would only obscure (a failing kernel)."""
+
+
+@dataclass
+class Demo:
+    """What the steps share: their settings, the models they work on, and the summary they fill in."""
+
+    work_dir: Path
+    quick: bool = False
+    prompt: str = DEFAULT_PROMPT
+    dtype: str = "float32"
+    reference_root: Path | None = None  # None: reference_data/ of the package
+    max_new_tokens: int = 12
+    models: dict[str, Path] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    say: Callable[[str], None] = print
+
+    def model_summary(self, name: str) -> dict:
+        return self.summary.setdefault("models", {}).setdefault(name, {})
+
+    def heading(self, text: str) -> None:
+        self.say(f"\n== {text}")
+
+
+# ---------------------------------------------------------------------------------------------- steps
+
+def adapter_step(demo: Demo) -> None:
+    from .gpu import runtime
+
+    info = runtime().gpu.describe()
+    demo.summary["adapter"] = info
+    demo.say(f"adapter   {info['adapter']} ({info['description']})")
+    demo.say(f"backend   {info['backend']}, type {info['adapter_type']}, vendor {info['vendor']}")
+    demo.say(f"features  {', '.join(info['features']) or 'none of shader-f16, subgroup, timestamp-query'}")
+    limits = info["limits"]
+    for key in ("max-storage-buffer-binding-size", "max-buffer-size", "max-compute-workgroup-storage-size",
+                "max-compute-invocations-per-workgroup"):
+        if key in limits:
+            demo.say(f"  {key:40s} {limits[key]:>14,}")
+    if info["adapter_type"] == "CPU":
+        demo.say("note      a software adapter (lavapipe): correct, but slow; use a GPU for speed")
+
+
+def selfcheck_step(demo: Demo) -> None:
+    from .ops.selfcheck import run_selfcheck
+
+    results = run_selfcheck()
+    for r in results:
+        demo.say(f"{'ok  ' if r.ok else 'FAIL'} {r.op:28s} nmse {r.nmse:9.2e} (bound {r.bound:.0e})  "
+                 f"{r.seconds * 1e3:7.1f} ms")
+    failed = [r for r in results if not r.ok]
+    demo.summary["selfcheck"] = [{"op": r.op, "nmse": r.nmse, "bound": r.bound, "ok": r.ok} for r in results]
+    if failed:
+        # A model built on a wrong kernel diverges everywhere after it; the kernel is the thing to fix.
+        raise DemoError(f"{len(failed)} of {len(results)} kernels do not match their numpy reference on this "
+                        f"adapter: {', '.join(r.op for r in failed)}")
+    demo.say(f"{len(results)} of {len(results)} kernels match their numpy reference")
+
+
+def models_step(demo: Demo) -> None:
+    chosen = TINY_MODELS[:1] if demo.quick else TINY_MODELS
+    for name, preset, seed in chosen:
+        t0 = time.perf_counter()
+        path = demo.work_dir / "models" / name
+        built = not (path / "config.json").is_file()
+        ensure_tiny(path, preset, seed)
+        demo.models[name] = path
+        demo.model_summary(name)["path"] = str(path)
+        demo.say(f"{name:10s} {'built' if built else 'found'} {path}"
+                 + (f" ({time.perf_counter() - t0:.1f} s)" if built else ""))
+
+
+def compare_step(demo: Demo) -> None:
+    from .workbench import compare_model, prompt_ids
+
+    for name, path in demo.models.items():
+        ids = prompt_ids(path, prompt=demo.prompt)
+        out = demo.work_dir / name
+        comparison, index, timing = compare_model(path, ids, out, dtype=demo.dtype, root=demo.reference_root)
+        compared = [r for r in comparison.rows if r.compared and math.isfinite(r.cosine)]
+        worst = min(compared, key=lambda r: r.cosine) if compared else None
+        fd = comparison.first_divergence
+        demo.say(f"{name}: {comparison.summary()}")
+        demo.say(f"  reference {comparison.manifest.get('name', '?')}, report {index}")
+        s = demo.model_summary(name)
+        s.update(passed=comparison.passed, report=str(index), activations=len(compared),
+                 worst_cosine=worst.cosine if worst else None, worst_cosine_at=worst.name if worst else None,
+                 first_divergence=fd.name if fd else None, compare_s=sum(timing.values()), timing=timing)
+
+
+def generate_step(demo: Demo) -> None:
+    import torch
+
+    from .reference import load_hf_model
+    from .workbench import load_ours, prompt_ids, tokenizer_for
+
+    n = 4 if demo.quick else demo.max_new_tokens
+    for name, path in demo.models.items():
+        ids = prompt_ids(path, prompt=demo.prompt)
+        tok = tokenizer_for(path)
+        t0 = time.perf_counter()
+        ours = load_ours(path, max_len=len(ids) + n, progress=False).generate(ids, n)
+        seconds = time.perf_counter() - t0
+        hf = load_hf_model(path, demo.dtype)
+        with torch.no_grad():
+            out = hf.generate(torch.as_tensor(ids[None]), max_new_tokens=n, do_sample=False, output_scores=True,
+                              return_dict_in_generate=True)
+        theirs = out.sequences[0, len(ids):].tolist()
+        step = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b),
+                    None if len(ours) == len(theirs) else min(len(ours), len(theirs)))
+        near_tie = False
+        if step is None:
+            verdict = "same tokens"
+        else:
+            top2 = torch.topk(out.scores[step][0].float(), 2).values if step < len(out.scores) else None
+            gap = float(top2[0] - top2[1]) if top2 is not None else math.inf
+            near_tie = gap < NEAR_TIE
+            verdict = f"differ from step {step}" + (f" at a near tie (HF's top-2 logit gap {gap:.1e}): either is right"
+                                                    if near_tie else f" (HF's top-2 logit gap {gap:.3g}): a bug")
+        demo.say(f"{name}: greedy continuation of {demo.prompt!r} ({n} tokens, ours in {seconds:.2f} s)")
+        demo.say(f"  ours         {ours}  {tok.decode(ours)!r}")
+        demo.say(f"  Transformers {theirs}  {tok.decode(theirs)!r}")
+        demo.say(f"  {verdict}")
+        demo.model_summary(name).update(tokens_ours=ours, tokens_hf=theirs, tokens_match=step is None,
+                                        tokens_ok=step is None or near_tie, generate_s=seconds)
+
+
+Step = Callable[[Demo], None]
+STEPS: list[tuple[str, Step]] = [
+    ("adapter", adapter_step),
+    ("kernel selfcheck", selfcheck_step),
+    ("tiny models", models_step),
+    ("layer-by-layer comparison with Transformers", compare_step),
+    ("greedy generation, ours and Transformers'", generate_step),
+]
+
+
+def run_demo(work_dir: str | Path = "runs/demo", quick: bool = False, *, prompt: str = DEFAULT_PROMPT,
+             reference_root: str | Path | None = None, steps: list[tuple[str, Step]] | None = None,
+             say: Callable[[str], None] = print) -> dict:
+    """Run the demo's steps in order and return the summary dict.
+
+    quick: only the first tiny model and a 4-token continuation. reference_root: where references are
+    captured (None: the package's reference_data/). The summary has "adapter", "selfcheck", "models"
+    (name -> path, passed, worst_cosine, report, tokens ...), "passed" and "seconds".
+    A failing kernel in the selfcheck raises DemoError.
+    """
+    demo = Demo(Path(work_dir), quick=quick, prompt=prompt,
+                reference_root=Path(reference_root) if reference_root is not None else None, say=say)
+    t0 = time.perf_counter()
+    for title, step in steps or STEPS:
+        demo.heading(title)
+        step(demo)
+    models = demo.summary.get("models", {})
+    demo.summary["seconds"] = time.perf_counter() - t0
+    demo.summary["passed"] = all(m.get("passed", True) and m.get("tokens_ok", True) for m in models.values())
+    demo.heading(f"done in {demo.summary['seconds']:.1f} s; reports under {demo.work_dir.resolve()}")
+    for name, m in models.items():
+        line = f"{name:10s} {'passed' if m.get('passed') else 'FAILED'}"
+        if m.get("worst_cosine") is not None:
+            line += f"  worst cosine 1 - {1 - m['worst_cosine']:.1e} ({m['worst_cosine_at']})"
+        if m.get("first_divergence"):
+            line += f"  first divergence {m['first_divergence']}"
+        if "compare_s" in m:
+            line += f"  {m['compare_s']:.1f} s"
+        if "tokens_match" in m:
+            line += "  greedy tokens " + ("match" if m["tokens_match"] else "differ at a near tie" if m["tokens_ok"]
+                                          else "DIFFER")
+        if m.get("report"):
+            line += f"  {m['report']}"
+        say(line)
+    return demo.summary
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def ensure_tiny(path: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
+    """The tiny Qwen3 checkpoint at `path`, built first if absent.
+
+    An existing directory is taken as it is (its preset and seed are not checked): references made from it
+    record its weight hash, so a different model there is refused at comparison time, not silently used.
+    """
+    from .models.tiny import build_tiny_qwen3
+
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    return build_tiny_qwen3(path, seed=seed, preset=preset)
+
+
+def reference_for(path: str | Path, ids: np.ndarray, dtype: str = "float32", root: str | Path | None = None,
+                  say: Callable[[str], None] = print):
+    """The stored reference of this model, inputs and dtype, loaded and verified; captured when absent.
+
+    A stored reference under the same name that is for another model or other inputs is replaced by a fresh
+    capture (and says so).
+    """
+    from .reference import DEFAULT_ROOT, ReferenceMismatch, load_reference
+    from .workbench import capture_reference, reference_name
+
+    root = Path(root) if root is not None else DEFAULT_ROOT
+    name = reference_name(path, ids, dtype)
+    if (root / name / "manifest.json").is_file():
+        try:
+            ref = load_reference(root / name, expect_model=path, expect_inputs={"input_ids": np.asarray(ids, np.int64)},
+                                 expect_dtype=dtype)
+            say(f"loaded the stored reference {ref.path}")
+            return ref
+        except ReferenceMismatch as e:
+            say(f"{e}\ncapturing a new one")
+    t0 = time.perf_counter()
+    ref = capture_reference(path, ids, dtype, name=name, root=root)
+    say(f"captured {len(ref.names)} activations into {ref.path} ({time.perf_counter() - t0:.1f} s)")
+    return ref
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    """A Markdown table (for IPython.display.Markdown); floats in 3-significant-digit scientific form."""
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.3e}"
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
