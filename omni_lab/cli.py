@@ -110,6 +110,22 @@ def cmd_compare(args) -> int:
     return 0 if comparison.passed else 1
 
 
+def cmd_quant_report(args) -> int:
+    from .report.quant_report import quant_report
+
+    text = None
+    if args.text_file is not None:
+        with open(args.text_file, encoding="utf-8") as f:
+            text = f.read()
+    elif args.prompt is not None:
+        text = args.prompt
+    report = quant_report(args.model, args.gguf, ids=args.prompt_ids, text=text, out_dir=args.out,
+                          max_tokens=args.max_tokens, progress=not args.no_progress)
+    print(report.summary())
+    print(f"report: {report.index}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -174,6 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     from .formats import quantize
 
     quantize.add_parser(sub)
+
+    q = sub.add_parser("quant-report", help="a Q8_0 GGUF against its BF16 checkpoint, both on our kernels: weight "
+                                            "SQNR, activation drift, KL, perplexity, expert agreement")
+    q.add_argument("--model", required=True, help="the BF16 checkpoint directory the GGUF was made from")
+    q.add_argument("--gguf", required=True, help="its Q8_0 .gguf file (omni-lab quantize)")
+    qg = q.add_mutually_exclusive_group(required=True)
+    qg.add_argument("--prompt", help="text, tokenized with the checkpoint's tokenizer")
+    qg.add_argument("--prompt-ids", help="token ids, e.g. 1,2,3")
+    qg.add_argument("--text-file", help="a UTF-8 text file (perplexity is measured over its tokens)")
+    q.add_argument("--max-tokens", type=int, default=256, help="use at most this many tokens (default 256)")
+    q.add_argument("--out", required=True, help="report directory (report.json, PNGs, index.html)")
+    q.add_argument("--no-progress", action="store_true", help="no progress bars")
+    q.set_defaults(func=cmd_quant_report)
 
     m = sub.add_parser("demo", help="the main job: check the adapter and kernels, then run the tiny models")
     m.add_argument("--work-dir", default="runs/demo", help="where the tiny models and reports go")

@@ -1,0 +1,473 @@
+"""The quantization report: a BF16 checkpoint against its Q8_0 GGUF, both run on OUR kernels.
+
+`quant_report(src_dir, gguf_path, ids=... | text=..., out_dir=...)`:
+1. weights, streamed one tensor at a time from both files: SQNR of every tensor (compare/quant.py); a GGUF
+   that is not a quantization of the checkpoint is refused here, before any model runs;
+2. one forward of our model over the same ids on each side, every named activation tapped: the BF16 side
+   reads the checkpoint, the Q8_0 side the GGUF;
+3. drift per activation (MSE, cosine, NMSE of Q8_0 against BF16, compare.metrics), logit statistics
+   (KL, same top token, RMS dp, perplexity) and, for MoE, agreement of the selected experts per layer;
+4. report.json, PNG figures and index.html in out_dir, each written under a temporary name and renamed.
+
+Neither side is Transformers: this measures what Q8_0 weights cost, not how close our kernels are to
+Transformers (that is `omni-lab compare`). With several tokens every Q8_0 linear runs our prefill matmul,
+which widens the weights in the tile and keeps activations in f32, so the error measured is the weights'
+alone; decode's int8 matvec (dot4) also rounds activations and is not measured by one prefill.
+"""
+
+from __future__ import annotations
+
+import gc
+import html
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from matplotlib.ticker import MaxNLocator
+
+from ..compare import Bounds, compare_sets
+from ..compare.quant import (ExpertAgreement, LogitStats, TensorSqnr, logit_stats, moe_agreement, sqnr_summary,
+                             weight_sqnr)
+from . import figures
+from .html import CSS
+
+# llama.cpp's Q8_0 scoreboard (perplexity --kl-divergence on real models), for the reader's scale.
+LLAMA_CPP_Q8_0 = {"kl_mean": (2e-4, 1.4e-3), "same_top_rate": (0.977, 0.992)}
+ROUTER_SUFFIX = ".mlp.router"
+LOW_SQNR_DB = 30.0  # Q8_0 gives about 45 dB on well-scaled weights; a tensor far below it is named in the notes
+
+
+# ---- running both sides ---------------------------------------------------------------------------------
+class Q8AsF32:
+    """A GGUFCheckpoint whose Q8_0 tensors selected by `widen(name)` read as their dequantized float32 values.
+
+    The Omni thinker has no Q8_0 path for its stacked MoE experts nor for the embedding gather; it refuses
+    such tensors. Dequantized Q8_0 values (f16 scale x int8) are exact in float32, and our Q8_0 prefill
+    matmul computes with exactly those values, so the thinker's f32 kernels see the same weights the Q8_0
+    kernels would. Remove this once the thinker reads Q8_0 experts and embeddings itself.
+    """
+
+    def __init__(self, ckpt, widen):
+        self._ckpt, self._widen = ckpt, widen
+        self.widened: list[str] = []
+
+    def __getattr__(self, name):
+        return getattr(self._ckpt, name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._ckpt
+
+    def _widens(self, name: str) -> bool:
+        return self._ckpt.dtype(name) == "q8_0" and self._widen(name)
+
+    def dtype(self, name: str) -> str:
+        return "f32" if self._widens(name) else self._ckpt.dtype(name)
+
+    def get(self, name: str):
+        if self._widens(name):
+            if name not in self.widened:
+                self.widened.append(name)
+            return self._ckpt.get_f32(name), "f32"
+        return self._ckpt.get(name)
+
+
+def _thinker_lacks_q8(name: str) -> bool:
+    return ".mlp.experts." in name or (name.startswith("thinker.") and name.endswith("embed_tokens.weight"))
+
+
+def load_side(path: str | Path, max_len: int, progress: bool = False):
+    """Our model of a checkpoint directory or GGUF; returns (model, names of tensors widened to f32)."""
+    from ..models.qwen3 import open_checkpoint
+    from ..workbench import load_ours
+
+    path = Path(path)
+    ckpt = open_checkpoint(path)
+    if path.suffix == ".gguf" and ckpt.config.get("model_type") == "qwen3_omni_moe":
+        from ..models.thinker import Qwen3OmniThinkerText, ThinkerTextConfig
+
+        wrapped = Q8AsF32(ckpt, _thinker_lacks_q8)
+        model = Qwen3OmniThinkerText(ThinkerTextConfig.from_dict(ckpt.config, source=str(path)), wrapped, max_len,
+                                     progress)
+        return model, wrapped.widened
+    return load_ours(path, max_len=max_len, progress=progress), []
+
+
+def run_side(path: str | Path, ids: np.ndarray, names: list[str], progress: bool = False):
+    """One forward over `ids` with every name tapped; returns (activations incl. 'logits', widened)."""
+    model, widened = load_side(path, max(len(ids), 16), progress)
+    try:
+        out = model.forward(ids, start=0, taps=names)
+    finally:
+        del model
+        gc.collect()  # the first side's weights go before the second side's are uploaded
+    return out, widened
+
+
+# ---- the report -----------------------------------------------------------------------------------------
+@dataclass
+class QuantReport:
+    src: Path
+    gguf: Path
+    model_type: str
+    ids: np.ndarray = field(repr=False)
+    weights: list[TensorSqnr] = field(repr=False)
+    drift: object = field(repr=False)          # compare.Comparison: Q8_0 side against the BF16 side
+    logits: LogitStats = field(repr=False)
+    moe: list[ExpertAgreement]
+    adapter: dict
+    notes: list[str]
+    widened: list[str] = field(default_factory=list)
+    text: str | None = None
+    truncated_from: int | None = None
+    timing: dict = field(default_factory=dict)
+    index: Path | None = None
+
+    @property
+    def weight_summary(self) -> dict:
+        return sqnr_summary(self.weights)
+
+    @property
+    def adapter_name(self) -> str:
+        a = self.adapter
+        return f"{a.get('adapter', '?')} ({a.get('backend', '?')}, {a.get('adapter_type', '?')})"
+
+    def to_json(self) -> dict:
+        from ..reference.store import library_versions
+
+        fin = lambda v: v if v is None or math.isfinite(v) else None  # noqa: E731  strict JSON has no inf/NaN
+        drift = [{"name": r.name, "shape": list(r.shape_ref or ()), "mse": fin(r.mse), "cosine": fin(r.cosine),
+                  "nmse": fin(r.nmse), "max_abs": fin(r.max_abs)} for r in self.drift.rows if r.compared]
+        return {
+            "kind": "quantization report",
+            "sides": {"reference": f"ours, BF16 weights of {self.src}", "quantized": f"ours, Q8_0 weights of {self.gguf}",
+                      "note": "both sides run on omni_lab's WGSL kernels; Transformers is not involved"},
+            "source": str(self.src), "gguf": str(self.gguf), "model_type": self.model_type,
+            "adapter": {k: self.adapter.get(k) for k in ("adapter", "description", "vendor", "backend", "adapter_type")},
+            "inputs": {"input_ids": self.ids.tolist(), "tokens": len(self.ids), "text": self.text,
+                       "truncated_from": self.truncated_from},
+            "weights": {"summary": self.weight_summary, "tensors": [t.to_json() for t in self.weights]},
+            "activations": drift,
+            "logits": self.logits.to_json(),
+            "moe": ({"k": self.moe[0].k, "layers": [m.to_json() for m in self.moe]} if self.moe else None),
+            "llama_cpp_q8_0_reference": LLAMA_CPP_Q8_0,
+            "widened_to_f32": self.widened,
+            "notes": self.notes,
+            "timing": self.timing,
+            "versions": library_versions(),
+        }
+
+    def summary(self) -> str:
+        lg, w = self.logits, self.weight_summary
+        parts = [f"Q8_0 vs BF16 weights, both on our kernels ({self.adapter_name}), {lg.tokens} tokens:",
+                 f"  KL mean {lg.kl_mean:.3g} (median {lg.kl_median:.3g}, p99 {lg.kl_p99:.3g}, max {lg.kl_max:.3g})",
+                 f"  same top token {lg.same_top}/{lg.tokens} = {100 * lg.same_top_rate:.1f}%{_flips(lg)}, "
+                 f"RMS dp(top) {lg.rms_dp_top:.3g}",
+                 f"  PPL {_num(lg.ppl_ref)} -> {_num(lg.ppl_q)}, ratio {_num(lg.ppl_ratio, 6)}"]
+        if w["min_db"] is not None:
+            parts.append(f"  weight SQNR min {w['min_db']:.2f} dB ({w['min_name']}), median {w['median_db']:.2f} dB "
+                         f"over {w['quantized']} Q8_0 tensors")
+        if self.moe:
+            worst = min(self.moe, key=lambda m: m.set_agreement)
+            parts.append(f"  experts: set agreement {min(m.set_agreement for m in self.moe):.3f} (worst layer "
+                         f"{worst.layer}) to {max(m.set_agreement for m in self.moe):.3f} over {len(self.moe)} MoE layers")
+        return "\n".join(parts)
+
+
+def _flips(lg: LogitStats) -> str:
+    if not lg.top_flips:
+        return ""
+    widest = max(f["ref_margin"] for f in lg.top_flips)
+    return f" ({len(lg.top_flips)} flipped, BF16's two best at most {widest:.2g} apart)"
+
+
+def _num(v, digits: int = 4) -> str:
+    return "—" if v is None else f"{v:.{digits}g}"
+
+
+def quant_report(src_dir: str | Path, gguf_path: str | Path, ids=None, text: str | None = None,
+                 out_dir: str | Path | None = None, *, max_tokens: int | None = None,
+                 progress: bool = False) -> QuantReport:
+    """Measure the GGUF `gguf_path` against the checkpoint `src_dir` over token `ids` (or `text`, tokenized
+    with the checkpoint's tokenizer, cut to `max_tokens`), and write the report into `out_dir` when given."""
+    from ..gpu import runtime
+    from ..models.qwen3 import ModelInputError
+    from ..workbench import activation_names, prompt_ids
+
+    src, gguf = Path(src_dir), Path(gguf_path)
+    if (ids is None) == (text is None):
+        raise ValueError("quant_report: give exactly one of ids or text")
+    if not gguf.is_file():
+        raise FileNotFoundError(f"{gguf}: no such GGUF file")
+    timing = {}
+    t0 = time.perf_counter()
+    weights = weight_sqnr(src, gguf, progress=progress)  # refuses a mismatched pair before anything runs
+    timing["weights_s"] = time.perf_counter() - t0
+
+    ids = prompt_ids(src, prompt=text) if text is not None else prompt_ids(src, ids=ids)
+    truncated_from = None
+    if max_tokens is not None and len(ids) > max_tokens:
+        truncated_from, ids = len(ids), ids[:max_tokens]
+    if len(ids) < 2:
+        raise ModelInputError(f"quant_report needs at least 2 tokens (perplexity is over next tokens), got {len(ids)}")
+    names = activation_names(src)
+    t0 = time.perf_counter()
+    ref, _ = run_side(src, ids, names, progress)
+    timing["bf16_forward_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    q, widened = run_side(gguf, ids, names, progress)
+    timing["q8_0_forward_s"] = time.perf_counter() - t0
+
+    dense = [n for n in names if not n.endswith(ROUTER_SUFFIX)]
+    drift = compare_sets({n: q[n] for n in dense}, {n: ref[n] for n in dense},
+                         Bounds(mse=None, cosine=None, nmse=None, max_abs=None),
+                         manifest={"dtype": "BF16 weights (ours)"})
+    gpu = runtime().gpu.describe()
+    notes = [
+        f"Both sides ran on omni_lab's WGSL kernels on {gpu.get('adapter', '?')} ({gpu.get('backend', '?')}, "
+        f"{gpu.get('adapter_type', '?')}): the reference reads the BF16 checkpoint, the other side the Q8_0 GGUF. "
+        "Transformers is not involved; this measures Q8_0, not our agreement with Transformers.",
+        f"One prefill over {len(ids)} tokens: every Q8_0 linear ran the prefill matmul (weights widened in the tile, "
+        "f32 activations), so the error is the weights' alone; decode's int8 matvec (dot4) also rounds activations "
+        "and is not measured here.",
+        "Router activations are compared as expert agreement, not in the drift table.",
+    ]
+    if widened:
+        notes.append(f"{len(widened)} Q8_0 tensors (MoE experts, the thinker's embedding table) ran as their exact "
+                     "dequantized f32 values through f32 kernels: the thinker has no Q8_0 path for them yet.")
+    low = sorted((t for t in weights if t.quantized and t.sqnr_db < LOW_SQNR_DB), key=lambda t: t.sqnr_db)
+    if low:
+        notes.append(f"{len(low)} Q8_0 tensors have an SQNR below {LOW_SQNR_DB:g} dB, the worst '{low[0].name}' "
+                     f"({low[0].sqnr_db:.1f} dB, largest |w| {low[0].max_abs:.3g}). Q8_0's scale is f16: blocks whose "
+                     f"largest |w| is below about {127 * 2.0 ** -25:.1e} quantize to zero, and below "
+                     f"{127 * 2.0 ** -14:.1e} lose precision.")
+    if truncated_from:
+        notes.append(f"The text gave {truncated_from} tokens; the first {len(ids)} were used.")
+    report = QuantReport(src=src, gguf=gguf, model_type=_model_type(src), ids=np.asarray(ids),
+                         weights=weights, drift=drift, logits=logit_stats(ref["logits"], q["logits"], ids),
+                         moe=moe_agreement(ref, q), adapter=gpu, notes=notes, widened=widened, text=text,
+                         truncated_from=truncated_from, timing=timing)
+    if out_dir is not None:
+        write_quant_report(report, out_dir)
+    return report
+
+
+def _model_type(src: Path) -> str:
+    from ..workbench import model_type
+
+    return model_type(src)
+
+
+# ---- figures --------------------------------------------------------------------------------------------
+def _tensor_group(name: str) -> str:
+    if ".mlp.experts." in name or ".experts." in name:
+        return "MoE experts"
+    if "embed" in name or "lm_head" in name:
+        return "embedding / head"
+    if ".self_attn." in name or ".attn." in name:
+        return "attention"
+    if ".mlp." in name:
+        return "MLP"
+    return "other"
+
+
+def sqnr_figure(report: QuantReport, annotate: int = 3):
+    """SQNR of every Q8_0 tensor, sorted ascending, coloured by kind, with the Gaussian expectation."""
+    q = sorted((t for t in report.weights if t.quantized and math.isfinite(t.sqnr_db)), key=lambda t: t.sqnr_db)
+    fig = figures.new_figure(10, 4.5)
+    ax = fig.subplots()
+    groups: dict[str, list[tuple[int, float]]] = {}
+    for i, t in enumerate(q):
+        groups.setdefault(_tensor_group(t.name), []).append((i, t.sqnr_db))
+    for g, pts in sorted(groups.items()):
+        x, y = zip(*pts)
+        ax.plot(x, y, "o", ms=3.5, label=f"{g} ({len(pts)})")
+    theory = report.weight_summary["gaussian_theory_db"]
+    ax.axhline(theory, color="grey", ls="--", lw=1, label=f"Gaussian weights: {theory:.1f} dB")
+    if q:
+        ax.text(0.01, 0.97, "lowest:\n" + "\n".join(f"{t.sqnr_db:6.2f} dB  {t.name}" for t in q[:annotate]),
+                transform=ax.transAxes, fontsize=7, family="monospace", va="top",
+                bbox=dict(boxstyle="round", fc="white", ec="#ccc", alpha=0.9))
+    ax.set_xlabel("tensor (sorted by SQNR)")
+    ax.set_ylabel("SQNR (dB)")
+    zero = sum(1 for t in report.weights if t.quantized and math.isnan(t.sqnr_db))
+    ax.set_title(f"Weight SQNR of {len(q)} Q8_0 tensors: 10 log10(sum w^2 / sum (w - deq q(w))^2)"
+                 + (f"\n({zero} all-zero tensors, exact in Q8_0, left out)" if zero else ""), fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if q:
+        lo, hi = min(q[0].sqnr_db, theory), max(q[-1].sqnr_db, theory)
+        ax.set_ylim(lo - 0.1 * (hi - lo) - 0.2, hi + 0.6 * (hi - lo) + 0.5)  # headroom for the text box
+        ax.legend(fontsize=8, loc="upper right")
+    return fig
+
+
+def drift_figure(report: QuantReport):
+    """NMSE and 1 - cosine of each activation kind against layer (log scale), Q8_0 side against BF16 side."""
+    comp = report.drift
+    parts = figures.split_names(comp.names)
+    by_kind: dict[str, list] = {}
+    for r in comp.rows:
+        p = parts[r.name]
+        if r.compared and p.layer is not None:
+            by_kind.setdefault(p.kind, []).append((p.layer, r))
+    fig = figures.new_figure(11, 4.2)
+    axes = fig.subplots(1, 2)
+    for ax, metric in zip(axes, ("nmse", "cosine")):
+        for kind, items in by_kind.items():
+            items.sort(key=lambda t: t[0])
+            y = np.array([r.nmse if metric == "nmse" else 1.0 - r.cosine for _, r in items])
+            ax.plot([layer for layer, _ in items], np.maximum(y, figures.FLOOR), marker="o", ms=3, lw=1.2, label=kind)
+        ax.set_yscale("log")
+        ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(figures.METRIC_LABELS[metric])
+        ax.grid(True, which="major", alpha=0.3)
+    if by_kind:
+        axes[0].legend(fontsize=8)
+    fig.suptitle("Activation drift: Q8_0 weights against BF16 weights, both on our kernels")
+    return fig
+
+
+def kl_histogram(report: QuantReport):
+    """Per-token KL(p_bf16 || p_q8) on a log axis, with mean, median, p99 and llama.cpp's Q8_0 band."""
+    lg = report.logits
+    kl = np.maximum(lg.kl, figures.FLOOR)
+    fig = figures.new_figure(8, 4)
+    ax = fig.subplots()
+    lo, hi = np.log10(kl.min()), np.log10(kl.max())
+    bins = np.logspace(lo - 0.1, hi + 0.1 if hi > lo else lo + 0.2, 30)
+    ax.hist(kl, bins=bins, color="tab:blue")
+    ax.set_xscale("log")
+    band = LLAMA_CPP_Q8_0["kl_mean"]
+    ax.axvspan(*band, color="tab:green", alpha=0.15, label=f"llama.cpp Q8_0 mean KLD {band[0]:g} to {band[1]:g}")
+    for v, name, style in ((lg.kl_mean, "mean", "-"), (lg.kl_median, "median", "--"), (lg.kl_p99, "p99", ":")):
+        ax.axvline(max(v, figures.FLOOR), color="tab:red", ls=style, lw=1.2, label=f"{name} {v:.3g}")
+    ax.set_xlabel("KL(p_bf16 || p_q8) per token (nats)")
+    ax.set_ylabel("tokens")
+    ax.set_title(f"KL divergence of the next-token distribution, {lg.tokens} tokens")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def expert_figure(report: QuantReport):
+    """Per MoE layer: fraction of selected experts shared as sets, and in the same slot."""
+    fig = figures.new_figure(8, 3.8)
+    ax = fig.subplots()
+    if not report.moe:
+        ax.text(0.5, 0.5, "no MoE layers", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    x = np.arange(len(report.moe))
+    ax.bar(x - 0.2, [m.set_agreement for m in report.moe], 0.4, label="same experts (as sets)")
+    ax.bar(x + 0.2, [m.exact_order for m in report.moe], 0.4, label="same expert in the same slot")
+    ax.set_xticks(x, [str(m.layer) for m in report.moe])
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("fraction of (token, slot)")
+    ax.set_title(f"Expert selection, Q8_0 against BF16 (top-{report.moe[0].k}, {report.moe[0].tokens} tokens)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
+FIGURES = (("sqnr.png", "Weight SQNR per tensor, sorted", sqnr_figure),
+           ("drift.png", "Activation drift against layer (log scale)", drift_figure),
+           ("kl_hist.png", "Per-token KL divergence", kl_histogram),
+           ("experts.png", "Expert-selection agreement per MoE layer", expert_figure))
+
+
+# ---- files ----------------------------------------------------------------------------------------------
+def _write_atomic(path: Path, data: bytes) -> Path:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def _fmt(v, spec: str = ".3g") -> str:
+    return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def render_html(report: QuantReport, images: list[tuple[str, str]], title: str) -> str:
+    e = html.escape
+    lg, w = report.logits, report.weight_summary
+    band_kl, band_top = LLAMA_CPP_Q8_0["kl_mean"], LLAMA_CPP_Q8_0["same_top_rate"]
+    headline = [
+        ("mean KL(p_bf16 || p_q8)", _fmt(lg.kl_mean), f"{band_kl[0]:g} to {band_kl[1]:g}"),
+        ("median KL", _fmt(lg.kl_median), ""), ("99th percentile KL", _fmt(lg.kl_p99), ""),
+        ("max KL", _fmt(lg.kl_max), ""),
+        ("same top token", f"{lg.same_top}/{lg.tokens} = {100 * lg.same_top_rate:.2f}%{_flips(lg)}",
+         f"{100 * band_top[0]:.1f}% to {100 * band_top[1]:.1f}%"),
+        ("RMS dp of the BF16 top token", _fmt(lg.rms_dp_top), ""),
+        ("RMS dp of the next token (llama.cpp's RMS dp)", _fmt(lg.rms_dp_next), ""),
+        ("perplexity BF16 / Q8_0", f"{_fmt(lg.ppl_ref, '.6g')} / {_fmt(lg.ppl_q, '.6g')}", ""),
+        ("perplexity ratio Q8_0 / BF16", _fmt(lg.ppl_ratio, ".6f"), ""),
+        ("weight SQNR min / median (dB)", f"{_fmt(w['min_db'], '.2f')} / {_fmt(w['median_db'], '.2f')}",
+         f"Gaussian weights: {w['gaussian_theory_db']:.1f}"),
+    ]
+    if report.moe:
+        headline.append(("expert set agreement, worst layer", _fmt(min(m.set_agreement for m in report.moe), ".4f"), ""))
+    head_rows = "".join(f"<tr><th class='name'>{e(k)}</th><td>{e(v)}</td><td>{e(ref)}</td></tr>" for k, v, ref in headline)
+    meta = [("Reference side", f"ours, BF16 weights: <code>{e(str(report.src))}</code>"),
+            ("Quantized side", f"ours, Q8_0 weights: <code>{e(str(report.gguf))}</code>"),
+            ("Adapter", e(report.adapter_name)), ("Model type", e(report.model_type)),
+            ("Inputs", f"{len(report.ids)} tokens" + (f", from text {e(repr(report.text[:80]))}" if report.text else "")),
+            ("Time", e(", ".join(f"{k} {v:.1f} s" for k, v in report.timing.items())))]
+    meta_rows = "".join(f"<tr><th class='name'>{k}</th><td class='name'>{v}</td></tr>" for k, v in meta)
+    notes = "".join(f"<li>{e(n)}</li>" for n in report.notes)
+    imgs = "".join(f"<h3>{e(cap)}</h3><img src='{e(f)}' alt='{e(cap)}'>" for f, cap in images)
+    moe_rows = "".join(f"<tr><td>{m.layer}</td><td class='name'>{e(m.name)}</td><td>{m.set_agreement:.4f}</td>"
+                       f"<td>{m.exact_order:.4f}</td><td>{m.tokens_all_same:.4f}</td></tr>" for m in report.moe)
+    moe_html = ("<h2>Expert selection per MoE layer</h2><table><tr><th>layer</th><th class='name'>router</th>"
+                "<th>same experts (sets)</th><th>same slot</th><th>tokens with all k the same</th></tr>"
+                f"{moe_rows}</table>") if report.moe else ""
+    drift_rows = "".join(f"<tr><td>{i}</td><td class='name'>{e(r.name)}</td><td>{_fmt(r.mse, '.3e')}</td>"
+                         f"<td>{_fmt(r.cosine, '.8f')}</td><td>{_fmt(r.nmse, '.3e')}</td><td>{_fmt(r.max_abs, '.3e')}</td></tr>"
+                         for i, r in enumerate(report.drift.rows) if r.compared)
+    q = sorted((t for t in report.weights if t.quantized), key=lambda t: (math.isnan(t.sqnr_db), t.sqnr_db))
+    sqnr_rows = "".join(f"<tr><td class='name'>{e(t.name)}</td><td>{e(str(list(t.shape)))}</td><td>{e(t.source_dtype)}</td>"
+                        f"<td>{_fmt(t.sqnr_db, '.2f')}</td></tr>" for t in q)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{e(title)}</title><style>{CSS}</style></head>
+<body>
+<h1>{e(title)}</h1>
+<div class="verdict pass">Both sides are <b>our</b> kernels on {e(report.adapter_name)}: BF16 weights against
+Q8_0 weights. Transformers is not involved; this measures what Q8_0 costs.</div>
+<table>{meta_rows}</table>
+<h2>Summary</h2>
+<table><tr><th class="name">measure</th><th>this model</th><th>llama.cpp Q8_0 (real models)</th></tr>{head_rows}</table>
+<ul>{notes}</ul>
+<h2>Figures</h2>
+{imgs}
+{moe_html}
+<h2>Activation drift, in execution order (Q8_0 side against BF16 side)</h2>
+<table><tr><th>#</th><th class="name">name</th><th>MSE</th><th>cosine</th><th>NMSE</th><th>max |err|</th></tr>
+{drift_rows}</table>
+<h2>Weight SQNR of the {len(q)} Q8_0 tensors (worst first)</h2>
+<p>{w['unquantized']} tensors stayed unquantized; {w['unquantized_identical']} of them are bit-identical to the checkpoint.</p>
+<table><tr><th class="name">tensor</th><th>shape</th><th>source</th><th>SQNR (dB)</th></tr>{sqnr_rows}</table>
+<p><a href="report.json">report.json</a></p>
+</body></html>
+"""
+
+
+def write_quant_report(report: QuantReport, out_dir: str | Path, *,
+                       title: str = "omni_lab: Q8_0 against BF16 (both on our kernels)") -> Path:
+    """report.json, the PNGs and index.html into out_dir (created), each atomically; returns index.html."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    images = []
+    for fname, caption, make in FIGURES:
+        if fname == "experts.png" and not report.moe:
+            continue
+        buf = io.BytesIO()
+        make(report).savefig(buf, format="png", dpi=110)
+        _write_atomic(out / fname, buf.getvalue())
+        images.append((fname, caption))
+    report.index = out / "index.html"
+    _write_atomic(out / "report.json", (json.dumps(report.to_json(), indent=1, allow_nan=False) + "\n").encode())
+    return _write_atomic(report.index, render_html(report, images, title).encode("utf-8"))
