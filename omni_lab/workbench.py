@@ -57,7 +57,7 @@ def tokenizer_for(path: str | Path):
     if path.suffix == ".gguf":
         from .formats.gguf_io import GGUFCheckpoint
 
-        text = GGUFCheckpoint(path).tokenizer_json()
+        text = GGUFCheckpoint(path).tokenizer_json
         if text is None:
             raise ValueError(f"{path}: this GGUF carries no tokenizer; give --prompt-ids")
         from tokenizers import Tokenizer

@@ -171,3 +171,12 @@ def test_q8_0_gguf_runs_and_stays_close_to_bf16(tmp_path):
     kl = (p * (np.log(p) - np.log(q))).sum(-1)
     assert kl.mean() < 5e-3, kl
     assert (q8.argmax(-1) == ref.argmax(-1)).mean() >= 0.9
+
+
+def test_text_prompt_through_a_gguf_uses_its_own_tokenizer(tmp_path):
+    from omni_lab.formats.quantize import quantize_checkpoint
+    from omni_lab.workbench import prompt_ids
+
+    src = build_tiny_qwen3(tmp_path / "bf16", seed=6)
+    gguf = quantize_checkpoint(src, tmp_path / "m.gguf", progress=False)
+    assert prompt_ids(gguf, prompt="Привет, мир").tolist() == prompt_ids(src, prompt="Привет, мир").tolist()

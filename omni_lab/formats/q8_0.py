@@ -40,8 +40,10 @@ def quantize_q8_0(x: np.ndarray) -> np.ndarray:
     """float array [..., K] -> Q8_0 blocks [..., K/32*34] uint8, byte-identical to gguf.quants.quantize."""
     x = np.asarray(x)
     _check_k(x.shape, "quantize_q8_0")
-    # gguf quantizes float32 (llama.cpp's converter widens BF16 to F32 first); we do the same.
-    return quantize(x.astype(np.float32, copy=False), GGMLQuantizationType.Q8_0)
+    # gguf quantizes float32 (llama.cpp's converter widens BF16 to F32 first); we do the same. An all-zero
+    # block divides 0 by 0 inside gguf (and stores zeros, as llama.cpp does): not worth a warning.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return quantize(x.astype(np.float32, copy=False), GGMLQuantizationType.Q8_0)
 
 
 def dequantize_q8_0(blocks: np.ndarray) -> np.ndarray:
