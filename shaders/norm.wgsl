@@ -5,6 +5,10 @@
 // Entry `layernorm`: y = (x - mean) * inverseSqrt(var + eps) * w + b, var biased (divided by D),
 //   mean and var by the corrected two-pass algorithm (see below)
 //   Bindings: 0 params; 1 x: [R, D] f32; 2 w: [D] f32; 3 b: [D] f32; 4 y: [R, D] f32.
+// Entry `add_rmsnorm`: h' = h + delta; y = rmsnorm(h') (a decoder's residual add and the norm after it,
+//   one dispatch instead of two; the same f32 operations in the same order as add, then rmsnorm).
+//   Bindings: 0 params; 1 h: [R, D] f32; 2 w: [D] f32; 3 y: [R, D] f32; 4 h': [R, D] f32 (may be h);
+//   5 delta: [R, D] f32.
 // Params:   rows = R, d = D, eps, flags (layernorm: bit 0 apply w, bit 1 apply b; the wrapper binds a
 //           small dummy for a missing one).
 // Dispatch: one workgroup of WG threads (a power of two) per row, flat index wid.x + wid.y * nwg.x
@@ -22,7 +26,8 @@ struct Params { rows: u32, d: u32, eps: f32, flags: u32 }
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;   // rmsnorm
 @group(0) @binding(3) var<storage, read> bias: array<f32>;      // layernorm
-@group(0) @binding(4) var<storage, read_write> y4: array<f32>;  // layernorm
+@group(0) @binding(4) var<storage, read_write> y4: array<f32>;  // layernorm; add_rmsnorm's h'
+@group(0) @binding(5) var<storage, read> delta: array<f32>;     // add_rmsnorm
 
 var<workgroup> red: array<f32, WG>;
 
@@ -53,6 +58,24 @@ fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let r = inverseSqrt(workgroup_sum(lid, ss) / f32(p.d) + p.eps);
     for (var i = lid; i < p.d; i += WG) {
         y[base + i] = (x[base + i] * r) * w[i];
+    }
+}
+
+@compute @workgroup_size(WG)
+fn add_rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.rows) { return; }  // uniform per workgroup
+    let base = row * p.d;
+    var ss = 0.0;
+    for (var i = lid; i < p.d; i += WG) {
+        let v = x[base + i] + delta[base + i];
+        y4[base + i] = v;  // read back below by this same thread only
+        ss += v * v;
+    }
+    let r = inverseSqrt(workgroup_sum(lid, ss) / f32(p.d) + p.eps);
+    for (var i = lid; i < p.d; i += WG) {
+        y[base + i] = (y4[base + i] * r) * w[i];
     }
 }
 

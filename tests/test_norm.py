@@ -100,3 +100,17 @@ def test_errors_name_the_kernel(rt):
         norm.layernorm(x, w, rt.upload(np.zeros(8, np.int32)), 1e-5)
     with pytest.raises(KernelError, match=r"layernorm: x must be \[..., D\] with D > 0"):
         norm.layernorm(x.view((4, 0)), None, None, 1e-5)
+
+
+@pytest.mark.parametrize("rows,d,in_place", [(1, 1024, True), (3, 7, False), (5, 257, True), (2, 2048, False)])
+def test_add_rmsnorm_equals_add_then_rmsnorm(rt, rng, rows, d, in_place):
+    h, delta, w = rand(rng, rows, d), rand(rng, rows, d), rand(rng, d)
+    ht = rt.upload(h)
+    out_h = ht if in_place else padded_output((rows, d))
+    out = padded_output((rows, d))
+    norm.add_rmsnorm(ht, rt.upload(delta), rt.upload(w), 1e-6, out_h=out_h, out=out)
+    np.testing.assert_array_equal(out_h.numpy(), h + delta)  # the same f32 add
+    assert nmse(out.numpy(), norm.rmsnorm_ref(h + delta, w, 1e-6)) < 1e-11
+    check_sentinels(out)
+    if not in_place:
+        check_sentinels(out_h)

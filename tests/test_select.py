@@ -115,3 +115,16 @@ def test_errors_name_the_kernel(rt):
         select.argmax(rt.upload(np.zeros((4, 8), np.float32), "bf16"))
     with pytest.raises(KernelError, match=r"argmax: out must be \(4,\) i32 \(out=\(4,\) f32, x=\(4, 8\) f32\)"):
         select.argmax(x, out=rt.upload(np.zeros(4, np.float32)))
+
+
+def test_wide_argmax_nan_inf_and_ties_like_the_narrow_path(rt, rng):
+    """Rows wider than select.WIDE_ROW go through top-1: the same order as the one-workgroup kernel."""
+    c = select.WIDE_ROW + 1001
+    x = rng.standard_normal((3, c)).astype(np.float32)
+    x[0, [5000, 9000]] = np.nan  # NaN ranks first, the first of them wins
+    x[1, [7, c - 1]] = np.inf
+    x[2, :] = 0.0
+    x[2, [0, 100]] = -0.0  # -0 == +0: still the first
+    got = select.argmax(rt.upload(x)).numpy()
+    assert np.array_equal(got, [5000, 7, 0])
+    assert np.array_equal(got, select.argmax_ref(x))

@@ -94,6 +94,36 @@ def self_attention(L, x: Tensor, s, t: int, heads: tuple[int, int, int], eps: fl
     return apply_linear(s.attn, L.o_proj, out)
 
 
+def encode_decoder(model, s, t: int, taps: dict[str, Tensor], all_logits: bool, prefix: str, lm_head_name: str,
+                   rotary, window, mlp) -> Tensor:
+    """Record one forward of a Qwen3-style decoder (embedding, layers of attention and MLP with
+    pre-norms, final norm, LM head) for t tokens into the current step; returns the logits.
+
+    The dense model and the Omni thinker differ only in `prefix` (their HF module path), `rotary`
+    (self_attention's), `window(i)` and `mlp(i, layer, x, out)`. Each residual add is fused with the
+    norm that follows it. A tapped activation is written to its own buffer from `taps`."""
+    cfg, eps = model.cfg, model.cfg.rms_norm_eps
+    heads = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim)
+    out = lambda name, default: taps.get(name, default)  # noqa: E731
+    layers = model.layers
+
+    h = embedding.embedding(s.ids, model.embed_tokens, out=out(f"{prefix}.embed_tokens", s.h))
+    x = norm.rmsnorm(h, layers[0].input_layernorm, eps, out=s.x)
+    for i, L in enumerate(layers):
+        p = f"{prefix}.layers.{i}"
+        o = self_attention(L, x, s, t, heads, eps, rotary, model.step_buf, window(i), out(f"{p}.self_attn", s.o))
+        h, x = norm.add_rmsnorm(h, o, L.post_attention_layernorm, eps, out_h=s.h, out=s.x)
+        m = mlp(i, L, x, out(f"{p}.mlp", s.mlp))
+        last = i + 1 == len(layers)
+        h, x = norm.add_rmsnorm(h, m, model.norm if last else layers[i + 1].input_layernorm, eps,
+                                out_h=out(p, s.h), out=out(f"{prefix}.norm", s.x) if last else s.x)
+    if not all_logits:  # only the last token's logits are needed to continue
+        x = model.last_row(x, t)
+    rows = x.shape[0]
+    return apply_linear(x, model.lm_head, out(lm_head_name, s.logits if s.logits.shape[0] == rows else
+                                                   runtime().empty((rows, cfg.vocab_size))))
+
+
 @dataclass
 class Layer:
     q_proj: object
@@ -200,26 +230,9 @@ class Qwen3(DecoderLM):
         return shapes
 
     def _encode(self, s: Scratch, t: int, taps: dict[str, Tensor], all_logits: bool) -> Tensor:
-        """Record one forward of t tokens at positions start.. into the current step; returns the logits."""
-        cfg = self.cfg
-        hq, hkv, dh, eps = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.rms_norm_eps
-        out = lambda name, default: taps.get(name, default)  # noqa: E731  a tapped activation gets its own buffer
-        rotary = (s.positions, self.inv_freq, None)
-
-        h = embedding.embedding(s.ids, self.embed_tokens, out=out("model.embed_tokens", s.h))
-        for i, L in enumerate(self.layers):
-            p = f"model.layers.{i}"
-            x = norm.rmsnorm(h, L.input_layernorm, eps, out=s.x)
-            o = self_attention(L, x, s, t, (hq, hkv, dh), eps, rotary, self.step_buf, cfg.window(i),
-                               out(f"{p}.self_attn", s.o))
-            h = elementwise.add(h, o, out=s.h)
-            x = norm.rmsnorm(h, L.post_attention_layernorm, eps, out=s.x)
+        def mlp(i: int, L: Layer, x: Tensor, out: Tensor) -> Tensor:
             gate, up = apply_linears(x, (L.gate_proj, L.up_proj), (s.gate, s.up))
-            act = elementwise.swiglu(gate, up, out=s.act)
-            m = apply_linear(act, L.down_proj, out(f"{p}.mlp", s.mlp))
-            h = elementwise.add(h, m, out=out(p, s.h))
-        x = norm.rmsnorm(h, self.norm, eps, out=out("model.norm", s.x))
-        if not all_logits:  # only the last token's logits are needed to continue
-            x = self.last_row(x, t)
-        return apply_linear(x, self.lm_head, out("lm_head", s.logits if s.logits.shape[0] == x.shape[0] else
-                                                       runtime().empty((x.shape[0], cfg.vocab_size))))
+            return apply_linear(elementwise.swiglu(gate, up, out=s.act), L.down_proj, out)
+
+        return encode_decoder(self, s, t, taps, all_logits, "model", "lm_head", (s.positions, self.inv_freq, None),
+                              self.cfg.window, mlp)

@@ -19,11 +19,11 @@ from ..formats import omni_names as names
 from ..formats.safetensors_io import CheckpointError
 from ..gpu import Tensor, runtime
 from ..ops import attention as attn_ops
-from ..ops import elementwise, embedding, linear, moe, norm, rope
+from ..ops import elementwise, linear, moe, rope
 from .config import ConfigError
 from .decoder import DecoderLM, ModelInputError  # noqa: F401  (ModelInputError is part of this module's API)
 from .qwen3 import Scratch as DenseScratch
-from .qwen3 import apply_linear, apply_linears, load_attention, open_checkpoint, self_attention, upload_weight
+from .qwen3 import apply_linear, apply_linears, encode_decoder, load_attention, open_checkpoint, upload_weight
 
 LIVE = names.LIVE_TEXT.rstrip(".")  # "thinker.model.language_model"
 LM_HEAD = "thinker.lm_head"
@@ -292,26 +292,8 @@ class Qwen3OmniThinkerText(DecoderLM):
         return moe.moe_combine(y, weights, out=out)
 
     def _encode(self, s: Scratch, t: int, taps: dict, all_logits: bool) -> Tensor:
-        cfg = self.cfg
-        heads, eps = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim), cfg.rms_norm_eps
-        out = lambda name, default: taps.get(name, default)  # noqa: E731  a tapped activation gets its own buffer
-        rotary = (s.positions3, self.inv_freq, cfg.mrope_section)
-
-        h = embedding.embedding(s.ids, self.embed_tokens, out=out(f"{LIVE}.embed_tokens", s.h))
-        for i, L in enumerate(self.layers):
-            p = f"{LIVE}.layers.{i}"
-            x = norm.rmsnorm(h, L.input_layernorm, eps, out=s.x)
-            o = self_attention(L, x, s, t, heads, eps, rotary, self.step_buf, 0, out(f"{p}.self_attn", s.o))
-            h = elementwise.add(h, o, out=s.h)
-            x = norm.rmsnorm(h, L.post_attention_layernorm, eps, out=s.x)
-            m = self._mlp(i, L, x, s, t, taps, out(f"{p}.mlp", s.mlp))
-            h = elementwise.add(h, m, out=out(p, s.h))
-        x = norm.rmsnorm(h, self.norm, eps, out=out(f"{LIVE}.norm", s.x))
-        if not all_logits:  # only the last token's logits are needed to continue
-            x = self.last_row(x, t)
-        rows = x.shape[0]
-        return apply_linear(x, self.lm_head, out(LM_HEAD, s.logits if s.logits.shape[0] == rows else
-                                                  runtime().empty((rows, cfg.vocab_size))))
+        return encode_decoder(self, s, t, taps, all_logits, LIVE, LM_HEAD, (s.positions3, self.inv_freq, self.cfg.mrope_section),
+                              lambda i: 0, lambda i, L, x, out: self._mlp(i, L, x, s, t, taps, out))
 
 
 # -- the HF side -------------------------------------------------------------------------------------

@@ -42,6 +42,21 @@ def rmsnorm(x: Tensor, weight: Tensor, eps: float, out: Tensor | None = None) ->
     return out
 
 
+def add_rmsnorm(h: Tensor, delta: Tensor, weight: Tensor, eps: float, out_h: Tensor | None = None,
+                out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """h' = h + delta (into out_h, which may be h), then rmsnorm(h') into out: the residual add of a
+    decoder layer and the norm that follows, in one dispatch. Returns (h', normed)."""
+    rows, d, out = _rows("add_rmsnorm", h, out)
+    out_h = h if out_h is None else out_h
+    for name, t in (("delta", delta), ("out_h", out_h)):
+        expect("add_rmsnorm", t.shape == h.shape and t.dtype == "f32", f"{name} must be {h.shape} f32", h=h, **{name: t})
+    _vector("add_rmsnorm", "weight", weight, d)
+    if rows:
+        kern = runtime().kernel("norm", "add_rmsnorm", WG=workgroup_for(d))
+        kern(rows, pack_params(rows, d, float(eps), 0), h, weight, out, out_h, delta)
+    return out_h, out
+
+
 def layernorm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float,
               out: Tensor | None = None) -> Tensor:
     """(x - mean) / sqrt(var + eps) * weight + bias, biased variance; weight and bias may be None."""

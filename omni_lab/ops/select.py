@@ -27,6 +27,10 @@ def _rows(kernel: str, x: Tensor) -> tuple[int, int]:
     return x.numel // x.shape[-1], x.shape[-1]
 
 
+WIDE_ROW = 16384  # columns past which a few rows go through top-1 (many workgroups per row)
+_top1_values: dict[int, Tensor] = {}
+
+
 def argmax(x: Tensor, out: Tensor | None = None) -> Tensor:
     """Index of the largest entry of each row (the first on ties). x [..., C] f32 -> [...] i32."""
     rows, c = _rows("argmax", x)
@@ -34,7 +38,14 @@ def argmax(x: Tensor, out: Tensor | None = None) -> Tensor:
     if out is None:
         out = runtime().empty(shape, "i32", label="argmax")
     expect("argmax", out.shape == shape and out.dtype == "i32", f"out must be {shape} i32", out=out, x=x)
-    if rows:
+    if rows and c > WIDE_ROW and rows < 16:
+        # One workgroup per row leaves a GPU idle on a vocabulary-wide row (236 us for 152k logits on an
+        # H200); top-1 splits the row over many workgroups, with the same order (first index on ties).
+        values = _top1_values.get(rows)
+        if values is None:
+            values = _top1_values[rows] = runtime().empty((rows, 1), "f32", label="argmax.values")
+        topk(x.view((rows, c)), 1, out_values=values, out_indices=out.view((rows, 1)))
+    elif rows:
         runtime().kernel("select", "argmax", WG=workgroup_for(c))(rows, pack_params(rows, c, 0, 0), x, out)
     return out
 
