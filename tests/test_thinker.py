@@ -173,3 +173,18 @@ def test_sampling_is_seeded_and_greedy_at_top_k_1(tiny):
     logits = model.forward(PROMPT, start=0)["logits"][-1]
     assert a[0] in np.argsort(-logits)[:5]
     assert model.generate(PROMPT, 5, Sampler(top_k=1), stop_at_eos=False) == model.generate(PROMPT, 5, stop_at_eos=False)
+
+
+def test_tiny_omni_builds_are_reproducible_and_finite(tmp_path):
+    """Transformers leaves the talker's expert weights uninitialised; the builder must draw them itself."""
+    import torch
+    from safetensors import safe_open
+
+    from omni_lab.models.tiny_omni import build_tiny_omni
+
+    a = safe_open(build_tiny_omni(tmp_path / "a", seed=3) / "model.safetensors", "pt")
+    b = safe_open(build_tiny_omni(tmp_path / "b", seed=3) / "model.safetensors", "pt")
+    for key in a.keys():
+        ta, tb = a.get_tensor(key), b.get_tensor(key)
+        assert torch.equal(ta, tb), f"{key} differs between two builds with the same seed"
+        assert torch.isfinite(ta.float()).all(), key

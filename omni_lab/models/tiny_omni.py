@@ -124,7 +124,15 @@ def build_tiny_omni(out_dir: str | Path, seed: int = 0, preset: str = "tiny") ->
 
     def write(tmp: Path) -> None:
         torch.manual_seed(seed)
-        model = Qwen3OmniMoeForConditionalGeneration(config).to(torch.bfloat16)
+        model = Qwen3OmniMoeForConditionalGeneration(config)
+        # Transformers 5.23's _init_weights skips the talker's fused expert weights, which stay as
+        # uninitialised memory: different on every build and at times NaN. Draw them like the other linears.
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.startswith("talker.") and ".mlp.experts." in name:
+                    param.copy_(torch.randn(param.shape, generator=generator) * config.talker_config.initializer_range)
+        model = model.to(torch.bfloat16)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
