@@ -65,7 +65,7 @@ def bench_ours(path: Path, prompt: np.ndarray, new_tokens: int, reps: int) -> di
             "weight_bytes_per_token": weight_bytes_per_token(model)}
 
 
-def profile_decode_step(model: Qwen3, prompt: np.ndarray) -> dict:
+def profile_decode_step(model, prompt: np.ndarray) -> dict:
     """GPU time of one decode step by kernel (each dispatch timed in its own pass), against the wall
     time of a step as generation runs it: the difference is launch, barrier and host time."""
     rt = runtime()

@@ -174,6 +174,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
+    from decode import profile_decode_step
     from kernels import bench_copy, torch_copy_gb_per_s
 
     text = text_config(args)
@@ -195,10 +196,11 @@ def main() -> None:
                                  max_len=args.prompt_len + args.new_tokens + 8, progress=True)
     load_s = time.perf_counter() - t0
     s = timed_decode(lambda n: model.generate(prompt, n, stop_at_eos=False), args.new_tokens, args.reps)
+    profile = profile_decode_step(model, prompt)
     nbytes = active_bytes_per_token(text)
     ours = {"decode_tok_per_s": 1 / s, "decode_s_per_token": s, "load_s": load_s, "active_bytes_per_token": nbytes,
             "gb_per_s": nbytes / s / 1e9, "fraction_of_copy_bw": nbytes / s / 1e9 / ceiling,
-            "adapter": rt.gpu.describe()["adapter"]}
+            "adapter": rt.gpu.describe()["adapter"], "profile": profile}
     report.update(ours_wgpu_bf16=ours, copy_gb_per_s=copy, cuda_copy_gb_per_s=cuda_copy)
     if "transformers" in report:
         report["decode_speedup"] = ours["decode_tok_per_s"] / report["transformers"]["decode_tok_per_s"]
