@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..gpu import Tensor, runtime
-from ..ops import select
+from ..ops import rope, select
 from .sampling import Sampler, sample_from_topk
 
 
@@ -24,6 +24,10 @@ class DecoderLM:
     step_buf: Tensor     # u32 [4]: the first position of the current step, written once per step
 
     def _init_decoder(self) -> None:
+        """After the weights: rotary frequencies, the per-step buffer, caches."""
+        cfg = self.cfg
+        self.inv_freq = runtime().upload(rope.rope_inv_freq(cfg.head_dim, cfg.rope_theta), "f32", label="inv_freq")
+        self.step_buf = runtime().empty((4,), "u32", label="step")
         self._scratch: dict[tuple[int, int], object] = {}
         self._plans: dict[tuple, list] = {}  # recorded decode steps, replayed every token
         self.length = 0  # tokens in the KV cache

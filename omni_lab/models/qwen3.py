@@ -45,6 +45,17 @@ def upload_weight(ckpt, name: str, shape: tuple[int, ...]):
     return runtime().upload(array, dtype, label=name)
 
 
+def load_embedding_and_head(ckpt, embed_name: str, head_name: str, shape: tuple[int, int], tied: bool):
+    """(the table the embedding gather reads, the LM head). The head keeps its stored format; a tied head
+    is the embedding's weight. A Q8_0 table serves as the head (matvec), but the gather reads an f32 copy:
+    the dequantized values (f16 scale x int8) are exact in f32 and not in bf16 or f16."""
+    table = upload_weight(ckpt, embed_name, shape)
+    head = table if tied and head_name not in ckpt else upload_weight(ckpt, head_name, shape)
+    if not isinstance(table, Tensor):
+        table = runtime().upload(ckpt.get_f32(embed_name), "f32", label=embed_name)
+    return table, head
+
+
 def apply_linear(x: Tensor, w, out: Tensor) -> Tensor:
     if isinstance(w, Tensor):
         return linear.linear(x, w, out)
@@ -173,12 +184,8 @@ class Qwen3(DecoderLM):
         norm_f32 = lambda name, n: (ckpt.expect(name, (n,)), rt.upload(ckpt.get_f32(name), "f32", label=name))[1]  # noqa: E731
         bar = tqdm(total=cfg.num_hidden_layers + 2, desc=f"loading {Path(str(getattr(ckpt, 'path', ''))).name}",
                    disable=not progress, unit="part")
-        self.embed_tokens = upload_weight(ckpt, "model.embed_tokens.weight", (v, d))
-        tied_head = self.embed_tokens
-        if not isinstance(self.embed_tokens, Tensor):
-            # A Q8_0 table serves as the tied LM head (matvec), but the gather reads an f32 copy: the
-            # dequantized values (f16 scale x int8) are exact in f32 and not in bf16 or f16.
-            self.embed_tokens = rt.upload(ckpt.get_f32("model.embed_tokens.weight"), "f32", label="embed_tokens")
+        self.embed_tokens, self.lm_head = load_embedding_and_head(
+            ckpt, "model.embed_tokens.weight", "lm_head.weight", (v, d), cfg.tie_word_embeddings)
         bar.update()
         self.layers: list[Layer] = []
         for i in range(cfg.num_hidden_layers):
@@ -195,14 +202,8 @@ class Qwen3(DecoderLM):
             ))
             bar.update()
         self.norm = norm_f32("model.norm.weight", d)
-        if cfg.tie_word_embeddings and "lm_head.weight" not in ckpt:
-            self.lm_head = tied_head
-        else:
-            self.lm_head = upload_weight(ckpt, "lm_head.weight", (v, d))
         bar.update()
         bar.close()
-        self.inv_freq = rt.upload(rope.rope_inv_freq(dh, cfg.rope_theta), "f32", label="inv_freq")
-        self.step_buf = rt.empty((4,), "u32", label="step")
         self._init_decoder()
 
     @classmethod

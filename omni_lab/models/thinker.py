@@ -19,11 +19,12 @@ from ..formats import omni_names as names
 from ..formats.safetensors_io import CheckpointError
 from ..gpu import Tensor, runtime
 from ..ops import attention as attn_ops
-from ..ops import elementwise, linear, moe, rope
+from ..ops import elementwise, linear, moe
 from .config import ConfigError
 from .decoder import DecoderLM, ModelInputError  # noqa: F401  (ModelInputError is part of this module's API)
 from .qwen3 import Scratch as DenseScratch
-from .qwen3 import apply_linear, apply_linears, encode_decoder, load_attention, open_checkpoint, upload_weight
+from .qwen3 import (apply_linear, apply_linears, encode_decoder, load_attention, load_embedding_and_head,
+                    open_checkpoint, upload_weight)
 
 LIVE = names.LIVE_TEXT.rstrip(".")  # "thinker.model.language_model"
 LM_HEAD = "thinker.lm_head"
@@ -206,7 +207,8 @@ class Qwen3OmniThinkerText(DecoderLM):
 
         bar = tqdm(total=cfg.num_hidden_layers + 2, desc=f"loading {Path(str(getattr(ckpt, 'path', ''))).name} (thinker)",
                    disable=not progress, unit="part")
-        self.embed_tokens = upload_weight(ckpt, key("embed_tokens.weight"), (v, d))
+        self.embed_tokens, self.lm_head = load_embedding_and_head(
+            ckpt, key("embed_tokens.weight"), names.LM_HEAD, (v, d), cfg.tie_word_embeddings)
         bar.update()
         self.layers: list[ThinkerLayer] = []
         for i in range(cfg.num_hidden_layers):
@@ -227,14 +229,8 @@ class Qwen3OmniThinkerText(DecoderLM):
                 mlp=mlp, cache_k=ck, cache_v=cv))
             bar.update()
         self.norm = norm_f32(key("norm.weight"), d)
-        if cfg.tie_word_embeddings and names.LM_HEAD not in ckpt:
-            self.lm_head = self.embed_tokens
-        else:
-            self.lm_head = upload_weight(ckpt, names.LM_HEAD, (v, d))
         bar.update()
         bar.close()
-        self.inv_freq = rt.upload(rope.rope_inv_freq(dh, cfg.rope_theta), "f32", label="inv_freq")
-        self.step_buf = rt.empty((4,), "u32", label="step")
         self._init_decoder()
 
     @classmethod
