@@ -1,6 +1,6 @@
 // embedding: out[t, :] = table[ids[t], :] widened to f32, for the rows of one binding piece of the table.
 //
-// Bindings: 0 params; 1 ids: [T] i32; 2 table piece: [rows, D] packed per TTYPE (f32: one per u32;
+// Bindings: 0 params; 1 ids: [T] i32; 2 table piece: [rows, D] packed per WTYPE (f32: one per u32;
 //           f16 and bf16: two per u32, element 2j in the low half), starting at table row row0;
 //           3 out: [T, D] f32.
 // Params:   t = T, d = D, row0 = first table row of this piece, rows = rows in this piece,
@@ -12,7 +12,7 @@
 //           bounds (callers validate ids on the host; this is the guard, not the check).
 
 override WG: u32 = 256;
-override TTYPE: u32 = 2u;  // 0 f32, 1 f16, 2 bf16
+override WTYPE: u32 = 2u;  // 0 f32, 1 f16, 2 bf16
 
 struct Params { t: u32, d: u32, row0: u32, rows: u32, vocab: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
 
@@ -22,15 +22,11 @@ struct Params { t: u32, d: u32, row0: u32, rows: u32, vocab: u32, _pad0: u32, _p
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 // Element e (counted from the start of this piece) as f32.
+// #include "lib/packed16.wgsl"
+
 fn element(e: u32) -> f32 {
-    if (TTYPE == 0u) { return bitcast<f32>(table[e]); }
-    let u = table[e / 2u];
-    let odd = (e & 1u) == 1u;
-    if (TTYPE == 1u) {
-        let h = unpack2x16float(u);
-        return select(h.x, h.y, odd);
-    }
-    return bitcast<f32>(select(u << 16u, u & 0xffff0000u, odd));
+    if (WTYPE == 0u) { return bitcast<f32>(table[e]); }
+    return half16(table[e / 2u], (e & 1u) == 1u);
 }
 
 @compute @workgroup_size(WG)

@@ -22,14 +22,11 @@ struct Params { m: u32, n: u32, k: u32, row_base: u32, ldy: u32, _p0: u32, _p1: 
 var<workgroup> xs: array<array<f32, TILE>, TK>;  // [k][m]
 var<workgroup> ws: array<array<f32, TILE>, TK>;  // [k][n]
 
+// #include "lib/packed16.wgsl"
+
 fn weight(e: u32) -> f32 {
     if (WTYPE == 0u) { return bitcast<f32>(w[e]); }
-    let u = w[e >> 1u];
-    if (WTYPE == 1u) {
-        let h = unpack2x16float(u);
-        return select(h.x, h.y, (e & 1u) == 1u);
-    }
-    return bitcast<f32>(select(u << 16u, u & 0xffff0000u, (e & 1u) == 1u));
+    return half16(w[e >> 1u], (e & 1u) == 1u);
 }
 
 @compute @workgroup_size(16, 16)

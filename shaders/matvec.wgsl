@@ -31,15 +31,7 @@ struct Params { n: u32, k: u32, row_base: u32, n1: u32, n2: u32, _p0: u32, _p1: 
 
 var<workgroup> partial: array<f32, WG>;
 
-fn lo(u: u32) -> f32 {
-    if (WTYPE == 1u) { return unpack2x16float(u).x; }
-    return bitcast<f32>(u << 16u);
-}
-
-fn hi(u: u32) -> f32 {
-    if (WTYPE == 1u) { return unpack2x16float(u).y; }
-    return bitcast<f32>(u & 0xffff0000u);
-}
+// #include "lib/packed16.wgsl"
 
 // Dot product of one 16-byte weight word with the x values it covers; j indexes 16-byte weight words.
 fn dot_word(u: vec4<u32>, j: u32) -> f32 {
@@ -87,7 +79,7 @@ fn weight(e: u32) -> f32 {
     let word = w[e / (4u * select(2u, 1u, WTYPE == 0u))];
     if (WTYPE == 0u) { return bitcast<f32>(word[e % 4u]); }
     let u = word[(e / 2u) % 4u];
-    return select(lo(u), hi(u), (e & 1u) == 1u);
+    return half16(u, (e & 1u) == 1u);
 }
 
 @compute @workgroup_size(WG)

@@ -128,15 +128,7 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 
 var<workgroup> partial: array<f32, WG>;
 
-fn lo(u: u32) -> f32 {
-    if (WTYPE == 1u) { return unpack2x16float(u).x; }
-    return bitcast<f32>(u << 16u);
-}
-
-fn hi(u: u32) -> f32 {
-    if (WTYPE == 1u) { return unpack2x16float(u).y; }
-    return bitcast<f32>(u & 0xffff0000u);
-}
+// #include "lib/packed16.wgsl"
 
 // Which weight row (inside this piece) and x row an output row uses; ok = false when the pair's expert is
 // not in this piece (or the row is past the end).
@@ -191,7 +183,7 @@ fn weight(i: u32) -> f32 {
     let word = w[i / (4u * select(2u, 1u, WTYPE == 0u))];
     if (WTYPE == 0u) { return bitcast<f32>(word[i % 4u]); }
     let u = word[(i / 2u) % 4u];
-    return select(lo(u), hi(u), (i & 1u) == 1u);
+    return half16(u, (i & 1u) == 1u);
 }
 
 @compute @workgroup_size(WG)

@@ -22,28 +22,8 @@ var<workgroup> red_m: array<f32, WG>;
 var<workgroup> red_s: array<f32, WG>;
 
 const LOWEST: f32 = -3.40282347e38;  // finite start for the running max, so LOWEST - LOWEST is 0, not NaN
-const EXP_HI: f32 = 88.72283;
-const EXP_LO: f32 = -87.33654;
-const LOG2E: f32 = 1.4426950409;
-const LN2_HI: f32 = 0.693145751953125;
-const LN2_LO: f32 = 1.4286068203e-6;
 
-// exp(x) to about 1.3 ulp over all f32 (the same function as in elementwise.wgsl; WGSL's exp has
-// implementation-defined precision that grows with |x|).
-fn exp_f32(x_in: f32) -> f32 {
-    let v = clamp(x_in, EXP_LO, EXP_HI);
-    let k = round(v * LOG2E);
-    let r = (v - k * LN2_HI) - k * LN2_LO;
-    var q = 1.0 / 5040.0;
-    q = q * r + 1.0 / 720.0;
-    q = q * r + 1.0 / 120.0;
-    q = q * r + 1.0 / 24.0;
-    q = q * r + 1.0 / 6.0;
-    q = q * r + 0.5;
-    q = q * r + 1.0;
-    q = q * r + 1.0;
-    return select(ldexp(q, i32(k)), 0.0, x_in < EXP_LO);
-}
+// #include "lib/exp.wgsl"
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

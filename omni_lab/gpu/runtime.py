@@ -10,6 +10,7 @@ Rules this file enforces (DESIGN.md, GPU runtime):
 
 from __future__ import annotations
 
+import re
 import struct
 import time
 from collections import OrderedDict
@@ -32,6 +33,31 @@ SHADER_DIR = Path(__file__).resolve().parents[2] / "shaders"
 
 _BIND_CACHE_SIZE = 8192
 _PARAM_CACHE_SIZE = 4096
+
+
+_INCLUDE = re.compile(r'^// #include "([\w./-]+\.wgsl)"[ \t]*$', re.M)
+
+
+def shader_source(path: Path) -> str:
+    """A WGSL file with each `// #include "lib/name.wgsl"` line replaced by that file (relative to shaders/),
+    each file at most once. WGSL has no include; this keeps functions shared by several shaders (our exp,
+    16-bit unpacking) in one place. The directive is a comment, so an unexpanded file still parses."""
+    seen: set[str] = set()
+
+    def expand(text: str, where: Path) -> str:
+        def one(m: re.Match) -> str:
+            name = m.group(1)
+            if name in seen:
+                return f"// (already included: {name})"
+            seen.add(name)
+            lib = SHADER_DIR / name
+            if not lib.is_file():
+                raise KernelError(f"{where.name}: includes {name}, but {lib} does not exist")
+            return f"// ---- {name}\n" + expand(lib.read_text(), lib) + f"// ---- end of {name}"
+
+        return _INCLUDE.sub(one, text)
+
+    return expand(path.read_text(), path)
 
 
 def pack_params(*values: int | float) -> bytes:
@@ -170,7 +196,7 @@ class Runtime:
                 path = SHADER_DIR / f"{shader}.wgsl"
                 if not path.is_file():
                     raise KernelError(f"no shader for op '{shader}': {path} does not exist")
-                self._sources[shader] = path.read_text()
+                self._sources[shader] = shader_source(path)
             k = self._kernels[key] = Kernel(self, f"{shader}.{entry}", self._sources[shader], entry, constants)
         return k
 

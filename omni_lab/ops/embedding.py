@@ -14,13 +14,13 @@ from ..gpu import Tensor, pack_params, runtime
 from ._check import dtype_in, expect
 from .norm import workgroup_for
 
-TTYPE = {"f32": 0, "f16": 1, "bf16": 2}
+WTYPE = {"f32": 0, "f16": 1, "bf16": 2}
 
 
 def embedding(ids: Tensor, table: Tensor, out: Tensor | None = None) -> Tensor:
     """out[t] = table[ids[t]] as f32 (zeros for an id outside [0, V))."""
     dtype_in("embedding", "ids", ids, ("i32",))
-    dtype_in("embedding", "table", table, tuple(TTYPE))
+    dtype_in("embedding", "table", table, tuple(WTYPE))
     expect("embedding", len(ids.shape) == 1 and len(table.shape) == 2 and table.shape[0] > 0,
            "ids must be [T] and table [V, D]", ids=ids, table=table)
     (t,), (v, d) = ids.shape, table.shape
@@ -30,7 +30,7 @@ def embedding(ids: Tensor, table: Tensor, out: Tensor | None = None) -> Tensor:
     expect("embedding", out.shape == (t, d) and out.dtype == "f32", f"out must be {(t, d)} f32", out=out)
     if t == 0 or d == 0:
         return out
-    kern = rt.kernel("embedding", WG=workgroup_for(d), TTYPE=TTYPE[table.dtype])
+    kern = rt.kernel("embedding", WG=workgroup_for(d), WTYPE=WTYPE[table.dtype])
     for row0, piece in table.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment):
         kern(t, pack_params(t, d, row0, piece.shape[0], v), ids, piece, out)
     return out
