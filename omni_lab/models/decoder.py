@@ -1,8 +1,9 @@
 """What every decoder-only language model here shares: input checks, per-length scratch buffers, one
 forward as one step with tapped activations, and generation that reads back only the next token.
 
-A model subclasses DecoderLM and provides `make_scratch`, `write_positions`, `_encode` and
-`activation_shapes` (and `tap_buffers` / `collect` for activations that are not one [T, F] tensor).
+A model subclasses DecoderLM, names its `config_class` (with `from_dict`) and `scratch_class` (buffers for
+one length), and provides `write_positions`, `_encode` and `activation_shapes` (and `tap_buffers` /
+`collect` for activations that are not one [T, F] tensor).
 """
 
 from __future__ import annotations
@@ -32,10 +33,18 @@ class DecoderLM:
         self._plans: dict[tuple, list] = {}  # recorded decode steps, replayed every token
         self.length = 0  # tokens in the KV cache
 
-    # -- provided by each model ----------------------------------------------------------------
-    def make_scratch(self, t: int, logits_rows: int):
-        raise NotImplementedError
+    config_class: type
+    scratch_class: type
 
+    @classmethod
+    def load(cls, path, max_len: int = 2048, progress: bool = True):
+        """The model of the checkpoint directory or .gguf file at `path`."""
+        from .qwen3 import open_checkpoint
+
+        ckpt = open_checkpoint(path)
+        return cls(cls.config_class.from_dict(ckpt.config, source=str(path)), ckpt, max_len, progress)
+
+    # -- provided by each model ----------------------------------------------------------------
     def write_positions(self, s, start: int, t: int) -> None:
         raise NotImplementedError
 
@@ -57,7 +66,7 @@ class DecoderLM:
     def scratch(self, t: int, logits_rows: int):
         key = (t, logits_rows)
         if key not in self._scratch:
-            self._scratch[key] = self.make_scratch(t, logits_rows)
+            self._scratch[key] = self.scratch_class(self.cfg, t, logits_rows)
         return self._scratch[key]
 
     def check_ids(self, ids) -> np.ndarray:

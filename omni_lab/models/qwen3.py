@@ -175,6 +175,9 @@ class Scratch:
 
 
 class Qwen3(DecoderLM):
+    config_class = Qwen3Config
+    scratch_class = Scratch
+
     def __init__(self, cfg: Qwen3Config, ckpt, max_len: int = 2048, progress: bool = True):
         self.cfg = cfg
         self.max_len = max_len
@@ -206,15 +209,7 @@ class Qwen3(DecoderLM):
         bar.close()
         self._init_decoder()
 
-    @classmethod
-    def load(cls, path: str | Path, max_len: int = 2048, progress: bool = True) -> "Qwen3":
-        ckpt = open_checkpoint(path)
-        return cls(Qwen3Config.from_dict(ckpt.config, source=f"{path}"), ckpt, max_len, progress)
-
     # -- one step ------------------------------------------------------------------------------
-    def make_scratch(self, t: int, logits_rows: int) -> Scratch:
-        return Scratch(self.cfg, t, logits_rows)
-
     def write_positions(self, s: Scratch, start: int, t: int) -> None:
         runtime().write(s.positions, np.arange(start, start + t, dtype=np.int32))
 

@@ -24,7 +24,7 @@ from .config import ConfigError
 from .decoder import DecoderLM, ModelInputError  # noqa: F401  (ModelInputError is part of this module's API)
 from .qwen3 import Scratch as DenseScratch
 from .qwen3 import (apply_linear, apply_linears, encode_decoder, load_attention, load_embedding_and_head,
-                    open_checkpoint, upload_weight)
+                    upload_weight)
 
 LIVE = names.LIVE_TEXT.rstrip(".")  # "thinker.model.language_model"
 LM_HEAD = "thinker.lm_head"
@@ -192,6 +192,9 @@ def thinker_names(cfg: ThinkerTextConfig) -> list[str]:
 
 
 class Qwen3OmniThinkerText(DecoderLM):
+    config_class = ThinkerTextConfig
+    scratch_class = Scratch
+
     def __init__(self, cfg: ThinkerTextConfig, ckpt, max_len: int = 2048, progress: bool = False):
         self.cfg = cfg
         self.max_len = max_len
@@ -232,14 +235,6 @@ class Qwen3OmniThinkerText(DecoderLM):
         bar.update()
         bar.close()
         self._init_decoder()
-
-    @classmethod
-    def load(cls, path: str | Path, max_len: int = 2048, progress: bool = False) -> "Qwen3OmniThinkerText":
-        ckpt = open_checkpoint(path)
-        return cls(ThinkerTextConfig.from_dict(ckpt.config, source=f"{path}"), ckpt, max_len, progress)
-
-    def make_scratch(self, t: int, logits_rows: int) -> Scratch:
-        return Scratch(self.cfg, t, logits_rows)
 
     def write_positions(self, s: Scratch, start: int, t: int) -> None:
         runtime().write(s.positions3, self.text_positions(start, t))
