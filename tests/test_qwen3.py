@@ -15,6 +15,7 @@ from omni_lab.models.qwen3 import ModelInputError, Qwen3
 from omni_lab.models.sampling import Sampler
 from omni_lab.models.tiny import build_tiny_qwen3
 from omni_lab.reference import capture, dense_qwen3_names, load_hf_model
+from checkpoint_edits import edited_copy
 
 PROMPT = np.array([5, 17, 200, 33, 8, 99, 150, 7, 3, 42, 301], np.int64)
 
@@ -98,8 +99,6 @@ def test_sharded_checkpoint_with_index(tmp_path):
 
 
 def test_bad_checkpoints_and_inputs_are_clear_errors(tmp_path):
-    from safetensors.torch import load_file, save_file
-
     good = build_tiny_qwen3(tmp_path / "good", seed=0)
     model = Qwen3.load(good, max_len=16, progress=False)
     with pytest.raises(ModelInputError, match="token id 384 is outside the vocabulary"):
@@ -108,17 +107,7 @@ def test_bad_checkpoints_and_inputs_are_clear_errors(tmp_path):
         model.generate([1, 2], 20)
 
     def variant(name, edit_tensors=None, edit_config=None):
-        d = tmp_path / name
-        shutil.copytree(good, d)
-        if edit_tensors:
-            tensors = load_file(d / "model.safetensors")
-            edit_tensors(tensors)
-            save_file(tensors, d / "model.safetensors", metadata={"format": "pt"})
-        if edit_config:
-            cfg = json.loads((d / "config.json").read_text())
-            edit_config(cfg)
-            (d / "config.json").write_text(json.dumps(cfg))
-        return d
+        return edited_copy(good, tmp_path / name, edit_tensors, edit_config)
 
     missing = variant("missing", lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
     with pytest.raises(CheckpointError, match="tensor 'model.layers.1.mlp.up_proj.weight' is missing"):

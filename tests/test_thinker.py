@@ -1,7 +1,6 @@
 """The Qwen3-Omni thinker text model on our kernels against Transformers (float32, same BF16 weights)."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from omni_lab.formats.safetensors_io import CheckpointError
 from omni_lab.models.thinker import LIVE, Qwen3OmniThinkerText, hf_thinker_activations
 from omni_lab.models.tiny_omni import OMNI_PRESETS, build_tiny_omni
 from omni_lab.reference import load_hf_model
+from checkpoint_edits import edited_copy
 
 PROMPT = np.array([5, 17, 200, 33, 8, 99, 150, 7, 3, 42, 301], np.int64)
 
@@ -127,20 +127,8 @@ def test_sharded_checkpoint_with_index(tmp_path, tiny):
 
 
 def test_bad_checkpoints_are_clear_errors(tmp_path, tiny):
-    from safetensors.torch import load_file, save_file
-
     def variant(name, edit_tensors=None, edit_config=None):
-        d = tmp_path / name
-        shutil.copytree(tiny, d)
-        if edit_tensors:
-            tensors = load_file(d / "model.safetensors")
-            edit_tensors(tensors)
-            save_file(tensors, d / "model.safetensors", metadata={"format": "pt"})
-        if edit_config:
-            cfg = json.loads((d / "config.json").read_text())
-            edit_config(cfg)
-            (d / "config.json").write_text(json.dumps(cfg))
-        return d
+        return edited_copy(tiny, tmp_path / name, edit_tensors, edit_config)
 
     missing = variant("missing", lambda t: t.pop("thinker.model.layers.1.mlp.experts.3.up_proj.weight"))
     with pytest.raises(CheckpointError, match=r"tensor 'thinker.model.layers.1.mlp.experts.3.up_proj.weight' is missing"):
