@@ -13,7 +13,6 @@ reported too, since a fast wrong model is no result.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -135,7 +134,7 @@ def main() -> None:
     prompt = np.random.default_rng(0).integers(0, 300, args.prompt_len).astype(np.int64)
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from kernels import bench_copy, torch_copy_gb_per_s  # the same copy yardstick as the kernel benchmark
+    from kernels import bench_copy, emit, torch_copy_gb_per_s  # the same copy yardstick as the kernel benchmark
 
     copy_mb = min(256, runtime().gpu.max_binding // 2**20)
     copy = bench_copy(copy_mb, 10)["gb_per_s"]
@@ -154,12 +153,7 @@ def main() -> None:
         report["decode_speedup"] = ours["decode_tok_per_s"] / hf["decode_tok_per_s"]
         same = next((i for i, (a, b) in enumerate(zip(ours["tokens"], hf["tokens"])) if a != b), len(ours["tokens"]))
         report["greedy_tokens_agree_for"] = same
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        part = args.out.with_suffix(".partial")
-        part.write_text(text)
-        part.replace(args.out)
+    emit(report, args.out)
     if tmp is not None:
         tmp.cleanup()
 

@@ -27,6 +27,16 @@ from omni_lab.ops import copy as copy_op  # noqa: E402
 from omni_lab.ops import linear  # noqa: E402
 
 
+def emit(report: dict, out: Path | None) -> None:
+    """Print a benchmark's JSON, and write it to `out` under a temporary name renamed when complete."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out:
+        part = out.with_suffix(".partial")
+        part.write_text(text)
+        part.replace(out)
+
+
 def timed(fn, reps: int) -> tuple[float, str]:
     """Median seconds of fn's dispatches over reps runs, after one warm-up run."""
     rt = runtime()
@@ -179,12 +189,7 @@ def main() -> None:
               "host": platform.node(), "copy_gb_per_s": copy["gb_per_s"], "cuda_copy_gb_per_s": cuda_copy,
               "ceiling_gb_per_s": ceiling, "results": results,
               "wall_seconds": time.time() - t0}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        tmp = args.out.with_suffix(".partial")
-        tmp.write_text(text)
-        tmp.replace(args.out)
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import statistics
 import sys
 import time
@@ -175,7 +174,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from decode import profile_decode_step
-    from kernels import bench_copy, torch_copy_gb_per_s
+    from kernels import bench_copy, emit, torch_copy_gb_per_s
 
     text = text_config(args)
     config = {"model_type": "qwen3_omni_moe", "thinker_config": {"text_config": text, "tie_word_embeddings": False}}
@@ -204,12 +203,7 @@ def main() -> None:
     report.update(ours_wgpu_bf16=ours, copy_gb_per_s=copy, cuda_copy_gb_per_s=cuda_copy)
     if "transformers" in report:
         report["decode_speedup"] = ours["decode_tok_per_s"] / report["transformers"]["decode_tok_per_s"]
-    text_out = json.dumps(report, indent=2)
-    print(text_out)
-    if args.out:
-        part = args.out.with_suffix(".partial")
-        part.write_text(text_out)
-        part.replace(args.out)
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

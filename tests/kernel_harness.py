@@ -39,7 +39,6 @@ def padded_output(shape, dtype: str = "f32") -> Tensor:
 
 def check_sentinels(out: Tensor) -> None:
     """Assert nothing was written around `out` (reads the whole padded buffer)."""
-    rt = runtime()
     n_words = out.buffer.size // 4
     whole = Tensor(out.buffer, (n_words,), "u32").numpy()
     lead = out.offset // 4
