@@ -36,8 +36,7 @@ Q8_0_FLOOR = 127 * 2.0 ** -24  # the largest error the f16 rounding of an underf
 KEPT_REL = 2.0 ** -7
 CHUNK_ELEMENTS = 4 << 20  # values per row chunk: 32 MiB as float64
 
-_ST_ITEMSIZE = {"bf16": 2, "f16": 2, "f32": 4}
-_ST_NP = {"bf16": np.uint16, "f16": np.float16, "f32": np.float32}
+_FLOAT_SOURCES = ("bf16", "f16", "f32")  # integer tensors have no SQNR
 
 
 class QuantPairMismatch(CheckpointError):
@@ -94,19 +93,11 @@ class TensorSqnr:
 
 
 def _source_rows(plan, f, rows_per_chunk: int):
-    """float32 row chunks [rows, K] of one checkpoint tensor, by plain reads at its header offset."""
+    """float32 row chunks [rows, K] of one checkpoint tensor, read as the quantizer reads it."""
+    from ..formats.quantize import raw_rows
     from ..gpu.buffers import bf16_to_f32
 
-    row = plan.shape[-1]
-    n_rows = math.prod(plan.shape) // row
-    item = _ST_ITEMSIZE[plan.source]
-    for r in range(0, n_rows, rows_per_chunk):
-        c = min(rows_per_chunk, n_rows - r)
-        raw = np.empty(c * row, dtype=_ST_NP[plan.source])
-        f.seek(plan.offset + r * row * item)
-        if f.readinto(memoryview(raw).cast("B")) != raw.nbytes:
-            raise CheckpointError(f"{plan.path}: truncated inside tensor '{plan.name}'")
-        raw = raw.reshape(c, row)  # [rows, K]
+    for raw in raw_rows(plan, f, rows_per_chunk):
         yield bf16_to_f32(raw) if plan.source == "bf16" else raw.astype(np.float32)
 
 
@@ -172,7 +163,7 @@ def weight_sqnr(src_dir: str | Path, gguf_path: str | Path, *, progress: bool = 
 
     src, gguf = Checkpoint(src_dir), GGUFCheckpoint(gguf_path)
     check_pair(src, gguf)
-    tensors = [p for p in plan(src) if p.source in _ST_ITEMSIZE]  # integer tensors have no SQNR
+    tensors = [p for p in plan(src) if p.source in _FLOAT_SOURCES]
     out: list[TensorSqnr] = []
     handles = {}
     bar = tqdm(total=sum(p.nbytes_in for p in tensors), unit="B", unit_scale=True, desc="weight SQNR",

@@ -96,11 +96,12 @@ def plan(ckpt: Checkpoint, qtype: str = "q8_0", keep=()) -> list[TensorPlan]:
     return out
 
 
-def _chunks(p: TensorPlan, f, progress_update):
-    """The tensor's stored bytes for the GGUF, in chunks of whole rows."""
+def raw_rows(p: TensorPlan, f, rows_per_chunk: int):
+    """The tensor's values as stored ([rows, K] arrays in its source dtype, bf16 as uint16 bits), read
+    from the open safetensors file `f` by plain reads at its header offset, rows_per_chunk rows at a
+    time. Plain reads, not a memory map: mapped pages would count towards the process's memory."""
     row = p.shape[-1] if p.shape else 1
     n_rows = math.prod(p.shape) // row if row else 0
-    rows_per_chunk = max(1, CHUNK_ELEMENTS // max(row, 1))
     item = _ITEMSIZE[p.source]
     for r in range(0, n_rows, rows_per_chunk):
         c = min(rows_per_chunk, n_rows - r)
@@ -108,16 +109,19 @@ def _chunks(p: TensorPlan, f, progress_update):
         f.seek(p.offset + r * row * item)
         if f.readinto(memoryview(raw).cast("B")) != raw.nbytes:
             raise CheckpointError(f"{p.path}: truncated inside tensor '{p.name}'")
-        raw = raw.reshape(c, row)  # [rows, K]
+        yield raw.reshape(c, row)  # [rows, K]
+
+
+def _chunks(p: TensorPlan, f, progress_update):
+    """The tensor's stored bytes for the GGUF, in chunks of whole rows."""
+    row = p.shape[-1] if p.shape else 1
+    for raw in raw_rows(p, f, max(1, CHUNK_ELEMENTS // max(row, 1))):
         if p.target == p.source:
             yield raw
-        elif p.source == "bf16":
-            wide = bf16_to_f32(raw)
-            yield quantize_q8_0(wide) if p.target == "q8_0" else wide.astype(_NP[p.target])
         else:
-            wide = raw.astype(np.float32)
+            wide = bf16_to_f32(raw) if p.source == "bf16" else raw.astype(np.float32)
             yield quantize_q8_0(wide) if p.target == "q8_0" else wide.astype(_NP[p.target])
-        progress_update(c * row * item)
+        progress_update(raw.nbytes)
 
 
 def quantize_checkpoint(src_dir: str | Path, out_path: str | Path, qtype: str = "q8_0", keep=(),
