@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from omni_lab.gpu import bf16_bits, bf16_to_f32, runtime  # noqa: E402
+from omni_lab.gpu import runtime  # noqa: E402
 from omni_lab.ops import copy as copy_op  # noqa: E402
 from omni_lab.ops import linear  # noqa: E402
 
@@ -58,13 +58,7 @@ def nmse(a, b) -> float:
 
 def random_weight(rng, n: int, k: int, dtype: str):
     """Random [n, k] weights as stored (host array for upload) and as the GPU sees them (float32)."""
-    w = rng.standard_normal((n, k), dtype=np.float32) * np.float32(k ** -0.5)
-    if dtype == "bf16":
-        bits = bf16_bits(w)
-        return bits, bf16_to_f32(bits)
-    if dtype == "f16":
-        return w.astype(np.float16), w.astype(np.float16).astype(np.float32)
-    return w, w
+    return linear.stored(rng.standard_normal((n, k), dtype=np.float32) * np.float32(k ** -0.5), dtype)
 
 
 def bench_copy(mb: int, reps: int) -> dict:

@@ -3,20 +3,14 @@
 import numpy as np
 import pytest
 
-from omni_lab.gpu import KernelError, bf16_bits, bf16_to_f32
+from omni_lab.gpu import KernelError, bf16_to_f32
 from omni_lab.ops import linear
 from kernel_harness import NMSE_MATMUL, check_sentinels, nmse, padded_output, rand
 
 
 def weights(rng, n, k, dtype):
     """Random weights, and the float32 values the GPU sees after storage in `dtype`."""
-    w = rand(rng, n, k, scale=k ** -0.5)
-    if dtype == "bf16":
-        bits = bf16_bits(w)
-        return bits, bf16_to_f32(bits)
-    if dtype == "f16":
-        return w.astype(np.float16), w.astype(np.float16).astype(np.float32)
-    return w, w
+    return linear.stored(rand(rng, n, k, scale=k ** -0.5), dtype)
 
 
 MATVEC_CASES = [(n, k, dt) for dt in ("f32", "f16", "bf16") for n, k in [(1, 8), (7, 24), (33, 64), (257, 200), (130, 1031), (64, 4096), (3, 5)]]

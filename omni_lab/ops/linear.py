@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..gpu import Tensor, pack_params, runtime
+from ..gpu import Tensor, bf16_bits, bf16_to_f32, pack_params, runtime
 from ._check import dtype_in, expect
 
 WTYPE = {"f32": 0, "f16": 1, "bf16": 2}
@@ -98,6 +98,20 @@ def linear(x: Tensor, w: Tensor, out: Tensor | None = None) -> Tensor:
     if x.shape[0] == 1:
         return matvec(x, w, out)
     return matmul(x, w, out)
+
+
+def stored(w: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """float32 weights as uploaded in `dtype` (bf16 as uint16 bit patterns), and the float32 values the
+    kernels read back from that storage: what a reference must multiply by."""
+    w = np.asarray(w, np.float32)
+    if dtype == "bf16":
+        bits = bf16_bits(w)
+        return bits, bf16_to_f32(bits)
+    if dtype == "f16":
+        return w.astype(np.float16), w.astype(np.float16).astype(np.float32)
+    if dtype == "f32":
+        return w, w
+    raise ValueError(f"stored: no weight dtype {dtype!r} (one of {', '.join(WEIGHT_DTYPES)})")
 
 
 def matvec_ref(x: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..gpu import bf16_bits, bf16_to_f32, runtime
+from ..gpu import runtime
 
 
 @dataclass
@@ -38,9 +38,7 @@ def _linear_cases(rng) -> list[tuple[str, Callable[[], tuple[np.ndarray, np.ndar
     rt = runtime()
     cases = []
     for dtype in ("f32", "f16", "bf16"):
-        w = rng.standard_normal((67, 136)).astype(np.float32)
-        host = {"f32": w, "f16": w.astype(np.float16), "bf16": bf16_bits(w)}[dtype]
-        seen = {"f32": w, "f16": w.astype(np.float16).astype(np.float32), "bf16": bf16_to_f32(bf16_bits(w))}[dtype]
+        host, seen = linear.stored(rng.standard_normal((67, 136)).astype(np.float32), dtype)
         x1 = rng.standard_normal(136).astype(np.float32)
         xm = rng.standard_normal((13, 136)).astype(np.float32)
         cases.append((f"matvec.{dtype}", lambda h=host, s=seen, x=x1, d=dtype: (
