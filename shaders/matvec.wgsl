@@ -75,12 +75,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     reduce_and_store(lid, row, acc.x + acc.y + acc.z + acc.w);
 }
 
-fn weight(e: u32) -> f32 {
-    let word = w[e / (4u * select(2u, 1u, WTYPE == 0u))];
-    if (WTYPE == 0u) { return bitcast<f32>(word[e % 4u]); }
-    let u = word[(e / 2u) % 4u];
-    return half16(u, (e & 1u) == 1u);
-}
+// #include "lib/weight_rows.wgsl"
 
 @compute @workgroup_size(WG)
 fn main_ragged(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
