@@ -29,7 +29,7 @@ struct Params { n: u32, k: u32, row_base: u32, n1: u32, n2: u32, _p0: u32, _p1: 
 @group(0) @binding(6) var<storage, read_write> y1: array<f32>;
 @group(0) @binding(7) var<storage, read_write> y2: array<f32>;
 
-var<workgroup> partial: array<f32, WG>;
+// #include "lib/row_sum.wgsl"
 
 // #include "lib/packed16.wgsl"
 
@@ -42,14 +42,8 @@ fn dot_word(u: vec4<u32>, j: u32) -> f32 {
 
 // Sums the TPR partial sums of each row of the workgroup and stores the row's result.
 fn reduce_and_store(lid: u32, row: u32, acc: f32) {
-    partial[lid] = acc;
-    workgroupBarrier();
-    let lane = lid % TPR;
-    for (var s = TPR / 2u; s > 0u; s = s / 2u) {
-        if (lane < s) { partial[lid] += partial[lid + s]; }
-        workgroupBarrier();
-    }
-    if (lane == 0u && row < p.n) { y[p.row_base + row] = partial[lid]; }
+    let total = row_sum(lid, TPR, acc);
+    if (lid % TPR == 0u && row < p.n) { y[p.row_base + row] = total; }
 }
 
 @compute @workgroup_size(WG)
@@ -119,13 +113,8 @@ fn multi(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
         }
         for (; j < words; j += TPR) { acc.x += dot_word(load_multi(seg, base + j), j); }
     }
-    partial[lid] = acc.x + acc.y + acc.z + acc.w;
-    workgroupBarrier();
-    for (var s = TPR / 2u; s > 0u; s = s / 2u) {
-        if (lane < s) { partial[lid] += partial[lid + s]; }
-        workgroupBarrier();
-    }
+    let sum = row_sum(lid, TPR, acc.x + acc.y + acc.z + acc.w);
     if (lane == 0u && row < total) {
-        if (seg == 0u) { y[local] = partial[lid]; } else if (seg == 1u) { y1[local] = partial[lid]; } else { y2[local] = partial[lid]; }
+        if (seg == 0u) { y[local] = sum; } else if (seg == 1u) { y1[local] = sum; } else { y2[local] = sum; }
     }
 }

@@ -126,7 +126,7 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 @group(0) @binding(3) var<storage, read> experts: array<i32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
-var<workgroup> partial: array<f32, WG>;
+// #include "lib/row_sum.wgsl"
 
 // #include "lib/packed16.wgsl"
 
@@ -147,14 +147,8 @@ fn job(row: u32) -> Job {
 }
 
 fn reduce_and_store(lid: u32, jb: Job, acc: f32) {
-    partial[lid] = acc;
-    workgroupBarrier();
-    let lane = lid % TPR;
-    for (var s = TPR / 2u; s > 0u; s = s / 2u) {
-        if (lane < s) { partial[lid] += partial[lid + s]; }
-        workgroupBarrier();
-    }
-    if (lane == 0u && jb.ok) { out[jb.out_row] = partial[lid]; }
+    let total = row_sum(lid, TPR, acc);
+    if (lid % TPR == 0u && jb.ok) { out[jb.out_row] = total; }
 }
 
 @compute @workgroup_size(WG)

@@ -84,18 +84,7 @@ fn quantize_act(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 @group(0) @binding(3) var<storage, read> mf_ws: array<u32>;
 @group(0) @binding(4) var<storage, read_write> mf_y: array<f32>;
 
-var<workgroup> partial: array<f32, WG>;
-
-// Sum `acc` over the WG / ROWS threads of each row; the row's first thread gets the total.
-fn reduce_row(lid: u32, t: u32, acc: f32) -> f32 {
-    partial[lid] = acc;
-    workgroupBarrier();
-    for (var s = WG / ROWS / 2u; s > 0u; s = s / 2u) {
-        if (t < s) { partial[lid] += partial[lid + s]; }
-        workgroupBarrier();
-    }
-    return partial[lid];
-}
+// #include "lib/row_sum.wgsl"
 
 @compute @workgroup_size(WG)
 fn matvec_dot4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -118,7 +107,7 @@ fn matvec_dot4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             acc += f32(s) * (scale_at(mv_ws[si >> 1u], si) * mv_xd[b]);
         }
     }
-    let total = reduce_row(lid, t, acc);
+    let total = row_sum(lid, WG / ROWS, acc);
     if (t == 0u && row < p.a) { mv_y[p.c + row] = total; }
 }
 
@@ -146,7 +135,7 @@ fn matvec_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
             acc += s * scale_at(mf_ws[si >> 1u], si);
         }
     }
-    let total = reduce_row(lid, t, acc);
+    let total = row_sum(lid, WG / ROWS, acc);
     if (t == 0u && row < p.a) { mf_y[p.c + row] = total; }
 }
 
