@@ -16,6 +16,7 @@ from omni_lab.models.sampling import Sampler
 from omni_lab.models.tiny import build_tiny_qwen3
 from omni_lab.reference import capture, dense_qwen3_names, load_hf_model
 from checkpoint_edits import edited_copy
+from model_checks import assert_greedy_matches
 
 PROMPT = np.array([5, 17, 200, 33, 8, 99, 150, 7, 3, 42, 301], np.int64)
 
@@ -50,15 +51,7 @@ def test_greedy_tokens_match_transformers_except_near_ties(checkpoint):
     n_new = 20
     out = hf.generate(torch.as_tensor(PROMPT[None]), max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
                       output_scores=True, return_dict_in_generate=True)
-    hf_tokens = out.sequences[0, len(PROMPT):].tolist()
-    tokens = ours.generate(PROMPT, n_new, stop_at_eos=False)
-    for step, scores in enumerate(out.scores):
-        top2 = torch.topk(scores[0], 2).values
-        if float(top2[0] - top2[1]) < 1e-4:  # a near tie: either choice is right, and the paths part here
-            break
-        assert tokens[step] == hf_tokens[step], f"step {step}: ours {tokens[:step + 1]} vs HF {hf_tokens[:step + 1]}"
-    else:
-        assert tokens == hf_tokens
+    assert_greedy_matches(ours.generate(PROMPT, n_new, stop_at_eos=False), out)
 
 
 def test_decode_with_kv_cache_equals_fresh_prefill(checkpoint):
