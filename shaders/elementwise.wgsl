@@ -27,6 +27,8 @@ struct Params { n: u32, c: u32, s: f32, _pad: u32 }
 
 // #include "lib/exp.wgsl"
 
+// #include "lib/silu.wgsl"
+
 // erf(x), max abs error 1.2e-7 over all f32 (fits in float64, checked in f32 on the GPU):
 //   |x| <= 0.85:        x * A(x^2), A minimax for erf(x)/x (fit error 6e-9);
 //   0.85 < |x| < 3.95:  1 - exp(B(|x|)), B minimax for log(erfc(|x|)) (fit error 1.2e-8, scaled by erfc <= 0.23);
@@ -92,10 +94,6 @@ fn gelu(v: f32) -> f32 {
     return 0.5 * v * erfc_tail(t);
 }
 
-// x * sigmoid(x); where exp(-x) would overflow, sigmoid(x) < 1e-38 and the product is 0 in f32.
-fn silu(v: f32) -> f32 {
-    return select(v / (1.0 + exp_f32(-v)), 0.0 * v, -v > EXP_HI);
-}
 
 // 0.5 x (1 + tanh(u)) = x * sigmoid(2u): the same function without the cancellation of 1 + tanh(u)
 // for negative u, nor the overflow of tanh's own exp.

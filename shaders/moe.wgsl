@@ -1,38 +1,54 @@
-// Mixture-of-experts: routing, per-expert matvec with expert ids read from a GPU buffer, and the
-// weighted combine. Math in f32.
+// Mixture-of-experts: routing, and the selected experts' SwiGLU MLP in two dispatches that read the
+// expert ids and routing weights from GPU buffers. Math in f32.
 //
 // route: one workgroup per token.
 //   Bindings: 0 params; 1 logits: [T, E] f32; 2 weights: [T, K] f32 out; 3 experts: [T, K] i32 out.
 //   Params:   t = T, e = E, k = K, norm = 1 to renormalise the top-k probabilities to sum 1.
 //   Dispatch: T workgroups, flat index wid.x + wid.y * nwg.x (groups_for).
 //   HF's router: softmax over all E in f32, top-k of the probabilities (descending; ties: lower index
-//   first), then (norm_topk_prob) division by the sum of the k kept probabilities.
+//   first), then (norm_topk_prob) division by the sum of the k kept probabilities. The top-k is by rank:
+//   each expert counts the experts that beat it, so the whole selection takes one barrier, not K rounds
+//   of a reduction.
 //
-// matvec (entry `main`, vector loads; `main_ragged`, any D): out[p, n] = sum_d W[experts[p], n, d] x[row(p), d]
-//   for every (token, slot) pair p = t * K + j.
-//   Bindings: 0 params; 1 x: [T, D] (shared by the K slots) or [T*K, D] (one row per pair) f32;
-//             2 w: [E_piece, N, D] expert weights of this piece, packed per WTYPE (f32 one per u32; f16 and
-//             bf16 two per u32, element 2j in the low half); 3 experts: [T*K] i32; 4 out: [T*K, N] f32.
-//   Params:   pairs = T*K, n = N, d = D, k = K, x_per_pair = 1 when x has a row per pair,
-//             e_base = first expert of this piece, e_count = experts in this piece.
-//   Dispatch: ceil(pairs * N / (WG / TPR)) workgroups, flat index as above; TPR threads per output row.
-//             A pair whose expert lies outside [e_base, e_base + e_count) is skipped (another piece, bound
-//             separately because the stacked weights exceed one binding, writes it).
-//   `main` needs D % 8 == 0 (D % 4 for f32) for 16-byte loads.
+// Expert weights are stacked over experts in nn.Linear's [out, in] layout: gate_up [E, 2F, D] (rows
+// [0, F) of an expert are gate_proj, [F, 2F) up_proj: transformers' fused `gate_up_proj`), down
+// [E, D, F]. A stack larger than one storage binding is bound in expert pieces, one dispatch per piece:
+// e_base = first expert of the piece, e_count = experts in it; a pair whose expert lies elsewhere is
+// skipped by that piece. Pairs are p = t * K + j (token t, slot j).
 //
-// combine: out[t, d] = sum_j weights[t, j] * y[t, j, d], slots in order.
-//   Bindings: 0 params; 1 y: [T, K, D] f32; 2 weights: [T, K] f32; 3 out: [T, D] f32.
-//   Params:   t = T, k = K, d = D.
-//   Dispatch: ceil(T * D / WG) workgroups, flat index as above; one thread per output element.
+// gate_up (16-bit/f32 weights) and gate_up_q8 (Q8_0 weights, int8 activations):
+//   act[p, f] = silu(W[e_p, f] . x[t]) * (W[e_p, F + f] . x[t])
+//   Bindings (gate_up):    0 params; 1 x: [T, D] f32; 2 w: [E_piece, 2F, D] packed per WTYPE (f32 one per
+//                          u32; f16 and bf16 two per u32, element 2j in the low half); 3 experts: [T*K] i32;
+//                          4 act: [T*K, F] f32.
+//   Bindings (gate_up_q8): 0 params; 1 xq: [T, D/4] u32 (int8 x4); 2 xs: [T, D/32] f32; 3 wq: [E_piece, 2F, D/4]
+//                          u32; 4 ws: [E_piece, 2F, D/32] f16 packed two per u32; 5 experts; 6 act.
+//   Params:   pairs = T*K, n = F, d = D, k = K, e_base, e_count.
+//   Dispatch: ceil(pairs * F / (WG / TPR)) workgroups (flat index), TPR threads per output row.
+// down and down_q8 (the weighted combine of the K slots folded in):
+//   out[t, n] = sum_j weights[t, j] * (W[e_tj, n] . act[t*K + j])   (+ out[t, n] when accumulate = 1)
+//   Bindings (down):    0 params; 1 act: [T*K, F] f32; 2 w: [E_piece, D, F]; 3 experts; 4 weights: [T*K] f32;
+//                       5 out: [T, D] f32.
+//   Bindings (down_q8): 0 params; 1 aq: [T*K, F/4] u32; 2 as: [T*K, F/32] f32; 3 wq: [E_piece, D, F/4] u32;
+//                       4 ws: [E_piece, D, F/32] f16 pairs; 5 experts; 6 weights; 7 out.
+//   Params:   pairs = T*K, n = D, d = F, k = K, e_base, e_count, accumulate (1 on every piece after the
+//             first: each piece adds the slots it holds).
+//   Dispatch: ceil(T * D / (WG / TPR)) workgroups (flat index); a row's TPR threads stride over the
+//             flattened (slot, word) range so a row keeps loads in flight however short F is.
+// VEC = true needs D % 8 == 0 (D % 4 for f32) in gate_up and F % 8 (F % 4) in down for 16-byte weight
+// words; VEC = false reads element by element (any size). The q8 entries need multiples of 32.
 
 override WG: u32 = 64;
 override E_MAX: u32 = 128;  // route: experts held in workgroup memory (>= E)
-override TPR: u32 = 16;     // matvec: threads per output row, a power of two dividing WG
+override K_MAX: u32 = 8;    // route: kept experts held in workgroup memory (>= K)
+override TPR: u32 = 16;     // threads per output row, a power of two dividing WG
 override WTYPE: u32 = 2u;   // 0 f32, 1 f16, 2 bf16
+override VEC: bool = true;
+const QK: u32 = 32u;        // values per Q8_0 block
+const UNROLL: u32 = 4u;
 
 struct RouteParams { t: u32, e: u32, k: u32, norm: u32 }
-struct MatvecParams { pairs: u32, n: u32, d: u32, k: u32, x_per_pair: u32, e_base: u32, e_count: u32, _pad: u32 }
-struct CombineParams { t: u32, k: u32, d: u32, _pad: u32 }
+struct ExpertParams { pairs: u32, n: u32, d: u32, k: u32, e_base: u32, e_count: u32, accumulate: u32, _pad: u32 }
 
 // ---- route ------------------------------------------------------------------------------------------
 
@@ -43,7 +59,8 @@ struct CombineParams { t: u32, k: u32, d: u32, _pad: u32 }
 
 var<workgroup> probs: array<f32, E_MAX>;
 var<workgroup> red_v: array<f32, WG>;
-var<workgroup> red_i: array<u32, WG>;
+var<workgroup> top_v: array<f32, K_MAX>;  // the kept probabilities by rank
+var<workgroup> top_i: array<u32, K_MAX>;
 
 // (value, index) a beats b: larger value, ties by lower index.
 fn beats(va: f32, ia: u32, vb: f32, ib: u32) -> bool {
@@ -54,8 +71,8 @@ fn beats(va: f32, ia: u32, vb: f32, ib: u32) -> bool {
 fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
     let tok = wid.x + wid.y * nwg.x;
-    let live = tok < rp.t;  // no early return: every thread must reach the barriers
-    let row = min(tok, rp.t - 1u) * rp.e;
+    if (tok >= rp.t) { return; }  // uniform per workgroup, so the barriers below stay uniform
+    let row = tok * rp.e;
 
     // Softmax, the way torch computes it: exp(x - max) / sum.
     var m = -3.4028235e38;
@@ -81,131 +98,264 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
         workgroupBarrier();
     }
     let total = red_v[0];
-    workgroupBarrier();
     for (var e = lid; e < rp.e; e += WG) { probs[e] = probs[e] / total; }
     workgroupBarrier();
 
-    // Top-k by k rounds of a (value, index) arg-max; a chosen expert is marked -1 (probabilities are >= 0).
-    var kept = 0.0;
-    for (var j = 0u; j < rp.k; j++) {
-        var bv = -1.0;
-        var bi = 0xffffffffu;
-        for (var e = lid; e < rp.e; e += WG) {
-            if (beats(probs[e], e, bv, bi)) { bv = probs[e]; bi = e; }
+    // Rank of each expert = how many experts beat it; ranks are distinct, so rank < K is the top-K in order.
+    for (var e = lid; e < rp.e; e += WG) {
+        let v = probs[e];
+        var rank = 0u;
+        for (var o = 0u; o < rp.e && rank < rp.k; o++) {
+            if (beats(probs[o], o, v, e)) { rank++; }
         }
-        red_v[lid] = bv;
-        red_i[lid] = bi;
-        workgroupBarrier();
-        for (var s = WG / 2u; s > 0u; s = s / 2u) {
-            if (lid < s && beats(red_v[lid + s], red_i[lid + s], red_v[lid], red_i[lid])) {
-                red_v[lid] = red_v[lid + s];
-                red_i[lid] = red_i[lid + s];
-            }
-            workgroupBarrier();
+        if (rank < rp.k) {
+            top_v[rank] = v;
+            top_i[rank] = e;
         }
-        let v = red_v[0];
-        let i = red_i[0];
-        if (lid == 0u && live) {
-            r_weights[tok * rp.k + j] = v;
-            r_experts[tok * rp.k + j] = i32(i);
-            probs[i] = -1.0;
-        }
-        kept += v;
-        workgroupBarrier();
     }
-    if (rp.norm == 1u && lid == 0u && live) {
-        for (var j = 0u; j < rp.k; j++) { r_weights[tok * rp.k + j] = r_weights[tok * rp.k + j] / kept; }
+    workgroupBarrier();
+    // Every writer sums the kept probabilities itself, in rank order: the same f32 sum in each thread.
+    for (var j = lid; j < rp.k; j += WG) {
+        var kept = 0.0;
+        for (var i = 0u; i < rp.k; i++) { kept += top_v[i]; }
+        r_weights[tok * rp.k + j] = select(top_v[j], top_v[j] / kept, rp.norm == 1u);
+        r_experts[tok * rp.k + j] = i32(top_i[j]);
     }
 }
 
-// ---- matvec -----------------------------------------------------------------------------------------
+// ---- experts ----------------------------------------------------------------------------------------
 
-@group(0) @binding(0) var<uniform> mp: MatvecParams;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(0) var<uniform> ep: ExpertParams;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;           // gate_up: x; down: act
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> experts: array<i32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> act_out: array<f32>;     // gate_up
+@group(0) @binding(4) var<storage, read> route_w: array<f32>;           // down
+@group(0) @binding(5) var<storage, read_write> down_out: array<f32>;    // down
 
 // #include "lib/row_sum.wgsl"
 
-// #include "lib/packed16.wgsl"
-
-// Which weight row (inside this piece) and x row an output row uses; ok = false when the pair's expert is
-// not in this piece (or the row is past the end).
-struct Job { ok: bool, w_row: u32, x_row: u32, out_row: u32 }
-
-fn job(row: u32) -> Job {
-    var j = Job(false, 0u, 0u, row);
-    if (row >= mp.pairs * mp.n) { return j; }
-    let pair = row / mp.n;
-    let e = experts[pair] - i32(mp.e_base);
-    if (e < 0 || u32(e) >= mp.e_count) { return j; }
-    j.ok = true;
-    j.w_row = u32(e) * mp.n + row % mp.n;
-    j.x_row = select(pair / mp.k, pair, mp.x_per_pair == 1u);
-    return j;
-}
-
-fn reduce_and_store(lid: u32, jb: Job, acc: f32) {
-    let total = row_sum(lid, TPR, acc);
-    if (lid % TPR == 0u && jb.ok) { out[jb.out_row] = total; }
-}
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let jb = job((wid.x + wid.y * nwg.x) * (WG / TPR) + lid / TPR);
-    var acc = 0.0;
-    if (jb.ok) {
-        let words = mp.d / select(8u, 4u, WTYPE == 0u);  // 16-byte weight words per row
-        let wbase = jb.w_row * words;
-        let xbase = jb.x_row * (mp.d / 4u);
-        for (var j = lid % TPR; j < words; j += TPR) {
-            let u = w[wbase + j];
-            if (WTYPE == 0u) {
-                acc += dot(bitcast<vec4<f32>>(u), x[xbase + j]);
-            } else {
-                acc += dot(vec4<f32>(lo(u.x), hi(u.x), lo(u.y), hi(u.y)), x[xbase + 2u * j])
-                     + dot(vec4<f32>(lo(u.z), hi(u.z), lo(u.w), hi(u.w)), x[xbase + 2u * j + 1u]);
-            }
-        }
-    }
-    reduce_and_store(lid, jb, acc);
-}
+// #include "lib/dot_word.wgsl"
 
 // #include "lib/weight_rows.wgsl"
 
-@compute @workgroup_size(WG)
-fn main_ragged(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let jb = job((wid.x + wid.y * nwg.x) * (WG / TPR) + lid / TPR);
-    var acc = 0.0;
-    if (jb.ok) {
-        for (var d = lid % TPR; d < mp.d; d += TPR) {
-            let xi = jb.x_row * mp.d + d;
-            acc += weight(jb.w_row * mp.d + d) * x[xi / 4u][xi % 4u];
-        }
-    }
-    reduce_and_store(lid, jb, acc);
+// #include "lib/silu.wgsl"
+
+// Expert of pair p inside this piece, or -1 when it lies in another piece (or is no expert at all).
+fn local_expert(p: u32) -> i32 {
+    let e = experts[p] - i32(ep.e_base);
+    return select(-1, e, e >= 0 && u32(e) < ep.e_count);
 }
 
-// ---- combine ----------------------------------------------------------------------------------------
+// One gate_up output row: pair and f, and the rows of the gate and up halves inside this piece.
+struct GateUpRow { ok: bool, out: u32, tok: u32, gate: u32, up: u32 }
 
-@group(0) @binding(0) var<uniform> cp: CombineParams;
-@group(0) @binding(1) var<storage, read> c_y: array<f32>;
-@group(0) @binding(2) var<storage, read> c_weights: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c_out: array<f32>;
+fn gate_up_row(r: u32) -> GateUpRow {
+    var g = GateUpRow(false, r, 0u, 0u, 0u);
+    if (r >= ep.pairs * ep.n) { return g; }
+    let pair = r / ep.n;
+    let e = local_expert(pair);
+    g.ok = e >= 0;
+    g.tok = pair / ep.k;
+    g.gate = u32(max(e, 0)) * 2u * ep.n + r % ep.n;
+    g.up = g.gate + ep.n;
+    return g;
+}
+
+// The row sums of the gate and up halves, then the SwiGLU product. Uniform control flow (barriers).
+fn store_swiglu(lid: u32, g: GateUpRow, gate_acc: f32, up_acc: f32) {
+    let gate = row_sum(lid, TPR, gate_acc);
+    workgroupBarrier();  // row_sum's workgroup array is reused right away
+    let up = row_sum(lid, TPR, up_acc);
+    if (lid % TPR == 0u && g.ok) { act_out[g.out] = silu(gate) * up; }
+}
 
 @compute @workgroup_size(WG)
-fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.x + wid.y * nwg.x) * WG + lid;
-    if (i >= cp.t * cp.d) { return; }
-    let tok = i / cp.d;
-    let d = i % cp.d;
-    var acc = 0.0;
-    for (var j = 0u; j < cp.k; j++) {
-        acc += c_weights[tok * cp.k + j] * c_y[(tok * cp.k + j) * cp.d + d];
+    let g = gate_up_row((wid.x + wid.y * nwg.x) * (WG / TPR) + lid / TPR);
+    let lane = lid % TPR;
+    var ga = vec4<f32>(0.0);
+    var ua = vec4<f32>(0.0);
+    if (g.ok && VEC) {
+        let words = ep.d / select(8u, 4u, WTYPE == 0u);  // 16-byte weight words per row
+        let gb = g.gate * words;
+        let ub = g.up * words;
+        let xb = g.tok * (ep.d / 4u);
+        var j = lane;
+        for (; j + TPR < words; j += 2u * TPR) {
+            // Issue the four loads first so they are in flight together.
+            let g0 = w[gb + j];
+            let g1 = w[gb + j + TPR];
+            let u0 = w[ub + j];
+            let u1 = w[ub + j + TPR];
+            ga += vec4<f32>(dot_word(g0, j, xb), dot_word(g1, j + TPR, xb), 0.0, 0.0);
+            ua += vec4<f32>(dot_word(u0, j, xb), dot_word(u1, j + TPR, xb), 0.0, 0.0);
+        }
+        if (j < words) {
+            ga.z += dot_word(w[gb + j], j, xb);
+            ua.z += dot_word(w[ub + j], j, xb);
+        }
+    } else if (g.ok) {
+        for (var d = lane; d < ep.d; d += TPR) {
+            let xi = g.tok * ep.d + d;
+            let xv = x[xi / 4u][xi % 4u];
+            ga.x += weight(g.gate * ep.d + d) * xv;
+            ua.x += weight(g.up * ep.d + d) * xv;
+        }
     }
-    c_out[i] = acc;
+    store_swiglu(lid, g, ga.x + ga.y + ga.z + ga.w, ua.x + ua.y + ua.z + ua.w);
+}
+
+// One element (slot j, position i within the slot's row) of a down row's flattened range: its weight
+// row inside this piece (0 when the slot's expert lies in another piece), its pair, and whether it counts.
+struct DownTerm { ok: bool, w_row: u32, pair: u32, i: u32 }
+
+fn down_term(tok: u32, n: u32, flat: u32, per_slot: u32) -> DownTerm {
+    let j = flat / per_slot;
+    let pair = tok * ep.k + j;
+    let e = local_expert(pair);
+    return DownTerm(e >= 0, u32(max(e, 0)) * ep.n + n, pair, flat - j * per_slot);
+}
+
+// Weighted contribution of one 16-byte weight word of a down row.
+fn down_word(t: DownTerm, words: u32) -> f32 {
+    let v = route_w[t.pair] * dot_word(w[t.w_row * words + t.i], t.i, t.pair * (ep.d / 4u));
+    return select(0.0, v, t.ok);
+}
+
+fn store_down(lid: u32, ok: bool, r: u32, acc: f32) {
+    let total = row_sum(lid, TPR, acc);
+    if (lid % TPR == 0u && ok) {
+        down_out[r] = select(total, down_out[r] + total, ep.accumulate == 1u);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let r = (wid.x + wid.y * nwg.x) * (WG / TPR) + lid / TPR;
+    let lane = lid % TPR;
+    let ok = r < (ep.pairs / ep.k) * ep.n;
+    let tok = r / ep.n;
+    let n = r % ep.n;
+    var acc = vec4<f32>(0.0);
+    if (ok && VEC) {
+        let words = ep.d / select(8u, 4u, WTYPE == 0u);
+        let total = ep.k * words;
+        var f = lane;
+        for (; f + (UNROLL - 1u) * TPR < total; f += UNROLL * TPR) {
+            let t0 = down_term(tok, n, f, words);
+            let t1 = down_term(tok, n, f + TPR, words);
+            let t2 = down_term(tok, n, f + 2u * TPR, words);
+            let t3 = down_term(tok, n, f + 3u * TPR, words);
+            acc += vec4<f32>(down_word(t0, words), down_word(t1, words), down_word(t2, words), down_word(t3, words));
+        }
+        for (; f < total; f += TPR) { acc.x += down_word(down_term(tok, n, f, words), words); }
+    } else if (ok) {
+        for (var f = lane; f < ep.k * ep.d; f += TPR) {
+            let t = down_term(tok, n, f, ep.d);
+            let ai = t.pair * ep.d + t.i;
+            let v = route_w[t.pair] * weight(t.w_row * ep.d + t.i) * x[ai / 4u][ai % 4u];
+            acc.x += select(0.0, v, t.ok);
+        }
+    }
+    store_down(lid, ok, r, acc.x + acc.y + acc.z + acc.w);
+}
+
+// ---- experts, Q8_0 weights ---------------------------------------------------------------------------
+// A Q8_0 block is two 16-byte words of int8 quants and one f16 scale; activations are quantized per
+// block of 32 the same way (ops/q8_0.quantize_activations), so a block's dot product is exact in i32.
+
+@group(0) @binding(1) var<storage, read> q_x: array<vec4<u32>>;          // int8 activations
+@group(0) @binding(2) var<storage, read> q_xs: array<f32>;               // their block scales
+@group(0) @binding(3) var<storage, read> q_w: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read> q_ws: array<u32>;
+@group(0) @binding(5) var<storage, read> q_experts: array<i32>;
+@group(0) @binding(6) var<storage, read_write> q_act: array<f32>;        // gate_up_q8
+@group(0) @binding(6) var<storage, read> q_route_w: array<f32>;          // down_q8
+@group(0) @binding(7) var<storage, read_write> q_out: array<f32>;        // down_q8
+
+fn q_local_expert(p: u32) -> i32 {
+    let e = q_experts[p] - i32(ep.e_base);
+    return select(-1, e, e >= 0 && u32(e) < ep.e_count);
+}
+
+// Block b of weight row `row` against block xb of the activations (each row has `nb` blocks).
+fn q_block(row: u32, b: u32, nb: u32, xb: u32) -> f32 {
+    let wi = 2u * (row * nb + b);
+    let w0 = q_w[wi];
+    let w1 = q_w[wi + 1u];
+    let x0 = q_x[2u * xb];
+    let x1 = q_x[2u * xb + 1u];
+    let s = dot4I8Packed(w0.x, x0.x) + dot4I8Packed(w0.y, x0.y) + dot4I8Packed(w0.z, x0.z) + dot4I8Packed(w0.w, x0.w)
+          + dot4I8Packed(w1.x, x1.x) + dot4I8Packed(w1.y, x1.y) + dot4I8Packed(w1.z, x1.z) + dot4I8Packed(w1.w, x1.w);
+    let si = row * nb + b;
+    let d = unpack2x16float(q_ws[si >> 1u]);
+    return f32(s) * (select(d.x, d.y, (si & 1u) == 1u) * q_xs[xb]);
+}
+
+@compute @workgroup_size(WG)
+fn gate_up_q8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let r = (wid.x + wid.y * nwg.x) * (WG / TPR) + lid / TPR;
+    let lane = lid % TPR;
+    var g = GateUpRow(false, r, 0u, 0u, 0u);
+    if (r < ep.pairs * ep.n) {
+        let pair = r / ep.n;
+        let e = q_local_expert(pair);
+        g = GateUpRow(e >= 0, r, pair / ep.k, u32(max(e, 0)) * 2u * ep.n + r % ep.n, 0u);
+        g.up = g.gate + ep.n;
+    }
+    var ga = vec2<f32>(0.0);
+    var ua = vec2<f32>(0.0);
+    if (g.ok) {
+        let nb = ep.d / QK;
+        let xb = g.tok * nb;
+        var b = lane;
+        for (; b + TPR < nb; b += 2u * TPR) {
+            ga += vec2<f32>(q_block(g.gate, b, nb, xb + b), q_block(g.gate, b + TPR, nb, xb + b + TPR));
+            ua += vec2<f32>(q_block(g.up, b, nb, xb + b), q_block(g.up, b + TPR, nb, xb + b + TPR));
+        }
+        if (b < nb) {
+            ga.x += q_block(g.gate, b, nb, xb + b);
+            ua.x += q_block(g.up, b, nb, xb + b);
+        }
+    }
+    let gate = row_sum(lid, TPR, ga.x + ga.y);
+    workgroupBarrier();
+    let up = row_sum(lid, TPR, ua.x + ua.y);
+    if (lane == 0u && g.ok) { q_act[r] = silu(gate) * up; }
+}
+
+// Weighted block `flat` of a down row's flattened (slot, block) range.
+fn q_down_block(tok: u32, n: u32, flat: u32, nb: u32) -> f32 {
+    let j = flat / nb;
+    let b = flat - j * nb;
+    let pair = tok * ep.k + j;
+    let e = q_local_expert(pair);
+    let v = q_route_w[pair] * q_block(u32(max(e, 0)) * ep.n + n, b, nb, pair * nb + b);
+    return select(0.0, v, e >= 0);
+}
+
+@compute @workgroup_size(WG)
+fn down_q8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let r = (wid.x + wid.y * nwg.x) * (WG / TPR) + lid / TPR;
+    let lane = lid % TPR;
+    let ok = r < (ep.pairs / ep.k) * ep.n;
+    let tok = r / ep.n;
+    let n = r % ep.n;
+    var acc = vec2<f32>(0.0);
+    if (ok) {
+        let nb = ep.d / QK;
+        let total = ep.k * nb;
+        var f = lane;
+        for (; f + TPR < total; f += 2u * TPR) {
+            acc += vec2<f32>(q_down_block(tok, n, f, nb), q_down_block(tok, n, f + TPR, nb));
+        }
+        if (f < total) { acc.x += q_down_block(tok, n, f, nb); }
+    }
+    let sum = row_sum(lid, TPR, acc.x + acc.y);
+    if (lane == 0u && ok) { q_out[r] = select(sum, q_out[r] + sum, ep.accumulate == 1u); }
 }

@@ -1,11 +1,14 @@
-"""MoE ops (route, moe_matvec, moe_combine) against numpy over a sweep with ragged shapes and split bindings."""
+"""MoE ops (route, experts_gate_up, experts_down) against numpy over a sweep with ragged shapes, Q8_0 weights
+and split bindings."""
 
 import numpy as np
 import pytest
 import torch
 
+from omni_lab.formats.q8_0 import QK, Q8Weight, quantize_q8_0, split_q8_0, upload_q8_0
 from omni_lab.gpu import KernelError, bf16_to_f32
 from omni_lab.ops import moe
+from omni_lab.ops import q8_0 as q8
 from kernel_harness import NMSE_ELEMENTWISE, NMSE_MATMUL, check_sentinels, nmse, padded_output, rand
 from test_linear import weights
 
@@ -49,72 +52,133 @@ def test_route_ties_pick_lower_expert(rt):
     np.testing.assert_allclose(w.numpy(), [[1 / 3] * 3], rtol=1e-6)
 
 
-MATVEC_CASES = [(t, k, e, n, d, dt, per_pair)
-                for dt in ("f32", "f16", "bf16")
-                for t, k, e, n, d, per_pair in [(1, 2, 8, 32, 64, False), (3, 3, 8, 7, 24, False), (5, 2, 4, 33, 40, True),
-                                                (9, 8, 16, 17, 31, False), (2, 1, 3, 5, 5, True), (4, 6, 128, 12, 128, True)]]
+def expert_ids(rng, t, k, e):
+    return np.stack([rng.choice(e, size=k, replace=False) for _ in range(t)]).astype(np.int32)
 
 
-@pytest.mark.parametrize("t,k,e,n,d,dtype,per_pair", MATVEC_CASES)
-def test_moe_matvec(rt, rng, t, k, e, n, d, dtype, per_pair):
-    host_w, w_seen = weights(rng, e * n, d, dtype)
-    experts = np.stack([rng.choice(e, size=k, replace=False) for _ in range(t)]).astype(np.int32)
-    x = rand(rng, *((t, k, d) if per_pair else (t, d)))
-    out = padded_output((t, k, n))
-    moe.moe_matvec(rt.upload(x), rt.upload(host_w.reshape(e, n, d), dtype), rt.upload(experts), out=out)
-    ref = moe.moe_matvec_ref(x, w_seen.reshape(e, n, d), experts)
-    assert nmse(out.numpy(), ref) < NMSE_MATMUL * 1e-3
+def q8_stack(rng, e, n, d):
+    """Random Q8_0 expert stack [E, N, D] quantized by gguf: (Q8Weight, the float values it holds)."""
+    blocks = quantize_q8_0(rand(rng, e, n, d, scale=d ** -0.5))  # [E, N, D/32*34]
+    wq, wd = split_q8_0(blocks, (e, n, d))
+    return upload_q8_0(blocks, (e, n, d)), q8.dequantize_ref(wq.reshape(e * n, d), wd.reshape(e * n, -1)).reshape(e, n, d)
+
+
+def q8_seen(x):
+    """Activations as the Q8_0 kernels see them: quantized per block of 32 like llama.cpp, then exact."""
+    q, d = q8.quantize_activations_ref(x)
+    blocks = q.astype(np.float64).reshape(*x.shape[:-1], -1, QK) * d[..., None].astype(np.float64)
+    return blocks.reshape(x.shape)
+
+
+# (T, k, E, F, D): D and F ragged (not multiples of 8) in some, to take the element-wise path.
+EXPERT_SHAPES = [(1, 2, 8, 32, 64), (3, 3, 8, 7, 24), (5, 2, 4, 33, 40), (9, 8, 16, 17, 31), (2, 1, 3, 5, 5),
+                 (4, 6, 128, 12, 128), (1, 8, 128, 96, 256)]
+EXPERT_CASES = [(*shape, dt) for dt in ("f32", "f16", "bf16") for shape in EXPERT_SHAPES]
+Q8_SHAPES = [(1, 2, 8, 32, 64), (3, 3, 8, 96, 32), (6, 8, 16, 64, 160), (1, 8, 128, 96, 256)]
+
+
+@pytest.mark.parametrize("t,k,e,f,d,dtype", EXPERT_CASES)
+def test_experts_gate_up(rt, rng, t, k, e, f, d, dtype):
+    host_w, w_seen = weights(rng, e * 2 * f, d, dtype)
+    experts = expert_ids(rng, t, k, e)
+    x = rand(rng, t, d)
+    out = padded_output((t, k, f))
+    moe.experts_gate_up(rt.upload(x), rt.upload(host_w.reshape(e, 2 * f, d), dtype), rt.upload(experts), out=out)
+    assert nmse(out.numpy(), moe.experts_gate_up_ref(x, w_seen.reshape(e, 2 * f, d), experts)) < NMSE_MATMUL * 1e-3
     check_sentinels(out)
 
 
-def test_moe_matvec_skips_ids_outside_the_experts(rt, rng):
-    e, n, d = 4, 6, 16
-    w = rand(rng, e, n, d)
-    experts = np.array([[0, 9], [-1, 3]], np.int32)  # 9 and -1 name no expert: those rows stay as they were
+@pytest.mark.parametrize("t,k,e,f,d,dtype", EXPERT_CASES)
+def test_experts_down(rt, rng, t, k, e, f, d, dtype):
+    host_w, w_seen = weights(rng, e * d, f, dtype)
+    experts = expert_ids(rng, t, k, e)
+    act, rw = rand(rng, t, k, f), rng.random((t, k)).astype(np.float32)
+    out = padded_output((t, d))
+    moe.experts_down(rt.upload(act), rt.upload(host_w.reshape(e, d, f), dtype), rt.upload(experts), rt.upload(rw), out=out)
+    assert nmse(out.numpy(), moe.experts_down_ref(act, w_seen.reshape(e, d, f), experts, rw)) < NMSE_MATMUL * 1e-3
+    check_sentinels(out)
+
+
+@pytest.mark.parametrize("t,k,e,f,d", Q8_SHAPES)
+def test_experts_q8_0(rt, rng, t, k, e, f, d):
+    """Q8_0 experts with int8 activations: block sums are exact, so only the f32 sums over blocks differ."""
+    experts = expert_ids(rng, t, k, e)
+    gu, gu_seen = q8_stack(rng, e, 2 * f, d)
+    x = rand(rng, t, d)
+    act = padded_output((t, k, f))
+    moe.experts_gate_up(rt.upload(x), gu, rt.upload(experts), out=act)
+    assert nmse(act.numpy(), moe.experts_gate_up_ref(q8_seen(x), gu_seen, experts)) < 1e-11
+    check_sentinels(act)
+
+    dn, dn_seen = q8_stack(rng, e, d, f)
+    a, rw = rand(rng, t, k, f), rng.random((t, k)).astype(np.float32)
+    out = padded_output((t, d))
+    moe.experts_down(rt.upload(a), dn, rt.upload(experts), rt.upload(rw), out=out)
+    assert nmse(out.numpy(), moe.experts_down_ref(q8_seen(a), dn_seen, experts, rw)) < 1e-11
+    check_sentinels(out)
+
+
+def test_experts_skip_ids_outside_the_experts(rt, rng):
+    e, f, d = 4, 6, 16
+    w = rand(rng, e, 2 * f, d)
+    experts = np.array([[0, 9], [-1, 3]], np.int32)  # 9 and -1 name no expert: those pairs write and add nothing
     x = rand(rng, 2, d)
-    out = rt.upload(np.full((2, 2, n), 5.0, np.float32))
-    got = moe.moe_matvec(rt.upload(x), rt.upload(w), rt.upload(experts), out=out).numpy()
+    act = rt.upload(np.full((2, 2, f), 5.0, np.float32))
+    got = moe.experts_gate_up(rt.upload(x), rt.upload(w), rt.upload(experts), out=act).numpy()
     np.testing.assert_array_equal(got[0, 1], 5.0)
     np.testing.assert_array_equal(got[1, 0], 5.0)
-    np.testing.assert_allclose(got[0, 0], w[0] @ x[0], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(got[1, 1], w[3] @ x[1], rtol=1e-5, atol=1e-5)
+    ref = moe.experts_gate_up_ref(x, w, np.array([[0, 0], [3, 3]], np.int32))
+    np.testing.assert_allclose(got[0, 0], ref[0, 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[1, 1], ref[1, 1], rtol=1e-5, atol=1e-6)
+
+    wd = rand(rng, e, d, f)
+    rw = np.ones((2, 2), np.float32)
+    y = moe.experts_down(rt.upload(got), rt.upload(wd), rt.upload(experts), rt.upload(rw)).numpy()
+    np.testing.assert_allclose(y[0], wd[0] @ got[0, 0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y[1], wd[3] @ got[1, 1], rtol=1e-5, atol=1e-5)
 
 
-def test_moe_matvec_split_binding(rt, rng):
-    """A bf16 expert stack over 128 MiB is bound in expert pieces (lavapipe's limit); every pair lands."""
-    e, n, d = 9, 2048, 4096  # 151 MB of bf16
-    assert e * n * d * 2 > rt.gpu.max_binding
-    bits = rng.integers(0x3C00, 0x3D00, size=(e, n, d), dtype=np.uint16) ^ (rng.integers(0, 2, size=(e, n, d), dtype=np.uint16) << 15)
+def test_experts_split_binding(rt, rng):
+    """Expert stacks over 128 MiB are bound in expert pieces (lavapipe's limit): gate_up rows land in the
+    piece that holds their expert, down's pieces add up; bf16 and Q8_0."""
+    e, f, d = 9, 1024, 4096  # gate_up [9, 2048, 4096] bf16 = 151 MB; down [9, 4096, 2048] likewise
+    bits = rng.integers(0x3C00, 0x3D00, size=(e, 2 * f, d), dtype=np.uint16) ^ (rng.integers(0, 2, size=(e, 2 * f, d), dtype=np.uint16) << 15)
     wt = rt.upload(bits, "bf16")
     assert len(wt.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment)) > 1
     experts = np.array([[0, 8], [4, 7], [8, 1]], np.int32)
-    x = rand(rng, 3, d)
-    got = moe.moe_matvec(rt.upload(x), wt, rt.upload(experts)).numpy()
-    ref = moe.moe_matvec_ref(x, bf16_to_f32(bits[np.unique(experts)]).reshape(-1, n, d),
-                             np.searchsorted(np.unique(experts), experts).astype(np.int32))
-    assert nmse(got, ref) < 1e-9
+    x = rand(rng, 3, d, scale=d ** -0.5)
+    got = moe.experts_gate_up(rt.upload(x), wt, rt.upload(experts)).numpy()
+    assert nmse(got, moe.experts_gate_up_ref(x, bf16_to_f32(bits), experts)) < 1e-9
+    del bits, wt
 
+    wd_bits = rng.integers(0x3C00, 0x3D00, size=(e, d, 2 * f), dtype=np.uint16)
+    wd = rt.upload(wd_bits, "bf16")
+    assert len(wd.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment)) > 1
+    act, rw = rand(rng, 3, 2, 2 * f), rng.random((3, 2)).astype(np.float32)
+    y = moe.experts_down(rt.upload(act), wd, rt.upload(experts), rt.upload(rw)).numpy()
+    assert nmse(y, moe.experts_down_ref(act, bf16_to_f32(wd_bits), experts, rw)) < 1e-9
+    del wd_bits, wd
 
-COMBINE_CASES = [(1, 2, 64), (3, 3, 7), (17, 8, 130), (5, 1, 33)]
-
-
-@pytest.mark.parametrize("t,k,d", COMBINE_CASES)
-def test_moe_combine(rt, rng, t, k, d):
-    y, w = rand(rng, t, k, d), rng.random((t, k)).astype(np.float32)
-    out = padded_output((t, d))
-    moe.moe_combine(rt.upload(y), rt.upload(w), out=out)
-    assert nmse(out.numpy(), moe.moe_combine_ref(y, w)) < NMSE_ELEMENTWISE
-    check_sentinels(out)
+    wq = rng.integers(-127, 128, size=(e, 2 * f, 2 * d), dtype=np.int8)  # 151 MB of int8
+    ws = (rng.uniform(0.5, 1.5, size=(e, 2 * f, 2 * d // QK)) * 1e-3).astype(np.float16)
+    w8 = Q8Weight((e, 2 * f, 2 * d), rt.upload(wq.view(np.uint32), "u32"), rt.upload(ws, "f16"))
+    assert len(w8.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment)) > 1
+    x8 = rand(rng, 3, 2 * d)
+    got8 = moe.experts_gate_up(rt.upload(x8), w8, rt.upload(experts)).numpy()
+    used = np.unique(experts)
+    seen = q8.dequantize_ref(wq[used].reshape(-1, 2 * d), ws[used].reshape(len(used) * 2 * f, -1)).reshape(len(used), 2 * f, 2 * d)
+    ref8 = moe.experts_gate_up_ref(q8_seen(x8), seen, np.searchsorted(used, experts).astype(np.int32))
+    assert nmse(got8, ref8) < 1e-11
 
 
 def test_shape_and_dtype_errors_name_the_kernel(rt):
     w = rt.upload(np.zeros((4, 6, 8), np.float32))
     ex = rt.upload(np.zeros((2, 2), np.int32))
-    with pytest.raises(KernelError, match=r"moe_matvec: x must be \[T, D\] = \(2, 8\)"):
-        moe.moe_matvec(rt.upload(np.zeros((2, 7), np.float32)), w, ex)
-    with pytest.raises(KernelError, match=r"moe_matvec: experts must be i32, got f32"):
-        moe.moe_matvec(rt.upload(np.zeros((2, 8), np.float32)), w, rt.upload(np.zeros((2, 2), np.float32)))
+    with pytest.raises(KernelError, match=r"moe.experts_gate_up: w must be \[E, 2F, D\] with D = 7"):
+        moe.experts_gate_up(rt.upload(np.zeros((2, 7), np.float32)), w, ex)
+    with pytest.raises(KernelError, match=r"moe.experts_gate_up: experts must be i32, got f32"):
+        moe.experts_gate_up(rt.upload(np.zeros((2, 8), np.float32)), w, rt.upload(np.zeros((2, 2), np.float32)))
     with pytest.raises(KernelError, match=r"moe.route: k=9 must be in \[1, E=8\]"):
         moe.route(rt.upload(np.zeros((3, 8), np.float32)), 9, True)
-    with pytest.raises(KernelError, match=r"moe_combine: y must be \[T, k, D\] and weights \[T, k\]"):
-        moe.moe_combine(rt.upload(np.zeros((2, 3, 4), np.float32)), rt.upload(np.zeros((2, 2), np.float32)))
+    with pytest.raises(KernelError, match=r"moe.experts_down: act must be \(2, 2, 8\) and weights \(2, 2\)"):
+        moe.experts_down(rt.upload(np.zeros((2, 2, 8), np.float32)), w, ex, rt.upload(np.zeros((2, 3), np.float32)))

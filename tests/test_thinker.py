@@ -106,6 +106,34 @@ def test_checkpoint_layout_and_name_table(tiny):
     assert omni_names.live_name("thinker.model.norm.weight") == f"{LIVE}.norm.weight"
 
 
+def test_fused_expert_layout(tmp_path, tiny):
+    """A checkpoint in the live Transformers 5 layout (text under `thinker.model.language_model.`, experts
+    fused into gate_up_proj [E, 2F, D] and down_proj [E, D, F]) loads to the same model."""
+    import re
+
+    def fuse(t):
+        experts = {}
+        for key in [k for k in t if k.startswith("thinker.model.")]:
+            m = re.match(r"thinker\.model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(\w+)\.weight$", key)
+            if m:
+                experts.setdefault(int(m[1]), {}).setdefault(m[3], {})[int(m[2])] = t.pop(key)
+            else:
+                t[key.replace("thinker.model.", omni_names.LIVE_TEXT, 1)] = t.pop(key)
+        for i, w in experts.items():
+            n = len(w["gate_proj"])
+            t[omni_names.fused_expert_key("gate_up_proj", i)] = torch.stack(
+                [torch.cat([w["gate_proj"][e], w["up_proj"][e]]) for e in range(n)])
+            t[omni_names.fused_expert_key("down_proj", i)] = torch.stack([w["down_proj"][e] for e in range(n)])
+    fused = edited_copy(tiny, tmp_path / "fused", fuse)
+    from safetensors import safe_open
+
+    assert omni_names.is_fused(safe_open(fused / "model.safetensors", "pt").keys())
+    ids = PROMPT[:6]
+    a = Qwen3OmniThinkerText.load(fused, max_len=16).forward(ids, start=0)["logits"]
+    b = Qwen3OmniThinkerText.load(tiny, max_len=16).forward(ids, start=0)["logits"]
+    np.testing.assert_array_equal(a, b)
+
+
 def test_sharded_checkpoint_with_index(tmp_path, tiny):
     sharded = tmp_path / "sharded"
     hf = load_hf_model(tiny, "bfloat16")

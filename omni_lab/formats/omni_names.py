@@ -8,7 +8,7 @@ Released checkpoints, and transformers 5.23's own `save_pretrained`, store the t
 layout is read too.
 
 Our weights are named by the live module path plus the parameter (`...layers.3.self_attn.q_proj.weight`);
-expert weights as `...layers.3.mlp.experts.{gate,up,down}_proj` stacked [E, N, D] over experts.
+expert weights are stacked in the live layout, `...layers.3.mlp.experts.gate_up_proj` and `.down_proj`.
 """
 
 from __future__ import annotations
@@ -29,14 +29,13 @@ TEXT_TENSORS = {
         "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",  # dense layers (mlp_only_layers, decoder_sparse_step)
         "mlp.gate")},  # the router
 }
-# Stacked expert weight -> per-expert checkpoint key (`{e}` the expert), or the fused live tensor and which
-# half of it (gate_up_proj holds gate in rows [0, F) and up in [F, 2F) of each expert).
+# Per-expert checkpoint key (`{e}` the expert) of each projection; the fused live tensors (gate_up_proj
+# holds gate in rows [0, F) and up in [F, 2F) of each expert).
 EXPERT_TENSORS = {"gate_proj": "layers.{i}.mlp.experts.{e}.gate_proj.weight",
                   "up_proj": "layers.{i}.mlp.experts.{e}.up_proj.weight",
                   "down_proj": "layers.{i}.mlp.experts.{e}.down_proj.weight"}
-FUSED_EXPERT_TENSORS = {"gate_proj": ("layers.{i}.mlp.experts.gate_up_proj", 0),
-                        "up_proj": ("layers.{i}.mlp.experts.gate_up_proj", 1),
-                        "down_proj": ("layers.{i}.mlp.experts.down_proj", None)}
+FUSED_EXPERT_TENSORS = {"gate_up_proj": "layers.{i}.mlp.experts.gate_up_proj",
+                        "down_proj": "layers.{i}.mlp.experts.down_proj"}
 
 _EXPERT_KEY = re.compile(r"^thinker\.model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.")
 
@@ -55,10 +54,9 @@ def expert_key(which: str, layer: int, expert: int) -> str:
     return CKPT_TEXT + EXPERT_TENSORS[which].format(i=layer, e=expert)
 
 
-def fused_expert_key(which: str, layer: int) -> tuple[str, int | None]:
-    """(checkpoint key, half) of an expert weight in the fused layout; half 0/1 of gate_up_proj or None."""
-    key, half = FUSED_EXPERT_TENSORS[which]
-    return LIVE_TEXT + key.format(i=layer), half
+def fused_expert_key(which: str, layer: int) -> str:
+    """Checkpoint key of `gate_up_proj` or `down_proj` in the fused layout."""
+    return LIVE_TEXT + FUSED_EXPERT_TENSORS[which].format(i=layer)
 
 
 def live_name(checkpoint_key: str) -> str:

@@ -78,9 +78,10 @@ def join_q8_0(quants: np.ndarray, scales: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Q8Weight:
-    """A Q8_0 weight on the GPU: logical `shape` [N, K]; `quants` [N, K/4] u32; `scales` [N, K/32] f16."""
+    """A Q8_0 weight on the GPU: logical `shape` [N, K] (or [E, N, K], a stack of experts); `quants`
+    shape[:-1] + [K/4] u32; `scales` shape[:-1] + [K/32] f16."""
 
-    shape: tuple[int, int]
+    shape: tuple[int, ...]
     quants: "Tensor"
     scales: "Tensor"
 
@@ -89,46 +90,49 @@ class Q8Weight:
         return self.quants.nbytes + self.scales.nbytes
 
     def row_pieces(self, max_bytes: int, alignment: int) -> list[tuple[int, "Q8Weight"]]:
-        """Split along N so that both tensors of each piece fit one binding and start at aligned offsets.
-        Returns (first_row, piece)."""
+        """Split along the leading dimension so that both tensors of each piece fit one binding and start
+        at aligned offsets. Returns (first_row, piece)."""
         from ..gpu import KernelError
 
-        n, k = self.shape
+        n = self.shape[0]
         if self.quants.bind_size <= max_bytes and self.scales.bind_size <= max_bytes:
             return [(0, self)]
-        q_row, s_row = k, k // QK * 2  # bytes per row of quants and of scales
+        q_row, s_row = self.quants.nbytes // n, self.scales.nbytes // n  # bytes per leading row
         step = math.lcm(alignment // math.gcd(q_row, alignment), alignment // math.gcd(s_row, alignment))
         rows = (max_bytes // q_row) // step * step
         if rows == 0 or self.quants.offset % alignment or self.scales.offset % alignment:
             raise KernelError(f"Q8Weight {self.shape}: cannot split at {alignment}-byte aligned rows under {max_bytes} B")
-        return [(r, Q8Weight((min(rows, n - r), k), self.quants.rows(r, min(rows, n - r)), self.scales.rows(r, min(rows, n - r))))
+        return [(r, Q8Weight((min(rows, n - r),) + self.shape[1:], self.quants.rows(r, min(rows, n - r)),
+                             self.scales.rows(r, min(rows, n - r))))
                 for r in range(0, n, rows)]
 
 
 def upload_q8_0(blocks: np.ndarray, shape, label: str = "") -> Q8Weight:
-    """GGUF Q8_0 blocks of a [N, K] weight (as GGUFCheckpoint.get returns them) -> Q8Weight on the GPU.
-    Copies in row chunks, so a memory-mapped source is never read into host memory whole."""
+    """GGUF Q8_0 blocks of a [N, K] weight, or of a stack [E, N, K] (as GGUFCheckpoint.get returns them,
+    stacked) -> Q8Weight on the GPU. Copies in row chunks, so a memory-mapped source is never read into
+    host memory whole."""
     from ..gpu import runtime
 
     shape = tuple(int(s) for s in shape)
-    if len(shape) != 2:
-        raise ValueError(f"upload_q8_0{' ' + label if label else ''}: expected a [N, K] weight, got shape {shape}")
-    n, k = shape
+    if len(shape) not in (2, 3):
+        raise ValueError(f"upload_q8_0{' ' + label if label else ''}: expected a [N, K] or [E, N, K] weight, got shape {shape}")
+    k = shape[-1]
+    n = math.prod(shape[:-1])
     _check_k(shape, f"upload_q8_0 {label}".strip())
     blocks = np.asarray(blocks)
     if blocks.dtype != np.uint8 or blocks.size != n * (k // QK) * BLOCK_BYTES:
         raise ValueError(f"upload_q8_0 {label}: {blocks.dtype} {blocks.shape} is not the Q8_0 blocks of a {shape} tensor")
-    blocks = blocks.reshape(n, k // QK * BLOCK_BYTES)  # [N, K/32*34]
+    blocks = blocks.reshape(n, k // QK * BLOCK_BYTES)  # [rows, K/32*34], leading dims flattened
     rt = runtime()
-    w = Q8Weight(shape, rt.empty((n, k // 4), "u32", label=f"{label}.quants"), rt.empty((n, k // QK), "f16", label=f"{label}.scales"))
+    quants, scales = rt.empty((n, k // 4), "u32", label=f"{label}.quants"), rt.empty((n, k // QK), "f16", label=f"{label}.scales")
     # An even row count keeps each scales chunk at a 4-byte offset, as queue.write_buffer requires.
     chunk = max(2, _UPLOAD_CHUNK_BYTES // (k // QK * BLOCK_BYTES) // 2 * 2)
     for r in range(0, n, chunk):
         c = min(chunk, n - r)
         q, d = split_q8_0(blocks[r:r + c], (c, k))
-        rt.write(w.quants.rows(r, c), q)
-        rt.write(w.scales.rows(r, c), d)
-    return w
+        rt.write(quants.rows(r, c), q)
+        rt.write(scales.rows(r, c), d)
+    return Q8Weight(shape, quants.view(shape[:-1] + (k // 4,)), scales.view(shape[:-1] + (k // QK,)))
 
 
 def upload_f32_as_q8_0(w: np.ndarray, label: str = "") -> Q8Weight:

@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..formats import omni_names as names
+from ..formats.q8_0 import upload_q8_0
 from ..formats.safetensors_io import CheckpointError
 from ..gpu import Tensor, runtime
 from ..ops import attention as attn_ops
@@ -105,9 +106,8 @@ class DenseMlp:
 @dataclass
 class MoeMlp:
     gate: object        # router [E, D]
-    gate_proj: Tensor   # [E, F, D]
-    up_proj: Tensor     # [E, F, D]
-    down_proj: Tensor   # [E, D, F]
+    gate_up_proj: object  # [E, 2F, D]: per expert F gate_proj rows, then F up_proj rows
+    down_proj: object     # [E, D, F]
 
 
 @dataclass
@@ -125,31 +125,34 @@ class ThinkerLayer:
     cache_v: Tensor
 
 
-def _stack_experts(ckpt, which: str, layer: int, cfg: ThinkerTextConfig, fused: bool) -> Tensor:
-    """One stacked expert weight [E, N, D] from a per-expert or fused checkpoint, in its stored dtype."""
+def _stack_experts(ckpt, which: str, layer: int, cfg: ThinkerTextConfig, fused: bool):
+    """One stacked expert weight in its stored format: which = "gate_up_proj" [E, 2F, D] (gate rows, then
+    up rows per expert, transformers' fused layout) or "down_proj" [E, D, F]; Q8_0 stays Q8_0."""
     e, f, d = cfg.num_experts, cfg.moe_intermediate_size, cfg.hidden_size
-    shape = (d, f) if which == "down_proj" else (f, d)
+    shape = (e, 2 * f, d) if which == "gate_up_proj" else (e, d, f)
     if fused:
-        key, half = names.fused_expert_key(which, layer)
-        ckpt.expect(key, (e, 2 * f, d) if half is not None else (e, d, f))
+        key = names.fused_expert_key(which, layer)
+        ckpt.expect(key, shape)
         array, dtype = ckpt.get(key)
-        if half is not None:
-            array = array[:, half * f:(half + 1) * f]  # gate_up_proj [E, 2F, D] -> [E, F, D]
     else:
         parts, dtypes = [], set()
         for x in range(e):
-            key = names.expert_key(which, layer, x)
-            ckpt.expect(key, shape)
-            a, dt = ckpt.get(key)
-            parts.append(a)
-            dtypes.add(dt)
+            for half in (("gate_proj", "up_proj") if which == "gate_up_proj" else ("down_proj",)):
+                key = names.expert_key(half, layer, x)
+                ckpt.expect(key, shape[1:] if half == "down_proj" else (f, d))
+                a, dt = ckpt.get(key)
+                parts.append(np.asarray(a).reshape(shape[1] // (2 if which == "gate_up_proj" else 1), -1))
+                dtypes.add(dt)
         if len(dtypes) != 1:
             raise CheckpointError(f"{ckpt.path}: layer {layer} experts' {which} mix dtypes {sorted(dtypes)}")
-        array, dtype = np.stack(parts), dtypes.pop()  # [E, N, D]
+        array, dtype = np.stack(parts).reshape(e, shape[1], -1), dtypes.pop()  # [E, 2F or D, row bytes]
+    label = f"{LIVE}.layers.{layer}.mlp.experts.{which}"
+    if dtype == "q8_0":
+        return upload_q8_0(array, shape, label)
     if dtype not in linear.WEIGHT_DTYPES:
         raise CheckpointError(f"{ckpt.path}: layer {layer} experts' {which} are {dtype}; MoE weights must be "
-                              f"one of {', '.join(linear.WEIGHT_DTYPES)}")
-    return runtime().upload(array, dtype, label=f"{LIVE}.layers.{layer}.mlp.experts.{which}")
+                              f"one of {', '.join(linear.WEIGHT_DTYPES + ('q8_0',))}")
+    return runtime().upload(array.reshape(shape), dtype, label=label)
 
 
 def _check_expert_count(ckpt, layer: int, cfg: ThinkerTextConfig) -> None:
@@ -176,10 +179,7 @@ class Scratch(DenseScratch):
             self.router_logits = rt.empty((t, e), label="router_logits")
             self.route_w = rt.empty((t, k), label="route_weights")
             self.route_e = rt.empty((t, k), "i32", label="route_experts")
-            self.e_gate = rt.empty((t, k, fe), label="expert_gate")
-            self.e_up = rt.empty((t, k, fe), label="expert_up")
             self.e_act = rt.empty((t, k, fe), label="expert_act")
-            self.e_out = rt.empty((t, k, d), label="expert_out")
 
 
 def thinker_names(cfg: ThinkerTextConfig) -> list[str]:
@@ -219,7 +219,7 @@ class Qwen3OmniThinkerText(DecoderLM):
                 if not fused:
                     _check_expert_count(ckpt, i, cfg)
                 mlp = MoeMlp(gate=upload_weight(ckpt, key("layers.{i}.mlp.gate.weight", i), (cfg.num_experts, d)),
-                             **{w: _stack_experts(ckpt, w, i, cfg, fused) for w in ("gate_proj", "up_proj", "down_proj")})
+                             **{w: _stack_experts(ckpt, w, i, cfg, fused) for w in ("gate_up_proj", "down_proj")})
             else:
                 mlp = DenseMlp(gate_proj=upload_weight(ckpt, key("layers.{i}.mlp.gate_proj.weight", i), (f, d)),
                                up_proj=upload_weight(ckpt, key("layers.{i}.mlp.up_proj.weight", i), (f, d)),
@@ -275,12 +275,8 @@ class Qwen3OmniThinkerText(DecoderLM):
         w_buf, e_buf = router if router else (s.route_w, s.route_e)
         logits = apply_linear(x, m.gate, s.router_logits)  # [T, E]
         weights, experts = moe.route(logits, k, cfg.norm_topk_prob, out_weights=w_buf, out_experts=e_buf)
-        gate = moe.moe_matvec(x, m.gate_proj, experts, out=s.e_gate)  # [T, k, F]
-        up = moe.moe_matvec(x, m.up_proj, experts, out=s.e_up)
-        fe = cfg.moe_intermediate_size
-        act = elementwise.swiglu(gate.view((t * k, fe)), up.view((t * k, fe)), out=s.e_act.view((t * k, fe)))
-        y = moe.moe_matvec(act.view((t, k, fe)), m.down_proj, experts, out=s.e_out)  # [T, k, D]
-        return moe.moe_combine(y, weights, out=out)
+        act = moe.experts_gate_up(x, m.gate_up_proj, experts, out=s.e_act)  # [T, k, F]
+        return moe.experts_down(act, m.down_proj, experts, weights, out=out)
 
     def _encode(self, s: Scratch, t: int, taps: dict, all_logits: bool) -> Tensor:
         return encode_decoder(self, s, t, taps, all_logits, LIVE, LM_HEAD, (s.positions3, self.inv_freq, self.cfg.mrope_section),

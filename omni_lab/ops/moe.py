@@ -1,26 +1,39 @@
-"""Mixture-of-experts ops: HF's top-k router, per-expert matvec reading expert ids from a GPU buffer, and
-the weighted combine. Nothing is read back: the experts a token uses stay on the GPU.
+"""Mixture-of-experts ops: HF's top-k router, and the selected experts' SwiGLU MLP in two dispatches
+(gate and up projections with the SwiGLU product; down projection with the weighted sum over the k slots)
+that read expert ids and routing weights from GPU buffers. Nothing is read back: the experts a token uses
+stay on the GPU.
 
-Expert weights are stacked [E, N, D] in nn.Linear's [out, in] layout per expert. Stacks larger than one
-storage binding are bound in expert pieces, one dispatch per piece; each pair's row is written by the
-piece that holds its expert.
+Expert weights are stacked over experts in nn.Linear's [out, in] layout: gate_up [E, 2F, D] (gate_proj
+rows then up_proj rows per expert, transformers' fused `gate_up_proj`) and down [E, D, F], as f32/f16/bf16
+Tensors or Q8_0 (formats.q8_0.Q8Weight, int8 activations through dot4I8Packed). Stacks larger than one
+storage binding are bound in expert pieces, one dispatch per piece: gate_up's rows are written by the
+piece holding their expert, and down's pieces each add the slots they hold.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..formats.q8_0 import QK, Q8Weight
 from ..gpu import Tensor, pack_params, runtime
 from ._check import dtype_in, expect
 from .linear import WEIGHT_DTYPES, WTYPE
 
-WG = 64
-TPR = {"f32": 16, "f16": 16, "bf16": 16}
+WG = 64           # route
+EXPERT_WG = 256   # gate_up, down
 MAX_EXPERTS = 4096  # route keeps a token's probabilities in workgroup memory (16 KiB at this size)
+# Threads per output row: enough threads in flight for a decode launch to fill a large GPU (rows * TPR of
+# about 2^18), never more than a row has 16-byte words (Q8_0: blocks), at least MIN_TPR.
+MIN_TPR, TARGET_THREADS = 16, 1 << 18
 
 
 def _pow2_at_least(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
+
+
+def _tpr(rows: int, words: int) -> int:
+    want = _pow2_at_least(-(-TARGET_THREADS // max(rows, 1)))
+    return max(MIN_TPR, min(EXPERT_WG, want, _pow2_at_least(max(words, 1))))
 
 
 def route(logits: Tensor, k: int, norm_topk_prob: bool, out_weights: Tensor | None = None,
@@ -43,53 +56,109 @@ def route(logits: Tensor, k: int, norm_topk_prob: bool, out_weights: Tensor | No
     expect("moe.route", out_experts.shape == (t, k) and out_experts.dtype == "i32",
            f"out_experts must be ({t}, {k}) i32", out_experts=out_experts)
     if t:
-        kern = rt.kernel("moe", "route", WG=WG, E_MAX=max(WG, _pow2_at_least(e)))
+        kern = rt.kernel("moe", "route", WG=WG, E_MAX=max(WG, _pow2_at_least(e)), K_MAX=_pow2_at_least(k))
         kern(t, pack_params(t, e, k, int(bool(norm_topk_prob))), logits, out_weights, out_experts)
     return out_weights, out_experts
 
 
-def moe_matvec(x: Tensor, w: Tensor, experts: Tensor, out: Tensor | None = None) -> Tensor:
-    """out[t, j] = w[experts[t, j]] @ x[t] (x [T, D]) or @ x[t, j] (x [T, k, D]), for all (token, slot)
-    pairs in one dispatch per binding piece. w [E, N, D] f32/f16/bf16; experts [T, k] i32; out [T, k, N]
-    f32. A pair whose expert id is outside [0, E) is left unwritten."""
-    dtype_in("moe_matvec", "x", x, ("f32",))
-    dtype_in("moe_matvec", "w", w, WEIGHT_DTYPES)
-    dtype_in("moe_matvec", "experts", experts, ("i32",))
-    expect("moe_matvec", len(w.shape) == 3 and w.shape[0] > 0, "w must be [E, N, D]", w=w)
-    e, n, d = w.shape
-    expect("moe_matvec", len(experts.shape) == 2, "experts must be [T, k]", experts=experts)
-    t, k = experts.shape
-    expect("moe_matvec", x.shape in ((t, d), (t, k, d)),
-           f"x must be [T, D] = ({t}, {d}) or [T, k, D] = ({t}, {k}, {d})", x=x, w=w, experts=experts)
+def _check_experts(kernel: str, w, experts: Tensor, t: int) -> tuple[int, int, int, int]:
+    """(E, N, D, k) of a stacked expert weight used by the pairs of `experts` [T, k]."""
+    if isinstance(w, Q8Weight):
+        expect(kernel, len(w.shape) == 3 and w.shape[-1] % QK == 0, f"Q8_0 w must be [E, N, D] with D % {QK} == 0",
+               quants=w.quants)
+    else:
+        dtype_in(kernel, "w", w, WEIGHT_DTYPES)
+        expect(kernel, len(w.shape) == 3, "w must be [E, N, D]", w=w)
+    dtype_in(kernel, "experts", experts, ("i32",))
+    expect(kernel, experts.shape[:1] == (t,) and len(experts.shape) == 2, f"experts must be [T, k] with T = {t}",
+           experts=experts)
+    return (*w.shape, experts.shape[1])
+
+
+def _dispatch(kernel: str, entry: str, w, rows: int, words: int, params, head: tuple, tail: tuple) -> None:
+    """One dispatch per expert piece of w: bindings head + (w's tensors) + tail; params(e0, count, first)."""
     rt = runtime()
-    if out is None:
-        out = rt.empty((t, k, n), "f32", label="moe_matvec")
-    expect("moe_matvec", out.shape == (t, k, n) and out.dtype == "f32", f"out must be ({t}, {k}, {n}) f32", out=out)
-    if t == 0 or n == 0:
-        return out
-    vector = d % (4 if w.dtype == "f32" else 8) == 0
-    tpr = TPR[w.dtype]
-    kern = rt.kernel("moe", "main" if vector else "main_ragged", WG=WG, TPR=tpr, WTYPE=WTYPE[w.dtype])
-    rows = t * k * n
+    q8 = isinstance(w, Q8Weight)
+    vec = q8 or w.shape[-1] % (4 if w.dtype == "f32" else 8) == 0
+    tpr = _tpr(rows, words)
+    consts = dict(WG=EXPERT_WG, TPR=tpr) if q8 else dict(WG=EXPERT_WG, TPR=tpr, WTYPE=WTYPE[w.dtype], VEC=vec)
+    kern = rt.kernel("moe", entry + ("_q8" if q8 else ""), **consts)
     gpu = rt.gpu
-    for e0, piece in w.row_pieces(gpu.max_binding, gpu.offset_alignment):
-        params = pack_params(t * k, n, d, k, int(len(x.shape) == 3), e0, piece.shape[0], 0)
-        kern(-(-rows // (WG // tpr)), params, x, piece, experts, out)
+    for i, (e0, piece) in enumerate(w.row_pieces(gpu.max_binding, gpu.offset_alignment)):
+        tensors = (piece.quants, piece.scales) if q8 else (piece,)
+        kern(-(-rows // (EXPERT_WG // tpr)), params(e0, piece.shape[0], int(i > 0)), *head, *tensors, *tail)
+
+
+def _quantized(x: Tensor) -> tuple[Tensor, Tensor]:
+    """x [R, K] f32 -> int8 activations and block scales in scratch buffers (released by the caller)."""
+    from .q8_0 import quantize_activations
+
+    rt = runtime()
+    r, k = x.shape
+    return quantize_activations(x, out=(rt.scratch((r, k // 4), "u32"), rt.scratch((r, k // QK), "f32")))
+
+
+def experts_gate_up(x: Tensor, w, experts: Tensor, out: Tensor | None = None) -> Tensor:
+    """act[t, j] = silu(G_e x[t]) * (U_e x[t]) with e = experts[t, j], for every (token, slot) pair.
+    x [T, D] f32; w [E, 2F, D] (per expert F gate rows, then F up rows), f32/f16/bf16 or Q8_0; experts
+    [T, k] i32; returns act [T, k, F] f32. A pair whose expert id is outside [0, E) is left unwritten."""
+    kernel = "moe.experts_gate_up"
+    dtype_in(kernel, "x", x, ("f32",))
+    expect(kernel, len(x.shape) == 2, "x must be [T, D]", x=x)
+    t = x.shape[0]
+    e, f2, d, k = _check_experts(kernel, w, experts, t)
+    expect(kernel, f2 % 2 == 0 and d == x.shape[1], f"w must be [E, 2F, D] with D = {x.shape[1]}", x=x, w=getattr(w, "quants", w))
+    f = f2 // 2
+    if out is None:
+        out = runtime().empty((t, k, f), "f32", label=kernel)
+    expect(kernel, out.shape == (t, k, f) and out.dtype == "f32", f"out must be ({t}, {k}, {f}) f32", out=out)
+    if t * k * f == 0:
+        return out
+    rows = t * k * f
+
+    def params(e0, count, _):
+        return pack_params(t * k, f, d, k, e0, count, 0, 0)
+
+    if isinstance(w, Q8Weight):
+        xq, xs = _quantized(x)
+        _dispatch(kernel, "gate_up", w, rows, d // QK, params, (xq, xs), (experts, out))
+        xq.release()  # later dispatches run after this one in queue order: the scratch is free again
+        xs.release()
+    else:
+        _dispatch(kernel, "gate_up", w, rows, d // (4 if w.dtype == "f32" else 8), params, (x,), (experts, out))
     return out
 
 
-def moe_combine(y: Tensor, weights: Tensor, out: Tensor | None = None) -> Tensor:
-    """out[t] = sum_j weights[t, j] * y[t, j]: y [T, k, D] f32, weights [T, k] f32 -> [T, D] f32."""
-    dtype_in("moe_combine", "y", y, ("f32",))
-    dtype_in("moe_combine", "weights", weights, ("f32",))
-    expect("moe_combine", len(y.shape) == 3 and weights.shape == y.shape[:2],
-           "y must be [T, k, D] and weights [T, k]", y=y, weights=weights)
-    t, k, d = y.shape
+def experts_down(act: Tensor, w, experts: Tensor, weights: Tensor, out: Tensor | None = None) -> Tensor:
+    """out[t] = sum_j weights[t, j] * (W_e act[t, j]) with e = experts[t, j]: the down projection and the
+    weighted combine over the k slots. act [T, k, F] f32; w [E, D, F] f32/f16/bf16 or Q8_0; experts [T, k]
+    i32; weights [T, k] f32; returns [T, D] f32. Slots whose expert id is outside [0, E) add nothing."""
+    kernel = "moe.experts_down"
+    dtype_in(kernel, "act", act, ("f32",))
+    dtype_in(kernel, "weights", weights, ("f32",))
+    expect(kernel, len(act.shape) == 3, "act must be [T, k, F]", act=act)
+    t = act.shape[0]
+    e, d, f, k = _check_experts(kernel, w, experts, t)
+    expect(kernel, act.shape == (t, k, f) and weights.shape == (t, k),
+           f"act must be ({t}, {k}, {f}) and weights ({t}, {k})", act=act, weights=weights, w=getattr(w, "quants", w))
     if out is None:
-        out = runtime().empty((t, d), "f32", label="moe_combine")
-    expect("moe_combine", out.shape == (t, d) and out.dtype == "f32", f"out must be ({t}, {d}) f32", out=out)
-    if t * d:
-        runtime().kernel("moe", "combine", WG=WG)(-(-(t * d) // WG), pack_params(t, k, d, 0), y, weights, out)
+        out = runtime().empty((t, d), "f32", label=kernel)
+    expect(kernel, out.shape == (t, d) and out.dtype == "f32", f"out must be ({t}, {d}) f32", out=out)
+    if t * d == 0:
+        return out
+
+    def params(e0, count, accumulate):
+        return pack_params(t * k, d, f, k, e0, count, accumulate, 0)
+
+    flat = act.view((t * k, f))  # [T*k, F]: one activation row per pair
+    if isinstance(w, Q8Weight):
+        aq, as_ = _quantized(flat)
+        _dispatch(kernel, "down", w, t * d, k * (f // QK), params, (aq, as_), (experts, weights, out))
+        aq.release()
+        as_.release()
+    else:
+        _dispatch(kernel, "down", w, t * d, k * f // (4 if w.dtype == "f32" else 8), params, (flat,),
+                  (experts, weights, out))
     return out
 
 
@@ -107,12 +176,18 @@ def route_ref(logits: np.ndarray, k: int, norm_topk_prob: bool) -> tuple[np.ndar
     return w.astype(np.float32), order.astype(np.int32)
 
 
-def moe_matvec_ref(x: np.ndarray, w: np.ndarray, experts: np.ndarray) -> np.ndarray:
-    t, k = experts.shape
-    xs = x.astype(np.float64)
-    xs = np.broadcast_to(xs[:, None, :], (t, k, xs.shape[-1])) if x.ndim == 2 else xs  # [T, k, D]
-    return np.einsum("tknd,tkd->tkn", w.astype(np.float64)[experts], xs).astype(np.float32)
+def silu_ref(v: np.ndarray) -> np.ndarray:
+    v = v.astype(np.float64)
+    return v / (1.0 + np.exp(-v))
 
 
-def moe_combine_ref(y: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return np.einsum("tkd,tk->td", y.astype(np.float64), weights.astype(np.float64)).astype(np.float32)
+def experts_gate_up_ref(x: np.ndarray, w: np.ndarray, experts: np.ndarray) -> np.ndarray:
+    """x [T, D], w [E, 2F, D] (the values the kernel reads), experts [T, k] -> act [T, k, F] in float64."""
+    f = w.shape[1] // 2
+    h = np.einsum("tknd,td->tkn", w.astype(np.float64)[experts], x.astype(np.float64))  # [T, k, 2F]
+    return (silu_ref(h[..., :f]) * h[..., f:]).astype(np.float32)
+
+
+def experts_down_ref(act: np.ndarray, w: np.ndarray, experts: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    y = np.einsum("tkdf,tkf->tkd", w.astype(np.float64)[experts], act.astype(np.float64))  # [T, k, D]
+    return np.einsum("tkd,tk->td", y, weights.astype(np.float64)).astype(np.float32)
