@@ -12,7 +12,8 @@
 Neither side is Transformers: this measures what Q8_0 weights cost, not how close our kernels are to
 Transformers (that is `omni-lab compare`). With several tokens every Q8_0 linear runs our prefill matmul,
 which widens the weights in the tile and keeps activations in f32, so the error measured is the weights'
-alone; decode's int8 matvec (dot4) also rounds activations and is not measured by one prefill.
+alone; decode's int8 matvec (dot4) also rounds activations and is not measured by one prefill. MoE experts
+read int8 activations in prefill and decode alike (ops/moe.py), so their rounding is in the figures.
 """
 
 from __future__ import annotations
@@ -43,69 +44,17 @@ LOW_SQNR_DB = 30.0  # Q8_0 gives about 45 dB on well-scaled weights; a tensor fa
 
 
 # ---- running both sides ---------------------------------------------------------------------------------
-class Q8AsF32:
-    """A GGUFCheckpoint whose Q8_0 tensors selected by `widen(name)` read as their dequantized float32 values.
-
-    The Omni thinker has no Q8_0 path for its stacked MoE experts nor for the embedding gather; it refuses
-    such tensors. Dequantized Q8_0 values (f16 scale x int8) are exact in float32, and our Q8_0 prefill
-    matmul computes with exactly those values, so the thinker's f32 kernels see the same weights the Q8_0
-    kernels would. Remove this once the thinker reads Q8_0 experts and embeddings itself.
-    """
-
-    def __init__(self, ckpt, widen):
-        self._ckpt, self._widen = ckpt, widen
-        self.widened: list[str] = []
-
-    def __getattr__(self, name):
-        return getattr(self._ckpt, name)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._ckpt
-
-    def _widens(self, name: str) -> bool:
-        return self._ckpt.dtype(name) == "q8_0" and self._widen(name)
-
-    def dtype(self, name: str) -> str:
-        return "f32" if self._widens(name) else self._ckpt.dtype(name)
-
-    def get(self, name: str):
-        if self._widens(name):
-            if name not in self.widened:
-                self.widened.append(name)
-            return self._ckpt.get_f32(name), "f32"
-        return self._ckpt.get(name)
-
-
-def _thinker_lacks_q8(name: str) -> bool:
-    return ".mlp.experts." in name or (name.startswith("thinker.") and name.endswith("embed_tokens.weight"))
-
-
-def load_side(path: str | Path, max_len: int, progress: bool = False):
-    """Our model of a checkpoint directory or GGUF; returns (model, names of tensors widened to f32)."""
-    from ..models.qwen3 import open_checkpoint
+def run_side(path: str | Path, ids: np.ndarray, names: list[str], progress: bool = False) -> dict:
+    """One forward of our model of a checkpoint directory or GGUF over `ids` with every name tapped;
+    returns the activations and 'logits'."""
     from ..workbench import load_ours
 
-    path = Path(path)
-    ckpt = open_checkpoint(path)
-    if path.suffix == ".gguf" and ckpt.config.get("model_type") == "qwen3_omni_moe":
-        from ..models.thinker import Qwen3OmniThinkerText, ThinkerTextConfig
-
-        wrapped = Q8AsF32(ckpt, _thinker_lacks_q8)
-        model = Qwen3OmniThinkerText(ThinkerTextConfig.from_dict(ckpt.config, source=str(path)), wrapped, max_len,
-                                     progress)
-        return model, wrapped.widened
-    return load_ours(path, max_len=max_len, progress=progress), []
-
-
-def run_side(path: str | Path, ids: np.ndarray, names: list[str], progress: bool = False):
-    """One forward over `ids` with every name tapped; returns (activations incl. 'logits', widened)."""
-    model, widened = load_side(path, max(len(ids), 16), progress)
+    model = load_ours(Path(path), max_len=max(len(ids), 16), progress=progress)
     try:
-        out = model.forward(ids, start=0, taps=names)
+        return model.forward(ids, start=0, taps=names)
     finally:
         del model
         gc.collect()  # the first side's weights go before the second side's are uploaded
-    return out, widened
 
 
 # ---- the report -----------------------------------------------------------------------------------------
@@ -121,7 +70,6 @@ class QuantReport:
     moe: list[ExpertAgreement]
     adapter: dict
     notes: list[str]
-    widened: list[str] = field(default_factory=list)
     text: str | None = None
     truncated_from: int | None = None
     timing: dict = field(default_factory=dict)
@@ -155,7 +103,6 @@ class QuantReport:
             "logits": self.logits.to_json(),
             "moe": ({"k": self.moe[0].k, "layers": [m.to_json() for m in self.moe]} if self.moe else None),
             "llama_cpp_q8_0_reference": LLAMA_CPP_Q8_0,
-            "widened_to_f32": self.widened,
             "notes": self.notes,
             "timing": self.timing,
             "versions": library_versions(),
@@ -216,10 +163,10 @@ def quant_report(src_dir: str | Path, gguf_path: str | Path, ids=None, text: str
         raise ModelInputError(f"quant_report needs at least 2 tokens (perplexity is over next tokens), got {len(ids)}")
     names = activation_names(src)
     t0 = time.perf_counter()
-    ref, _ = run_side(src, ids, names, progress)
+    ref = run_side(src, ids, names, progress)
     timing["bf16_forward_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    q, widened = run_side(gguf, ids, names, progress)
+    q = run_side(gguf, ids, names, progress)
     timing["q8_0_forward_s"] = time.perf_counter() - t0
 
     dense = [n for n in names if not n.endswith(ROUTER_SUFFIX)]
@@ -232,13 +179,11 @@ def quant_report(src_dir: str | Path, gguf_path: str | Path, ids=None, text: str
         f"{gpu.get('adapter_type', '?')}): the reference reads the BF16 checkpoint, the other side the Q8_0 GGUF. "
         "Transformers is not involved; this measures Q8_0, not our agreement with Transformers.",
         f"One prefill over {len(ids)} tokens: every Q8_0 linear ran the prefill matmul (weights widened in the tile, "
-        "f32 activations), so the error is the weights' alone; decode's int8 matvec (dot4) also rounds activations "
-        "and is not measured here.",
+        "f32 activations), so its error is the weights' alone; decode's int8 matvec (dot4) also rounds activations "
+        "and is not measured here. MoE experts are the exception: their Q8_0 kernels take int8 activations "
+        "(blocks of 32, llama.cpp's rule) in prefill as in decode, so their error includes that rounding.",
         "Router activations are compared as expert agreement, not in the drift table.",
     ]
-    if widened:
-        notes.append(f"{len(widened)} Q8_0 tensors (MoE experts, the thinker's embedding table) ran as their exact "
-                     "dequantized f32 values through f32 kernels: the thinker has no Q8_0 path for them yet.")
     low = sorted((t for t in weights if t.quantized and t.sqnr_db < LOW_SQNR_DB), key=lambda t: t.sqnr_db)
     if low:
         notes.append(f"{len(low)} Q8_0 tensors have an SQNR below {LOW_SQNR_DB:g} dB, the worst '{low[0].name}' "
@@ -249,7 +194,7 @@ def quant_report(src_dir: str | Path, gguf_path: str | Path, ids=None, text: str
         notes.append(f"The text gave {truncated_from} tokens; the first {len(ids)} were used.")
     report = QuantReport(src=src, gguf=gguf, model_type=_model_type(src), ids=np.asarray(ids),
                          weights=weights, drift=drift, logits=logit_stats(ref["logits"], q["logits"], ids),
-                         moe=moe_agreement(ref, q), adapter=gpu, notes=notes, widened=widened, text=text,
+                         moe=moe_agreement(ref, q), adapter=gpu, notes=notes, text=text,
                          truncated_from=truncated_from, timing=timing)
     if out_dir is not None:
         write_quant_report(report, out_dir)
