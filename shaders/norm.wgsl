@@ -6,7 +6,7 @@
 //   mean and var by the corrected two-pass algorithm (see below)
 //   Bindings: 0 params; 1 x: [R, D] f32; 2 w: [D] f32; 3 b: [D] f32; 4 y: [R, D] f32.
 // Entry `add_rmsnorm`: h' = h + delta; y = rmsnorm(h') (a decoder's residual add and the norm after it,
-//   one dispatch instead of two; the same f32 operations in the same order as add, then rmsnorm).
+//   one dispatch instead of two; the same f32 operations as add, then rmsnorm, summed in the same order).
 //   Bindings: 0 params; 1 h: [R, D] f32; 2 w: [D] f32; 3 y: [R, D] f32; 4 h': [R, D] f32 (may be h);
 //   5 delta: [R, D] f32.
 // Params:   rows = R, d = D, eps, flags (layernorm: bit 0 apply w, bit 1 apply b; the wrapper binds a
@@ -44,19 +44,37 @@ fn workgroup_sum(lid: u32, v: f32) -> f32 {
     return total;
 }
 
+// Loops over a row take four elements per step with their loads issued first: a decode row (one row,
+// one workgroup) is a chain of dependent memory round trips otherwise, which is what these kernels cost.
+
 @compute @workgroup_size(WG)
 fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
     let row = wid.x + wid.y * nwg.x;
     if (row >= p.rows) { return; }  // uniform per workgroup, so the barriers below stay uniform
     let base = row * p.d;
-    var ss = 0.0;
-    for (var i = lid; i < p.d; i += WG) {
-        let v = x[base + i];
+    var ss = vec4<f32>(0.0);
+    var i = lid;
+    for (; i + 3u * WG < p.d; i += 4u * WG) {
+        let v = vec4<f32>(x[base + i], x[base + i + WG], x[base + i + 2u * WG], x[base + i + 3u * WG]);
         ss += v * v;
     }
-    let r = inverseSqrt(workgroup_sum(lid, ss) / f32(p.d) + p.eps);
-    for (var i = lid; i < p.d; i += WG) {
+    for (; i < p.d; i += WG) {
+        let v = x[base + i];
+        ss.x += v * v;
+    }
+    let r = inverseSqrt(workgroup_sum(lid, (ss.x + ss.y) + (ss.z + ss.w)) / f32(p.d) + p.eps);
+    i = lid;
+    for (; i + 3u * WG < p.d; i += 4u * WG) {
+        let v = vec4<f32>(x[base + i], x[base + i + WG], x[base + i + 2u * WG], x[base + i + 3u * WG]);
+        let g = vec4<f32>(w[i], w[i + WG], w[i + 2u * WG], w[i + 3u * WG]);
+        let o = (v * r) * g;
+        y[base + i] = o.x;
+        y[base + i + WG] = o.y;
+        y[base + i + 2u * WG] = o.z;
+        y[base + i + 3u * WG] = o.w;
+    }
+    for (; i < p.d; i += WG) {
         y[base + i] = (x[base + i] * r) * w[i];
     }
 }
@@ -67,14 +85,34 @@ fn add_rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let row = wid.x + wid.y * nwg.x;
     if (row >= p.rows) { return; }  // uniform per workgroup
     let base = row * p.d;
-    var ss = 0.0;
-    for (var i = lid; i < p.d; i += WG) {
-        let v = x[base + i] + delta[base + i];
-        y4[base + i] = v;  // read back below by this same thread only
+    var ss = vec4<f32>(0.0);
+    var i = lid;
+    for (; i + 3u * WG < p.d; i += 4u * WG) {
+        let v = vec4<f32>(x[base + i], x[base + i + WG], x[base + i + 2u * WG], x[base + i + 3u * WG])
+              + vec4<f32>(delta[base + i], delta[base + i + WG], delta[base + i + 2u * WG], delta[base + i + 3u * WG]);
+        y4[base + i] = v.x;  // read back below by this same thread only
+        y4[base + i + WG] = v.y;
+        y4[base + i + 2u * WG] = v.z;
+        y4[base + i + 3u * WG] = v.w;
         ss += v * v;
     }
-    let r = inverseSqrt(workgroup_sum(lid, ss) / f32(p.d) + p.eps);
-    for (var i = lid; i < p.d; i += WG) {
+    for (; i < p.d; i += WG) {
+        let v = x[base + i] + delta[base + i];
+        y4[base + i] = v;
+        ss.x += v * v;
+    }
+    let r = inverseSqrt(workgroup_sum(lid, (ss.x + ss.y) + (ss.z + ss.w)) / f32(p.d) + p.eps);
+    i = lid;
+    for (; i + 3u * WG < p.d; i += 4u * WG) {
+        let v = vec4<f32>(y4[base + i], y4[base + i + WG], y4[base + i + 2u * WG], y4[base + i + 3u * WG]);
+        let g = vec4<f32>(w[i], w[i + WG], w[i + 2u * WG], w[i + 3u * WG]);
+        let o = (v * r) * g;
+        y[base + i] = o.x;
+        y[base + i + WG] = o.y;
+        y[base + i + 2u * WG] = o.z;
+        y[base + i + 3u * WG] = o.w;
+    }
+    for (; i < p.d; i += WG) {
         y[base + i] = (y4[base + i] * r) * w[i];
     }
 }

@@ -168,6 +168,24 @@ def test_q8_linear_chooses_once_and_obeys_overrides(rt, rng, monkeypatch):
         q8.q8_linear(rt.upload(x), w, path="int4")
 
 
+def test_q8_linears_share_one_quantization(rt, rng):
+    """q/k/v-style projections of one x: on the dot4 path one quantize_act feeds all of them, and each
+    result is the single-weight reference; several tokens take the matmul per weight."""
+    ws = [q8_weights(rng, n, 256) for n in (40, 8, 8)]
+    x = rand(rng, 1, 256)
+    outs = tuple(rt.empty((1, w.shape[0]), "f32") for w, _, _ in ws)
+    with rt.profile() as prof:
+        ys = q8.q8_linears(rt.upload(x), tuple(w for w, _, _ in ws), outs, path="dot4")
+    kernels = [t.kernel for t in prof.timings]
+    assert sum(k.startswith("q8_0.quantize_act") for k in kernels) == 1 and len(kernels) == 4, kernels
+    for y, (_, wq, wd) in zip(ys, ws):
+        assert nmse(y.numpy(), q8.q8_matvec_ref(x, wq, wd)) < NMSE_Q8_EXACT
+    xm = rand(rng, 3, 256)
+    ys = q8.q8_linears(rt.upload(xm), tuple(w for w, _, _ in ws), tuple(rt.empty((3, w.shape[0]), "f32") for w, _, _ in ws))
+    for y, (_, wq, wd) in zip(ys, ws):
+        assert nmse(y.numpy(), q8.q8_matmul_ref(xm, wq, wd)) < NMSE_Q8_EXACT
+
+
 def test_split_binding_over_128_mib(rt, rng):
     """int8 quants of 134 MB need two bindings on lavapipe; check rows on both sides of each split."""
     n, k = 16400, 8192

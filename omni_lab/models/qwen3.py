@@ -69,6 +69,12 @@ def apply_linears(x: Tensor, ws: tuple, outs: tuple[Tensor, ...]) -> tuple[Tenso
     since decode time goes to dispatches more than to bytes; otherwise one linear each."""
     if x.shape[0] == 1 and linear.multi_ok(x, ws):
         return linear.matvec_multi(x, ws, outs)
+    from ..formats.q8_0 import Q8Weight
+
+    if all(isinstance(w, Q8Weight) for w in ws):
+        from ..ops.q8_0 import q8_linears
+
+        return q8_linears(x, ws, outs)
     return tuple(apply_linear(x, w, out) for w, out in zip(ws, outs))
 
 

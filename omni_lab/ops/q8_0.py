@@ -232,6 +232,25 @@ def q8_linear(x: Tensor, w: Q8Weight, out: Tensor | None = None, path: str = "au
     return q8_matvec(x, w, out) if path == "dot4" else q8_matvec_f32(x, w, out)
 
 
+def q8_linears(x: Tensor, ws: tuple, outs: tuple, path: str = "auto") -> tuple[Tensor, ...]:
+    """Several Q8_0 projections of the same x (q/k/v, gate/up). At one token on the dot4 path x is quantized
+    once for all of them: a decode step is bound by dispatches more than by bytes."""
+    one = len(x.shape) == 1 or x.shape[0] == 1
+    if not (one and (choose_path()["path"] if path == "auto" else path) == "dot4"):
+        return tuple(q8_linear(x, w, out, path) for w, out in zip(ws, outs))
+    k = x.shape[-1]
+    for w in ws:
+        _check_weight("q8_linears", w)
+        _check_vector("q8_linears", x, k, w)
+    rt = runtime()
+    xq, xd = rt.scratch((k // 4,), "u32"), rt.scratch((k // QK,), "f32")
+    quantize_activations(x.view((k,)), out=(xq, xd))
+    ys = tuple(q8_matvec_quantized(xq, xd, w, out, vector_shape=x.shape) for w, out in zip(ws, outs))
+    xq.release()
+    xd.release()
+    return ys
+
+
 # ---- numpy references -----------------------------------------------------------------------------------
 def _roundf(v: np.ndarray) -> np.ndarray:
     a = np.abs(v)
