@@ -1,11 +1,19 @@
 """Kernel benchmark: time per op, GB/s or GFLOP/s, and the fraction of the copy bandwidth measured in
 the same run. Prints one JSON object (and writes it with --out).
 
-    python bench/kernels.py [--weights-mb 256 1024] [--reps 20] [--quick] [--out FILE]
+    python bench/kernels.py [--weights-mb 256 1024] [--reps 20] [--quick] [--decode] [--out FILE]
 
 Times are GPU timestamps where the adapter has them (median of --reps runs after a warm-up), wall clock
 otherwise; the JSON says which. Inputs are random, never zeros. Each benchmarked case is first checked
 against its numpy reference on the same inputs, so a fast wrong kernel is reported as wrong.
+
+Besides the bandwidth sweep over large weights, every run times the small launches of a decode step, each
+with the cache flushed before every run (a decode step reads gigabytes, so its small weights come from
+memory, not cache): the bf16 matvecs of the Qwen3-Omni thinker (router 128 x 2048, fused q/k/v
+4096 + 512 + 512 rows x 2048, o_proj 2048 x 4096) and of Qwen3-0.6B at 16, 32, 64, 128 and 256 threads
+per row and at linear.matvec_tpr's choice, and the thinker's attention (32 q / 4 kv heads, head dim 128)
+over 100 keys in caches of 104 and 2048 rows (split_partial + split_combine, and the single pass).
+--decode runs only those: seconds on an H200.
 """
 
 from __future__ import annotations
@@ -37,18 +45,30 @@ def emit(report: dict, out: Path | None) -> None:
         part.replace(out)
 
 
-def timed(fn, reps: int) -> tuple[float, str]:
-    """Median seconds of fn's dispatches over reps runs, after one warm-up run."""
+def profiles(fn, reps: int, flush=None) -> list:
+    """The per-dispatch times of fn over reps runs, after one warm-up run; `flush`, if given, is
+    dispatched before each run, untimed."""
     rt = runtime()
     fn()
     rt.sync()
-    samples = []
+    out = []
     for _ in range(reps):
+        if flush:
+            flush()
+            # Nothing orders the flush before fn's pass (they share no buffer): run together, fn's pass
+            # would start its clock early and share the memory with the copy's tail.
+            rt.sync()
         with rt.profile() as prof:
             with rt.step():
                 fn()
-        samples.append(sum(t.seconds for t in prof.timings))
-    return statistics.median(samples), prof.clock
+        out.append(prof)
+    return out
+
+
+def timed(fn, reps: int, flush=None) -> tuple[float, str]:
+    """Median seconds of fn's dispatches over reps runs (see `profiles`)."""
+    profs = profiles(fn, reps, flush)
+    return statistics.median(sum(t.seconds for t in p.timings) for p in profs), profs[0].clock
 
 
 def nmse(a, b) -> float:
@@ -136,6 +156,101 @@ def bench_q8_matvec(mb: int, reps: int, rng) -> list[dict]:
     return out
 
 
+def cache_flush(mb: int):
+    """A copy of `mb` MB (at most one storage binding), to run before each timed run of a small kernel:
+    it evicts the kernel's inputs from the GPU's cache (50 MB on an H100, 60 MB on an H200), as the rest
+    of a decode step would."""
+    rt = runtime()
+    n = min(mb * 2**20, rt.gpu.max_binding) // 16 * 4
+    src, dst = rt.empty((n,), "u32"), rt.empty((n,), "u32")
+    return lambda: copy_op.copy(src, dst)
+
+
+# Threads per row swept for the decode-step matvecs, from DEFAULT_TPR (16 for bf16) up.
+DECODE_TPRS = (16, 32, 64, 128, 256)
+# Decode matvecs (bf16) of the Qwen3-Omni thinker and of Qwen3-0.6B: rows of each weight of one
+# dispatch (several for the fused ones), and K.
+DECODE_MATVECS = {
+    "omni.router": ((128,), 2048), "omni.qkv": ((4096, 512, 512), 2048), "omni.o_proj": ((2048,), 4096),
+    "0.6b.qkv": ((2048, 1024, 1024), 1024), "0.6b.o_proj": ((1024,), 2048),
+    "0.6b.gate_up": ((3072, 3072), 1024), "0.6b.down": ((1024,), 3072),
+}
+
+
+def bench_decode_matvec(name: str, reps: int, rng, flush) -> dict:
+    """One decode matvec (matvec_multi for several weights, as the model calls it) at each of
+    DECODE_TPRS and at the automatic choice (threads_per_row=None, i.e. linear.matvec_tpr)."""
+    rt = runtime()
+    rows, k = DECODE_MATVECS[name]
+    hosts = [random_weight(rng, n, k, "bf16") for n in rows]
+    ws = tuple(rt.upload(h, "bf16") for h, _ in hosts)
+    x = rng.standard_normal(k, dtype=np.float32)
+    xt = rt.upload(x)
+    ys = tuple(rt.empty((n,)) for n in rows)
+    ref = np.concatenate([linear.matvec_ref(x, seen) for _, seen in hosts])
+    nbytes = sum(w.nbytes for w in ws)
+
+    def run(tpr):
+        if len(ws) == 1:
+            return linear.matvec(xt, ws[0], out=ys[0], threads_per_row=tpr)
+        return linear.matvec_multi(xt, ws, ys, threads_per_row=tpr)
+
+    seconds, worst = {}, 0.0
+    for tpr in (*DECODE_TPRS, None):
+        for y in ys:  # poisoned, so a row the kernel skips fails the check
+            rt.write(y, np.full(y.shape, np.nan, np.float32))
+        run(tpr)
+        err = nmse(np.concatenate([y.numpy() for y in ys]), ref)
+        assert err < 1e-9, f"decode matvec {name} threads_per_row={tpr}: nmse {err}"
+        worst = max(worst, err)
+        seconds[str(tpr or "auto")], clock = timed(lambda: run(tpr), reps, flush)
+    auto = linear.matvec_tpr(sum(rows), k, "bf16")
+    return {"op": "matvec_multi.bf16" if len(ws) > 1 else "matvec.bf16", "case": f"decode.{name}",
+            "shape": [list(rows), k], "bytes": nbytes, "auto_threads_per_row": auto,
+            "seconds": seconds["auto"], "gb_per_s": nbytes / seconds["auto"] / 1e9,
+            "best_threads_per_row": int(min(DECODE_TPRS, key=lambda t: seconds[str(t)])),
+            "us_by_threads_per_row": {t: v * 1e6 for t, v in seconds.items()}, "nmse": worst, "clock": clock,
+            "cache": "flushed before each run"}
+
+
+def bench_decode_attention(max_len: int, reps: int, rng, flush) -> list[dict]:
+    """Decode attention at the thinker's shapes (32 q / 4 kv heads, head dim 128) over 100 keys in a
+    cache of max_len rows, through the split path (as decode runs it) and the single pass."""
+    from omni_lab.ops import attention as A
+
+    rt = runtime()
+    hq, n_kv, d, n_keys = 32, 4, 128, 100
+    k, v = (rng.standard_normal((max_len, n_kv, d), dtype=np.float32) for _ in range(2))
+    q = rng.standard_normal((1, hq, d), dtype=np.float32)
+    ck, cv, qt, out = rt.upload(k), rt.upload(v), rt.upload(q), rt.empty(q.shape)
+    step = rt.upload(np.array([n_keys - 1, 0, 0, 0], np.uint32))  # the new token's position
+    scale = d ** -0.5
+    ref = A.attention_ref(q, k, v, n_keys - 1, scale)
+    nbytes = 2 * n_keys * n_kv * d * 4  # the keys and values read, each once
+    results = []
+    for split in (True, False):
+        rt.write(out, np.full(q.shape, np.nan, np.float32))
+        err = nmse(A.attention(qt, ck, cv, step, scale, out=out, split=split).numpy(), ref)
+        assert err < 1e-9, f"decode attention max_len={max_len} split={split}: nmse {err}"
+        profs = profiles(lambda: A.attention(qt, ck, cv, step, scale, out=out, split=split), reps, flush)
+        t = statistics.median(sum(x.seconds for x in p.timings) for p in profs)
+        by_kernel = {name: statistics.median(p.by_kernel()[name] for p in profs) * 1e6 for name in profs[0].by_kernel()}
+        results.append({"op": "attention.split" if split else "attention.single", "case": "decode",
+                        "shape": {"q_heads": hq, "kv_heads": n_kv, "head_dim": d, "keys": n_keys, "max_len": max_len},
+                        "split_keys": A.split_size(max_len) if split else None, "bytes": nbytes, "seconds": t,
+                        "gb_per_s": nbytes / t / 1e9, "us_by_kernel": by_kernel, "nmse": err, "clock": profs[0].clock,
+                        "cache": "flushed before each run"})
+    return results
+
+
+def bench_decode(reps: int, rng, flush_mb: int) -> list[dict]:
+    flush = cache_flush(flush_mb)
+    results = [bench_decode_matvec(name, reps, rng, flush) for name in DECODE_MATVECS]
+    for max_len in (104, 2048):
+        results += bench_decode_attention(max_len, reps, rng, flush)
+    return results
+
+
 def bench_matmul(m: int, n: int, k: int, dtype: str, reps: int, rng) -> dict:
     rt = runtime()
     host, seen = random_weight(rng, n, k, dtype)
@@ -149,19 +264,29 @@ def bench_matmul(m: int, n: int, k: int, dtype: str, reps: int, rng) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights-mb", type=int, nargs="+", default=[256, 1024])
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--quick", action="store_true", help="small sizes, for a software adapter")
     ap.add_argument("--tpr", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256],
                     help="matvec threads-per-row values to sweep")
+    ap.add_argument("--decode", action="store_true",
+                    help="only the decode-step cases (small matvecs at several threads per row, decode "
+                         "attention); a default run includes them after the weight sweep")
+    ap.add_argument("--flush-mb", type=int, default=256,
+                    help="MB copied before each timed run of a decode-step case, to evict its inputs from the cache")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if args.quick:
-        args.weights_mb, args.reps, args.tpr = [32], 3, [32]
+        args.weights_mb, args.reps, args.tpr, args.flush_mb = [32], 3, [32], 8
     rng = np.random.default_rng(0)
     rt = runtime()
     t0 = time.time()
+    if args.decode:
+        emit({"bench": "kernels.decode", "adapter": rt.gpu.describe()["adapter"],
+              "backend": rt.gpu.info.get("backend_type"), "host": platform.node(),
+              "results": bench_decode(args.reps, rng, args.flush_mb), "wall_seconds": time.time() - t0}, args.out)
+        return
     copy = bench_copy(max(args.weights_mb), args.reps)
     cuda_copy = torch_copy_gb_per_s(max(args.weights_mb), args.reps)
     # The fraction is taken against the better of our copy kernel and CUDA's, the stricter yardstick.
@@ -179,6 +304,7 @@ def main() -> None:
     mm = (128, 1024, 1024) if args.quick else (512, 4096, 4096)
     for dtype in ("bf16", "f32"):
         results.append(bench_matmul(*mm, dtype, args.reps, rng))
+    results += bench_decode(args.reps, rng, args.flush_mb)
     report = {"bench": "kernels", "adapter": rt.gpu.describe()["adapter"], "backend": rt.gpu.info.get("backend_type"),
               "host": platform.node(), "copy_gb_per_s": copy["gb_per_s"], "cuda_copy_gb_per_s": cuda_copy,
               "ceiling_gb_per_s": ceiling, "results": results,

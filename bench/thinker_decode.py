@@ -1,15 +1,18 @@
-"""Decode tok/s of the Qwen3-Omni thinker's text model at the released shapes, random BF16 weights:
-ours on wgpu against Transformers eager on CUDA, in the same run.
+"""Decode tok/s of the Qwen3-Omni thinker's text model at the released shapes, random weights: ours on
+wgpu in BF16 and in Q8_0 against Transformers eager BF16 on CUDA, in the same run.
 
     python bench/thinker_decode.py [--layers 48] [--experts 128] [--top-k 8] [--hidden 2048] [--new-tokens 32]
-                                   [--prompt-len 64] [--reps 3] [--hf-device cuda|none] [--out FILE]
+                                   [--prompt-len 64] [--reps 3] [--weights bf16 q8_0] [--hf-device cuda|none]
+                                   [--out FILE]
 
 No 61 GB checkpoint is written: our side loads from RandomCheckpoint, which serves random tensors under
 the released checkpoint's keys (one random host array per distinct shape, uploaded into separate GPU
-buffers, so no two layers share memory or cache lines). Transformers builds the same architecture with
-its own random initialisation on the GPU; the two sides have different weights, so this compares speed,
-not tokens (correctness is tests/test_thinker.py's job). Bytes per token count the weights a decode step
-reads: attention, router, the top-k experts of every layer, the norms and the LM head.
+buffers, so no two layers share memory or cache lines): BF16, or for Q8_0 random int8 blocks with f16
+scales for every weight `omni-lab quantize` would quantize (2-D, K a multiple of 32), norms in F32 as a
+GGUF keeps them. Transformers builds the same architecture with its own random initialisation on the
+GPU; the sides have different weights, so this compares speed, not tokens (correctness is
+tests/test_thinker.py's job). Bytes per token count the weights a decode step reads: attention, router,
+the top-k experts of every layer, the norms and the LM head (Q8_0: 34 bytes per 32 weights).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from omni_lab.formats import omni_names as names  # noqa: E402
+from omni_lab.formats.q8_0 import BLOCK_BYTES, QK, dequantize_q8_0, join_q8_0  # noqa: E402
 from omni_lab.formats.safetensors_io import CheckpointError  # noqa: E402
 from omni_lab.gpu import bf16_bits, bf16_to_f32, runtime  # noqa: E402
 from omni_lab.models.thinker import Qwen3OmniThinkerText, ThinkerTextConfig  # noqa: E402
@@ -44,9 +48,12 @@ def text_config(a) -> dict:
 
 class RandomCheckpoint:
     """The checkpoint reader interface (config, names, shape, dtype, expect, get, get_f32) over random
-    BF16 tensors with the released Qwen3-Omni thinker's keys and shapes."""
+    tensors with the released Qwen3-Omni thinker's keys and shapes, in BF16 or as a Q8_0 GGUF holds them."""
 
-    def __init__(self, config: dict, seed: int = 0):
+    def __init__(self, config: dict, seed: int = 0, weights: str = "bf16"):
+        if weights not in ("bf16", "q8_0"):
+            raise ValueError(f"RandomCheckpoint: weights must be bf16 or q8_0, got {weights!r}")
+        self.weights = weights
         self.path = Path("<random weights>")
         self.config = config
         t = config["thinker_config"]["text_config"]
@@ -83,6 +90,9 @@ class RandomCheckpoint:
         return self._shapes[name]
 
     def dtype(self, name: str) -> str:
+        shape = self.shape(name)
+        if self.weights == "q8_0":
+            return "q8_0" if len(shape) == 2 and shape[-1] % QK == 0 else "f32"
         return "bf16"
 
     def expect(self, name: str, shape) -> None:
@@ -90,26 +100,40 @@ class RandomCheckpoint:
             raise CheckpointError(f"{self.path}: tensor '{name}' has shape {self.shape(name)}, expected {tuple(shape)}")
 
     def get(self, name: str):
-        shape = self.shape(name)
-        if shape not in self._pool:
-            scale = 1.0 if len(shape) == 1 else shape[-1] ** -0.5  # norms near 1, linears keep activations O(1)
-            w = self._rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)
-            if len(shape) == 1:
-                w = 1.0 + 0.1 * w
-            self._pool[shape] = bf16_bits(w)
-        return self._pool[shape], "bf16"
+        shape, dtype = self.shape(name), self.dtype(name)
+        if (shape, dtype) not in self._pool:
+            self._pool[shape, dtype] = self._random(shape, dtype)
+        return self._pool[shape, dtype], dtype
+
+    def _random(self, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        scale = 1.0 if len(shape) == 1 else shape[-1] ** -0.5  # norms near 1, linears keep activations O(1)
+        if dtype == "q8_0":
+            # Uniform int8 has standard deviation ~73, so d = scale / 73 gives weights of about `scale`.
+            n, k = shape
+            q = self._rng.integers(-127, 128, size=(n, k), dtype=np.int8)
+            d = np.full((n, k // QK), scale / 73, np.float16)
+            return join_q8_0(q, d)  # [N, K/32*34]
+        w = self._rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)
+        if len(shape) == 1:
+            w = 1.0 + 0.1 * w
+        return w if dtype == "f32" else bf16_bits(w)
 
     def get_f32(self, name: str) -> np.ndarray:
-        return bf16_to_f32(self.get(name)[0])
+        array, dtype = self.get(name)
+        if dtype == "q8_0":
+            return dequantize_q8_0(array).reshape(self.shape(name))
+        return array if dtype == "f32" else bf16_to_f32(array)
 
 
-def active_bytes_per_token(t: dict) -> int:
+def active_bytes_per_token(t: dict, weights: str = "bf16") -> int:
+    """Weight bytes one decode step reads (norms are f32 either way)."""
+    per = BLOCK_BYTES / QK if weights == "q8_0" else 2
     d, hq, hkv, dh = t["hidden_size"], t["num_attention_heads"], t["num_key_value_heads"], t["head_dim"]
-    attn = (hq * dh * d * 2 + hkv * dh * d * 2) * 2
-    experts = t["num_experts_per_tok"] * 3 * t["moe_intermediate_size"] * d * 2
-    router = t["num_experts"] * d * 2
+    attn = (hq * dh * d * 2 + hkv * dh * d * 2) * per
+    experts = t["num_experts_per_tok"] * 3 * t["moe_intermediate_size"] * d * per
+    router = t["num_experts"] * d * per
     norms = (2 * d + 2 * dh) * 4
-    return t["num_hidden_layers"] * (attn + experts + router + norms) + t["vocab_size"] * d * 2 + d * 4
+    return int(t["num_hidden_layers"] * (attn + experts + router + norms) + t["vocab_size"] * d * per + d * 4)
 
 
 def timed_decode(gen, new_tokens: int, reps: int) -> float:
@@ -151,7 +175,7 @@ def bench_hf(text: dict, prompt: np.ndarray, new_tokens: int, reps: int, device:
     s = timed_decode(gen, new_tokens, reps)
     result = {"decode_tok_per_s": 1 / s, "decode_s_per_token": s, "device": device, "dtype": "bfloat16",
               "attn_implementation": "eager", "experts_implementation": getattr(cfg.text_config, "_experts_implementation", None)}
-    del model
+    model = None  # the closure above holds the name; this frees the weights
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
@@ -169,6 +193,7 @@ def main() -> None:
     ap.add_argument("--prompt-len", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--weights", nargs="+", choices=("bf16", "q8_0"), default=["bf16", "q8_0"])
     ap.add_argument("--hf-device", default="cuda", help="cuda, cpu, or none to skip Transformers")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -181,7 +206,7 @@ def main() -> None:
     prompt = np.random.default_rng(0).integers(0, min(args.vocab, 30000), args.prompt_len).astype(np.int64)
     report = {"bench": "thinker_decode", "shape": {k: text[k] for k in ("num_hidden_layers", "hidden_size", "num_experts",
               "num_experts_per_tok", "moe_intermediate_size", "vocab_size")}, "prompt_len": args.prompt_len,
-              "new_tokens": args.new_tokens, "reps": args.reps, "weights": "random bf16"}
+              "new_tokens": args.new_tokens, "reps": args.reps, "weights": "random"}
     if args.hf_device != "none":  # first, so its GPU memory is free again before ours loads
         report["transformers"] = bench_hf(text, prompt, args.new_tokens, args.reps, args.hf_device)
 
@@ -190,19 +215,24 @@ def main() -> None:
     copy = bench_copy(copy_mb, 10)["gb_per_s"]
     cuda_copy = torch_copy_gb_per_s(copy_mb, 10)
     ceiling = max(copy, cuda_copy or 0.0)
-    t0 = time.perf_counter()
-    model = Qwen3OmniThinkerText(ThinkerTextConfig.from_dict(config, source="random"), RandomCheckpoint(config),
-                                 max_len=args.prompt_len + args.new_tokens + 8, progress=True)
-    load_s = time.perf_counter() - t0
-    s = timed_decode(lambda n: model.generate(prompt, n, stop_at_eos=False), args.new_tokens, args.reps)
-    profile = profile_decode_step(model, prompt)
-    nbytes = active_bytes_per_token(text)
-    ours = {"decode_tok_per_s": 1 / s, "decode_s_per_token": s, "load_s": load_s, "active_bytes_per_token": nbytes,
-            "gb_per_s": nbytes / s / 1e9, "fraction_of_copy_bw": nbytes / s / 1e9 / ceiling,
-            "adapter": rt.gpu.describe()["adapter"], "profile": profile}
-    report.update(ours_wgpu_bf16=ours, copy_gb_per_s=copy, cuda_copy_gb_per_s=cuda_copy)
-    if "transformers" in report:
-        report["decode_speedup"] = ours["decode_tok_per_s"] / report["transformers"]["decode_tok_per_s"]
+    report.update(copy_gb_per_s=copy, cuda_copy_gb_per_s=cuda_copy)
+    for weights in args.weights:
+        t0 = time.perf_counter()
+        model = Qwen3OmniThinkerText(ThinkerTextConfig.from_dict(config, source="random"),
+                                     RandomCheckpoint(config, weights=weights),
+                                     max_len=args.prompt_len + args.new_tokens + 8, progress=True)
+        load_s = time.perf_counter() - t0
+        s = timed_decode(lambda n: model.generate(prompt, n, stop_at_eos=False), args.new_tokens, args.reps)
+        profile = profile_decode_step(model, prompt)
+        nbytes = active_bytes_per_token(text, weights)
+        ours = {"decode_tok_per_s": 1 / s, "decode_s_per_token": s, "load_s": load_s, "active_bytes_per_token": nbytes,
+                "gb_per_s": nbytes / s / 1e9, "fraction_of_copy_bw": nbytes / s / 1e9 / ceiling,
+                "adapter": rt.gpu.describe()["adapter"], "profile": profile}
+        if "transformers" in report:
+            ours["speedup_vs_transformers_bf16"] = ours["decode_tok_per_s"] / report["transformers"]["decode_tok_per_s"]
+        report[f"ours_wgpu_{weights}"] = ours
+        model = None  # the closure above holds the name; this frees the weights
+        gc.collect()
     emit(report, args.out)
 
 

@@ -19,8 +19,9 @@
 //             split, n_splits (split path only).
 //   Dispatch: one workgroup of WG threads per (token, head), flat index wid.x + wid.y * nwg.x = t * Hq + h.
 //   Online softmax over chunks of WG keys: each thread scores one key of the chunk, the chunk max and sum
-//   are tree reductions in workgroup memory, then threads d < D/4 rescale their vec4 of the output and
-//   add p_j * v_j for the chunk. WG must be a power of two and >= D / 4.
+//   are tree reductions in workgroup memory, then the workgroup splits into WG / (D/4) key groups, each
+//   thread (group, vec4 d) rescales its running sum and adds p_j * v_j[d] for every WG / (D/4)-th key of
+//   the chunk; the groups' sums are added once, after the last chunk. WG must be a power of two, >= D / 4.
 //   Keys past max_len (a step that overflowed the cache) are not read; a query left with no key writes 0.
 //
 // Entries `split_partial` + `split_combine`: the same attention with the keys cut into fixed slices that
@@ -69,6 +70,7 @@ var<workgroup> qs: array<vec4<f32>, WG>;   // this (token, head)'s query, D/4 ve
 var<workgroup> red_max: array<f32, WG>;
 var<workgroup> red_sum: array<f32, WG>;
 var<workgroup> probs: array<f32, WG>;      // p_j of the chunk's keys
+var<workgroup> acc_w: array<vec4<f32>, WG>; // each key group's sum p v, added up at the end of `attend`
 
 struct Partial { m: f32, l: f32, acc: vec4<f32> }  // running max, sum of p, this thread's vec4 of sum p v
 
@@ -100,15 +102,25 @@ fn attend(r: Row, k0: u32, k1: u32, lid: u32) -> Partial {
         var s = NEG_BIG;
         if (valid) {
             let kb = (j * p.n_kv + r.kvh) * p.d4;
-            var d0 = 0.0;
-            var d1 = 0.0;
+            var a = vec4<f32>(0.0);  // 8 independent partial dots
+            var b = vec4<f32>(0.0);
             var d = 0u;
-            for (; d + 1u < p.d4; d += 2u) {
-                d0 += dot(qs[d], cache_k[kb + d]);
-                d1 += dot(qs[d + 1u], cache_k[kb + d + 1u]);
+            for (; d + 8u <= p.d4; d += 8u) {
+                // Issue all eight loads before the first use: a loop turn that waits on its one load
+                // before issuing the next pays the full memory latency per vec4 of the key.
+                let kv0 = cache_k[kb + d];
+                let kv1 = cache_k[kb + d + 1u];
+                let kv2 = cache_k[kb + d + 2u];
+                let kv3 = cache_k[kb + d + 3u];
+                let kv4 = cache_k[kb + d + 4u];
+                let kv5 = cache_k[kb + d + 5u];
+                let kv6 = cache_k[kb + d + 6u];
+                let kv7 = cache_k[kb + d + 7u];
+                a += vec4<f32>(dot(qs[d], kv0), dot(qs[d + 1u], kv1), dot(qs[d + 2u], kv2), dot(qs[d + 3u], kv3));
+                b += vec4<f32>(dot(qs[d + 4u], kv4), dot(qs[d + 5u], kv5), dot(qs[d + 6u], kv6), dot(qs[d + 7u], kv7));
             }
-            if (d < p.d4) { d0 += dot(qs[d], cache_k[kb + d]); }
-            s = (d0 + d1) * p.scale;
+            for (; d < p.d4; d++) { a.x += dot(qs[d], cache_k[kb + d]); }
+            s = dot(a + b, vec4<f32>(1.0)) * p.scale;
         }
         red_max[lid] = s;
         workgroupBarrier();
@@ -130,15 +142,41 @@ fn attend(r: Row, k0: u32, k1: u32, lid: u32) -> Partial {
         let alpha = select(exp(st.m - m_new), 0.0, c0 == k0);
         st.l = st.l * alpha + red_sum[0];
         st.m = m_new;
-        if (lid < p.d4) {
-            st.acc *= alpha;
+        // Thread lid adds vec4 lid % (D/4) of keys gi, gi + n_grp, ... of the chunk (key group gi), eight
+        // loads in flight at a time: one load per key, each waited on, by D/4 threads was most of the time
+        // of a decode slice (H200: ~0.5 us a load).
+        let n_grp = WG / p.d4;
+        let gi = lid / p.d4;
+        if (gi < n_grp) {
             let n = min(WG, k1 - c0);
-            for (var jj = 0u; jj < n; jj++) {
-                st.acc += probs[jj] * cache_v[((c0 + jj) * p.n_kv + r.kvh) * p.d4 + lid];
+            let ks = p.n_kv * p.d4;  // vec4s from one key's row to the next
+            let vb = (c0 * p.n_kv + r.kvh) * p.d4 + lid % p.d4;
+            var a = vec4<f32>(0.0);
+            var b = vec4<f32>(0.0);
+            var jj = gi;
+            for (; jj + 7u * n_grp < n; jj += 8u * n_grp) {
+                let v0 = cache_v[vb + jj * ks];
+                let v1 = cache_v[vb + (jj + n_grp) * ks];
+                let v2 = cache_v[vb + (jj + 2u * n_grp) * ks];
+                let v3 = cache_v[vb + (jj + 3u * n_grp) * ks];
+                let v4 = cache_v[vb + (jj + 4u * n_grp) * ks];
+                let v5 = cache_v[vb + (jj + 5u * n_grp) * ks];
+                let v6 = cache_v[vb + (jj + 6u * n_grp) * ks];
+                let v7 = cache_v[vb + (jj + 7u * n_grp) * ks];
+                a += probs[jj] * v0 + probs[jj + n_grp] * v1 + probs[jj + 2u * n_grp] * v2 + probs[jj + 3u * n_grp] * v3;
+                b += probs[jj + 4u * n_grp] * v4 + probs[jj + 5u * n_grp] * v5 + probs[jj + 6u * n_grp] * v6
+                   + probs[jj + 7u * n_grp] * v7;
             }
+            for (; jj < n; jj += n_grp) { a += probs[jj] * cache_v[vb + jj * ks]; }
+            st.acc = st.acc * alpha + (a + b);
         }
         // The next chunk overwrites red_max, red_sum and probs only after its first barrier, which every
         // thread reaches after it has finished reading them here.
+    }
+    acc_w[lid] = st.acc;
+    workgroupBarrier();
+    if (lid < p.d4) {
+        for (var g = 1u; g < WG / p.d4; g++) { st.acc += acc_w[g * p.d4 + lid]; }
     }
     return st;
 }

@@ -38,6 +38,24 @@ def test_matvec_threads_per_row(rt, rng, tpr, dtype):
     check_sentinels(out)
 
 
+def test_matvec_tpr_rule():
+    """More threads per row for few rows, up to LAUNCH_THREADS in all, but never past 256, one 16-byte
+    word per thread, or below the measured per-dtype default."""
+    assert linear.matvec_tpr(128, 2048, "bf16") == 256  # MoE router: 8 workgroups at the default
+    assert linear.matvec_tpr(2048, 4096, "bf16") == 64  # o_proj
+    assert linear.matvec_tpr(5120, 2048, "bf16") == 32  # fused q, k, v
+    assert linear.matvec_tpr(151936, 2048, "bf16") == linear.DEFAULT_TPR["bf16"]  # lm_head: plenty of rows
+    assert linear.matvec_tpr(4, 64, "bf16") == linear.DEFAULT_TPR["bf16"]  # 8 words a row: the default stands
+    assert linear.matvec_tpr(4, 256, "f32") == 64 and linear.matvec_tpr(4, 512, "f32") == 128
+    for n in (1, 7, 128, 1000, 5120, 2**20):
+        for k in (8, 200, 1024, 4096, 16384):
+            for dtype in linear.WEIGHT_DTYPES:
+                tpr = linear.matvec_tpr(n, k, dtype)
+                words = k // (4 if dtype == "f32" else 8)
+                assert tpr & (tpr - 1) == 0 and linear.DEFAULT_TPR[dtype] <= tpr <= 256
+                assert tpr == linear.DEFAULT_TPR[dtype] or (tpr <= words and n * tpr // 2 < linear.LAUNCH_THREADS)
+
+
 MATMUL_CASES = [(m, n, k, dt) for dt in ("f32", "f16", "bf16") for m, n, k in [(2, 3, 5), (17, 33, 31), (64, 64, 64), (70, 130, 129), (5, 300, 1024)]]
 
 
@@ -77,16 +95,17 @@ def test_shape_and_dtype_errors_name_the_kernel(rt):
         linear.matvec(rt.upload(np.zeros(8, np.float32)), w, out=rt.upload(np.zeros(5, np.float32)))
 
 
+@pytest.mark.parametrize("tpr", [None, 4, 256])
 @pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])
 @pytest.mark.parametrize("rows", [(37, 5, 5), (64, 16), (1, 300, 7)])
-def test_matvec_multi_equals_separate_matvecs(rt, rng, dtype, rows):
+def test_matvec_multi_equals_separate_matvecs(rt, rng, dtype, rows, tpr):
     k = 200
     hosts = [weights(rng, n, k, dtype) for n in rows]
     x = rand(rng, k)
     outs = tuple(padded_output((n,)) for n in rows)
     ws = tuple(rt.upload(h, dtype) for h, _ in hosts)
     assert linear.multi_ok(rt.upload(x), ws)
-    linear.matvec_multi(rt.upload(x), ws, outs)
+    linear.matvec_multi(rt.upload(x), ws, outs, threads_per_row=tpr)
     for (_, seen), out in zip(hosts, outs):
         assert nmse(out.numpy(), linear.matvec_ref(x, seen)) < 1e-9
         check_sentinels(out)

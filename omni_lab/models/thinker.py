@@ -173,7 +173,7 @@ class Scratch(DenseScratch):
     def __init__(self, cfg: ThinkerTextConfig, t: int, logits_rows: int):
         super().__init__(cfg, t, logits_rows)
         rt = runtime()
-        d, fe, e, k = cfg.hidden_size, cfg.moe_intermediate_size, cfg.num_experts, cfg.num_experts_per_tok
+        fe, e, k = cfg.moe_intermediate_size, cfg.num_experts, cfg.num_experts_per_tok
         self.positions3 = rt.empty((3, t), "i32", "positions3")
         if e:
             self.router_logits = rt.empty((t, e), label="router_logits")

@@ -17,23 +17,16 @@ import numpy as np
 from ..formats.q8_0 import QK, Q8Weight
 from ..gpu import Tensor, pack_params, runtime
 from ._check import dtype_in, expect
-from .linear import WEIGHT_DTYPES, WTYPE
+from .linear import WEIGHT_DTYPES, WTYPE, launch_tpr
 
 WG = 64           # route
 EXPERT_WG = 256   # gate_up, down
 MAX_EXPERTS = 4096  # route keeps a token's probabilities in workgroup memory (16 KiB at this size)
-# Threads per output row: enough threads in flight for a decode launch to fill a large GPU (rows * TPR of
-# about 2^18), never more than a row has 16-byte words (Q8_0: blocks), at least MIN_TPR.
-MIN_TPR, TARGET_THREADS = 16, 1 << 18
+MIN_TPR = 16  # threads per output row before linear.launch_tpr widens small launches
 
 
 def _pow2_at_least(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
-
-
-def _tpr(rows: int, words: int) -> int:
-    want = _pow2_at_least(-(-TARGET_THREADS // max(rows, 1)))
-    return max(MIN_TPR, min(EXPERT_WG, want, _pow2_at_least(max(words, 1))))
 
 
 def route(logits: Tensor, k: int, norm_topk_prob: bool, out_weights: Tensor | None = None,
@@ -80,7 +73,7 @@ def _dispatch(kernel: str, entry: str, w, rows: int, words: int, params, head: t
     rt = runtime()
     q8 = isinstance(w, Q8Weight)
     vec = q8 or w.shape[-1] % (4 if w.dtype == "f32" else 8) == 0
-    tpr = _tpr(rows, words)
+    tpr = launch_tpr(rows, words, MIN_TPR)
     consts = dict(WG=EXPERT_WG, TPR=tpr) if q8 else dict(WG=EXPERT_WG, TPR=tpr, WTYPE=WTYPE[w.dtype], VEC=vec)
     kern = rt.kernel("moe", entry + ("_q8" if q8 else ""), **consts)
     gpu = rt.gpu
