@@ -1,5 +1,6 @@
 """Dense Qwen3 on our kernels against Transformers (float32, same BF16 weights), layer by layer."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -43,6 +44,29 @@ def check_all_activations(path, ids, max_len=64):
 
 def test_every_activation_matches_transformers(checkpoint):
     check_all_activations(checkpoint, PROMPT)
+
+
+def test_greedy_run_ahead_stops_at_eos_and_keeps_the_cache(tmp_path):
+    """Greedy decode submits steps ahead of reading tokens: it must still stop at the first EOS, leave
+    `length` at the tokens really consumed, and its tokens must be the step-by-step argmax."""
+    path = build_tiny_qwen3(tmp_path / "ckpt", seed=2)
+    model = Qwen3.load(path, max_len=64, progress=False)
+    free = model.generate(PROMPT, 10, stop_at_eos=False)
+    ids = list(PROMPT)
+    for _ in range(10):  # one full forward per token: no cache, no run-ahead
+        ids.append(int(model.forward(np.array(ids), start=0)["logits"][-1].argmax()))
+    assert free == ids[len(PROMPT):]
+    stop = 4
+    eos = free[stop]
+    assert eos not in free[:stop]
+    model.cfg = dataclasses.replace(model.cfg, eos_token_id=eos)
+    out = model.generate(PROMPT, 10)
+    assert out == free[:stop + 1]
+    assert model.length == len(PROMPT) + len(out) - 1
+    # Continuing from the cache equals a fresh forward over everything so far.
+    cont = model.forward(np.array([out[-1]]), start=None)["logits"][-1]
+    fresh = model.forward(np.concatenate([PROMPT, out]), start=0)["logits"][-1]
+    np.testing.assert_allclose(cont, fresh, rtol=0, atol=1e-5)
 
 
 def test_greedy_tokens_match_transformers_except_near_ties(checkpoint):

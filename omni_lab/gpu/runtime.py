@@ -154,6 +154,20 @@ class Readback:
         self.value: np.ndarray | None = None
 
 
+class InFlight:
+    """A submitted step whose reads have not been mapped yet."""
+
+    def __init__(self, fill_reads, readbacks: list[Readback]):
+        self._fill, self._readbacks = fill_reads, readbacks
+
+    def values(self) -> list[np.ndarray]:
+        """Wait for the step and return its reads (once filled, later calls return the same arrays)."""
+        if self._fill is not None:
+            self._fill()
+            self._fill = None
+        return [rb.value for rb in self._readbacks]
+
+
 @dataclass
 class KernelTiming:
     kernel: str
@@ -292,10 +306,15 @@ class Runtime:
         Valid when nothing the dispatches depend on changed on the host side: a decode step keeps its
         per-step values (position, length) in GPU buffers, so its dispatches are the same every token
         and replaying them skips the op wrappers' Python work."""
+        return self.replay_async(dispatches, reads).values()
+
+    def replay_async(self, dispatches: list[Dispatch], reads: tuple[Tensor, ...] = ()) -> "InFlight":
+        """replay without waiting: the step is submitted and its reads are mapped when .values() is
+        called, so the host can encode the next step while the GPU runs this one (the queue keeps
+        submissions and buffer writes in order)."""
         step = Step(list(dispatches), validated=True)
         rbs = [step.read(t) for t in reads]
-        self._submit(step)
-        return [rb.value for rb in rbs]
+        return InFlight(self._submit(step, wait=False), rbs)
 
     @contextmanager
     def profile(self):
@@ -312,7 +331,9 @@ class Runtime:
             return free.pop()
         return self.gpu.device.create_buffer(size=size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
 
-    def _submit(self, step: Step) -> None:
+    def _submit(self, step: Step, wait: bool = True):
+        """Encode and submit a step; fill its reads now, or (wait=False, no profile) return the function
+        that fills them."""
         if self._profile is not None and self._profile.clock == "wall-clock":
             return self._submit_wall_clock(step)
         device = self.gpu.device
@@ -344,11 +365,17 @@ class Runtime:
                 enc.copy_buffer_to_buffer(t.buffer.raw, t.offset, sb, 0, size)
                 staged.append((sb, size, t, rb))
             device.queue.submit([enc.finish()])
-            for sb, size, t, rb in staged:
-                sb.map_sync(wgpu.MapMode.READ)
-                rb.value = decode(sb.read_mapped(0, size, copy=True), t.shape, t.dtype)
-                sb.unmap()
-                self._staging[size].append(sb)
+
+            def fill_reads() -> None:
+                for sb, size, t, rb in staged:
+                    sb.map_sync(wgpu.MapMode.READ)
+                    rb.value = decode(sb.read_mapped(0, size, copy=True), t.shape, t.dtype)
+                    sb.unmap()
+                    self._staging[size].append(sb)
+
+            if not wait and queries is None:
+                return fill_reads
+            fill_reads()
             if queries is not None:
                 ticks = np.frombuffer(device.queue.read_buffer(qbuf), dtype=np.uint64)
                 # WebGPU timestamps are nanoseconds.

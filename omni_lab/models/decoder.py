@@ -8,11 +8,18 @@ one length), and provides `write_positions`, `_encode` and `activation_shapes` (
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 
 from ..gpu import Tensor, runtime
 from ..ops import rope, select
 from .sampling import Sampler, sample_from_topk
+
+
+# Greedy decode steps submitted before the host reads a token: two keep the GPU busy while the host
+# encodes the next step (one more only adds steps to throw away after an EOS).
+RUN_AHEAD = 2
 
 
 class ModelInputError(ValueError):
@@ -119,6 +126,9 @@ class DecoderLM:
         value = lambda rb: tuple(r.value for r in rb) if isinstance(rb, tuple) else rb.value  # noqa: E731
         return {n: self.collect(n, value(rb)) for n, rb in reads.items()}
 
+    def _plan_key(self, t: int, reads: tuple[Tensor, ...]) -> tuple:
+        return (t,) + tuple(r.buffer.uid for r in reads)  # buffer uids are never reused, unlike id()
+
     def _next_token(self, s, t: int, sampler: Sampler | None, feed: Tensor) -> int:
         """Record a forward and pick the next token on the GPU, writing it into `feed` (the next step's
         ids buffer); only the token id (or the top-k candidates when sampling) is read back. A decode
@@ -126,7 +136,7 @@ class DecoderLM:
         and replayed."""
         rt = runtime()
         reads = (feed,) if sampler is None else (sampler.values, sampler.indices)
-        key = (t,) + tuple(r.buffer.uid for r in reads)  # buffer uids are never reused, unlike id()
+        key = self._plan_key(t, reads)
         plan = self._plans.get(key)
         if plan is None:
             with rt.step() as step:
@@ -148,9 +158,21 @@ class DecoderLM:
         rt.write(feed, np.array([token], np.int32))
         return token
 
+    def _queue_decode(self, s, pos: int):
+        """Submit a recorded greedy decode step at position `pos` without waiting for it (see generate)."""
+        rt = runtime()
+        self.write_positions(s, pos, 1)
+        rt.write(self.step_buf, np.array([pos, 0, 0, 0], np.uint32))
+        return rt.replay_async(self._plans[self._plan_key(1, (s.ids,))], (s.ids,))
+
     def generate(self, prompt_ids, max_new_tokens: int, sampler: Sampler | None = None,
                  stop_at_eos: bool = True) -> list[int]:
-        """Greedy (sampler=None) or sampled continuation of prompt_ids; the KV cache starts empty."""
+        """Greedy (sampler=None) or sampled continuation of prompt_ids; the KV cache starts empty.
+
+        Greedy decoding runs RUN_AHEAD steps ahead: the next token never leaves the GPU (argmax writes it
+        into the next step's ids), so the host submits the following step before reading this one's token,
+        and the GPU is not idle while the host encodes. After an EOS the steps already submitted are
+        discarded (their cache rows lie past `length`)."""
         ids = self.check_ids(prompt_ids)
         if len(ids) + max_new_tokens > self.max_len:
             raise ModelInputError(f"prompt {len(ids)} + {max_new_tokens} new tokens exceed max_len {self.max_len}")
@@ -163,14 +185,22 @@ class DecoderLM:
         token = self._next_token(prefill, len(ids), sampler, decode.ids)
         pos = len(ids)
         eos = set(self.cfg.eos_ids) if stop_at_eos else set()
+        in_flight: deque = deque()
         while True:
             out.append(token)
             if len(out) >= max_new_tokens or token in eos:
                 break
-            # The token is already in decode.ids (written by argmax on the GPU); only positions change.
-            self.write_positions(decode, pos, 1)
-            rt.write(self.step_buf, np.array([pos, 0, 0, 0], np.uint32))
-            token = self._next_token(decode, 1, sampler, decode.ids)
+            if sampler is None and self._plan_key(1, (decode.ids,)) in self._plans:
+                while len(in_flight) < RUN_AHEAD and len(out) + len(in_flight) < max_new_tokens:
+                    in_flight.append(self._queue_decode(decode, pos + len(in_flight)))
+                token = int(in_flight.popleft().values()[0][0])
+            else:
+                # The token is already in decode.ids (written on the GPU, or by the sampler); only positions change.
+                self.write_positions(decode, pos, 1)
+                rt.write(self.step_buf, np.array([pos, 0, 0, 0], np.uint32))
+                token = self._next_token(decode, 1, sampler, decode.ids)
             pos += 1
+        for step in in_flight:  # past an EOS: wait, so their staging buffers return to the pool
+            step.values()
         self.length = pos
         return out
