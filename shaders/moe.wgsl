@@ -4,7 +4,7 @@
 // route: one workgroup per token.
 //   Bindings: 0 params; 1 logits: [T, E] f32; 2 weights: [T, K] f32 out; 3 experts: [T, K] i32 out.
 //   Params:   t = T, e = E, k = K, norm = 1 to renormalise the top-k probabilities to sum 1.
-//   Dispatch: T workgroups, flat index wid.x + wid.y * nwg.x (groups_for).
+//   Dispatch: T workgroups of WG threads (about one per expert), flat index wid.x + wid.y * nwg.x.
 //   HF's router: softmax over all E in f32, top-k of the probabilities (descending; ties: lower index
 //   first), then (norm_topk_prob) division by the sum of the k kept probabilities. The top-k is by rank:
 //   each expert counts the experts that beat it, so the whole selection takes one barrier, not K rounds
@@ -102,12 +102,21 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     workgroupBarrier();
 
     // Rank of each expert = how many experts beat it; ranks are distinct, so rank < K is the top-K in order.
+    // Four comparisons a step and no early exit: the count is a chain of workgroup-memory reads, and a
+    // loop that tests `rank < K` each turn waits on every read in turn.
     for (var e = lid; e < rp.e; e += WG) {
         let v = probs[e];
         var rank = 0u;
-        for (var o = 0u; o < rp.e && rank < rp.k; o++) {
-            if (beats(probs[o], o, v, e)) { rank++; }
+        var o = 0u;
+        for (; o + 4u <= rp.e; o += 4u) {
+            let p0 = probs[o];
+            let p1 = probs[o + 1u];
+            let p2 = probs[o + 2u];
+            let p3 = probs[o + 3u];
+            rank += u32(beats(p0, o, v, e)) + u32(beats(p1, o + 1u, v, e)) + u32(beats(p2, o + 2u, v, e))
+                  + u32(beats(p3, o + 3u, v, e));
         }
+        for (; o < rp.e; o++) { rank += u32(beats(probs[o], o, v, e)); }
         if (rank < rp.k) {
             top_v[rank] = v;
             top_i[rank] = e;

@@ -19,7 +19,7 @@ from ..gpu import Tensor, pack_params, runtime
 from ._check import dtype_in, expect
 from .linear import WEIGHT_DTYPES, WTYPE, launch_tpr
 
-WG = 64           # route
+WG, ROUTE_WG_MAX = 64, 256  # route's workgroup size, by the expert count
 EXPERT_WG = 256   # gate_up, down
 MAX_EXPERTS = 4096  # route keeps a token's probabilities in workgroup memory (16 KiB at this size)
 MIN_TPR = 16  # threads per output row before linear.launch_tpr widens small launches
@@ -49,7 +49,8 @@ def route(logits: Tensor, k: int, norm_topk_prob: bool, out_weights: Tensor | No
     expect("moe.route", out_experts.shape == (t, k) and out_experts.dtype == "i32",
            f"out_experts must be ({t}, {k}) i32", out_experts=out_experts)
     if t:
-        kern = rt.kernel("moe", "route", WG=WG, E_MAX=max(WG, _pow2_at_least(e)), K_MAX=_pow2_at_least(k))
+        wg = min(ROUTE_WG_MAX, max(WG, _pow2_at_least(e)))  # about one thread per expert
+        kern = rt.kernel("moe", "route", WG=wg, E_MAX=max(wg, _pow2_at_least(e)), K_MAX=_pow2_at_least(k))
         kern(t, pack_params(t, e, k, int(bool(norm_topk_prob))), logits, out_weights, out_experts)
     return out_weights, out_experts
 
