@@ -150,25 +150,29 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 
 // #include "lib/silu.wgsl"
 
-// Expert of pair p inside this piece, or -1 when it lies in another piece (or is no expert at all).
-fn local_expert(p: u32) -> i32 {
-    let e = experts[p] - i32(ep.e_base);
+// Expert id `id` as an index inside this piece, or -1 when it lies in another piece (or is no expert).
+fn in_piece(id: i32) -> i32 {
+    let e = id - i32(ep.e_base);
     return select(-1, e, e >= 0 && u32(e) < ep.e_count);
+}
+
+fn local_expert(p: u32) -> i32 {
+    return in_piece(experts[p]);
 }
 
 // One gate_up output row: pair and f, and the rows of the gate and up halves inside this piece.
 struct GateUpRow { ok: bool, out: u32, tok: u32, gate: u32, up: u32 }
 
-fn gate_up_row(r: u32) -> GateUpRow {
-    var g = GateUpRow(false, r, 0u, 0u, 0u);
-    if (r >= ep.pairs * ep.n) { return g; }
-    let pair = r / ep.n;
-    let e = local_expert(pair);
-    g.ok = e >= 0;
-    g.tok = pair / ep.k;
-    g.gate = u32(max(e, 0)) * 2u * ep.n + r % ep.n;
-    g.up = g.gate + ep.n;
-    return g;
+// Pair of output row r (clamped, so that a row past the end still reads a valid expert id).
+fn pair_of(r: u32) -> u32 {
+    return min(r / ep.n, ep.pairs - 1u);
+}
+
+// Row r, whose pair's expert is e inside this piece (in_piece).
+fn gate_up_row(r: u32, e: i32) -> GateUpRow {
+    let pair = pair_of(r);
+    let gate = u32(max(e, 0)) * 2u * ep.n + r % ep.n;
+    return GateUpRow(r < ep.pairs * ep.n && e >= 0, r, pair / ep.k, gate, gate + ep.n);
 }
 
 // The row sums of the gate and up halves, then the SwiGLU product. Uniform control flow (barriers).
@@ -182,7 +186,8 @@ fn store_swiglu(lid: u32, g: GateUpRow, gate_acc: f32, up_acc: f32) {
 @compute @workgroup_size(WG)
 fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
-    let g = gate_up_row((wid.x + wid.y * nwg.x) * (WG / TPR) + lid / TPR);
+    let r = (wid.x + wid.y * nwg.x) * (WG / TPR) + lid / TPR;
+    let g = gate_up_row(r, local_expert(pair_of(r)));
     let lane = lid % TPR;
     var ga = vec4<f32>(0.0);
     var ua = vec4<f32>(0.0);
@@ -286,8 +291,7 @@ fn down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @group(0) @binding(7) var<storage, read_write> q_out: array<f32>;        // down_q8
 
 fn q_local_expert(p: u32) -> i32 {
-    let e = q_experts[p] - i32(ep.e_base);
-    return select(-1, e, e >= 0 && u32(e) < ep.e_count);
+    return in_piece(q_experts[p]);
 }
 
 // Block b of weight row `row` against block xb of the activations (each row has `nb` blocks).
@@ -309,13 +313,7 @@ fn gate_up_q8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
               @builtin(local_invocation_index) lid: u32) {
     let r = (wid.x + wid.y * nwg.x) * (WG / TPR) + lid / TPR;
     let lane = lid % TPR;
-    var g = GateUpRow(false, r, 0u, 0u, 0u);
-    if (r < ep.pairs * ep.n) {
-        let pair = r / ep.n;
-        let e = q_local_expert(pair);
-        g = GateUpRow(e >= 0, r, pair / ep.k, u32(max(e, 0)) * 2u * ep.n + r % ep.n, 0u);
-        g.up = g.gate + ep.n;
-    }
+    let g = gate_up_row(r, q_local_expert(pair_of(r)));
     var ga = vec2<f32>(0.0);
     var ua = vec2<f32>(0.0);
     if (g.ok) {

@@ -47,6 +47,15 @@ fn workgroup_sum(lid: u32, v: f32) -> f32 {
 // Loops over a row take four elements per step with their loads issued first: a decode row (one row,
 // one workgroup) is a chain of dependent memory round trips otherwise, which is what these kernels cost.
 
+// y at elements i, i + WG, i + 2 WG, i + 3 WG of the row at base: (v * r) * w.
+fn store_normed(base: u32, i: u32, v: vec4<f32>, r: f32) {
+    let o = (v * r) * vec4<f32>(w[i], w[i + WG], w[i + 2u * WG], w[i + 3u * WG]);
+    y[base + i] = o.x;
+    y[base + i + WG] = o.y;
+    y[base + i + 2u * WG] = o.z;
+    y[base + i + 3u * WG] = o.w;
+}
+
 @compute @workgroup_size(WG)
 fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
@@ -66,13 +75,7 @@ fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let r = inverseSqrt(workgroup_sum(lid, (ss.x + ss.y) + (ss.z + ss.w)) / f32(p.d) + p.eps);
     i = lid;
     for (; i + 3u * WG < p.d; i += 4u * WG) {
-        let v = vec4<f32>(x[base + i], x[base + i + WG], x[base + i + 2u * WG], x[base + i + 3u * WG]);
-        let g = vec4<f32>(w[i], w[i + WG], w[i + 2u * WG], w[i + 3u * WG]);
-        let o = (v * r) * g;
-        y[base + i] = o.x;
-        y[base + i + WG] = o.y;
-        y[base + i + 2u * WG] = o.z;
-        y[base + i + 3u * WG] = o.w;
+        store_normed(base, i, vec4<f32>(x[base + i], x[base + i + WG], x[base + i + 2u * WG], x[base + i + 3u * WG]), r);
     }
     for (; i < p.d; i += WG) {
         y[base + i] = (x[base + i] * r) * w[i];
@@ -104,13 +107,7 @@ fn add_rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let r = inverseSqrt(workgroup_sum(lid, (ss.x + ss.y) + (ss.z + ss.w)) / f32(p.d) + p.eps);
     i = lid;
     for (; i + 3u * WG < p.d; i += 4u * WG) {
-        let v = vec4<f32>(y4[base + i], y4[base + i + WG], y4[base + i + 2u * WG], y4[base + i + 3u * WG]);
-        let g = vec4<f32>(w[i], w[i + WG], w[i + 2u * WG], w[i + 3u * WG]);
-        let o = (v * r) * g;
-        y[base + i] = o.x;
-        y[base + i + WG] = o.y;
-        y[base + i + 2u * WG] = o.z;
-        y[base + i + 3u * WG] = o.w;
+        store_normed(base, i, vec4<f32>(y4[base + i], y4[base + i + WG], y4[base + i + 2u * WG], y4[base + i + 3u * WG]), r);
     }
     for (; i < p.d; i += WG) {
         y[base + i] = (y4[base + i] * r) * w[i];
