@@ -232,6 +232,14 @@ fn down_term(tok: u32, n: u32, flat: u32, per_slot: u32) -> DownTerm {
     return DownTerm(e >= 0, u32(max(e, 0)) * ep.n + n, pair, flat - j * per_slot);
 }
 
+// The down output row (token, feature) a thread works on, TPR threads a row.
+struct DownRow { ok: bool, r: u32, tok: u32, n: u32 }
+
+fn down_row(group: u32, lid: u32) -> DownRow {
+    let r = group * (WG / TPR) + lid / TPR;
+    return DownRow(r < (ep.pairs / ep.k) * ep.n, r, r / ep.n, r % ep.n);
+}
+
 // Weighted contribution of one 16-byte weight word of a down row.
 fn down_word(t: DownTerm, words: u32) -> f32 {
     let v = route_w[t.pair] * dot_word(w[t.w_row * words + t.i], t.i, t.pair * (ep.d / 4u));
@@ -248,11 +256,12 @@ fn store_down(lid: u32, ok: bool, r: u32, acc: f32) {
 @compute @workgroup_size(WG)
 fn down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let r = (wid.x + wid.y * nwg.x) * (WG / TPR) + lid / TPR;
+    let dr = down_row(wid.x + wid.y * nwg.x, lid);
+    let r = dr.r;
     let lane = lid % TPR;
-    let ok = r < (ep.pairs / ep.k) * ep.n;
-    let tok = r / ep.n;
-    let n = r % ep.n;
+    let ok = dr.ok;
+    let tok = dr.tok;
+    let n = dr.n;
     var acc = vec4<f32>(0.0);
     if (ok && VEC) {
         let words = ep.d / select(8u, 4u, WTYPE == 0u);
@@ -348,11 +357,12 @@ fn q_down_block(tok: u32, n: u32, flat: u32, nb: u32) -> f32 {
 @compute @workgroup_size(WG)
 fn down_q8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
-    let r = (wid.x + wid.y * nwg.x) * (WG / TPR) + lid / TPR;
+    let dr = down_row(wid.x + wid.y * nwg.x, lid);
+    let r = dr.r;
     let lane = lid % TPR;
-    let ok = r < (ep.pairs / ep.k) * ep.n;
-    let tok = r / ep.n;
-    let n = r % ep.n;
+    let ok = dr.ok;
+    let tok = dr.tok;
+    let n = dr.n;
     var acc = vec2<f32>(0.0);
     if (ok) {
         let nb = ep.d / QK;
