@@ -168,6 +168,14 @@ def test_q8_linear_chooses_once_and_obeys_overrides(rt, rng, monkeypatch):
         q8.q8_linear(rt.upload(x), w, path="int4")
 
 
+def test_choose_path_keeps_dot4_unless_f32_is_clearly_faster(rt, monkeypatch):
+    for f32_time, expected in ((0.9, "dot4"), (0.7, "f32")):
+        times = iter([1.0, f32_time])  # choose_path times dot4, then f32
+        monkeypatch.setattr(q8, "_time_dispatches", lambda *a, **k: next(times))
+        monkeypatch.setattr(q8, "_CHOICE", {})
+        assert q8.choose_path()["path"] == expected
+
+
 def test_q8_linears_share_one_quantization(rt, rng):
     """q/k/v-style projections of one x: on the dot4 path one quantize_act feeds all of them, and each
     result is the single-weight reference; several tokens take the matmul per weight."""
