@@ -169,7 +169,7 @@ def test_q8_linear_chooses_once_and_obeys_overrides(rt, rng, monkeypatch):
 
 
 def test_choose_path_keeps_dot4_unless_f32_is_clearly_faster(rt, monkeypatch):
-    for f32_time, expected in ((0.9, "dot4"), (0.7, "f32")):
+    for f32_time, expected in ((0.9, "dot4"), (0.6, "dot4"), (0.4, "f32")):
         times = iter([1.0, f32_time])  # choose_path times dot4, then f32
         monkeypatch.setattr(q8, "_time_dispatches", lambda *a, **k: next(times))
         monkeypatch.setattr(q8, "_CHOICE", {})
