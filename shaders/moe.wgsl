@@ -257,33 +257,29 @@ fn store_down(lid: u32, ok: bool, r: u32, acc: f32) {
 fn down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let dr = down_row(wid.x + wid.y * nwg.x, lid);
-    let r = dr.r;
     let lane = lid % TPR;
-    let ok = dr.ok;
-    let tok = dr.tok;
-    let n = dr.n;
     var acc = vec4<f32>(0.0);
-    if (ok && VEC) {
+    if (dr.ok && VEC) {
         let words = ep.d / select(8u, 4u, WTYPE == 0u);
         let total = ep.k * words;
         var f = lane;
         for (; f + (UNROLL - 1u) * TPR < total; f += UNROLL * TPR) {
-            let t0 = down_term(tok, n, f, words);
-            let t1 = down_term(tok, n, f + TPR, words);
-            let t2 = down_term(tok, n, f + 2u * TPR, words);
-            let t3 = down_term(tok, n, f + 3u * TPR, words);
+            let t0 = down_term(dr.tok, dr.n, f, words);
+            let t1 = down_term(dr.tok, dr.n, f + TPR, words);
+            let t2 = down_term(dr.tok, dr.n, f + 2u * TPR, words);
+            let t3 = down_term(dr.tok, dr.n, f + 3u * TPR, words);
             acc += vec4<f32>(down_word(t0, words), down_word(t1, words), down_word(t2, words), down_word(t3, words));
         }
-        for (; f < total; f += TPR) { acc.x += down_word(down_term(tok, n, f, words), words); }
-    } else if (ok) {
+        for (; f < total; f += TPR) { acc.x += down_word(down_term(dr.tok, dr.n, f, words), words); }
+    } else if (dr.ok) {
         for (var f = lane; f < ep.k * ep.d; f += TPR) {
-            let t = down_term(tok, n, f, ep.d);
+            let t = down_term(dr.tok, dr.n, f, ep.d);
             let ai = t.pair * ep.d + t.i;
             let v = route_w[t.pair] * weight(t.w_row * ep.d + t.i) * x[ai / 4u][ai % 4u];
             acc.x += select(0.0, v, t.ok);
         }
     }
-    store_down(lid, ok, r, acc.x + acc.y + acc.z + acc.w);
+    store_down(lid, dr.ok, dr.r, acc.x + acc.y + acc.z + acc.w);
 }
 
 // ---- experts, Q8_0 weights ---------------------------------------------------------------------------
@@ -358,21 +354,17 @@ fn q_down_block(tok: u32, n: u32, flat: u32, nb: u32) -> f32 {
 fn down_q8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
     let dr = down_row(wid.x + wid.y * nwg.x, lid);
-    let r = dr.r;
     let lane = lid % TPR;
-    let ok = dr.ok;
-    let tok = dr.tok;
-    let n = dr.n;
     var acc = vec2<f32>(0.0);
-    if (ok) {
+    if (dr.ok) {
         let nb = ep.d / QK;
         let total = ep.k * nb;
         var f = lane;
         for (; f + TPR < total; f += 2u * TPR) {
-            acc += vec2<f32>(q_down_block(tok, n, f, nb), q_down_block(tok, n, f + TPR, nb));
+            acc += vec2<f32>(q_down_block(dr.tok, dr.n, f, nb), q_down_block(dr.tok, dr.n, f + TPR, nb));
         }
-        if (f < total) { acc.x += q_down_block(tok, n, f, nb); }
+        if (f < total) { acc.x += q_down_block(dr.tok, dr.n, f, nb); }
     }
     let sum = row_sum(lid, TPR, acc.x + acc.y);
-    if (lane == 0u && ok) { q_out[r] = select(sum, q_out[r] + sum, ep.accumulate == 1u); }
+    if (lane == 0u && dr.ok) { q_out[dr.r] = select(sum, q_out[dr.r] + sum, ep.accumulate == 1u); }
 }
