@@ -142,7 +142,8 @@ def encode_decoder(model, s, t: int, taps: dict[str, Tensor], all_logits: bool, 
 
 
 @dataclass
-class Layer:
+class AttentionLayer:
+    """What self_attention and encode_decoder read from a layer: ATTENTION_WEIGHTS, the two norms, the KV cache."""
     q_proj: object
     k_proj: object
     v_proj: object
@@ -151,11 +152,15 @@ class Layer:
     k_norm: Tensor
     input_layernorm: Tensor
     post_attention_layernorm: Tensor
+    cache_k: Tensor
+    cache_v: Tensor
+
+
+@dataclass
+class Layer(AttentionLayer):
     gate_proj: object
     up_proj: object
     down_proj: object
-    cache_k: Tensor
-    cache_v: Tensor
 
 
 class Scratch:

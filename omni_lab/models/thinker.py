@@ -24,8 +24,8 @@ from ..ops import elementwise, linear, moe
 from .config import ConfigError
 from .decoder import DecoderLM, ModelInputError  # noqa: F401  (ModelInputError is part of this module's API)
 from .qwen3 import Scratch as DenseScratch
-from .qwen3 import (apply_linear, apply_linears, encode_decoder, load_attention, load_embedding_and_head,
-                    upload_weight)
+from .qwen3 import (AttentionLayer, apply_linear, apply_linears, encode_decoder, load_attention,
+                    load_embedding_and_head, upload_weight)
 
 LIVE = names.LIVE_TEXT.rstrip(".")  # "thinker.model.language_model"
 LM_HEAD = "thinker.lm_head"
@@ -111,18 +111,8 @@ class MoeMlp:
 
 
 @dataclass
-class ThinkerLayer:
-    q_proj: object
-    k_proj: object
-    v_proj: object
-    o_proj: object
-    q_norm: Tensor
-    k_norm: Tensor
-    input_layernorm: Tensor
-    post_attention_layernorm: Tensor
+class ThinkerLayer(AttentionLayer):
     mlp: DenseMlp | MoeMlp
-    cache_k: Tensor
-    cache_v: Tensor
 
 
 def _stack_experts(ckpt, which: str, layer: int, cfg: ThinkerTextConfig, fused: bool):
