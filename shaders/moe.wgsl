@@ -37,6 +37,20 @@
 //             flattened (slot, word) range so a row keeps loads in flight however short F is.
 // VEC = true needs D % 8 == 0 (D % 4 for f32) in gate_up and F % 8 (F % 4) in down for 16-byte weight
 // words; VEC = false reads element by element (any size). The q8 entries need multiples of 32.
+//
+// Prefill groups the pairs by expert so that each expert's weights are read once per tile of pairs
+// (moe_tiles.wgsl) instead of once per pair; these two entries are that path's routing side.
+// group: one workgroup of WG threads.
+//   Bindings: 0 params; 1 experts: [P] i32; 2 order: [tiles * tm] u32 out; 3 tile_expert: [tiles] i32 out.
+//   Params:   pairs = P, e = E, tm = pairs per tile, tiles = tiles the buffers hold (>= sum over experts of
+//             ceil(count / tm), which P / tm + E bounds).
+//   Each expert gets ceil(count / tm) consecutive tiles, in expert order; order[] lists the pairs that
+//   chose it (in no particular order: each output row of a tile is computed on its own, so the order
+//   changes no bit), padded to whole tiles with NO_PAIR; tile_expert[] names each tile's expert and is -1
+//   past the last used tile. Pairs whose id is outside [0, E) are in no tile.
+// combine: out[t, n] = sum_j weights[t, j] * y[t*K + j, n] over the slots whose expert is in [0, E).
+//   Bindings: 0 params; 1 y: [T*K, D] f32; 2 experts: [T*K] i32; 3 weights: [T*K] f32; 4 out: [T, D] f32.
+//   Params:   t = T, n = D, k = K, e = E. Dispatch: ceil(T * D / WG) workgroups (flat index).
 
 override WG: u32 = 64;
 override E_MAX: u32 = 128;  // route: experts held in workgroup memory (>= E)
@@ -46,8 +60,11 @@ override WTYPE: u32 = 2u;   // 0 f32, 1 f16, 2 bf16
 override VEC: bool = true;
 const QK: u32 = 32u;        // values per Q8_0 block
 const UNROLL: u32 = 4u;
+const NO_PAIR: u32 = 0xffffffffu;  // order[] padding
 
 struct RouteParams { t: u32, e: u32, k: u32, norm: u32 }
+struct GroupParams { pairs: u32, e: u32, tm: u32, tiles: u32 }
+struct CombineParams { t: u32, n: u32, k: u32, e: u32 }
 struct ExpertParams { pairs: u32, n: u32, d: u32, k: u32, e_base: u32, e_count: u32, accumulate: u32, _pad: u32 }
 
 // ---- route ------------------------------------------------------------------------------------------
@@ -367,4 +384,88 @@ fn down_q8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
     let sum = row_sum(lid, TPR, acc.x + acc.y);
     if (lane == 0u && dr.ok) { q_out[dr.r] = select(sum, q_out[dr.r] + sum, ep.accumulate == 1u); }
+}
+
+// ---- grouping pairs by expert (prefill) --------------------------------------------------------------
+
+@group(0) @binding(0) var<uniform> gp: GroupParams;
+@group(0) @binding(1) var<storage, read> g_experts: array<i32>;
+@group(0) @binding(2) var<storage, read_write> g_order: array<u32>;
+@group(0) @binding(3) var<storage, read_write> g_tile_expert: array<i32>;
+
+var<workgroup> g_count: array<atomic<u32>, E_MAX>;  // pairs per expert, then a cursor while placing them
+var<workgroup> g_first: array<u32, E_MAX>;          // first order[] slot of each expert
+var<workgroup> g_scan: array<u32, WG>;
+
+fn g_expert(p: u32) -> i32 {
+    let id = g_experts[p];
+    return select(-1, id, id >= 0 && u32(id) < gp.e);
+}
+
+@compute @workgroup_size(WG)
+fn group(@builtin(local_invocation_index) lid: u32) {
+    for (var e = lid; e < gp.e; e += WG) { atomicStore(&g_count[e], 0u); }
+    workgroupBarrier();
+    for (var p = lid; p < gp.pairs; p += WG) {
+        let e = g_expert(p);
+        if (e >= 0) { atomicAdd(&g_count[e], 1u); }
+    }
+    workgroupBarrier();
+
+    // Tiles per expert, scanned: each thread sums a contiguous run of experts, the runs are scanned
+    // across the workgroup (Hillis-Steele), then each thread numbers its own run's tiles.
+    let run = (gp.e + WG - 1u) / WG;
+    let e0 = min(lid * run, gp.e);
+    let e1 = min(e0 + run, gp.e);
+    var own = 0u;
+    for (var e = e0; e < e1; e++) { own += (atomicLoad(&g_count[e]) + gp.tm - 1u) / gp.tm; }
+    g_scan[lid] = own;
+    workgroupBarrier();
+    for (var s = 1u; s < WG; s = s * 2u) {
+        var add = 0u;
+        if (lid >= s) { add = g_scan[lid - s]; }
+        workgroupBarrier();
+        g_scan[lid] += add;
+        workgroupBarrier();
+    }
+    let used = g_scan[WG - 1u];  // tiles in use
+    var tile = g_scan[lid] - own;
+    for (var e = e0; e < e1; e++) {
+        let count = atomicLoad(&g_count[e]);
+        let tiles = (count + gp.tm - 1u) / gp.tm;
+        g_first[e] = tile * gp.tm;
+        for (var i = 0u; i < tiles; i++) { g_tile_expert[tile + i] = i32(e); }
+        for (var s = tile * gp.tm + count; s < (tile + tiles) * gp.tm; s++) { g_order[s] = NO_PAIR; }
+        tile += tiles;
+    }
+    for (var i = used + lid; i < gp.tiles; i += WG) { g_tile_expert[i] = -1; }
+    workgroupBarrier();
+    for (var e = lid; e < gp.e; e += WG) { atomicStore(&g_count[e], 0u); }
+    workgroupBarrier();
+    for (var p = lid; p < gp.pairs; p += WG) {
+        let e = g_expert(p);
+        if (e >= 0) { g_order[g_first[e] + atomicAdd(&g_count[e], 1u)] = p; }
+    }
+}
+
+@group(0) @binding(0) var<uniform> cp: CombineParams;
+@group(0) @binding(1) var<storage, read> c_y: array<f32>;
+@group(0) @binding(2) var<storage, read> c_experts: array<i32>;
+@group(0) @binding(3) var<storage, read> c_weights: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c_out: array<f32>;
+
+@compute @workgroup_size(WG)
+fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (i >= cp.t * cp.n) { return; }
+    let t = i / cp.n;
+    let n = i - t * cp.n;
+    var acc = 0.0;
+    for (var j = 0u; j < cp.k; j++) {
+        let pair = t * cp.k + j;
+        let id = c_experts[pair];
+        if (id >= 0 && u32(id) < cp.e) { acc += c_weights[pair] * c_y[pair * cp.n + n]; }
+    }
+    c_out[i] = acc;
 }

@@ -28,8 +28,9 @@ def tiny(tmp_path_factory):
     return build_tiny_omni(tmp_path_factory.mktemp("tiny0") / "ckpt", seed=3, preset="tiny")
 
 
-def check_all_activations(path, ids, hf=None):
+def check_all_activations(path, ids, hf=None, grouped: bool = True):
     model = Qwen3OmniThinkerText.load(path, max_len=64)
+    model.grouped_min_tokens = 2 if grouped else len(ids) + 1  # the prefill's experts grouped, or per pair
     names = list(model.activation_shapes(len(ids)))
     ours = model.forward(ids, start=0, taps=names)
     ref = hf_thinker_activations(hf or load_hf_model(path, "float32"), names, ids)
@@ -51,8 +52,9 @@ def check_all_activations(path, ids, hf=None):
     return model, routers
 
 
-def test_every_activation_and_every_expert_choice_matches_transformers(checkpoint):
-    model, routers = check_all_activations(checkpoint, PROMPT)
+@pytest.mark.parametrize("grouped", [True, False], ids=["grouped", "pairs"])
+def test_every_activation_and_every_expert_choice_matches_transformers(checkpoint, grouped):
+    model, routers = check_all_activations(checkpoint, PROMPT, grouped=grouped)
     cfg = model.cfg
     assert routers == sum(cfg.is_moe(i) for i in range(cfg.num_hidden_layers)) > 0
     if cfg.mlp_only_layers:  # the dense-layer preset really has a dense layer

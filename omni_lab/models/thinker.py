@@ -188,6 +188,8 @@ class Qwen3OmniThinkerText(DecoderLM):
     def __init__(self, cfg: ThinkerTextConfig, ckpt, max_len: int = 2048, progress: bool = False):
         self.cfg = cfg
         self.max_len = max_len
+        # From this many tokens on, the experts run grouped by expert (prefill); fewer run per pair.
+        self.grouped_min_tokens = moe.GROUPED_MIN_TOKENS
         rt = runtime()
         d, hq, hkv, dh, f, v = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
                                 cfg.intermediate_size, cfg.vocab_size)
@@ -265,8 +267,12 @@ class Qwen3OmniThinkerText(DecoderLM):
         w_buf, e_buf = router if router else (s.route_w, s.route_e)
         logits = apply_linear(x, m.gate, s.router_logits)  # [T, E]
         weights, experts = moe.route(logits, k, cfg.norm_topk_prob, out_weights=w_buf, out_experts=e_buf)
-        act = moe.experts_gate_up(x, m.gate_up_proj, experts, out=s.e_act)  # [T, k, F]
-        return moe.experts_down(act, m.down_proj, experts, weights, out=out)
+        groups = moe.group_pairs(experts, cfg.num_experts) if t >= self.grouped_min_tokens else None
+        act = moe.experts_gate_up(x, m.gate_up_proj, experts, out=s.e_act, groups=groups)  # [T, k, F]
+        out = moe.experts_down(act, m.down_proj, experts, weights, out=out, groups=groups)
+        if groups:
+            groups.release()  # the next layer's dispatches run after these: its groups can reuse the buffers
+        return out
 
     def _encode(self, s: Scratch, t: int, taps: dict, all_logits: bool) -> Tensor:
         return encode_decoder(self, s, t, taps, all_logits, LIVE, LM_HEAD, (s.positions3, self.inv_freq, self.cfg.mrope_section),

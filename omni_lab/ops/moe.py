@@ -8,9 +8,17 @@ rows then up_proj rows per expert, transformers' fused `gate_up_proj`) and down 
 Tensors or Q8_0 (formats.q8_0.Q8Weight, int8 activations through dot4I8Packed). Stacks larger than one
 storage binding are bound in expert pieces, one dispatch per piece: gate_up's rows are written by the
 piece holding their expert, and down's pieces each add the slots they hold.
+
+Prefill (many tokens) groups the pairs by expert first (`group_pairs`): the grouped kernels multiply each
+expert's weight tile by a tile of the pairs that chose it, so an expert's weights are read once per tile of
+pairs instead of once per pair, and down's weighted sum over the slots becomes its own `combine` dispatch.
+Pass the groups to experts_gate_up / experts_down to take that path; Q8_0 weights there are dequantized
+into the tile and multiply f32 activations, as the dense prefill's q8_0 matmul does.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,6 +31,10 @@ WG, ROUTE_WG_MAX = 64, 256  # route's workgroup size, by the expert count
 EXPERT_WG = 256   # gate_up, down
 MAX_EXPERTS = 4096  # route keeps a token's probabilities in workgroup memory (16 KiB at this size)
 MIN_TPR = 16  # threads per output row before linear.launch_tpr widens small launches
+GROUP_WG = 256    # group: one workgroup
+TILE_N = 64       # outputs per grouped tile (moe_tiles.wgsl's TN)
+NO_PAIR = 0xFFFFFFFF  # Groups.order's padding
+GROUPED_MIN_TOKENS = 2  # models group the pairs by expert from this many tokens on (see bench/kernels.py --moe)
 
 
 def _pow2_at_least(n: int) -> int:
@@ -92,10 +104,81 @@ def _quantized(x: Tensor) -> tuple[Tensor, Tensor]:
     return quantize_activations(x, out=(rt.scratch((r, k // 4), "u32"), rt.scratch((r, k // QK), "f32")))
 
 
-def experts_gate_up(x: Tensor, w, experts: Tensor, out: Tensor | None = None) -> Tensor:
+@dataclass
+class Groups:
+    """The (token, slot) pairs of one routing, grouped by expert in tiles of `tile` pairs (group_pairs).
+    order [tiles * tile] u32: pair ids, each expert's run padded to whole tiles; tile_expert [tiles] i32:
+    each tile's expert, -1 past the last used tile. Scratch buffers: release() when the layer is done."""
+
+    order: Tensor
+    tile_expert: Tensor
+    tile: int
+    pairs: int
+    num_experts: int
+
+    @property
+    def tiles(self) -> int:
+        return self.tile_expert.shape[0]
+
+    def release(self) -> None:
+        self.order.release()
+        self.tile_expert.release()
+
+
+def tile_pairs(pairs: int, num_experts: int) -> int:
+    """Pairs per grouped tile: 16, 32 or 64, the smallest that holds an expert's average share, since a
+    tile row without a pair is work thrown away."""
+    share = -(-pairs // max(num_experts, 1))
+    return 16 if share <= 16 else 32 if share <= 32 else 64
+
+
+def group_pairs(experts: Tensor, num_experts: int, tile: int | None = None) -> Groups:
+    """experts [T, k] i32 -> Groups for the grouped expert kernels (one dispatch, no read-back). Ids
+    outside [0, num_experts) are in no group: their pairs are left alone as in the per-pair kernels."""
+    kernel = "moe.group_pairs"
+    dtype_in(kernel, "experts", experts, ("i32",))
+    expect(kernel, len(experts.shape) == 2, "experts must be [T, k]", experts=experts)
+    expect(kernel, 0 < num_experts <= MAX_EXPERTS, f"num_experts={num_experts} must be in [1, {MAX_EXPERTS}]")
+    pairs = experts.shape[0] * experts.shape[1]
+    tile = tile or tile_pairs(pairs, num_experts)
+    expect(kernel, tile in (16, 32, 64), f"tile={tile} must be 16, 32 or 64")
+    rt = runtime()
+    tiles = max(1, (pairs + num_experts * (tile - 1)) // tile)  # sum over experts of ceil(count / tile)
+    expect(kernel, tiles <= rt.gpu.limits["max-compute-workgroups-per-dimension"],
+           f"{pairs} pairs make up to {tiles} tiles of {tile}, over the adapter's workgroups per dimension; "
+           "prefill in shorter chunks", experts=experts)
+    e_max = max(GROUP_WG, _pow2_at_least(num_experts))
+    groups = Groups(rt.scratch((tiles * tile,), "u32"), rt.scratch((tiles,), "i32"), tile, pairs, num_experts)
+    kern = rt.kernel("moe", "group", WG=GROUP_WG, E_MAX=e_max)
+    kern(1, pack_params(pairs, num_experts, tile, tiles), experts, groups.order, groups.tile_expert)
+    return groups
+
+
+def _check_groups(kernel: str, groups: Groups, e: int, t: int, k: int) -> None:
+    expect(kernel, groups.pairs == t * k and groups.num_experts == e,
+           f"groups were made for {groups.pairs} pairs of {groups.num_experts} experts, not {t * k} of {e}")
+
+
+def _tiles(kernel: str, w, groups: Groups, x: Tensor, out: Tensor, n: int, kdim: int, x_div: int, gate_up: bool) -> None:
+    """The grouped projection of lib/expert_tiles.wgsl, one dispatch per expert piece of w."""
+    rt = runtime()
+    q8 = isinstance(w, Q8Weight)
+    consts = dict(TM=groups.tile, GATE_UP=gate_up, VEC=kdim % 4 == 0)
+    if not q8:
+        consts["WTYPE"] = WTYPE[w.dtype]
+    kern = rt.kernel("moe_tiles_q8" if q8 else "moe_tiles", "experts", **consts)
+    gpu = rt.gpu
+    for e0, piece in w.row_pieces(gpu.max_binding, gpu.offset_alignment):
+        tensors = (piece.quants, piece.scales) if q8 else (piece,)
+        kern((-(-n // TILE_N), groups.tiles, 1), pack_params(groups.pairs, n, kdim, x_div, e0, piece.shape[0], 0, 0),
+             x, groups.order, groups.tile_expert, out, *tensors)
+
+
+def experts_gate_up(x: Tensor, w, experts: Tensor, out: Tensor | None = None, groups: Groups | None = None) -> Tensor:
     """act[t, j] = silu(G_e x[t]) * (U_e x[t]) with e = experts[t, j], for every (token, slot) pair.
     x [T, D] f32; w [E, 2F, D] (per expert F gate rows, then F up rows), f32/f16/bf16 or Q8_0; experts
-    [T, k] i32; returns act [T, k, F] f32. A pair whose expert id is outside [0, E) is left unwritten."""
+    [T, k] i32; returns act [T, k, F] f32. A pair whose expert id is outside [0, E) is left unwritten.
+    groups: group_pairs(experts, E) to take the grouped (prefill) path."""
     kernel = "moe.experts_gate_up"
     dtype_in(kernel, "x", x, ("f32",))
     expect(kernel, len(x.shape) == 2, "x must be [T, D]", x=x)
@@ -107,6 +190,10 @@ def experts_gate_up(x: Tensor, w, experts: Tensor, out: Tensor | None = None) ->
         out = runtime().empty((t, k, f), "f32", label=kernel)
     expect(kernel, out.shape == (t, k, f) and out.dtype == "f32", f"out must be ({t}, {k}, {f}) f32", out=out)
     if t * k * f == 0:
+        return out
+    if groups is not None:
+        _check_groups(kernel, groups, e, t, k)
+        _tiles(kernel, w, groups, x, out, f, d, k, gate_up=True)
         return out
     rows = t * k * f
 
@@ -123,10 +210,13 @@ def experts_gate_up(x: Tensor, w, experts: Tensor, out: Tensor | None = None) ->
     return out
 
 
-def experts_down(act: Tensor, w, experts: Tensor, weights: Tensor, out: Tensor | None = None) -> Tensor:
+def experts_down(act: Tensor, w, experts: Tensor, weights: Tensor, out: Tensor | None = None,
+                 groups: Groups | None = None) -> Tensor:
     """out[t] = sum_j weights[t, j] * (W_e act[t, j]) with e = experts[t, j]: the down projection and the
     weighted combine over the k slots. act [T, k, F] f32; w [E, D, F] f32/f16/bf16 or Q8_0; experts [T, k]
-    i32; weights [T, k] f32; returns [T, D] f32. Slots whose expert id is outside [0, E) add nothing."""
+    i32; weights [T, k] f32; returns [T, D] f32. Slots whose expert id is outside [0, E) add nothing.
+    groups: group_pairs(experts, E) to take the grouped (prefill) path: the projection of each pair into a
+    [T*k, D] scratch, then the weighted sum over the slots (combine)."""
     kernel = "moe.experts_down"
     dtype_in(kernel, "act", act, ("f32",))
     dtype_in(kernel, "weights", weights, ("f32",))
@@ -145,6 +235,14 @@ def experts_down(act: Tensor, w, experts: Tensor, weights: Tensor, out: Tensor |
         return pack_params(t * k, d, f, k, e0, count, accumulate, 0)
 
     flat = act.view((t * k, f))  # [T*k, F]: one activation row per pair
+    if groups is not None:
+        _check_groups(kernel, groups, e, t, k)
+        rt = runtime()
+        y = rt.scratch((t * k, d))  # [T*k, D]: each pair's projection, before the weights
+        _tiles(kernel, w, groups, flat, y, d, f, 1, gate_up=False)
+        rt.kernel("moe", "combine", WG=EXPERT_WG)(-(-t * d // EXPERT_WG), pack_params(t, d, k, e), y, experts, weights, out)
+        y.release()
+        return out
     if isinstance(w, Q8Weight):
         aq, as_ = _quantized(flat)
         _dispatch(kernel, "down", w, t * d, k * (f // QK), params, (aq, as_), (experts, weights, out))

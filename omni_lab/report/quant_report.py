@@ -13,7 +13,8 @@ Neither side is Transformers: this measures what Q8_0 weights cost, not how clos
 Transformers (that is `omni-lab compare`). With several tokens every Q8_0 linear runs our prefill matmul,
 which widens the weights in the tile and keeps activations in f32, so the error measured is the weights'
 alone; decode's int8 matvec (dot4) also rounds activations and is not measured by one prefill. MoE experts
-read int8 activations in prefill and decode alike (ops/moe.py), so their rounding is in the figures.
+follow the same rule: a prefill of moe.GROUPED_MIN_TOKENS tokens or more runs them grouped by expert, with
+the weights widened in the tile; only a one-token "prefill" takes their int8 decode kernels.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from matplotlib.ticker import MaxNLocator
 from ..compare import Bounds, compare_sets
 from ..compare.quant import (ExpertAgreement, LogitStats, TensorSqnr, logit_stats, moe_agreement, sqnr_summary,
                              weight_sqnr)
+from ..ops import moe
 from . import figures
 from .html import CSS
 
@@ -180,10 +182,14 @@ def quant_report(src_dir: str | Path, gguf_path: str | Path, ids=None, text: str
         "Transformers is not involved; this measures Q8_0, not our agreement with Transformers.",
         f"One prefill over {len(ids)} tokens: every Q8_0 linear ran the prefill matmul (weights widened in the tile, "
         "f32 activations), so its error is the weights' alone; decode's int8 matvec (dot4) also rounds activations "
-        "and is not measured here. MoE experts are the exception: their Q8_0 kernels take int8 activations "
-        "(blocks of 32, llama.cpp's rule) in prefill as in decode, so their error includes that rounding.",
-        "Router activations are compared as expert agreement, not in the drift table.",
+        "and is not measured here.",
     ]
+    if any(n.endswith(ROUTER_SUFFIX) for n in names):
+        notes.append("MoE experts ran grouped by expert, widening their weights in the tile the same way."
+                     if len(ids) >= moe.GROUPED_MIN_TOKENS else
+                     "MoE experts ran their per-pair kernels, which take int8 activations (blocks of 32, llama.cpp's "
+                     "rule): their error includes that rounding.")
+        notes.append("Router activations are compared as expert agreement, not in the drift table.")
     low = sorted((t for t in weights if t.quantized and t.sqnr_db < LOW_SQNR_DB), key=lambda t: t.sqnr_db)
     if low:
         notes.append(f"{len(low)} Q8_0 tensors have an SQNR below {LOW_SQNR_DB:g} dB, the worst '{low[0].name}' "

@@ -1,0 +1,28 @@
+// moe_tiles: the MoE experts' projections for prefill, pairs grouped by expert (see lib/expert_tiles.wgsl
+// for the entry, its bindings and dispatch), with f32/f16/bf16 weights.
+//   Binding 5 w: [E_piece, rows per expert, kdim] packed per WTYPE (f32 one per u32; f16 and bf16 two
+//   per u32, element 2j in the low half).
+
+override WTYPE: u32 = 2u;  // 0 f32, 1 f16, 2 bf16
+
+@group(0) @binding(5) var<storage, read> w: array<vec4<u32>>;
+
+// #include "lib/expert_tiles.wgsl"
+
+// #include "lib/weight_rows.wgsl"
+
+fn w_quad(row: u32, q: u32) -> vec4<f32> {
+    if (VEC) {
+        let i = row * (tp.kdim / 4u) + q;  // quad index: one 16-byte word of f32, half a word of 16-bit
+        if (WTYPE == 0u) { return bitcast<vec4<f32>>(w[i]); }
+        let word = w[i / 2u];
+        let h = select(word.xy, word.zw, (i & 1u) == 1u);
+        return vec4<f32>(lo(h.x), hi(h.x), lo(h.y), hi(h.y));
+    }
+    var v = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        let k = 4u * q + c;
+        if (k < tp.kdim) { v[c] = weight(row * tp.kdim + k); }
+    }
+    return v;
+}
