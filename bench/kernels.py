@@ -251,6 +251,80 @@ def bench_decode(reps: int, rng, flush_mb: int) -> list[dict]:
     return results
 
 
+# The thinker's MoE layer: 128 experts, top-8, hidden 2048, expert FFN 768.
+MOE_SHAPE = dict(e=128, k=8, d=2048, f=768)
+MOE_TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 512)
+
+
+def moe_stack(rng, e: int, n: int, kdim: int, dtype: str):
+    """A random expert stack [E, N, K] as uploaded (bf16 or Q8_0) and a function giving the float32
+    values the kernels read for a list of experts (the reference never widens the whole stack)."""
+    from omni_lab.formats.q8_0 import join_q8_0, upload_q8_0
+    from omni_lab.gpu import bf16_to_f32
+    from omni_lab.ops import q8_0 as q8
+
+    rt = runtime()
+    if dtype == "q8_0":
+        wq = rng.integers(-127, 128, (e, n, kdim), dtype=np.int8)
+        wd = np.full((e, n, kdim // 32), kdim ** -0.5 / 73, np.float16)
+        w = upload_q8_0(join_q8_0(wq.reshape(e * n, kdim), wd.reshape(e * n, -1)), (e, n, kdim))
+        return w, lambda ids: np.stack([q8.dequantize_ref(wq[i], wd[i]) for i in ids])
+    bits, _ = linear.stored(rng.standard_normal((e, n, kdim), dtype=np.float32) * np.float32(kdim ** -0.5), "bf16")
+    return rt.upload(bits, "bf16"), lambda ids: bf16_to_f32(bits[ids])
+
+
+def bench_moe(dtype: str, reps: int, rng, tokens=MOE_TOKENS, shape=MOE_SHAPE) -> list[dict]:
+    """One MoE layer's experts (gate_up with SwiGLU, down with the weighted sum) at T tokens, per pair (the
+    decode kernels) and grouped by expert (group + tiles + combine), with random top-k routing. Bytes are
+    the weights of the experts the tokens use, read once: the floor either path could reach."""
+    from omni_lab.formats.q8_0 import BLOCK_BYTES, QK
+    from omni_lab.ops import moe
+
+    rt = runtime()
+    e, k, d, f = shape["e"], shape["k"], shape["d"], shape["f"]
+    gate_up, gate_up_seen = moe_stack(rng, e, 2 * f, d, dtype)
+    down, down_seen = moe_stack(rng, e, d, f, dtype)
+    per_weight = BLOCK_BYTES / QK if dtype == "q8_0" else 2
+    results = []
+    for t in tokens:
+        experts = np.stack([rng.choice(e, k, replace=False) for _ in range(t)]).astype(np.int32)
+        x = rng.standard_normal((t, d), dtype=np.float32)
+        rw = rng.random((t, k), dtype=np.float32)
+        xt, ex, wt = rt.upload(x), rt.upload(experts), rt.upload(rw)
+        act, out = rt.empty((t, k, f)), rt.empty((t, d))
+        # The reference on the first two tokens keeps the host work small.
+        first = experts[:2]
+        ids, local = np.unique(first, return_inverse=True)
+        local = local.reshape(first.shape).astype(np.int32)
+        a_ref = moe.experts_gate_up_ref(x[:2], gate_up_seen(ids), local)
+        y_ref = moe.experts_down_ref(a_ref, down_seen(ids), local, rw[:2])
+
+        def run(grouped: bool):
+            groups = moe.group_pairs(ex, e) if grouped else None
+            moe.experts_gate_up(xt, gate_up, ex, out=act, groups=groups)
+            moe.experts_down(act, down, ex, wt, out=out, groups=groups)
+            if groups:
+                groups.release()
+
+        used = len(np.unique(experts))
+        nbytes = int(used * 3 * f * d * per_weight)
+        flops = 2 * t * k * 3 * f * d
+        for grouped in (False, True):
+            rt.write(out, np.full(out.shape, np.nan, np.float32))
+            run(grouped)
+            err = nmse(out.numpy()[:2], y_ref)
+            # Per pair, Q8_0 rounds the activations to int8 (decode's rule); grouped keeps them in f32.
+            assert err < (1e-3 if dtype == "q8_0" and not grouped else 1e-9), f"moe {dtype} T={t} grouped={grouped}: nmse {err}"
+            profs = profiles(lambda: run(grouped), reps)
+            secs = statistics.median(sum(x.seconds for x in p.timings) for p in profs)
+            by_kernel = {n: statistics.median(p.by_kernel()[n] for p in profs) * 1e6 for n in profs[0].by_kernel()}
+            results.append({"op": f"moe.experts.{dtype}", "path": "grouped" if grouped else "pairs", "tokens": t,
+                            "shape": shape, "experts_used": used, "bytes": nbytes, "flops": flops, "seconds": secs,
+                            "gb_per_s": nbytes / secs / 1e9, "gflop_per_s": flops / secs / 1e9,
+                            "us_by_kernel": by_kernel, "nmse_first_tokens": err, "clock": profs[0].clock})
+    return results
+
+
 def bench_matmul(m: int, n: int, k: int, dtype: str, reps: int, rng) -> dict:
     rt = runtime()
     host, seen = random_weight(rng, n, k, dtype)
@@ -273,6 +347,9 @@ def main() -> None:
     ap.add_argument("--decode", action="store_true",
                     help="only the decode-step cases (small matvecs at several threads per row, decode "
                          "attention); a default run includes them after the weight sweep")
+    ap.add_argument("--moe", action="store_true",
+                    help="only one MoE layer's experts at the thinker's shapes, per pair and grouped, bf16 and Q8_0, "
+                         f"at {', '.join(map(str, MOE_TOKENS))} tokens")
     ap.add_argument("--flush-mb", type=int, default=256,
                     help="MB copied before each timed run of a decode-step case, to evict its inputs from the cache")
     ap.add_argument("--out", type=Path)
@@ -282,6 +359,14 @@ def main() -> None:
     rng = np.random.default_rng(0)
     rt = runtime()
     t0 = time.time()
+    if args.moe:
+        shape = dict(e=8, k=2, d=256, f=96) if args.quick else MOE_SHAPE
+        tokens = (1, 4, 32) if args.quick else MOE_TOKENS
+        emit({"bench": "kernels.moe", "adapter": rt.gpu.describe()["adapter"], "backend": rt.gpu.info.get("backend_type"),
+              "host": platform.node(), "copy_gb_per_s": bench_copy(min(256, rt.gpu.max_binding // 2**20), args.reps)["gb_per_s"],
+              "results": [r for dtype in ("bf16", "q8_0") for r in bench_moe(dtype, args.reps, rng, tokens, shape)],
+              "wall_seconds": time.time() - t0}, args.out)
+        return
     if args.decode:
         emit({"bench": "kernels.decode", "adapter": rt.gpu.describe()["adapter"],
               "backend": rt.gpu.info.get("backend_type"), "host": platform.node(),

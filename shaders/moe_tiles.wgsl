@@ -19,10 +19,14 @@ fn w_quad(row: u32, q: u32) -> vec4<f32> {
         let h = select(word.xy, word.zw, (i & 1u) == 1u);
         return vec4<f32>(lo(h.x), hi(h.x), lo(h.y), hi(h.y));
     }
-    var v = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        let k = 4u * q + c;
-        if (k < tp.kdim) { v[c] = weight(row * tp.kdim + k); }
-    }
+    let k = 4u * q;
+    let e = row * tp.kdim + k;
+    return vec4<f32>(w_at(e, k < tp.kdim), w_at(e + 1u, k + 1u < tp.kdim), w_at(e + 2u, k + 2u < tp.kdim),
+                     w_at(e + 3u, k + 3u < tp.kdim));
+}
+
+fn w_at(e: u32, ok: bool) -> f32 {
+    var v = 0.0;
+    if (ok) { v = weight(e); }
     return v;
 }

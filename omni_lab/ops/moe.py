@@ -32,7 +32,7 @@ EXPERT_WG = 256   # gate_up, down
 MAX_EXPERTS = 4096  # route keeps a token's probabilities in workgroup memory (16 KiB at this size)
 MIN_TPR = 16  # threads per output row before linear.launch_tpr widens small launches
 GROUP_WG = 256    # group: one workgroup
-TILE_N = 64       # outputs per grouped tile (moe_tiles.wgsl's TN)
+TILE_PAIRS, TILE_N = 64, 64  # pairs and outputs per grouped tile (lib/expert_tiles.wgsl's TM, TN)
 NO_PAIR = 0xFFFFFFFF  # Groups.order's padding
 GROUPED_MIN_TOKENS = 2  # models group the pairs by expert from this many tokens on (see bench/kernels.py --moe)
 
@@ -125,14 +125,7 @@ class Groups:
         self.tile_expert.release()
 
 
-def tile_pairs(pairs: int, num_experts: int) -> int:
-    """Pairs per grouped tile: 16, 32 or 64, the smallest that holds an expert's average share, since a
-    tile row without a pair is work thrown away."""
-    share = -(-pairs // max(num_experts, 1))
-    return 16 if share <= 16 else 32 if share <= 32 else 64
-
-
-def group_pairs(experts: Tensor, num_experts: int, tile: int | None = None) -> Groups:
+def group_pairs(experts: Tensor, num_experts: int) -> Groups:
     """experts [T, k] i32 -> Groups for the grouped expert kernels (one dispatch, no read-back). Ids
     outside [0, num_experts) are in no group: their pairs are left alone as in the per-pair kernels."""
     kernel = "moe.group_pairs"
@@ -140,9 +133,8 @@ def group_pairs(experts: Tensor, num_experts: int, tile: int | None = None) -> G
     expect(kernel, len(experts.shape) == 2, "experts must be [T, k]", experts=experts)
     expect(kernel, 0 < num_experts <= MAX_EXPERTS, f"num_experts={num_experts} must be in [1, {MAX_EXPERTS}]")
     pairs = experts.shape[0] * experts.shape[1]
-    tile = tile or tile_pairs(pairs, num_experts)
-    expect(kernel, tile in (16, 32, 64), f"tile={tile} must be 16, 32 or 64")
     rt = runtime()
+    tile = TILE_PAIRS
     tiles = max(1, (pairs + num_experts * (tile - 1)) // tile)  # sum over experts of ceil(count / tile)
     expect(kernel, tiles <= rt.gpu.limits["max-compute-workgroups-per-dimension"],
            f"{pairs} pairs make up to {tiles} tiles of {tile}, over the adapter's workgroups per dimension; "
@@ -163,7 +155,7 @@ def _tiles(kernel: str, w, groups: Groups, x: Tensor, out: Tensor, n: int, kdim:
     """The grouped projection of lib/expert_tiles.wgsl, one dispatch per expert piece of w."""
     rt = runtime()
     q8 = isinstance(w, Q8Weight)
-    consts = dict(TM=groups.tile, GATE_UP=gate_up, VEC=kdim % 4 == 0)
+    consts = dict(GATE_UP=gate_up, VEC=kdim % 4 == 0)
     if not q8:
         consts["WTYPE"] = WTYPE[w.dtype]
     kern = rt.kernel("moe_tiles_q8" if q8 else "moe_tiles", "experts", **consts)

@@ -14,17 +14,28 @@
 //             `group` with tm = TM); 4 out: [P, N] f32; 5.. the weights, [E_piece, 2N or N, kdim].
 //   Params:   pairs = P, n = N, kdim, x_div, e_base, e_count: the bound piece's experts. Tiles of other
 //             experts return at once, so one dispatch per piece writes each pair's row exactly once.
-//   Dispatch: (ceil(N / TN), tiles) workgroups of (TN/4) x (TM/4) threads; each thread computes a 4 x 4
-//             block (4 pairs x 4 outputs), twice over (gate and up) with GATE_UP.
-// The K loop stages TK = 32 values a step (one Q8_0 block), x and weights as quads of 4 along K.
-// VEC = true needs kdim % 4 == 0 (x rows and weight quads on whole words); false reads element-wise.
+//   Dispatch: (ceil(N / TN), tiles) workgroups of 16 x 16 threads; each thread computes a 4 x 4 block
+//             (4 pairs x 4 outputs), twice over (gate and up) with GATE_UP.
+// Tiles are TM = 64 pairs by TN = 64 outputs. The K loop takes TK = 32 values a step (one Q8_0 block), x
+// and weights as quads of 4 along K: each thread stages two x quads of one pair row and two weight quads
+// of one weight row (and of its up row), the same rows every step, and loads the next step's quads while
+// the workgroup computes this one. VEC = true needs kdim % 4 == 0 (x rows and weight quads on whole
+// words); false reads element-wise.
+//
+// Every loop over a vector's components or a small array is written out: naga emits each WGSL loop as a
+// while loop, which drivers do not unroll, so such a loop puts the vector or array in memory (a first
+// version of this kernel with loops ran 5 times slower on an H200).
 
-override TM: u32 = 64u;        // pairs per tile: 16, 32 or 64
+const TM: u32 = 64u;            // pairs per tile (moe.TILE_PAIRS)
+const TN: u32 = 64u;            // outputs per tile
+const TK: u32 = 32u;            // K values per step
+const QS: u32 = TK / 4u;        // quads per step
+const STRIDE: u32 = TM / 4u;    // vec4s per k in a staged tile (TM = TN)
+const TILE: u32 = TK * STRIDE;  // vec4s per staged tile
+const HALF: u32 = TILE / 2u;    // from quad qi to quad qi + QS / 2 in a staged tile
+const NO_PAIR: u32 = 0xffffffffu;
 override GATE_UP: bool = true;
 override VEC: bool = true;
-const TN: u32 = 64u;           // outputs per tile
-const TK: u32 = 32u;
-const NO_PAIR: u32 = 0xffffffffu;
 
 struct TileParams { pairs: u32, n: u32, kdim: u32, x_div: u32, e_base: u32, e_count: u32, _p0: u32, _p1: u32 }
 
@@ -36,92 +47,129 @@ struct TileParams { pairs: u32, n: u32, kdim: u32, x_div: u32, e_base: u32, e_co
 
 // #include "lib/silu.wgsl"
 
-// Staged tiles, K-major so that a thread reads its 4 pairs (or 4 outputs) of one k as one vec4.
-var<workgroup> xs: array<vec4<f32>, TK * TM / 4u>;  // [k][pair / 4]
-var<workgroup> gs: array<vec4<f32>, TK * TN / 4u>;  // [k][output / 4]: gate rows, or down's rows
-var<workgroup> us: array<vec4<f32>, TK * TN / 4u>;  // [k][output / 4]: up rows (GATE_UP)
+// The staged x tile, then the gate (or down) weight tile, then the up tile: each [k][row / 4] (rows are
+// pairs for x, outputs for the weights), so that a thread reads its 4 rows of one k as one vec4.
+var<workgroup> tiles: array<vec4<f32>, 3u * TILE>;
+const X_TILE: u32 = 0u;
+const G_TILE: u32 = TILE;
+const U_TILE: u32 = 2u * TILE;
+
+fn x_at(i: u32, ok: bool) -> f32 {
+    var v = 0.0;
+    if (ok) { v = x[i / 4u][i % 4u]; }
+    return v;
+}
 
 // Values 4q .. 4q+3 of x row `row`, zeros past kdim.
 fn x_quad(row: u32, q: u32) -> vec4<f32> {
     if (VEC) { return x[row * (tp.kdim / 4u) + q]; }
-    var v = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        let k = 4u * q + c;
-        let i = row * tp.kdim + k;
-        if (k < tp.kdim) { v[c] = x[i / 4u][i % 4u]; }
-    }
-    return v;
+    let i = row * tp.kdim + 4u * q;
+    let n = tp.kdim - min(4u * q, tp.kdim);  // values of this quad inside the row
+    return vec4<f32>(x_at(i, n > 0u), x_at(i + 1u, n > 1u), x_at(i + 2u, n > 2u), x_at(i + 3u, n > 3u));
 }
 
-// Quad q of weight row `row` (of the piece) into column c of the staged gate/down tile, or of the up
-// tile. (A workgroup pointer cannot be a function argument in naga, hence the flag.)
-fn stage_w(up: bool, row: u32, c: u32, q: u32, ok: bool) {
-    var v = vec4<f32>(0.0);
-    if (ok) { v = w_quad(row, q); }
-    let kq = (q % (TK / 4u)) * 4u;
-    for (var j = 0u; j < 4u; j++) {
-        let i = (kq + j) * (TN / 4u) + c / 4u;
-        if (up) { us[i][c % 4u] = v[j]; } else { gs[i][c % 4u] = v[j]; }
-    }
+// A quad's four values into k rows i, i + STRIDE, ... of a staged tile, at component c.
+fn put_quad(i: u32, c: u32, v: vec4<f32>) {
+    tiles[i][c] = v.x;
+    tiles[i + STRIDE][c] = v.y;
+    tiles[i + 2u * STRIDE][c] = v.z;
+    tiles[i + 3u * STRIDE][c] = v.w;
 }
 
-@compute @workgroup_size(TN / 4u, TM / 4u)
+// One step's quads of a thread: x quads qi and qi + 4 of its pair row, and the same quads of its gate
+// (or down) weight row and of its up row.
+struct Step { x0: vec4<f32>, x1: vec4<f32>, g0: vec4<f32>, g1: vec4<f32>, u0: vec4<f32>, u1: vec4<f32> }
+
+struct Rows { x: u32, has_x: bool, w: u32, has_w: bool, qi: u32 }
+
+fn load_step(k0: u32, r: Rows, quads: u32) -> Step {
+    var s: Step;
+    let qa = k0 + r.qi;
+    let qb = qa + QS / 2u;
+    if (r.has_x && qa < quads) { s.x0 = x_quad(r.x, qa); }
+    if (r.has_x && qb < quads) { s.x1 = x_quad(r.x, qb); }
+    if (r.has_w && qa < quads) {
+        s.g0 = w_quad(r.w, qa);
+        if (GATE_UP) { s.u0 = w_quad(r.w + tp.n, qa); }
+    }
+    if (r.has_w && qb < quads) {
+        s.g1 = w_quad(r.w, qb);
+        if (GATE_UP) { s.u1 = w_quad(r.w + tp.n, qb); }
+    }
+    return s;
+}
+
+// One output row (pair) of a thread: four outputs from n on, gate (or down) values g, up values u.
+fn store_row(pair: u32, n: u32, g: vec4<f32>, u: vec4<f32>) {
+    if (pair == NO_PAIR) { return; }
+    var v = g;
+    if (GATE_UP) { v = vec4<f32>(silu(g.x) * u.x, silu(g.y) * u.y, silu(g.z) * u.z, silu(g.w) * u.w); }
+    let o = pair * tp.n + n;
+    if (n < tp.n) { out[o] = v.x; }
+    if (n + 1u < tp.n) { out[o + 1u] = v.y; }
+    if (n + 2u < tp.n) { out[o + 2u] = v.z; }
+    if (n + 3u < tp.n) { out[o + 3u] = v.w; }
+}
+
+@compute @workgroup_size(16, 16)
 fn experts(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
            @builtin(local_invocation_index) li: u32) {
     let e = tile_expert[wid.y] - i32(tp.e_base);
     if (e < 0 || u32(e) >= tp.e_count) { return; }  // the same for the whole workgroup
-    let threads = TN * TM / 16u;
     let n0 = wid.x * TN;
     let slot0 = wid.y * TM;
-    let w0 = u32(e) * select(1u, 2u, GATE_UP) * tp.n + n0;  // the tile's first (gate) weight row
     let quads = (tp.kdim + 3u) / 4u;
-    var g: array<vec4<f32>, 4>;  // g[i][j]: pair 4 * lid.y + i, output 4 * lid.x + j
-    var u: array<vec4<f32>, 4>;
-    for (var i = 0u; i < 4u; i++) {
-        g[i] = vec4<f32>(0.0);
-        u[i] = vec4<f32>(0.0);
-    }
-    for (var k0 = 0u; k0 < quads; k0 += TK / 4u) {
-        // Consecutive threads take consecutive pairs (or outputs) of one quad: the workgroup-memory
-        // stores are then consecutive words, free of bank conflicts.
-        for (var i = li; i < TM * (TK / 4u); i += threads) {
-            let r = i % TM;
-            let q = k0 + i / TM;
-            let pair = order[slot0 + r];
-            var v = vec4<f32>(0.0);
-            if (pair != NO_PAIR && q < quads) { v = x_quad(pair / tp.x_div, q); }
-            let kq = (i / TM) * 4u;
-            for (var j = 0u; j < 4u; j++) { xs[(kq + j) * (TM / 4u) + r / 4u][r % 4u] = v[j]; }
-        }
-        for (var i = li; i < TN * (TK / 4u); i += threads) {
-            let c = i % TN;
-            let q = k0 + i / TN;
-            let ok = n0 + c < tp.n && q < quads;
-            stage_w(false, w0 + c, c, q, ok);
-            if (GATE_UP) { stage_w(true, w0 + tp.n + c, c, q, ok); }
+    // The rows this thread stages: pair row r of the tile and weight row r, quads qi and qi + 4 of a step.
+    // Consecutive threads take consecutive rows, so the workgroup-memory stores fall in distinct banks.
+    let r = li % TM;
+    let pair = order[slot0 + r];
+    let rows = Rows(select(0u, pair / tp.x_div, pair != NO_PAIR), pair != NO_PAIR,
+                    u32(e) * select(1u, 2u, GATE_UP) * tp.n + n0 + r, n0 + r < tp.n, li / TM);
+    let at = 4u * rows.qi * STRIDE + r / 4u;
+    let c = r % 4u;
+    // g_i, u_i: pair 4 * lid.y + i of the tile, outputs 4 * lid.x .. + 3.
+    var g0 = vec4<f32>(0.0);
+    var g1 = vec4<f32>(0.0);
+    var g2 = vec4<f32>(0.0);
+    var g3 = vec4<f32>(0.0);
+    var u0 = vec4<f32>(0.0);
+    var u1 = vec4<f32>(0.0);
+    var u2 = vec4<f32>(0.0);
+    var u3 = vec4<f32>(0.0);
+    var st = load_step(0u, rows, quads);
+    for (var k0 = 0u; k0 < quads; k0 += QS) {
+        put_quad(X_TILE + at, c, st.x0);
+        put_quad(X_TILE + at + HALF, c, st.x1);
+        put_quad(G_TILE + at, c, st.g0);
+        put_quad(G_TILE + at + HALF, c, st.g1);
+        if (GATE_UP) {
+            put_quad(U_TILE + at, c, st.u0);
+            put_quad(U_TILE + at + HALF, c, st.u1);
         }
         workgroupBarrier();
+        // The next step's loads go out now and land while this step computes.
+        if (k0 + QS < quads) { st = load_step(k0 + QS, rows, quads); }
         for (var k = 0u; k < TK; k++) {
-            let a = xs[k * (TM / 4u) + lid.y];
-            let b = gs[k * (TN / 4u) + lid.x];
-            for (var i = 0u; i < 4u; i++) { g[i] = fma(vec4<f32>(a[i]), b, g[i]); }
+            let a = tiles[X_TILE + k * STRIDE + lid.y];
+            let b = tiles[G_TILE + k * STRIDE + lid.x];
+            g0 = fma(vec4<f32>(a.x), b, g0);
+            g1 = fma(vec4<f32>(a.y), b, g1);
+            g2 = fma(vec4<f32>(a.z), b, g2);
+            g3 = fma(vec4<f32>(a.w), b, g3);
             if (GATE_UP) {
-                let c = us[k * (TN / 4u) + lid.x];
-                for (var i = 0u; i < 4u; i++) { u[i] = fma(vec4<f32>(a[i]), c, u[i]); }
+                let bu = tiles[U_TILE + k * STRIDE + lid.x];
+                u0 = fma(vec4<f32>(a.x), bu, u0);
+                u1 = fma(vec4<f32>(a.y), bu, u1);
+                u2 = fma(vec4<f32>(a.z), bu, u2);
+                u3 = fma(vec4<f32>(a.w), bu, u3);
             }
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
-        let pair = order[slot0 + 4u * lid.y + i];
-        if (pair == NO_PAIR) { continue; }
-        for (var j = 0u; j < 4u; j++) {
-            let n = n0 + 4u * lid.x + j;
-            if (n < tp.n) {
-                var v = g[i][j];
-                if (GATE_UP) { v = silu(v) * u[i][j]; }
-                out[pair * tp.n + n] = v;
-            }
-        }
-    }
+    let row = slot0 + 4u * lid.y;
+    let n = n0 + 4u * lid.x;
+    store_row(order[row], n, g0, u0);
+    store_row(order[row + 1u], n, g1, u1);
+    store_row(order[row + 2u], n, g2, u2);
+    store_row(order[row + 3u], n, g3, u3);
 }

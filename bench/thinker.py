@@ -1,9 +1,13 @@
-"""Decode tok/s of the Qwen3-Omni thinker's text model at the released shapes, random weights: ours on
-wgpu in BF16 and in Q8_0 against Transformers eager BF16 on CUDA, in the same run.
+"""Decode and prefill tok/s of the Qwen3-Omni thinker's text model at the released shapes, random weights:
+ours on wgpu in BF16 and in Q8_0 against Transformers eager BF16 on CUDA, in the same run.
 
-    python bench/thinker_decode.py [--layers 48] [--experts 128] [--top-k 8] [--hidden 2048] [--new-tokens 32]
-                                   [--prompt-len 64] [--reps 3] [--weights bf16 q8_0] [--hf-device cuda|none]
-                                   [--out FILE]
+    python bench/thinker.py [--layers 48] [--experts 128] [--top-k 8] [--hidden 2048] [--new-tokens 32]
+                            [--prompt-len 64] [--prefill-lens 64 512] [--reps 3] [--weights bf16 q8_0]
+                            [--hf-device cuda|none] [--out FILE]
+
+Prefill is one forward over a prompt of each --prefill-lens length (last position's logits), ours with
+the MoE experts grouped by expert (as the model runs it) and per pair (the decode kernels), to show what
+grouping buys.
 
 No 61 GB checkpoint is written: our side loads from RandomCheckpoint, which serves random tensors under
 the released checkpoint's keys (one random host array per distinct shape, uploaded into separate GPU
@@ -150,7 +154,33 @@ def timed_decode(gen, new_tokens: int, reps: int) -> float:
     return statistics.median(per_token)
 
 
-def bench_hf(text: dict, prompt: np.ndarray, new_tokens: int, reps: int, device: str) -> dict:
+def timed_prefill(run, reps: int) -> float:
+    """Median seconds of run() after a warm-up run."""
+    run()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def profile_prefill(model, ids: np.ndarray) -> dict:
+    """GPU time of one prefill by kernel (each dispatch timed in its own pass)."""
+    rt = runtime()
+    with rt.profile() as prof:
+        model.forward(ids, start=0, all_logits=False)
+    by_kernel = prof.by_kernel()
+    return {"tokens": len(ids), "clock": prof.clock, "dispatches": len(prof.timings),
+            "gpu_seconds": sum(by_kernel.values()),
+            "by_kernel_seconds": dict(sorted(by_kernel.items(), key=lambda kv: -kv[1]))}
+
+
+def prompt_of(n: int, vocab: int) -> np.ndarray:
+    return np.random.default_rng(n).integers(0, min(vocab, 30000), n).astype(np.int64)
+
+
+def bench_hf(text: dict, prompt: np.ndarray, new_tokens: int, reps: int, device: str, prefill_lens=()) -> dict:
     import torch
     from transformers import Qwen3OmniMoeThinkerConfig, Qwen3OmniMoeThinkerForConditionalGeneration
 
@@ -175,6 +205,16 @@ def bench_hf(text: dict, prompt: np.ndarray, new_tokens: int, reps: int, device:
     s = timed_decode(gen, new_tokens, reps)
     result = {"decode_tok_per_s": 1 / s, "decode_s_per_token": s, "device": device, "dtype": "bfloat16",
               "attn_implementation": "eager", "experts_implementation": getattr(cfg.text_config, "_experts_implementation", None)}
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for n in prefill_lens:
+        ids_n = torch.as_tensor(prompt_of(n, text["vocab_size"])[None], device=device)
+
+        def prefill():
+            with torch.no_grad():
+                model(input_ids=ids_n, logits_to_keep=1)
+            sync()
+
+        result[f"prefill_{n}_tok_per_s"] = n / timed_prefill(prefill, reps)
     model = None  # the closure above holds the name; this frees the weights
     gc.collect()
     if device.startswith("cuda"):
@@ -192,6 +232,7 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=152064)
     ap.add_argument("--prompt-len", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--prefill-lens", type=int, nargs="*", default=[64, 512])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--weights", nargs="+", choices=("bf16", "q8_0"), default=["bf16", "q8_0"])
     ap.add_argument("--hf-device", default="cuda", help="cuda, cpu, or none to skip Transformers")
@@ -204,11 +245,11 @@ def main() -> None:
     text = text_config(args)
     config = {"model_type": "qwen3_omni_moe", "thinker_config": {"text_config": text, "tie_word_embeddings": False}}
     prompt = np.random.default_rng(0).integers(0, min(args.vocab, 30000), args.prompt_len).astype(np.int64)
-    report = {"bench": "thinker_decode", "shape": {k: text[k] for k in ("num_hidden_layers", "hidden_size", "num_experts",
+    report = {"bench": "thinker", "shape": {k: text[k] for k in ("num_hidden_layers", "hidden_size", "num_experts",
               "num_experts_per_tok", "moe_intermediate_size", "vocab_size")}, "prompt_len": args.prompt_len,
-              "new_tokens": args.new_tokens, "reps": args.reps, "weights": "random"}
+              "new_tokens": args.new_tokens, "prefill_lens": args.prefill_lens, "reps": args.reps, "weights": "random"}
     if args.hf_device != "none":  # first, so its GPU memory is free again before ours loads
-        report["transformers"] = bench_hf(text, prompt, args.new_tokens, args.reps, args.hf_device)
+        report["transformers"] = bench_hf(text, prompt, args.new_tokens, args.reps, args.hf_device, args.prefill_lens)
 
     rt = runtime()
     copy_mb = min(256, rt.gpu.max_binding // 2**20)
@@ -220,7 +261,8 @@ def main() -> None:
         t0 = time.perf_counter()
         model = Qwen3OmniThinkerText(ThinkerTextConfig.from_dict(config, source="random"),
                                      RandomCheckpoint(config, weights=weights),
-                                     max_len=args.prompt_len + args.new_tokens + 8, progress=True)
+                                     max_len=max([args.prompt_len + args.new_tokens + 8, *args.prefill_lens]),
+                                     progress=True)
         load_s = time.perf_counter() - t0
         s = timed_decode(lambda n: model.generate(prompt, n, stop_at_eos=False), args.new_tokens, args.reps)
         profile = profile_decode_step(model, prompt)
@@ -228,8 +270,20 @@ def main() -> None:
         ours = {"decode_tok_per_s": 1 / s, "decode_s_per_token": s, "load_s": load_s, "active_bytes_per_token": nbytes,
                 "gb_per_s": nbytes / s / 1e9, "fraction_of_copy_bw": nbytes / s / 1e9 / ceiling,
                 "adapter": rt.gpu.describe()["adapter"], "profile": profile}
-        if "transformers" in report:
-            ours["speedup_vs_transformers_bf16"] = ours["decode_tok_per_s"] / report["transformers"]["decode_tok_per_s"]
+        hf = report.get("transformers", {})
+        if hf:
+            ours["speedup_vs_transformers_bf16"] = ours["decode_tok_per_s"] / hf["decode_tok_per_s"]
+        for n in args.prefill_lens:
+            ids = prompt_of(n, args.vocab)
+            for path, min_tokens in (("grouped", 2), ("pairs", n + 1)):
+                model.grouped_min_tokens = min_tokens
+                tok_s = n / timed_prefill(lambda: model.forward(ids, start=0, all_logits=False), args.reps)
+                ours[f"prefill_{n}_{path}_tok_per_s"] = tok_s
+                if hf:
+                    ours[f"prefill_{n}_{path}_vs_transformers"] = tok_s / hf[f"prefill_{n}_tok_per_s"]
+        if args.prefill_lens:
+            model.grouped_min_tokens = 2
+            ours["prefill_profile"] = profile_prefill(model, prompt_of(max(args.prefill_lens), args.vocab))
         report[f"ours_wgpu_{weights}"] = ours
         model = None  # the closure above holds the name; this frees the weights
         gc.collect()
