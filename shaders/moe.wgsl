@@ -39,7 +39,7 @@
 // words; VEC = false reads element by element (any size). The q8 entries need multiples of 32.
 //
 // Prefill groups the pairs by expert so that each expert's weights are read once per tile of pairs
-// (moe_tiles.wgsl) instead of once per pair; these two entries are that path's routing side.
+// (tiles.wgsl) instead of once per pair; these two entries are that path's routing side.
 // group: one workgroup of WG threads.
 //   Bindings: 0 params; 1 experts: [P] i32; 2 order: [tiles * tm] u32 out; 3 tile_expert: [tiles] i32 out.
 //   Params:   pairs = P, e = E, tm = pairs per tile, tiles = tiles the buffers hold (>= sum over experts of

@@ -18,17 +18,10 @@
 //                 Both matvecs: params {n = rows of this piece, k, row_base}; ROWS rows per workgroup of WG
 //                 threads, WG / ROWS threads per row, each taking every (WG/ROWS)-th block of its row;
 //                 dispatch ceil(n / ROWS) workgroups (flat index).
-//   matmul        Y[m, row_base + r] = sum_k X[m, k] * W[r, k]   (prefill; W dequantized into the tile).
-//                 Bindings: 1 x [M, K] f32, 2 wq, 3 ws, 4 y [M, ldy] f32.
-//                 Params {m, n = rows of this piece, k, row_base, ldy = row stride of Y (the full N)}.
-//                 Dispatch (ceil(n / TN), ceil(m / TM)) workgroups of (TN/4) x (TM/4) threads, each thread
-//                 a 4 x 4 block of Y; the K loop steps one Q8_0 block (32 values) at a time, so each
-//                 weight row of a tile step has exactly one scale.
+// Prefill's Q8_0 matmul is tiles_q8.wgsl (ops/tiles.py).
 
 override WG: u32 = 256u;   // threads per workgroup (quantize_act, matvecs); a power of two
 override ROWS: u32 = 4u;   // rows per workgroup in the matvecs; a power of two dividing WG
-override TM: u32 = 64u;    // matmul tile rows of X (16, 32 or 64: small M wastes less of the tile)
-const TN: u32 = 64u;       // matmul tile rows of W (columns of Y)
 const QK: u32 = 32u;       // values per Q8_0 block
 
 struct Params { a: u32, b: u32, c: u32, d: u32, e: u32, _p0: u32, _p1: u32, _p2: u32 }
@@ -137,75 +130,4 @@ fn matvec_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
     let total = row_sum(lid, WG / ROWS, acc);
     if (t == 0u && row < p.a) { mf_y[p.c + row] = total; }
-}
-
-// ---- matmul ---------------------------------------------------------------------------------------------
-@group(0) @binding(1) var<storage, read> mm_x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> mm_wq: array<u32>;
-@group(0) @binding(3) var<storage, read> mm_ws: array<u32>;
-@group(0) @binding(4) var<storage, read_write> mm_y: array<f32>;
-
-var<workgroup> xs: array<f32, QK * TM>;  // [k][m] of the X tile
-var<workgroup> ws: array<f32, QK * TN>;  // [k][n] of the dequantized W tile
-
-@compute @workgroup_size(TN / 4u, TM / 4u)
-fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-          @builtin(local_invocation_index) li: u32) {
-    let m_total = p.a;
-    let n_rows = p.b;
-    let k = p.c;
-    let nb = k / QK;
-    let threads = TN * TM / 16u;
-    let n0 = wid.x * TN;
-    let m0 = wid.y * TM;
-    var acc: array<array<f32, 4>, 4>;
-    for (var b = 0u; b < nb; b++) {
-        // X tile: TM rows x 8 vec4, as zeros past the last row.
-        for (var e = li; e < TM * 8u; e += threads) {
-            let r = e / 8u;
-            let c = e % 8u;
-            var v = vec4<f32>(0.0);
-            if (m0 + r < m_total) { v = mm_x[(m0 + r) * (k / 4u) + 8u * b + c]; }
-            xs[(4u * c) * TM + r] = v.x;
-            xs[(4u * c + 1u) * TM + r] = v.y;
-            xs[(4u * c + 2u) * TM + r] = v.z;
-            xs[(4u * c + 3u) * TM + r] = v.w;
-        }
-        // W tile: TN rows x 8 words of 4 int8, dequantized with the row's scale of block b.
-        for (var e = li; e < TN * 8u; e += threads) {
-            let r = e / 8u;
-            let c = e % 8u;
-            var v = vec4<f32>(0.0);
-            if (n0 + r < n_rows) {
-                let si = (n0 + r) * nb + b;
-                v = vec4<f32>(unpack4xI8(mm_wq[(n0 + r) * (k / 4u) + 8u * b + c])) * scale_at(mm_ws[si >> 1u], si);
-            }
-            ws[(4u * c) * TN + r] = v.x;
-            ws[(4u * c + 1u) * TN + r] = v.y;
-            ws[(4u * c + 2u) * TN + r] = v.z;
-            ws[(4u * c + 3u) * TN + r] = v.w;
-        }
-        workgroupBarrier();
-        for (var kk = 0u; kk < QK; kk++) {
-            var a: array<f32, 4>;
-            var w: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                a[i] = xs[kk * TM + lid.y * 4u + i];
-                w[i] = ws[kk * TN + lid.x * 4u + i];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i][j] = fma(a[i], w[j], acc[i][j]);
-                }
-            }
-        }
-        workgroupBarrier();
-    }
-    for (var i = 0u; i < 4u; i++) {
-        let m = m0 + lid.y * 4u + i;
-        for (var j = 0u; j < 4u; j++) {
-            let n = n0 + lid.x * 4u + j;
-            if (m < m_total && n < n_rows) { mm_y[m * p.e + p.d + n] = acc[i][j]; }
-        }
-    }
 }

@@ -7,7 +7,7 @@ import torch
 
 from omni_lab.formats.q8_0 import QK, Q8Weight, quantize_q8_0, split_q8_0, upload_q8_0
 from omni_lab.gpu import KernelError, bf16_to_f32
-from omni_lab.ops import moe
+from omni_lab.ops import moe, tiles
 from omni_lab.ops import q8_0 as q8
 from kernel_harness import NMSE_ELEMENTWISE, NMSE_MATMUL, check_sentinels, nmse, padded_output, rand
 from test_linear import weights
@@ -125,7 +125,7 @@ def test_group_pairs(rt, rng, t, k, e):
     counts = np.bincount(flat[flat >= 0], minlength=e)
     want_tiles = -(-counts // g.tile)
     used = int(want_tiles.sum())
-    assert g.tile == moe.TILE_PAIRS and g.tiles >= used
+    assert g.tile == tiles.TILE_ROWS and g.tiles >= used
     np.testing.assert_array_equal(tile_expert[:used], np.repeat(np.arange(e), want_tiles))
     assert (tile_expert[used:] == -1).all()
     runs = order[:used * g.tile].reshape(used, g.tile)

@@ -14,6 +14,7 @@ from omni_lab.formats.gguf_io import GGUFCheckpoint
 from omni_lab.formats.q8_0 import dequantize_q8_0, quantize_q8_0
 from omni_lab.formats.quantize import quantize_checkpoint
 from omni_lab.formats.safetensors_io import Checkpoint
+from omni_lab.ops import moe
 
 TEXT = "Hello, world! How are you today? The quick brown fox jumps over the lazy dog."
 
@@ -197,6 +198,9 @@ def test_moe_report_end_to_end(moe_report, models):
     assert all(isinstance(getattr(q8_model.layers[i].mlp, w), Q8Weight) for i in moe_layers
                for w in ("gate_up_proj", "down_proj"))
     assert not any(a["name"].endswith(".mlp.router") for a in data["activations"])
+    # A short prompt runs the experts per pair (int8 activations); the notes say so.
+    assert len(data["inputs"]["input_ids"]) < moe.GROUPED_MIN_TOKENS_Q8
+    assert any("per-pair kernels, which take int8 activations" in n for n in data["notes"])
 
 
 def test_cli(models, tmp_path, capsys):

@@ -189,7 +189,8 @@ class Qwen3OmniThinkerText(DecoderLM):
         self.cfg = cfg
         self.max_len = max_len
         # From this many tokens on, the experts run grouped by expert (prefill); fewer run per pair.
-        self.grouped_min_tokens = moe.GROUPED_MIN_TOKENS
+        # None: moe.grouped_from, by the experts' storage.
+        self.grouped_min_tokens: int | None = None
         rt = runtime()
         d, hq, hkv, dh, f, v = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
                                 cfg.intermediate_size, cfg.vocab_size)
@@ -267,7 +268,8 @@ class Qwen3OmniThinkerText(DecoderLM):
         w_buf, e_buf = router if router else (s.route_w, s.route_e)
         logits = apply_linear(x, m.gate, s.router_logits)  # [T, E]
         weights, experts = moe.route(logits, k, cfg.norm_topk_prob, out_weights=w_buf, out_experts=e_buf)
-        groups = moe.group_pairs(experts, cfg.num_experts) if t >= self.grouped_min_tokens else None
+        grouped = t >= (self.grouped_min_tokens or moe.grouped_from(m.gate_up_proj))
+        groups = moe.group_pairs(experts, cfg.num_experts) if grouped else None
         act = moe.experts_gate_up(x, m.gate_up_proj, experts, out=s.e_act, groups=groups)  # [T, k, F]
         out = moe.experts_down(act, m.down_proj, experts, weights, out=out, groups=groups)
         if groups:

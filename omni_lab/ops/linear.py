@@ -1,4 +1,5 @@
-"""Linear layers: matvec (decode, one token) and tiled matmul (prefill), f32/f16/bf16 weights, f32 math.
+"""Linear layers: matvec (decode, one token) and matmul (prefill, through ops/tiles.py), f32/f16/bf16
+weights, f32 math.
 
 Weights are in nn.Linear's [out, in] layout. A weight larger than the storage-binding limit is bound in
 row pieces at aligned offsets and dispatched once per piece, each piece writing its own output rows.
@@ -102,17 +103,17 @@ def multi_ok(x: Tensor, ws) -> bool:
 
 
 def matmul(x: Tensor, w: Tensor, out: Tensor | None = None) -> Tensor:
-    """Y = X W^T. x: [M, K] f32; w: [N, K] f32/f16/bf16; returns [M, N] f32."""
+    """Y = X W^T. x: [M, K] f32; w: [N, K] f32/f16/bf16; returns [M, N] f32 (ops/tiles.py's tiled matmul)."""
+    from .tiles import gathered_matmul, rows_in_order
+
     dtype_in("matmul", "x", x, ("f32",))
     dtype_in("matmul", "w", w, WEIGHT_DTYPES)
     expect("matmul", len(x.shape) == 2 and len(w.shape) == 2 and x.shape[1] == w.shape[1],
            "x must be [M, K] and w [N, K]", x=x, w=w)
     (m, k), n = x.shape, w.shape[0]
     y = _out(out, (m, n), "matmul")
-    kern = runtime().kernel("matmul", WTYPE=WTYPE[w.dtype])
-    for row0, piece in _pieces(w):
-        rows = piece.shape[0]
-        kern((-(-rows // 64), -(-m // 64), 1), pack_params(m, rows, k, row0, n), x, piece, y)
+    if m:
+        gathered_matmul(x, w, *rows_in_order(m), y, m, n, k)
     return y
 
 

@@ -9,11 +9,12 @@ Tensors or Q8_0 (formats.q8_0.Q8Weight, int8 activations through dot4I8Packed). 
 storage binding are bound in expert pieces, one dispatch per piece: gate_up's rows are written by the
 piece holding their expert, and down's pieces each add the slots they hold.
 
-Prefill (many tokens) groups the pairs by expert first (`group_pairs`): the grouped kernels multiply each
-expert's weight tile by a tile of the pairs that chose it, so an expert's weights are read once per tile of
-pairs instead of once per pair, and down's weighted sum over the slots becomes its own `combine` dispatch.
-Pass the groups to experts_gate_up / experts_down to take that path; Q8_0 weights there are dequantized
-into the tile and multiply f32 activations, as the dense prefill's q8_0 matmul does.
+Prefill (many tokens) groups the pairs by expert first (`group_pairs`), and the projections run the
+prefill's tiled matmul (ops/tiles.py) over those groups: each expert's weight tile meets a tile of the pairs
+that chose it, so an expert's weights are read once per tile of pairs instead of once per pair; down's
+weighted sum over the slots becomes its own `combine` dispatch. Pass the groups to experts_gate_up /
+experts_down to take that path. Q8_0 weights there are dequantized into the tile and multiply f32
+activations, as in every prefill projection.
 """
 
 from __future__ import annotations
@@ -26,15 +27,21 @@ from ..formats.q8_0 import QK, Q8Weight
 from ..gpu import Tensor, pack_params, runtime
 from ._check import dtype_in, expect
 from .linear import WEIGHT_DTYPES, WTYPE, launch_tpr
+from .tiles import NO_ROW, TILE_ROWS, gathered_matmul
 
 WG, ROUTE_WG_MAX = 64, 256  # route's workgroup size, by the expert count
 EXPERT_WG = 256   # gate_up, down
 MAX_EXPERTS = 4096  # route keeps a token's probabilities in workgroup memory (16 KiB at this size)
 MIN_TPR = 16  # threads per output row before linear.launch_tpr widens small launches
 GROUP_WG = 256    # group: one workgroup
-TILE_PAIRS, TILE_N = 64, 64  # pairs and outputs per grouped tile (lib/expert_tiles.wgsl's TM, TN)
-NO_PAIR = 0xFFFFFFFF  # Groups.order's padding
-GROUPED_MIN_TOKENS = 2  # models group the pairs by expert from this many tokens on (see bench/kernels.py --moe)
+NO_PAIR = NO_ROW  # Groups.order's padding
+# Tokens from which a model runs its experts grouped by expert (grouped_from). On an H200 through Vulkan
+# (bench/results/kernels_moe_h200_vulkan.json, one MoE layer at the thinker's shapes) the per-pair kernels
+# win up to 128 tokens; at 512 grouped takes half their time with BF16 experts, and 1.1 times it with Q8_0,
+# whose int8 per-pair kernels read half the bytes. Per-pair time grows with the tokens; grouped time stays
+# flat until an expert's tiles fill (64 pairs each, about 1024 tokens at top-8 of 128).
+GROUPED_MIN_TOKENS = 512
+GROUPED_MIN_TOKENS_Q8 = 1024
 
 
 def _pow2_at_least(n: int) -> int:
@@ -125,6 +132,11 @@ class Groups:
         self.tile_expert.release()
 
 
+def grouped_from(w) -> int:
+    """The prompt length from which experts stored like `w` run grouped (GROUPED_MIN_TOKENS*)."""
+    return GROUPED_MIN_TOKENS_Q8 if isinstance(w, Q8Weight) else GROUPED_MIN_TOKENS
+
+
 def group_pairs(experts: Tensor, num_experts: int) -> Groups:
     """experts [T, k] i32 -> Groups for the grouped expert kernels (one dispatch, no read-back). Ids
     outside [0, num_experts) are in no group: their pairs are left alone as in the per-pair kernels."""
@@ -134,7 +146,7 @@ def group_pairs(experts: Tensor, num_experts: int) -> Groups:
     expect(kernel, 0 < num_experts <= MAX_EXPERTS, f"num_experts={num_experts} must be in [1, {MAX_EXPERTS}]")
     pairs = experts.shape[0] * experts.shape[1]
     rt = runtime()
-    tile = TILE_PAIRS
+    tile = TILE_ROWS
     tiles = max(1, (pairs + num_experts * (tile - 1)) // tile)  # sum over experts of ceil(count / tile)
     expect(kernel, tiles <= rt.gpu.limits["max-compute-workgroups-per-dimension"],
            f"{pairs} pairs make up to {tiles} tiles of {tile}, over the adapter's workgroups per dimension; "
@@ -149,21 +161,6 @@ def group_pairs(experts: Tensor, num_experts: int) -> Groups:
 def _check_groups(kernel: str, groups: Groups, e: int, t: int, k: int) -> None:
     expect(kernel, groups.pairs == t * k and groups.num_experts == e,
            f"groups were made for {groups.pairs} pairs of {groups.num_experts} experts, not {t * k} of {e}")
-
-
-def _tiles(kernel: str, w, groups: Groups, x: Tensor, out: Tensor, n: int, kdim: int, x_div: int, gate_up: bool) -> None:
-    """The grouped projection of lib/expert_tiles.wgsl, one dispatch per expert piece of w."""
-    rt = runtime()
-    q8 = isinstance(w, Q8Weight)
-    consts = dict(GATE_UP=gate_up, VEC=kdim % 4 == 0)
-    if not q8:
-        consts["WTYPE"] = WTYPE[w.dtype]
-    kern = rt.kernel("moe_tiles_q8" if q8 else "moe_tiles", "experts", **consts)
-    gpu = rt.gpu
-    for e0, piece in w.row_pieces(gpu.max_binding, gpu.offset_alignment):
-        tensors = (piece.quants, piece.scales) if q8 else (piece,)
-        kern((-(-n // TILE_N), groups.tiles, 1), pack_params(groups.pairs, n, kdim, x_div, e0, piece.shape[0], 0, 0),
-             x, groups.order, groups.tile_expert, out, *tensors)
 
 
 def experts_gate_up(x: Tensor, w, experts: Tensor, out: Tensor | None = None, groups: Groups | None = None) -> Tensor:
@@ -185,7 +182,7 @@ def experts_gate_up(x: Tensor, w, experts: Tensor, out: Tensor | None = None, gr
         return out
     if groups is not None:
         _check_groups(kernel, groups, e, t, k)
-        _tiles(kernel, w, groups, x, out, f, d, k, gate_up=True)
+        gathered_matmul(x, w, groups.order, groups.tile_expert, out, t * k, f, d, x_div=k, gate_up=True)
         return out
     rows = t * k * f
 
@@ -231,7 +228,7 @@ def experts_down(act: Tensor, w, experts: Tensor, weights: Tensor, out: Tensor |
         _check_groups(kernel, groups, e, t, k)
         rt = runtime()
         y = rt.scratch((t * k, d))  # [T*k, D]: each pair's projection, before the weights
-        _tiles(kernel, w, groups, flat, y, d, f, 1, gate_up=False)
+        gathered_matmul(flat, w, groups.order, groups.tile_expert, y, t * k, d, f)
         rt.kernel("moe", "combine", WG=EXPERT_WG)(-(-t * d // EXPERT_WG), pack_params(t, d, k, e), y, experts, weights, out)
         y.release()
         return out

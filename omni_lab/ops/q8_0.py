@@ -1,9 +1,9 @@
 """Q8_0 linear layers: activations quantized on the GPU, int8 matvec through dot4I8Packed, a
-dequantize-in-registers f32 matvec, a tiled matmul for prefill, and a chooser between the two matvecs.
+dequantize-in-registers f32 matvec, the tiled matmul for prefill, and a chooser between the two matvecs.
 
-Prefill (`q8_matmul`) dequantizes the weight into the shared tile and keeps X in f32, instead of taking
-int8 dot products: prefill's error then stays that of the weights alone (no activation rounding on top),
-it reuses the tiling of ops/linear.py's matmul that is already checked, and packed int8 dot products only
+Prefill (`q8_matmul`, ops/tiles.py) dequantizes the weight into the shared tile and keeps X in f32, instead
+of taking int8 dot products: prefill's error then stays that of the weights alone (no activation rounding
+on top), it is the same tiled kernel as every other prefill projection, and packed int8 dot products only
 pay where the backend lowers dot4I8Packed to a hardware instruction, which WGSL does not promise.
 
 Decode has both: `q8_matvec` (int8 x int8, activations quantized with llama.cpp's q8_0 rule) and
@@ -143,24 +143,18 @@ def q8_matvec_f32(x: Tensor, w: Q8Weight, out: Tensor | None = None) -> Tensor:
 
 
 # ---- prefill --------------------------------------------------------------------------------------------
-def _tile_rows(m: int) -> int:
-    # A 64-row tile of X for a handful of tokens is mostly zeros; smaller tiles waste less work.
-    return 16 if m <= 16 else 32 if m <= 32 else 64
-
-
 def q8_matmul(x: Tensor, w: Q8Weight, out: Tensor | None = None) -> Tensor:
-    """Y = X W^T. x: [M, K] f32; w: Q8Weight [N, K]; returns [M, N] f32."""
+    """Y = X W^T. x: [M, K] f32; w: Q8Weight [N, K]; returns [M, N] f32 (ops/tiles.py's tiled matmul)."""
+    from .tiles import gathered_matmul, rows_in_order
+
     kernel = "q8_matmul"
     n, k = _check_weight(kernel, w)
     dtype_in(kernel, "x", x, ("f32",))
     expect(kernel, len(x.shape) == 2 and x.shape[1] == k, f"x must be [M, K] with K = {k} (w shape {w.shape})", x=x)
     m = x.shape[0]
     y = _out(out, (m, n), kernel)
-    tm = _tile_rows(m)
-    kern = runtime().kernel(SHADER, "matmul", TM=tm)
-    for row0, piece in _pieces(w):
-        rows = piece.shape[0]
-        kern((-(-rows // 64), -(-m // tm), 1), _params(m, rows, k, row0, n), x, piece.quants, piece.scales, y)
+    if m:
+        gathered_matmul(x, w, *rows_in_order(m), y, m, n, k)
     return y
 
 

@@ -1,24 +1,27 @@
-// Expert tiles (prefill): the selected experts' projections with the (token, slot) pairs grouped by
-// expert (moe.wgsl's `group`), so that a workgroup multiplies one expert's weight tile by a tile of the
-// pairs that chose it: each weight is read once per tile of pairs instead of once per pair.
-// Included by moe_tiles.wgsl (f32/f16/bf16 weights) and moe_tiles_q8.wgsl (Q8_0), which bind the
-// weights from binding 5 on and define
+// Tiled matmul with a row gather, the prefill's one matmul: out[p, col_base + f] = W[e, f] . x[p / x_div]
+// for the rows p listed in tiles of TM, each tile with one weight matrix e. The MoE experts list the
+// (token, slot) pairs grouped by expert (moe.wgsl's `group`), so that an expert's weights are read once
+// per tile of pairs instead of once per pair; a dense linear lists the rows 0 .. M-1 in order, all with
+// matrix 0 (ops/linear.py). Included by tiles.wgsl (f32/f16/bf16 weights) and tiles_q8.wgsl (Q8_0), which
+// bind the weights from binding 5 on and define
 //   fn w_quad(row: u32, q: u32) -> vec4<f32>   weights 4q .. 4q+3 of row `row` of the bound piece, zeros
 //                                              past kdim.
 //
-// entry `experts`, with e the expert of pair p and N = n:
-//   GATE_UP = true:  out[p, f] = silu(W[e, f] . x[p / x_div]) * (W[e, N + f] . x[p / x_div])
-//   GATE_UP = false: out[p, f] = W[e, f] . x[p / x_div]
-//   Bindings: 0 params; 1 x: [rows, kdim] f32 (gate_up: the tokens, x_div = K; down: the pairs'
-//             activations, x_div = 1); 2 order: [tiles * TM] u32; 3 tile_expert: [tiles] i32 (both from
-//             `group` with tm = TM); 4 out: [P, N] f32; 5.. the weights, [E_piece, 2N or N, kdim].
-//   Params:   pairs = P, n = N, kdim, x_div, e_base, e_count: the bound piece's experts. Tiles of other
-//             experts return at once, so one dispatch per piece writes each pair's row exactly once.
+// entry `main`:
+//   GATE_UP = true:  out[p, f] = silu(W[e, f] . x[p / x_div]) * (W[e, N + f] . x[p / x_div])  (SwiGLU of
+//                    an expert's fused gate_up rows)
+//   GATE_UP = false: out[p, col_base + f] = W[e, f] . x[p / x_div]
+//   Bindings: 0 params; 1 x: [rows, kdim] f32; 2 order: [tiles * TM] u32 (row ids, NO_PAIR for padding);
+//             3 tile_expert: [tiles] i32 (each tile's matrix, -1 for none); 4 out: [P, ldo] f32;
+//             5.. the weights, [E_piece, 2N or N, kdim].
+//   Params:   pairs = P, n = N (outputs of this piece), kdim, x_div, e_base, e_count (the bound piece's
+//             matrices: tiles of others return at once, so one dispatch per piece writes each row once),
+//             ldo = out's row stride, col_base = this piece's first output column.
 //   Dispatch: (ceil(N / TN), tiles) workgroups of 16 x 16 threads; each thread computes a 4 x 4 block
-//             (4 pairs x 4 outputs), twice over (gate and up) with GATE_UP.
-// Tiles are TM = 64 pairs by TN = 64 outputs. The K loop takes TK = 32 values a step (one Q8_0 block), x
-// and weights as quads of 4 along K: each thread stages two x quads of one pair row and two weight quads
-// of one weight row (and of its up row), the same rows every step, and loads the next step's quads while
+//             (4 rows x 4 outputs), twice over (gate and up) with GATE_UP.
+// Tiles are TM = 64 rows by TN = 64 outputs. The K loop takes TK = 32 values a step (one Q8_0 block), x
+// and weights as quads of 4 along K: each thread stages two x quads of one row and two weight quads of
+// one weight row (and of its up row), the same rows every step, and loads the next step's quads while
 // the workgroup computes this one. VEC = true needs kdim % 4 == 0 (x rows and weight quads on whole
 // words); false reads element-wise.
 //
@@ -26,7 +29,7 @@
 // while loop, which drivers do not unroll, so such a loop puts the vector or array in memory (a first
 // version of this kernel with loops ran 5 times slower on an H200).
 
-const TM: u32 = 64u;            // pairs per tile (moe.TILE_PAIRS)
+const TM: u32 = 64u;            // rows per tile (ops/tiles.py TILE_ROWS)
 const TN: u32 = 64u;            // outputs per tile
 const TK: u32 = 32u;            // K values per step
 const QS: u32 = TK / 4u;        // quads per step
@@ -37,7 +40,7 @@ const NO_PAIR: u32 = 0xffffffffu;
 override GATE_UP: bool = true;
 override VEC: bool = true;
 
-struct TileParams { pairs: u32, n: u32, kdim: u32, x_div: u32, e_base: u32, e_count: u32, _p0: u32, _p1: u32 }
+struct TileParams { pairs: u32, n: u32, kdim: u32, x_div: u32, e_base: u32, e_count: u32, ldo: u32, col_base: u32 }
 
 @group(0) @binding(0) var<uniform> tp: TileParams;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
@@ -83,7 +86,10 @@ struct Step { x0: vec4<f32>, x1: vec4<f32>, g0: vec4<f32>, g1: vec4<f32>, u0: ve
 struct Rows { x: u32, has_x: bool, w: u32, has_w: bool, qi: u32 }
 
 fn load_step(k0: u32, r: Rows, quads: u32) -> Step {
-    var s: Step;
+    // Zeros written out: naga does not re-zero a `var` without initializer each call, and the garbage a
+    // padding row then multiplies made the kernel several times slower on an H200.
+    let z = vec4<f32>(0.0);
+    var s = Step(z, z, z, z, z, z);
     let qa = k0 + r.qi;
     let qb = qa + QS / 2u;
     if (r.has_x && qa < quads) { s.x0 = x_quad(r.x, qa); }
@@ -104,7 +110,7 @@ fn store_row(pair: u32, n: u32, g: vec4<f32>, u: vec4<f32>) {
     if (pair == NO_PAIR) { return; }
     var v = g;
     if (GATE_UP) { v = vec4<f32>(silu(g.x) * u.x, silu(g.y) * u.y, silu(g.z) * u.z, silu(g.w) * u.w); }
-    let o = pair * tp.n + n;
+    let o = pair * tp.ldo + tp.col_base + n;
     if (n < tp.n) { out[o] = v.x; }
     if (n + 1u < tp.n) { out[o + 1u] = v.y; }
     if (n + 2u < tp.n) { out[o + 2u] = v.z; }
@@ -112,7 +118,7 @@ fn store_row(pair: u32, n: u32, g: vec4<f32>, u: vec4<f32>) {
 }
 
 @compute @workgroup_size(16, 16)
-fn experts(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
            @builtin(local_invocation_index) li: u32) {
     let e = tile_expert[wid.y] - i32(tp.e_base);
     if (e < 0 || u32(e) >= tp.e_count) { return; }  // the same for the whole workgroup

@@ -1,13 +1,13 @@
-// moe_tiles: the MoE experts' projections for prefill, pairs grouped by expert (see lib/expert_tiles.wgsl
-// for the entry, its bindings and dispatch), with f32/f16/bf16 weights.
-//   Binding 5 w: [E_piece, rows per expert, kdim] packed per WTYPE (f32 one per u32; f16 and bf16 two
+// tiles: the prefill's tiled matmul with a row gather (dense linears and the MoE experts; lib/tiles.wgsl
+// has the entry, its bindings and dispatch), with f32/f16/bf16 weights.
+//   Binding 5 w: [E_piece, rows per matrix, kdim] packed per WTYPE (f32 one per u32; f16 and bf16 two
 //   per u32, element 2j in the low half).
 
 override WTYPE: u32 = 2u;  // 0 f32, 1 f16, 2 bf16
 
 @group(0) @binding(5) var<storage, read> w: array<vec4<u32>>;
 
-// #include "lib/expert_tiles.wgsl"
+// #include "lib/tiles.wgsl"
 
 // #include "lib/weight_rows.wgsl"
 

@@ -1,0 +1,16 @@
+// tiles_q8: the prefill's tiled matmul with a row gather (dense linears and the MoE experts; lib/tiles.wgsl
+// has the entry, its bindings and dispatch), with Q8_0 weights dequantized into the tile: activations stay
+// f32, so prefill's error is the weights' alone. kdim % 32 == 0.
+//   Bindings 5 wq: [E_piece, rows per matrix, kdim/4] u32 (int8 x4); 6 ws: [E_piece, rows, kdim/32] f16
+//   scales packed two per u32.
+
+@group(0) @binding(5) var<storage, read> wq: array<u32>;
+@group(0) @binding(6) var<storage, read> ws: array<u32>;
+
+// #include "lib/tiles.wgsl"
+
+fn w_quad(row: u32, q: u32) -> vec4<f32> {
+    let si = row * (tp.kdim / 32u) + q / 8u;
+    let d = unpack2x16float(ws[si >> 1u]);
+    return vec4<f32>(unpack4xI8(wq[row * (tp.kdim / 4u) + q])) * select(d.x, d.y, (si & 1u) == 1u);
+}
