@@ -104,7 +104,7 @@ def multi_ok(x: Tensor, ws) -> bool:
 
 def matmul(x: Tensor, w: Tensor, out: Tensor | None = None) -> Tensor:
     """Y = X W^T. x: [M, K] f32; w: [N, K] f32/f16/bf16; returns [M, N] f32 (ops/tiles.py's tiled matmul)."""
-    from .tiles import gathered_matmul, rows_in_order
+    from .tiles import gathered_matmul, rows_in_order  # here: tiles imports this module
 
     dtype_in("matmul", "x", x, ("f32",))
     dtype_in("matmul", "w", w, WEIGHT_DTYPES)

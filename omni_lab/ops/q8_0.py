@@ -25,6 +25,7 @@ import numpy as np
 from ..formats.q8_0 import QK, Q8Weight
 from ..gpu import KernelError, Tensor, pack_params, runtime
 from ._check import dtype_in, expect
+from .tiles import gathered_matmul, rows_in_order
 
 SHADER = "q8_0"
 PATHS = ("dot4", "f32")
@@ -145,8 +146,6 @@ def q8_matvec_f32(x: Tensor, w: Q8Weight, out: Tensor | None = None) -> Tensor:
 # ---- prefill --------------------------------------------------------------------------------------------
 def q8_matmul(x: Tensor, w: Q8Weight, out: Tensor | None = None) -> Tensor:
     """Y = X W^T. x: [M, K] f32; w: Q8Weight [N, K]; returns [M, N] f32 (ops/tiles.py's tiled matmul)."""
-    from .tiles import gathered_matmul, rows_in_order
-
     kernel = "q8_matmul"
     n, k = _check_weight(kernel, w)
     dtype_in(kernel, "x", x, ("f32",))
