@@ -4,7 +4,8 @@ tile; activations stay f32), f32 math.
 
 Dense linears (ops/linear.matmul, ops/q8_0.q8_matmul) list the rows 0 .. M-1 in order, all with matrix 0;
 the MoE experts (ops/moe.py) list the (token, slot) pairs grouped by expert, so each expert's weights are
-read once per tile of pairs. One kernel, so a speed-up or a fix reaches every prefill projection.
+read once per tile of pairs. One kernel, so a speed-up or a fix reaches every prefill projection. Its
+numpy references are its callers': linear.matmul_ref, q8_0.q8_matmul_ref and moe.experts_*_ref.
 """
 
 from __future__ import annotations
