@@ -283,7 +283,8 @@ def main() -> None:
                     ours[f"prefill_{n}_{path}_vs_transformers"] = tok_s / hf[f"prefill_{n}_tok_per_s"]
         if args.prefill_lens:
             model.grouped_min_tokens = 2
-            ours["prefill_profile"] = profile_prefill(model, prompt_of(max(args.prefill_lens), args.vocab))
+            ours["prefill_profile"] = dict(profile_prefill(model, prompt_of(max(args.prefill_lens), args.vocab)),
+                                           experts="grouped")
         report[f"ours_wgpu_{weights}"] = ours
         model = None  # the closure above holds the name; this frees the weights
         gc.collect()

@@ -116,24 +116,24 @@ GROUP_CASES = [(1, 1, 1), (5, 2, 8), (37, 8, 128), (300, 8, 128), (64, 4, 1000),
 
 @pytest.mark.parametrize("t,k,e", GROUP_CASES)
 def test_group_pairs(rt, rng, t, k, e):
-    """Each expert's tiles hold exactly the pairs that chose it, padded with NO_PAIR; -1 past the used tiles."""
+    """Each expert's tiles hold exactly the pairs that chose it, padded with NO_ROW; -1 past the used tiles."""
     experts = expert_ids(rng, t, k, e) if e != 3 else np.full((t, k), 2, np.int32)
     experts[0, 0] = -1 if t > 1 else experts[0, 0]  # an id naming no expert is in no tile
     g = moe.group_pairs(rt.upload(experts), e)
     order, tile_expert = g.order.numpy(), g.tile_expert.numpy()
     flat = experts.reshape(-1)
     counts = np.bincount(flat[flat >= 0], minlength=e)
-    want_tiles = -(-counts // g.tile)
+    want_tiles = -(-counts // tiles.TILE_ROWS)
     used = int(want_tiles.sum())
-    assert g.tile == tiles.TILE_ROWS and g.tiles >= used
+    assert g.order.shape == (g.tiles * tiles.TILE_ROWS,) and g.tiles >= used
     np.testing.assert_array_equal(tile_expert[:used], np.repeat(np.arange(e), want_tiles))
     assert (tile_expert[used:] == -1).all()
-    runs = order[:used * g.tile].reshape(used, g.tile)
+    runs = order[:used * tiles.TILE_ROWS].reshape(used, tiles.TILE_ROWS)
     for ex in np.unique(flat[flat >= 0]):
         got = runs[tile_expert[:used] == ex].reshape(-1)
-        pairs = got[got != moe.NO_PAIR]
+        pairs = got[got != tiles.NO_ROW]
         assert sorted(pairs.tolist()) == np.flatnonzero(flat == ex).tolist()
-        assert (got[len(pairs):] == moe.NO_PAIR).all()  # padding only after the pairs
+        assert (got[len(pairs):] == tiles.NO_ROW).all()  # padding only after the pairs
     g.release()
 
 

@@ -27,14 +27,13 @@ from ..formats.q8_0 import QK, Q8Weight
 from ..gpu import Tensor, pack_params, runtime
 from ._check import dtype_in, expect
 from .linear import WEIGHT_DTYPES, WTYPE, launch_tpr
-from .tiles import NO_ROW, TILE_ROWS, gathered_matmul
+from .tiles import TILE_ROWS, gathered_matmul
 
 WG, ROUTE_WG_MAX = 64, 256  # route's workgroup size, by the expert count
 EXPERT_WG = 256   # gate_up, down
 MAX_EXPERTS = 4096  # route keeps a token's probabilities in workgroup memory (16 KiB at this size)
 MIN_TPR = 16  # threads per output row before linear.launch_tpr widens small launches
 GROUP_WG = 256    # group: one workgroup
-NO_PAIR = NO_ROW  # Groups.order's padding
 # Tokens from which a model runs its experts grouped by expert (grouped_from). On an H200 through Vulkan
 # (bench/results/kernels_moe_h200_vulkan.json, one MoE layer at the thinker's shapes) the per-pair kernels
 # win up to 128 tokens; at 512 grouped takes half their time with BF16 experts, and 1.1 times it with Q8_0,
@@ -113,13 +112,13 @@ def _quantized(x: Tensor) -> tuple[Tensor, Tensor]:
 
 @dataclass
 class Groups:
-    """The (token, slot) pairs of one routing, grouped by expert in tiles of `tile` pairs (group_pairs).
-    order [tiles * tile] u32: pair ids, each expert's run padded to whole tiles; tile_expert [tiles] i32:
-    each tile's expert, -1 past the last used tile. Scratch buffers: release() when the layer is done."""
+    """The (token, slot) pairs of one routing, grouped by expert in tiles of TILE_ROWS pairs (group_pairs).
+    order [tiles * TILE_ROWS] u32: pair ids, each expert's run padded to whole tiles with tiles.NO_ROW;
+    tile_expert [tiles] i32: each tile's expert, -1 past the last used tile. Scratch buffers: release()
+    when the layer is done."""
 
     order: Tensor
     tile_expert: Tensor
-    tile: int
     pairs: int
     num_experts: int
 
@@ -146,15 +145,14 @@ def group_pairs(experts: Tensor, num_experts: int) -> Groups:
     expect(kernel, 0 < num_experts <= MAX_EXPERTS, f"num_experts={num_experts} must be in [1, {MAX_EXPERTS}]")
     pairs = experts.shape[0] * experts.shape[1]
     rt = runtime()
-    tile = TILE_ROWS
-    tiles = max(1, (pairs + num_experts * (tile - 1)) // tile)  # sum over experts of ceil(count / tile)
+    tiles = max(1, (pairs + num_experts * (TILE_ROWS - 1)) // TILE_ROWS)  # sum over experts of ceil(count / tile)
     expect(kernel, tiles <= rt.gpu.limits["max-compute-workgroups-per-dimension"],
-           f"{pairs} pairs make up to {tiles} tiles of {tile}, over the adapter's workgroups per dimension; "
+           f"{pairs} pairs make up to {tiles} tiles of {TILE_ROWS}, over the adapter's workgroups per dimension; "
            "prefill in shorter chunks", experts=experts)
     e_max = max(GROUP_WG, _pow2_at_least(num_experts))
-    groups = Groups(rt.scratch((tiles * tile,), "u32"), rt.scratch((tiles,), "i32"), tile, pairs, num_experts)
+    groups = Groups(rt.scratch((tiles * TILE_ROWS,), "u32"), rt.scratch((tiles,), "i32"), pairs, num_experts)
     kern = rt.kernel("moe", "group", WG=GROUP_WG, E_MAX=e_max)
-    kern(1, pack_params(pairs, num_experts, tile, tiles), experts, groups.order, groups.tile_expert)
+    kern(1, pack_params(pairs, num_experts, TILE_ROWS, tiles), experts, groups.order, groups.tile_expert)
     return groups
 
 
