@@ -33,9 +33,9 @@ def weight_bytes_per_token(model: Qwen3) -> int:
     LM head; the embedding table contributes one row (it is read in full only as a tied LM head)."""
     total = 0
     for L in model.layers:
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-                     "q_norm", "k_norm", "input_layernorm", "post_attention_layernorm"):
-            w = getattr(L, name)
+        parts = [getattr(L.self_attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")]
+        parts += [getattr(L.mlp, n) for n in ("gate_proj", "up_proj", "down_proj")]
+        for w in parts + [L.input_layernorm, L.post_attention_layernorm]:
             total += w.nbytes if hasattr(w, "nbytes") else w.quants.nbytes + w.scales.nbytes
     lm = model.lm_head
     total += lm.nbytes if hasattr(lm, "nbytes") else lm.quants.nbytes + lm.scales.nbytes
@@ -69,7 +69,7 @@ def profile_decode_step(model, prompt: np.ndarray) -> dict:
     time of a step as generation runs it: the difference is launch, barrier and host time."""
     rt = runtime()
     model.generate(prompt, 3, stop_at_eos=False)  # records the decode plan
-    (plan,) = [p for k, p in model._plans.items() if k[0] == 1]
+    (plan,) = [p for k, p in model._plans.items() if k[:2] == ("next_token", 1)]
     with rt.profile() as prof:
         rt.replay(plan, ())
     by_kernel = prof.by_kernel()

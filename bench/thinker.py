@@ -37,7 +37,7 @@ from omni_lab.formats import omni_names as names  # noqa: E402
 from omni_lab.formats.q8_0 import BLOCK_BYTES, QK, dequantize_q8_0, join_q8_0  # noqa: E402
 from omni_lab.formats.safetensors_io import CheckpointError  # noqa: E402
 from omni_lab.gpu import bf16_bits, bf16_to_f32, runtime  # noqa: E402
-from omni_lab.models.thinker import Qwen3OmniThinkerText, ThinkerTextConfig  # noqa: E402
+from omni_lab.models.thinker import Qwen3OmniThinkerText  # noqa: E402
 
 
 def text_config(a) -> dict:
@@ -259,7 +259,7 @@ def main() -> None:
     report.update(copy_gb_per_s=copy, cuda_copy_gb_per_s=cuda_copy)
     for weights in args.weights:
         t0 = time.perf_counter()
-        model = Qwen3OmniThinkerText(ThinkerTextConfig.from_dict(config, source="random"),
+        model = Qwen3OmniThinkerText(Qwen3OmniThinkerText.config_from(config, source="random"),
                                      RandomCheckpoint(config, weights=weights),
                                      max_len=max([args.prompt_len + args.new_tokens + 8, *args.prefill_lens]),
                                      progress=True)

@@ -10,44 +10,38 @@ from pathlib import Path
 import numpy as np
 
 from .compare import Bounds, compare_sets
-from .models.config import ConfigError
-from .reference import capture, dense_qwen3_names, load_hf_model, load_reference, save_reference
+from .reference import load_hf_model, load_reference, save_reference
 
 
 def model_type(path: str | Path) -> str:
-    from .models.qwen3 import open_checkpoint
+    from .models.registry import open_checkpoint
 
     return open_checkpoint(path).config.get("model_type", "")
 
 
-def load_ours(path: str | Path, max_len: int = 2048, progress: bool = True):
-    """Our implementation of the checkpoint at `path` (directory or .gguf), chosen by its model_type."""
-    from .models.qwen3 import Qwen3, open_checkpoint
-    from .models.config import Qwen3Config
+def load_ours(path: str | Path, max_len: int = 2048, progress: bool = True, component: str | None = None):
+    """Our implementation of the checkpoint at `path` (directory or .gguf), chosen by the model registry."""
+    from .models import registry
 
-    ckpt = open_checkpoint(path)
-    kind = ckpt.config.get("model_type")
-    if kind == "qwen3":
-        return Qwen3(Qwen3Config.from_dict(ckpt.config, source=str(path)), ckpt, max_len, progress)
-    if kind == "qwen3_omni_moe":
-        from .models.thinker import Qwen3OmniThinkerText, ThinkerTextConfig
-
-        return Qwen3OmniThinkerText(ThinkerTextConfig.from_dict(ckpt.config, source=str(path)), ckpt, max_len, progress)
-    raise ConfigError(f"{path}: model_type '{kind}' is not supported (supported: qwen3, qwen3_omni_moe)")
+    return registry.load(path, component, max_len, progress)
 
 
-def activation_names(path: str | Path) -> list[str]:
+def activation_specs(path: str | Path, t: int = 1, component: str | None = None):
+    """The typed activations of a model for an input of length t, in execution order."""
+    from .models import registry
+
+    return registry.activation_specs(path, t, component)
+
+
+def activation_names(path: str | Path, component: str | None = None) -> list[str]:
     """The named activations of a model, in execution order."""
-    from .models.qwen3 import open_checkpoint
+    return [a.name for a in activation_specs(path, 1, component)]
 
-    cfg = open_checkpoint(path).config
-    if cfg.get("model_type") == "qwen3":
-        return dense_qwen3_names(cfg["num_hidden_layers"])
-    if cfg.get("model_type") == "qwen3_omni_moe":
-        from .models.thinker import ThinkerTextConfig, thinker_names
 
-        return thinker_names(ThinkerTextConfig.from_dict(cfg, source=str(path)))
-    raise ConfigError(f"{path}: model_type '{cfg.get('model_type')}' is not supported (supported: qwen3, qwen3_omni_moe)")
+def model_config(path: str | Path) -> dict:
+    from .models.registry import open_checkpoint
+
+    return open_checkpoint(path).config
 
 
 def tokenizer_for(path: str | Path):
@@ -95,16 +89,12 @@ def extract(path: str | Path, ids: np.ndarray, backend: str, dtype: str = "float
     """The named activations ([tokens, features] float32) of one forward over `ids`."""
     names = names or activation_names(path)
     if backend == "hf":
-        import torch
+        from .models import registry
 
         if Path(path).suffix == ".gguf":
             raise ValueError(f"{path}: Transformers cannot run our GGUF files; capture from the source checkpoint")
         model = load_hf_model(path, dtype)
-        if model_type(path) == "qwen3_omni_moe":
-            from .models.thinker import hf_thinker_activations
-
-            return hf_thinker_activations(model, names, ids)
-        return capture(model, names, {"input_ids": torch.as_tensor(np.asarray(ids, np.int64)[None])})
+        return registry.entry_for(model_config(path), source=str(path)).hf_activations(model, names, ids)
     if backend == "wgpu":
         model = load_ours(path, max_len=max(len(ids), 16), progress=False)
         out = model.forward(ids, start=0, taps=names)

@@ -14,7 +14,8 @@ import pytest
 
 from omni_lab.compare import Bounds
 from omni_lab.gpu import Tensor, bf16_bits, bf16_to_f32, runtime
-from omni_lab.models.qwen3 import Qwen3, open_checkpoint
+from omni_lab.models.qwen3 import Qwen3
+from omni_lab.models.registry import open_checkpoint
 from omni_lab.models.tiny import build_tiny_qwen3
 from omni_lab.reference import ReferenceMismatch
 from omni_lab.workbench import activation_names, capture_reference, compare_model, prompt_ids
@@ -35,7 +36,9 @@ def setup(tmp_path_factory):
 def plant(model: Qwen3, path, layer: int, weight: str, rng, scale: float = 0.2) -> None:
     """Overwrite model.layers[layer].<weight> on the GPU with a copy perturbed by `scale` of its RMS."""
     key = {"down_proj": "mlp.down_proj", "k_proj": "self_attn.k_proj"}.get(weight, weight)
-    tensor = getattr(model.layers[layer], weight)
+    tensor = model.layers[layer]
+    for attr in key.split("."):  # the layer's attributes mirror the checkpoint keys under it
+        tensor = getattr(tensor, attr)
     assert isinstance(tensor, Tensor)
     w = open_checkpoint(path).get_f32(f"model.layers.{layer}.{key}.weight")
     bad = w + scale * float(np.sqrt(np.mean(w * w))) * rng.standard_normal(w.shape).astype(np.float32)

@@ -175,12 +175,12 @@ def test_dense_report_end_to_end(dense_report):
 
 
 def test_moe_report_end_to_end(moe_report, models):
-    from omni_lab.models.thinker import ThinkerTextConfig
+    from omni_lab.models.thinker import Qwen3OmniThinkerText
 
     report, out = moe_report
     data, page, pngs = _check_files(out)
     assert "experts.png" in pngs
-    cfg = ThinkerTextConfig.from_dict(Checkpoint(models["omni"][0]).config)
+    cfg = Qwen3OmniThinkerText.config_from(Checkpoint(models["omni"][0]).config)
     moe_layers = [i for i in range(cfg.num_hidden_layers) if cfg.is_moe(i)]
     assert moe_layers == [1]
     layers = data["moe"]["layers"]

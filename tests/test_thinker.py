@@ -8,7 +8,7 @@ import torch
 
 from omni_lab.formats import omni_names
 from omni_lab.formats.safetensors_io import CheckpointError
-from omni_lab.models.thinker import LIVE, Qwen3OmniThinkerText, hf_thinker_activations
+from omni_lab.models.thinker import LIVE, Qwen3OmniThinkerText, hf_activations
 from omni_lab.models.tiny_omni import OMNI_PRESETS, build_tiny_omni
 from omni_lab.reference import load_hf_model
 from checkpoint_edits import edited_copy
@@ -33,7 +33,7 @@ def check_all_activations(path, ids, hf=None, grouped: bool = True):
     model.grouped_min_tokens = 2 if grouped else len(ids) + 1  # the prefill's experts grouped, or per pair
     names = list(model.activation_shapes(len(ids)))
     ours = model.forward(ids, start=0, taps=names)
-    ref = hf_thinker_activations(hf or load_hf_model(path, "float32"), names, ids)
+    ref = hf_activations(hf or load_hf_model(path, "float32"), names, ids)
     assert list(ref) != [] and set(ref) == set(names)
     routers = 0
     for n in names:

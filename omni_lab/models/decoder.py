@@ -1,9 +1,10 @@
-"""What every decoder-only language model here shares: input checks, per-length scratch buffers, one
-forward as one step with tapped activations, and generation that reads back only the next token.
+"""A Qwen3-style decoder as a component: embedding (or embeddings from another component), pre-norm
+layers of attention and MLP, final norm, LM head; prefill and decode over a GPU KV cache, generation
+that reads back only the next token.
 
-A model subclasses DecoderLM, names its `config_class` (with `from_dict`) and `scratch_class` (buffers for
-one length), and provides `write_positions`, `_encode` and `activation_shapes` (and `tap_buffers` /
-`collect` for activations that are not one [T, F] tensor).
+Dense Qwen3 and the thinker's text model are this class with their own checkpoint names and positions
+(models/qwen3.py, models/thinker.py); the talker and the code predictor will be too. A subclass gives
+`prefix` (its HF module path), `lm_head_name`, `write_positions` and a loader that builds `layers`.
 """
 
 from __future__ import annotations
@@ -12,70 +13,133 @@ from collections import deque
 
 import numpy as np
 
+from ..activations import Activation
 from ..gpu import Tensor, runtime
-from ..ops import rope, select
+from ..ops import embedding, norm, rope, select
+from .component import Component, ModelInputError, StepContext, embeddings_input
+from .config import DecoderConfig
+from .layers import DecoderLayer, LayerHook, Rotary, linear, residual_norm
 from .sampling import Sampler, sample_from_topk
 
+__all__ = ["Decoder", "ModelInputError"]
 
 # Greedy decode steps submitted before the host reads a token: two keep the GPU busy while the host
 # encodes the next step (one more only adds steps to throw away after an EOS).
 RUN_AHEAD = 2
 
 
-class ModelInputError(ValueError):
-    """Input a model cannot take (token id outside the vocabulary, sequence past the cache)."""
+def router_name(prefix: str, layer: int) -> str:
+    """The routing activation of a MoE layer: not a module of its own in HF (its router is `mlp.gate`)."""
+    return f"{prefix}.layers.{layer}.mlp.router"
 
 
-class DecoderLM:
-    cfg: object          # has vocab_size and eos_ids
-    max_len: int
-    step_buf: Tensor     # u32 [4]: the first position of the current step, written once per step
+class Decoder(Component):
+    cfg: DecoderConfig
+    prefix: str          # "model", "thinker.model.language_model"
+    lm_head_name: str    # "lm_head", "thinker.lm_head"
+    embed_tokens: Tensor
+    lm_head: object
+    layers: list[DecoderLayer]
+    norm: Tensor
 
     def _init_decoder(self) -> None:
-        """After the weights: rotary frequencies, the per-step buffer, caches."""
+        """After the weights: rotary frequencies, the per-step buffer, caches, layer hooks."""
         cfg = self.cfg
         self.inv_freq = runtime().upload(rope.rope_inv_freq(cfg.head_dim, cfg.rope_theta), "f32", label="inv_freq")
-        self.step_buf = runtime().empty((4,), "u32", label="step")
-        self._scratch: dict[tuple[int, int], object] = {}
-        self._plans: dict[tuple, list] = {}  # recorded decode steps, replayed every token
-        self.length = 0  # tokens in the KV cache
-
-    config_class: type
-    scratch_class: type
+        self.hooks: dict[int, LayerHook] = {}  # layer index -> work after that layer (DeepStack)
+        self._init_component()
 
     @classmethod
     def load(cls, path, max_len: int = 2048, progress: bool = True):
         """The model of the checkpoint directory or .gguf file at `path`."""
-        from .qwen3 import open_checkpoint
+        from .registry import open_checkpoint
 
         ckpt = open_checkpoint(path)
-        return cls(cls.config_class.from_dict(ckpt.config, source=str(path)), ckpt, max_len, progress)
+        return cls(cls.config_from(ckpt.config, source=str(path)), ckpt, max_len, progress)
 
-    # -- provided by each model ----------------------------------------------------------------
+    # -- provided by each decoder --------------------------------------------------------------
+    @classmethod
+    def config_from(cls, d: dict, source: str) -> DecoderConfig:
+        raise NotImplementedError
+
     def write_positions(self, s, start: int, t: int) -> None:
         raise NotImplementedError
 
-    def _encode(self, s, t: int, taps: dict, all_logits: bool) -> Tensor:
+    def rotary(self, s) -> Rotary:
         raise NotImplementedError
 
-    def activation_shapes(self, t: int) -> dict[str, tuple[int, int]]:
-        raise NotImplementedError
+    # -- the component -------------------------------------------------------------------------
+    def activations(self, t: int) -> list[Activation]:
+        return self.activation_specs(self.cfg, t)
 
-    def tap_buffers(self, name: str, shape: tuple[int, int]):
-        """The GPU buffer(s) a tapped activation is written to."""
-        return runtime().empty(shape, label=name)
+    @classmethod
+    def activation_specs(cls, cfg: DecoderConfig, t: int) -> list[Activation]:
+        """Every named activation in execution order: [T, hidden] floats, the routing of MoE layers
+        ([T, 2k]: expert ids, then their weights, slots in descending probability, torch.topk's order),
+        the logits [T, vocab]."""
+        d, p = cfg.hidden_size, cls.prefix
+        out = [Activation(f"{p}.embed_tokens", (t, d))]
+        for i in range(cfg.num_hidden_layers):
+            out.append(Activation(f"{p}.layers.{i}.self_attn", (t, d)))
+            if cfg.is_moe(i):
+                out.append(Activation(router_name(p, i), (t, 2 * cfg.num_experts_per_tok), kind="routing"))
+            out += [Activation(f"{p}.layers.{i}.mlp", (t, d)), Activation(f"{p}.layers.{i}", (t, d))]
+        return out + [Activation(f"{p}.norm", (t, d)), Activation(cls.lm_head_name, (t, cfg.vocab_size))]
 
-    def collect(self, name: str, values) -> np.ndarray:
-        """The host array of a tapped activation from what tap_buffers' buffers read back."""
-        return values
+    def scratch_shapes(self, t: int, rows: int) -> dict:
+        cfg = self.cfg
+        d, hq, hkv, dh, f = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.intermediate_size
+        shapes = {
+            "ids": ((t,), "i32"), "h": ((t, d), "f32"), "x": ((t, d), "f32"),
+            "q": ((t, hq * dh), "f32"), "k": ((t, hkv * dh), "f32"), "v": ((t, hkv * dh), "f32"),
+            "attn": ((t, hq * dh), "f32"), "o": ((t, d), "f32"),
+            "gate": ((t, f), "f32"), "up": ((t, f), "f32"), "act": ((t, f), "f32"), "mlp": ((t, d), "f32"),
+            "logits": ((rows, cfg.vocab_size), "f32"),
+        }
+        if cfg.num_experts:
+            e, k, fe = cfg.num_experts, cfg.num_experts_per_tok, cfg.moe_intermediate_size
+            shapes.update(router_logits=((t, e), "f32"), route_w=((t, k), "f32"), route_e=((t, k), "i32"),
+                          e_act=((t, k, fe), "f32"))
+        return shapes
 
-    # -- shared --------------------------------------------------------------------------------
-    def scratch(self, t: int, logits_rows: int):
-        key = (t, logits_rows)
-        if key not in self._scratch:
-            self._scratch[key] = self.scratch_class(self.cfg, t, logits_rows)
-        return self._scratch[key]
+    def _encode(self, s, ctx: StepContext, embeds: Tensor | None = None, all_logits: bool = True) -> Tensor:
+        """Record one forward of t tokens into the current step; returns the logits."""
+        cfg, eps, p, t = self.cfg, self.cfg.rms_norm_eps, self.prefix, ctx.t
+        if embeds is None:
+            h = embedding.embedding(s.ids, self.embed_tokens, out=ctx.out(f"{p}.embed_tokens", s.h))
+        else:
+            h = embeddings_input(embeds, t, cfg.hidden_size, ctx.out(f"{p}.embed_tokens", s.h))
+        x = self.layers_forward(h, ctx)
+        if not all_logits:  # only the last token's logits are needed to continue
+            x = self.last_row(x, t)
+        rows = x.shape[0]
+        logits = ctx.out(self.lm_head_name, s.logits if s.logits.shape[0] == rows else
+                         runtime().empty((rows, cfg.vocab_size)))
+        return linear(x, self.lm_head, logits)
 
+    def layers_forward(self, h: Tensor, ctx: StepContext) -> Tensor:
+        """The layers over the residual stream h [T, D]; returns the final norm's output.
+
+        The one fusion of the decoder: each residual add goes into one dispatch with the norm that reads
+        its result (the layer's post-attention norm, the next layer's input norm, or the final norm),
+        except after a layer with a hook, whose work sits between the add and the norm."""
+        eps, p, s = self.cfg.rms_norm_eps, self.prefix, ctx.s
+        rotary = self.rotary(s)
+        layers = self.layers
+        x = norm.rmsnorm(h, layers[0].input_layernorm, eps, out=s.x)
+        for i, layer in enumerate(layers):
+            name = f"{p}.layers.{i}"
+            o = layer.self_attn(x, ctx, rotary, ctx.out(f"{name}.self_attn", s.o))
+            h, x = norm.add_rmsnorm(h, o, layer.post_attention_layernorm, eps, out_h=s.h, out=s.x)
+            m = layer.mlp(x, ctx, ctx.out(f"{name}.mlp", s.mlp))
+            last = i + 1 == len(layers)
+            h, x = residual_norm(h, m, self.norm if last else layers[i + 1].input_layernorm, eps,
+                                 out_h=ctx.out(name, s.h), out=ctx.out(f"{p}.norm", s.x) if last else s.x,
+                                 hook=self.hooks.get(i), ctx=ctx)
+            self._export_rows(ctx, name, h)
+        return x
+
+    # -- running -------------------------------------------------------------------------------
     def check_ids(self, ids) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if ids.size == 0:
@@ -85,13 +149,13 @@ class DecoderLM:
             raise ModelInputError(f"token id {int(bad[0])} is outside the vocabulary [0, {self.cfg.vocab_size})")
         return ids.astype(np.int32)
 
-    def _prepare(self, ids: np.ndarray, start: int, all_logits: bool):
-        t = len(ids)
+    def _prepare(self, ids: np.ndarray | None, t: int, start: int, all_logits: bool):
         if start + t > self.max_len:
             raise ModelInputError(f"{start + t} tokens exceed the KV cache of {self.max_len} (max_len)")
         rt = runtime()
         s = self.scratch(t, t if all_logits else 1)
-        rt.write(s.ids, ids)
+        if ids is not None:
+            rt.write(s.ids, ids)
         self.write_positions(s, start, t)
         rt.write(self.step_buf, np.array([start, 0, 0, 0], np.uint32))
         return s
@@ -103,67 +167,66 @@ class DecoderLM:
             return x.rows(t - 1, 1)
         return x
 
-    def forward(self, ids, start: int | None = None, taps=(), all_logits: bool = True) -> dict[str, np.ndarray]:
-        """Run tokens `ids` at positions start.. (default: after what is cached) and return the tapped
-        activations (name -> [T, F] float32) plus 'logits' ([T, V], or [1, V] with all_logits=False)."""
-        ids = self.check_ids(ids)
-        t = len(ids)
+    def forward(self, ids=None, start: int | None = None, taps=(), all_logits: bool = True,
+                embeds: Tensor | None = None) -> dict[str, np.ndarray]:
+        """Run tokens `ids`, or embeddings another component made on the GPU (`embeds` [T, D]), at
+        positions start.. (default: after what is cached); return the tapped activations (name -> array
+        of its declared shape) plus 'logits' ([T, V], or [1, V] with all_logits=False)."""
+        if (ids is None) == (embeds is None):
+            raise ModelInputError("give token ids or embeddings, not both or neither")
+        if ids is not None:
+            ids = self.check_ids(ids)
+        t = len(ids) if ids is not None else embeds.shape[0]
         start = self.length if start is None else start
-        shapes = self.activation_shapes(t)
-        unknown = [n for n in taps if n not in shapes]
-        if unknown:
-            raise ModelInputError(f"no activation named {unknown[0]!r}; names are like {list(shapes)[:3]}")
-        s = self._prepare(ids, start, all_logits)
+        specs = self.check_taps(t, taps)
+        s = self._prepare(ids, t, start, all_logits)
         rt = runtime()
-        lm_head = list(shapes)[-1]
-        tapped = {n: self.tap_buffers(n, shapes[n]) for n in taps if n != lm_head or all_logits}
+        tapped = {n: self.tap_buffers(specs[n]) for n in taps if n != self.lm_head_name or all_logits}
         with rt.step() as step:
-            logits = self._encode(s, t, tapped, all_logits)
-            reads = {n: (tuple(step.read(b) for b in v) if isinstance(v, tuple) else step.read(v))
-                     for n, v in tapped.items()}
+            taps_all = {**self._exported_taps(t), **tapped}
+            logits = self._encode(s, StepContext(t, s, self.step_buf, taps_all), embeds, all_logits)
+            reads = self.read_taps(step, tapped)
             reads["logits"] = step.read(logits)
         self.length = start + t
-        value = lambda rb: tuple(r.value for r in rb) if isinstance(rb, tuple) else rb.value  # noqa: E731
-        return {n: self.collect(n, value(rb)) for n, rb in reads.items()}
-
-    def _plan_key(self, t: int, reads: tuple[Tensor, ...]) -> tuple:
-        return (t,) + tuple(r.buffer.uid for r in reads)  # buffer uids are never reused, unlike id()
+        return self.collect_reads(specs, reads)
 
     def _next_token(self, s, t: int, sampler: Sampler | None, feed: Tensor) -> int:
         """Record a forward and pick the next token on the GPU, writing it into `feed` (the next step's
         ids buffer); only the token id (or the top-k candidates when sampling) is read back. A decode
         step (t = 1) is the same every token, since positions live in GPU buffers: it is recorded once
-        and replayed."""
-        rt = runtime()
+        and replayed under its plan key."""
         reads = (feed,) if sampler is None else (sampler.values, sampler.indices)
-        key = self._plan_key(t, reads)
-        plan = self._plans.get(key)
-        if plan is None:
-            with rt.step() as step:
-                logits = self._encode(s, t, {}, all_logits=False)
-                if sampler is None:
-                    select.argmax(logits, out=feed)
-                else:
-                    select.topk(logits, sampler.top_k, out_values=sampler.values, out_indices=sampler.indices)
-                plan = list(step.dispatches)
-                values = [step.read(r) for r in reads]
-            values = [v.value for v in values]
-            if t == 1:  # a prefill's length varies, so only decode plans are kept
-                self._plans[key] = plan
-        else:
-            values = rt.replay(plan, reads)
+
+        def record() -> None:
+            ctx = StepContext(t, s, self.step_buf, self._exported_taps(t))
+            logits = self._encode(s, ctx, all_logits=False)
+            if sampler is None:
+                select.argmax(logits, out=feed)
+            else:
+                select.topk(logits, sampler.top_k, out_values=sampler.values, out_indices=sampler.indices)
+
+        key = self.decode_key(t, reads)
+        values = self.plan(key, record, reads)
+        if t != 1:  # a prefill's length varies, so only decode plans are kept
+            del self._plans[key]
         if sampler is None:
             return int(values[0][0])
         token = sample_from_topk(values[0][0], values[1][0], sampler)
-        rt.write(feed, np.array([token], np.int32))
+        runtime().write(feed, np.array([token], np.int32))
         return token
+
+    @staticmethod
+    def decode_key(t: int, reads: tuple[Tensor, ...]) -> tuple:
+        """The plan key of a forward of t tokens that ends in `reads` (argmax into the next ids, or the
+        sampler's top-k): buffer uids are never reused, unlike id()."""
+        return ("next_token", t) + tuple(r.buffer.uid for r in reads)
 
     def _queue_decode(self, s, pos: int):
         """Submit a recorded greedy decode step at position `pos` without waiting for it (see generate)."""
         rt = runtime()
         self.write_positions(s, pos, 1)
         rt.write(self.step_buf, np.array([pos, 0, 0, 0], np.uint32))
-        return rt.replay_async(self._plans[self._plan_key(1, (s.ids,))], (s.ids,))
+        return rt.replay_async(self._plans[self.decode_key(1, (s.ids,))], (s.ids,))
 
     def generate(self, prompt_ids, max_new_tokens: int, sampler: Sampler | None = None,
                  stop_at_eos: bool = True) -> list[int]:
@@ -180,7 +243,7 @@ class DecoderLM:
         if sampler is not None:
             sampler.bind(rt)
         decode = self.scratch(1, 1)
-        prefill = self._prepare(ids, 0, all_logits=False)
+        prefill = self._prepare(ids, len(ids), 0, all_logits=False)
         out: list[int] = []
         token = self._next_token(prefill, len(ids), sampler, decode.ids)
         pos = len(ids)
@@ -190,7 +253,7 @@ class DecoderLM:
             out.append(token)
             if len(out) >= max_new_tokens or token in eos:
                 break
-            if sampler is None and self._plan_key(1, (decode.ids,)) in self._plans:
+            if sampler is None and self.decode_key(1, (decode.ids,)) in self._plans:
                 while len(in_flight) < RUN_AHEAD and len(out) + len(in_flight) < max_new_tokens:
                     in_flight.append(self._queue_decode(decode, pos + len(in_flight)))
                 token = int(in_flight.popleft().values()[0][0])

@@ -20,5 +20,26 @@ def copy(src: Tensor, out: Tensor) -> Tensor:
     return out
 
 
+def rows_at_step(src: Tensor, dst: Tensor, step: Tensor) -> Tensor:
+    """dst rows start .. start + T - 1 <- src [T, F] (start = step[0] on the GPU); rows at or past dst's
+    end are dropped. src and dst have 4-byte elements and the same row width."""
+    expect("rows_at_step", len(src.shape) == 2 and len(dst.shape) == 2 and src.shape[1] == dst.shape[1]
+           and src.nbytes == src.numel * 4 and dst.dtype == src.dtype,
+           "src [T, F] and dst [rows, F] must share F and a 4-byte dtype", src=src, dst=dst)
+    expect("rows_at_step", step.dtype == "u32" and step.numel >= 1, "step must be u32 [4]", step=step)
+    t, f = src.shape
+    if t:
+        runtime().kernel("copy", "rows_at_step", WG=WG)(-(-(t * f) // WG), pack_params(t * f, f, dst.shape[0]),
+                                                        src, dst, step)
+    return dst
+
+
 def copy_ref(src: np.ndarray) -> np.ndarray:
     return src.copy()
+
+
+def rows_at_step_ref(src: np.ndarray, dst: np.ndarray, start: int) -> np.ndarray:
+    out = dst.copy()
+    n = max(0, min(len(src), len(dst) - start))
+    out[start:start + n] = src[:n]
+    return out
