@@ -1,0 +1,132 @@
+"""The component base on the thinker: GPU exports through prefill and replayed decode, embeddings as
+input, a layer hook against the same hook on Transformers, plan keys, the model registry, and the
+export kernel against numpy."""
+
+import numpy as np
+import pytest
+import torch
+
+from omni_lab.gpu import runtime
+from omni_lab.models import registry
+from omni_lab.models.component import ModelInputError
+from omni_lab.models.config import ConfigError
+from omni_lab.models.layers import LayerHook
+from omni_lab.models.thinker import LIVE, Qwen3OmniThinkerText, hf_activations
+from omni_lab.models.tiny_omni import build_tiny_omni
+from omni_lab.ops import copy
+from omni_lab.reference import load_hf_model
+
+PROMPT = np.array([5, 17, 200, 33, 8, 99, 150, 7, 3], np.int64)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return build_tiny_omni(tmp_path_factory.mktemp("components") / "ckpt", seed=5, preset="tiny-dense")
+
+
+@pytest.fixture(scope="module")
+def hf(ckpt):
+    return load_hf_model(ckpt, "float32")
+
+
+def cosine(a, b) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_export_fills_rows_of_prefill_and_replayed_decode_steps(ckpt, hf):
+    """An exported layer output lands, inside the recorded steps, at every position the model ran: the
+    prompt's rows from the prefill and one row per decode step, the decode steps replayed from their
+    plan. Its rows equal Transformers' hidden states of the prompt plus the generated tokens."""
+    model = Qwen3OmniThinkerText.load(ckpt, max_len=32)
+    name = f"{LIVE}.layers.1"
+    buf = model.export(name)
+    out = model.generate(PROMPT, 6, stop_at_eos=False)
+    assert any(k[:2] == ("next_token", 1) for k in model._plans), "decode steps were not replayed from a plan"
+    # The last generated token is never fed back, so the export holds the prompt and the first 5 tokens.
+    seq = np.concatenate([PROMPT, out[:-1]])
+    rows = buf.numpy()[: len(seq)]
+    ref = hf_activations(hf, [name], seq)[name]
+    assert rows.shape == ref.shape
+    for t in range(len(seq)):
+        assert cosine(rows[t], ref[t]) > 0.99999, f"export row {t}"
+    with pytest.raises(ModelInputError, match="exports are"):
+        model.export(f"{LIVE}.layers.0.mlp.router")
+
+
+def test_embeddings_from_another_component_on_the_gpu(ckpt):
+    """forward(embeds=...) reads a GPU tensor that another step wrote, and gives the same logits as ids."""
+    model = Qwen3OmniThinkerText.load(ckpt, max_len=32)
+    by_ids = model.forward(PROMPT, start=0)["logits"]
+    rt = runtime()
+    from omni_lab.ops import embedding
+
+    embeds = embedding.embedding(rt.upload(PROMPT.astype(np.int32), "i32"), model.embed_tokens)
+    by_embeds = model.forward(embeds=embeds, start=0)["logits"]
+    np.testing.assert_array_equal(by_embeds, by_ids)
+    with pytest.raises(ModelInputError, match="not both"):
+        model.forward(PROMPT, embeds=embeds)
+
+
+class AddVector(LayerHook):
+    """Adds one vector to every row of the residual stream (the shape of DeepStack's injection)."""
+
+    def __init__(self, v: np.ndarray):
+        self.v = runtime().upload(v)
+
+    def __call__(self, h, ctx):
+        from omni_lab.ops import elementwise
+
+        elementwise.add(h, self.v, out=h)
+
+
+def test_layer_hook_matches_the_same_hook_on_transformers(ckpt, hf):
+    model = Qwen3OmniThinkerText.load(ckpt, max_len=32)
+    v = np.random.default_rng(0).standard_normal(model.cfg.hidden_size).astype(np.float32)
+    model.hooks[0] = AddVector(v)
+    names = [a.name for a in model.activations(len(PROMPT)) if a.kind == "float"]
+    ours = model.forward(PROMPT, start=0, taps=names)
+    layer0 = hf.thinker.model.language_model.layers[0]
+    handle = layer0.register_forward_hook(lambda m, args, out: out + torch.from_numpy(v))
+    try:
+        ref = hf_activations(hf, names, PROMPT)
+    finally:
+        handle.remove()
+    for n in names:
+        assert cosine(ours[n], ref[n]) > 0.99999, n
+    plain = hf_activations(hf, [f"{LIVE}.layers.1"], PROMPT)[f"{LIVE}.layers.1"]
+    assert cosine(plain, ref[f"{LIVE}.layers.1"]) < 0.999, "the hook did not move the model"
+
+
+def test_plan_keys_keep_different_steps_apart(ckpt):
+    """Two steps recorded under different keys replay as themselves; one key replays what it recorded."""
+    model = Qwen3OmniThinkerText.load(ckpt, max_len=8)
+    rt = runtime()
+    a, b = rt.upload(np.ones(4, np.float32)), rt.upload(np.full(4, 2.0, np.float32))
+    out = rt.empty((4,))
+    assert model.plan(("copy", "a"), lambda: copy.copy(a, out), (out,))[0].tolist() == [1] * 4
+    assert model.plan(("copy", "b"), lambda: copy.copy(b, out), (out,))[0].tolist() == [2] * 4
+    rt.write(a, np.full(4, 3.0, np.float32))
+    assert model.plan(("copy", "a"), lambda: pytest.fail("replayed, not recorded"), (out,))[0].tolist() == [3] * 4
+
+
+def test_rows_at_step_against_numpy(rt, rng):
+    for t, f, rows, start in [(3, 5, 10, 2), (1, 7, 4, 3), (4, 3, 5, 3), (2, 9, 6, 6)]:
+        src = rng.standard_normal((t, f)).astype(np.float32)
+        dst0 = rng.standard_normal((rows, f)).astype(np.float32)
+        dst = rt.upload(dst0)
+        copy.rows_at_step(rt.upload(src), dst, rt.upload(np.array([start, 0, 0, 0], np.uint32)))
+        np.testing.assert_array_equal(dst.numpy(), copy.rows_at_step_ref(src, dst0, start))
+
+
+def test_registry_names_what_it_runs(ckpt, tmp_path):
+    entry = registry.entry_for({"model_type": "qwen3_omni_moe"})
+    assert entry.component_class() is Qwen3OmniThinkerText
+    specs = registry.activation_specs(ckpt, 3)
+    assert specs[0].name == f"{LIVE}.embed_tokens" and specs[-1].name == "thinker.lm_head"
+    routing = [a for a in specs if a.kind == "routing"]
+    assert routing and all(a.shape == (3, 6) for a in routing)  # tiny-dense: top 3 of 8 experts
+    with pytest.raises(ConfigError, match="model_type 'llama4' is not supported"):
+        registry.entry_for({"model_type": "llama4"})
+    with pytest.raises(ConfigError, match="no component 'vocoder' here"):
+        registry.entry_for({"model_type": "qwen3_omni_moe"}, "vocoder")
