@@ -25,3 +25,20 @@ def test_every_shader_expands_to_valid_wgsl(rt):
     """Each shader file, with its includes expanded, is accepted by wgpu (naga) as a module."""
     for path in sorted(SHADER_DIR.glob("*.wgsl")):
         rt.gpu.device.create_shader_module(label=path.name, code=shader_source(path))
+
+
+def test_read_inside_an_open_step_is_an_error(rt):
+    """A read inside a step would submit it half-recorded (a plan recorded from it would hold only part
+    of the step): it is refused, and step.read gives the value once the step is submitted."""
+    import numpy as np
+    import pytest
+
+    from omni_lab.ops import elementwise
+
+    x = rt.upload(np.arange(8, dtype=np.float32))
+    with rt.step() as step:
+        y = elementwise.scale(x, 2.0)
+        with pytest.raises(KernelError, match=r"read of \(8,\) f32 inside an open step \(1 dispatches recorded\)"):
+            y.numpy()
+        rb = step.read(y)
+    assert rb.value.tolist() == [2.0 * i for i in range(8)]

@@ -268,12 +268,12 @@ class Runtime:
         self.gpu.device.queue.write_buffer(tensor.buffer.raw, tensor.offset, data)
 
     def read(self, tensor: Tensor) -> np.ndarray:
-        """Read a tensor back now (submits the current step first if one is open)."""
+        """Read a tensor back now. Inside an open step that is an error: the read would have to submit
+        the step half-recorded, so a plan recorded from it would hold only part of the step. Inside a
+        step, ask `step.read(t)` and take `.value` after the block."""
         if self._step is not None:
-            rb = self._step.read(tensor)
-            self._submit(self._step)
-            self._step = Step()
-            return rb.value
+            raise KernelError(f"read of {tensor.shape} {tensor.dtype} inside an open step "
+                              f"({len(self._step.dispatches)} dispatches recorded): use step.read(tensor)")
         step = Step()
         rb = step.read(tensor)
         self._submit(step)
