@@ -17,7 +17,7 @@ from omni_lab.models.sampling import Sampler
 from omni_lab.models.tiny import build_tiny_qwen3
 from omni_lab.reference import capture, dense_qwen3_names, load_hf_model
 from checkpoint_edits import edited_copy
-from model_checks import assert_greedy_matches
+from model_checks import assert_cached_decode_matches, assert_greedy_matches
 
 PROMPT = np.array([5, 17, 200, 33, 8, 99, 150, 7, 3, 42, 301], np.int64)
 
@@ -79,13 +79,7 @@ def test_greedy_tokens_match_transformers_except_near_ties(checkpoint):
 
 
 def test_decode_with_kv_cache_equals_fresh_prefill(checkpoint):
-    model = Qwen3.load(checkpoint, max_len=32, progress=False)
-    full = model.forward(PROMPT, start=0)["logits"]
-    n = 6
-    first = model.forward(PROMPT[:n], start=0)["logits"]
-    steps = [model.forward(PROMPT[i:i + 1], start=i)["logits"][0] for i in range(n, len(PROMPT))]
-    np.testing.assert_allclose(first, full[:n], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(np.stack(steps), full[n:], rtol=0, atol=1e-5)
+    assert_cached_decode_matches(Qwen3.load(checkpoint, max_len=32, progress=False), PROMPT)
 
 
 def test_sampling_is_seeded_and_stays_in_top_k(checkpoint):
