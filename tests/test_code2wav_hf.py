@@ -10,7 +10,8 @@ import torch
 from omni_lab.models.code2wav import (Code2WavConfig, chunk_windows, code2wav_activations, hf_chunked_decode,
                                       hf_code2wav_activations)
 from omni_lab.models.config import ConfigError
-from omni_lab.models.tiny_omni import CODE2WAV_DRAWS, CODE2WAV_PRESETS, NUM_CODE_GROUPS, build_tiny_omni, code2wav_family
+from omni_lab.models.tiny_omni import (CODE2WAV_DRAWS, CODE2WAV_PRESETS, NUM_CODE_GROUPS, build_tiny_omni,
+                                       code2wav_family)
 from omni_lab.reference import load_hf_model
 
 PRESETS = [("tiny", 0), ("tiny-dense", 1)]
@@ -79,7 +80,8 @@ def test_tiny_presets_have_every_stage_and_16_code_groups(tiny):
     preset, cfg, hf = tiny
     shape = CODE2WAV_PRESETS[preset]
     assert cfg.num_quantizers == NUM_CODE_GROUPS == 16 == hf.config.talker_config.num_code_groups
-    assert cfg.upsample_rates == tuple(shape["upsample_rates"]) and cfg.num_hidden_layers == shape["num_hidden_layers"] >= 2
+    assert cfg.upsample_rates == tuple(shape["upsample_rates"])
+    assert cfg.num_hidden_layers == shape["num_hidden_layers"] >= 2
     assert len(cfg.upsampling_ratios) >= 2 and len(cfg.upsample_rates) >= 2 and cfg.decoder_channels[-1] >= 2
     assert cfg.sliding_window < 7  # shorter than the frames below: the window's mask is exercised
 

@@ -79,10 +79,12 @@ class Code2WavConfig:
         if c.get("attention_bias"):
             raise ConfigError(f"{source}: code2wav_config.attention_bias=true is not supported")
         if c.get("hidden_act", "silu") != "silu":
-            raise ConfigError(f"{source}: code2wav_config.hidden_act '{c.get('hidden_act')}' is not supported (only silu)")
+            raise ConfigError(f"{source}: code2wav_config.hidden_act '{c.get('hidden_act')}' is not supported "
+                              "(only silu)")
         rope = c.get("rope_parameters") or {}
         if rope.get("rope_type", "default") != "default":
-            raise ConfigError(f"{source}: code2wav_config rope_type '{rope.get('rope_type')}' is not supported (only 'default')")
+            raise ConfigError(f"{source}: code2wav_config rope_type '{rope.get('rope_type')}' is not supported "
+                              "(only 'default')")
         try:
             heads = c["num_attention_heads"]
             cfg = cls(

@@ -163,7 +163,8 @@ def draw_code2wav(code2wav, seed: int) -> None:
     import torch
 
     # A stream apart from the global seed and from the talker experts' torch.Generator(seed).
-    generator = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(f"code2wav:{seed}".encode()).digest()[:8], "little"))
+    stream = int.from_bytes(hashlib.sha256(f"code2wav:{seed}".encode()).digest()[:8], "little")
+    generator = torch.Generator().manual_seed(stream)
     with torch.no_grad():
         for name, param in code2wav.named_parameters():  # registration order: the same on every build
             family = code2wav_family(name)
