@@ -11,6 +11,7 @@ and the talker config `spatial_merge_size`; the thinker config needs `vision_sta
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from .tiny import _write_atomically, train_tokenizer
@@ -42,6 +43,43 @@ OMNI_PRESETS = {
                        num_attention_heads=4, num_key_value_heads=2, head_dim=16, moe_intermediate_size=32,
                        num_experts=8, num_experts_per_tok=3, mrope_section=[4, 2, 2], decoder_sparse_step=2),
 }
+
+# The vocoder of each preset: every stage of the released one (sliding-window transformer, ConvNeXt upsampling,
+# SnakeBeta decoder blocks) at small sizes. The window is shorter than a test's frame count, so the sliding mask
+# matters; "tiny-dense" has GQA, ragged strides and four decoder blocks like the released model.
+CODE2WAV_PRESETS = {
+    "tiny": dict(hidden_size=32, num_attention_heads=2, num_key_value_heads=2, intermediate_size=48,
+                 num_hidden_layers=2, sliding_window=4, upsampling_ratios=[2, 2], upsample_rates=[3, 2],
+                 decoder_dim=32),
+    "tiny-dense": dict(hidden_size=24, num_attention_heads=3, num_key_value_heads=1, intermediate_size=40,
+                       num_hidden_layers=3, sliding_window=3, upsampling_ratios=[3, 2], upsample_rates=[2, 3, 2, 2],
+                       decoder_dim=48),
+}
+CODE2WAV_PRESETS["tiny-step2"] = CODE2WAV_PRESETS["tiny"]
+
+# Parameters of the vocoder that Transformers initialises so that a tiny random model hides them: LayerScale at
+# layer_scale_initial_scale (0.01), ConvNeXt gamma at 1e-6, SnakeBeta's log-alpha and log-beta at 0 (alpha = beta
+# = 1 in every channel), biases at 0, norm weights at 1. A kernel that dropped or misread any of them would give
+# the same waveform. family -> (parameter-name suffixes under `code2wav.`, Transformers' init value, draw).
+# The draws keep each module's scale near its trained role (gains near 1, log-parameters near 0) but spread
+# per channel, so that every family moves the waveform (tests/test_code2wav_hf.py checks it).
+CODE2WAV_DRAWS = {
+    "layer_scale": ((".self_attn_layer_scale.scale", ".mlp_layer_scale.scale"), 0.01, ("uniform", 0.5, 1.5)),
+    "convnext_gamma": ((".gamma",), 1e-6, ("uniform", 0.5, 1.5)),
+    "snake_alpha": ((".alpha",), 0.0, ("normal", 0.0, 0.5)),
+    "snake_beta": ((".beta",), 0.0, ("normal", 0.0, 0.5)),
+    "conv_bias": ((".conv.bias",), 0.0, ("normal", 0.0, 0.1)),
+    "linear_bias": ((".pwconv1.bias", ".pwconv2.bias"), 0.0, ("normal", 0.0, 0.1)),
+    "norm_weight": (("norm.weight",), 1.0, ("normal", 1.0, 0.1)),
+    "norm_bias": (("norm.bias",), 0.0, ("normal", 0.0, 0.1)),
+}
+
+WAVE_RMS = 0.15   # the tiny vocoder's output level (full scale is 1)
+PROBE_FRAMES = 16
+
+# Codec groups per frame, as released: the talker predicts the first, the code predictor the rest, and
+# code2wav reads one code of each (its num_quantizers must equal the talker's num_code_groups).
+NUM_CODE_GROUPS = 16
 
 # Codec ids of the talker: all below talker vocab - 1024, the range generate() lets it emit.
 CODEC = dict(codec_pad_id=40, codec_bos_id=41, codec_eos_token_id=42, codec_nothink_id=43, codec_think_bos_id=44,
@@ -95,27 +133,71 @@ def omni_config(preset: str, ids: dict, initializer_range: float = 0.1):
                                         "interleaved": True},
                        rms_norm_eps=1e-6, initializer_range=initializer_range)
     predictor = dict(vocab_size=CODEC_RANGE, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
-                     num_attention_heads=2, num_key_value_heads=1, head_dim=16, num_code_groups=4,
+                     num_attention_heads=2, num_key_value_heads=1, head_dim=16, num_code_groups=NUM_CODE_GROUPS,
                      rms_norm_eps=1e-6, initializer_range=initializer_range)
-    talker = dict(text_config=talker_text, code_predictor_config=predictor, num_code_groups=4, thinker_hidden_size=d,
+    talker = dict(text_config=talker_text, code_predictor_config=predictor, num_code_groups=NUM_CODE_GROUPS,
+                  thinker_hidden_size=d,
                   accept_hidden_layer=1, spatial_merge_size=2, speaker_id=dict(SPEAKER_ID),
                   initializer_range=initializer_range, **CODEC,
                   **{k: ids[k] for k in ("audio_token_id", "image_token_id", "video_token_id", "vision_start_token_id",
                                          "audio_start_token_id")})
-    code2wav = dict(codebook_size=CODEC_RANGE, hidden_size=32, num_attention_heads=2, num_key_value_heads=2,
-                    intermediate_size=48, num_hidden_layers=1, num_quantizers=4, sliding_window=8,
-                    upsample_rates=[2, 2], upsampling_ratios=[2, 2], decoder_dim=32, max_position_embeddings=1024,
-                    initializer_range=initializer_range)
+    code2wav = dict(CODE2WAV_PRESETS[preset], codebook_size=CODEC_RANGE, num_quantizers=NUM_CODE_GROUPS,
+                    max_position_embeddings=1024, initializer_range=initializer_range)
     return Qwen3OmniMoeConfig(
         thinker_config=thinker, talker_config=talker, code2wav_config=code2wav, enable_audio_output=True,
         **{k: ids[k] for k in ("im_start_token_id", "im_end_token_id", "tts_pad_token_id", "tts_bos_token_id",
                                "tts_eos_token_id", "system_token_id", "user_token_id", "assistant_token_id")})
 
 
+def code2wav_family(name: str) -> str | None:
+    """The CODE2WAV_DRAWS family of a parameter name under `code2wav.` (None: left as Transformers drew it)."""
+    for family, (suffixes, _, _) in CODE2WAV_DRAWS.items():
+        if name.endswith(suffixes):
+            return family
+    return None
+
+
+def draw_code2wav(code2wav, seed: int) -> None:
+    """Redraw the CODE2WAV_DRAWS parameters of a Qwen3OmniMoeCode2Wav in place, from a generator of their own
+    (seeded from `seed`, so the thinker's and talker's draws are untouched by it)."""
+    import torch
+
+    # A stream apart from the global seed and from the talker experts' torch.Generator(seed).
+    stream = int.from_bytes(hashlib.sha256(f"code2wav:{seed}".encode()).digest()[:8], "little")
+    generator = torch.Generator().manual_seed(stream)
+    with torch.no_grad():
+        for name, param in code2wav.named_parameters():  # registration order: the same on every build
+            family = code2wav_family(name)
+            if family is None:
+                continue
+            how, a, b = CODE2WAV_DRAWS[family][2]
+            if how == "uniform":
+                value = a + (b - a) * torch.rand(param.shape, generator=generator)
+            else:
+                value = a + b * torch.randn(param.shape, generator=generator)
+            param.copy_(value)
+        # With these draws the waveform runs far past the clamp at +-1 (a quarter of "tiny"'s samples clipped),
+        # where an error no longer shows. Scale the last conv (output = w * x + b, so both) so that a decode of
+        # random codes has WAVE_RMS, a normal speech level, and the clamp rarely acts.
+        cfg = code2wav.config
+        probe = torch.randint(0, cfg.codebook_size, (1, cfg.num_quantizers, PROBE_FRAMES), generator=generator)
+        pre_clamp = {}
+        handle = code2wav.decoder[-1].register_forward_hook(lambda module, args, out: pre_clamp.setdefault("wav", out))
+        try:
+            code2wav(probe)
+        finally:
+            handle.remove()
+        gain = WAVE_RMS / float(pre_clamp["wav"].pow(2).mean().sqrt())
+        last = code2wav.decoder[-1].conv
+        last.weight.mul_(gain)
+        last.bias.mul_(gain)
+
+
 def build_tiny_omni(out_dir: str | Path, seed: int = 0, preset: str = "tiny") -> Path:
     """Write a random Qwen3OmniMoeForConditionalGeneration checkpoint (BF16 safetensors, every part) and
     its tokenizer to `out_dir`. The initialisation is wider than the default 0.02 so that routers pick
-    their experts by clear margins and greedy decoding is rarely a near tie."""
+    their experts by clear margins and greedy decoding is rarely a near tie; the vocoder's gains, SnakeBeta
+    parameters, biases and norms are drawn too (draw_code2wav), so that each of them moves the waveform."""
     import torch
     from transformers import Qwen3OmniMoeForConditionalGeneration
 
@@ -132,6 +214,7 @@ def build_tiny_omni(out_dir: str | Path, seed: int = 0, preset: str = "tiny") ->
             for name, param in model.named_parameters():
                 if name.startswith("talker.") and ".mlp.experts." in name:
                     param.copy_(torch.randn(param.shape, generator=generator) * config.talker_config.initializer_range)
+        draw_code2wav(model.code2wav, seed)
         model = model.to(torch.bfloat16)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
