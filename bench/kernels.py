@@ -5,7 +5,8 @@ the same run. Prints one JSON object (and writes it with --out).
 
 Times are GPU timestamps where the adapter has them (median of --reps runs after a warm-up), wall clock
 otherwise; the JSON says which. Inputs are random, never zeros. Each benchmarked case is first checked
-against its numpy reference on the same inputs, so a fast wrong kernel is reported as wrong.
+against its numpy reference on the same inputs (the op registry's, omni_lab/ops/registry.py), so a fast
+wrong kernel is reported as wrong.
 
 Besides the bandwidth sweep over large weights, every run times the small launches of a decode step, each
 with the cache flushed before every run (a decode step reads gigabytes, so its small weights come from
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from omni_lab.gpu import runtime  # noqa: E402
 from omni_lab.ops import copy as copy_op  # noqa: E402
 from omni_lab.ops import linear  # noqa: E402
+from omni_lab.ops.registry import nmse, reference  # noqa: E402
 
 
 def emit(report: dict, out: Path | None) -> None:
@@ -71,11 +73,6 @@ def timed(fn, reps: int, flush=None) -> tuple[float, str]:
     return statistics.median(sum(t.seconds for t in p.timings) for p in profs), profs[0].clock
 
 
-def nmse(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.sum((a - b) ** 2) / np.sum(b * b))
-
-
 def random_weight(rng, n: int, k: int, dtype: str):
     """Random [n, k] weights as stored (host array for upload) and as the GPU sees them (float32)."""
     return linear.stored(rng.standard_normal((n, k), dtype=np.float32) * np.float32(k ** -0.5), dtype)
@@ -84,9 +81,10 @@ def random_weight(rng, n: int, k: int, dtype: str):
 def bench_copy(mb: int, reps: int) -> dict:
     rt = runtime()
     n = mb * 2**20 // 4
-    src = rt.upload(np.random.default_rng(0).integers(0, 2**32 - 1, n, dtype=np.uint32))
+    host = np.random.default_rng(0).integers(0, 2**32 - 1, n, dtype=np.uint32)
+    src = rt.upload(host)
     dst = rt.empty((n,), "u32")
-    assert np.array_equal(copy_op.copy(src, dst).numpy(), src.numpy())
+    assert np.array_equal(copy_op.copy(src, dst).numpy(), reference("copy.copy")(host))
     t, clock = timed(lambda: copy_op.copy(src, dst), reps)
     return {"op": "copy", "bytes": 2 * src.nbytes, "seconds": t, "gb_per_s": 2 * src.nbytes / t / 1e9, "clock": clock}
 
@@ -123,7 +121,7 @@ def bench_matvec(mb: int, dtype: str, reps: int, rng, tprs=(32,)) -> dict:
     xt, y = rt.upload(x), rt.empty((n,))
     sweep = {}
     for tpr in tprs:
-        err = nmse(linear.matvec(xt, w, out=y, threads_per_row=tpr).numpy(), linear.matvec_ref(x, seen))
+        err = nmse(linear.matvec(xt, w, out=y, threads_per_row=tpr).numpy(), reference("linear.matvec")(x, seen))
         assert err < 1e-9, f"matvec.{dtype} threads_per_row={tpr}: nmse {err}"
         sweep[tpr] = timed(lambda: linear.matvec(xt, w, out=y, threads_per_row=tpr), reps)
     best = min(sweep, key=lambda k: sweep[k][0])
@@ -147,7 +145,8 @@ def bench_q8_matvec(mb: int, reps: int, rng) -> list[dict]:
     x = rng.standard_normal(k, dtype=np.float32)
     xt, y = runtime().upload(x), runtime().empty((n,))
     out = []
-    for path, fn, ref in (("dot4", q8.q8_matvec, q8.q8_matvec_ref), ("f32", q8.q8_matvec_f32, q8.q8_matvec_f32_ref)):
+    for path, fn, ref in (("dot4", q8.q8_matvec, reference("q8_0.q8_matvec")),
+                          ("f32", q8.q8_matvec_f32, reference("q8_0.q8_matvec_f32"))):
         rows = slice(0, 4096)  # the reference on a slice of rows keeps the host work small
         err = nmse(fn(xt, w, out=y).numpy()[rows], ref(x, wq[rows], wd[rows]))
         t, clock = timed(lambda: fn(xt, w, out=y), reps)
@@ -187,7 +186,7 @@ def bench_decode_matvec(name: str, reps: int, rng, flush) -> dict:
     x = rng.standard_normal(k, dtype=np.float32)
     xt = rt.upload(x)
     ys = tuple(rt.empty((n,)) for n in rows)
-    ref = np.concatenate([linear.matvec_ref(x, seen) for _, seen in hosts])
+    ref = np.concatenate([reference("linear.matvec")(x, seen) for _, seen in hosts])
     nbytes = sum(w.nbytes for w in ws)
 
     def run(tpr):
@@ -225,7 +224,7 @@ def bench_decode_attention(max_len: int, reps: int, rng, flush) -> list[dict]:
     ck, cv, qt, out = rt.upload(k), rt.upload(v), rt.upload(q), rt.empty(q.shape)
     step = rt.upload(np.array([n_keys - 1, 0, 0, 0], np.uint32))  # the new token's position
     scale = d ** -0.5
-    ref = A.attention_ref(q, k, v, n_keys - 1, scale)
+    ref = reference("attention.attention")(q, k, v, n_keys - 1, scale)
     nbytes = 2 * n_keys * n_kv * d * 4  # the keys and values read, each once
     results = []
     for split in (True, False):
@@ -261,14 +260,14 @@ def moe_stack(rng, e: int, n: int, kdim: int, dtype: str):
     values the kernels read for a list of experts (the reference never widens the whole stack)."""
     from omni_lab.formats.q8_0 import join_q8_0, upload_q8_0
     from omni_lab.gpu import bf16_to_f32
-    from omni_lab.ops import q8_0 as q8
 
     rt = runtime()
     if dtype == "q8_0":
         wq = rng.integers(-127, 128, (e, n, kdim), dtype=np.int8)
         wd = np.full((e, n, kdim // 32), kdim ** -0.5 / 73, np.float16)
         w = upload_q8_0(join_q8_0(wq.reshape(e * n, kdim), wd.reshape(e * n, -1)), (e, n, kdim))
-        return w, lambda ids: np.stack([q8.dequantize_ref(wq[i], wd[i]) for i in ids])
+        dequantize = reference("q8_0.dequantize")
+        return w, lambda ids: np.stack([dequantize(wq[i], wd[i]) for i in ids])
     bits, _ = linear.stored(rng.standard_normal((e, n, kdim), dtype=np.float32) * np.float32(kdim ** -0.5), "bf16")
     return rt.upload(bits, "bf16"), lambda ids: bf16_to_f32(bits[ids])
 
@@ -296,8 +295,8 @@ def bench_moe(dtype: str, reps: int, rng, tokens=MOE_TOKENS, shape=MOE_SHAPE) ->
         first = experts[:2]
         ids, local = np.unique(first, return_inverse=True)
         local = local.reshape(first.shape).astype(np.int32)
-        a_ref = moe.experts_gate_up_ref(x[:2], gate_up_seen(ids), local)
-        y_ref = moe.experts_down_ref(a_ref, down_seen(ids), local, rw[:2])
+        a_ref = reference("moe.experts_gate_up")(x[:2], gate_up_seen(ids), local)
+        y_ref = reference("moe.experts_down")(a_ref, down_seen(ids), local, rw[:2])
 
         def run(grouped: bool):
             groups = moe.group_pairs(ex, e) if grouped else None
@@ -331,7 +330,7 @@ def bench_matmul(m: int, n: int, k: int, dtype: str, reps: int, rng) -> dict:
     w = rt.upload(host, dtype)
     x = rng.standard_normal((m, k), dtype=np.float32)
     xt, y = rt.upload(x), rt.empty((m, n))
-    err = nmse(linear.matmul(xt, w, out=y).numpy(), linear.matmul_ref(x, seen))
+    err = nmse(linear.matmul(xt, w, out=y).numpy(), reference("linear.matmul")(x, seen))
     t, clock = timed(lambda: linear.matmul(xt, w, out=y), reps)
     return {"op": f"matmul.{dtype}", "shape": [m, n, k], "flops": 2 * m * n * k, "seconds": t,
             "gflop_per_s": 2 * m * n * k / t / 1e9, "nmse": err, "clock": clock}

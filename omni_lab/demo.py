@@ -72,7 +72,7 @@ def adapter_step(demo: Demo) -> None:
 
 
 def selfcheck_step(demo: Demo) -> None:
-    from .ops.selfcheck import run_selfcheck
+    from .ops.selfcheck import entry_point_report, run_selfcheck
 
     results = run_selfcheck()
     for r in results:
@@ -82,9 +82,13 @@ def selfcheck_step(demo: Demo) -> None:
     demo.summary["selfcheck"] = [{"op": r.op, "nmse": r.nmse, "bound": r.bound, "ok": r.ok} for r in results]
     if failed:
         # A model built on a wrong kernel diverges everywhere after it; the kernel is the thing to fix.
-        raise DemoError(f"{len(failed)} of {len(results)} kernels do not match their numpy reference on this "
+        raise DemoError(f"{len(failed)} of {len(results)} kernel checks do not match their numpy reference on this "
                         f"adapter: {', '.join(r.op for r in failed)}")
-    demo.say(f"{len(results)} of {len(results)} kernels match their numpy reference")
+    points = entry_point_report(results)
+    unchecked = [p["kernel"] for p in points if p["case"] is None]
+    if unchecked:
+        raise DemoError(f"no selfcheck case exercises {', '.join(unchecked)}")
+    demo.say(f"{len(points)} of {len(points)} entry points checked: {len(results)} cases match their numpy reference")
 
 
 def models_step(demo: Demo) -> None:

@@ -1,5 +1,7 @@
-"""kv_append and grouped-query attention against numpy, against torch's SDPA and transformers'
-eager_attention_forward with HF's own masks, prefill-then-decode against one prefill, and sentinels."""
+"""kv_append writing only its rows, grouped-query attention against torch's SDPA and transformers'
+eager_attention_forward with HF's own masks, prefill-then-decode against one prefill, a long-context decode,
+and argument errors. The sweeps against numpy (single pass and split-K) are registry cases
+(ops/attention.py cases)."""
 
 import numpy as np
 import pytest
@@ -7,92 +9,18 @@ import torch
 
 from omni_lab.gpu import KernelError, Tensor
 from omni_lab.ops import attention as A
-from kernel_harness import NMSE_MATMUL, SENTINEL, check_sentinels, nmse, padded_output, rand
+from omni_lab.ops.attention import NMSE_ATTN, filled_cache, sentinel_cache, start_step
+from kernel_harness import NMSE_MATMUL, SENTINEL, check_sentinels, nmse, rand
 
-# f32 dot products and an f32 online softmax against a float64 reference: far inside the matmul bound.
-NMSE_ATTN = 1e-10
 assert NMSE_ATTN < NMSE_MATMUL
-
-
-def start_step(rt, start):
-    return rt.upload(np.array([start, 0, 0, 0], np.uint32))
-
-
-def sentinel_cache(rt, max_len, n_kv, d):
-    """A (k, v) cache whose every row holds the sentinel, inside sentinel padding: attention that reads a
-    row it should not gets a score of ~1e31 and a garbage output; kv_append that writes past its rows
-    trips check_sentinels."""
-    pair = []
-    for _ in range(2):
-        t = padded_output((max_len, n_kv, d))
-        rt.write(t, np.full((max_len, n_kv, d), SENTINEL, np.float32))
-        pair.append(t)
-    return pair
-
-
-def fill(rt, rng, max_len, n_kv, d, start, t):
-    """A sentinel cache with rows 0 .. start + t - 1 written by kv_append (rows < start in a first call),
-    and the host copies of what the rows hold."""
-    ck, cv = sentinel_cache(rt, max_len, n_kv, d)
-    hk = np.full((max_len, n_kv, d), SENTINEL, np.float32)
-    hv = hk.copy()
-    for s, n in ((0, start), (start, t)):
-        if n:
-            k, v = rand(rng, n, n_kv, d), rand(rng, n, n_kv, d)
-            A.kv_append(rt.upload(k), rt.upload(v), ck, cv, start_step(rt, s))
-            A.kv_append_ref(k, v, hk, hv, s)
-    return ck, cv, hk, hv
-
-
-# (T, n_kv, group, D, start, window): odd T, D 4 .. 256 (multiples of 4, most not of 16), n_kv 1/2/4,
-# Hq / n_kv 1/2/4/8, prefill at 0 and after earlier rows, decode, windows shorter and longer than the context.
-CASES = [
-    (1, 1, 1, 16, 0, 0), (7, 2, 4, 64, 0, 0), (13, 4, 2, 128, 0, 0), (5, 1, 8, 128, 3, 0),
-    (1, 2, 8, 128, 200, 0), (1, 4, 4, 64, 64, 0), (33, 2, 1, 20, 0, 0), (3, 1, 2, 36, 130, 0),
-    (9, 2, 2, 4, 17, 0), (2, 1, 1, 256, 70, 0), (65, 1, 4, 64, 0, 0), (70, 2, 2, 16, 1, 0),
-    (17, 2, 4, 64, 0, 5), (11, 1, 2, 128, 40, 16), (1, 4, 8, 128, 300, 64), (1, 2, 2, 64, 300, 1),
-    (29, 4, 1, 16, 10, 100), (40, 1, 8, 32, 90, 65), (3, 2, 4, 128, 0, 2),
-]
-
-
-@pytest.mark.parametrize("t,n_kv,group,d,start,window", CASES)
-def test_attention_matches_numpy(rt, rng, t, n_kv, group, d, start, window):
-    max_len = start + t + 5
-    ck, cv, hk, hv = fill(rt, rng, max_len, n_kv, d, start, t)
-    q = rand(rng, t, n_kv * group, d)
-    out = padded_output(q.shape)
-    A.attention(rt.upload(q), ck, cv, start_step(rt, start), d ** -0.5, window=window, out=out, split=False)
-    assert nmse(out.numpy(), A.attention_ref(q, hk, hv, start, d ** -0.5, window)) < NMSE_ATTN
-    check_sentinels(out)
-
-
-# The split-K path: contexts of one to several slices of A.split_size(max_len) keys (32, 64 or 128), windows that start mid-slice or
-# span slices, large query groups, D = 256, and prefill through the same path (T > 1).
-SPLIT_CASES = [
-    (1, 1, 16, 64, 300, 0, 400), (1, 2, 12, 128, 129, 50, 200), (1, 1, 8, 256, 260, 0, 261), (3, 1, 3, 12, 140, 0, 150),
-    (1, 2, 4, 128, 0, 0, 8), (1, 2, 4, 128, 255, 0, 300), (1, 1, 8, 64, 256, 0, 600), (1, 4, 2, 64, 700, 0, 701),
-    (1, 2, 2, 128, 600, 300, 610), (1, 1, 1, 16, 511, 256, 520), (1, 2, 8, 128, 1000, 1, 1030),
-    (5, 2, 2, 64, 500, 0, 520), (7, 1, 4, 32, 250, 20, 300), (3, 2, 1, 20, 900, 600, 1200),
-    (1, 2, 4, 64, 2999, 0, 3000), (1, 1, 2, 128, 9000, 100, 9001),
-]
-
-
-@pytest.mark.parametrize("t,n_kv,group,d,start,window,max_len", SPLIT_CASES)
-def test_split_path_matches_numpy(rt, rng, t, n_kv, group, d, start, window, max_len):
-    ck, cv, hk, hv = fill(rt, rng, max_len, n_kv, d, start, t)
-    q = rand(rng, t, n_kv * group, d)
-    out = padded_output(q.shape)
-    A.attention(rt.upload(q), ck, cv, start_step(rt, start), d ** -0.5, window=window, out=out, split=True)
-    assert nmse(out.numpy(), A.attention_ref(q, hk, hv, start, d ** -0.5, window)) < NMSE_ATTN
-    check_sentinels(out)
 
 
 def test_kv_append_writes_only_its_rows(rt, rng):
     max_len, n_kv, d = 40, 2, 12
-    ck, cv = sentinel_cache(rt, max_len, n_kv, d)
+    ck, cv = sentinel_cache(max_len, n_kv, d)
     hk = np.full((max_len, n_kv, d), SENTINEL, np.float32)
     hv = hk.copy()
-    step = start_step(rt, 0)
+    step = start_step(0)
     for start, t in ((0, 7), (7, 1), (8, 1), (20, 3), (37, 3), (38, 5), (40, 2), (45, 1)):  # the last ones overflow
         rt.write(step, np.array([start, 0, 0, 0], np.uint32))
         k, v = rand(rng, t, n_kv, d), rand(rng, t, n_kv, d)
@@ -116,8 +44,8 @@ def test_prefill_then_decode_equals_one_prefill(rt, rng, window, max_len):
     q, k, v = rand(rng, n, hq, d), rand(rng, n, n_kv, d), rand(rng, n, n_kv, d)
     scale = d ** -0.5
 
-    ck, cv = sentinel_cache(rt, max_len, n_kv, d)
-    step = start_step(rt, 0)
+    ck, cv = sentinel_cache(max_len, n_kv, d)
+    step = start_step(0)
     A.kv_append(rt.upload(k), rt.upload(v), ck, cv, step)
     full = A.attention(rt.upload(q), ck, cv, step, scale, window).numpy()
     hk = np.zeros((max_len, n_kv, d), np.float32)
@@ -125,7 +53,7 @@ def test_prefill_then_decode_equals_one_prefill(rt, rng, window, max_len):
     A.kv_append_ref(k, v, hk, hv, 0)
     assert nmse(full, A.attention_ref(q, hk, hv, 0, scale, window)) < NMSE_ATTN
 
-    ck, cv = sentinel_cache(rt, max_len, n_kv, d)
+    ck, cv = sentinel_cache(max_len, n_kv, d)
     A.kv_append(rt.upload(k[:p]), rt.upload(v[:p]), ck, cv, step)
     pre = A.attention(rt.upload(q[:p]), ck, cv, step, scale, window).numpy()
     assert np.array_equal(pre, full[:p])
@@ -157,7 +85,7 @@ def test_long_context_decode(rt, rng):
     k = rand(rng, max_len, n_kv, d)
     v = rand(rng, max_len, n_kv, d)
     ck, cv = A.kv_cache(max_len, n_kv, d)
-    step = start_step(rt, 0)
+    step = start_step(0)
     A.kv_append(rt.upload(k), rt.upload(v), ck, cv, step)
     q = rand(rng, 1, n_kv * group, d, scale=3.0)
     rt.write(step, np.array([max_len - 1, 0, 0, 0], np.uint32))
@@ -195,9 +123,9 @@ def hf_reference(q, k, v, start, scale, window, group):
 ])
 def test_attention_matches_transformers_and_sdpa(rt, rng, t, n_kv, group, d, start, window):
     s = start + t
-    ck, cv, hk, hv = fill(rt, rng, s + 3, n_kv, d, start, t)
+    ck, cv, hk, hv = filled_cache(rng, s + 3, n_kv, d, start, t)
     q = rand(rng, t, n_kv * group, d)
-    ours = A.attention(rt.upload(q), ck, cv, start_step(rt, start), d ** -0.5, window).numpy()
+    ours = A.attention(rt.upload(q), ck, cv, start_step(start), d ** -0.5, window).numpy()
     eager, sdpa, causal = hf_reference(q, hk[:s], hv[:s], start, d ** -0.5, window, group)
     assert nmse(ours, eager) < NMSE_ATTN
     assert nmse(ours, sdpa) < NMSE_ATTN
@@ -218,7 +146,7 @@ def test_window_rule_is_transformers():
 
 def test_shape_and_dtype_errors_name_the_kernel(rt):
     ck, cv = A.kv_cache(16, 2, 8)
-    step = start_step(rt, 0)
+    step = start_step(0)
     q = rt.upload(np.zeros((3, 4, 8), np.float32))
     with pytest.raises(KernelError, match=r"attention: Hq must be a multiple of n_kv = 2 \(q=\(3, 3, 8\) f32"):
         A.attention(rt.upload(np.zeros((3, 3, 8), np.float32)), ck, cv, step, 0.3)

@@ -1,5 +1,5 @@
-"""RMSNorm and LayerNorm against float64 numpy, HF's Qwen3RMSNorm and torch's LayerNorm: ragged row
-lengths, QK-norm's per-head view, in place, sentinels, and argument errors."""
+"""RMSNorm and LayerNorm against HF's Qwen3RMSNorm and torch's LayerNorm: QK-norm's per-head view, in
+place, a zero row, and argument errors. The sweeps against numpy are registry cases (ops/norm.py cases)."""
 
 import numpy as np
 import pytest
@@ -7,22 +7,8 @@ import torch
 
 from omni_lab.gpu import KernelError
 from omni_lab.ops import norm
-from kernel_harness import NMSE_ELEMENTWISE, check_sentinels, nmse, padded_output, rand
-
-# Row sums in f32 over up to 1e5 elements: NMSE stays near 1e-14.
-BOUND = NMSE_ELEMENTWISE * 1e-4
-
-SHAPES = [(1, 1), (3, 7), (7, 33), (33, 100), (2, 257), (5, 1000), (4, 2048), (3, 4099), (1, 100_003), (300, 128)]
-
-
-@pytest.mark.parametrize("rows,d", SHAPES)
-def test_rmsnorm(rt, rng, rows, d):
-    x = rand(rng, rows, d, scale=3.0)
-    w = 1.0 + rand(rng, d, scale=0.2)
-    out = padded_output((rows, d))
-    norm.rmsnorm(rt.upload(x), rt.upload(w), 1e-6, out=out)
-    assert nmse(out.numpy(), norm.rmsnorm_ref(x, w, 1e-6)) < BOUND
-    check_sentinels(out)
+from omni_lab.ops.norm import NMSE_BOUND as BOUND
+from kernel_harness import nmse, rand
 
 
 def test_rmsnorm_matches_hf_qwen3(rt, rng):
@@ -60,19 +46,6 @@ def test_rmsnorm_zero_row_and_eps(rt):
     assert (y[0] == 0).all()
 
 
-@pytest.mark.parametrize("rows,d", SHAPES)
-@pytest.mark.parametrize("affine", ["both", "weight", "bias", "none"])
-def test_layernorm(rt, rng, rows, d, affine):
-    # An offset mean and a small spread: E[x^2] - mean^2 would lose most of its digits here.
-    x = 50.0 + rand(rng, rows, d, scale=0.5)
-    w = rand(rng, d) if affine in ("both", "weight") else None
-    b = rand(rng, d) if affine in ("both", "bias") else None
-    out = padded_output((rows, d))
-    norm.layernorm(rt.upload(x), w if w is None else rt.upload(w), b if b is None else rt.upload(b), 1e-5, out=out)
-    assert nmse(out.numpy(), norm.layernorm_ref(x, w, b, 1e-5)) < BOUND
-    check_sentinels(out)
-
-
 def test_layernorm_matches_torch(rt, rng):
     x = rand(rng, 17, 1280, scale=2.0)
     ln = torch.nn.LayerNorm(1280, eps=1e-5)
@@ -100,17 +73,3 @@ def test_errors_name_the_kernel(rt):
         norm.layernorm(x, w, rt.upload(np.zeros(8, np.int32)), 1e-5)
     with pytest.raises(KernelError, match=r"layernorm: x must be \[..., D\] with D > 0"):
         norm.layernorm(x.view((4, 0)), None, None, 1e-5)
-
-
-@pytest.mark.parametrize("rows,d,in_place", [(1, 1024, True), (3, 7, False), (5, 257, True), (2, 2048, False)])
-def test_add_rmsnorm_equals_add_then_rmsnorm(rt, rng, rows, d, in_place):
-    h, delta, w = rand(rng, rows, d), rand(rng, rows, d), rand(rng, d)
-    ht = rt.upload(h)
-    out_h = ht if in_place else padded_output((rows, d))
-    out = padded_output((rows, d))
-    norm.add_rmsnorm(ht, rt.upload(delta), rt.upload(w), 1e-6, out_h=out_h, out=out)
-    np.testing.assert_array_equal(out_h.numpy(), h + delta)  # the same f32 add
-    assert nmse(out.numpy(), norm.rmsnorm_ref(h + delta, w, 1e-6)) < 1e-11
-    check_sentinels(out)
-    if not in_place:
-        check_sentinels(out_h)

@@ -1,6 +1,6 @@
-"""Q8_0: host quantization byte-identical to gguf-py, and the GPU kernels (activation quantization, dot4
-and f32 matvecs, tiled matmul, the path chooser) against their numpy references over a sweep that
-includes ragged N, split bindings and sentinel padding."""
+"""Q8_0: host quantization byte-identical to gguf-py, the GPU's activation quantization against llama.cpp's
+rule, the path chooser, and argument errors. The dot4 and f32 matvecs and the tiled matmul against their
+numpy references over sweeps with ragged N and split bindings are registry cases (ops/q8_0.py cases)."""
 
 import numpy as np
 import pytest
@@ -11,18 +11,10 @@ from omni_lab.formats.q8_0 import (BLOCK_BYTES, QK, Q8Weight, dequantize_q8_0, j
                                    upload_f32_as_q8_0, upload_q8_0)
 from omni_lab.gpu import KernelError
 from omni_lab.ops import q8_0 as q8
+from omni_lab.ops.q8_0 import NMSE_Q8_EXACT, random_q8_weights
 from kernel_harness import check_sentinels, nmse, padded_output, rand
 
 Q8 = GGMLQuantizationType.Q8_0
-
-# The GPU computes exact int32 block sums; what remains is f32 rounding of the block scaling and of the
-# accumulation over at most K/32 blocks, and, for dot4, an occasional +-1 activation quant where the
-# GPU's 1/d differs from numpy's in the last ulp (WGSL allows 2.5 ulp division). Observed ~1e-14.
-NMSE_Q8_EXACT = 5e-10
-# dot4 against the float product of the same (dequantized) weights: rounding x to 8 bits per block adds
-# uniform error of variance d^2/12 with d = max|x|/127. For Gaussian x, max over 32 values ~ 2.3 sigma,
-# so NMSE ~ (2.3/127)^2 / 12 ~ 2.7e-5. 5e-4 (the matmul-like bound) leaves a margin of ~18x.
-NMSE_DOT4_VS_F32 = 5e-4
 
 
 # ---- host: bytes identical to gguf-py ------------------------------------------------------------------
@@ -88,13 +80,6 @@ def test_host_rejects_ragged_k():
 
 
 # ---- GPU -----------------------------------------------------------------------------------------------
-def q8_weights(rng, n, k):
-    """A random weight quantized by gguf: (Q8Weight on the GPU, int8 quants, f16 scales)."""
-    blocks = quantize_q8_0(rand(rng, n, k, scale=k ** -0.5))
-    wq, wd = split_q8_0(blocks, (n, k))
-    return upload_q8_0(blocks, (n, k)), wq, wd
-
-
 @pytest.mark.parametrize("t,k", [(1, 32), (3, 96), (5, 1056), (2, 4096)])
 def test_quantize_activations(rt, rng, t, k):
     x = rand(rng, t, k, scale=3.0)
@@ -113,44 +98,8 @@ def test_quantize_activations(rt, rng, t, k):
     check_sentinels(d_out)
 
 
-MATVEC_CASES = [(1, 32), (7, 64), (33, 96), (130, 2048), (257, 1056), (64, 4096), (3, 160)]
-
-
-@pytest.mark.parametrize("n,k", MATVEC_CASES)
-def test_q8_matvec_both_paths(rt, rng, n, k):
-    w, wq, wd = q8_weights(rng, n, k)
-    x = rand(rng, k)
-    xt = rt.upload(x)
-    out = padded_output((n,))
-    q8.q8_matvec(xt, w, out=out)
-    y_dot4 = out.numpy()
-    check_sentinels(out)
-    assert nmse(y_dot4, q8.q8_matvec_ref(x, wq, wd)) < NMSE_Q8_EXACT
-    out = padded_output((1, n))
-    q8.q8_matvec_f32(rt.upload(x[None]), w, out=out)
-    y_f32 = out.numpy()[0]
-    check_sentinels(out)
-    exact = q8.q8_matvec_f32_ref(x, wq, wd)
-    assert nmse(y_f32, exact) < NMSE_Q8_EXACT
-    if n >= 32:  # the statistical bound needs enough outputs to mean anything
-        assert nmse(y_dot4, exact) < NMSE_DOT4_VS_F32
-
-
-MATMUL_CASES = [(2, 3, 32), (17, 33, 96), (33, 64, 64), (70, 130, 1056), (5, 300, 1024), (64, 64, 2048)]
-
-
-@pytest.mark.parametrize("m,n,k", MATMUL_CASES)
-def test_q8_matmul(rt, rng, m, n, k):
-    w, wq, wd = q8_weights(rng, n, k)
-    x = rand(rng, m, k)
-    out = padded_output((m, n))
-    q8.q8_matmul(rt.upload(x), w, out=out)
-    assert nmse(out.numpy(), q8.q8_matmul_ref(x, wq, wd)) < NMSE_Q8_EXACT
-    check_sentinels(out)
-
-
 def test_q8_linear_chooses_once_and_obeys_overrides(rt, rng, monkeypatch):
-    w, wq, wd = q8_weights(rng, 40, 256)
+    w, wq, wd = random_q8_weights(rng, 40, 256)
     x = rand(rng, 1, 256)
     choice = q8.choose_path()
     assert choice["path"] in q8.PATHS and set(choice["seconds"]) == set(q8.PATHS)
@@ -179,7 +128,7 @@ def test_choose_path_keeps_dot4_unless_f32_is_clearly_faster(rt, monkeypatch):
 def test_q8_linears_share_one_quantization(rt, rng):
     """q/k/v-style projections of one x: on the dot4 path one quantize_act feeds all of them, and each
     result is the single-weight reference; several tokens take the matmul per weight."""
-    ws = [q8_weights(rng, n, 256) for n in (40, 8, 8)]
+    ws = [random_q8_weights(rng, n, 256) for n in (40, 8, 8)]
     x = rand(rng, 1, 256)
     outs = tuple(rt.empty((1, w.shape[0]), "f32") for w, _, _ in ws)
     with rt.profile() as prof:
@@ -192,28 +141,6 @@ def test_q8_linears_share_one_quantization(rt, rng):
     ys = q8.q8_linears(rt.upload(xm), tuple(w for w, _, _ in ws), tuple(rt.empty((3, w.shape[0]), "f32") for w, _, _ in ws))
     for y, (_, wq, wd) in zip(ys, ws):
         assert nmse(y.numpy(), q8.q8_matmul_ref(xm, wq, wd)) < NMSE_Q8_EXACT
-
-
-def test_split_binding_over_128_mib(rt, rng):
-    """int8 quants of 134 MB need two bindings on lavapipe; check rows on both sides of each split."""
-    n, k = 16400, 8192
-    assert n * k > rt.gpu.max_binding
-    wq = rng.integers(-127, 128, size=(n, k), dtype=np.int8)
-    wd = (rng.uniform(0.5, 1.5, size=(n, k // QK)) * 1e-3).astype(np.float16)
-    w = Q8Weight((n, k), rt.upload(wq.view(np.uint32), "u32"), rt.upload(wd, "f16"))
-    pieces = w.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment)
-    assert len(pieces) > 1
-    firsts = [r for r, _ in pieces]
-    rows = sorted({r + d for r in firsts for d in (-2, -1, 0, 1) if 0 <= r + d < n} | {n - 1, n // 3})
-    x = rand(rng, k)
-    xm = rand(rng, 3, k)
-    y_dot4 = q8.q8_matvec(rt.upload(x), w).numpy()
-    y_f32 = q8.q8_matvec_f32(rt.upload(x), w).numpy()
-    y_mm = q8.q8_matmul(rt.upload(xm), w).numpy()
-    sub_q, sub_d = wq[rows], wd[rows]
-    assert nmse(y_dot4[rows], q8.q8_matvec_ref(x, sub_q, sub_d)) < NMSE_Q8_EXACT
-    assert nmse(y_f32[rows], q8.q8_matvec_f32_ref(x, sub_q, sub_d)) < NMSE_Q8_EXACT
-    assert nmse(y_mm[:, rows], q8.q8_matmul_ref(xm, sub_q, sub_d)) < NMSE_Q8_EXACT
 
 
 def test_errors_name_kernel_and_shape(rt, rng):

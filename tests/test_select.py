@@ -1,6 +1,7 @@
-"""argmax and topk: exact against torch on inputs without ties, exact against our own rule (lower index
-first) on inputs full of ties, NaN and -0, vocabulary-sized rows, MoE-shaped batches, results used on the
-GPU without readback, sentinels, and argument errors."""
+"""argmax and topk: argmax on ties exact against torch and our rule (lower index first), NaN, inf and -0,
+the wide-row path's order, results used on the GPU without readback, and argument errors. The sweeps
+(exact against numpy, without ties and with them, vocabulary-sized rows, MoE-shaped batches) are registry
+cases (ops/select.py cases)."""
 
 import numpy as np
 import pytest
@@ -8,31 +9,8 @@ import torch
 
 from omni_lab.gpu import KernelError
 from omni_lab.ops import embedding, select
-from kernel_harness import check_sentinels, padded_output
-
-
-def distinct(rng, rows, cols):
-    """Random rows without ties: shuffled integers plus a fraction below 0.5, so no two entries round alike."""
-    ranks = rng.permuted(np.tile(np.arange(cols), (rows, 1)), axis=1)
-    return (ranks - cols / 2 + 0.5 * rng.random((rows, cols))).astype(np.float32)
-
-
-def tied(rng, rows, cols, levels=5):
-    x = rng.integers(0, levels, size=(rows, cols)).astype(np.float32)
-    x[rng.random((rows, cols)) < 0.1] = -0.0
-    return x
-
-
-ARGMAX_SHAPES = [(1, 1), (3, 7), (7, 33), (33, 100), (2, 257), (5, 1000), (300, 128), (1, 152_064), (2, 300_007)]
-
-
-@pytest.mark.parametrize("rows,cols", ARGMAX_SHAPES)
-def test_argmax(rt, rng, rows, cols):
-    x = distinct(rng, rows, cols)
-    out = padded_output((rows,), "i32")
-    select.argmax(rt.upload(x), out=out)
-    assert np.array_equal(out.numpy(), torch.argmax(torch.from_numpy(x), dim=-1).numpy())
-    check_sentinels(out)
+from omni_lab.ops.select import distinct_rows as distinct
+from omni_lab.ops.select import tied_rows as tied
 
 
 @pytest.mark.parametrize("rows,cols", [(4, 3), (9, 33), (40, 257), (3, 4099), (1, 152_064)])
@@ -50,31 +28,6 @@ def test_argmax_nan_and_inf(rt):
     got = select.argmax(rt.upload(x)).numpy()
     assert np.array_equal(got, [1, 0, 1])
     assert np.array_equal(got, torch.argmax(torch.from_numpy(x), dim=-1).numpy())
-
-
-TOPK_CASES = [(1, 1, 1), (3, 7, 3), (2, 7, 7), (33, 100, 8), (7, 257, 64), (5, 1000, 64), (512, 128, 8), (3, 4099, 100),
-              (1, 152_064, 1), (1, 152_064, 50), (1, 152_064, 64), (2, 300_007, 20), (1, 5000, 1024)]
-
-
-@pytest.mark.parametrize("rows,cols,k", TOPK_CASES)
-def test_topk(rt, rng, rows, cols, k):
-    x = distinct(rng, rows, cols)
-    values, indices = padded_output((rows, k)), padded_output((rows, k), "i32")
-    select.topk(rt.upload(x), k, out_values=values, out_indices=indices)
-    want_v, want_i = torch.topk(torch.from_numpy(x), k, dim=-1)
-    assert np.array_equal(values.numpy(), want_v.numpy())
-    assert np.array_equal(indices.numpy(), want_i.numpy())
-    check_sentinels(values)
-    check_sentinels(indices)
-
-
-@pytest.mark.parametrize("rows,cols,k", [(3, 7, 7), (64, 128, 8), (5, 1000, 64), (2, 5000, 100), (1, 152_064, 64)])
-def test_topk_ties_by_lower_index(rt, rng, rows, cols, k):
-    x = tied(rng, rows, cols, levels=3)
-    v, i = select.topk(rt.upload(x), k)
-    want_v, want_i = select.topk_ref(x, k)
-    assert np.array_equal(v.numpy(), want_v)
-    assert np.array_equal(i.numpy(), want_i)
 
 
 def test_topk_nan_inf_and_signed_zero(rt):

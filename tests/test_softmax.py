@@ -1,30 +1,14 @@
-"""softmax against float64 numpy and torch: ragged and vocabulary-sized rows, large logits, -inf masks,
-in place, sentinels, and argument errors."""
+"""softmax against torch with -inf masks, in place, at its extremes, and argument errors. The sweep against
+numpy (ragged and vocabulary-sized rows, large logits) is registry cases (ops/softmax.py cases)."""
 
 import numpy as np
 import pytest
 import torch
 
 from omni_lab.gpu import KernelError
+from omni_lab.ops.softmax import NMSE_BOUND as BOUND
 from omni_lab.ops.softmax import softmax, softmax_ref
-from kernel_harness import NMSE_ELEMENTWISE, check_sentinels, nmse, padded_output, rand
-
-# exp to ~1.3 ulp and a tree-reduced f32 sum: NMSE near 1e-14.
-BOUND = NMSE_ELEMENTWISE * 1e-4
-
-SHAPES = [(1, 1), (3, 7), (7, 33), (33, 100), (2, 257), (5, 1000), (300, 128), (3, 4099), (1, 152_064), (2, 200_003)]
-
-
-@pytest.mark.parametrize("rows,cols", SHAPES)
-@pytest.mark.parametrize("scale", [1.0, 30.0])
-def test_softmax(rt, rng, rows, cols, scale):
-    x = rand(rng, rows, cols, scale=scale) + 1000.0 * rng.standard_normal((rows, 1)).astype(np.float32)  # row offsets: stability
-    out = padded_output((rows, cols))
-    softmax(rt.upload(x), out=out)
-    y = out.numpy()
-    assert nmse(y, softmax_ref(x)) < BOUND
-    np.testing.assert_allclose(y.sum(axis=-1), 1.0, rtol=1e-5)
-    check_sentinels(out)
+from kernel_harness import nmse, rand
 
 
 def test_softmax_matches_torch_with_causal_mask(rt, rng):

@@ -198,6 +198,7 @@ class Runtime:
         self._staging: dict[int, list[wgpu.GPUBuffer]] = {}
         self._step: Step | None = None
         self._profile: Profile | None = None
+        self._recording: set[str] | None = None
         self._fence = None
 
     # -- kernels -------------------------------------------------------------------------------
@@ -281,6 +282,8 @@ class Runtime:
 
     # -- recording and submission --------------------------------------------------------------
     def dispatch(self, kernel: Kernel, bind_group, grid) -> None:
+        if self._recording is not None:
+            self._recording.add(kernel.name)
         d = Dispatch(kernel, bind_group, grid)
         if self._step is not None:
             self._step.dispatches.append(d)
@@ -315,6 +318,21 @@ class Runtime:
         step = Step(list(dispatches), validated=True)
         rbs = [step.read(t) for t in reads]
         return InFlight(self._submit(step, wait=False), rbs)
+
+    @contextmanager
+    def recording(self):
+        """The names ("<shader>.<entry>") of the kernels dispatched inside the block, as a set filled in while
+        it runs: how the op registry measures which entry points its cases exercise. Replayed dispatches are
+        not seen (they skip `dispatch`). Outside such a block a dispatch pays one `is None` test for it. A
+        nested block's names also reach the outer one."""
+        outer = self._recording
+        self._recording = names = set()
+        try:
+            yield names
+        finally:
+            self._recording = outer
+            if outer is not None:
+                outer |= names
 
     @contextmanager
     def profile(self):

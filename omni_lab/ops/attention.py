@@ -16,6 +16,7 @@ import numpy as np
 
 from ..gpu import Tensor, pack_params, runtime
 from ._check import dtype_in, expect
+from .registry import SENTINEL, padded_output, rand, sweep
 
 WG = 64  # threads per workgroup: keys per softmax chunk, and the largest D / 4
 WGC = 256  # threads of the split path's combine step
@@ -153,3 +154,82 @@ def attention_ref(q: np.ndarray, cache_k: np.ndarray, cache_v: np.ndarray, start
     denom = p.sum(axis=-1, keepdims=True)
     out = np.einsum("hts,shd->thd", p / np.where(denom > 0, denom, 1.0), v)
     return out.astype(np.float32)
+
+
+# -- registry cases (ops/registry.py) --------------------------------------------------------------
+
+# f32 dot products and an f32 online softmax against a float64 reference: far inside the matmul bound.
+NMSE_ATTN = 1e-10
+
+
+def start_step(start: int) -> Tensor:
+    """A new `step` tensor whose first new token is at position `start`."""
+    return runtime().upload(np.array([start, 0, 0, 0], np.uint32))
+
+
+def sentinel_cache(max_len: int, n_kv: int, d: int) -> list[Tensor]:
+    """A (k, v) cache whose every row holds the sentinel, inside sentinel padding: attention that reads a
+    row it should not gets a score of ~1e31 and a garbage output; kv_append that writes past its rows
+    trips the padding's check."""
+    pair = []
+    for _ in range(2):
+        t = padded_output((max_len, n_kv, d))
+        runtime().write(t, np.full((max_len, n_kv, d), SENTINEL, np.float32))
+        pair.append(t)
+    return pair
+
+
+def filled_cache(rng, max_len: int, n_kv: int, d: int, start: int, t: int):
+    """A sentinel cache with rows 0 .. start + t - 1 written by kv_append (rows < start in a first call),
+    and the host copies of what the rows hold: (cache_k, cache_v, host_k, host_v)."""
+    rt = runtime()
+    ck, cv = sentinel_cache(max_len, n_kv, d)
+    hk = np.full((max_len, n_kv, d), SENTINEL, np.float32)
+    hv = hk.copy()
+    for s, n in ((0, start), (start, t)):
+        if n:
+            k, v = rand(rng, n, n_kv, d), rand(rng, n, n_kv, d)
+            kv_append(rt.upload(k), rt.upload(v), ck, cv, start_step(s))
+            kv_append_ref(k, v, hk, hv, s)
+    return ck, cv, hk, hv
+
+
+def _attention_case(rng, t, n_kv, group, d, start, window, max_len=None, split=False):
+    max_len = max_len or start + t + 5
+    ck, cv, hk, hv = filled_cache(rng, max_len, n_kv, d, start, t)
+    q = rand(rng, t, n_kv * group, d)
+    out = padded_output(q.shape)
+    attention(runtime().upload(q), ck, cv, start_step(start), d ** -0.5, window=window, out=out, split=split)
+    return out.numpy(), attention_ref(q, hk, hv, start, d ** -0.5, window)
+
+
+# (T, n_kv, group, D, start, window): odd T, D 4 .. 256 (multiples of 4, most not of 16), n_kv 1/2/4,
+# Hq / n_kv 1/2/4/8, prefill at 0 and after earlier rows, decode, windows shorter and longer than the context.
+SINGLE_PASS = [
+    (1, 1, 1, 16, 0, 0), (7, 2, 4, 64, 0, 0), (13, 4, 2, 128, 0, 0), (5, 1, 8, 128, 3, 0),
+    (1, 2, 8, 128, 200, 0), (1, 4, 4, 64, 64, 0), (33, 2, 1, 20, 0, 0), (3, 1, 2, 36, 130, 0),
+    (9, 2, 2, 4, 17, 0), (2, 1, 1, 256, 70, 0), (65, 1, 4, 64, 0, 0), (70, 2, 2, 16, 1, 0),
+    (17, 2, 4, 64, 0, 5), (11, 1, 2, 128, 40, 16), (1, 4, 8, 128, 300, 64), (1, 2, 2, 64, 300, 1),
+    (29, 4, 1, 16, 10, 100), (40, 1, 8, 32, 90, 65), (3, 2, 4, 128, 0, 2),
+]
+# The split-K path, (T, n_kv, group, D, start, window, max_len): contexts of one to several slices of
+# split_size(max_len) keys (32, 64 or 128), windows that start mid-slice or span slices, large query groups,
+# D = 256, and prefill through the same path (T > 1).
+SPLIT = [
+    (1, 1, 16, 64, 300, 0, 400), (1, 2, 12, 128, 129, 50, 200), (1, 1, 8, 256, 260, 0, 261), (3, 1, 3, 12, 140, 0, 150),
+    (1, 2, 4, 128, 0, 0, 8), (1, 2, 4, 128, 255, 0, 300), (1, 1, 8, 64, 256, 0, 600), (1, 4, 2, 64, 700, 0, 701),
+    (1, 2, 2, 128, 600, 300, 610), (1, 1, 1, 16, 511, 256, 520), (1, 2, 8, 128, 1000, 1, 1030),
+    (5, 2, 2, 64, 500, 0, 520), (7, 1, 4, 32, 250, 20, 300), (3, 2, 1, 20, 900, 600, 1200),
+    (1, 2, 4, 64, 2999, 0, 3000), (1, 1, 2, 128, 9000, 100, 9001),
+]
+_KEYS = ("t", "n_kv", "group", "d", "start", "window")
+
+
+def cases():
+    return [
+        *sweep("attention", "attention", NMSE_ATTN, _attention_case, [dict(zip(_KEYS, c)) for c in SINGLE_PASS],
+               quick=[dict(t=11, n_kv=1, group=2, d=128, start=40, window=16)]),
+        *sweep("attention", "attention", NMSE_ATTN, _attention_case,
+               [dict(zip(_KEYS, c), max_len=c[6], split=True) for c in SPLIT],
+               quick=[dict(t=1, n_kv=2, group=12, d=128, start=129, window=50, max_len=200, split=True)]),
+    ]

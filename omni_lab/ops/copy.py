@@ -6,6 +6,7 @@ import numpy as np
 
 from ..gpu import Tensor, pack_params, runtime
 from ._check import expect
+from .registry import padded_output, sweep
 
 WG = 256
 PER_THREAD = 4  # matches shaders/copy.wgsl
@@ -43,3 +44,35 @@ def rows_at_step_ref(src: np.ndarray, dst: np.ndarray, start: int) -> np.ndarray
     n = max(0, min(len(src), len(dst) - start))
     out[start:start + n] = src[:n]
     return out
+
+
+# -- registry cases (ops/registry.py) --------------------------------------------------------------
+
+def _copy_case(rng, words):
+    """`words` 16-byte words of random bits, so that any change of a bit shows."""
+    src = rng.integers(0, 2**32, size=4 * words, dtype=np.uint64).astype(np.uint32)
+    out = padded_output((4 * words,), "u32")
+    copy(runtime().upload(src), out)
+    return out.numpy(), copy_ref(src)
+
+
+def _rows_at_step_case(rng, t, f, rows, start):
+    """T rows of random bits into a [rows, F] buffer at `start`; rows past its end dropped. Exact."""
+    src = rng.integers(0, 2**32, size=(t, f), dtype=np.uint64).astype(np.uint32)
+    dst0 = rng.integers(0, 2**32, size=(rows, f), dtype=np.uint64).astype(np.uint32)
+    out = padded_output((rows, f), "u32")
+    rt = runtime()
+    rt.write(out, dst0)
+    rows_at_step(rt.upload(src), out, rt.upload(np.array([start, 0, 0, 0], np.uint32)))
+    return out.numpy(), rows_at_step_ref(src, dst0, start)
+
+
+def cases():
+    # Around one workgroup's WG * PER_THREAD words, and a tail past whole workgroups. Exact: bound 0.
+    return (sweep("copy", "copy", 0.0, _copy_case,
+                  [dict(words=n) for n in (1, 3, 1023, WG * PER_THREAD, 1025, 4099, 100_003)], quick=[dict(words=4099)])
+            # Ragged rows and widths, a step that runs past the end, one that starts on the last row.
+            + sweep("copy", "rows_at_step", 0.0, _rows_at_step_case,
+                    [dict(t=3, f=5, rows=10, start=2), dict(t=1, f=7, rows=4, start=3), dict(t=4, f=3, rows=5, start=3),
+                     dict(t=2, f=9, rows=6, start=6), dict(t=67, f=259, rows=300, start=31)],
+                    quick=[dict(t=67, f=259, rows=300, start=31)]))

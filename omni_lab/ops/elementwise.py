@@ -4,11 +4,13 @@ broadcast), scale. Any shape; out=None allocates, and out may be an input (in pl
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 
 from ..gpu import Tensor, pack_params, runtime
 from ._check import dtype_in, expect
+from .registry import NMSE_ELEMENTWISE, padded_output, rand, sweep
 
 WG = 256
 UNARY = {"silu": 0, "gelu": 1, "gelu_tanh": 2, "scale": 3, "erf": 4}
@@ -136,3 +138,57 @@ def add_ref(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def mul_ref(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (_f64(a) * _f64(b)).astype(np.float32)
+
+
+# -- registry cases (ops/registry.py) --------------------------------------------------------------
+
+SIZES = [1, 3, 7, 33, 100, 257, 1000, 4099, 200_003]
+BROADCAST_SHAPES = [(1, 1), (3, 7), (33, 100), (7, 257), (1000, 33), (5, 4099)]
+# f32 rounding is the only error left: whole sweeps sit near 1e-15. The far negative tails of gelu and
+# gelu_tanh (values below 1e-7) keep about 1.5e-5 relative error (the argument's rounding amplified by
+# exp), which a one-element case can meet: 2e-10.
+NMSE_BOUND = NMSE_ELEMENTWISE * 1e-2
+
+# Each op with its numpy reference, by name (scale with a fixed factor).
+UNARY_OPS = {
+    "silu": (silu, silu_ref),
+    "gelu": (gelu, gelu_ref),
+    "gelu_tanh": (gelu_tanh, gelu_tanh_ref),
+    "erf": (erf, erf_ref),
+    "scale": (lambda x, out=None: scale(x, -0.37, out=out), lambda x: scale_ref(x, -0.37)),
+}
+BINARY_OPS = {"add": (add, add_ref), "mul": (mul, mul_ref), "swiglu": (swiglu, swiglu_ref)}
+
+
+def _unary_case(rng, n, op):
+    fn, ref = UNARY_OPS[op]
+    x = rand(rng, n, scale=4.0)
+    out = padded_output((n,))
+    fn(runtime().upload(x), out=out)
+    return out.numpy(), ref(x)
+
+
+def _binary_case(rng, op, n=None, rows=None, cols=None):
+    """Same shapes (n), or a row vector b [cols] broadcast over a [rows, cols]."""
+    fn, ref = BINARY_OPS[op]
+    if n is None:
+        a, b = rand(rng, rows, cols), rand(rng, cols)
+        want = ref(a, b[None, :])
+    else:
+        a, b = rand(rng, n, scale=3.0), rand(rng, n, scale=3.0)
+        want = ref(a, b)
+    out = padded_output(a.shape)
+    fn(runtime().upload(a), runtime().upload(b), out=out)
+    return out.numpy(), want
+
+
+def cases():
+    quick = {"gelu": [dict(n=4099)], "swiglu": [dict(n=4099)], "mul": [dict(rows=33, cols=100)]}
+    out = []
+    for op in UNARY_OPS:
+        out += sweep("elementwise", op, NMSE_BOUND, partial(_unary_case, op=op), [dict(n=n) for n in SIZES],
+                     quick=quick.get(op, []))
+    for op in BINARY_OPS:
+        grid = [dict(n=n) for n in SIZES] + [dict(rows=r, cols=c) for r, c in BROADCAST_SHAPES if op != "swiglu"]
+        out += sweep("elementwise", op, NMSE_BOUND, partial(_binary_case, op=op), grid, quick=quick.get(op, []))
+    return out

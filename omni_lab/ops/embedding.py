@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..gpu import Tensor, pack_params, runtime
+from ..gpu import Tensor, bf16_to_f32, pack_params, runtime
 from ._check import dtype_in, expect
 from .norm import workgroup_for
+from .registry import padded_output, require, sweep
 
 WTYPE = {"f32": 0, "f16": 1, "bf16": 2}
 
@@ -44,3 +45,66 @@ def embedding_ref(ids: np.ndarray, table: np.ndarray) -> np.ndarray:
     out = np.zeros((ids.shape[0], table.shape[1]), dtype=np.float32)
     out[ok] = table[ids[ok]]
     return out
+
+
+# -- registry cases (ops/registry.py) --------------------------------------------------------------
+
+def finite_table(rng, v, d, dtype):
+    """Random finite bit patterns (subnormals and -0 included): host array for upload, f32 the GPU should give."""
+    if dtype == "f32":
+        bits = rng.integers(0, 2**32, size=(v, d), dtype=np.uint64).astype(np.uint32)
+        bits[(bits & 0x7F800000) == 0x7F800000] &= 0xBFFFFFFF  # no inf/NaN
+        t = bits.view(np.float32)
+        return t, t
+    bits = rng.integers(0, 2**16, size=(v, d), dtype=np.uint16)
+    exp_mask = 0x7F80 if dtype == "bf16" else 0x7C00
+    bits[(bits & exp_mask) == exp_mask] &= ~np.uint16(exp_mask & ~(exp_mask >> 1))  # clear the top exponent bit
+    if dtype == "bf16":
+        return bits, bf16_to_f32(bits)
+    h = bits.view(np.float16)
+    return h, h.astype(np.float32)
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and np.array_equal(np.ascontiguousarray(a).view(np.uint32), np.ascontiguousarray(b).view(np.uint32))
+
+
+def _embedding_case(rng, v, d, t, dtype):
+    rt = runtime()
+    host, seen = finite_table(rng, v, d, dtype)
+    ids = rng.integers(0, v, size=t).astype(np.int32)
+    ids[0] = v - 1  # last row: the end of the table
+    out = padded_output((t, d))
+    embedding(rt.upload(ids), rt.upload(host, dtype), out=out)
+    got, want = out.numpy(), embedding_ref(ids, seen)
+    require(same_bits(got, want), "rows are not the table's bits")  # an NMSE of 0 lets -0 pass for +0
+    return got, want
+
+
+def _embedding_split_case(rng, dtype, d):
+    """Qwen3's 311 MB bf16 table needs row pieces under lavapipe's 128 MiB binding limit. Ids on both sides
+    of every piece boundary, the ends of the table, and out of range."""
+    rt = runtime()
+    v = rt.gpu.max_binding // (2 * d) + 1500
+    host, seen = finite_table(rng, v, d, dtype)
+    table = rt.upload(host, dtype)
+    pieces = table.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment)
+    require(len(pieces) >= 2, f"a table of {table.nbytes} B is bound in {len(pieces)} piece")
+    edges = [r for r, _ in pieces[1:]]
+    ids = np.array([0, v - 1, -3, v] + [e - 1 for e in edges] + edges + list(rng.integers(0, v, size=40)), dtype=np.int32)
+    out = padded_output((len(ids), d))
+    embedding(rt.upload(ids), table, out=out)
+    got, want = out.numpy(), embedding_ref(ids, seen)
+    require(same_bits(got, want), "rows are not the table's bits")
+    return got, want
+
+
+def cases():
+    grid = [dict(v=v, d=d, t=t, dtype=dt) for dt in ("f32", "f16", "bf16")
+            for v, d, t in [(1, 1, 1), (3, 7, 5), (100, 33, 7), (1000, 257, 33), (50, 1000, 100), (4099, 64, 257), (300, 1031, 3)]]
+    return [
+        # Exact: the NMSE bound is 0, and the bits must match.
+        *sweep("embedding", "embedding", 0.0, _embedding_case, grid, quick=[dict(v=100, d=33, t=7, dtype="bf16")]),
+        *sweep("embedding", "embedding", 0.0, _embedding_split_case,
+               [dict(dtype="bf16", d=1024), dict(dtype="f16", d=1031)], large=True),
+    ]

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..gpu import Tensor, bf16_bits, bf16_to_f32, pack_params, runtime
 from ._check import dtype_in, expect
+from .registry import NMSE_MATMUL, padded_output, rand, require, sweep
 
 WTYPE = {"f32": 0, "f16": 1, "bf16": 2}
 WEIGHT_DTYPES = tuple(WTYPE)
@@ -144,3 +145,85 @@ def matvec_ref(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def matmul_ref(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return (x.astype(np.float64) @ w.astype(np.float64).T).astype(np.float32)
+
+
+# -- registry cases (ops/registry.py) --------------------------------------------------------------
+
+def random_weights(rng, n, k, dtype):
+    """Random [n, k] weights as stored in `dtype` (for upload), and the float32 values the GPU sees."""
+    return stored(rand(rng, n, k, scale=k ** -0.5), dtype)
+
+
+# f32 sums of f32 products against float64: far inside the matmul bound on these sizes.
+NMSE_BOUND = NMSE_MATMUL * 1e-3
+MATVEC_SHAPES = [(1, 8), (7, 24), (33, 64), (257, 200), (130, 1031), (64, 4096), (3, 5)]
+MATMUL_SHAPES = [(2, 3, 5), (17, 33, 31), (64, 64, 64), (70, 130, 129), (5, 300, 1024)]
+
+
+def _matvec_case(rng, n, k, dtype, threads_per_row=None):
+    rt = runtime()
+    host_w, w_seen = random_weights(rng, n, k, dtype)
+    x = rand(rng, k)
+    out = padded_output((n,))
+    matvec(rt.upload(x), rt.upload(host_w, dtype), out=out, threads_per_row=threads_per_row)
+    return out.numpy(), matvec_ref(x, w_seen)
+
+
+def _matmul_case(rng, m, n, k, dtype):
+    rt = runtime()
+    host_w, w_seen = random_weights(rng, n, k, dtype)
+    x = rand(rng, m, k)
+    out = padded_output((m, n))
+    matmul(rt.upload(x), rt.upload(host_w, dtype), out=out)
+    return out.numpy(), matmul_ref(x, w_seen)
+
+
+def _matvec_multi_case(rng, rows, dtype, threads_per_row):
+    rt = runtime()
+    k = 200
+    hosts = [random_weights(rng, n, k, dtype) for n in rows]
+    x = rand(rng, k)
+    outs = tuple(padded_output((n,)) for n in rows)
+    ws = tuple(rt.upload(h, dtype) for h, _ in hosts)
+    require(multi_ok(rt.upload(x), ws), "multi_ok refuses weights that qualify")
+    matvec_multi(rt.upload(x), ws, outs, threads_per_row=threads_per_row)
+    return tuple(o.numpy() for o in outs), tuple(matvec_ref(x, seen) for _, seen in hosts)
+
+
+def _split_binding_case(rng, n, k, m=None):
+    """A bf16 weight over 128 MiB bound in row pieces (lavapipe's limit): matvec, or matmul of m rows."""
+    rt = runtime()
+    require(n * k * 2 > rt.gpu.max_binding, f"{n} x {k} bf16 fits one binding")
+    w = rng.integers(0x3C00, 0x3D00, size=(n, k), dtype=np.uint16) ^ (rng.integers(0, 2, size=(n, k), dtype=np.uint16) << 15)
+    wt = rt.upload(w, "bf16")
+    require(len(wt.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment)) > 1, "the weight is bound in one piece")
+    if m is None:
+        x = rand(rng, k)
+        out = padded_output((n,))
+        matvec(rt.upload(x), wt, out=out)
+        return out.numpy(), matvec_ref(x, bf16_to_f32(w))
+    x = rand(rng, m, k)
+    out = padded_output((m, n))
+    matmul(rt.upload(x), wt, out=out)
+    return out.numpy(), matmul_ref(x, bf16_to_f32(w))
+
+
+def cases():
+    return [
+        *sweep("linear", "matvec", NMSE_BOUND, _matvec_case,
+               [dict(n=n, k=k, dtype=dt) for dt in WEIGHT_DTYPES for n, k in MATVEC_SHAPES],
+               quick=[dict(n=257, k=200, dtype="bf16"), dict(n=130, k=1031, dtype="f16")]),
+        # Rows not a multiple of rows per workgroup; K with a tail after the unrolled loop.
+        *sweep("linear", "matvec", 1e-9, _matvec_case,
+               [dict(n=37, k=1000, dtype=dt, threads_per_row=t) for dt in ("f32", "bf16") for t in (1, 8, 64, 256)]),
+        *sweep("linear", "matmul", NMSE_BOUND, _matmul_case,
+               [dict(m=m, n=n, k=k, dtype=dt) for dt in WEIGHT_DTYPES for m, n, k in MATMUL_SHAPES],
+               quick=[dict(m=70, n=130, k=129, dtype="bf16")]),
+        *sweep("linear", "matvec_multi", 1e-9, _matvec_multi_case,
+               [dict(rows=r, dtype=dt, threads_per_row=t) for r in [(37, 5, 5), (64, 16), (1, 300, 7)]
+                for dt in WEIGHT_DTYPES for t in (None, 4, 256)],
+               quick=[dict(rows=(37, 5, 5), dtype="f32", threads_per_row=None)]),
+        # 8200 x 8192 bf16 is 134 MB: more than one 128 MiB binding.
+        *sweep("linear", "matvec", 1e-9, _split_binding_case, [dict(n=8200, k=8192)], large=True),
+        *sweep("linear", "matmul", 1e-9, _split_binding_case, [dict(m=3, n=8200, k=8192)], large=True),
+    ]

@@ -23,10 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..formats.q8_0 import QK, Q8Weight
-from ..gpu import Tensor, pack_params, runtime
+from ..formats.q8_0 import QK, Q8Weight, quantize_q8_0, split_q8_0, upload_q8_0
+from ..gpu import Tensor, bf16_to_f32, pack_params, runtime
 from ._check import dtype_in, expect
-from .linear import WEIGHT_DTYPES, WTYPE, launch_tpr
+from .linear import WEIGHT_DTYPES, WTYPE, launch_tpr, random_weights
+from .q8_0 import dequantize_ref, quantize_activations_ref
+from .registry import NMSE_ELEMENTWISE, NMSE_MATMUL, padded_output, rand, require, sweep
 from .tiles import TILE_ROWS, gathered_matmul
 
 WG, ROUTE_WG_MAX = 64, 256  # route's workgroup size, by the expert count
@@ -270,3 +272,151 @@ def experts_gate_up_ref(x: np.ndarray, w: np.ndarray, experts: np.ndarray) -> np
 def experts_down_ref(act: np.ndarray, w: np.ndarray, experts: np.ndarray, weights: np.ndarray) -> np.ndarray:
     y = np.einsum("tkdf,tkf->tkd", w.astype(np.float64)[experts], act.astype(np.float64))  # [T, k, D]
     return np.einsum("tkd,tk->td", y, weights.astype(np.float64)).astype(np.float32)
+
+
+# -- registry cases (ops/registry.py) --------------------------------------------------------------
+
+def expert_ids(rng, t, k, e):
+    """[T, k] i32: k distinct experts of E for each token."""
+    return np.stack([rng.choice(e, size=k, replace=False) for _ in range(t)]).astype(np.int32)
+
+
+def grouping(experts: np.ndarray, e: int, grouped: bool):
+    """(experts on the GPU, group_pairs of them or None for the per-pair kernels)."""
+    ex = runtime().upload(experts)
+    return ex, (group_pairs(ex, e) if grouped else None)
+
+
+def q8_stack(rng, e, n, d):
+    """Random Q8_0 expert stack [E, N, D] quantized by gguf's rule: (Q8Weight, the float values it holds)."""
+    blocks = quantize_q8_0(rand(rng, e, n, d, scale=d ** -0.5))  # [E, N, D/32*34]
+    wq, wd = split_q8_0(blocks, (e, n, d))
+    return upload_q8_0(blocks, (e, n, d)), dequantize_ref(wq.reshape(e * n, d), wd.reshape(e * n, -1)).reshape(e, n, d)
+
+
+def q8_seen(x):
+    """Activations as the per-pair Q8_0 kernels see them: quantized per block of 32 like llama.cpp, then exact."""
+    q, d = quantize_activations_ref(x)
+    blocks = q.astype(np.float64).reshape(*x.shape[:-1], -1, QK) * d[..., None].astype(np.float64)
+    return blocks.reshape(x.shape)
+
+
+def _route_case(rng, t, e, k, norm):
+    rt = runtime()
+    logits = rand(rng, t, e, scale=2.0)
+    ow, oe = padded_output((t, k)), padded_output((t, k), "i32")
+    route(rt.upload(logits), k, norm, out_weights=ow, out_experts=oe)
+    ref_w, ref_e = route_ref(logits, k, norm)
+    require(np.array_equal(oe.numpy(), ref_e), "selected experts differ")
+    return ow.numpy(), ref_w
+
+
+def random_stack(rng, e, n, d, dtype):
+    """A random expert stack [E, N, D] (f32/f16/bf16 or "q8_0") on the GPU, and the float values the
+    kernels read."""
+    if dtype == "q8_0":
+        return q8_stack(rng, e, n, d)
+    host_w, w_seen = random_weights(rng, e * n, d, dtype)
+    return runtime().upload(host_w.reshape(e, n, d), dtype), w_seen.reshape(e, n, d)
+
+
+# Per pair, Q8_0 experts take int8 activations: exact block sums, so q8_seen of the activations is the
+# reference's input; grouped, they dequantize the weights into the tile and multiply f32 activations.
+def _gate_up_case(rng, t, k, e, f, d, dtype, grouped):
+    w, w_seen = random_stack(rng, e, 2 * f, d, dtype)
+    experts = expert_ids(rng, t, k, e)
+    x = rand(rng, t, d)
+    out = padded_output((t, k, f))
+    ex, groups = grouping(experts, e, grouped)
+    experts_gate_up(runtime().upload(x), w, ex, out=out, groups=groups)
+    x_seen = q8_seen(x) if dtype == "q8_0" and not grouped else x
+    return out.numpy(), experts_gate_up_ref(x_seen, w_seen, experts)
+
+
+def _down_case(rng, t, k, e, f, d, dtype, grouped):
+    rt = runtime()
+    w, w_seen = random_stack(rng, e, d, f, dtype)
+    experts = expert_ids(rng, t, k, e)
+    act, rw = rand(rng, t, k, f), rng.random((t, k)).astype(np.float32)
+    out = padded_output((t, d))
+    ex, groups = grouping(experts, e, grouped)
+    experts_down(rt.upload(act), w, ex, rt.upload(rw), out=out, groups=groups)
+    act_seen = q8_seen(act) if dtype == "q8_0" and not grouped else act
+    return out.numpy(), experts_down_ref(act_seen, w_seen, experts, rw)
+
+
+# Expert stacks over 128 MiB are bound in expert pieces (lavapipe's limit): gate_up rows land in the piece
+# that holds their expert, down's pieces add up (per pair) or each write their pairs' rows (grouped).
+SPLIT_EXPERTS = np.array([[0, 8], [4, 7], [8, 1]], np.int32)
+
+
+def _split_gate_up_case(rng, e, f, d, dtype):
+    rt = runtime()
+    if dtype == "q8_0":
+        wq = rng.integers(-127, 128, size=(e, 2 * f, d), dtype=np.int8)
+        ws = (rng.uniform(0.5, 1.5, size=(e, 2 * f, d // QK)) * 1e-3).astype(np.float16)
+        w = Q8Weight((e, 2 * f, d), rt.upload(wq.view(np.uint32), "u32"), rt.upload(ws, "f16"))
+        used = np.unique(SPLIT_EXPERTS)  # the reference widens only the experts the pairs use
+        seen = dequantize_ref(wq[used].reshape(-1, d), ws[used].reshape(len(used) * 2 * f, -1)).reshape(len(used), 2 * f, d)
+        local = np.searchsorted(used, SPLIT_EXPERTS).astype(np.int32)
+        x = rand(rng, 3, d)
+        refs = (experts_gate_up_ref(q8_seen(x), seen, local), experts_gate_up_ref(x, seen, local))
+    else:
+        bits = rng.integers(0x3C00, 0x3D00, size=(e, 2 * f, d), dtype=np.uint16) ^ (
+            rng.integers(0, 2, size=(e, 2 * f, d), dtype=np.uint16) << 15)
+        w = rt.upload(bits, "bf16")
+        x = rand(rng, 3, d, scale=d ** -0.5)
+        ref = experts_gate_up_ref(x, bf16_to_f32(bits), SPLIT_EXPERTS)
+        refs = (ref, ref)
+    require(len(w.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment)) > 1, "the stack is bound in one piece")
+    ex, groups = grouping(SPLIT_EXPERTS, e, True)
+    outs = []
+    for g in (None, groups):
+        outs.append(padded_output((3, 2, f)))
+        experts_gate_up(rt.upload(x), w, ex, out=outs[-1], groups=g)
+    return tuple(o.numpy() for o in outs), refs
+
+
+def _split_down_case(rng, e, f, d, dtype):
+    rt = runtime()
+    bits = rng.integers(0x3C00, 0x3D00, size=(e, d, f), dtype=np.uint16)
+    w = rt.upload(bits, dtype)
+    require(len(w.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment)) > 1, "the stack is bound in one piece")
+    act, rw = rand(rng, 3, 2, f), rng.random((3, 2)).astype(np.float32)
+    ex, groups = grouping(SPLIT_EXPERTS, e, True)
+    outs = []
+    for g in (None, groups):
+        outs.append(padded_output((3, d)))
+        experts_down(rt.upload(act), w, ex, rt.upload(rw), out=outs[-1], groups=g)
+    ref = experts_down_ref(act, bf16_to_f32(bits), SPLIT_EXPERTS, rw)
+    return tuple(o.numpy() for o in outs), (ref, ref)
+
+
+ROUTE_CASES = [(1, 8, 2, True), (5, 8, 3, False), (37, 128, 8, True), (3, 60, 6, True), (2, 3, 3, True),
+               (70, 129, 1, False), (4, 1000, 7, True)]
+# (T, k, E, F, D): D and F ragged (not multiples of 8) in some, to take the element-wise path.
+EXPERT_SHAPES = [(1, 2, 8, 32, 64), (3, 3, 8, 7, 24), (5, 2, 4, 33, 40), (9, 8, 16, 17, 31), (2, 1, 3, 5, 5),
+                 (4, 6, 128, 12, 128), (1, 8, 128, 96, 256)]
+Q8_SHAPES = [(1, 2, 8, 32, 64), (3, 3, 8, 96, 32), (6, 8, 16, 64, 160), (1, 8, 128, 96, 256)]
+_KEYS = ("t", "k", "e", "f", "d")
+
+
+def cases():
+    dense = [dict(zip(_KEYS, s), dtype=dt, grouped=g) for dt in WEIGHT_DTYPES for s in EXPERT_SHAPES for g in (False, True)]
+    q8 = [dict(zip(_KEYS, s), dtype="q8_0", grouped=False) for s in Q8_SHAPES]
+    q8 += [dict(zip(_KEYS, s), dtype="q8_0", grouped=True) for s in Q8_SHAPES + [(40, 8, 16, 64, 96)]]
+    quick = [dict(t=9, k=8, e=16, f=17, d=31, dtype="bf16", grouped=g) for g in (False, True)]
+    quick_q8 = [dict(t=3, k=3, e=8, f=96, d=32, dtype="q8_0", grouped=g) for g in (False, True)]
+    return [
+        *sweep("moe", "route", NMSE_ELEMENTWISE * 1e-2, _route_case,
+               [dict(t=t, e=e, k=k, norm=n) for t, e, k, n in ROUTE_CASES], quick=[dict(t=37, e=128, k=8, norm=True)]),
+        *sweep("moe", "experts_gate_up", NMSE_MATMUL * 1e-3, _gate_up_case, dense, quick=quick),
+        *sweep("moe", "experts_down", NMSE_MATMUL * 1e-3, _down_case, dense, quick=quick),
+        # Q8_0: exact weights and exact int8 block sums (per pair), so only f32 sums differ.
+        *sweep("moe", "experts_gate_up", 1e-11, _gate_up_case, q8, quick=quick_q8),
+        *sweep("moe", "experts_down", 1e-11, _down_case, q8, quick=quick_q8),
+        # 9 experts of [2048, 4096] bf16 or [2048, 8192] int8 are 151 MB; down [9, 4096, 2048] bf16 likewise.
+        *sweep("moe", "experts_gate_up", 1e-9, _split_gate_up_case, [dict(e=9, f=1024, d=4096, dtype="bf16")], large=True),
+        *sweep("moe", "experts_gate_up", 1e-11, _split_gate_up_case, [dict(e=9, f=1024, d=8192, dtype="q8_0")], large=True),
+        *sweep("moe", "experts_down", 1e-9, _split_down_case, [dict(e=9, f=2048, d=4096, dtype="bf16")], large=True),
+    ]

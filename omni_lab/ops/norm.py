@@ -7,6 +7,7 @@ import numpy as np
 
 from ..gpu import Tensor, pack_params, runtime
 from ._check import dtype_in, expect
+from .registry import NMSE_ELEMENTWISE, padded_output, rand, require, sweep
 
 _dummy: Tensor | None = None
 
@@ -91,3 +92,54 @@ def layernorm_ref(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | N
     if bias is not None:
         y = y + np.asarray(bias, dtype=np.float64)
     return y.astype(np.float32)
+
+
+# -- registry cases (ops/registry.py) --------------------------------------------------------------
+
+# Row sums in f32 over up to 1e5 elements: NMSE stays near 1e-14.
+NMSE_BOUND = NMSE_ELEMENTWISE * 1e-4
+SHAPES = [(1, 1), (3, 7), (7, 33), (33, 100), (2, 257), (5, 1000), (4, 2048), (3, 4099), (1, 100_003), (300, 128)]
+AFFINE = ("both", "weight", "bias", "none")
+
+
+def _rmsnorm_case(rng, rows, d):
+    rt = runtime()
+    x = rand(rng, rows, d, scale=3.0)
+    w = 1.0 + rand(rng, d, scale=0.2)
+    out = padded_output((rows, d))
+    rmsnorm(rt.upload(x), rt.upload(w), 1e-6, out=out)
+    return out.numpy(), rmsnorm_ref(x, w, 1e-6)
+
+
+def _layernorm_case(rng, rows, d, affine):
+    rt = runtime()
+    # An offset mean and a small spread: E[x^2] - mean^2 would lose most of its digits here.
+    x = 50.0 + rand(rng, rows, d, scale=0.5)
+    w = rand(rng, d) if affine in ("both", "weight") else None
+    b = rand(rng, d) if affine in ("both", "bias") else None
+    out = padded_output((rows, d))
+    layernorm(rt.upload(x), w if w is None else rt.upload(w), b if b is None else rt.upload(b), 1e-5, out=out)
+    return out.numpy(), layernorm_ref(x, w, b, 1e-5)
+
+
+def _add_rmsnorm_case(rng, rows, d, in_place):
+    rt = runtime()
+    h, delta, w = rand(rng, rows, d), rand(rng, rows, d), rand(rng, d)
+    ht = rt.upload(h)
+    out_h = ht if in_place else padded_output((rows, d))
+    out = padded_output((rows, d))
+    add_rmsnorm(ht, rt.upload(delta), rt.upload(w), 1e-6, out_h=out_h, out=out)
+    require(np.array_equal(out_h.numpy(), h + delta), "h' is not the f32 sum h + delta")
+    return out.numpy(), rmsnorm_ref(h + delta, w, 1e-6)
+
+
+def cases():
+    return [
+        *sweep("norm", "rmsnorm", NMSE_BOUND, _rmsnorm_case, [dict(rows=r, d=d) for r, d in SHAPES],
+               quick=[dict(rows=5, d=1000)]),
+        *sweep("norm", "layernorm", NMSE_BOUND, _layernorm_case,
+               [dict(rows=r, d=d, affine=a) for r, d in SHAPES for a in AFFINE], quick=[dict(rows=33, d=100, affine="both")]),
+        *sweep("norm", "add_rmsnorm", 1e-11, _add_rmsnorm_case,
+               [dict(rows=r, d=d, in_place=i) for r, d, i in [(1, 1024, True), (3, 7, False), (5, 257, True), (2, 2048, False)]],
+               quick=[dict(rows=3, d=7, in_place=False)]),
+    ]

@@ -19,12 +19,14 @@ piece, each writing its own output rows, as ops/linear.py does.
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import numpy as np
 
-from ..formats.q8_0 import QK, Q8Weight
+from ..formats.q8_0 import QK, Q8Weight, quantize_q8_0, split_q8_0, upload_q8_0
 from ..gpu import KernelError, Tensor, pack_params, runtime
 from ._check import dtype_in, expect
+from .registry import NMSE_MATMUL, nmse, padded_output, rand, require, sweep
 from .tiles import gathered_matmul, rows_in_order
 
 SHADER = "q8_0"
@@ -295,3 +297,88 @@ def q8_matvec_f32_ref(x: np.ndarray, wq: np.ndarray, wd: np.ndarray) -> np.ndarr
 
 def q8_matmul_ref(x: np.ndarray, wq: np.ndarray, wd: np.ndarray) -> np.ndarray:
     return (np.asarray(x, np.float64) @ dequantize_ref(wq, wd).T).astype(np.float32)
+
+
+# -- registry cases (ops/registry.py) --------------------------------------------------------------
+
+# The GPU computes exact int32 block sums; what remains is f32 rounding of the block scaling and of the
+# accumulation over at most K/32 blocks, and, for dot4, an occasional +-1 activation quant where the
+# GPU's 1/d differs from numpy's in the last ulp (WGSL allows 2.5 ulp division). Observed ~1e-14.
+NMSE_Q8_EXACT = 5e-10
+# dot4 against the float product of the same (dequantized) weights: rounding x to 8 bits per block adds
+# uniform error of variance d^2/12 with d = max|x|/127. For Gaussian x, max over 32 values ~ 2.3 sigma,
+# so NMSE ~ (2.3/127)^2 / 12 ~ 2.7e-5. 5e-4 (the matmul-like bound) leaves a margin of ~18x.
+NMSE_DOT4_VS_F32 = NMSE_MATMUL
+MATVEC_SHAPES = [(1, 32), (7, 64), (33, 96), (130, 2048), (257, 1056), (64, 4096), (3, 160)]
+MATMUL_SHAPES = [(2, 3, 32), (17, 33, 96), (33, 64, 64), (70, 130, 1056), (5, 300, 1024), (64, 64, 2048)]
+
+
+def random_q8_weights(rng, n, k):
+    """A random weight quantized by gguf's rule: (Q8Weight on the GPU, int8 quants, f16 scales)."""
+    blocks = quantize_q8_0(rand(rng, n, k, scale=k ** -0.5))
+    wq, wd = split_q8_0(blocks, (n, k))
+    return upload_q8_0(blocks, (n, k)), wq, wd
+
+
+def _q8_matvec_case(rng, n, k):
+    w, wq, wd = random_q8_weights(rng, n, k)
+    x = rand(rng, k)
+    out = padded_output((n,))
+    q8_matvec(runtime().upload(x), w, out=out)
+    y = out.numpy()
+    if n >= 32:  # the statistical bound needs enough outputs to mean anything
+        err = nmse(y, q8_matvec_f32_ref(x, wq, wd))
+        require(err < NMSE_DOT4_VS_F32, f"dot4 against the f32 product: NMSE {err:.3g} over {NMSE_DOT4_VS_F32:g}")
+    return y, q8_matvec_ref(x, wq, wd)
+
+
+def _q8_matvec_f32_case(rng, n, k):
+    w, wq, wd = random_q8_weights(rng, n, k)
+    x = rand(rng, k)
+    out = padded_output((1, n))
+    q8_matvec_f32(runtime().upload(x[None]), w, out=out)
+    return out.numpy()[0], q8_matvec_f32_ref(x, wq, wd)
+
+
+def _q8_matmul_case(rng, m, n, k):
+    w, wq, wd = random_q8_weights(rng, n, k)
+    x = rand(rng, m, k)
+    out = padded_output((m, n))
+    q8_matmul(runtime().upload(x), w, out=out)
+    return out.numpy(), q8_matmul_ref(x, wq, wd)
+
+
+def _split_binding_case(rng, n, k, op):
+    """int8 quants of 134 MB need two bindings on lavapipe: rows on both sides of each split."""
+    rt = runtime()
+    require(n * k > rt.gpu.max_binding, f"{n} x {k} int8 fits one binding")
+    wq = rng.integers(-127, 128, size=(n, k), dtype=np.int8)
+    wd = (rng.uniform(0.5, 1.5, size=(n, k // QK)) * 1e-3).astype(np.float16)
+    w = Q8Weight((n, k), rt.upload(wq.view(np.uint32), "u32"), rt.upload(wd, "f16"))
+    pieces = w.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment)
+    require(len(pieces) > 1, "the weight is bound in one piece")
+    rows = sorted({r + d for r, _ in pieces for d in (-2, -1, 0, 1) if 0 <= r + d < n} | {n - 1, n // 3})
+    sub_q, sub_d = wq[rows], wd[rows]
+    if op == "q8_matmul":
+        x = rand(rng, 3, k)
+        out = padded_output((3, n))
+        q8_matmul(rt.upload(x), w, out=out)
+        return out.numpy()[:, rows], q8_matmul_ref(x, sub_q, sub_d)
+    x = rand(rng, k)
+    out = padded_output((n,))
+    fn, ref = (q8_matvec, q8_matvec_ref) if op == "q8_matvec" else (q8_matvec_f32, q8_matvec_f32_ref)
+    fn(rt.upload(x), w, out=out)
+    return out.numpy()[rows], ref(x, sub_q, sub_d)
+
+
+def cases():
+    matvec = [dict(n=n, k=k) for n, k in MATVEC_SHAPES]
+    return [
+        *sweep("q8_0", "q8_matvec", NMSE_Q8_EXACT, _q8_matvec_case, matvec, quick=[dict(n=33, k=96)]),
+        *sweep("q8_0", "q8_matvec_f32", NMSE_Q8_EXACT, _q8_matvec_f32_case, matvec, quick=[dict(n=33, k=96)]),
+        *sweep("q8_0", "q8_matmul", NMSE_Q8_EXACT, _q8_matmul_case, [dict(m=m, n=n, k=k) for m, n, k in MATMUL_SHAPES],
+               quick=[dict(m=17, n=33, k=96)]),
+        *[case for op in ("q8_matvec", "q8_matvec_f32", "q8_matmul")
+          for case in sweep("q8_0", op, NMSE_Q8_EXACT, partial(_split_binding_case, op=op), [dict(n=16400, k=8192)],
+                            large=True)],
+    ]

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..gpu import Tensor, pack_params, runtime
 from ._check import dtype_in, expect
+from .registry import padded_output, rand, require, sweep
 
 WG = 64
 
@@ -149,3 +150,81 @@ def mrope_ref(x: np.ndarray, positions3: np.ndarray, inv_freq: np.ndarray, secti
     streams = mrope_streams(half, sections, interleaved)
     pos = positions3.astype(np.float32)[streams, :].T  # [T, D/2]: the position each pair uses
     return _rotate_ref(x, pos * inv_freq.astype(np.float32)[None, :])
+
+
+# -- registry cases (ops/registry.py) --------------------------------------------------------------
+
+# The rotation is elementwise with sin/cos good to ~1 ulp, so the error is a few ulps of x.
+NMSE_ROPE = 1e-12
+MAX_POS = 40000
+
+
+def random_positions(rng, t, high=MAX_POS):
+    """t positions in [0, high], always including 0 and high when there is room."""
+    p = rng.integers(0, high + 1, size=t).astype(np.int32)
+    p[: min(t, 2)] = [0, high][: min(t, 2)]
+    return p
+
+
+def rotation_error_bound(x: np.ndarray) -> np.ndarray:
+    """Per-element error allowed in a rotation of x [..., D]: each output is x0 cos +- x1 sin, so sin/cos
+    errors of ~1e-7 scale with |x0| + |x1|."""
+    half = x.shape[-1] // 2
+    scale = np.abs(x[..., :half]) + np.abs(x[..., half:])
+    return 3e-7 * np.concatenate([scale, scale], axis=-1) + 1e-30
+
+
+def _rope_case(rng, t, h, d, theta=1e6, in_place=False):
+    rt = runtime()
+    x = rand(rng, t, h, d)
+    pos = random_positions(rng, t)
+    inv = rope_inv_freq(d, theta)
+    out = padded_output((t, h, d))
+    if in_place:
+        rt.write(out, x)
+        require(rope(out, rt.upload(pos), rt.upload(inv), out=out) is out, "rope(x, out=x) did not return x")
+    else:
+        rope(rt.upload(x), rt.upload(pos), rt.upload(inv), out=out)
+    got, want = out.numpy(), rope_ref(x, pos, inv)
+    err = np.abs(got - want)
+    require((err <= rotation_error_bound(x)).all(), f"max err {err.max()}")
+    return got, want
+
+
+def _qk_norm_rope_case(rng, t, hq, hk, d, sections):
+    """The same math as rmsnorm then rope / mrope, q and k in place."""
+    from .norm import rmsnorm_ref
+
+    rt = runtime()
+    q, k = rand(rng, t, hq, d) * 3, rand(rng, t, hk, d) * 3
+    wq, wk = rand(rng, d), rand(rng, d)
+    eps = 1e-6
+    inv = rope_inv_freq(d, 1e6)
+    if sections is None:
+        pos = rng.integers(0, 40000, t).astype(np.int32)
+        rot = lambda x: rope_ref(x, pos, inv)  # noqa: E731
+    else:
+        pos = rng.integers(0, 40000, (3, t)).astype(np.int32)
+        rot = lambda x: mrope_ref(x, pos, inv, sections)  # noqa: E731
+    qt, kt = padded_output(q.shape), padded_output(k.shape)
+    rt.write(qt, q)
+    rt.write(kt, k)
+    qk_norm_rope(qt, kt, rt.upload(wq), rt.upload(wk), eps, rt.upload(pos), rt.upload(inv), sections)
+    ref_q = rot(rmsnorm_ref(q.reshape(-1, d), wq, eps).reshape(q.shape))
+    ref_k = rot(rmsnorm_ref(k.reshape(-1, d), wk, eps).reshape(k.shape))
+    return (qt.numpy(), kt.numpy()), (ref_q, ref_k)
+
+
+def cases():
+    return [
+        *sweep("rope", "rope", NMSE_ROPE, _rope_case,
+               [dict(t=t, h=h, d=d) for t, h, d in [(1, 1, 2), (3, 5, 16), (7, 3, 64), (17, 2, 128), (5, 4, 6), (33, 7, 128),
+                                                    (2, 9, 34), (65, 1, 64)]],
+               quick=[dict(t=7, h=3, d=64)]),
+        *sweep("rope", "rope", NMSE_ROPE, _rope_case, [dict(t=9, h=3, d=32, theta=1e4, in_place=True)],
+               quick=[dict(t=9, h=3, d=32, theta=1e4, in_place=True)]),
+        *sweep("rope", "qk_norm_rope", 1e-12, _qk_norm_rope_case,
+               [dict(t=t, hq=hq, hk=hk, d=d, sections=s) for t, hq, hk, d, s in
+                [(1, 16, 8, 128, None), (5, 6, 2, 24, None), (3, 4, 4, 64, None), (1, 32, 4, 128, (24, 20, 20)), (4, 6, 3, 32, (4, 6, 6))]],
+               quick=[dict(t=5, hq=6, hk=2, d=24, sections=None), dict(t=4, hq=6, hk=3, d=32, sections=(4, 6, 6))]),
+    ]

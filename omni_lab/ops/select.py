@@ -12,6 +12,7 @@ import numpy as np
 from ..gpu import Tensor, pack_params, runtime
 from ._check import dtype_in, expect
 from .norm import workgroup_for
+from .registry import padded_output, sweep
 
 MAX_CHUNK = 2048  # entries sorted per workgroup: two u32 arrays, 16 KiB of workgroup memory
 MAX_K = MAX_CHUNK // 2  # so that every round shrinks a row: len' = ceil(len / CHUNK) * k
@@ -105,3 +106,51 @@ def argmax_ref(x: np.ndarray) -> np.ndarray:
 def topk_ref(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     idx = order(x)[..., :k]
     return np.take_along_axis(np.asarray(x, dtype=np.float32), idx, axis=-1), idx.astype(np.int32)
+
+
+# -- registry cases (ops/registry.py) --------------------------------------------------------------
+
+def distinct_rows(rng, rows, cols):
+    """Random rows without ties: shuffled integers plus a fraction below 0.5, so no two entries round alike."""
+    ranks = rng.permuted(np.tile(np.arange(cols), (rows, 1)), axis=1)
+    return (ranks - cols / 2 + 0.5 * rng.random((rows, cols))).astype(np.float32)
+
+
+def tied_rows(rng, rows, cols, levels=5):
+    """Random rows of a few levels, a tenth of them -0: ties everywhere."""
+    x = rng.integers(0, levels, size=(rows, cols)).astype(np.float32)
+    x[rng.random((rows, cols)) < 0.1] = -0.0
+    return x
+
+
+def _argmax_case(rng, rows, cols):
+    x = distinct_rows(rng, rows, cols)
+    out = padded_output((rows,), "i32")
+    argmax(runtime().upload(x), out=out)
+    return out.numpy(), argmax_ref(x)
+
+
+def _topk_case(rng, rows, cols, k, ties=False):
+    """Values and indices both exact: without ties against the one right answer (torch.topk's too), with
+    ties against our lower-index rule."""
+    x = tied_rows(rng, rows, cols, levels=3) if ties else distinct_rows(rng, rows, cols)
+    values, indices = padded_output((rows, k)), padded_output((rows, k), "i32")
+    topk(runtime().upload(x), k, out_values=values, out_indices=indices)
+    return (values.numpy(), indices.numpy()), topk_ref(x, k)
+
+
+ARGMAX_SHAPES = [(1, 1), (3, 7), (7, 33), (33, 100), (2, 257), (5, 1000), (300, 128), (1, 152_064), (2, 300_007)]
+TOPK_CASES = [(1, 1, 1), (3, 7, 3), (2, 7, 7), (33, 100, 8), (7, 257, 64), (5, 1000, 64), (512, 128, 8), (3, 4099, 100),
+              (1, 152_064, 1), (1, 152_064, 50), (1, 152_064, 64), (2, 300_007, 20), (1, 5000, 1024)]
+TOPK_TIED_CASES = [(3, 7, 7), (64, 128, 8), (5, 1000, 64), (2, 5000, 100), (1, 152_064, 64)]
+
+
+def cases():
+    # Indices and selected values are exact: NMSE bound 0.
+    return [
+        *sweep("select", "argmax", 0.0, _argmax_case, [dict(rows=r, cols=c) for r, c in ARGMAX_SHAPES],
+               quick=[dict(rows=5, cols=1000)]),
+        *sweep("select", "topk", 0.0, _topk_case, [dict(rows=r, cols=c, k=k) for r, c, k in TOPK_CASES],
+               quick=[dict(rows=5, cols=1000, k=64), dict(rows=1, cols=152_064, k=50)]),
+        *sweep("select", "topk", 0.0, _topk_case, [dict(rows=r, cols=c, k=k, ties=True) for r, c, k in TOPK_TIED_CASES]),
+    ]

@@ -15,6 +15,7 @@ import numpy as np
 from ..formats.q8_0 import Q8Weight
 from ..gpu import Tensor, pack_params, runtime
 from .linear import WTYPE
+from .registry import NMSE_MATMUL, padded_output, rand, sweep
 
 TILE_ROWS, TILE_N = 64, 64  # lib/tiles.wgsl's TM, TN
 NO_ROW = 0xFFFFFFFF         # padding in a tile's row list
@@ -58,3 +59,53 @@ def gathered_matmul(x: Tensor, w, order: Tensor, tile_expert: Tensor, out: Tenso
         kern((-(-cols // TILE_N), tile_expert.shape[0], 1),
              pack_params(rows, cols, kdim, x_div, e_base, e_count, n, col_base),
              x, order, tile_expert, out, *tensors)
+
+
+# -- registry cases (ops/registry.py) --------------------------------------------------------------
+
+def _gathered_case(rng, rows, x_div, e, n, kdim, gate_up, dtype):
+    """The kernel's own contract, apart from the callers' row lists: pairs p = 0 .. rows * x_div - 1 reading
+    x row p // x_div, each with a random matrix of e, listed shuffled in tiles padded with NO_ROW, and a
+    last tile of no matrix (-1)."""
+    from .moe import experts_down_ref, experts_gate_up_ref, random_stack  # here: moe imports this module
+
+    rt = runtime()
+    w, w_seen = random_stack(rng, e, 2 * n if gate_up else n, kdim, dtype)
+    x = rand(rng, rows, kdim)
+    pairs = rows * x_div
+    matrix = rng.integers(0, e, size=pairs).astype(np.int32)
+    order, tile_expert = [], []
+    for m in range(e):
+        mine = rng.permutation(np.flatnonzero(matrix == m))
+        tiles = -(-len(mine) // TILE_ROWS)
+        order += list(mine) + [NO_ROW] * (tiles * TILE_ROWS - len(mine))
+        tile_expert += [m] * tiles
+    order += [NO_ROW] * TILE_ROWS
+    tile_expert.append(-1)
+    out = padded_output((pairs, n))
+    gathered_matmul(rt.upload(x), w, rt.upload(np.array(order, np.uint32)), rt.upload(np.array(tile_expert, np.int32)),
+                    out, pairs, n, kdim, x_div=x_div, gate_up=gate_up)
+    xp = x[np.arange(pairs) // x_div]  # [P, kdim]: the x row of each pair
+    if gate_up:
+        want = experts_gate_up_ref(xp, w_seen, matrix[:, None])[:, 0]
+    else:
+        want = experts_down_ref(xp[:, None], w_seen, matrix[:, None], np.ones((pairs, 1), np.float32))
+    return out.numpy(), want
+
+
+def cases():
+    grid = [
+        dict(rows=37, x_div=1, e=3, n=70, kdim=45, gate_up=False, dtype="f32"),  # kdim % 4 != 0: element-wise loads
+        dict(rows=20, x_div=3, e=5, n=33, kdim=64, gate_up=True, dtype="bf16"),
+        dict(rows=70, x_div=1, e=1, n=64, kdim=100, gate_up=True, dtype="f16"),
+    ]
+    grid_q8 = [
+        dict(rows=9, x_div=2, e=2, n=130, kdim=96, gate_up=False, dtype="q8_0"),
+        dict(rows=11, x_div=8, e=4, n=17, kdim=160, gate_up=True, dtype="q8_0"),
+    ]
+    return [
+        # As linear.matmul's bound: f32 sums of f32 products.
+        *sweep("tiles", "gathered_matmul", NMSE_MATMUL * 1e-3, _gathered_case, grid, quick=[grid[1]]),
+        # Q8_0 weights dequantized exactly into the tile (as the grouped experts' bound).
+        *sweep("tiles", "gathered_matmul", 1e-11, _gathered_case, grid_q8, quick=[grid_q8[1]]),
+    ]

@@ -1,0 +1,33 @@
+"""The op registry (omni_lab/ops/registry.py): every case within its op's NMSE bound of the numpy reference
+with the sentinels around its outputs intact, and every compute entry point of shaders/ checked by
+`omni-lab selfcheck`, whose quick cases are registry cases too."""
+
+import json
+
+import pytest
+
+from omni_lab.ops import registry
+
+CASES = registry.all_cases()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_case(rt, rng, case):
+    result = registry.check(case, rng)
+    assert result.error is None, result.error
+    assert result.nmse <= case.bound, f"NMSE {result.nmse:.3g} over the bound {case.bound:.3g}"
+    assert result.kernels, "the case dispatched no kernel"
+
+
+def test_selfcheck_checks_every_entry_point(rt, capsys):
+    from omni_lab.cli import main
+
+    status = main(["selfcheck", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert {"tiles.main", "tiles_q8.main"} <= set(registry.entry_points())  # lib/tiles.wgsl's entry, in both
+    assert [p["kernel"] for p in report["entry_points"]] == registry.entry_points()
+    unchecked = [p["kernel"] for p in report["entry_points"] if p["case"] is None]
+    assert not unchecked, f"no quick case dispatches {', '.join(unchecked)}"
+    failed = [f"{p['kernel']} ({p['case']}: {p['error'] or p['nmse']})" for p in report["entry_points"] if not p["ok"]]
+    assert not failed, f"failed: {'; '.join(failed)}"
+    assert status == 0 and report["checked"] == report["total"] == len(registry.entry_points())
