@@ -24,6 +24,7 @@ def cmd_doctor(args) -> int:
         return 0
     print(f"adapter       {info['adapter']} ({info['description']})")
     print(f"backend       {info['backend']}, type {info['adapter_type']}, vendor {info['vendor']}")
+    print(f"tuning        {info['tuning']}: {info['tuning_basis']}")
     print(f"features      {', '.join(info['features']) or 'none of shader-f16, subgroup, timestamp-query'}")
     for k, v in info["limits"].items():
         print(f"  {k:40s} {v:>14,}")
