@@ -132,3 +132,20 @@ def test_doctor_names_the_table(rt, capsys):
     assert line.split()[1] == f"{rt.gpu.tuning}:" and tuning.TABLES[rt.gpu.tuning].basis in line
     assert cli.main(["doctor", "--json"]) == 0
     assert f'"tuning": "{rt.gpu.tuning}"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag,path", [([], None), (["--q8-path", "dot4"], "dot4"), (["--q8-path", "f32"], "f32"),
+                                       (["--q8-path", "auto"], "auto")])
+def test_generate_runs_under_its_q8_path(monkeypatch, flag, path):
+    """--q8-path holds for the whole run; without it the adapter's table decides (path None)."""
+    seen = []
+    monkeypatch.setattr(cli, "_generate", lambda args: seen.append(tuning.current().q8_matvec_path) or 0)
+    before = tuning.current()
+    assert cli.main(["generate", "--model", "m", "--prompt-ids", "1,2", *flag]) == 0
+    assert seen == [path or before.q8_matvec_path] and tuning.current() is before
+
+
+def test_generate_refuses_an_unknown_q8_path(capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["generate", "--model", "m", "--prompt", "hi", "--q8-path", "int4"])
+    assert "invalid choice: 'int4'" in capsys.readouterr().err

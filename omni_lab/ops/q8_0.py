@@ -11,7 +11,7 @@ Decode has both: `q8_matvec` (int8 x int8, activations quantized with llama.cpp'
 (bandwidth-bound either way, but the f32 path's conversions can cost more than dot4's activation pass),
 so `q8_linear(path='auto')` takes the tuning table's q8_matvec_path (gpu/tuning.py), and where that is
 'auto' too, times both once per adapter on a representative shape and keeps dot4 unless f32 is clearly
-faster (choose_path says why).
+faster (choose_path says why, and says its result once on stderr).
 
 Weights larger than a storage binding are bound in row pieces (Q8Weight.row_pieces), one dispatch per
 piece, each writing its own output rows, as ops/linear.py does.
@@ -19,9 +19,11 @@ piece, each writing its own output rows, as ops/linear.py does.
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
+from tqdm import tqdm
 
 from ..formats.q8_0 import QK, Q8Weight
 from ..gpu import KernelError, Tensor, pack_params, runtime, tuning
@@ -189,8 +191,8 @@ def _time_dispatches(dispatches, reps: int, trials: int) -> float:
 
 
 def choose_path(reps: int = 4, trials: int = 3) -> dict:
-    """Time both decode paths on the tuning table's q8_choice_shape once per adapter and remember the
-    choice. Returns {"path", "seconds": {"dot4": s, "f32": s}, "shape", "clock"}."""
+    """Time both decode paths on the tuning table's q8_choice_shape once per adapter, remember the choice
+    and say it (one line on stderr). Returns {"path", "seconds": {"dot4": s, "f32": s}, "shape", "clock"}."""
     table = tuning.current()
     n, k = table.q8_choice_shape
     key = _adapter_key() + ((n, k),)
@@ -218,6 +220,13 @@ def choose_path(reps: int = 4, trials: int = 3) -> dict:
     path = "f32" if seconds["f32"] < table.q8_f32_margin * seconds["dot4"] else "dot4"
     choice = {"path": path, "seconds": seconds, "shape": (n, k), "clock": "wall-clock"}
     _CHOICE[key] = choice
+    gpu = rt.gpu
+    # Once per adapter, so a user sees why decode took the path it took and how to fix it; tqdm.write keeps
+    # a progress bar that is on screen intact.
+    tqdm.write(f"omni_lab: Q8_0 decode matvec on {gpu.info.get('device', '?')} ({gpu.info.get('backend_type', '?')}): "
+               f"dot4 {seconds['dot4'] * 1e3:.3f} ms, f32 {seconds['f32'] * 1e3:.3f} ms for {n} x {k} (wall clock) "
+               f"-> {path}; set tuning q8_matvec_path (omni-lab generate --q8-path) to skip this measurement",
+               file=sys.stderr)
     return choice
 
 
