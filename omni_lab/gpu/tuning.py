@@ -4,9 +4,11 @@ The ops read `current()` at call time. The family is chosen once, from the adapt
 opens (gpu/device.py): "nvidia" for NVIDIA GPUs, "amd-rdna3" for AMD GPUs, "default" for anything else
 (lavapipe and other CPU adapters included). `omni-lab doctor` prints which table is in use.
 
-Only performance lives here. A value that bounds correctness (workgroup memory sizes such as
-select.MAX_CHUNK, tiles' shader constants) stays next to its kernel; every field below may change without
-changing any result beyond f32 summation order.
+Only performance lives here: each field changes a launch shape (results differ by f32 summation order at
+most) or which of two tested kernels runs an op (the grouped MoE path and f32 Q8_0 matvec keep activations
+in f32 where the per-pair kernels and dot4 round them to int8). A value that bounds correctness (workgroup
+memory sizes such as select.MAX_CHUNK, tiles' shader constants) stays next to its kernel; attention_wg
+also bounds the head dim, and attention checks it at call time.
 
 Tests and benchmarks change the table for a block:
 
