@@ -126,6 +126,32 @@ def test_matvec_follows_an_override_and_still_matches_numpy(rt, rng, changes, tp
     check_sentinels(out)
 
 
+@pytest.mark.parametrize("family", list(tuning.TABLES))
+def test_every_table_computes_what_numpy_does(rt, rng, family):
+    """Each family's launch shapes are valid WGSL launches that give numpy's results, checked here on
+    whatever adapter runs the tests: the router matvec, norms of short and long rows (row_wg_min and
+    _max), and decode attention over a cache whose slice size differs by table (600 keys: 64 a slice for
+    amd-rdna3, 32 for the H200's steps)."""
+    with tuning.use(family):
+        host_w, w_seen = linear.stored(rand(rng, 128, 2048, scale=2048 ** -0.5), "bf16")
+        x = rand(rng, 2048)
+        assert nmse(linear.matvec(rt.upload(x), rt.upload(host_w, "bf16")).numpy(), linear.matvec_ref(x, w_seen)) < 1e-9
+        for d in (8, 1000):
+            h, g = rand(rng, 3, d), rand(rng, d)
+            got = norm.rmsnorm(rt.upload(h), rt.upload(g), 1e-6).numpy()
+            assert nmse(got, norm.rmsnorm_ref(h, g, 1e-6)) < 1e-12
+        max_len, n_kv, hq, d, start = 600, 2, 8, 128, 450
+        k, v = rand(rng, max_len, n_kv, d), rand(rng, max_len, n_kv, d)
+        q = rand(rng, 1, hq, d)
+        ck, cv = attention.kv_cache(max_len, n_kv, d)
+        attention.kv_append(rt.upload(k), rt.upload(v), ck, cv, rt.upload(np.zeros(4, np.uint32)))
+        step = rt.upload(np.array([start, 0, 0, 0], np.uint32))
+        with rt.profile() as prof:
+            got = attention.attention(rt.upload(q), ck, cv, step, d ** -0.5).numpy()
+        assert [t.kernel.split("[")[0] for t in prof.timings] == ["attention.split_partial", "attention.split_combine"]
+        assert nmse(got, attention.attention_ref(q, k, v, start, d ** -0.5)) < 1e-10
+
+
 def test_doctor_names_the_table(rt, capsys):
     assert cli.main(["doctor"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("tuning"))
