@@ -37,9 +37,10 @@ def default_tpr(dtype: str) -> int:
 def launch_tpr(rows: int, words: int, floor: int, wg: int) -> int:
     """Threads per output row for a row-reduction launch (matvec, MoE experts) in workgroups of `wg`:
     from `floor`, doubled while the launch has fewer than the tuning table's launch_threads, the width is
-    under `wg`, and each thread still has a 16-byte weight word (or Q8_0 block) of the row's `words`. A decode launch of few rows at the floor width is latency, not bandwidth: each thread waits
-    on a chain of serial loads (MoE router: 14 us at 16 threads a row, 7 us at 256 on an H200); more
-    threads a row put more loads in flight."""
+    under `wg`, and each thread still has a 16-byte weight word (or Q8_0 block) of the row's `words`.
+    A decode launch of few rows at the floor width is latency, not bandwidth: each thread waits on a chain
+    of serial loads (MoE router: 14 us at 16 threads a row, 7 us at 256 on an H200); more threads a row
+    put more loads in flight."""
     launch_threads = tuning.current().launch_threads
     tpr = floor
     while tpr < wg and rows * tpr < launch_threads and 2 * tpr <= words:
