@@ -165,7 +165,7 @@ def cache_flush(mb: int):
     return lambda: copy_op.copy(src, dst)
 
 
-# Threads per row swept for the decode-step matvecs, from DEFAULT_TPR (16 for bf16) up.
+# Threads per row swept for the decode-step matvecs, from linear.default_tpr (16 for bf16) up.
 DECODE_TPRS = (16, 32, 64, 128, 256)
 # Decode matvecs (bf16) of the Qwen3-Omni thinker and of Qwen3-0.6B: rows of each weight of one
 # dispatch (several for the fused ones), and K.

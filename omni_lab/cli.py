@@ -24,6 +24,7 @@ def cmd_doctor(args) -> int:
         return 0
     print(f"adapter       {info['adapter']} ({info['description']})")
     print(f"backend       {info['backend']}, type {info['adapter_type']}, vendor {info['vendor']}")
+    print(f"tuning        {info['tuning']}: {info['tuning_basis']}")
     print(f"features      {', '.join(info['features']) or 'none of shader-f16, subgroup, timestamp-query'}")
     for k, v in info["limits"].items():
         print(f"  {k:40s} {v:>14,}")
@@ -79,6 +80,13 @@ def cmd_tiny(args) -> int:
 
 
 def cmd_generate(args) -> int:
+    from .gpu import tuning
+
+    with tuning.override(**({"q8_matvec_path": args.q8_path} if args.q8_path else {})):
+        return _generate(args)
+
+
+def _generate(args) -> int:
     from .models.sampling import Sampler
     from .workbench import load_ours, tokenizer_for
 
@@ -184,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float, default=0.8)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--json", action="store_true", help="print one JSON object with tokens and text")
+    g.add_argument("--q8-path", choices=["auto", "dot4", "f32"],
+                   help="Q8_0 decode matvec: int8 dot4, f32, or auto: time both once on this adapter "
+                        "(default: the adapter's tuning table, see doctor)")
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("extract", help="named activations from Transformers (hf) or our kernels (wgpu) to .npz")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from omni_lab.gpu import KernelError, Tensor
+from omni_lab.gpu import KernelError, Tensor, tuning
 from omni_lab.ops import attention as A
 from omni_lab.ops.attention import NMSE_ATTN, filled_cache, sentinel_cache, start_step
 from kernel_harness import NMSE_MATMUL, SENTINEL, check_sentinels, nmse, rand
@@ -60,7 +60,9 @@ def test_prefill_then_decode_equals_one_prefill(rt, rng, window, max_len):
     q1, k1, v1 = rt.empty((1, hq, d)), rt.empty((1, n_kv, d)), rt.empty((1, n_kv, d))
     out = rt.empty((1, hq, d))
     entries = ("kv_append", "split_partial", "split_combine") if split else ("kv_append", "main")
-    kernels = [rt.kernel("attention", e, **({"WGC": A.WGC} if e == "split_combine" else {"WG": A.WG})) for e in entries]
+    table = tuning.current()
+    kernels = [rt.kernel("attention", e, **({"WGC": table.attention_combine_wg} if e == "split_combine"
+                                            else {"WG": table.attention_wg})) for e in entries]
     for i in range(p, n):
         rt.write(step, np.array([i, 0, 0, 0], np.uint32))
         rt.write(q1, q[i:i + 1])

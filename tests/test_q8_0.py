@@ -9,7 +9,7 @@ from gguf.quants import dequantize, quantize
 
 from omni_lab.formats.q8_0 import (BLOCK_BYTES, QK, Q8Weight, dequantize_q8_0, join_q8_0, quantize_q8_0, split_q8_0,
                                    upload_f32_as_q8_0, upload_q8_0)
-from omni_lab.gpu import KernelError
+from omni_lab.gpu import KernelError, tuning
 from omni_lab.ops import q8_0 as q8
 from omni_lab.ops.q8_0 import NMSE_Q8_EXACT, random_q8_weights
 from kernel_harness import check_sentinels, nmse, padded_output, rand
@@ -123,6 +123,55 @@ def test_choose_path_keeps_dot4_unless_f32_is_clearly_faster(rt, monkeypatch):
         monkeypatch.setattr(q8, "_time_dispatches", lambda *a, **k: next(times))
         monkeypatch.setattr(q8, "_CHOICE", {})
         assert q8.choose_path()["path"] == expected
+
+
+def q8_kernels(prof) -> list[str]:
+    return [t.kernel.split("[")[0] for t in prof.timings]
+
+
+@pytest.mark.parametrize("path", ["dot4", "f32"])
+def test_q8_path_setting_skips_the_measurement(rt, rng, monkeypatch, capsys, path):
+    """tuning's q8_matvec_path names the decode path: no timing runs, nothing is said, and 'auto' calls
+    (the models' default) take the named path."""
+    w, wq, wd = random_q8_weights(rng, 40, 256)
+    x = rand(rng, 1, 256)
+    calls = []
+    monkeypatch.setattr(q8, "_time_dispatches", lambda *a, **k: calls.append(a) or 1.0)
+    monkeypatch.setattr(q8, "_CHOICE", {})
+    ref = q8.q8_matvec_ref if path == "dot4" else q8.q8_matvec_f32_ref
+    with tuning.override(q8_matvec_path=path), rt.profile() as prof:
+        y = q8.q8_linear(rt.upload(x), w)
+        ys = q8.q8_linears(rt.upload(x), (w, w), (rt.empty((1, 40)), rt.empty((1, 40))))
+    assert calls == [] and q8._CHOICE == {}
+    assert "Q8_0 decode matvec" not in capsys.readouterr().err
+    expected = ["q8_0.quantize_act", "q8_0.matvec_dot4"] + ["q8_0.quantize_act"] + ["q8_0.matvec_dot4"] * 2 \
+        if path == "dot4" else ["q8_0.matvec_f32"] * 3
+    assert q8_kernels(prof) == expected
+    for out in (y, *ys):
+        assert nmse(out.numpy(), ref(x, wq, wd)) < NMSE_Q8_EXACT
+
+
+def test_auto_measures_once_per_adapter_and_says_so(rt, rng, monkeypatch, capsys):
+    """'auto' in the table times both paths once (dot4, then f32) and prints one line naming the adapter,
+    both times and the choice; later calls reuse it silently."""
+    w, wq, wd = random_q8_weights(rng, 40, 256)
+    x = rand(rng, 1, 256)
+    times = iter([1e-3, 4e-4])  # f32 under half of dot4's time: f32
+    calls = []
+    monkeypatch.setattr(q8, "_time_dispatches", lambda *a, **k: calls.append(a) or next(times))
+    monkeypatch.setattr(q8, "_CHOICE", {})
+    with tuning.override(q8_matvec_path="auto"):
+        ys = [q8.q8_linear(rt.upload(x), w).numpy() for _ in range(3)]
+        q8.q8_linears(rt.upload(x), (w, w), (rt.empty((1, 40)), rt.empty((1, 40))))
+    assert len(calls) == 2
+    said = [ln for ln in capsys.readouterr().err.splitlines() if "Q8_0 decode matvec" in ln]
+    assert len(said) == 1, said
+    n, k = tuning.current().q8_choice_shape
+    assert said[0] == (f"omni_lab: Q8_0 decode matvec on {rt.gpu.info['device']} ({rt.gpu.info['backend_type']}): "
+                       f"dot4 1.000 ms, f32 0.400 ms for {n} x {k} (wall clock) -> f32; set tuning q8_matvec_path "
+                       "(omni-lab generate --q8-path) to skip this measurement")
+    for y in ys:
+        assert nmse(y, q8.q8_matvec_f32_ref(x, wq, wd)) < NMSE_Q8_EXACT
 
 
 def test_q8_linears_share_one_quantization(rt, rng):

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from omni_lab.compare import quant
+from omni_lab.gpu import tuning
 from omni_lab.formats.gguf_io import GGUFCheckpoint
 from omni_lab.formats.q8_0 import dequantize_q8_0, quantize_q8_0
 from omni_lab.formats.quantize import quantize_checkpoint
 from omni_lab.formats.safetensors_io import Checkpoint
-from omni_lab.ops import moe
 
 TEXT = "Hello, world! How are you today? The quick brown fox jumps over the lazy dog."
 
@@ -199,7 +199,7 @@ def test_moe_report_end_to_end(moe_report, models):
                for w in ("gate_up_proj", "down_proj"))
     assert not any(a["name"].endswith(".mlp.router") for a in data["activations"])
     # A short prompt runs the experts per pair (int8 activations); the notes say so.
-    assert len(data["inputs"]["input_ids"]) < moe.GROUPED_MIN_TOKENS_Q8
+    assert len(data["inputs"]["input_ids"]) < tuning.current().moe_grouped_min_tokens_q8
     assert any("per-pair kernels, which take int8 activations" in n for n in data["notes"])
 
 

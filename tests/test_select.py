@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from omni_lab.gpu import KernelError
+from omni_lab.gpu import KernelError, tuning
 from omni_lab.ops import embedding, select
 from omni_lab.ops.select import distinct_rows as distinct
 from omni_lab.ops.select import tied_rows as tied
@@ -71,8 +71,9 @@ def test_errors_name_the_kernel(rt):
 
 
 def test_wide_argmax_nan_inf_and_ties_like_the_narrow_path(rt, rng):
-    """Rows wider than select.WIDE_ROW go through top-1: the same order as the one-workgroup kernel."""
-    c = select.WIDE_ROW + 1001
+    """Rows wider than the tuning table's argmax_split_columns go through top-1: the same order as the
+    one-workgroup kernel."""
+    c = tuning.current().argmax_split_columns + 1001
     x = rng.standard_normal((3, c)).astype(np.float32)
     x[0, [5000, 9000]] = np.nan  # NaN ranks first, the first of them wins
     x[1, [7, c - 1]] = np.inf

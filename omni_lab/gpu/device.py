@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import wgpu
 
+from . import tuning
+
 # Features we use when the adapter has them; none is required.
 WANTED_FEATURES = ("shader-f16", "subgroup", "timestamp-query")
 
@@ -60,6 +62,7 @@ class Gpu:
     features: frozenset[str]
     limits: dict[str, int]
     info: dict = field(default_factory=dict)
+    tuning: str = "default"  # the gpu/tuning.py table family chosen for this adapter
 
     @property
     def max_binding(self) -> int:
@@ -78,13 +81,15 @@ class Gpu:
         return "timestamp-query" in self.features
 
     def describe(self) -> dict:
-        """What `omni-lab doctor` prints: adapter, backend, type, features, limits."""
+        """What `omni-lab doctor` prints: adapter, backend, type, tuning table, features, limits."""
         return {
             "adapter": self.info.get("device", ""),
             "description": self.info.get("description", ""),
             "vendor": self.info.get("vendor", ""),
             "backend": self.info.get("backend_type", ""),
             "adapter_type": self.info.get("adapter_type", ""),
+            "tuning": self.tuning,
+            "tuning_basis": tuning.TABLES[self.tuning].basis,
             "features": sorted(self.features),
             "limits": dict(self.limits),
         }
@@ -110,5 +115,7 @@ def open_gpu(power_preference: str = "high-performance") -> Gpu:
     device = adapter.request_device_sync(
         label="omni_lab", required_features=sorted(features), required_limits=limits
     )
-    _GPU = Gpu(adapter=adapter, device=device, features=features, limits=limits, info=dict(adapter.info))
+    info = dict(adapter.info)
+    _GPU = Gpu(adapter=adapter, device=device, features=features, limits=limits, info=info,
+               tuning=tuning.select_for_adapter(info))
     return _GPU

@@ -37,7 +37,7 @@ class Decoder(Component):
     cfg: DecoderConfig
     prefix: str          # "model", "thinker.model.language_model"
     lm_head_name: str    # "lm_head", "thinker.lm_head"
-    embed_tokens: Tensor
+    embed_tokens: object  # Tensor, or a Q8Weight (gathered from its blocks)
     lm_head: object
     layers: list[DecoderLayer]
     norm: Tensor

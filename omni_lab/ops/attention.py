@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..gpu import Tensor, pack_params, runtime
+from ..gpu import Tensor, pack_params, runtime, tuning
 from ._check import dtype_in, expect
 from .registry import SENTINEL, padded_output, rand, sweep
 
-WG = 64  # threads per workgroup: keys per softmax chunk, and the largest D / 4
-WGC = 256  # threads of the split path's combine step
 def split_size(max_len: int) -> int:
     """Keys per slice of the split-K decode path, from the cache length (fixed per model, so a recorded
-    decode step stays valid). A slice is a serial chain in one workgroup: long caches want 128 (of 64,
-    128, 256 the best on an H200 at 4k-32k keys), but with few keys 128 leaves a handful of workgroups
-    each running ~77 us (Qwen3-0.6B shapes, 136 keys), so short caches take 32."""
-    return 32 if max_len <= 2048 else 64 if max_len <= 8192 else 128
+    decode step stays valid) by the tuning table's attention_split_steps. A slice is a serial chain in one
+    workgroup: long caches want long slices, but with few keys long slices leave a handful of workgroups
+    each running a long chain (~77 us at 128 keys a slice, Qwen3-0.6B shapes, 136 keys, on an H200)."""
+    table = tuning.current()
+    return next((keys for up_to, keys in table.attention_split_steps if max_len <= up_to), table.attention_split_long)
+
 
 # Split-K partial results, one buffer per (rows, n_splits, D): reused by every layer and every step, so
 # the bind groups of a decode step are the same each step. Dispatches run in order, so sharing is safe.
@@ -46,7 +46,8 @@ def _check_cache(kernel: str, cache_k: Tensor, cache_v: Tensor, step: Tensor) ->
     expect(kernel, len(cache_k.shape) == 3 and cache_v.shape == cache_k.shape,
            "cache_k and cache_v must both be [max_len, n_kv, D]", cache_k=cache_k, cache_v=cache_v)
     max_len, n_kv, d = cache_k.shape
-    expect(kernel, d % 4 == 0 and 0 < d <= 4 * WG, f"head dim D must be a multiple of 4 in 4 .. {4 * WG}",
+    wg = tuning.current().attention_wg
+    expect(kernel, d % 4 == 0 and 0 < d <= 4 * wg, f"head dim D must be a multiple of 4 in 4 .. {4 * wg}",
            cache_k=cache_k)
     expect(kernel, step.shape == (4,), "step must be [4] u32 (start, reserved...)", step=step)
     limit = runtime().gpu.max_binding
@@ -67,8 +68,9 @@ def kv_append(k_new: Tensor, v_new: Tensor, cache_k: Tensor, cache_v: Tensor, st
     t = k_new.shape[0]
     expect("kv_append", 0 < t <= max_len, f"T must be in 1 .. max_len = {max_len}", k_new=k_new, cache_k=cache_k)
     row4 = n_kv * d // 4
-    kern = runtime().kernel("attention", "kv_append", WG=WG)
-    kern(-(-(t * row4) // WG), pack_params(t, row4, max_len), k_new, v_new, cache_k, cache_v, step)
+    wg = tuning.current().attention_wg
+    kern = runtime().kernel("attention", "kv_append", WG=wg)
+    kern(-(-(t * row4) // wg), pack_params(t, row4, max_len), k_new, v_new, cache_k, cache_v, step)
 
 
 def attention(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor, scale: float, window: int = 0,
@@ -99,8 +101,9 @@ def attention(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor, scale: 
         # (H200 through Vulkan, 32 q / 4 kv heads, D 128: 4.8 ms -> 0.25 ms at 4k keys, 33 -> 0.29 ms at 32k).
         split = t == 1 and n_splits > 1
     params = pack_params(t, hq, n_kv, d // 4, max_len, window, float(scale), split_keys, n_splits)
+    table = tuning.current()
     if not split:
-        rt.kernel("attention", "main", WG=WG)(t * hq, params, q, cache_k, cache_v, step, out)
+        rt.kernel("attention", "main", WG=table.attention_wg)(t * hq, params, q, cache_k, cache_v, step, out)
         return out
     rows = t * hq
     expect("attention", max(rows, n_splits) <= rt.gpu.limits["max-compute-workgroups-per-dimension"]
@@ -110,8 +113,8 @@ def attention(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor, scale: 
     part = _partials.get(key)
     if part is None:
         part = _partials[key] = rt.empty((rows, n_splits, d // 4 + 1, 4), "f32", label="attention.part")
-    rt.kernel("attention", "split_partial", WG=WG)((rows, n_splits, 1), params, q, cache_k, cache_v, step, part)
-    rt.kernel("attention", "split_combine", WGC=WGC)(rows, params, part, out)
+    rt.kernel("attention", "split_partial", WG=table.attention_wg)((rows, n_splits, 1), params, q, cache_k, cache_v, step, part)
+    rt.kernel("attention", "split_combine", WGC=table.attention_combine_wg)(rows, params, part, out)
     return out
 
 

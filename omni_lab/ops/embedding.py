@@ -1,4 +1,8 @@
-"""Token embedding lookup: ids [T] i32, table [V, D] f32/f16/bf16 -> [T, D] f32.
+"""Token embedding lookup: ids [T] i32, table [V, D] f32/f16/bf16 or Q8_0 -> [T, D] f32.
+
+A Q8_0 table (formats.q8_0.Q8Weight, D a multiple of 32) is gathered from its blocks: each row comes out
+as f32(scale) * f32(q), exactly its dequantized values, so a model whose LM head shares the Q8_0 table
+keeps one copy of it at 34 bytes per 32 weights instead of a second, f32 copy for the gather.
 
 A table larger than the storage-binding limit (Qwen3's 151936 x 1024 bf16 is 311 MB; lavapipe binds
 128 MiB) is bound in row pieces and dispatched once per piece; each dispatch writes only the tokens
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..formats.q8_0 import QK, Q8Weight
 from ..gpu import Tensor, bf16_to_f32, pack_params, runtime
 from ._check import dtype_in, expect
 from .norm import workgroup_for
@@ -18,21 +23,36 @@ from .registry import padded_output, require, sweep
 WTYPE = {"f32": 0, "f16": 1, "bf16": 2}
 
 
-def embedding(ids: Tensor, table: Tensor, out: Tensor | None = None) -> Tensor:
-    """out[t] = table[ids[t]] as f32 (zeros for an id outside [0, V))."""
+def embedding(ids: Tensor, table: Tensor | Q8Weight, out: Tensor | None = None) -> Tensor:
+    """out[t] = table[ids[t]] as f32 (zeros for an id outside [0, V)). table: [V, D] f32/f16/bf16 Tensor,
+    or a Q8Weight [V, D] with D % 32 == 0 (rows dequantized: scale * q in f32)."""
     dtype_in("embedding", "ids", ids, ("i32",))
-    dtype_in("embedding", "table", table, tuple(WTYPE))
+    q8 = isinstance(table, Q8Weight)
+    stored = {"quants": table.quants, "scales": table.scales} if q8 else {"table": table}
+    if not q8:
+        dtype_in("embedding", "table", table, tuple(WTYPE))
     expect("embedding", len(ids.shape) == 1 and len(table.shape) == 2 and table.shape[0] > 0,
-           "ids must be [T] and table [V, D]", ids=ids, table=table)
+           "ids must be [T] and table [V, D]", ids=ids, **stored)
     (t,), (v, d) = ids.shape, table.shape
+    if q8:
+        expect("embedding", d % QK == 0 and table.quants.shape == (v, d // 4) and table.quants.dtype == "u32"
+               and table.scales.shape == (v, d // QK) and table.scales.dtype == "f16",
+               f"a Q8_0 table [V, D] = {table.shape} needs D % {QK} == 0, quants (V, D/4) u32 and scales (V, D/{QK}) f16",
+               **stored)
     rt = runtime()
     if out is None:
         out = rt.empty((t, d), "f32", label="embedding")
     expect("embedding", out.shape == (t, d) and out.dtype == "f32", f"out must be {(t, d)} f32", out=out)
     if t == 0 or d == 0:
         return out
+    pieces = table.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment)
+    if q8:
+        kern = rt.kernel("embedding", "main_q8", WG=workgroup_for(d))
+        for row0, piece in pieces:
+            kern(t, pack_params(t, d, row0, piece.shape[0], v), ids, piece.quants, piece.scales, out)
+        return out
     kern = rt.kernel("embedding", WG=workgroup_for(d), WTYPE=WTYPE[table.dtype])
-    for row0, piece in table.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment):
+    for row0, piece in pieces:
         kern(t, pack_params(t, d, row0, piece.shape[0], v), ids, piece, out)
     return out
 
@@ -99,6 +119,59 @@ def _embedding_split_case(rng, dtype, d):
     return got, want
 
 
+def q8_blocks(rng, v, d):
+    """Q8_0 blocks of a [V, D] table: every int8 (-128 included, which gguf never writes but any reader
+    must take) and random finite f16 scales of both signs, subnormals and -0 included."""
+    from ..formats.q8_0 import join_q8_0
+
+    q = rng.integers(-128, 128, size=(v, d), dtype=np.int8)
+    scale_bits = rng.integers(0, 2**16, size=(v, d // QK), dtype=np.uint16)
+    scale_bits[(scale_bits & 0x7C00) == 0x7C00] &= 0xBFFF  # no inf/NaN: clear the top exponent bit
+    return join_q8_0(q, scale_bits.view(np.float16))
+
+
+def _embedding_q8_case(rng, v, d, t, dtype):
+    """Rows of a Q8_0 table come out bit-equal to gguf's dequantize of the table, gathered. D = 96 and
+    2080 hold an odd number of blocks, so every other row's scales start mid-word."""
+    from ..formats.q8_0 import dequantize_q8_0, upload_q8_0
+
+    blocks = q8_blocks(rng, v, d)
+    ids = rng.integers(0, v, size=t).astype(np.int32)
+    ids[0] = v - 1  # last row: the end of the table
+    if t > 1:
+        ids[1] = 0
+    out = padded_output((t, d))
+    embedding(runtime().upload(ids), upload_q8_0(blocks, (v, d)), out=out)
+    got, want = out.numpy(), embedding_ref(ids, dequantize_q8_0(blocks))
+    require(same_bits(got, want), "rows are not the dequantized table's bits")
+    return got, want
+
+
+def _embedding_q8_split_case(rng, d, dtype):
+    """int8 quants over lavapipe's 128 MiB binding limit, bound in row pieces (Q8Weight.row_pieces keeps
+    the quants and the odd-length scale rows of D = 1056 at aligned offsets). Ids on both sides of every
+    piece boundary, the ends of the table, and out of range. The reference dequantizes only the rows
+    gathered (the whole table in f32 would be 0.5 GB)."""
+    from ..formats.q8_0 import dequantize_q8_0, upload_q8_0
+
+    rt = runtime()
+    v = rt.gpu.max_binding // d + 1500
+    blocks = q8_blocks(rng, v, d)
+    table = upload_q8_0(blocks, (v, d))
+    pieces = table.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment)
+    require(len(pieces) >= 2, f"a Q8_0 table of {v} rows is bound in {len(pieces)} piece")
+    edges = [r for r, _ in pieces[1:]]
+    ids = np.array([0, v - 1, -3, v] + [e - 1 for e in edges] + edges + list(rng.integers(0, v, size=40)), dtype=np.int32)
+    out = padded_output((len(ids), d))
+    embedding(rt.upload(ids), table, out=out)
+    ok = (ids >= 0) & (ids < v)
+    want = np.zeros((len(ids), d), np.float32)
+    want[ok] = dequantize_q8_0(blocks[ids[ok]])
+    got = out.numpy()
+    require(same_bits(got, want), "rows are not the dequantized table's bits")
+    return got, want
+
+
 def cases():
     grid = [dict(v=v, d=d, t=t, dtype=dt) for dt in ("f32", "f16", "bf16")
             for v, d, t in [(1, 1, 1), (3, 7, 5), (100, 33, 7), (1000, 257, 33), (50, 1000, 100), (4099, 64, 257), (300, 1031, 3)]]
@@ -107,4 +180,9 @@ def cases():
         *sweep("embedding", "embedding", 0.0, _embedding_case, grid, quick=[dict(v=100, d=33, t=7, dtype="bf16")]),
         *sweep("embedding", "embedding", 0.0, _embedding_split_case,
                [dict(dtype="bf16", d=1024), dict(dtype="f16", d=1031)], large=True),
+        *sweep("embedding", "embedding", 0.0, _embedding_q8_case,
+               [dict(v=v, d=d, t=t, dtype="q8_0") for v, d, t in [(1, 32, 1), (3, 96, 5), (100, 32, 7), (50, 2080, 9),
+                                                                  (4099, 96, 257), (300, 2080, 3)]],
+               quick=[dict(v=50, d=2080, t=9, dtype="q8_0")]),
+        *sweep("embedding", "embedding", 0.0, _embedding_q8_split_case, [dict(d=1056, dtype="q8_0")], large=True),
     ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..gpu import Tensor, bf16_bits, bf16_to_f32, pack_params, runtime
+from ..gpu import Tensor, bf16_bits, bf16_to_f32, pack_params, runtime, tuning
 from ._check import dtype_in, expect
 from .registry import NMSE_MATMUL, padded_output, rand, require, sweep
 
@@ -29,35 +29,35 @@ def _pieces(w: Tensor):
     return w.row_pieces(gpu.max_binding, gpu.offset_alignment)
 
 
-# Threads per row of matvec, from the sweep in bench/kernels.py on an H200 through Vulkan
-# (bench/results/kernels_h200_vulkan.json): 16 for 16-bit weights, flat for f32.
-DEFAULT_TPR = {"f32": 64, "f16": 16, "bf16": 16}
-# Threads a matvec launch should reach before matvec_tpr stops widening rows: half of what an H200 holds
-# resident (132 SMs x 2048). Of 2^16, 2^17 and 2^18, this one makes matvec_tpr pick the fastest width
-# measured for each decode matvec of Qwen3-Omni and Qwen3-0.6B (bench/kernels.py --decode on an H200).
-LAUNCH_THREADS = 2**17
+def default_tpr(dtype: str) -> int:
+    """The least threads per row of a matvec over `dtype` weights (the tuning table's, gpu/tuning.py)."""
+    t = tuning.current()
+    return t.matvec_tpr_f32 if dtype == "f32" else t.matvec_tpr_16bit
 
 
-def launch_tpr(rows: int, words: int, floor: int) -> int:
-    """Threads per output row for a row-reduction launch (matvec, MoE experts): from `floor`, doubled
-    while the launch has fewer than LAUNCH_THREADS threads, the width is under 256 and each thread still
-    has a 16-byte weight word (or Q8_0 block) of the row's `words`. A decode launch of few rows at the
-    floor width is latency, not bandwidth: each thread waits on a chain of serial loads (MoE router: 14 us
-    at 16 threads a row, 7 us at 256 on an H200); more threads a row put more loads in flight."""
+def launch_tpr(rows: int, words: int, floor: int, wg: int) -> int:
+    """Threads per output row for a row-reduction launch (matvec, MoE experts) in workgroups of `wg`:
+    from `floor`, doubled while the launch has fewer than the tuning table's launch_threads, the width is
+    under `wg`, and each thread still has a 16-byte weight word (or Q8_0 block) of the row's `words`.
+    A decode launch of few rows at the floor width is latency, not bandwidth: each thread waits on a chain
+    of serial loads (MoE router: 14 us at 16 threads a row, 7 us at 256 on an H200); more threads a row
+    put more loads in flight."""
+    launch_threads = tuning.current().launch_threads
     tpr = floor
-    while tpr < 256 and rows * tpr < LAUNCH_THREADS and 2 * tpr <= words:
+    while tpr < wg and rows * tpr < launch_threads and 2 * tpr <= words:
         tpr *= 2
     return tpr
 
 
 def matvec_tpr(n: int, k: int, dtype: str) -> int:
-    """Threads per row for a matvec of n rows of k weights: launch_tpr from the dtype's measured default."""
-    return launch_tpr(n, k // (4 if dtype == "f32" else 8), DEFAULT_TPR[dtype])
+    """Threads per row for a matvec of n rows of k weights: launch_tpr from the dtype's default."""
+    return launch_tpr(n, k // (4 if dtype == "f32" else 8), default_tpr(dtype), tuning.current().matvec_wg)
 
 
 def matvec(x: Tensor, w: Tensor, out: Tensor | None = None, threads_per_row: int | None = None) -> Tensor:
     """y = W x. x: [K] or [1, K] f32; w: [N, K] f32/f16/bf16; returns [N] or [1, N] f32.
-    threads_per_row: a power of two up to 256 (default: matvec_tpr of the whole weight)."""
+    threads_per_row: a power of two up to the tuning table's matvec_wg (default: matvec_tpr of the whole
+    weight)."""
     dtype_in("matvec", "x", x, ("f32",))
     dtype_in("matvec", "w", w, WEIGHT_DTYPES)
     expect("matvec", len(w.shape) == 2 and x.shape in ((w.shape[1],), (1, w.shape[1])),
@@ -65,9 +65,10 @@ def matvec(x: Tensor, w: Tensor, out: Tensor | None = None, threads_per_row: int
     n, k = w.shape
     y = _out(out, x.shape[:-1] + (n,), "matvec")
     vector = k % (4 if w.dtype == "f32" else 8) == 0
+    wg = tuning.current().matvec_wg
     threads_per_row = threads_per_row or matvec_tpr(n, k, w.dtype)
-    kern = runtime().kernel("matvec", "main" if vector else "main_ragged", WG=256, TPR=threads_per_row, WTYPE=WTYPE[w.dtype])
-    rows_per_group = 256 // threads_per_row
+    kern = runtime().kernel("matvec", "main" if vector else "main_ragged", WG=wg, TPR=threads_per_row, WTYPE=WTYPE[w.dtype])
+    rows_per_group = wg // threads_per_row
     for row0, piece in _pieces(w):
         kern(-(-piece.shape[0] // rows_per_group), pack_params(piece.shape[0], k, row0, 0, 0, 0, 0, 0), x, piece, y)
     return y
@@ -87,9 +88,10 @@ def matvec_multi(x: Tensor, ws: tuple[Tensor, ...], outs: tuple[Tensor, ...],
                f"out must be {x.shape[:-1] + (w.shape[0],)} f32", out=y)
     ws3 = tuple(ws) + (ws[0],) * (3 - len(ws))  # unused slots bind a real weight and output, with 0 rows
     outs3 = tuple(outs) + (outs[0],) * (3 - len(outs))
+    wg = tuning.current().matvec_wg
     tpr = threads_per_row or matvec_tpr(sum(n), ws[0].shape[1], ws[0].dtype)
-    kern = runtime().kernel("matvec", "multi", WG=256, TPR=tpr, WTYPE=WTYPE[ws[0].dtype])
-    kern(-(-sum(n) // (256 // tpr)), pack_params(n[0], ws[0].shape[1], 0, n[1], n[2], 0, 0, 0),
+    kern = runtime().kernel("matvec", "multi", WG=wg, TPR=tpr, WTYPE=WTYPE[ws[0].dtype])
+    kern(-(-sum(n) // (wg // tpr)), pack_params(n[0], ws[0].shape[1], 0, n[1], n[2], 0, 0, 0),
          x, ws3[0], outs3[0], ws3[1], ws3[2], outs3[1], outs3[2])
     return tuple(outs)
 

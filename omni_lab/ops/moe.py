@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..formats.q8_0 import QK, Q8Weight, quantize_q8_0, split_q8_0, upload_q8_0
-from ..gpu import Tensor, bf16_to_f32, pack_params, runtime
+from ..gpu import Tensor, bf16_to_f32, pack_params, runtime, tuning
 from ._check import dtype_in, expect
 from .linear import WEIGHT_DTYPES, WTYPE, launch_tpr, random_weights
 from .q8_0 import dequantize_ref, quantize_activations_ref
@@ -32,17 +32,10 @@ from .registry import NMSE_ELEMENTWISE, NMSE_MATMUL, padded_output, rand, requir
 from .tiles import TILE_ROWS, gathered_matmul
 
 WG, ROUTE_WG_MAX = 64, 256  # route's workgroup size, by the expert count
-EXPERT_WG = 256   # gate_up, down
 MAX_EXPERTS = 4096  # route keeps a token's probabilities in workgroup memory (16 KiB at this size)
-MIN_TPR = 16  # threads per output row before linear.launch_tpr widens small launches
 GROUP_WG = 256    # group: one workgroup
-# Tokens from which a model runs its experts grouped by expert (grouped_from). On an H200 through Vulkan
-# (bench/results/kernels_moe_h200_vulkan.json, one MoE layer at the thinker's shapes) the per-pair kernels
-# win up to 128 tokens; at 512 grouped takes half their time with BF16 experts, and 1.1 times it with Q8_0,
-# whose int8 per-pair kernels read half the bytes. Per-pair time grows with the tokens; grouped time stays
-# flat until an expert's tiles fill (64 pairs each, about 1024 tokens at top-8 of 128).
-GROUPED_MIN_TOKENS = 512
-GROUPED_MIN_TOKENS_Q8 = 1024
+# The per-pair kernels' workgroup and threads per row, and the prompt lengths from which experts run
+# grouped, are the tuning table's (gpu/tuning.py: moe_*).
 
 
 def _pow2_at_least(n: int) -> int:
@@ -94,13 +87,15 @@ def _dispatch(kernel: str, entry: str, w, rows: int, words: int, params, head: t
     rt = runtime()
     q8 = isinstance(w, Q8Weight)
     vec = q8 or w.shape[-1] % (4 if w.dtype == "f32" else 8) == 0
-    tpr = launch_tpr(rows, words, MIN_TPR)
-    consts = dict(WG=EXPERT_WG, TPR=tpr) if q8 else dict(WG=EXPERT_WG, TPR=tpr, WTYPE=WTYPE[w.dtype], VEC=vec)
+    table = tuning.current()
+    wg = table.moe_expert_wg
+    tpr = launch_tpr(rows, words, table.moe_min_tpr, wg)
+    consts = dict(WG=wg, TPR=tpr) if q8 else dict(WG=wg, TPR=tpr, WTYPE=WTYPE[w.dtype], VEC=vec)
     kern = rt.kernel("moe", entry + ("_q8" if q8 else ""), **consts)
     gpu = rt.gpu
     for i, (e0, piece) in enumerate(w.row_pieces(gpu.max_binding, gpu.offset_alignment)):
         tensors = (piece.quants, piece.scales) if q8 else (piece,)
-        kern(-(-rows // (EXPERT_WG // tpr)), params(e0, piece.shape[0], int(i > 0)), *head, *tensors, *tail)
+        kern(-(-rows // (wg // tpr)), params(e0, piece.shape[0], int(i > 0)), *head, *tensors, *tail)
 
 
 def _quantized(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -134,8 +129,10 @@ class Groups:
 
 
 def grouped_from(w) -> int:
-    """The prompt length from which experts stored like `w` run grouped (GROUPED_MIN_TOKENS*)."""
-    return GROUPED_MIN_TOKENS_Q8 if isinstance(w, Q8Weight) else GROUPED_MIN_TOKENS
+    """The prompt length from which experts stored like `w` run grouped (the tuning table's
+    moe_grouped_min_tokens, or moe_grouped_min_tokens_q8 for Q8_0)."""
+    table = tuning.current()
+    return table.moe_grouped_min_tokens_q8 if isinstance(w, Q8Weight) else table.moe_grouped_min_tokens
 
 
 def group_pairs(experts: Tensor, num_experts: int) -> Groups:
@@ -229,7 +226,8 @@ def experts_down(act: Tensor, w, experts: Tensor, weights: Tensor, out: Tensor |
         rt = runtime()
         y = rt.scratch((t * k, d))  # [T*k, D]: each pair's projection, before the weights
         gathered_matmul(flat, w, groups.order, groups.tile_expert, y, t * k, d, f)
-        rt.kernel("moe", "combine", WG=EXPERT_WG)(-(-t * d // EXPERT_WG), pack_params(t, d, k, e), y, experts, weights, out)
+        wg = tuning.current().moe_expert_wg
+        rt.kernel("moe", "combine", WG=wg)(-(-t * d // wg), pack_params(t, d, k, e), y, experts, weights, out)
         y.release()
         return out
     if isinstance(w, Q8Weight):

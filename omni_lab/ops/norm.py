@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..gpu import Tensor, pack_params, runtime
+from ..gpu import Tensor, pack_params, runtime, tuning
 from ._check import dtype_in, expect
 from .registry import NMSE_ELEMENTWISE, padded_output, rand, require, sweep
 
@@ -14,8 +14,9 @@ _dummy: Tensor | None = None
 
 def workgroup_for(d: int) -> int:
     """Threads per row for the one-workgroup-per-row kernels (norms, softmax, argmax, embedding): a power of
-    two giving each thread about 4 elements, between 32 and 256."""
-    return min(256, max(32, 1 << max(0, (-(-d // 4) - 1).bit_length())))
+    two giving each thread about 4 elements, within the tuning table's [row_wg_min, row_wg_max]."""
+    table = tuning.current()
+    return min(table.row_wg_max, max(table.row_wg_min, 1 << max(0, (-(-d // 4) - 1).bit_length())))
 
 
 def _rows(kernel: str, x: Tensor, out: Tensor | None) -> tuple[int, int, Tensor]:

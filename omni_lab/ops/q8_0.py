@@ -9,8 +9,9 @@ pay where the backend lowers dot4I8Packed to a hardware instruction, which WGSL 
 Decode has both: `q8_matvec` (int8 x int8, activations quantized with llama.cpp's q8_0 rule) and
 `q8_matvec_f32` (f32 activations, weights widened in registers). Which is faster depends on the adapter
 (bandwidth-bound either way, but the f32 path's conversions can cost more than dot4's activation pass),
-so `q8_linear(path='auto')` times both once per adapter on a representative shape and keeps dot4 unless
-f32 is clearly faster (choose_path says why).
+so `q8_linear(path='auto')` takes the tuning table's q8_matvec_path (gpu/tuning.py), and where that is
+'auto' too, times both once per adapter on a representative shape and keeps dot4 unless f32 is clearly
+faster (choose_path says why, and says its result once on stderr).
 
 Weights larger than a storage binding are bound in row pieces (Q8Weight.row_pieces), one dispatch per
 piece, each writing its own output rows, as ops/linear.py does.
@@ -18,27 +19,24 @@ piece, each writing its own output rows, as ops/linear.py does.
 
 from __future__ import annotations
 
+import sys
 import time
 from functools import partial
 
 import numpy as np
+from tqdm import tqdm
 
 from ..formats.q8_0 import QK, Q8Weight, quantize_q8_0, split_q8_0, upload_q8_0
-from ..gpu import KernelError, Tensor, pack_params, runtime
+from ..gpu import KernelError, Tensor, pack_params, runtime, tuning
 from ._check import dtype_in, expect
 from .registry import NMSE_MATMUL, nmse, padded_output, rand, require, sweep
 from .tiles import gathered_matmul, rows_in_order
 
 SHADER = "q8_0"
 PATHS = ("dot4", "f32")
-MATVEC_WG, MATVEC_ROWS = 256, 4
-QUANT_WG = 64
+# Workgroup sizes, rows per workgroup, the timed shape and the margin are the tuning table's (q8_*).
 
-# The shape behind path='auto': 32 MB of blocks, bandwidth-sized, where a dot4I8Packed the backend emulates
-# would show.
-CHOICE_SHAPE = (16384, 2048)
-_CHOICE: dict[tuple, dict] = {}
-F32_MARGIN = 0.5  # the f32 path must take under half of dot4's time to be chosen (see choose_path)  # adapter -> {"path", "seconds": {path: s}, "shape", "clock"}
+_CHOICE: dict[tuple, dict] = {}  # (adapter, timed shape) -> choose_path's result
 
 
 def _params(*values: int) -> bytes:
@@ -93,7 +91,8 @@ def quantize_activations(x: Tensor, out: tuple[Tensor, Tensor] | None = None) ->
     q, d = out
     expect(kernel, q.shape == lead + (k // 4,) and q.dtype == "u32", f"quants must be {lead + (k // 4,)} u32", quants=q)
     expect(kernel, d.shape == lead + (k // QK,) and d.dtype == "f32", f"scales must be {lead + (k // QK,)} f32", scales=d)
-    runtime().kernel(SHADER, "quantize_act", WG=QUANT_WG)(-(-n_blocks // QUANT_WG), _params(n_blocks), x, q, d)
+    wg = tuning.current().q8_quant_wg
+    runtime().kernel(SHADER, "quantize_act", WG=wg)(-(-n_blocks // wg), _params(n_blocks), x, q, d)
     return q, d
 
 
@@ -109,10 +108,11 @@ def q8_matvec_quantized(xq: Tensor, xd: Tensor, w: Q8Weight, out: Tensor | None 
            f"activations must hold one row of K = {k} (w shape {w.shape})", xq=xq, xd=xd)
     lead = tuple(vector_shape[:-1]) if vector_shape is not None else xq.shape[:-1]
     y = _out(out, lead + (n,), kernel)
-    kern = runtime().kernel(SHADER, "matvec_dot4", WG=MATVEC_WG, ROWS=MATVEC_ROWS)
+    table = tuning.current()
+    kern = runtime().kernel(SHADER, "matvec_dot4", WG=table.q8_matvec_wg, ROWS=table.q8_matvec_rows)
     for row0, piece in _pieces(w):
         rows = piece.shape[0]
-        kern(-(-rows // MATVEC_ROWS), _params(rows, k, row0), xq, xd, piece.quants, piece.scales, y)
+        kern(-(-rows // table.q8_matvec_rows), _params(rows, k, row0), xq, xd, piece.quants, piece.scales, y)
     return y
 
 
@@ -138,10 +138,11 @@ def q8_matvec_f32(x: Tensor, w: Q8Weight, out: Tensor | None = None) -> Tensor:
     n, k = _check_weight(kernel, w)
     _check_vector(kernel, x, k, w)
     y = _out(out, x.shape[:-1] + (n,), kernel)
-    kern = runtime().kernel(SHADER, "matvec_f32", WG=MATVEC_WG, ROWS=MATVEC_ROWS)
+    table = tuning.current()
+    kern = runtime().kernel(SHADER, "matvec_f32", WG=table.q8_matvec_wg, ROWS=table.q8_matvec_rows)
     for row0, piece in _pieces(w):
         rows = piece.shape[0]
-        kern(-(-rows // MATVEC_ROWS), _params(rows, k, row0), x, piece.quants, piece.scales, y)
+        kern(-(-rows // table.q8_matvec_rows), _params(rows, k, row0), x, piece.quants, piece.scales, y)
     return y
 
 
@@ -192,54 +193,68 @@ def _time_dispatches(dispatches, reps: int, trials: int) -> float:
 
 
 def choose_path(reps: int = 4, trials: int = 3) -> dict:
-    """Time both decode paths on CHOICE_SHAPE once per adapter and remember the choice.
-    Returns {"path", "seconds": {"dot4": s, "f32": s}, "shape", "clock"}."""
-    key = _adapter_key()
+    """Time both decode paths on the tuning table's q8_choice_shape once per adapter, remember the choice
+    and say it (one line on stderr). Returns {"path", "seconds": {"dot4": s, "f32": s}, "shape", "clock"}."""
+    table = tuning.current()
+    n, k = table.q8_choice_shape
+    key = _adapter_key() + ((n, k),)
     if key in _CHOICE:
         return _CHOICE[key]
     rt = runtime()
-    n, k = CHOICE_SHAPE
     rng = np.random.default_rng(0)
     w = Q8Weight((n, k), rt.upload(rng.integers(0, 2**32, size=(n, k // 4), dtype=np.uint32), "u32"),
                  rt.upload((rng.standard_normal((n, k // QK)) * 1e-3).astype(np.float16), "f16"))
     x = rt.upload(rng.standard_normal(k).astype(np.float32))
     xq, xd, y = rt.empty((k // 4,), "u32"), rt.empty((k // QK,), "f32"), rt.empty((n,), "f32")
-    quant = rt.kernel(SHADER, "quantize_act", WG=QUANT_WG)
-    dot4 = rt.kernel(SHADER, "matvec_dot4", WG=MATVEC_WG, ROWS=MATVEC_ROWS)
-    f32 = rt.kernel(SHADER, "matvec_f32", WG=MATVEC_WG, ROWS=MATVEC_ROWS)
-    grid = (-(-n // MATVEC_ROWS), 1, 1)
+    wg, rows = table.q8_matvec_wg, table.q8_matvec_rows
+    quant = rt.kernel(SHADER, "quantize_act", WG=table.q8_quant_wg)
+    dot4 = rt.kernel(SHADER, "matvec_dot4", WG=wg, ROWS=rows)
+    f32 = rt.kernel(SHADER, "matvec_f32", WG=wg, ROWS=rows)
+    grid = (-(-n // rows), 1, 1)
     seconds = {
-        "dot4": _time_dispatches([(quant, _params(k // QK), (x, xq, xd), (-(-(k // QK) // QUANT_WG), 1, 1)),
+        "dot4": _time_dispatches([(quant, _params(k // QK), (x, xq, xd), (-(-(k // QK) // table.q8_quant_wg), 1, 1)),
                                   (dot4, _params(n, k, 0), (xq, xd, w.quants, w.scales, y), grid)], reps, trials),
         "f32": _time_dispatches([(f32, _params(n, k, 0), (x, w.quants, w.scales, y), grid)], reps, trials),
     }
-    # dot4 unless f32 takes under half its time. On an H200 the two time within noise of each other here
-    # (either won, run to run: the weights sit in its 60 MB L2 across repetitions) while the thinker decoded
-    # 157 tok/s on dot4 and 130 on f32, since one quantization feeds all projections of an x (q8_linears);
-    # an adapter that emulates dot4I8Packed is several times slower, which the margin still catches.
-    path = "f32" if seconds["f32"] < F32_MARGIN * seconds["dot4"] else "dot4"
-    choice = {"path": path, "seconds": seconds, "shape": CHOICE_SHAPE, "clock": "wall-clock"}
+    # dot4 unless f32 takes under q8_f32_margin of its time: one quantization of x feeds every projection
+    # of it on the dot4 path (q8_linears), which this single matvec does not show (tuning.py has the H200
+    # figures), while an adapter that emulates dot4I8Packed is several times slower.
+    path = "f32" if seconds["f32"] < table.q8_f32_margin * seconds["dot4"] else "dot4"
+    choice = {"path": path, "seconds": seconds, "shape": (n, k), "clock": "wall-clock"}
     _CHOICE[key] = choice
+    gpu = rt.gpu
+    # Once per adapter, so a user sees why decode took the path it took and how to fix it; tqdm.write keeps
+    # a progress bar that is on screen intact.
+    tqdm.write(f"omni_lab: Q8_0 decode matvec on {gpu.info.get('device', '?')} ({gpu.info.get('backend_type', '?')}): "
+               f"dot4 {seconds['dot4'] * 1e3:.3f} ms, f32 {seconds['f32'] * 1e3:.3f} ms for {n} x {k} (wall clock) "
+               f"-> {path}; set tuning q8_matvec_path (omni-lab generate --q8-path) to skip this measurement",
+               file=sys.stderr)
     return choice
+
+
+def _decode_path(path: str) -> str:
+    """'dot4' or 'f32' for `path`: 'auto' is the tuning table's q8_matvec_path, measured if that is 'auto'."""
+    if path == "auto":
+        path = tuning.current().q8_matvec_path
+    return choose_path()["path"] if path == "auto" else path
 
 
 def q8_linear(x: Tensor, w: Q8Weight, out: Tensor | None = None, path: str = "auto") -> Tensor:
     """x [T, K] (or [K]) -> [T, N]. One token: the decode matvec `path` ('dot4', 'f32', or 'auto' = the
-    one measured faster on this adapter); several tokens: q8_matmul."""
+    tuning table's q8_matvec_path, where 'auto' is the one measured faster on this adapter); several
+    tokens: q8_matmul."""
     if path not in PATHS + ("auto",):
         raise KernelError(f"q8_linear: path must be 'auto', 'dot4' or 'f32', got {path!r}")
     if len(x.shape) == 2 and x.shape[0] > 1:
         return q8_matmul(x, w, out)
-    if path == "auto":
-        path = choose_path()["path"]
-    return q8_matvec(x, w, out) if path == "dot4" else q8_matvec_f32(x, w, out)
+    return q8_matvec(x, w, out) if _decode_path(path) == "dot4" else q8_matvec_f32(x, w, out)
 
 
 def q8_linears(x: Tensor, ws: tuple, outs: tuple, path: str = "auto") -> tuple[Tensor, ...]:
     """Several Q8_0 projections of the same x (q/k/v, gate/up). At one token on the dot4 path x is quantized
     once for all of them: a decode step is bound by dispatches more than by bytes."""
     one = len(x.shape) == 1 or x.shape[0] == 1
-    if not (one and (choose_path()["path"] if path == "auto" else path) == "dot4"):
+    if not (one and _decode_path(path) == "dot4"):
         return tuple(q8_linear(x, w, out, path) for w, out in zip(ws, outs))
     k = x.shape[-1]
     for w in ws:

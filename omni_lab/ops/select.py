@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..gpu import Tensor, pack_params, runtime
+from ..gpu import Tensor, pack_params, runtime, tuning
 from ._check import dtype_in, expect
 from .norm import workgroup_for
 from .registry import padded_output, sweep
@@ -28,7 +28,6 @@ def _rows(kernel: str, x: Tensor) -> tuple[int, int]:
     return x.numel // x.shape[-1], x.shape[-1]
 
 
-WIDE_ROW = 16384  # columns past which a few rows go through top-1 (many workgroups per row)
 _top1_values: dict[int, Tensor] = {}
 
 
@@ -39,7 +38,8 @@ def argmax(x: Tensor, out: Tensor | None = None) -> Tensor:
     if out is None:
         out = runtime().empty(shape, "i32", label="argmax")
     expect("argmax", out.shape == shape and out.dtype == "i32", f"out must be {shape} i32", out=out, x=x)
-    if rows and c > WIDE_ROW and rows < 16:
+    table = tuning.current()
+    if rows and c > table.argmax_split_columns and rows < table.argmax_split_rows:
         # One workgroup per row leaves a GPU idle on a vocabulary-wide row (236 us for 152k logits on an
         # H200); top-1 splits the row over many workgroups, with the same order (first index on ties).
         values = _top1_values.get(rows)

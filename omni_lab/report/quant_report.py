@@ -13,9 +13,9 @@ Neither side is Transformers: this measures what Q8_0 weights cost, not how clos
 Transformers (that is `omni-lab compare`). With several tokens every Q8_0 linear runs our prefill matmul,
 which widens the weights in the tile and keeps activations in f32, so the error measured is the weights'
 alone; decode's int8 matvec (dot4) also rounds activations and is not measured by one prefill. MoE experts
-follow the same rule from moe.GROUPED_MIN_TOKENS_Q8 tokens on, where they run grouped by expert with the
-weights widened in the tile; shorter prompts take their per-pair kernels, which round activations to int8,
-and the report's notes say which ran.
+follow the same rule from the tuning table's moe_grouped_min_tokens_q8 tokens on, where they run grouped by
+expert with the weights widened in the tile; shorter prompts take their per-pair kernels, which round
+activations to int8, and the report's notes say which ran.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from matplotlib.ticker import MaxNLocator
 from ..compare import Bounds, compare_sets
 from ..compare.quant import (ExpertAgreement, LogitStats, TensorSqnr, logit_stats, moe_agreement, sqnr_summary,
                              weight_sqnr)
-from ..ops import moe
+from ..gpu import tuning
 from . import figures
 from .html import CSS
 
@@ -187,7 +187,7 @@ def quant_report(src_dir: str | Path, gguf_path: str | Path, ids=None, text: str
     ]
     if any(n.endswith(ROUTER_SUFFIX) for n in names):
         notes.append("MoE experts ran grouped by expert, widening their weights in the tile the same way."
-                     if len(ids) >= moe.GROUPED_MIN_TOKENS_Q8 else
+                     if len(ids) >= tuning.current().moe_grouped_min_tokens_q8 else
                      "MoE experts ran their per-pair kernels, which take int8 activations (blocks of 32, llama.cpp's "
                      "rule): their error includes that rounding.")
         notes.append("Router activations are compared as expert agreement, not in the drift table.")

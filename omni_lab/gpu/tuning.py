@@ -1,0 +1,264 @@
+"""Adapter-specific tuning: one table of launch shapes and path thresholds per adapter family.
+
+The ops read `current()` at call time. The family is chosen once, from the adapter's info, when the device
+opens (gpu/device.py): "nvidia" for NVIDIA GPUs, "amd-rdna3" for AMD GPUs, "default" for anything else
+(lavapipe and other CPU adapters included). `omni-lab doctor` prints which table is in use.
+
+Only performance lives here: each field changes a launch shape (results differ by f32 summation order at
+most) or which of two tested kernels runs an op (the grouped MoE path and f32 Q8_0 matvec keep activations
+in f32 where the per-pair kernels and dot4 round them to int8). A value that bounds correctness (workgroup
+memory sizes such as select.MAX_CHUNK, tiles' shader constants) stays next to its kernel; attention_wg
+also bounds the head dim, and attention checks it at call time.
+
+Tests and benchmarks change the table for a block:
+
+    with tuning.use("amd-rdna3"): ...                   # another family's table
+    with tuning.override(launch_threads=2**14): ...     # some fields of the table in use
+
+A model records bind groups and kernels as it runs, so change the table before loading or recording one,
+not between recording a decode step and replaying it.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
+
+Q8_PATHS = ("auto", "dot4", "f32")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """One adapter family's tuning. `basis` says how its values were found; each field's comment says what
+    it controls (the entries below say where each value came from)."""
+
+    family: str
+    basis: str
+    # ops/linear.py: bf16/f16/f32 matvec (decode) and its fused `multi` entry.
+    matvec_wg: int          # threads per workgroup
+    matvec_tpr_f32: int     # threads per output row at least, f32 weights
+    matvec_tpr_16bit: int   # threads per output row at least, f16 and bf16 weights
+    # linear.launch_tpr (matvec, MoE experts): a launch of few rows doubles its threads per row until it
+    # has this many threads, so that enough loads are in flight to hide memory latency.
+    launch_threads: int
+    # ops/moe.py: the per-pair expert kernels (gate_up, down) and the choice of the grouped path.
+    moe_expert_wg: int              # threads per workgroup of gate_up and down
+    moe_min_tpr: int                # threads per output row at least, before launch_tpr widens
+    moe_grouped_min_tokens: int     # tokens from which f32/f16/bf16 experts run grouped by expert
+    moe_grouped_min_tokens_q8: int  # the same for Q8_0 experts
+    # ops/attention.py.
+    attention_wg: int           # threads of `main` and `split_partial`: keys per softmax chunk; D <= 4 * this
+    attention_combine_wg: int   # threads of `split_combine`
+    # Keys per slice of the split-K decode path, by cache length: ((max_len up to, keys), ...) ascending,
+    # then attention_split_long keys past the last step.
+    attention_split_steps: tuple[tuple[int, int], ...]
+    attention_split_long: int
+    # norm.workgroup_for: threads of the one-workgroup-per-row kernels (norms, softmax, argmax, embedding),
+    # about one per 4 elements, clamped to [row_wg_min, row_wg_max].
+    row_wg_min: int
+    row_wg_max: int
+    # ops/select.argmax: rows wider than argmax_split_columns, fewer than argmax_split_rows of them, go
+    # through the multi-workgroup top-1 instead of one workgroup per row.
+    argmax_split_columns: int
+    argmax_split_rows: int
+    # ops/q8_0.py.
+    q8_quant_wg: int           # threads per workgroup of quantize_act (one block of 32 per thread)
+    q8_matvec_wg: int          # threads per workgroup of matvec_dot4 and matvec_f32
+    q8_matvec_rows: int        # rows per workgroup of those matvecs
+    q8_matvec_path: str        # decode matvec: "dot4", "f32", or "auto" (time both once, choose_path)
+    q8_choice_shape: tuple[int, int]  # [N, K] of the weight choose_path times
+    q8_f32_margin: float       # "auto" picks f32 only if it takes under this fraction of dot4's time
+
+    def __post_init__(self):
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ValueError(f"tuning {self.family}: {what}")
+
+        pow2 = ("matvec_wg", "matvec_tpr_f32", "matvec_tpr_16bit", "moe_expert_wg", "moe_min_tpr", "attention_wg",
+                "attention_combine_wg", "row_wg_min", "row_wg_max", "q8_quant_wg", "q8_matvec_wg", "q8_matvec_rows")
+        for name in pow2:
+            v = getattr(self, name)
+            need(isinstance(v, int) and v > 0 and v & (v - 1) == 0, f"{name} must be a power of two, got {v!r}")
+        need(self.matvec_tpr_f32 <= self.matvec_wg and self.matvec_tpr_16bit <= self.matvec_wg,
+             "matvec threads per row must not exceed matvec_wg")
+        need(self.attention_combine_wg >= self.attention_wg,
+             "attention_combine_wg must be at least attention_wg (both must cover D / 4 threads)")
+        need(self.moe_min_tpr <= self.moe_expert_wg, "moe_min_tpr must not exceed moe_expert_wg")
+        need(self.row_wg_min <= self.row_wg_max, "row_wg_min must not exceed row_wg_max")
+        need(self.q8_matvec_rows <= self.q8_matvec_wg, "q8_matvec_rows must not exceed q8_matvec_wg")
+        need(self.q8_matvec_path in Q8_PATHS, f"q8_matvec_path must be one of {', '.join(Q8_PATHS)}, "
+                                              f"got {self.q8_matvec_path!r}")
+        need(0 < self.q8_f32_margin <= 1, f"q8_f32_margin must be in (0, 1], got {self.q8_f32_margin!r}")
+        lens = [n for n, _ in self.attention_split_steps]
+        need(lens == sorted(lens) and all(k > 0 for _, k in self.attention_split_steps) and self.attention_split_long > 0,
+             "attention_split_steps must rise by max_len, with positive key counts")
+
+
+# Measured on an H200 through Vulkan; each value's comment names the benchmark and its stored result.
+NVIDIA = Tuning(
+    family="nvidia",
+    basis="measured on an NVIDIA H200 through Vulkan (bench/results/*_h200_vulkan.json)",
+    matvec_wg=256,
+    # bench/kernels.py's sweep (bench/results/kernels_h200_vulkan.json, 32768 x 4096): 16 threads a row
+    # fastest for bf16 and f16; flat from 32 to 64 for f32.
+    matvec_tpr_f32=64,
+    matvec_tpr_16bit=16,
+    # Half of what an H200 holds resident (132 SMs x 2048 threads). Of 2^16, 2^17 and 2^18 it makes
+    # launch_tpr pick the fastest width measured for each decode matvec of Qwen3-Omni and Qwen3-0.6B
+    # (bench/kernels.py --decode, bench/results/kernels_decode_h200_vulkan.json).
+    launch_threads=2**17,
+    moe_expert_wg=256,
+    moe_min_tpr=16,
+    # One MoE layer at the thinker's shapes (bench/results/kernels_moe_h200_vulkan.json): per-pair kernels
+    # win up to 128 tokens; at 512 grouped takes half their time with BF16 experts, 1.1 times it with
+    # Q8_0 (whose per-pair kernels read half the bytes). Grouped time stays flat until an expert's tiles
+    # fill (64 pairs each, about 1024 tokens at top-8 of 128).
+    moe_grouped_min_tokens=512,
+    moe_grouped_min_tokens_q8=1024,
+    attention_wg=64,
+    attention_combine_wg=256,
+    # Of 64, 128 and 256 keys a slice, 128 was fastest at 4k-32k keys; with short caches 128 leaves a few
+    # workgroups running ~77 us each (Qwen3-0.6B decode profile, 136 keys, bench/decode.py), 32 is
+    # fastest there (bench/results/kernels_decode_h200_vulkan.json, attention.split vs attention.single).
+    attention_split_steps=((2048, 32), (8192, 64)),
+    attention_split_long=128,
+    row_wg_min=32,
+    row_wg_max=256,
+    # One workgroup took 236 us for a row of 152k logits; the multi-workgroup top-1 spreads it.
+    argmax_split_columns=16384,
+    argmax_split_rows=16,
+    q8_quant_wg=64,
+    q8_matvec_wg=256,
+    q8_matvec_rows=4,
+    q8_matvec_path="auto",
+    # 32 MB of blocks: bandwidth-sized, where a dot4I8Packed that the backend emulates would show.
+    q8_choice_shape=(16384, 2048),
+    # The two paths time within noise here on an H200 (the weights stay in its 60 MB L2), while the
+    # thinker decoded 157 tok/s on dot4 and 130 on f32 (one quantization feeds every projection of an x:
+    # bench/results/thinker_h200_vulkan.json); an emulated dot4 is several times slower, still caught.
+    q8_f32_margin=0.5,
+)
+
+# An unknown adapter gets the values measured somewhere rather than values guessed for it: the H200's.
+# This is also what lavapipe runs, so the tests' expectations are these values.
+DEFAULT = replace(NVIDIA, family="default",
+                  basis="no table for this adapter: the NVIDIA H200 measurements (bench/results/*_h200_vulkan.json)")
+
+# Reasoned, not measured, for the Radeon 8060S (Strix Halo, RDNA 3.5): 40 CUs (20 WGPs) of 2 SIMD32 each,
+# 16 waves a SIMD, so 1024 resident threads a CU and ~41k in all; waves of 32 or 64 as the driver picks
+# (WGSL cannot ask); 64 KB of LDS a workgroup; ~212 GB/s of LPDDR5X shared with the CPU behind a 32 MB
+# last-level cache; FP32 ~15 TFLOP/s (single issue). Fields not set here keep the H200's values because
+# nothing above argues for another: matvec and MoE threads per row (16 threads x 16 B is two 128-byte
+# cache lines a row step on RDNA as on NVIDIA), workgroup sizes of 64-256 (whole waves in either wave
+# size; none of these kernels comes near 64 KB of LDS), the argmax split, and the Q8_0 margin.
+AMD_RDNA3 = replace(
+    NVIDIA,
+    family="amd-rdna3",
+    basis="reasoned from RDNA 3.5's limits (Radeon 8060S: 40 CUs, wave32/64, 64 KB LDS, ~212 GB/s), not measured",
+    # The H200 rule, half of the resident threads: ~20k, rounded down to a power of two. 2^14 threads with
+    # one 16-byte load each keep 256 KB in flight, over the ~100-200 KB that 212 GB/s x ~0.5-1 us needs.
+    launch_threads=2**14,
+    # Per-pair time grows with the tokens: each pair reads its expert from memory (9.4 MB in BF16, more
+    # than the last-level cache holds a few of): ~0.36 ms a token BF16, ~0.19 ms Q8_0 at 212 GB/s.
+    # Grouped reads each of the 128 experts once (5.7 ms BF16, 3.0 ms Q8_0) plus tile compute, which ran
+    # at ~5% of FP32 peak on the H200: ~0.1 ms a token here at the same efficiency. That crosses at ~20
+    # (BF16) and ~35 (Q8_0) tokens; taken 2-4x higher, toward the per-pair path, since the tile kernel's
+    # efficiency on RDNA is unmeasured.
+    moe_grouped_min_tokens=64,
+    moe_grouped_min_tokens_q8=128,
+    # The H200's steps keep at least ~8 workgroups (32 heads x slices) per SM at any cache length; with
+    # 40 CUs instead of 132 the same holds at a quarter of the length, and longer slices also cut the
+    # traffic of the partial results, which costs more at 212 GB/s.
+    attention_split_steps=((512, 32), (2048, 64)),
+    # A workgroup of 32 fills half a wave wherever the driver compiles compute as wave64, which WGSL
+    # cannot prevent; 64 is a whole wave in either wave size.
+    row_wg_min=64,
+    # Larger than the 32 MB last-level cache (64 MB of int8 + 4 MB of scales), so the timing reads memory
+    # as a decode does, at ~0.3 ms a run. Whether dot4I8Packed becomes v_dot4_i32_iu8 depends on naga and
+    # the driver, so the path is still measured ("auto").
+    q8_choice_shape=(32768, 2048),
+)
+
+TABLES = {t.family: t for t in (NVIDIA, AMD_RDNA3, DEFAULT)}
+
+_NVIDIA_VENDOR_ID, _AMD_VENDOR_ID = 0x10DE, 0x1002
+_NVIDIA_NAME = re.compile(r"\bnvidia\b", re.I)
+_AMD_NAME = re.compile(r"\b(amd|ati|radeon|radv)\b", re.I)
+
+
+def family_for(info: dict) -> str:
+    """The table family for an adapter, from wgpu's adapter info (vendor_id, vendor, device, description,
+    architecture, adapter_type). CPU adapters (lavapipe, llvmpipe, SwiftShader) are "default" whatever
+    they name; a GPU is matched by PCI vendor id, or by name where the backend reports no id."""
+    if str(info.get("adapter_type", "")).lower() == "cpu":
+        return "default"
+    vendor_id = info.get("vendor_id")
+    names = " ".join(str(info.get(k, "")) for k in ("vendor", "device", "description", "architecture"))
+    if vendor_id == _NVIDIA_VENDOR_ID or _NVIDIA_NAME.search(names):
+        return "nvidia"
+    if vendor_id == _AMD_VENDOR_ID or _AMD_NAME.search(names):
+        return "amd-rdna3"
+    return "default"
+
+
+_adapter_family = "default"  # set once, when the device opens
+_layers: list[Tuning | dict] = []  # open use() / override() blocks, innermost last
+_active = DEFAULT
+
+
+def _refresh() -> None:
+    global _active
+    table = TABLES[_adapter_family]
+    for layer in _layers:
+        table = layer if isinstance(layer, Tuning) else replace(table, **layer)
+    _active = table
+
+
+def current() -> Tuning:
+    """The table the ops read: the adapter's family, with any open use() / override() applied."""
+    return _active
+
+
+def adapter_family() -> str:
+    """The family chosen for the open adapter ("default" before one opens)."""
+    return _adapter_family
+
+
+def select_for_adapter(info: dict) -> str:
+    """Choose the adapter's family (gpu/device.open_gpu calls this once) and return it."""
+    global _adapter_family
+    _adapter_family = family_for(info)
+    _refresh()
+    return _adapter_family
+
+
+@contextmanager
+def _layer(layer: Tuning | dict):
+    _layers.append(layer)
+    try:
+        _refresh()
+    except BaseException:
+        _layers.pop()
+        raise
+    try:
+        yield _active
+    finally:
+        del _layers[max(i for i, x in enumerate(_layers) if x is layer)]
+        _refresh()
+
+
+def use(family: str):
+    """Context manager: `family`'s table in place of the adapter's for the block (yields it)."""
+    if family not in TABLES:
+        raise ValueError(f"tuning.use: no table {family!r} (one of {', '.join(TABLES)})")
+    return _layer(TABLES[family])
+
+
+def override(**changes):
+    """Context manager: the table in use with these fields changed, for the block (yields it)."""
+    known = {f.name for f in fields(Tuning)} - {"family", "basis"}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise ValueError(f"tuning.override: no field {', '.join(unknown)} (fields: {', '.join(sorted(known))})")
+    return _layer(dict(changes))
