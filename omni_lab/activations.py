@@ -12,7 +12,10 @@ A model (ours) and its HF capture both produce `name -> array`; an `Activation` 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+import numpy as np
 
 LAYOUTS = ("TF", "CT", "N")
 KINDS = ("float", "ids", "routing", "waveform")
@@ -49,3 +52,20 @@ class Activation:
 def specs_by_name(specs) -> dict[str, Activation]:
     """{name: Activation} from a list of Activations (order kept: execution order)."""
     return {a.name: a for a in specs}
+
+
+def as_specs(specs) -> dict[str, Activation]:
+    """What a `specs` argument may be (None, {name: Activation} or a list of Activations) as {name: Activation}."""
+    if specs is None:
+        return {}
+    return dict(specs) if isinstance(specs, Mapping) else specs_by_name(specs)
+
+
+def routing_parts(a) -> tuple[np.ndarray, np.ndarray]:
+    """(expert ids [T, k], weights [T, k]) of a router's [T, 2k] activation; the ids as stored, not rounded,
+    so that an exact comparison sees a stray fraction."""
+    a = np.asarray(a)
+    if a.ndim != 2 or a.shape[1] % 2:
+        raise ValueError(f"a routing activation is [tokens, 2k] (ids then weights), got {a.shape}")
+    k = a.shape[1] // 2
+    return a[:, :k], a[:, k:]

@@ -5,9 +5,10 @@ import pytest
 import torch
 import transformers
 
+from omni_lab.activations import Activation
 from omni_lab.compare import compare_sets
 from omni_lab.reference import (CaptureError, UnsafeWeightsError, capture, dense_qwen3_names, load_hf_model,
-                                load_reference, save_reference)
+                                load_reference, save_reference, to_activation)
 
 LAYERS, HIDDEN, VOCAB = 2, 64, 128
 
@@ -104,3 +105,26 @@ def test_refuses_pickle_only_checkpoint(tiny_qwen3, tmp_path):
         load_hf_model(d)
     with pytest.raises(ValueError, match="dtype"):
         load_hf_model(tiny_qwen3, "float16")
+
+
+class Vocoder(torch.nn.Module):
+    """A vocoder's shape: a convolution [1, C, T], then a flat waveform [1, 1, N]."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(2, 3, 1)
+        self.out = torch.nn.Identity()
+
+    def forward(self, x):
+        return self.out(self.conv(x).reshape(1, 1, -1))
+
+
+def test_typed_capture_of_a_conv_and_a_waveform():
+    x = torch.randn(1, 2, 10)
+    specs = [Activation("conv", (3, 10), "CT"), Activation("out", (30,), "N", "waveform")]
+    acts = capture(Vocoder(), ["conv", "out"], {"x": x}, specs=specs)
+    assert acts["conv"].shape == (3, 10) and acts["out"].shape == (30,)
+    np.testing.assert_array_equal(acts["out"], acts["conv"].reshape(-1))
+    assert capture(Vocoder(), ["out"], {"x": x})["out"].shape == (1, 30)  # untyped: [1, T, ...] -> [T, F]
+    with pytest.raises(CaptureError, match="flat signal needs a batch of 1"):
+        to_activation("out", torch.zeros(2, 1, 30), "N")

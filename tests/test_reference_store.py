@@ -1,12 +1,15 @@
 """The reference store: round trip in order, manifest contents, refusal of a mismatched reference."""
 
 import json
+import math
 
 import numpy as np
 import pytest
 import torch
 from safetensors.numpy import save_file
 
+from omni_lab.activations import Activation, specs_by_name
+from omni_lab.compare import compare_sets
 from omni_lab.reference import ReferenceMismatch, hash_model, load_reference, save_reference
 
 
@@ -128,3 +131,70 @@ def test_overwrite_is_atomic_swap(tmp_path, rng):
     with pytest.raises(ValueError, match=r"\[tokens, features\]"):
         save_reference("s", {"y": np.ones(3)}, **kw)
     assert [p.name for p in (tmp_path / "refs").iterdir()] == ["r"]
+
+
+def typed_acts(rng):
+    ids = np.stack([rng.choice(16, 4, replace=False) for _ in range(5)])
+    w = rng.random((5, 4))
+    acts = {"thinker.model.language_model.layers.0.mlp.router": np.concatenate([ids, w / w.sum(1, keepdims=True)], 1),
+            "code2wav.decoder.1": rng.standard_normal((8, 40)), "code2wav": rng.standard_normal(1920)}
+    specs = [Activation("thinker.model.language_model.layers.0.mlp.router", (5, 8), "TF", "routing"),
+             Activation("code2wav.decoder.1", (8, 40), "CT"), Activation("code2wav", (1920,), "N", "waveform")]
+    return acts, specs
+
+
+def test_specs_round_trip_and_type_the_comparison(tmp_path, rng):
+    acts, specs = typed_acts(rng)
+    kw = dict(model_path=fake_checkpoint(tmp_path / "ckpt"), inputs={"input_ids": IDS}, dtype="float32", root=tmp_path)
+    ref = load_reference(save_reference("typed", acts, specs=specs, **kw))
+    assert ref.specs == specs_by_name(specs) and list(ref.specs) == list(acts)
+    assert ref["code2wav"].shape == (1920,)  # a flat signal is stored flat
+    stored = json.loads((ref.path / "manifest.json").read_text())["activations"]
+    assert stored["code2wav.decoder.1"] == {"shape": [8, 40], "layout": "CT", "kind": "float"}
+
+    ours = {n: a.copy() for n, a in ref.activations.items()}
+    ours["thinker.model.language_model.layers.0.mlp.router"][2, 1] = 99  # another expert
+    c = compare_sets(ours, ref)  # the types come from the reference
+    assert [r.kind for r in c.rows] == ["routing", "float", "waveform"]
+    assert c.first_divergence.name == "thinker.model.language_model.layers.0.mlp.router"
+    assert c.first_divergence.row.violations == ["1 of 20 expert ids differ"]
+    assert c["code2wav.decoder.1"].per_token["nmse"].shape == (40,) and c["code2wav"].snr_db == math.inf
+
+
+def test_old_manifest_without_specs_loads(tmp_path, rng):
+    out = save_reference("old", acts(rng), model_path=fake_checkpoint(tmp_path / "ckpt"), inputs={"input_ids": IDS},
+                         dtype="float32", root=tmp_path)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m.pop("activations") == {}  # nothing typed: every activation is float [tokens, features]
+    (out / "manifest.json").write_text(json.dumps(m))
+    ref = load_reference(out)
+    assert ref.specs == {} and all(r.kind == "float" for r in compare_sets(ref.activations, ref).rows)
+
+
+def test_bad_specs_and_shapes_are_refused(tmp_path, rng):
+    acts_, specs = typed_acts(rng)
+    kw = dict(model_path=fake_checkpoint(tmp_path / "ckpt"), inputs={"input_ids": IDS}, dtype="float32", root=tmp_path)
+    with pytest.raises(ValueError, match=r"'code2wav.decoder.1' has shape \(8, 40\), its type says \(8, 41\)"):
+        save_reference("r", acts_, specs=[specs[0], Activation("code2wav.decoder.1", (8, 41), "CT"), specs[2]], **kw)
+    with pytest.raises(ValueError, match="not in the set: \\['lm_head'\\]"):
+        save_reference("r", acts_, specs=specs + [Activation("lm_head", (5, 8))], **kw)
+    router = "thinker.model.language_model.layers.0.mlp.router"
+    big = {**acts_, router: acts_[router].copy()}
+    big[router][0, 0] = 2 ** 24 + 1  # float32 would store 2**24: an exact comparison would see a wrong expert
+    with pytest.raises(ValueError, match=f"'{router}': its ids are not exact in float32"):
+        save_reference("r", big, specs=specs, **kw)
+    assert not (tmp_path / "r").exists()
+
+    out = save_reference("r", acts_, specs=specs, **kw)
+    m = json.loads((out / "manifest.json").read_text())
+    m["shapes"]["code2wav.decoder.1"] = [8, 39]
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match=r"'code2wav.decoder.1' is \[8, 40\] in activations.npz but \[8, 39\] in "
+                                         r"manifest.json shapes"):
+        load_reference(out)
+    m["shapes"]["code2wav.decoder.1"] = [8, 40]
+    m["activations"]["code2wav"]["shape"] = [1921]
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match=r"'code2wav' is \[1920\] in activations.npz but \[1921\] in manifest.json "
+                                         r"activations"):
+        load_reference(out)

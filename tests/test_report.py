@@ -1,10 +1,14 @@
 """The HTML report (files written, images referenced and present) and the widget explorer."""
 
 import json
+import os
 import re
+from pathlib import Path
 
 import numpy as np
+import pytest
 
+from omni_lab.activations import Activation
 from omni_lab.compare import compare_sets
 from omni_lab.reference import dense_qwen3_names
 from omni_lab.report import explorer, split_names, write_report
@@ -103,3 +107,105 @@ def test_explorer_reacts(rng):
     assert box.selected() == "lm_head" and box.renders == renders + 1
     box.component.value = "model"
     assert box.selected() is not None
+
+
+LM = "thinker.model.language_model"
+
+
+def mixed_sets(rng, tokens=6):
+    """A speech model's mix: thinker layers [T, F] with routers, an audio conv with no index, the vocoder's
+    upsampling and decoder blocks [C, T] at growing time steps, and its flat waveform."""
+    specs = [Activation(f"{LM}.embed_tokens", (tokens, 12))]
+    for i in range(3):
+        specs += [Activation(f"{LM}.layers.{i}.self_attn", (tokens, 12)),
+                  Activation(f"{LM}.layers.{i}.mlp.router", (tokens, 8), kind="routing"),
+                  Activation(f"{LM}.layers.{i}.mlp", (tokens, 12)), Activation(f"{LM}.layers.{i}", (tokens, 12))]
+    specs += [Activation(f"{LM}.norm", (tokens, 12)), Activation("thinker.audio_tower.conv_out", (tokens, 12))]
+    specs += [Activation(f"code2wav.upsample.{i}.{j}", (16, tokens * 2 ** (i + 1)), "CT")
+              for i in range(2) for j in range(2)]
+    specs += [Activation(f"code2wav.decoder.{i}", (16 >> i, tokens * 4 * 2 ** i), "CT") for i in range(4)]
+    specs += [Activation("code2wav", (tokens * 32,), "N", "waveform")]
+    ref = {}
+    for a in specs:
+        if a.kind == "routing":
+            ids = np.stack([rng.choice(16, 4, replace=False) for _ in range(tokens)])
+            ref[a.name] = np.concatenate([ids, rng.random((tokens, 4))], axis=1).astype(np.float32)
+        else:
+            ref[a.name] = rng.standard_normal(a.shape).astype(np.float32)
+    ours = {n: a + np.float32(1e-6) * rng.standard_normal(a.shape).astype(np.float32) for n, a in ref.items()}
+    for n in ours:
+        if n.endswith(".router"):
+            ours[n][:, :4] = ref[n][:, :4]  # the ids exactly; noise on the weights only
+    return ours, ref, specs
+
+
+def test_report_of_mixed_names_and_kinds(tmp_path, rng):
+    ours, ref, specs = mixed_sets(rng)
+    bad = f"{LM}.layers.1.mlp.router"
+    ours[bad][3, 0] = next(e for e in range(16) if e not in ref[bad][3, :4])  # token 3 picks another expert
+    parts = split_names(ref)
+    assert parts["code2wav.decoder.2"] == NameParts("code2wav.decoder", 2, "residual")
+    assert parts["code2wav.upsample.0.1"] == NameParts("code2wav.upsample", 0, "1")
+    assert parts["thinker.audio_tower.conv_out"] == NameParts("thinker.audio_tower", None, "conv_out")
+    assert parts["code2wav"] == NameParts("(other)", None, "code2wav")
+
+    c = compare_sets(ours, ref, specs=specs, manifest=MANIFEST)
+    assert c.first_divergence.name == bad and len(c.failures) == 1
+    index = write_report(c, tmp_path)
+    text = index.read_text()
+    imgs = referenced_images(index)
+    assert set(imgs) == {f"metrics_vs_layer_{LM}.png", f"token_heatmap_{LM}.png",
+                         "metrics_vs_layer_code2wav.decoder.png", "token_heatmap_code2wav.decoder.png",
+                         "metrics_vs_layer_code2wav.upsample.png", "waveform_code2wav.png", "error_hist.png"}
+    assert "Per-time-step NMSE of each block&#x27;s output, code2wav.decoder" in text
+    for f in imgs:
+        assert (tmp_path / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for n in ref:
+        assert f"<td class='name'>{n}</td>" in text
+    assert f"First divergence: <code>{bad}</code> (1 of 24 expert ids differ)" in text
+    assert "<td>equal 23 of 24</td>" in text and text.count("<td>equal 24 of 24</td>") == 2
+    assert "Histogram of the error of thinker.model.language_model.layers.1.mlp.router (its weights)" in text
+    assert "SNR " in text and "float, CT" in text and "waveform, N" in text
+    j = json.loads((tmp_path / "report.json").read_text())
+    kinds = {a["name"]: (a["kind"], a["layout"]) for a in j["activations"]}
+    assert kinds[bad] == ("routing", "TF") and kinds["code2wav.decoder.3"] == ("float", "CT")
+    assert kinds["code2wav"] == ("waveform", "N") and j["first_divergence_detail"]["worst_token"] == 3
+
+
+def test_explorer_on_mixed_kinds(rng):
+    ours, ref, specs = mixed_sets(rng)
+    box = explorer(compare_sets(ours, ref, specs=specs), ours, ref)
+    box.component.value = "code2wav.decoder"
+    box.layer.value = 3
+    assert box.selected() == "code2wav.decoder.3" and box.token.max == 6 * 4 * 8 - 1  # time steps, not channels
+    box.token.value = 100
+    assert "time step 100" in box.info.value and "(float, CT)" in box.info.value
+    box.component.value = "(other)"
+    assert box.selected() == "code2wav" and box.token.max == 0 and "SNR" in box.info.value
+    assert box.image.value[:4] == b"\x89PNG"
+    box.component.value = LM
+    box.layer.value = 0
+    box.activation.value = "mlp.router"
+    assert "equal 24 of 24" in box.info.value and "weights: MSE" in box.info.value
+
+
+def test_write_report_extra_writes_report_json_once(tmp_path, rng, monkeypatch):
+    ours, ref = sets(rng, dense_qwen3_names(2))
+    c = compare_sets(ours, ref, manifest=MANIFEST)
+    writes = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        writes.append(Path(dst).name)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    index = write_report(c, tmp_path, extra={"timing": {"ours_s": 1.5}, "model": "/models/tiny"})
+    assert writes == ["report.json"]
+    j = json.loads((tmp_path / "report.json").read_text())
+    assert j["timing"] == {"ours_s": 1.5} and j["model"] == "/models/tiny" and j["passed"] is True
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".png")) == ["index.html", "report.json"]
+    assert index == tmp_path / "index.html"
+    with pytest.raises(ValueError, match=r"\['passed'\] would overwrite"):
+        c.save_json(tmp_path / "report.json", extra={"passed": False})
+    assert json.loads((tmp_path / "report.json").read_text()) == j

@@ -8,6 +8,15 @@ Metrics (float64 arithmetic; `ours` is checked against `ref`):
 each over the whole tensor and per token (row). A non-finite value anywhere makes the metrics NaN, which
 is never within bounds.
 
+Each activation is read by its type (omni_lab.activations.Activation; "float" / "TF" when none is given):
+- kind "ids": compared exactly; the row holds the count of equal entries (`equal` of `total`) and the first
+  token (time step) where they differ; any difference is out of bounds. The float metrics stay NaN.
+- kind "routing" ([T, 2k]): the expert ids (columns 0..k-1) as "ids", the weights (k..2k-1) by the float
+  metrics and bounds; both must hold.
+- kind "waveform": the float metrics plus snr_db = 10 log10(sum ref^2 / sum (ours - ref)^2) = -10 log10(nmse).
+- layout "CT" (channels x time): the per-token metrics run over time steps (columns), so the worst token, the
+  first divergence's worst_token and the heatmaps are about time. Layout "N" (a flat signal) has none.
+
 First divergence: the earliest activation, in the reference's execution order, that breaks its bounds.
 Its "input" is, by a deliberately simple rule, the activation just before it in that order (for a layer's
 residual stream that is the layer's mlp, for layer i+1's self_attn it is layer i's residual stream). Since
@@ -19,11 +28,14 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..activations import Activation, as_specs, routing_parts
 
 METRICS = ("mse", "cosine", "nmse", "max_abs")
 
@@ -85,7 +97,8 @@ def metrics(ours, ref) -> dict[str, float]:
 
 
 def per_token_metrics(ours, ref) -> dict[str, np.ndarray]:
-    """mse, cosine, nmse, max_abs of each token (row) of [tokens, features] arrays; each a [tokens] array."""
+    """mse, cosine, nmse, max_abs of each token (row) of [tokens, features] arrays; each a [tokens] array.
+    For a [channels, time] array pass its transpose."""
     ours, ref = np.asarray(ours), np.asarray(ref)
     if ours.shape != ref.shape or ours.ndim != 2:
         raise ValueError(f"need equal [tokens, features] shapes: ours {ours.shape}, ref {ref.shape}")
@@ -98,6 +111,9 @@ class Row:
 
     status: "compared", "missing_in_ours", "missing_in_ref" or "shape_mismatch". within_bounds is None for a
     name present on one side only (nothing to judge), False for a shape mismatch or broken bounds.
+    kind and layout are the activation's type (see the module docstring); for "ids" and "routing", equal of
+    total counts the ids that agree, and first_unequal is the first token (time step, sample) where one
+    differs. per_token runs over tokens for "TF", time steps for "CT"; for "routing" it is of the weights.
     """
 
     name: str
@@ -112,10 +128,30 @@ class Row:
     violations: list[str] = field(default_factory=list)
     nonfinite_ours: int = 0
     per_token: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    kind: str = "float"
+    layout: str = "TF"
+    equal: int | None = None
+    total: int | None = None
+    first_unequal: int | None = None
+    snr_db: float = math.nan
 
     @property
     def compared(self) -> bool:
         return self.status == "compared"
+
+    @property
+    def has_float_metrics(self) -> bool:
+        """Whether mse / cosine / nmse / max_abs describe this row (not for ids, which are only counted)."""
+        return self.kind != "ids"
+
+    def agreement(self) -> str:
+        """The numbers a verdict quotes: equal k of n for ids, NMSE and cosine for floats, both for routing."""
+        parts = [f"equal {self.equal} of {self.total}"] if self.total is not None else []
+        if self.has_float_metrics:
+            parts.append(f"nmse {self.nmse:.3g}, cosine {self.cosine:.6f}")
+        if self.kind == "waveform":
+            parts.append(f"SNR {self.snr_db:.1f} dB")
+        return ", ".join(parts)
 
     def metric(self, key: str) -> float:
         return getattr(self, key)
@@ -127,7 +163,10 @@ class Row:
         for k in METRICS:
             v = getattr(self, k)
             d[k] = float(v) if math.isfinite(v) else None  # strict JSON has no NaN / inf
-        d.update(within_bounds=self.within_bounds, violations=self.violations, nonfinite_ours=self.nonfinite_ours)
+        d.update(within_bounds=self.within_bounds, violations=self.violations, nonfinite_ours=self.nonfinite_ours,
+                 kind=self.kind, layout=self.layout, equal=self.equal, total=self.total,
+                 first_unequal=self.first_unequal,
+                 snr_db=float(self.snr_db) if math.isfinite(self.snr_db) else None)
         if self.per_token is not None and self.compared:
             worst = int(np.nanargmax(self.per_token["nmse"])) if np.isfinite(self.per_token["nmse"]).any() else None
             d["worst_token"] = worst
@@ -150,6 +189,9 @@ class FirstDivergence:
 
     @property
     def worst_token(self) -> int | None:
+        """The token (time step) to look at: the first whose ids differ, else the one with the largest NMSE."""
+        if self.row.first_unequal is not None:
+            return self.row.first_unequal
         if self.row.per_token is None:
             return None
         nm = self.row.per_token["nmse"]
@@ -159,13 +201,13 @@ class FirstDivergence:
         return {
             "name": self.name, "index": self.index, "violations": self.row.violations,
             "worst_token": self.worst_token, "input": self.input_name,
-            "input_metrics": ({k: self.input_row.to_json()[k] for k in (*METRICS, "within_bounds")}
+            "input_metrics": ({k: self.input_row.to_json()[k] for k in (*METRICS, "equal", "total", "within_bounds")}
                               if self.input_row is not None else None),
         }
 
     def __str__(self) -> str:
         inp = f"; its input {self.input_name}" + (
-            f" agrees (nmse {self.input_row.nmse:.3g}, cosine {self.input_row.cosine:.6f})"
+            f" agrees ({self.input_row.agreement()})"
             if self.input_row is not None and self.input_row.compared else " was not compared") \
             if self.input_name else "; it is the first activation"
         return f"first divergence at {self.name}: {', '.join(self.row.violations)}{inp}"
@@ -226,9 +268,21 @@ class Comparison:
             "first_divergence_detail": fd.to_json() if fd else None,
         }
 
-    def save_json(self, path: str | Path) -> Path:
+    def save_json(self, path: str | Path, extra: Mapping | None = None) -> Path:
+        """Write to_json(), plus the top-level keys of `extra` (timing, model, ...), in one atomic write: a
+        temporary file in the same folder renamed over `path`, so a reader never sees a half-written report."""
         path = Path(path)
-        path.write_text(json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n")
+        data = self.to_json()
+        clash = sorted(set(extra or {}) & set(data))
+        if clash:
+            raise ValueError(f"extra keys {clash} would overwrite the comparison's own")
+        data.update(extra or {})
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
 
     def summary(self) -> str:
@@ -257,46 +311,97 @@ def _as_set_and_manifest(s) -> tuple[Mapping[str, np.ndarray], dict]:
     return s, {}
 
 
-def compare_sets(ours, ref, bounds: Bounds | None = None, *, overrides: Mapping[str, Bounds] | None = None,
-                 manifest: dict | None = None) -> Comparison:
+SHAPE_NAMES = {"TF": "[tokens, features]", "CT": "[channels, time]", "N": "a flat signal [samples]"}
+
+
+def _shape_problem(a: np.ndarray, b: np.ndarray, spec: Activation) -> str | None:
+    if a.shape != b.shape:
+        return f"shape ours {a.shape} vs ref {b.shape}"
+    if a.ndim != (1 if spec.layout == "N" else 2):
+        return f"not {SHAPE_NAMES[spec.layout]}: {a.shape}"
+    if spec.kind == "routing" and a.shape[1] % 2:
+        return f"not a router's [tokens, 2k]: {a.shape}"
+    return None
+
+
+def _count_ids(row: Row, a: np.ndarray, b: np.ndarray, spec: Activation) -> list[str]:
+    """Fill equal / total / first_unequal of ids arrays (any layout); the violation text, if any."""
+    same = a == b  # exact, across dtypes: an int id against a float32-stored one; NaN is never equal
+    row.equal, row.total = int(same.sum()), int(same.size)
+    if row.equal == row.total:
+        return []
+    t = spec.time_axis if spec.kind != "routing" else 0
+    per_step = (~same).any(axis=tuple(i for i in range(same.ndim) if i != t)) if t is not None else ~same
+    row.first_unequal = int(np.argmax(per_step))
+    what = "expert ids" if spec.kind == "routing" else "ids"
+    return [f"{row.total - row.equal} of {row.total} {what} differ"]
+
+
+def _compare_floats(row: Row, a: np.ndarray, b: np.ndarray, spec: Activation, bounds: Bounds) -> list[str]:
+    """Fill the float metrics (whole tensor, per token or time step, SNR for a waveform); the violations."""
+    whole = metrics(a, b)
+    row.mse, row.cosine, row.nmse, row.max_abs = (whole[k] for k in METRICS)
+    if spec.layout != "N":
+        row.per_token = per_token_metrics(a.T, b.T) if spec.layout == "CT" else per_token_metrics(a, b)
+    if spec.kind == "waveform":
+        with np.errstate(divide="ignore"):
+            row.snr_db = float(-10.0 * np.log10(row.nmse))  # nmse 0 (exact): inf dB
+    return bounds.violations(whole)
+
+
+def _compare_pair(name: str, a: np.ndarray, b: np.ndarray, spec: Activation, bounds: Bounds) -> Row:
+    row = Row(name, "compared", shape_ours=a.shape, shape_ref=b.shape, kind=spec.kind, layout=spec.layout)
+    problem = _shape_problem(a, b, spec)
+    if problem:
+        row.status = "shape_mismatch"
+        row.within_bounds = False
+        row.violations = [problem]
+        return row
+    row.nonfinite_ours = int(a.size - np.isfinite(a).sum())
+    if spec.kind == "ids":
+        violations = _count_ids(row, a, b, spec)
+    elif spec.kind == "routing":
+        (ids_a, w_a), (ids_b, w_b) = routing_parts(a), routing_parts(b)
+        violations = _count_ids(row, ids_a, ids_b, spec) + _compare_floats(row, w_a, w_b, spec, bounds)
+    else:
+        violations = _compare_floats(row, a, b, spec, bounds)
+    if row.nonfinite_ours:
+        violations.insert(0, f"{row.nonfinite_ours} non-finite values in ours")
+    row.violations = violations
+    row.within_bounds = not violations
+    return row
+
+
+def compare_sets(ours, ref, bounds: Bounds | None = None, *, specs=None,
+                 overrides: Mapping[str, Bounds] | None = None, manifest: dict | None = None) -> Comparison:
     """Compare two activation sets by name.
 
-    `ours` and `ref` are name -> [tokens, features] mappings (or store.Reference objects, whose manifest then
-    goes into the report). `overrides` maps glob patterns (`"*.mlp.router"`) to their own Bounds.
+    `ours` and `ref` are name -> array mappings (or store.Reference objects, whose manifest then goes into the
+    report). `specs` types the arrays ({name: Activation} or a list of them); without it, the types stored in
+    the reference's manifest ("activations") are used, and a name with no type is "float" [tokens, features].
+    `overrides` maps glob patterns (`"*.mlp.router"`) to their own Bounds.
     """
     bounds = bounds or Bounds()
     overrides = dict(overrides or {})
     ours, _ = _as_set_and_manifest(ours)
     ref, ref_manifest = _as_set_and_manifest(ref)
     manifest = dict(manifest if manifest is not None else ref_manifest)
+    if specs is None:
+        stored = ref_manifest.get("activations") or manifest.get("activations") or {}
+        specs = {n: Activation.from_json(n, d) for n, d in stored.items()}
+    specs = as_specs(specs)
 
     rows: list[Row] = []
     for name in list(ref) + [n for n in ours if n not in ref]:
+        spec = specs.get(name) or Activation(name, ())
+        typed = {"kind": spec.kind, "layout": spec.layout}
         if name not in ours:
-            rows.append(Row(name, "missing_in_ours", shape_ref=tuple(np.shape(ref[name]))))
-            continue
-        if name not in ref:
-            rows.append(Row(name, "missing_in_ref", shape_ours=tuple(np.shape(ours[name]))))
-            continue
-        a, b = np.asarray(ours[name]), np.asarray(ref[name])
-        row = Row(name, "compared", shape_ours=a.shape, shape_ref=b.shape)
-        if a.shape != b.shape or a.ndim != 2:
-            row.status = "shape_mismatch"
-            row.within_bounds = False
-            row.violations = [f"shape ours {a.shape} vs ref {b.shape}" if a.shape != b.shape
-                              else f"not [tokens, features]: {a.shape}"]
-            rows.append(row)
-            continue
-        row.nonfinite_ours = int(a.size - np.isfinite(a).sum())
-        pt = per_token_metrics(a, b)
-        whole = metrics(a, b)
-        row.mse, row.cosine, row.nmse, row.max_abs = (whole[k] for k in METRICS)
-        row.per_token = pt
-        row.violations = bounds_for(name, bounds, overrides).violations(whole)
-        if row.nonfinite_ours:
-            row.violations.insert(0, f"{row.nonfinite_ours} non-finite values in ours")
-        row.within_bounds = not row.violations
-        rows.append(row)
+            rows.append(Row(name, "missing_in_ours", shape_ref=tuple(np.shape(ref[name])), **typed))
+        elif name not in ref:
+            rows.append(Row(name, "missing_in_ref", shape_ours=tuple(np.shape(ours[name])), **typed))
+        else:
+            rows.append(_compare_pair(name, np.asarray(ours[name]), np.asarray(ref[name]), spec,
+                                      bounds_for(name, bounds, overrides)))
 
     first = None
     for i, row in enumerate(rows):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..activations import routing_parts
 from ..formats.safetensors_io import CheckpointError
 
 # A Q8_0 value is off its source by at most half a step d/2 (d = block max / 127), plus the f16 rounding of
@@ -325,10 +326,8 @@ class ExpertAgreement:
 
 def expert_ids(router) -> np.ndarray:
     """Expert ids [T, k] of a router activation [T, 2k] (ids first, then weights)."""
-    router = np.asarray(router)
-    if router.ndim != 2 or router.shape[1] % 2:
-        raise ValueError(f"a router activation is [tokens, 2k] (ids then weights), got {router.shape}")
-    return np.rint(router[:, : router.shape[1] // 2]).astype(np.int64)
+    ids, _ = routing_parts(router)
+    return np.rint(ids).astype(np.int64)
 
 
 def expert_agreement(router_ref, router_q, name: str = "", layer: int | None = None) -> ExpertAgreement:

@@ -6,18 +6,22 @@ compare/ joins the two on those names.
 
 Shapes: a module output [1, T, ...] (batch of one) becomes [T, F] with the trailing dims flattened into F;
 an output that is already 2-D (the packed [T, D] sequences of Qwen3-Omni's audio encoder) is kept as it is;
-a 1-D output [N] becomes [N, 1].
+a 1-D output [N] becomes [N, 1]. A convolution's [1, C, T] becomes [C, T] by the same rule (layout "CT");
+an activation typed as a flat signal (layout "N", the vocoder's waveform [1, 1, N]) becomes [N].
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from ..activations import as_specs
 
 TORCH_DTYPES = {"float32": torch.float32, "f32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
@@ -49,8 +53,9 @@ def dense_qwen3_names(num_layers: int, norms: bool = False, prefix: str = "model
     return names + [f"{prefix}.norm", "lm_head"]
 
 
-def to_activation(name: str, output: Any) -> np.ndarray:
-    """One module output as a float32 [tokens, features] array (a copy, so later in-place ops cannot alter it)."""
+def to_activation(name: str, output: Any, layout: str = "TF") -> np.ndarray:
+    """One module output as a float32 [tokens, features] array, or [N] for layout "N" (a copy, so later
+    in-place ops cannot alter it)."""
     if isinstance(output, Mapping):  # ModelOutput: its first field, as the tuple form would give
         output = next(iter(output.values()), None)
     elif isinstance(output, (tuple, list)):
@@ -58,6 +63,10 @@ def to_activation(name: str, output: Any) -> np.ndarray:
     if not torch.is_tensor(output):
         raise CaptureError(f"{name}: module output is {type(output).__name__}, not a tensor")
     t = output.detach().to("cpu", torch.float32, copy=True)
+    if layout == "N":
+        if t.ndim and math.prod(t.shape[:-1]) != 1:
+            raise CaptureError(f"{name}: a flat signal needs a batch of 1, got output shape {tuple(t.shape)}")
+        return t.reshape(-1).numpy()
     if t.ndim >= 3:
         if t.shape[0] != 1:
             raise CaptureError(f"{name}: capture needs a batch of 1, got output shape {tuple(t.shape)}")
@@ -69,9 +78,11 @@ def to_activation(name: str, output: Any) -> np.ndarray:
     return t.numpy()
 
 
-def capture(model: torch.nn.Module, module_names: Iterable[str], forward_kwargs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def capture(model: torch.nn.Module, module_names: Iterable[str], forward_kwargs: Mapping[str, Any],
+            specs=None) -> dict[str, np.ndarray]:
     """Run one forward of `model(**forward_kwargs)` under no_grad and return the outputs of the named modules.
 
+    `specs` ({name: Activation} or a list) gives each output's layout (see to_activation); untyped ones are [T, F].
     The result is ordered by when each module's forward hook fired (execution order), not by the order of
     `module_names`. Every named module must run exactly once: a module that never ran, or ran twice (so the
     capture would be ambiguous), raises CaptureError naming it. Hooks are removed even if the forward fails.
@@ -88,6 +99,7 @@ def capture(model: torch.nn.Module, module_names: Iterable[str], forward_kwargs:
             raise CaptureError(f"{name!r} is not a module of {type(model).__name__} ({e}); sub-steps that HF does "
                                "not expose as modules cannot be captured with a forward hook") from e
 
+    layouts = {n: a.layout for n, a in as_specs(specs).items()}
     captured: dict[str, np.ndarray] = {}
     fired: dict[str, int] = dict.fromkeys(names, 0)
 
@@ -95,7 +107,7 @@ def capture(model: torch.nn.Module, module_names: Iterable[str], forward_kwargs:
         def hook(module, args, output):
             fired[name] += 1
             if fired[name] == 1:
-                captured[name] = to_activation(name, output)
+                captured[name] = to_activation(name, output, layouts.get(name, "TF"))
         return hook
 
     handles = [m.register_forward_hook(hook_for(n)) for n, m in modules.items()]

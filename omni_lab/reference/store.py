@@ -2,8 +2,10 @@
 
 The manifest says what the activations are a reference *for*: the model (path, and hashes of its config and
 weights), the inputs (token ids; large arrays such as audio by hash), the dtype HF ran in, library versions,
-the capture date and the activation names in execution order. `load_reference` refuses a reference whose
-model or inputs differ from the ones given, naming each field that differs.
+the capture date, the activation names in execution order, their shapes, and (when the capture gave them)
+their types, "activations": {name: Activation.to_json()}, which compare_sets reads. `load_reference` refuses a
+reference whose model or inputs differ from the ones given, naming each field that differs, and one whose
+arrays do not have the shapes its manifest lists.
 
 Weight hashes (`hash_mode`):
 - "full": sha256 over, for each weight file in name order, its name, its size and all its bytes, read in
@@ -32,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..activations import Activation, as_specs, routing_parts
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "reference_data"
 FORMAT = "omni_lab.reference/1"
@@ -159,13 +163,24 @@ def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
                 np.lib.format.write_array(f, np.ascontiguousarray(a, dtype=np.float32), allow_pickle=False)
 
 
-def _as_set(activations: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def _as_set(activations: Mapping[str, Any], specs: Mapping[str, Activation]) -> dict[str, np.ndarray]:
+    """The arrays as float32, checked against their types (an untyped one must be [tokens, features])."""
+    unknown = [n for n in specs if n not in activations]
+    if unknown:
+        raise ValueError(f"types given for activations that are not in the set: {unknown}")
     out = {}
     for name, a in activations.items():
-        a = np.asarray(a, dtype=np.float32)
-        if a.ndim != 2:
-            raise ValueError(f"activation {name!r} must be [tokens, features], got shape {a.shape}")
-        out[name] = a
+        spec = specs.get(name)
+        a32 = np.asarray(a, dtype=np.float32)
+        if spec is None and a32.ndim != 2:
+            raise ValueError(f"activation {name!r} must be [tokens, features], got shape {a32.shape}")
+        if spec is not None and a32.shape != spec.shape:
+            raise ValueError(f"activation {name!r} has shape {a32.shape}, its type says {spec.shape}")
+        if spec is not None and spec.kind in ("ids", "routing"):
+            ids, ids32 = (routing_parts(a)[0], routing_parts(a32)[0]) if spec.kind == "routing" else (a, a32)
+            if not np.array_equal(np.asarray(ids), ids32):  # compared exactly later: float32 must hold them
+                raise ValueError(f"activation {name!r}: its ids are not exact in float32 (beyond 2**24?)")
+        out[name] = a32
     return out
 
 
@@ -173,7 +188,7 @@ def _as_set(activations: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 @dataclass
 class Reference:
-    """A loaded reference: its directory, manifest and activations (float32 [tokens, features], in order)."""
+    """A loaded reference: its directory, manifest and activations (float32, in order)."""
 
     path: Path
     manifest: dict
@@ -187,6 +202,11 @@ class Reference:
     def dtype(self) -> str:
         return self.manifest["dtype"]
 
+    @property
+    def specs(self) -> dict[str, Activation]:
+        """The stored types, {name: Activation}; empty for a reference captured without them."""
+        return {n: Activation.from_json(n, d) for n, d in self.manifest.get("activations", {}).items()}
+
     def __getitem__(self, name: str) -> np.ndarray:
         return self.activations[name]
 
@@ -194,11 +214,13 @@ class Reference:
 def save_reference(name: str, activations: Mapping[str, Any], *, model_path: str | Path | None = None,
                    model: dict | None = None, inputs: Mapping[str, Any], dtype: str,
                    root: str | Path = DEFAULT_ROOT, hash_mode: str = "full", extra: dict | None = None,
-                   overwrite: bool = True) -> Path:
+                   overwrite: bool = True, specs=None) -> Path:
     """Write `root/<name>/` atomically and return its path.
 
     The model is identified by `model_path` (hashed here, in `hash_mode`) or by a `model` dict from
     `hash_model`. `inputs` is what the forward saw, e.g. {"input_ids": ids} (see `describe_inputs`).
+    `specs` ({name: Activation} or a list) types the activations; each must match its array's shape, and an
+    activation with no type must be [tokens, features].
     """
     if (model_path is None) == (model is None):
         raise ValueError("give exactly one of model_path (to hash) or model (a hash_model() dict)")
@@ -210,7 +232,8 @@ def save_reference(name: str, activations: Mapping[str, Any], *, model_path: str
     final = root / name
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final} exists (pass overwrite=True to replace it)")
-    acts = _as_set(activations)
+    specs = as_specs(specs)
+    acts = _as_set(activations, specs)
     manifest = {
         "format": FORMAT,
         "name": name,
@@ -221,6 +244,7 @@ def save_reference(name: str, activations: Mapping[str, Any], *, model_path: str
         "captured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "names": list(acts),
         "shapes": {n: list(a.shape) for n, a in acts.items()},
+        "activations": {n: specs[n].to_json() for n in acts if n in specs},
         "extra": extra or {},
     }
     root.mkdir(parents=True, exist_ok=True)
@@ -314,4 +338,18 @@ def load_reference(path: str | Path, expect_model: str | Path | dict | None = No
                              f"only in npz {sorted(stored - set(manifest['names']))}, "
                              f"only in manifest {sorted(set(manifest['names']) - stored)}")
         acts = {n: z[n] for n in manifest["names"]}
+    _check_shapes(p, manifest, acts)
     return Reference(path=p, manifest=manifest, activations=acts)
+
+
+def _check_shapes(p: Path, manifest: dict, acts: Mapping[str, np.ndarray]) -> None:
+    """The arrays must have the shapes the manifest lists (in "shapes", and in "activations" where typed): an
+    npz replaced or edited apart from its manifest is not the reference the manifest describes."""
+    listed = [("shapes", n, s) for n, s in manifest.get("shapes", {}).items()]
+    listed += [("activations", n, d["shape"]) for n, d in manifest.get("activations", {}).items()]
+    for where, name, shape in listed:
+        if name not in acts:
+            raise ValueError(f"{p}: manifest.json {where} lists {name!r}, which activations.npz lacks")
+        if list(acts[name].shape) != list(shape):
+            raise ValueError(f"{p}: activation {name!r} is {list(acts[name].shape)} in activations.npz but "
+                             f"{list(shape)} in manifest.json {where}")

@@ -6,8 +6,16 @@ returned Figure as it is.
 
 Names are split into (component, layer, kind) by the `.layers.<i>` segment of the module path:
 `thinker.model.language_model.layers.3.mlp` is component `thinker.model.language_model`, layer 3, kind
-`mlp`; `model.layers.3` is kind `residual` (a layer's output is the residual stream after it). Names without
-a layer (`model.norm`, `lm_head`) have layer None and belong to the component they start with, if any.
+`mlp`; `model.layers.3` is kind `residual` (a layer's output is the residual stream after it). A name with no
+`.layers.<i>` is split the same way at its first numeric segment, the index into a module list:
+`code2wav.decoder.2` is component `code2wav.decoder`, layer 2, kind `residual` (the block's own output);
+`code2wav.upsample.0.1` is component `code2wav.upsample`, layer 0, kind `1`, so that the same sub-module of
+every block is one line across the blocks. Names with no index (`model.norm`, `lm_head`,
+`thinker.audio_tower.conv_out`) have layer None and belong to the component they start with, else to their
+parent module (`thinker.audio_tower`), else to `(other)`.
+
+Per-token panels run over tokens for [tokens, features] activations and over time steps for [channels, time]
+ones (a vocoder's convolutions); a flat waveform has its own figure.
 """
 
 from __future__ import annotations
@@ -22,8 +30,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 LAYER_RE = re.compile(r"^(?P<comp>.+?)\.layers\.(?P<layer>\d+)(?:\.(?P<kind>.+))?$")
+INDEX_RE = re.compile(r"^(?P<comp>.+?)\.(?P<layer>\d+)(?:\.(?P<kind>.+))?$")
 OTHER = "(other)"
 RESIDUAL = "residual"
 # Log axes cannot show 0; exact zeros are drawn at this floor and the axis says so.
@@ -43,14 +53,14 @@ def split_names(names: Iterable[str]) -> dict[str, NameParts]:
     names = list(names)
     parts: dict[str, NameParts] = {}
     for n in names:
-        m = LAYER_RE.match(n)
+        m = LAYER_RE.match(n) or INDEX_RE.match(n)
         if m:
             parts[n] = NameParts(m["comp"], int(m["layer"]), m["kind"] or RESIDUAL)
     comps = sorted({p.component for p in parts.values()}, key=len, reverse=True)
     for n in names:
         if n in parts:
             continue
-        comp = next((c for c in comps if n.startswith(c + ".")), None)
+        comp = next((c for c in comps if n.startswith(c + ".")), None) or (n.rpartition(".")[0] or None)
         parts[n] = NameParts(comp, None, n[len(comp) + 1:]) if comp else NameParts(OTHER, None, n)
     return {n: parts[n] for n in names}
 
@@ -66,6 +76,17 @@ def main_component(comparison) -> str | None:
 
 def layer_components(comparison) -> list[str]:
     return sorted({p.component for p in split_names(comparison.names).values() if p.layer is not None})
+
+
+def index_label(comparison, component: str | None) -> str:
+    """"layer" for a component indexed by `.layers.<i>`, else "index" (a vocoder's blocks are not layers)."""
+    return "layer" if any(n.startswith(f"{component}.layers.") for n in comparison.names) else "index"
+
+
+def time_major(a: np.ndarray, layout: str) -> np.ndarray:
+    """An activation as [tokens or time steps, features or channels]: the transpose of a [channels, time] one."""
+    a = np.asarray(a)
+    return a.T if layout == "CT" else a
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -128,7 +149,8 @@ def metrics_vs_layer(comparison, component: str | None = None,
         if limit is not None:
             ax.axhline(limit, color="red", ls="--", lw=1, label="bound")
         ax.set_yscale("log")
-        ax.set_xlabel("layer")
+        ax.set_xlabel(index_label(comparison, component))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers and blocks are whole numbers
         ax.set_title(METRIC_LABELS.get(metric, metric) + (f" (0 drawn at {FLOOR:.0e})" if clipped else ""))
         ax.grid(True, which="major", alpha=0.3)
     for ax in axes[len(metrics):]:
@@ -139,14 +161,26 @@ def metrics_vs_layer(comparison, component: str | None = None,
     return fig
 
 
+def _per_token_columns(comparison, kind: str, component: str | None) -> list[tuple[int, object]]:
+    """(layer, row) of the rows of one component and kind that have per-token metrics, by layer."""
+    parts = split_names(comparison.names)
+    return sorted(((parts[r.name].layer, r) for r in comparison.rows
+                   if r.compared and r.per_token is not None and parts[r.name].component == component
+                   and parts[r.name].kind == kind and parts[r.name].layer is not None), key=lambda c: c[0])
+
+
+def step_label(comparison, kind: str = RESIDUAL, component: str | None = None) -> str:
+    """"time step" when the per-token metrics of this kind run over [channels, time] columns, else "token"."""
+    cols = _per_token_columns(comparison, kind, component or main_component(comparison))
+    return "time step" if cols and all(r.layout == "CT" for _, r in cols) else "token"
+
+
 def token_layer_matrix(comparison, kind: str = RESIDUAL, metric: str = "nmse",
                        component: str | None = None) -> tuple[np.ndarray, list[int]]:
-    """[tokens, layers] per-token metric of one activation kind (NaN where a row is missing)."""
+    """[tokens, layers] per-token metric of one activation kind (NaN where a row is missing or shorter: the
+    time steps of a vocoder's blocks grow block by block)."""
     component = component or main_component(comparison)
-    parts = split_names(comparison.names)
-    cols = sorted((parts[r.name].layer, r) for r in comparison.rows
-                  if r.compared and r.per_token is not None and parts[r.name].component == component
-                  and parts[r.name].kind == kind and parts[r.name].layer is not None)
+    cols = _per_token_columns(comparison, kind, component)
     if not cols:
         return np.zeros((0, 0)), []
     tokens = max(len(r.per_token[metric]) for _, r in cols)
@@ -159,7 +193,8 @@ def token_layer_matrix(comparison, kind: str = RESIDUAL, metric: str = "nmse",
 
 def token_layer_heatmap(comparison, kind: str = RESIDUAL, metric: str = "nmse",
                         component: str | None = None) -> Figure:
-    """Per-token error of one activation kind, tokens down, layers across, log colour scale."""
+    """Per-token error of one activation kind, tokens (time steps) down, layers across, log colour scale."""
+    component = component or main_component(comparison)
     mat, layers = token_layer_matrix(comparison, kind, metric, component)
     fig = new_figure(9, 4.5)
     ax = fig.subplots()
@@ -175,10 +210,11 @@ def token_layer_heatmap(comparison, kind: str = RESIDUAL, metric: str = "nmse",
     im = ax.imshow(shown, aspect="auto", interpolation="nearest", cmap="viridis",
                    norm=LogNorm(vmin=lo, vmax=max(hi, lo * 10)))
     ax.set_xticks(range(len(layers)), [str(x) for x in layers], fontsize=7)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("token")
+    ax.set_xlabel(index_label(comparison, component))
+    step = step_label(comparison, kind, component)
+    ax.set_ylabel(step)
     fig.colorbar(im, ax=ax, label=label)
-    ax.set_title(f"per-token {label} of {kind} ({component or main_component(comparison)})")
+    ax.set_title(f"per-{step.replace(' ', '-')} {label} of {kind} ({component})")
     return fig
 
 
@@ -198,28 +234,48 @@ def error_histogram(ours: np.ndarray, ref: np.ndarray, name: str = "", bins: int
     return fig
 
 
+def waveform_figure(ours: np.ndarray, ref: np.ndarray, name: str = "", snr_db: float | None = None) -> Figure:
+    """A flat signal: both sides overlaid, and their difference, against the sample index."""
+    ours, ref = np.ravel(ours), np.ravel(ref)
+    fig = new_figure(11, 5)
+    a1, a2 = fig.subplots(2, 1, sharex=True)
+    x = np.arange(ref.size)
+    a1.plot(x, ref, lw=0.8, label="reference")
+    a1.plot(x, ours, lw=0.8, ls="--", label="ours")
+    a1.set_title(f"{name}: {ref.size} samples" + (f", SNR {snr_db:.1f} dB" if snr_db is not None else ""), fontsize=10)
+    a1.legend(fontsize=8)
+    a2.plot(x, ours.astype(np.float64) - ref, lw=0.8, color="tab:red")
+    a2.set_title("ours - ref", fontsize=10)
+    a2.set_xlabel("sample")
+    return fig
+
+
 def activation_detail(ours: np.ndarray, ref: np.ndarray, token: int, name: str = "",
-                      per_token: dict | None = None, metric: str = "nmse") -> Figure:
-    """For one activation: both sides' values at one token, their difference, and the per-token metric."""
-    ours, ref = np.asarray(ours), np.asarray(ref)
+                      per_token: dict | None = None, metric: str = "nmse", layout: str = "TF") -> Figure:
+    """For one activation: both sides' values at one token (time step, for layout "CT"), their difference,
+    and the per-token metric; a flat signal (layout "N") is drawn whole by waveform_figure."""
+    if layout == "N":
+        return waveform_figure(ours, ref, name)
+    ours, ref = time_major(ours, layout), time_major(ref, layout)
+    step = "time step" if layout == "CT" else "token"
     token = int(np.clip(token, 0, ref.shape[0] - 1))
     fig = new_figure(11, 6.5)
     a1, a2, a3 = fig.subplots(3, 1)
     x = np.arange(ref.shape[1])
     a1.plot(x, ref[token], lw=1, label="reference")
     a1.plot(x, ours[token], lw=1, ls="--", label="ours")
-    a1.set_title(f"{name} token {token}: values", fontsize=10)
+    a1.set_title(f"{name} {step} {token}: values", fontsize=10)
     a1.legend(fontsize=8)
     a2.plot(x, ours[token] - ref[token], lw=1, color="tab:red")
     a2.set_title("ours - ref", fontsize=10)
-    a2.set_xlabel("feature")
+    a2.set_xlabel("channel" if layout == "CT" else "feature")
     if per_token is not None:
         v = np.where(np.isfinite(_plotted(metric, per_token[metric])),
                      np.maximum(_plotted(metric, per_token[metric]), FLOOR), np.nan)
         a3.semilogy(np.arange(len(v)), v, marker="o", ms=3)
         a3.axvline(token, color="tab:orange")
-        a3.set_title(f"per-token {METRIC_LABELS.get(metric, metric)}", fontsize=10)
-        a3.set_xlabel("token")
+        a3.set_title(f"per-{step} {METRIC_LABELS.get(metric, metric)}", fontsize=10)
+        a3.set_xlabel(step)
     else:
         a3.set_visible(False)
     return fig

@@ -3,6 +3,7 @@
 The page opens with the verdict (the first divergence, or that all activations are within bounds) and the
 dtype the reference ran in, because a float32 and a bfloat16 reference call for very different bounds.
 Images are referenced by relative path, so the directory can be moved or zipped as a whole.
+Rows of ids (and a router's expert ids) show "equal k of n" where float rows show their cosine.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import re
 from pathlib import Path
 
+from ..activations import routing_parts
 from . import figures
 
 CSS = """
@@ -46,6 +48,13 @@ def _cos(v) -> str:
     return "—" if v is None or not math.isfinite(v) else f"{v:.8f}"
 
 
+def _float_values(row, a):
+    """The part of an activation that the float metrics describe: a router's weights, none of an ids array."""
+    if not row.has_float_metrics:
+        return None
+    return routing_parts(a)[1] if row.kind == "routing" else a
+
+
 def write_figures(comparison, out_dir: Path, histogram: str | None = None) -> list[tuple[str, str]]:
     """Save the figures of a comparison to out_dir; returns [(file name, caption)]."""
     saved = []
@@ -59,20 +68,33 @@ def write_figures(comparison, out_dir: Path, histogram: str | None = None) -> li
         if mat.size:
             fname = "token_heatmap.png" if len(comps) == 1 else f"token_heatmap_{_slug(comp)}.png"
             figures.save_png(figures.token_layer_heatmap(comparison, figures.RESIDUAL, "nmse", comp), out_dir / fname)
-            saved.append((fname, f"Per-token NMSE of the residual stream, {comp}"))
+            what = ("the residual stream" if figures.index_label(comparison, comp) == "layer"
+                    else "each block's output")
+            step = figures.step_label(comparison, figures.RESIDUAL, comp).replace(" ", "-")
+            saved.append((fname, f"Per-{step} NMSE of {what}, {comp}"))
+    for r in comparison.rows:
+        if r.compared and r.kind == "waveform":
+            fname = f"waveform_{_slug(r.name)}.png"
+            fig = figures.waveform_figure(comparison.ours[r.name], comparison.ref[r.name], r.name, r.snr_db)
+            figures.save_png(fig, out_dir / fname)
+            saved.append((fname, f"Waveform {r.name}, ours against the reference"))
     name = histogram or _histogram_target(comparison)
     if name and name in comparison.ours and name in comparison.ref \
             and comparison.ours[name].shape == comparison.ref[name].shape:
-        figures.save_png(figures.error_histogram(comparison.ours[name], comparison.ref[name], name),
-                         out_dir / "error_hist.png")
-        saved.append(("error_hist.png", f"Histogram of the error of {name}"))
+        row = comparison[name]
+        a, b = _float_values(row, comparison.ours[name]), _float_values(row, comparison.ref[name])
+        if a is not None:
+            what = f"{name} (its weights)" if row.kind == "routing" else name
+            figures.save_png(figures.error_histogram(a, b, what), out_dir / "error_hist.png")
+            saved.append(("error_hist.png", f"Histogram of the error of {what}"))
     return saved
 
 
 def _histogram_target(comparison) -> str | None:
-    """The first divergence if there is one, else the compared activation with the largest NMSE."""
-    if comparison.first_divergence:
-        return comparison.first_divergence.name
+    """The first divergence if it has float values, else the compared activation with the largest NMSE."""
+    fd = comparison.first_divergence
+    if fd and fd.row.has_float_metrics:
+        return fd.name
     rows = [r for r in comparison.rows if r.compared and math.isfinite(r.nmse)]
     return max(rows, key=lambda r: r.nmse).name if rows else None
 
@@ -100,7 +122,7 @@ def render_html(comparison, images: list[tuple[str, str]], title: str) -> str:
         verdict = (f'<div class="verdict fail">First divergence: <code>{e(fd.name)}</code> '
                    f'({e(", ".join(fd.row.violations))}); its input '
                    f'{"<code>" + e(fd.input_name) + "</code>" if fd.input_name else "(none: first activation)"}'
-                   + (f" was within bounds (NMSE {fd.input_row.nmse:.3g})" if fd.input_row is not None
+                   + (f" was within bounds ({e(fd.input_row.agreement())})" if fd.input_row is not None
                       and fd.input_row.within_bounds else "")
                    + f'. {len(comparison.failures)} of {len(comparison.rows)} activations out of bounds.</div>')
     else:
@@ -139,11 +161,16 @@ def render_html(comparison, images: list[tuple[str, str]], title: str) -> str:
                else "missing" if r.status.startswith("missing") else "")
         shape = r.shape_ref or r.shape_ours
         ok = {True: "yes", False: "NO", None: "—"}[r.within_bounds]
-        note = "; ".join(r.violations) if r.violations else (r.status if r.status != "compared" else "")
+        notes = list(r.violations) or ([r.status] if r.status != "compared" else [])
+        if r.compared and r.kind == "waveform":
+            notes.append(f"SNR {r.snr_db:.1f} dB")
+        if (r.kind, r.layout) != ("float", "TF"):
+            notes.append(f"{r.kind}, {r.layout}")
+        agreement = f"equal {r.equal} of {r.total}" if r.total is not None else _cos(r.cosine)
         body_rows.append(
             f"<tr class='{cls}'><td>{i}</td><td class='name'>{e(r.name)}</td><td>{e(str(list(shape)) if shape else '—')}</td>"
-            f"<td>{_fmt(r.mse)}</td><td>{_cos(r.cosine)}</td><td>{_fmt(r.nmse)}</td><td>{_fmt(r.max_abs)}</td>"
-            f"<td>{ok}</td><td class='name'>{e(note)}</td></tr>")
+            f"<td>{_fmt(r.mse)}</td><td>{agreement}</td><td>{_fmt(r.nmse)}</td><td>{_fmt(r.max_abs)}</td>"
+            f"<td>{ok}</td><td class='name'>{e('; '.join(notes))}</td></tr>")
     imgs = "".join(f"<h3>{e(cap)}</h3><img src='{e(f)}' alt='{e(cap)}'>" for f, cap in images)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{e(title)}</title><style>{CSS}</style></head>
@@ -167,16 +194,17 @@ def render_html(comparison, images: list[tuple[str, str]], title: str) -> str:
 
 
 def write_report(comparison, out_dir: str | Path, *, title: str = "omni_lab: ours vs HF Transformers",
-                 histogram: str | None = None) -> Path:
-    """Write report.json, the PNGs and index.html into out_dir (created); returns the index.html path.
+                 histogram: str | None = None, extra: dict | None = None) -> Path:
+    """Write the PNGs, index.html and report.json into out_dir (created); returns the index.html path.
 
     `histogram` names the activation whose error histogram is drawn (default: the first divergence, else the
-    activation with the largest NMSE).
+    activation with the largest NMSE). `extra` adds top-level keys to report.json (timing, model path, ...).
+    report.json is written once, atomically and last, so its presence means the report is complete.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    comparison.save_json(out / "report.json")
     images = write_figures(comparison, out, histogram)
     index = out / "index.html"
     index.write_text(render_html(comparison, images, title))
+    comparison.save_json(out / "report.json", extra=extra)
     return index

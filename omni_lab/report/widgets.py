@@ -23,6 +23,25 @@ def _label_layer(layer: int) -> str:
     return "— (no layer)" if layer == NO_LAYER else str(layer)
 
 
+def _steps(a: np.ndarray, layout: str) -> int:
+    """How many tokens (time steps) the token slider runs over; a flat signal is drawn whole."""
+    return 1 if layout == "N" else figures.time_major(a, layout).shape[0]
+
+
+def _whole_text(row) -> str:
+    parts = []
+    if row.total is not None:
+        first = f" (first difference at {row.first_unequal})" if row.first_unequal is not None else ""
+        parts.append(f"equal {row.equal} of {row.total}{first}")
+    if row.has_float_metrics:
+        what = "weights: " if row.kind == "routing" else ""
+        parts.append(f"{what}MSE {row.mse:.3g}, cosine {row.cosine:.8f}, NMSE {row.nmse:.3g}, "
+                     f"max |err| {row.max_abs:.3g}")
+    if row.kind == "waveform":
+        parts.append(f"SNR {row.snr_db:.1f} dB")
+    return ", ".join(parts)
+
+
 def explorer(comparison, ours: Mapping[str, np.ndarray] | None = None,
              ref: Mapping[str, np.ndarray] | None = None, metric: str = "nmse") -> W.VBox:
     """Build the explorer; `ours` and `ref` default to the sets the comparison was made from.
@@ -57,8 +76,8 @@ def explorer(comparison, ours: Mapping[str, np.ndarray] | None = None,
     layer = W.Dropdown(options=[(_label_layer(x), x) for x in layers_of(p0.component)], value=layer0,
                        description="layer")
     activation = W.Dropdown(options=kinds_of(p0.component, layer0), value=p0.kind, description="activation")
-    token = W.IntSlider(value=0, min=0, max=max(ref[start].shape[0] - 1, 0), description="token",
-                        continuous_update=False)
+    token = W.IntSlider(value=0, min=0, max=max(_steps(ref[start], comparison[start].layout) - 1, 0),
+                        description="token", continuous_update=False)
     image = W.Image(format="png", layout=W.Layout(width="100%"))
     info = W.HTML()
 
@@ -70,6 +89,18 @@ def explorer(comparison, ours: Mapping[str, np.ndarray] | None = None,
     # (a counter, since the swaps nest), then the control the user moved renders once.
     busy = [0]
 
+    def fit_token():
+        # The same kind in another layer can have another length (a vocoder's blocks upsample time), so the
+        # slider follows every change of the selection, not only of the activation dropdown.
+        name = selected()
+        if name is None:
+            return
+        busy[0] += 1
+        try:
+            token.max = max(_steps(ref[name], comparison[name].layout) - 1, 0)
+        finally:
+            busy[0] -= 1
+
     def refresh_activations():
         opts = kinds_of(component.value, layer.value)
         keep = activation.value if activation.value in opts else (opts[0] if opts else None)
@@ -79,6 +110,7 @@ def explorer(comparison, ours: Mapping[str, np.ndarray] | None = None,
             activation.value = keep
         finally:
             busy[0] -= 1
+        fit_token()
 
     def on_component(change):
         opts = layers_of(change["new"])
@@ -95,9 +127,7 @@ def explorer(comparison, ours: Mapping[str, np.ndarray] | None = None,
         refresh_activations()
 
     def on_activation(change):
-        name = selected()
-        if name is not None:
-            token.max = max(ref[name].shape[0] - 1, 0)
+        fit_token()
 
     component.observe(on_component, "value")
     layer.observe(on_layer, "value")
@@ -109,16 +139,16 @@ def explorer(comparison, ours: Mapping[str, np.ndarray] | None = None,
             return
         row = comparison[name]
         a, b = np.asarray(ours[name]), np.asarray(ref[name])
-        t = min(token, b.shape[0] - 1)
-        fig = figures.activation_detail(a, b, t, name, row.per_token, metric)
+        t = min(token, _steps(b, row.layout) - 1)
+        fig = figures.activation_detail(a, b, t, name, row.per_token, metric, row.layout)
         image.value = figures.png_bytes(fig)
         tok = {k: float(v[t]) for k, v in row.per_token.items()} if row.per_token else {}
         status = "within bounds" if row.within_bounds else "OUT OF BOUNDS: " + "; ".join(row.violations)
+        step = "time step" if row.layout == "CT" else "token"
         info.value = (
-            f"<b><code>{html.escape(name)}</code></b> {list(b.shape)}, {html.escape(status)}<br>"
-            f"whole tensor: MSE {row.mse:.3g}, cosine {row.cosine:.8f}, NMSE {row.nmse:.3g}, "
-            f"max |err| {row.max_abs:.3g}<br>"
-            + (f"token {t}: MSE {tok['mse']:.3g}, cosine {tok['cosine']:.8f}, NMSE {tok['nmse']:.3g}, "
+            f"<b><code>{html.escape(name)}</code></b> {list(b.shape)} ({row.kind}, {row.layout}), "
+            f"{html.escape(status)}<br>whole tensor: {_whole_text(row)}<br>"
+            + (f"{step} {t}: MSE {tok['mse']:.3g}, cosine {tok['cosine']:.8f}, NMSE {tok['nmse']:.3g}, "
                f"max |err| {tok['max_abs']:.3g}" if tok else ""))
         box.renders += 1
 
