@@ -3,7 +3,6 @@ extract named activations from Transformers or from our kernels, capture a store
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -125,8 +124,9 @@ def capture_reference(path: str | Path, ids: np.ndarray, dtype: str = "float32",
     """Run Transformers on `ids`, store its activations under reference_data/<name>/, return the Reference."""
     acts = extract(path, ids, "hf", dtype)
     kw = {"root": root} if root is not None else {}
+    specs = [a for a in activation_specs(path, len(ids)) if a.name in acts]
     where = save_reference(name or reference_name(path, ids, dtype), acts, model_path=path,
-                           inputs={"input_ids": np.asarray(ids, np.int64)}, dtype=dtype, **kw)
+                           inputs={"input_ids": np.asarray(ids, np.int64)}, dtype=dtype, specs=specs, **kw)
     return load_reference(where)
 
 
@@ -150,15 +150,11 @@ def compare_model(path: str | Path, ids: np.ndarray, out_dir: str | Path, refere
     if ours is None:
         ours = extract(path, ids, "wgpu", names=ref.names)
     t2 = time.perf_counter()
-    comparison = compare_sets(ours, ref, bounds or Bounds())
-    index = write_report(comparison, out_dir)
+    # Our model's types, not only the reference's: a reference stored before activations were typed
+    # would otherwise compare the router's expert ids as floats.
+    comparison = compare_sets(ours, ref, bounds or Bounds(), specs=activation_specs(path, len(ids)))
     t3 = time.perf_counter()
-    timing = {"reference_s": t1 - t0, "ours_s": t2 - t1, "compare_and_report_s": t3 - t2}
-    report_json = Path(out_dir) / "report.json"
-    data = json.loads(report_json.read_text())
-    data["timing"] = timing
-    data["model"] = str(path)
-    tmp = report_json.with_name("report.json.partial")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(report_json)
+    timing = {"reference_s": t1 - t0, "ours_s": t2 - t1, "compare_s": t3 - t2}
+    index = write_report(comparison, out_dir, extra={"timing": timing, "model": str(path)})
+    timing["report_s"] = time.perf_counter() - t3
     return comparison, index, timing

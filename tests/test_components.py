@@ -121,3 +121,23 @@ def test_registry_names_what_it_runs(ckpt, tmp_path):
         registry.entry_for({"model_type": "llama4"})
     with pytest.raises(ConfigError, match="no component 'vocoder' here"):
         registry.entry_for({"model_type": "qwen3_omni_moe"}, "vocoder")
+
+
+def test_compare_judges_the_routers_expert_ids_exactly(ckpt, tmp_path):
+    """What `omni-lab compare` runs, on a tiny Omni: each router's expert ids are an exact count of equal
+    choices (not a cosine), its weights floats, and the stored reference keeps those types."""
+    import json
+
+    from omni_lab.workbench import compare_model
+
+    out = tmp_path / "report"
+    comparison, _, timing = compare_model(ckpt, PROMPT, out, root=tmp_path / "refs")
+    assert comparison.passed
+    data = json.loads((out / "report.json").read_text())
+    routers = [r for r in data["activations"] if r["name"].endswith(".mlp.router")]
+    k = 3  # tiny-dense routes each token to 3 of 8 experts
+    assert routers and all(r["kind"] == "routing" and r["equal"] == r["total"] == len(PROMPT) * k for r in routers)
+    assert data["model"] == str(ckpt) and set(data["timing"]) == {"reference_s", "ours_s", "compare_s"}
+    (manifest,) = (tmp_path / "refs").glob("*/manifest.json")
+    kinds = json.loads(manifest.read_text())["activations"]
+    assert {kinds[r["name"]]["kind"] for r in routers} == {"routing"}
