@@ -1,8 +1,11 @@
 // elementwise: y[i] = f(x[i]) (entry `unary`) or y[i] = f(a[i], b[i or i % c]) (entry `binary`), f32.
 //
 // Bindings (unary):  0 params; 1 x: [n] f32; 2 y: [n] f32.
-// Bindings (binary): 0 params; 1 a: [n] f32; 2 b: [n] f32, or [c] f32 broadcast over rows of c; 3 y: [n] f32.
-// Params:   n = elements; c = length of b when it is a broadcast row vector, 0 when b has n elements;
+// Bindings (binary): 0 params; 1 a: [n] f32; 2 b: [n] f32, or [c] f32 broadcast along one axis of a;
+//           3 y: [n] f32.
+// Params:   n = elements; c = length of b when it is broadcast, 0 when b has n elements; inner = elements
+//           of a after the broadcast axis (1: b is a row vector over rows of c, as a LayerScale on [T, C];
+//           T: one value per channel of [C, T]), so element i reads b[(i / inner) % c];
 //           s = the scalar of `scale`.
 // Dispatch: ceil(n / WG) workgroups of WG threads, one element per thread, flat workgroup index
 //           wid.x + wid.y * nwg.x (groups_for); threads past n do nothing.
@@ -16,7 +19,7 @@
 override WG: u32 = 256;
 override OP: u32 = 0u;
 
-struct Params { n: u32, c: u32, s: f32, _pad: u32 }
+struct Params { n: u32, c: u32, s: f32, inner: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
@@ -129,6 +132,6 @@ fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
           @builtin(local_invocation_index) lid: u32) {
     let i = (wid.x + wid.y * nwg.x) * WG + lid;
     if (i >= p.n) { return; }
-    let j = select(i, i % p.c, p.c != 0u);
+    let j = select(i, (i / p.inner) % p.c, p.c != 0u);  // inner >= 1 (the wrapper's)
     y3[i] = binary_op(x[i], b[j]);
 }

@@ -89,6 +89,28 @@ def test_row_broadcast(rt, rng, op, rows, cols):
     check_sentinels(out)
 
 
+@pytest.mark.parametrize("shape,axis", [((1, 1), 0), ((3, 7), 0), ((96, 257), 0), ((33, 4099), 0), ((7, 1), 0),
+                                        ((2, 5, 33), 1), ((3, 4, 5), 0), ((4, 6), 1), ((4, 6), -2)])
+@pytest.mark.parametrize("op", ["add", "mul"])
+def test_axis_broadcast(rt, rng, op, shape, axis):
+    """b [a.shape[axis]] along one axis: a per-channel scale or bias of channels-first [C, T] activations."""
+    fn, ref = BINARY[op]
+    a, b = rand(rng, *shape), rand(rng, shape[axis])
+    out = padded_output(shape)
+    fn(rt.upload(a), rt.upload(b), out=out, axis=axis)
+    bshape = [1] * len(shape)
+    bshape[axis] = shape[axis]
+    assert nmse(out.numpy(), ref(a, b.reshape(bshape))) < BOUND
+    check_sentinels(out)
+
+
+def test_axis_broadcast_in_place(rt, rng):
+    a, b = rand(rng, 24, 131), rand(rng, 24)
+    ta = rt.upload(a)
+    ew.mul(ta, rt.upload(b), out=ta, axis=0)
+    assert nmse(ta.numpy(), ew.mul_ref(a, b[:, None])) < BOUND
+
+
 def test_broadcast_over_leading_dims(rt, rng):
     a, b = rand(rng, 2, 3, 5), rand(rng, 5)
     assert nmse(ew.add(rt.upload(a), rt.upload(b)).numpy(), ew.add_ref(a, b)) < BOUND
@@ -137,5 +159,9 @@ def test_errors_name_the_kernel(rt):
         ew.mul(f, f, out=rt.upload(np.zeros((8, 4), np.float32)))
     with pytest.raises(KernelError, match=r"gelu: out must be \(4, 8\) f32"):
         ew.gelu(f, out=rt.upload(np.zeros((4, 8), np.int32)))
+    with pytest.raises(KernelError, match=r"mul: b must have a's shape or be a vector \[4\] of a's axis 0 \(a=\(4, 8\) f32, b=\(8,\) f32\)"):
+        ew.mul(f, rt.upload(np.zeros(8, np.float32)), axis=0)
+    with pytest.raises(KernelError, match=r"add: axis 2 is not an axis of a \(a=\(4, 8\) f32\)"):
+        ew.add(f, rt.upload(np.zeros(8, np.float32)), axis=2)
     with pytest.raises(KernelError, match=r"mul: b must be f32, got bf16"):
         ew.mul(f, rt.upload(np.zeros(8, np.float32), "bf16"))

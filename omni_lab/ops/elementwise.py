@@ -1,5 +1,6 @@
-"""Elementwise f32 ops: activations (silu, gelu, gelu_tanh, erf), swiglu, add, mul (with a row-vector
-broadcast), scale. Any shape; out=None allocates, and out may be an input (in place)."""
+"""Elementwise f32 ops: activations (silu, gelu, gelu_tanh, erf), swiglu, add, mul (with a vector
+broadcast along one axis: a row vector by default, one value per channel of [C, T] with axis=0), scale.
+Any shape; out=None allocates, and out may be an input (in place)."""
 
 from __future__ import annotations
 
@@ -32,17 +33,24 @@ def _unary(name: str, x: Tensor, out: Tensor | None, s: float = 0.0) -> Tensor:
     return y
 
 
-def _binary(name: str, a: Tensor, b: Tensor, out: Tensor | None, broadcast: bool) -> Tensor:
+def _binary(name: str, a: Tensor, b: Tensor, out: Tensor | None, broadcast: bool, axis: int = -1) -> Tensor:
     dtype_in(name, "a", a, ("f32",))
     dtype_in(name, "b", b, ("f32",))
-    row = broadcast and len(a.shape) >= 1 and b.shape == a.shape[-1:] and b.shape != a.shape
-    expect(name, b.shape == a.shape or row,
-           "b must have a's shape" + (" or be a row vector [C] of a's last dim" if broadcast else ""), a=a, b=b)
+    nd = len(a.shape)
+    expect(name, nd == 0 or -nd <= axis < nd, f"axis {axis} is not an axis of a", a=a)
+    axis = axis % nd if nd else 0
+    vec = broadcast and nd >= 1 and b.shape == (a.shape[axis],) and b.shape != a.shape
+    what = ""
+    if broadcast and nd >= 1:
+        what = (" or be a row vector [C] of a's last dim" if axis == nd - 1
+                else f" or be a vector [{a.shape[axis]}] of a's axis {axis}")
+    expect(name, b.shape == a.shape or vec, "b must have a's shape" + what, a=a, b=b)
     y = _out(name, out, a)
     n = a.numel
     if n:
+        inner = math.prod(a.shape[axis + 1:]) if vec else 1
         kern = runtime().kernel("elementwise", "binary", WG=WG, OP=BINARY[name])
-        kern(-(-n // WG), pack_params(n, b.numel if row else 0, 0.0), a, b, y)
+        kern(-(-n // WG), pack_params(n, b.numel if vec else 0, 0.0, max(inner, 1)), a, b, y)
     return y
 
 
@@ -76,14 +84,18 @@ def swiglu(gate: Tensor, up: Tensor, out: Tensor | None = None) -> Tensor:
     return _binary("swiglu", gate, up, out, broadcast=False)
 
 
-def add(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
-    """a + b; b has a's shape or is a row vector [C] added to every row of a [..., C]."""
-    return _binary("add", a, b, out, broadcast=True)
+def add(a: Tensor, b: Tensor, out: Tensor | None = None, axis: int = -1) -> Tensor:
+    """a + b; b has a's shape or is a vector [a.shape[axis]] broadcast along a's other axes: with the
+    default axis -1 a row vector [C] added to every row of a [..., C]; axis=0 on a [C, T] adds one value
+    per channel (a bias of channels-first activations)."""
+    return _binary("add", a, b, out, broadcast=True, axis=axis)
 
 
-def mul(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
-    """a * b; b has a's shape or is a row vector [C] multiplied into every row of a [..., C]."""
-    return _binary("mul", a, b, out, broadcast=True)
+def mul(a: Tensor, b: Tensor, out: Tensor | None = None, axis: int = -1) -> Tensor:
+    """a * b; b has a's shape or is a vector [a.shape[axis]] broadcast along a's other axes: with the
+    default axis -1 a row vector [C] scaling every row of a [..., C] (LayerScale on [T, C]); axis=0 on a
+    [C, T] scales each channel (LayerScale on channels-first activations)."""
+    return _binary("mul", a, b, out, broadcast=True, axis=axis)
 
 
 # -- numpy references (float64 inside, float32 out) ----------------------------------------------
