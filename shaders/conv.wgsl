@@ -1,0 +1,132 @@
+// conv: causal Conv1d and ConvTranspose1d over channels-first f32 activations [C, T] (batch 1), as
+// code2wav's Qwen3OmniMoeCausalConvNet and Qwen3OmniMoeCausalTransConvNet compute them. Weights are f32,
+// f16 or bf16 (WTYPE), read as u32 words (16-bit ones two to a word, element 2j in the low half); f32 sums.
+//
+// Entry `conv1d`: y[co, t] = bias[co] + sum_{ci in co's group, k < K} w[co, ci - g0, k] * x[ci, t*S + k*D - P]
+//   with x = 0 outside [0, T_in): P = (K - 1) D + 1 - S is Transformers' left padding (negative: a crop),
+//   and the zeros past T_in its extra right padding (T_out = ceil(T_in / S), worked out in ops/conv.py).
+//   Weight [C_out, C_in / groups, K] as torch stores it. Optionally + residual[co, t].
+// Entry `conv_transpose1d`: y[co, t] = bias[co] + sum_ci sum_{k < K, k = t + P (mod S)} x[ci, (t + P - k) / S] * w[ci, co, k]
+//   with x = 0 outside [0, T_in): nn.ConvTranspose1d (groups 1, dilation 1) with its first P = K - S and
+//   last P outputs trimmed. Weight [C_in, C_out, K] as torch stores it.
+//
+// Bindings: 0 params; 1 x: f32 window; 2 w: u32 words, window (WTYPE); 3 bias: [C_out] f32;
+//           4 y: f32 window, read_write; 5 residual: f32 window, read_write (conv1d; may be y itself).
+//   A window is a binding that starts at an aligned offset at or before the first element it is for;
+//   x_off, w_off, y_off, r_off are those first elements' indices within their windows (ops/pieces.py).
+// Params (sizes in elements):
+//   t_in, t_out:    T_in, T_out (row lengths of x and y)
+//   rows, co0:      output channels of this dispatch and the first of them (y's window starts at row co0)
+//   ci0, ci1:       input channels [ci0, ci1) bound in this dispatch (x's window starts at row ci0)
+//   cin_g, cout_g:  conv1d: C_in / groups, C_out / groups. conv_transpose1d: cout_g = C_out (w's row is
+//                   C_out * K; its window starts at row ci0), cin_g unused
+//   k, stride, dilation, pad: K, S, D (transpose: 1), P (i32)
+//   x_off, w_off, y_off, r_off: window offsets (conv1d's w window starts at row co0)
+//   flags: bit 0 add bias, bit 1 accumulate into y (a later piece of input channels: no bias, no
+//          residual), bit 2 add residual
+// Dispatch: one thread per output element of the dispatch's rows, flat index (wid.x + wid.y * nwg.x) * WG
+//   + lid over rows x T_out (groups_for), time fastest, so a workgroup's threads mostly share one output
+//   channel (its weights are one broadcast load) and read neighbouring x.
+
+override WG: u32 = 256;
+override WTYPE: u32 = 0u;  // 0 f32, 1 f16, 2 bf16
+
+const FLAG_BIAS: u32 = 1u;
+const FLAG_ACCUMULATE: u32 = 2u;
+const FLAG_RESIDUAL: u32 = 4u;
+
+struct Params {
+    t_in: u32, t_out: u32, rows: u32, co0: u32,
+    ci0: u32, ci1: u32, cin_g: u32, cout_g: u32,
+    k: u32, stride: u32, dilation: u32, pad: i32,
+    x_off: u32, w_off: u32, y_off: u32, r_off: u32,
+    flags: u32, _p0: u32, _p1: u32, _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<u32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read_write> res: array<f32>;
+
+// #include "lib/packed16.wgsl"
+
+// Weight element e of the w window.
+fn weight(e: u32) -> f32 {
+    if (WTYPE == 0u) { return bitcast<f32>(w[e]); }
+    return half16(w[e >> 1u], (e & 1u) == 1u);
+}
+
+// Stores one output: the first piece of input channels writes sum + bias (+ residual), later ones add.
+fn store(co_l: u32, t: u32, acc: f32) {
+    let i = co_l * p.t_out + t;
+    if ((p.flags & FLAG_ACCUMULATE) != 0u) {
+        y[p.y_off + i] += acc;
+        return;
+    }
+    var v = acc;
+    if ((p.flags & FLAG_BIAS) != 0u) { v += bias[p.co0 + co_l]; }
+    if ((p.flags & FLAG_RESIDUAL) != 0u) { v += res[p.r_off + i]; }
+    y[p.y_off + i] = v;
+}
+
+@compute @workgroup_size(WG)
+fn conv1d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let idx = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (idx >= p.rows * p.t_out) { return; }
+    let co_l = idx / p.t_out;
+    let t = idx % p.t_out;
+    let co = p.co0 + co_l;
+    let g0 = (co / p.cout_g) * p.cin_g;             // first input channel of co's group
+    let lo = max(g0, p.ci0);
+    let hi = min(g0 + p.cin_g, p.ci1);
+    let start = i32(t * p.stride) - p.pad;          // x position of tap 0
+    // Taps k in [k_lo, k_hi) read inside [0, T_in).
+    var k_lo = 0u;
+    if (start < 0) { k_lo = min(p.k, (u32(-start) + p.dilation - 1u) / p.dilation); }
+    var k_hi = p.k;
+    let last = start + i32((p.k - 1u) * p.dilation);
+    if (last >= i32(p.t_in)) {
+        k_hi = select(0u, (u32(i32(p.t_in) - 1 - start) / p.dilation) + 1u, start < i32(p.t_in));
+        k_hi = min(k_hi, p.k);
+    }
+    var acc = 0.0;
+    if (k_lo < k_hi) {
+        for (var ci = lo; ci < hi; ci++) {
+            let xrow = p.x_off + (ci - p.ci0) * p.t_in;
+            let wrow = p.w_off + (co_l * p.cin_g + (ci - g0)) * p.k;
+            for (var kk = k_lo; kk < k_hi; kk++) {
+                acc += weight(wrow + kk) * x[xrow + u32(start + i32(kk * p.dilation))];
+            }
+        }
+    }
+    store(co_l, t, acc);
+}
+
+@compute @workgroup_size(WG)
+fn conv_transpose1d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let idx = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (idx >= p.rows * p.t_out) { return; }
+    let co_l = idx / p.t_out;
+    let t = idx % p.t_out;
+    let co = p.co0 + co_l;
+    let tp = t + u32(p.pad);                         // position before the trim
+    // Taps k = tp - l S for input positions l: k from tp mod S up in steps of S, l < T_in, k < K.
+    var k0 = tp % p.stride;
+    let l0 = tp / p.stride;                          // the input position of tap k0
+    if (l0 >= p.t_in) {                              // skip taps whose input lies past the end
+        k0 += (l0 - p.t_in + 1u) * p.stride;
+    }
+    var acc = 0.0;
+    for (var ci = p.ci0; ci < p.ci1; ci++) {
+        let xrow = p.x_off + (ci - p.ci0) * p.t_in;
+        let wrow = p.w_off + ((ci - p.ci0) * p.cout_g + co) * p.k;
+        for (var kk = k0; kk < p.k && kk <= tp; kk += p.stride) {
+            acc += weight(wrow + kk) * x[xrow + (tp - kk) / p.stride];
+        }
+    }
+    store(co_l, t, acc);
+}
