@@ -24,9 +24,17 @@
 //   x_off, w_off, y_off, r_off: window offsets (conv1d's w window starts at row co0)
 //   flags: bit 0 add bias, bit 1 accumulate into y (a later piece of input channels: no bias, no
 //          residual), bit 2 add residual
-// Dispatch: one thread per output element of the dispatch's rows, flat index (wid.x + wid.y * nwg.x) * WG
-//   + lid over rows x T_out (groups_for), time fastest, so a workgroup's threads mostly share one output
-//   channel (its weights are one broadcast load) and read neighbouring x.
+// Dispatch (conv1d, conv_transpose1d): one thread per output element of the dispatch's rows, flat index
+//   (wid.x + wid.y * nwg.x) * WG + lid over rows x T_out (groups_for), time fastest, so a workgroup's
+//   threads mostly share one output channel (its weights are one broadcast load) and read neighbouring x.
+// Entry `conv1d_tiled` (groups = 1): the same sums as conv1d, one workgroup per tile of TCO output
+//   channels x TT output steps, flat tile index wid.x + wid.y * nwg.x (groups_for) = time tile *
+//   ceil(rows / TCO) + channel tile. It walks the input channels CI at a time: the CI x XW window of x
+//   the tile's taps read, and the tile's TCO x CI x K weights (widened to f32), go to workgroup memory
+//   once, and every thread then computes PC x PT outputs from them, so each x value loaded is used by
+//   TCO output channels and each weight by TT steps. K, stride and dilation are override constants
+//   (KT, ST, DT) here: they size the window and unroll the tap loop; params' k, stride, dilation must
+//   match them. Threads TCP x TTP; thread (c, s) owns channels c + i TCP and steps s + j TTP.
 
 override WG: u32 = 256;
 override WTYPE: u32 = 0u;  // 0 f32, 1 f16, 2 bf16
@@ -129,4 +137,79 @@ fn conv_transpose1d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         }
     }
     store(co_l, t, acc);
+}
+
+// ---- conv1d_tiled ---------------------------------------------------------------------------------
+
+const PC: u32 = 4u;                    // output channels per thread
+const PT: u32 = 4u;                    // output steps per thread
+override TCP: u32 = 16u;               // threads along channels
+override TTP: u32 = 16u;               // threads along time
+override CI: u32 = 4u;                 // input channels per step of the walk
+override KT: u32 = 7u;                 // K
+override ST: u32 = 1u;                 // stride
+override DT: u32 = 1u;                 // dilation
+override TCO: u32 = PC * TCP;          // output channels per tile
+override TT: u32 = PT * TTP;           // output steps per tile
+override TWG: u32 = TCP * TTP;         // threads per workgroup
+override XW: u32 = (TT - 1u) * ST + (KT - 1u) * DT + 1u;  // x positions one input channel's taps read
+
+var<workgroup> ws: array<f32, CI * KT * TCO>;  // [CI * KT][TCO]: weight (co, ci, k) at (ci * KT + k) * TCO + co
+var<workgroup> xs: array<f32, CI * XW>;        // [CI][XW]: x (ci, window position)
+
+@compute @workgroup_size(TWG)
+fn conv1d_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let tiles_co = (p.rows + TCO - 1u) / TCO;
+    let flat = wid.x + wid.y * nwg.x;
+    let tile_t = flat / tiles_co;
+    if (tile_t * TT >= p.t_out) { return; }      // uniform per workgroup: the barriers below stay uniform
+    let co_t = (flat % tiles_co) * TCO;          // first output row (in this dispatch) of the tile
+    let t0 = tile_t * TT;
+    let tc = lid / TTP;
+    let tt = lid % TTP;
+    let x0 = i32(t0 * ST) - p.pad;               // x position of window element 0
+    let row_w = p.cin_g * KT;                    // weights per output channel
+    var acc: array<array<f32, PT>, PC>;
+    for (var c0 = p.ci0; c0 < p.ci1; c0 += CI) {
+        workgroupBarrier();                      // the previous step's reads of ws and xs are done
+        for (var e = lid; e < CI * KT * TCO; e += TWG) {
+            let co_l = e / (CI * KT);
+            let r = e % (CI * KT);               // ci * KT + k within the step
+            let ci = c0 + r / KT;
+            var v = 0.0;
+            if (co_t + co_l < p.rows && ci < p.ci1) {
+                v = weight(p.w_off + (co_t + co_l) * row_w + ci * KT + r % KT);
+            }
+            ws[r * TCO + co_l] = v;
+        }
+        for (var e = lid; e < CI * XW; e += TWG) {
+            let ci = c0 + e / XW;
+            let pos = x0 + i32(e % XW);
+            var v = 0.0;
+            if (ci < p.ci1 && pos >= 0 && pos < i32(p.t_in)) {
+                v = x[p.x_off + (ci - p.ci0) * p.t_in + u32(pos)];
+            }
+            xs[e] = v;
+        }
+        workgroupBarrier();
+        for (var ci = 0u; ci < CI; ci++) {
+            for (var k = 0u; k < KT; k++) {
+                var wv: array<f32, PC>;
+                for (var i = 0u; i < PC; i++) { wv[i] = ws[(ci * KT + k) * TCO + tc + i * TCP]; }
+                for (var j = 0u; j < PT; j++) {
+                    let xv = xs[ci * XW + (tt + j * TTP) * ST + k * DT];
+                    for (var i = 0u; i < PC; i++) { acc[i][j] += wv[i] * xv; }
+                }
+            }
+        }
+    }
+    for (var i = 0u; i < PC; i++) {
+        let co_l = co_t + tc + i * TCP;
+        if (co_l >= p.rows) { continue; }
+        for (var j = 0u; j < PT; j++) {
+            let t = t0 + tt + j * TTP;
+            if (t < p.t_out) { store(co_l, t, acc[i][j]); }
+        }
+    }
 }

@@ -125,10 +125,11 @@ def test_causal_conv_matches_transformers(rt, rng, c_in, c_out, t, k, dilation, 
     randomize(m, rng)
     x = rand(rng, c_in, t)
     want = hf_run(m, x)
-    got = conv.conv1d(rt.upload(x), up(rt, m.conv.weight), up(rt, m.conv.bias), stride=stride, dilation=dilation,
-                      groups=groups).numpy()
-    assert got.shape == want.shape
-    assert nmse(got, want) < BOUND_TORCH
+    for tiled in (False, True) if groups == 1 else (False,):
+        got = conv.conv1d(rt.upload(x), up(rt, m.conv.weight), up(rt, m.conv.bias), stride=stride, dilation=dilation,
+                          groups=groups, tiled=tiled).numpy()
+        assert got.shape == want.shape
+        assert nmse(got, want) < BOUND_TORCH
 
 
 def test_bf16_conv_matches_transformers_on_the_same_rounded_weights(rt, rng):
@@ -293,14 +294,15 @@ def small_binding(monkeypatch):
     monkeypatch.setattr(pieces, "binding_limit", lambda: 4096)
 
 
-@pytest.mark.parametrize("c_in,c_out,t,k,stride,dilation,groups,dtype", [
-    (13, 11, 101, 7, 1, 3, 1, "bf16"),   # 3 input and 4 output pieces of odd-length rows
-    (20, 20, 77, 7, 1, 1, 20, "f32"),    # depthwise
-    (12, 9, 95, 3, 2, 1, 3, "f16"),      # grouped, strided: output rows are half the input's
-    (6, 40, 33, 5, 1, 9, 1, "f32"),
+@pytest.mark.parametrize("c_in,c_out,t,k,stride,dilation,groups,dtype,tiled", [
+    (13, 11, 101, 7, 1, 3, 1, "bf16", False),   # 3 input and 4 output pieces of odd-length rows
+    (20, 20, 77, 7, 1, 1, 20, "f32", False),    # depthwise
+    (12, 9, 95, 3, 2, 1, 3, "f16", False),      # grouped, strided: output rows are half the input's
+    (6, 40, 33, 5, 1, 9, 1, "f32", True),
+    (30, 21, 101, 7, 1, 3, 1, "bf16", True),    # 4 input pieces into each of 5 output pieces
 ])
-def test_conv1d_split(rt, rng, small_binding, c_in, c_out, t, k, stride, dilation, groups, dtype):
-    case = conv._conv1d_case(c_in, c_out, t, k, stride, dilation, groups, dtype, residual=True)
+def test_conv1d_split(rt, rng, small_binding, c_in, c_out, t, k, stride, dilation, groups, dtype, tiled):
+    case = conv._conv1d_case(c_in, c_out, t, k, stride, dilation, groups, dtype, residual=True, tiled=tiled)
     out = []
     ours, ref = case(rng, alloc=lambda shape: out.append(padded_output(shape)) or out[-1])
     assert nmse(ours, ref) <= conv.BOUND
@@ -377,6 +379,8 @@ def test_errors_name_the_kernel(rt):
         conv.conv1d(x, rt.upload(np.zeros((4, 4, 3), np.float32)), out=x)
     with pytest.raises(KernelError, match=r"conv1d: stride and dilation must be >= 1, got 0, 1"):
         conv.conv1d(x, w, stride=0)
+    with pytest.raises(KernelError, match=r"conv1d: the tiled kernel needs groups = 1"):
+        conv.conv1d(x, rt.upload(np.zeros((6, 2, 3), np.float32)), groups=2, tiled=True)
     wt = rt.upload(np.zeros((4, 5, 4), np.float32))
     with pytest.raises(KernelError, match=r"conv_transpose1d: weight must be \[4 \(C_in\), C_out, K\] \(x=\(4, 10\) f32, weight=\(6, 4, 3\) f32\)"):
         conv.conv_transpose1d(x, w, stride=2)

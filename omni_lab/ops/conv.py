@@ -74,11 +74,38 @@ def _bias(kernel: str, bias: Tensor | None, c_out: int) -> None:
         expect(kernel, bias.shape == (c_out,), f"bias must be [{c_out}] (C_out)", bias=bias)
 
 
+# conv1d_tiled (shaders/conv.wgsl): PC x PT = 4 x 4 outputs a thread, TCP x TTP threads, so 64 x 64 tiles;
+# CI input channels a step, about TAPS_PER_STEP weights per output channel a step.
+TILE_THREADS = (16, 16)
+TILE_PER_THREAD = (4, 4)
+TAPS_PER_STEP = 32
+TILED_MIN_ROWS = 16  # below this a 64-channel tile is mostly idle (the final conv to 1 channel)
+
+
+def _tile_config(k: int, stride: int, dilation: int) -> tuple[dict, int, int] | None:
+    """Override constants of conv1d_tiled for this geometry and its tile (output channels, steps), or None
+    when its workgroup memory would not fit the adapter."""
+    tcp, ttp = TILE_THREADS
+    tco, tt = TILE_PER_THREAD[0] * tcp, TILE_PER_THREAD[1] * ttp
+    ci = max(1, TAPS_PER_STEP // k)
+    xw = (tt - 1) * stride + (k - 1) * dilation + 1
+    limit = runtime().gpu.limits.get("max-compute-workgroup-storage-size", 16384)
+    while ci > 1 and 4 * (ci * k * tco + ci * xw) > limit:
+        ci //= 2
+    if 4 * (ci * k * tco + ci * xw) > limit:
+        return None
+    return dict(TCP=tcp, TTP=ttp, CI=ci, KT=k, ST=stride, DT=dilation), tco, tt  # constants, tile shape
+
+
 def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int = 1, dilation: int = 1,
-           groups: int = 1, residual: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+           groups: int = 1, residual: Tensor | None = None, out: Tensor | None = None,
+           tiled: bool | None = None) -> Tensor:
     """Qwen3OmniMoeCausalConvNet: x [C_in, T_in] f32, weight [C_out, C_in / groups, K] f32/f16/bf16, bias
     [C_out] f32 or None -> [C_out, ceil(T_in / stride)] f32. residual [C_out, T_out] f32, if given, is added
-    to the result (out may be residual: y += conv(x)); it must not share x's buffer."""
+    to the result (out may be residual: y += conv(x)); it must not share x's buffer.
+
+    tiled: the workgroup-tiled kernel (groups = 1 only) or the one-thread-per-output one; None picks tiled
+    for groups = 1 with at least TILED_MIN_ROWS output channels where its workgroup memory fits."""
     kn = "conv1d"
     dtype_in(kn, "x", x, ("f32",))
     dtype_in(kn, "weight", weight, WEIGHT_DTYPES)
@@ -107,7 +134,18 @@ def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int
     rows_out = min(rows_per_window(kn, "out", out, t_out), rows_per_window(kn, "weight", weight, cin_g * k))
     if residual is not None:
         rows_out = min(rows_out, rows_per_window(kn, "residual", residual, t_out))
-    kern = runtime().kernel("conv", "conv1d", WG=WG, WTYPE=WTYPE[weight.dtype])
+    config = _tile_config(k, stride, dilation) if groups == 1 else None
+    if tiled is None:
+        tiled = config is not None and c_out >= TILED_MIN_ROWS
+    expect(kn, not tiled or config is not None, "the tiled kernel needs groups = 1 and a tile whose workgroup "
+           "memory fits the adapter", x=x, weight=weight)
+    if tiled:
+        constants, tco, tt = config
+        kern = runtime().kernel("conv", "conv1d_tiled", WTYPE=WTYPE[weight.dtype], **constants)
+        n_groups = lambda n: -(-n // tco) * -(-t_out // tt)  # noqa: E731
+    else:
+        kern = runtime().kernel("conv", "conv1d", WG=WG, WTYPE=WTYPE[weight.dtype])
+        n_groups = lambda n: -(-n * t_out // WG)  # noqa: E731
     b = bias if bias is not None else _dummy("bias")
     for o0, o1 in spans(0, c_out, rows_out):
         n = o1 - o0
@@ -121,7 +159,7 @@ def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int
             flags = FLAG_ACCUMULATE if piece else (FLAG_BIAS * (bias is not None) | FLAG_RESIDUAL * (residual is not None))
             params = pack_params(t_in, t_out, n, o0, i0, i1, cin_g, cout_g, k, stride, dilation, left,
                                  x_off, w_off, y_off, r_off, flags)
-            kern(-(-n * t_out // WG), params, xw, w, b, y, r)
+            kern(n_groups(n), params, xw, w, b, y, r)
     return out
 
 
@@ -223,7 +261,8 @@ def _stored(rng: np.random.Generator, shape, dtype: str) -> tuple[np.ndarray, np
 # Each case's run(rng, alloc=None) returns (ours, reference); alloc(shape), if given, makes the output
 # tensor (tests pass one with sentinels around it).
 
-def _conv1d_case(c_in, c_out, t, k, stride=1, dilation=1, groups=1, dtype="f32", bias=True, residual=False):
+def _conv1d_case(c_in, c_out, t, k, stride=1, dilation=1, groups=1, dtype="f32", bias=True, residual=False,
+                 tiled=None):
     def run(rng, alloc=None):
         rt = runtime()
         x = rng.standard_normal((c_in, t)).astype(np.float32)
@@ -233,7 +272,7 @@ def _conv1d_case(c_in, c_out, t, k, stride=1, dilation=1, groups=1, dtype="f32",
         r = rng.standard_normal((c_out, t_out)).astype(np.float32) if residual else None
         got = conv1d(rt.upload(x), rt.upload(host, dtype), None if b is None else rt.upload(b), stride=stride,
                      dilation=dilation, groups=groups, residual=None if r is None else rt.upload(r),
-                     out=alloc((c_out, t_out)) if alloc else None).numpy()
+                     out=alloc((c_out, t_out)) if alloc else None, tiled=tiled).numpy()
         return got, conv1d_ref(x, seen, b, stride=stride, dilation=dilation, groups=groups, residual=r)
     return run
 
@@ -271,6 +310,19 @@ CONV1D_SWEEP = [
     (2, 3, 5, 5, 8, 3, 1, "f16"),       # T shorter than stride and kernel
 ]
 
+# conv1d_tiled, groups 1: (C_in, C_out, T, K, stride, dilation, weight dtype). Partial tiles in both
+# directions, C_in not a multiple of CI, windows from K 1 to K 7 dilation 9 stride 8.
+TILED_SWEEP = [
+    (40, 70, 300, 7, 1, 9, "bf16"),     # the residual unit's dilation-9 conv
+    (33, 65, 130, 1, 1, 1, "f32"),      # its 1x1 conv: CI = 32 steps over 33 channels
+    (70, 33, 257, 7, 8, 9, "f16"),      # the widest window
+    (129, 67, 61, 3, 1, 3, "bf16"),
+    (17, 130, 97, 5, 2, 1, "f32"),
+    (64, 64, 256, 7, 1, 1, "bf16"),     # whole tiles only
+    (25, 18, 75, 3, 5, 1, "bf16"),
+    (5, 16, 9, 7, 4, 3, "f32"),         # T shorter than the tile's taps
+]
+
 TRANSPOSE_SWEEP = [  # (C_in, C_out, T, K, stride, weight dtype): the code2wav K = stride and K = 2 stride
     (8, 8, 33, 2, 2, "f32"),
     (13, 7, 29, 16, 8, "bf16"),
@@ -284,13 +336,18 @@ TRANSPOSE_SWEEP = [  # (C_in, C_out, T, K, stride, weight dtype): the code2wav K
 
 
 def cases() -> list[Case]:
+    """op names the kernel entry point: conv1d (direct, any groups), conv1d_tiled, conv_transpose1d."""
     out = []
     for i, (c_in, c_out, t, k, s, d, g, dt) in enumerate(CONV1D_SWEEP):
         params = dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dilation=d, groups=g, dtype=dt)
-        out.append(Case("conv", "conv1d", params, BOUND, _conv1d_case(c_in, c_out, t, k, s, d, g, dt, bias=i % 4 != 3),
-                        quick=i == 1))
-    out.append(Case("conv", "conv1d", dict(c_in=11, c_out=11, t=70, k=7, dilation=3, residual=True), BOUND,
-                    _conv1d_case(11, 11, 70, 7, 1, 3, 1, "bf16", residual=True)))
+        out.append(Case("conv", "conv1d", params, BOUND,
+                        _conv1d_case(c_in, c_out, t, k, s, d, g, dt, bias=i % 4 != 3, tiled=False), quick=i == 1))
+    out.append(Case("conv", "conv1d", dict(c_in=11, c_out=11, t=70, k=7, dilation=3, dtype="bf16", residual=True),
+                    BOUND, _conv1d_case(11, 11, 70, 7, 1, 3, 1, "bf16", residual=True, tiled=False)))
+    for i, (c_in, c_out, t, k, s, d, dt) in enumerate(TILED_SWEEP):
+        params = dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dilation=d, dtype=dt, residual=i % 3 == 0)
+        out.append(Case("conv", "conv1d_tiled", params, BOUND, _conv1d_case(
+            c_in, c_out, t, k, s, d, 1, dt, bias=i % 4 != 2, residual=i % 3 == 0, tiled=True), quick=i == 0))
     for i, (c_in, c_out, t, k, s, dt) in enumerate(TRANSPOSE_SWEEP):
         params = dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dtype=dt)
         out.append(Case("conv", "conv_transpose1d", params, BOUND, _transpose_case(c_in, c_out, t, k, s, dt, bias=i != 2),
