@@ -5,6 +5,7 @@ CausalTransConvNet, SnakeBeta, ConvNeXt block and decoder block against our ops;
 code2wav uses them (LayerNorm with bias, exact GELU, sliding-window attention); the split paths for
 tensors past the binding limit; argument errors."""
 
+import copy
 import math
 from types import SimpleNamespace
 
@@ -234,7 +235,12 @@ def test_convnext_block_matches_transformers(rt, rng):
     x = rand(rng, c, t)
     want = hf_run(m, x)
 
-    xt = rt.upload(x)
+    assert nmse(our_convnext(rt, m, rt.upload(x)).numpy(), want) < BOUND_TORCH
+
+
+def our_convnext(rt, m, xt):
+    """Qwen3OmniMoeConvNeXtBlock on x [C, T] from our ops (see test_convnext_block_matches_transformers)."""
+    c = xt.shape[0]
     h = conv.conv1d(xt, up(rt, m.dwconv.conv.weight), up(rt, m.dwconv.conv.bias), groups=c)  # [C, T]
     h = tr.transpose(h)                                                                        # [T, C]
     norm.layernorm(h, up(rt, m.norm.weight), up(rt, m.norm.bias), m.norm.eps, out=h)
@@ -245,8 +251,61 @@ def test_convnext_block_matches_transformers(rt, rng):
     ew.add(o, up(rt, m.pwconv2.bias), out=o)
     ew.mul(o, up(rt, m.gamma), out=o)
     y = tr.transpose(o)                                                                        # [C, T]
-    ew.add(y, xt, out=y)
-    assert nmse(y.numpy(), want) < BOUND_TORCH
+    return ew.add(y, xt, out=y)
+
+
+def test_code2wav_after_its_transformer_matches_transformers(rt, rng):
+    """Everything of Qwen3OmniMoeCode2Wav.forward after pre_transformer, from our ops on a tiny config:
+    permute to [C, T], the upsampling (CausalTransConvNet + ConvNeXt) stages, the decoder's first conv,
+    its blocks (SnakeBeta, CausalTransConvNet, residual units), the last SnakeBeta and the conv to one
+    channel (the final clamp left out: no op of ours yet).
+
+    Random weights through this many layers amplify rounding (torch's own f32 run lands 1e-10 to 1e-7
+    from its float64 run, by seed), so the truth here is HF's modules in float64, and we must be as close
+    to it as torch's f32 is, within a factor."""
+    cfg = hf.Qwen3OmniMoeCode2WavConfig(hidden_size=32, decoder_dim=40, upsample_rates=(5, 3), upsampling_ratios=(2, 2),
+                                        num_attention_heads=2, num_key_value_heads=2, num_hidden_layers=1,
+                                        intermediate_size=48, codebook_size=16, num_quantizers=2)
+    model = hf.Qwen3OmniMoeCode2Wav(cfg).eval()
+    randomize(model, rng)
+    hidden = rand(rng, 9, 32)  # [T, C] as pre_transformer leaves it
+
+    def hf_wav(m, dtype):
+        with torch.no_grad():
+            wav = torch.from_numpy(hidden).to(dtype).T[None]
+            for blocks in m.upsample:
+                for block in blocks:
+                    wav = block(wav)
+            for block in m.decoder:
+                wav = block(wav)
+        return wav[0].numpy()
+
+    want = hf_wav(copy.deepcopy(model).double(), torch.float64)
+    torch_f32 = nmse(hf_wav(model, torch.float32), want)
+
+    h = tr.transpose(rt.upload(hidden))  # [C, T]
+    for tconv, convnext in model.upsample:
+        h = conv.conv_transpose1d(h, up(rt, tconv.conv.weight), up(rt, tconv.conv.bias), stride=tconv.conv.stride[0])
+        h = our_convnext(rt, convnext, h)
+
+    def causal(m, x, **kw):
+        return conv.conv1d(x, up(rt, m.conv.weight), up(rt, m.conv.bias), dilation=m.dilation, **kw)
+
+    def act(m, x, **kw):
+        return snake.snake_beta(x, up(rt, m.alpha), up(rt, m.beta), **kw)
+
+    first, *blocks, last_act, last_conv = model.decoder
+    h = causal(first, h)
+    for block in blocks:
+        h = act(block.block[0], h)
+        tc = block.block[1]
+        h = conv.conv_transpose1d(h, up(rt, tc.conv.weight), up(rt, tc.conv.bias), stride=tc.conv.stride[0])
+        for unit in block.block[2:]:
+            u = causal(unit.conv1, act(unit.act1, h))
+            h = causal(unit.conv2, act(unit.act2, u, out=u), residual=h)
+    got = causal(last_conv, act(last_act, h)).numpy()
+    assert got.shape == want.shape == (1, (9 * 4 - 1) * 5 * 3 - 3)
+    assert nmse(got, want) <= max(10 * torch_f32, BOUND_TORCH)
 
 
 def test_layer_scale_both_layouts(rt, rng):
