@@ -35,6 +35,9 @@
 //   TCO output channels and each weight by TT steps. K, stride and dilation are override constants
 //   (KT, ST, DT) here: they size the window and unroll the tap loop; params' k, stride, dilation must
 //   match them. Threads TCP x TTP; thread (c, s) owns channels c + i TCP and steps s + j TTP.
+// Entry `conv_transpose1d_tiled`: conv_transpose1d's sums with conv1d_tiled's tiles, walk and threads,
+//   where TTP must be a multiple of the stride ST (so a thread's PT outputs share their taps); the
+//   window is the XWT input positions a tile's outputs read, about (TT + K) / S. DT unused.
 
 override WG: u32 = 256;
 override WTYPE: u32 = 0u;  // 0 f32, 1 f16, 2 bf16
@@ -153,6 +156,9 @@ override TCO: u32 = PC * TCP;          // output channels per tile
 override TT: u32 = PT * TTP;           // output steps per tile
 override TWG: u32 = TCP * TTP;         // threads per workgroup
 override XW: u32 = (TT - 1u) * ST + (KT - 1u) * DT + 1u;  // x positions one input channel's taps read
+override XWT: u32 = (TT + KT - 2u) / ST + 2u;            // conv_transpose1d_tiled's: input positions a tile reads
+// Every named override stays above the first override-sized array: naga 29 gives such an array's size an
+// unnamed override of its own, and panics when it meets one before a named override it still has to resolve.
 
 var<workgroup> ws: array<f32, CI * KT * TCO>;  // [CI * KT][TCO]: weight (co, ci, k) at (ci * KT + k) * TCO + co
 var<workgroup> xs: array<f32, CI * XW>;        // [CI][XW]: x (ci, window position)
@@ -199,6 +205,78 @@ fn conv1d_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                 for (var i = 0u; i < PC; i++) { wv[i] = ws[(ci * KT + k) * TCO + tc + i * TCP]; }
                 for (var j = 0u; j < PT; j++) {
                     let xv = xs[ci * XW + (tt + j * TTP) * ST + k * DT];
+                    for (var i = 0u; i < PC; i++) { acc[i][j] += wv[i] * xv; }
+                }
+            }
+        }
+    }
+    for (var i = 0u; i < PC; i++) {
+        let co_l = co_t + tc + i * TCP;
+        if (co_l >= p.rows) { continue; }
+        for (var j = 0u; j < PT; j++) {
+            let t = t0 + tt + j * TTP;
+            if (t < p.t_out) { store(co_l, t, acc[i][j]); }
+        }
+    }
+}
+
+// ---- conv_transpose1d_tiled -------------------------------------------------------------------------
+
+fn floor_div(n: i32, d: i32) -> i32 {
+    return select(-((-n + d - 1) / d), n / d, n >= 0);
+}
+var<workgroup> xst: array<f32, CI * XWT>;       // [CI][XWT]
+
+@compute @workgroup_size(TWG)
+fn conv_transpose1d_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let tiles_co = (p.rows + TCO - 1u) / TCO;
+    let flat = wid.x + wid.y * nwg.x;
+    let tile_t = flat / tiles_co;
+    if (tile_t * TT >= p.t_out) { return; }      // uniform per workgroup
+    let co_t = (flat % tiles_co) * TCO;
+    let t0 = tile_t * TT;
+    let tc = lid / TTP;
+    let tt = lid % TTP;
+    // Input position of window element 0: that of the tile's first output's last tap (k = K - 1), floored.
+    let l_min = floor_div(i32(t0) + p.pad - i32(KT - 1u), i32(ST));
+    let row_w = p.cout_g * KT;                   // weights per input channel: [C_out, K]
+    var acc: array<array<f32, PT>, PC>;
+    for (var c0 = p.ci0; c0 < p.ci1; c0 += CI) {
+        workgroupBarrier();
+        for (var e = lid; e < CI * KT * TCO; e += TWG) {
+            let ci = c0 + e / (KT * TCO);
+            let r = e % (KT * TCO);              // co_l * KT + k: a row of w is [C_out, K]
+            let co_l = r / KT;
+            let kk = r % KT;
+            var v = 0.0;
+            if (co_t + co_l < p.rows && ci < p.ci1) {
+                v = weight(p.w_off + (ci - p.ci0) * row_w + (p.co0 + co_t + co_l) * KT + kk);
+            }
+            ws[((e / (KT * TCO)) * KT + kk) * TCO + co_l] = v;
+        }
+        for (var e = lid; e < CI * XWT; e += TWG) {
+            let ci = c0 + e / XWT;
+            let l = l_min + i32(e % XWT);
+            var v = 0.0;
+            if (ci < p.ci1 && l >= 0 && l < i32(p.t_in)) {
+                v = x[p.x_off + (ci - p.ci0) * p.t_in + u32(l)];
+            }
+            xst[e] = v;
+        }
+        workgroupBarrier();
+        // TTP is a multiple of the stride, so all PT outputs of a thread have the same phase r and the
+        // same taps k = r + m S: each weight read serves PT outputs, each x read PC channels.
+        let tp = t0 + tt + u32(p.pad);
+        let r = tp % ST;
+        let lr = i32(tp / ST) - l_min;           // window index of output j = 0's tap m = 0
+        for (var ci = 0u; ci < CI; ci++) {
+            for (var m = 0u; m * ST + r < KT; m++) {
+                var wv: array<f32, PC>;
+                for (var i = 0u; i < PC; i++) { wv[i] = ws[(ci * KT + m * ST + r) * TCO + tc + i * TCP]; }
+                let xb = i32(ci * XWT) + lr - i32(m);
+                for (var j = 0u; j < PT; j++) {
+                    let xv = xst[u32(xb + i32(j * (TTP / ST)))];
                     for (var i = 0u; i < PC; i++) { acc[i][j] += wv[i] * xv; }
                 }
             }

@@ -151,9 +151,11 @@ def test_causal_transconv_matches_transformers(rt, rng, c_in, c_out, t, k, strid
     randomize(m, rng)
     x = rand(rng, c_in, t)
     want = hf_run(m, x)
-    got = conv.conv_transpose1d(rt.upload(x), up(rt, m.conv.weight), up(rt, m.conv.bias), stride=stride).numpy()
-    assert got.shape == want.shape
-    assert nmse(got, want) < BOUND_TORCH
+    for tiled in (False, True):
+        got = conv.conv_transpose1d(rt.upload(x), up(rt, m.conv.weight), up(rt, m.conv.bias), stride=stride,
+                                    tiled=tiled).numpy()
+        assert got.shape == want.shape
+        assert nmse(got, want) < BOUND_TORCH
 
 
 @pytest.mark.parametrize("c,t,x_scale", [(5, 33, 1.0), (96, 200, 3.0), (16, 1001, 10.0)])
@@ -368,10 +370,12 @@ def test_conv1d_split(rt, rng, small_binding, c_in, c_out, t, k, stride, dilatio
     check_sentinels(out[0])
 
 
-@pytest.mark.parametrize("c_in,c_out,t,k,stride,dtype", [(11, 7, 60, 16, 8, "bf16"), (9, 13, 150, 6, 3, "f32")])
-def test_conv_transpose1d_split(rt, rng, small_binding, c_in, c_out, t, k, stride, dtype):
+@pytest.mark.parametrize("c_in,c_out,t,k,stride,dtype,tiled", [(11, 7, 60, 16, 8, "bf16", False), (9, 13, 150, 6, 3, "f32", False),
+                                                           (20, 17, 40, 10, 5, "bf16", True)])
+def test_conv_transpose1d_split(rt, rng, small_binding, c_in, c_out, t, k, stride, dtype, tiled):
     out = []
-    ours, ref = conv._transpose_case(c_in, c_out, t, k, stride, dtype)(rng, alloc=lambda s: out.append(padded_output(s)) or out[-1])
+    case = conv._transpose_case(c_in, c_out, t, k, stride, dtype, tiled=tiled)
+    ours, ref = case(rng, alloc=lambda s: out.append(padded_output(s)) or out[-1])
     assert nmse(ours, ref) <= conv.BOUND
     check_sentinels(out[0])
 

@@ -163,10 +163,31 @@ def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int
     return out
 
 
+def _transposed_tile_config(k: int, stride: int) -> tuple[dict, int, int] | None:
+    """conv_transpose1d_tiled's override constants and tile shape, or None where they do not fit. Its
+    threads along time are a multiple of the stride: 16 rounded down to one (15 for strides 3 and 5)."""
+    tcp, ttp = TILE_THREADS
+    ttp = max(1, ttp // stride) * stride
+    if tcp * ttp > runtime().gpu.limits.get("max-compute-invocations-per-workgroup", 256):
+        return None
+    tco, tt = TILE_PER_THREAD[0] * tcp, TILE_PER_THREAD[1] * ttp
+    ci = max(1, TAPS_PER_STEP // k)
+    xw = (tt + k - 2) // stride + 2
+    limit = runtime().gpu.limits.get("max-compute-workgroup-storage-size", 16384)
+    while ci > 1 and 4 * (ci * k * tco + ci * xw) > limit:
+        ci //= 2
+    if 4 * (ci * k * tco + ci * xw) > limit:
+        return None
+    return dict(TCP=tcp, TTP=ttp, CI=ci, KT=k, ST=stride), tco, tt
+
+
 def conv_transpose1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int = 1,
-                     out: Tensor | None = None) -> Tensor:
+                     out: Tensor | None = None, tiled: bool | None = None) -> Tensor:
     """Qwen3OmniMoeCausalTransConvNet: x [C_in, T_in] f32, weight [C_in, C_out, K] f32/f16/bf16 (K >= stride),
-    bias [C_out] f32 or None -> [C_out, T_in * stride + stride - K] f32."""
+    bias [C_out] f32 or None -> [C_out, T_in * stride + stride - K] f32.
+
+    tiled: the workgroup-tiled kernel or the one-thread-per-output one; None picks tiled for at least
+    TILED_MIN_ROWS output channels where its workgroup memory fits."""
     kn = "conv_transpose1d"
     dtype_in(kn, "x", x, ("f32",))
     dtype_in(kn, "weight", weight, WEIGHT_DTYPES)
@@ -185,7 +206,18 @@ def conv_transpose1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, s
         return out
     rows_in = min(rows_per_window(kn, "x", x, t_in), rows_per_window(kn, "weight", weight, c_out * k))
     rows_out = rows_per_window(kn, "out", out, t_out)
-    kern = runtime().kernel("conv", "conv_transpose1d", WG=WG, WTYPE=WTYPE[weight.dtype])
+    config = _transposed_tile_config(k, stride)
+    if tiled is None:
+        tiled = config is not None and c_out >= TILED_MIN_ROWS
+    expect(kn, not tiled or config is not None, "the tiled kernel's workgroup memory does not fit the adapter",
+           x=x, weight=weight)
+    if tiled:
+        constants, tco, tt = config
+        kern = runtime().kernel("conv", "conv_transpose1d_tiled", WTYPE=WTYPE[weight.dtype], **constants)
+        n_groups = lambda n: -(-n // tco) * -(-t_out // tt)  # noqa: E731
+    else:
+        kern = runtime().kernel("conv", "conv_transpose1d", WG=WG, WTYPE=WTYPE[weight.dtype])
+        n_groups = lambda n: -(-n * t_out // WG)  # noqa: E731
     b = bias if bias is not None else _dummy("bias")
     r = _dummy("residual")
     for o0, o1 in spans(0, c_out, rows_out):
@@ -197,7 +229,7 @@ def conv_transpose1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, s
             flags = FLAG_ACCUMULATE if piece else FLAG_BIAS * (bias is not None)
             params = pack_params(t_in, t_out, n, o0, i0, i1, 0, c_out, k, stride, 1, pad,
                                  x_off, w_off, y_off, 0, flags)
-            kern(-(-n * t_out // WG), params, xw, w, b, y, r)
+            kern(n_groups(n), params, xw, w, b, y, r)
     return out
 
 
@@ -277,14 +309,15 @@ def _conv1d_case(c_in, c_out, t, k, stride=1, dilation=1, groups=1, dtype="f32",
     return run
 
 
-def _transpose_case(c_in, c_out, t, k, stride, dtype="f32", bias=True):
+def _transpose_case(c_in, c_out, t, k, stride, dtype="f32", bias=True, tiled=None):
     def run(rng, alloc=None):
         rt = runtime()
         x = rng.standard_normal((c_in, t)).astype(np.float32)
         host, seen = _stored(rng, (c_in, c_out, k), dtype)
         b = rng.standard_normal(c_out).astype(np.float32) if bias else None
         got = conv_transpose1d(rt.upload(x), rt.upload(host, dtype), None if b is None else rt.upload(b), stride=stride,
-                               out=alloc((c_out, transposed_length(t, k, stride))) if alloc else None).numpy()
+                               out=alloc((c_out, transposed_length(t, k, stride))) if alloc else None,
+                               tiled=tiled).numpy()
         return got, conv_transpose1d_ref(x, seen, b, stride=stride)
     return run
 
@@ -335,8 +368,20 @@ TRANSPOSE_SWEEP = [  # (C_in, C_out, T, K, stride, weight dtype): the code2wav K
 ]
 
 
+TRANSPOSE_SWEEP_TILED = [  # conv_transpose1d_tiled: partial tiles, C_in not a multiple of CI
+    (70, 65, 33, 16, 8, "bf16"),        # decoder block 1's K, stride
+    (33, 40, 61, 10, 5, "f16"),
+    (20, 130, 50, 8, 4, "bf16"),
+    (17, 18, 97, 6, 3, "f32"),
+    (64, 64, 64, 2, 2, "bf16"),         # the upsampling stages' K = stride; whole tiles
+    (9, 20, 40, 7, 3, "f32"),           # K neither S nor 2 S
+    (5, 16, 9, 4, 1, "f32"),
+]
+
+
 def cases() -> list[Case]:
-    """op names the kernel entry point: conv1d (direct, any groups), conv1d_tiled, conv_transpose1d."""
+    """op names the kernel entry point: conv1d (direct, any groups), conv1d_tiled, conv_transpose1d,
+    conv_transpose1d_tiled."""
     out = []
     for i, (c_in, c_out, t, k, s, d, g, dt) in enumerate(CONV1D_SWEEP):
         params = dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dilation=d, groups=g, dtype=dt)
@@ -348,8 +393,9 @@ def cases() -> list[Case]:
         params = dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dilation=d, dtype=dt, residual=i % 3 == 0)
         out.append(Case("conv", "conv1d_tiled", params, BOUND, _conv1d_case(
             c_in, c_out, t, k, s, d, 1, dt, bias=i % 4 != 2, residual=i % 3 == 0, tiled=True), quick=i == 0))
-    for i, (c_in, c_out, t, k, s, dt) in enumerate(TRANSPOSE_SWEEP):
-        params = dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dtype=dt)
-        out.append(Case("conv", "conv_transpose1d", params, BOUND, _transpose_case(c_in, c_out, t, k, s, dt, bias=i != 2),
-                        quick=i == 1))
+    for tiled in (False, True):
+        for i, (c_in, c_out, t, k, s, dt) in enumerate(TRANSPOSE_SWEEP_TILED if tiled else TRANSPOSE_SWEEP):
+            params = dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dtype=dt)
+            out.append(Case("conv", "conv_transpose1d_tiled" if tiled else "conv_transpose1d", params, BOUND,
+                            _transpose_case(c_in, c_out, t, k, s, dt, bias=i != 2, tiled=tiled), quick=i == 1))
     return out
