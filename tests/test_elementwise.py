@@ -21,6 +21,7 @@ UNARY = {
     "gelu_tanh": (ew.gelu_tanh, ew.gelu_tanh_ref),
     "erf": (ew.erf, ew.erf_ref),
     "scale": (lambda x, out=None: ew.scale(x, -0.37, out=out), lambda x: ew.scale_ref(x, -0.37)),
+    "clamp": (lambda x, out=None: ew.clamp(x, -1.0, 1.5, out=out), lambda x: ew.clamp_ref(x, -1.0, 1.5)),
 }
 BINARY = {"add": (ew.add, ew.add_ref), "mul": (ew.mul, ew.mul_ref), "swiglu": (ew.swiglu, ew.swiglu_ref)}
 
@@ -163,5 +164,7 @@ def test_errors_name_the_kernel(rt):
         ew.mul(f, rt.upload(np.zeros(8, np.float32)), axis=0)
     with pytest.raises(KernelError, match=r"add: axis 2 is not an axis of a \(a=\(4, 8\) f32\)"):
         ew.add(f, rt.upload(np.zeros(8, np.float32)), axis=2)
+    with pytest.raises(KernelError, match=r"clamp: lo must be <= hi, got 1.0, -1.0"):
+        ew.clamp(f, 1.0, -1.0)
     with pytest.raises(KernelError, match=r"mul: b must be f32, got bf16"):
         ew.mul(f, rt.upload(np.zeros(8, np.float32), "bf16"))

@@ -1,4 +1,4 @@
-"""Elementwise f32 ops: activations (silu, gelu, gelu_tanh, erf), swiglu, add, mul (with a vector
+"""Elementwise f32 ops: activations (silu, gelu, gelu_tanh, erf), clamp, swiglu, add, mul (with a vector
 broadcast along one axis: a row vector by default, one value per channel of [C, T] with axis=0), scale.
 Any shape; out=None allocates, and out may be an input (in place)."""
 
@@ -12,7 +12,7 @@ from ..gpu import Tensor, pack_params, runtime
 from ._check import dtype_in, expect
 
 WG = 256
-UNARY = {"silu": 0, "gelu": 1, "gelu_tanh": 2, "scale": 3, "erf": 4}
+UNARY = {"silu": 0, "gelu": 1, "gelu_tanh": 2, "scale": 3, "erf": 4, "clamp": 5}
 BINARY = {"add": 0, "mul": 1, "swiglu": 2}
 
 
@@ -23,13 +23,13 @@ def _out(name: str, out: Tensor | None, like: Tensor) -> Tensor:
     return out
 
 
-def _unary(name: str, x: Tensor, out: Tensor | None, s: float = 0.0) -> Tensor:
+def _unary(name: str, x: Tensor, out: Tensor | None, s: float = 0.0, hi: float = 0.0) -> Tensor:
     dtype_in(name, "x", x, ("f32",))
     y = _out(name, out, x)
     n = x.numel
     if n:
         kern = runtime().kernel("elementwise", "unary", WG=WG, OP=UNARY[name])
-        kern(-(-n // WG), pack_params(n, 0, float(s)), x, y)
+        kern(-(-n // WG), pack_params(n, 0, float(s), 1, float(hi)), x, y)
     return y
 
 
@@ -50,7 +50,7 @@ def _binary(name: str, a: Tensor, b: Tensor, out: Tensor | None, broadcast: bool
     if n:
         inner = math.prod(a.shape[axis + 1:]) if vec else 1
         kern = runtime().kernel("elementwise", "binary", WG=WG, OP=BINARY[name])
-        kern(-(-n // WG), pack_params(n, b.numel if vec else 0, 0.0, max(inner, 1)), a, b, y)
+        kern(-(-n // WG), pack_params(n, b.numel if vec else 0, 0.0, max(inner, 1), 0.0), a, b, y)
     return y
 
 
@@ -77,6 +77,12 @@ def erf(x: Tensor, out: Tensor | None = None) -> Tensor:
 def scale(x: Tensor, s: float, out: Tensor | None = None) -> Tensor:
     """x * s."""
     return _unary("scale", x, out, s)
+
+
+def clamp(x: Tensor, lo: float, hi: float, out: Tensor | None = None) -> Tensor:
+    """min(max(x, lo), hi): torch.clamp (code2wav clamps its waveform to [-1, 1])."""
+    expect("clamp", lo <= hi, f"lo must be <= hi, got {lo}, {hi}")
+    return _unary("clamp", x, out, lo, hi)
 
 
 def swiglu(gate: Tensor, up: Tensor, out: Tensor | None = None) -> Tensor:
@@ -134,6 +140,10 @@ def gelu_tanh_ref(x: np.ndarray) -> np.ndarray:
 
 def scale_ref(x: np.ndarray, s: float) -> np.ndarray:
     return (_f64(x) * np.float32(s)).astype(np.float32)
+
+
+def clamp_ref(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.clip(np.asarray(x, np.float32), np.float32(lo), np.float32(hi))
 
 
 def swiglu_ref(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
