@@ -6,10 +6,13 @@ zeros on the left (negative P: a crop) and `_get_extra_padding_for_conv1d` zeros
 makes T_out = ceil(T_in / stride). conv_transpose1d: nn.ConvTranspose1d (groups 1) with its first and
 last K - stride outputs trimmed, T_out = T_in * stride + stride - K.
 
-Weights are in torch's layouts ([C_out, C_in / groups, K] and [C_in, C_out, K]), f32, f16 or bf16. A
-tensor past the storage-binding limit (a long utterance's [C, T] activations) is bound in windows of
-channel rows (ops/pieces.py): one dispatch per (output rows, input rows) pair, the first of a row's input
-pieces writing bias (+ residual) and the rest adding their partial sums.
+Weights are in torch's layouts ([C_out, C_in / groups, K] and [C_in, C_out, K]), f32, f16 or bf16. Each op
+has a direct kernel (one thread per output, any groups) and a tiled one (64 x 64 output tiles staging the
+x window and the weights in workgroup memory; groups 1), picked by `tiled` (default: tiled from
+TILED_MIN_ROWS output channels). A tensor past the storage-binding limit (a long utterance's [C, T]
+activations) is bound in windows of channel rows (ops/pieces.py): one dispatch per (output rows, input
+rows) pair, the first of a row's input pieces writing bias (+ residual) and the rest adding their partial
+sums.
 """
 
 from __future__ import annotations
@@ -74,27 +77,39 @@ def _bias(kernel: str, bias: Tensor | None, c_out: int) -> None:
         expect(kernel, bias.shape == (c_out,), f"bias must be [{c_out}] (C_out)", bias=bias)
 
 
-# conv1d_tiled (shaders/conv.wgsl): PC x PT = 4 x 4 outputs a thread, TCP x TTP threads, so 64 x 64 tiles;
-# CI input channels a step, about TAPS_PER_STEP weights per output channel a step.
+# The tiled kernels (shaders/conv.wgsl): PC x PT = 4 x 4 outputs a thread (the shader's consts), TCP x TTP
+# threads, so 64 x 64 tiles; CI input channels a step, about TAPS_PER_STEP weights per output channel a step.
 TILE_THREADS = (16, 16)
 TILE_PER_THREAD = (4, 4)
 TAPS_PER_STEP = 32
 TILED_MIN_ROWS = 16  # below this a 64-channel tile is mostly idle (the final conv to 1 channel)
 
 
-def _tile_config(k: int, stride: int, dilation: int) -> tuple[dict, int, int] | None:
-    """Override constants of conv1d_tiled for this geometry and its tile (output channels, steps), or None
-    when its workgroup memory would not fit the adapter."""
+def _tiles(k: int, stride: int, dilation: int | None) -> tuple[dict, int, int] | None:
+    """Override constants of conv1d_tiled (dilation given) or conv_transpose1d_tiled (dilation None) for
+    this geometry, and the tile (output channels, steps); None when its workgroup memory or threads would
+    not fit the adapter. The transposed kernel's threads along time are a multiple of the stride (16
+    rounded down to one: 15 for strides 3 and 5) so that a thread's outputs share their taps."""
+    limits = runtime().gpu.limits
     tcp, ttp = TILE_THREADS
-    tco, tt = TILE_PER_THREAD[0] * tcp, TILE_PER_THREAD[1] * ttp
-    ci = max(1, TAPS_PER_STEP // k)
-    xw = (tt - 1) * stride + (k - 1) * dilation + 1
-    limit = runtime().gpu.limits.get("max-compute-workgroup-storage-size", 16384)
-    while ci > 1 and 4 * (ci * k * tco + ci * xw) > limit:
-        ci //= 2
-    if 4 * (ci * k * tco + ci * xw) > limit:
+    if dilation is None:
+        ttp = max(1, ttp // stride) * stride
+    if tcp * ttp > limits.get("max-compute-invocations-per-workgroup", 256):
         return None
-    return dict(TCP=tcp, TTP=ttp, CI=ci, KT=k, ST=stride, DT=dilation), tco, tt  # constants, tile shape
+    tco, tt = TILE_PER_THREAD[0] * tcp, TILE_PER_THREAD[1] * ttp
+    # the x positions one input channel's taps read across a tile (the shader's XW, XWT)
+    xw = (tt - 1) * stride + (k - 1) * dilation + 1 if dilation is not None else (tt + k - 2) // stride + 2
+    ci = max(1, TAPS_PER_STEP // k)
+    words = lambda ci: ci * k * tco + ci * xw  # noqa: E731  f32 words of workgroup memory
+    memory = limits.get("max-compute-workgroup-storage-size", 16384)
+    while ci > 1 and 4 * words(ci) > memory:
+        ci //= 2
+    if 4 * words(ci) > memory:
+        return None
+    constants = dict(TCP=tcp, TTP=ttp, CI=ci, KT=k, ST=stride)
+    if dilation is not None:
+        constants["DT"] = dilation
+    return constants, tco, tt
 
 
 def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int = 1, dilation: int = 1,
@@ -134,7 +149,7 @@ def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int
     rows_out = min(rows_per_window(kn, "out", out, t_out), rows_per_window(kn, "weight", weight, cin_g * k))
     if residual is not None:
         rows_out = min(rows_out, rows_per_window(kn, "residual", residual, t_out))
-    config = _tile_config(k, stride, dilation) if groups == 1 else None
+    config = _tiles(k, stride, dilation) if groups == 1 else None
     if tiled is None:
         tiled = config is not None and c_out >= TILED_MIN_ROWS
     expect(kn, not tiled or config is not None, "the tiled kernel needs groups = 1 and a tile whose workgroup "
@@ -163,24 +178,6 @@ def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int
     return out
 
 
-def _transposed_tile_config(k: int, stride: int) -> tuple[dict, int, int] | None:
-    """conv_transpose1d_tiled's override constants and tile shape, or None where they do not fit. Its
-    threads along time are a multiple of the stride: 16 rounded down to one (15 for strides 3 and 5)."""
-    tcp, ttp = TILE_THREADS
-    ttp = max(1, ttp // stride) * stride
-    if tcp * ttp > runtime().gpu.limits.get("max-compute-invocations-per-workgroup", 256):
-        return None
-    tco, tt = TILE_PER_THREAD[0] * tcp, TILE_PER_THREAD[1] * ttp
-    ci = max(1, TAPS_PER_STEP // k)
-    xw = (tt + k - 2) // stride + 2
-    limit = runtime().gpu.limits.get("max-compute-workgroup-storage-size", 16384)
-    while ci > 1 and 4 * (ci * k * tco + ci * xw) > limit:
-        ci //= 2
-    if 4 * (ci * k * tco + ci * xw) > limit:
-        return None
-    return dict(TCP=tcp, TTP=ttp, CI=ci, KT=k, ST=stride), tco, tt
-
-
 def conv_transpose1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int = 1,
                      out: Tensor | None = None, tiled: bool | None = None) -> Tensor:
     """Qwen3OmniMoeCausalTransConvNet: x [C_in, T_in] f32, weight [C_in, C_out, K] f32/f16/bf16 (K >= stride),
@@ -206,7 +203,7 @@ def conv_transpose1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, s
         return out
     rows_in = min(rows_per_window(kn, "x", x, t_in), rows_per_window(kn, "weight", weight, c_out * k))
     rows_out = rows_per_window(kn, "out", out, t_out)
-    config = _transposed_tile_config(k, stride)
+    config = _tiles(k, stride, None)
     if tiled is None:
         tiled = config is not None and c_out >= TILED_MIN_ROWS
     expect(kn, not tiled or config is not None, "the tiled kernel's workgroup memory does not fit the adapter",
