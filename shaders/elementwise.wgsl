@@ -1,13 +1,16 @@
 // elementwise: y[i] = f(x[i]) (entry `unary`) or y[i] = f(a[i], b[i or i % c]) (entry `binary`), f32.
 //
 // Bindings (unary):  0 params; 1 x: [n] f32; 2 y: [n] f32.
-// Bindings (binary): 0 params; 1 a: [n] f32; 2 b: [n] f32, or [c] f32 broadcast over rows of c; 3 y: [n] f32.
-// Params:   n = elements; c = length of b when it is a broadcast row vector, 0 when b has n elements;
-//           s = the scalar of `scale`.
+// Bindings (binary): 0 params; 1 a: [n] f32; 2 b: [n] f32, or [c] f32 broadcast along one axis of a;
+//           3 y: [n] f32.
+// Params:   n = elements; c = length of b when it is broadcast, 0 when b has n elements; inner = elements
+//           of a after the broadcast axis (1: b is a row vector over rows of c, as a LayerScale on [T, C];
+//           T: one value per channel of [C, T]), so element i reads b[(i / inner) % c];
+//           s = the scalar of `scale`, the lower bound of `clamp`; hi = the upper bound of `clamp`.
 // Dispatch: ceil(n / WG) workgroups of WG threads, one element per thread, flat workgroup index
 //           wid.x + wid.y * nwg.x (groups_for); threads past n do nothing.
 // OP picks the function (override constant, one pipeline per op):
-//   unary:  0 silu, 1 gelu (erf), 2 gelu_tanh, 3 scale, 4 erf
+//   unary:  0 silu, 1 gelu (erf), 2 gelu_tanh, 3 scale, 4 erf, 5 clamp to [s, hi]
 //   binary: 0 add, 1 mul, 2 swiglu = silu(a) * b
 // Every storage binding is read_write, so that y may be one of the inputs (in place): wgpu rejects a
 // dispatch that binds one buffer both read-only and read-write.
@@ -16,7 +19,7 @@
 override WG: u32 = 256;
 override OP: u32 = 0u;
 
-struct Params { n: u32, c: u32, s: f32, _pad: u32 }
+struct Params { n: u32, c: u32, s: f32, inner: u32, hi: f32, _p0: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
@@ -107,6 +110,7 @@ fn unary_op(v: f32) -> f32 {
     if (OP == 1u) { return gelu(v); }
     if (OP == 2u) { return gelu_tanh(v); }
     if (OP == 3u) { return v * p.s; }
+    if (OP == 5u) { return min(max(v, p.s), p.hi); }
     return erf_f32(v);
 }
 
@@ -129,6 +133,6 @@ fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
           @builtin(local_invocation_index) lid: u32) {
     let i = (wid.x + wid.y * nwg.x) * WG + lid;
     if (i >= p.n) { return; }
-    let j = select(i, i % p.c, p.c != 0u);
+    let j = select(i, (i / p.inner) % p.c, p.c != 0u);  // inner >= 1 (the wrapper's)
     y3[i] = binary_op(x[i], b[j]);
 }

@@ -45,6 +45,13 @@ def test_erf_error_over_all_f32(rt, rng):
     assert np.array_equal(np.signbit(y[-len(special):][:2]), [False, True])  # erf(+-0) = +-0
 
 
+def test_axis_broadcast_in_place(rt, rng):
+    a, b = rand(rng, 24, 131), rand(rng, 24)
+    ta = rt.upload(a)
+    ew.mul(ta, rt.upload(b), out=ta, axis=0)
+    assert nmse(ta.numpy(), ew.mul_ref(a, b[:, None])) < BOUND
+
+
 def test_broadcast_over_leading_dims(rt, rng):
     a, b = rand(rng, 2, 3, 5), rand(rng, 5)
     assert nmse(ew.add(rt.upload(a), rt.upload(b)).numpy(), ew.add_ref(a, b)) < BOUND
@@ -93,5 +100,11 @@ def test_errors_name_the_kernel(rt):
         ew.mul(f, f, out=rt.upload(np.zeros((8, 4), np.float32)))
     with pytest.raises(KernelError, match=r"gelu: out must be \(4, 8\) f32"):
         ew.gelu(f, out=rt.upload(np.zeros((4, 8), np.int32)))
+    with pytest.raises(KernelError, match=r"mul: b must have a's shape or be a vector \[4\] of a's axis 0 \(a=\(4, 8\) f32, b=\(8,\) f32\)"):
+        ew.mul(f, rt.upload(np.zeros(8, np.float32)), axis=0)
+    with pytest.raises(KernelError, match=r"add: axis 2 is not an axis of a \(a=\(4, 8\) f32\)"):
+        ew.add(f, rt.upload(np.zeros(8, np.float32)), axis=2)
+    with pytest.raises(KernelError, match=r"clamp: lo must be <= hi, got 1.0, -1.0"):
+        ew.clamp(f, 1.0, -1.0)
     with pytest.raises(KernelError, match=r"mul: b must be f32, got bf16"):
         ew.mul(f, rt.upload(np.zeros(8, np.float32), "bf16"))

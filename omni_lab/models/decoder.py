@@ -104,7 +104,7 @@ class Decoder(Component):
 
     def _encode(self, s, ctx: StepContext, embeds: Tensor | None = None, all_logits: bool = True) -> Tensor:
         """Record one forward of t tokens into the current step; returns the logits."""
-        cfg, eps, p, t = self.cfg, self.cfg.rms_norm_eps, self.prefix, ctx.t
+        cfg, p, t = self.cfg, self.prefix, ctx.t
         if embeds is None:
             h = embedding.embedding(s.ids, self.embed_tokens, out=ctx.out(f"{p}.embed_tokens", s.h))
         else:

@@ -1,5 +1,6 @@
-"""Elementwise f32 ops: activations (silu, gelu, gelu_tanh, erf), swiglu, add, mul (with a row-vector
-broadcast), scale. Any shape; out=None allocates, and out may be an input (in place)."""
+"""Elementwise f32 ops: activations (silu, gelu, gelu_tanh, erf), clamp, swiglu, add, mul (with a vector
+broadcast along one axis: a row vector by default, one value per channel of [C, T] with axis=0), scale.
+Any shape; out=None allocates, and out may be an input (in place)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ._check import dtype_in, expect
 from .registry import NMSE_ELEMENTWISE, padded_output, rand, sweep
 
 WG = 256
-UNARY = {"silu": 0, "gelu": 1, "gelu_tanh": 2, "scale": 3, "erf": 4}
+UNARY = {"silu": 0, "gelu": 1, "gelu_tanh": 2, "scale": 3, "erf": 4, "clamp": 5}
 BINARY = {"add": 0, "mul": 1, "swiglu": 2}
 
 
@@ -24,27 +25,34 @@ def _out(name: str, out: Tensor | None, like: Tensor) -> Tensor:
     return out
 
 
-def _unary(name: str, x: Tensor, out: Tensor | None, s: float = 0.0) -> Tensor:
+def _unary(name: str, x: Tensor, out: Tensor | None, s: float = 0.0, hi: float = 0.0) -> Tensor:
     dtype_in(name, "x", x, ("f32",))
     y = _out(name, out, x)
     n = x.numel
     if n:
         kern = runtime().kernel("elementwise", "unary", WG=WG, OP=UNARY[name])
-        kern(-(-n // WG), pack_params(n, 0, float(s)), x, y)
+        kern(-(-n // WG), pack_params(n, 0, float(s), 1, float(hi)), x, y)
     return y
 
 
-def _binary(name: str, a: Tensor, b: Tensor, out: Tensor | None, broadcast: bool) -> Tensor:
+def _binary(name: str, a: Tensor, b: Tensor, out: Tensor | None, broadcast: bool, axis: int = -1) -> Tensor:
     dtype_in(name, "a", a, ("f32",))
     dtype_in(name, "b", b, ("f32",))
-    row = broadcast and len(a.shape) >= 1 and b.shape == a.shape[-1:] and b.shape != a.shape
-    expect(name, b.shape == a.shape or row,
-           "b must have a's shape" + (" or be a row vector [C] of a's last dim" if broadcast else ""), a=a, b=b)
+    nd = len(a.shape)
+    expect(name, nd == 0 or -nd <= axis < nd, f"axis {axis} is not an axis of a", a=a)
+    axis = axis % nd if nd else 0
+    vec = broadcast and nd >= 1 and b.shape == (a.shape[axis],) and b.shape != a.shape
+    what = ""
+    if broadcast and nd >= 1:
+        what = (" or be a row vector [C] of a's last dim" if axis == nd - 1
+                else f" or be a vector [{a.shape[axis]}] of a's axis {axis}")
+    expect(name, b.shape == a.shape or vec, "b must have a's shape" + what, a=a, b=b)
     y = _out(name, out, a)
     n = a.numel
     if n:
+        inner = math.prod(a.shape[axis + 1:]) if vec else 1
         kern = runtime().kernel("elementwise", "binary", WG=WG, OP=BINARY[name])
-        kern(-(-n // WG), pack_params(n, b.numel if row else 0, 0.0), a, b, y)
+        kern(-(-n // WG), pack_params(n, b.numel if vec else 0, 0.0, max(inner, 1), 0.0), a, b, y)
     return y
 
 
@@ -73,19 +81,29 @@ def scale(x: Tensor, s: float, out: Tensor | None = None) -> Tensor:
     return _unary("scale", x, out, s)
 
 
+def clamp(x: Tensor, lo: float, hi: float, out: Tensor | None = None) -> Tensor:
+    """min(max(x, lo), hi): torch.clamp (code2wav clamps its waveform to [-1, 1])."""
+    expect("clamp", lo <= hi, f"lo must be <= hi, got {lo}, {hi}")
+    return _unary("clamp", x, out, lo, hi)
+
+
 def swiglu(gate: Tensor, up: Tensor, out: Tensor | None = None) -> Tensor:
     """silu(gate) * up, same shapes."""
     return _binary("swiglu", gate, up, out, broadcast=False)
 
 
-def add(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
-    """a + b; b has a's shape or is a row vector [C] added to every row of a [..., C]."""
-    return _binary("add", a, b, out, broadcast=True)
+def add(a: Tensor, b: Tensor, out: Tensor | None = None, axis: int = -1) -> Tensor:
+    """a + b; b has a's shape or is a vector [a.shape[axis]] broadcast along a's other axes: with the
+    default axis -1 a row vector [C] added to every row of a [..., C]; axis=0 on a [C, T] adds one value
+    per channel (a bias of channels-first activations)."""
+    return _binary("add", a, b, out, broadcast=True, axis=axis)
 
 
-def mul(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
-    """a * b; b has a's shape or is a row vector [C] multiplied into every row of a [..., C]."""
-    return _binary("mul", a, b, out, broadcast=True)
+def mul(a: Tensor, b: Tensor, out: Tensor | None = None, axis: int = -1) -> Tensor:
+    """a * b; b has a's shape or is a vector [a.shape[axis]] broadcast along a's other axes: with the
+    default axis -1 a row vector [C] scaling every row of a [..., C] (LayerScale on [T, C]); axis=0 on a
+    [C, T] scales each channel (LayerScale on channels-first activations)."""
+    return _binary("mul", a, b, out, broadcast=True, axis=axis)
 
 
 # -- numpy references (float64 inside, float32 out) ----------------------------------------------
@@ -126,6 +144,10 @@ def scale_ref(x: np.ndarray, s: float) -> np.ndarray:
     return (_f64(x) * np.float32(s)).astype(np.float32)
 
 
+def clamp_ref(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.clip(np.asarray(x, np.float32), np.float32(lo), np.float32(hi))
+
+
 def swiglu_ref(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     g = _f64(gate)
     with np.errstate(over="ignore"):
@@ -144,6 +166,9 @@ def mul_ref(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 SIZES = [1, 3, 7, 33, 100, 257, 1000, 4099, 200_003]
 BROADCAST_SHAPES = [(1, 1), (3, 7), (33, 100), (7, 257), (1000, 33), (5, 4099)]
+# b along one axis of a: a per-channel scale or bias of channels-first [C, T] activations (axis 0).
+AXIS_SHAPES = [((1, 1), 0), ((3, 7), 0), ((96, 257), 0), ((33, 4099), 0), ((7, 1), 0), ((2, 5, 33), 1), ((3, 4, 5), 0),
+               ((4, 6), 1), ((4, 6), -2)]
 # f32 rounding is the only error left: whole sweeps sit near 1e-15. The far negative tails of gelu and
 # gelu_tanh (values below 1e-7) keep about 1.5e-5 relative error (the argument's rounding amplified by
 # exp), which a one-element case can meet: 2e-10.
@@ -156,6 +181,7 @@ UNARY_OPS = {
     "gelu_tanh": (gelu_tanh, gelu_tanh_ref),
     "erf": (erf, erf_ref),
     "scale": (lambda x, out=None: scale(x, -0.37, out=out), lambda x: scale_ref(x, -0.37)),
+    "clamp": (lambda x, out=None: clamp(x, -1.0, 1.5, out=out), lambda x: clamp_ref(x, -1.0, 1.5)),
 }
 BINARY_OPS = {"add": (add, add_ref), "mul": (mul, mul_ref), "swiglu": (swiglu, swiglu_ref)}
 
@@ -168,17 +194,22 @@ def _unary_case(rng, n, op):
     return out.numpy(), ref(x)
 
 
-def _binary_case(rng, op, n=None, rows=None, cols=None):
-    """Same shapes (n), or a row vector b [cols] broadcast over a [rows, cols]."""
+def _binary_case(rng, op, n=None, rows=None, cols=None, shape=None, axis=-1):
+    """Same shapes (n), a row vector b [cols] broadcast over a [rows, cols], or b [shape[axis]] along `axis`."""
     fn, ref = BINARY_OPS[op]
-    if n is None:
+    if shape is not None:
+        a, b = rand(rng, *shape), rand(rng, shape[axis])
+        bshape = [1] * len(shape)
+        bshape[axis] = shape[axis]
+        want = ref(a, b.reshape(bshape))
+    elif n is None:
         a, b = rand(rng, rows, cols), rand(rng, cols)
         want = ref(a, b[None, :])
     else:
         a, b = rand(rng, n, scale=3.0), rand(rng, n, scale=3.0)
         want = ref(a, b)
     out = padded_output(a.shape)
-    fn(runtime().upload(a), runtime().upload(b), out=out)
+    fn(runtime().upload(a), runtime().upload(b), out=out, **({"axis": axis} if shape is not None else {}))
     return out.numpy(), want
 
 
@@ -189,6 +220,8 @@ def cases():
         out += sweep("elementwise", op, NMSE_BOUND, partial(_unary_case, op=op), [dict(n=n) for n in SIZES],
                      quick=quick.get(op, []))
     for op in BINARY_OPS:
-        grid = [dict(n=n) for n in SIZES] + [dict(rows=r, cols=c) for r, c in BROADCAST_SHAPES if op != "swiglu"]
+        grid = [dict(n=n) for n in SIZES]
+        if op != "swiglu":
+            grid += [dict(rows=r, cols=c) for r, c in BROADCAST_SHAPES] + [dict(shape=s, axis=a) for s, a in AXIS_SHAPES]
         out += sweep("elementwise", op, NMSE_BOUND, partial(_binary_case, op=op), grid, quick=quick.get(op, []))
     return out

@@ -1,0 +1,385 @@
+"""Causal 1-D convolutions of code2wav on channels-first f32 activations [C, T] (batch 1), exactly as
+Transformers' Qwen3OmniMoeCausalConvNet and Qwen3OmniMoeCausalTransConvNet compute them.
+
+conv1d: nn.Conv1d (any K, stride, dilation, groups) after HF's padding: `P = (K - 1) * dilation + 1 - stride`
+zeros on the left (negative P: a crop) and `_get_extra_padding_for_conv1d` zeros on the right, which
+makes T_out = ceil(T_in / stride). conv_transpose1d: nn.ConvTranspose1d (groups 1) with its first and
+last K - stride outputs trimmed, T_out = T_in * stride + stride - K.
+
+Weights are in torch's layouts ([C_out, C_in / groups, K] and [C_in, C_out, K]), f32, f16 or bf16. Each op
+has a direct kernel (one thread per output, any groups) and a tiled one (64 x 64 output tiles staging the
+x window and the weights in workgroup memory; groups 1), picked by `tiled` (default: tiled from
+TILED_MIN_ROWS output channels). A tensor past the storage-binding limit (a long utterance's [C, T]
+activations) is bound in windows of channel rows (ops/pieces.py): one dispatch per (output rows, input
+rows) pair, the first of a row's input pieces writing bias (+ residual) and the rest adding their partial
+sums.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..gpu import Tensor, pack_params, runtime
+from ._check import dtype_in, expect
+from .pieces import rows_per_window, spans, window
+from .registry import Case, padded_output, sweep
+
+WG = 256
+WTYPE = {"f32": 0, "f16": 1, "bf16": 2}
+WEIGHT_DTYPES = tuple(WTYPE)
+FLAG_BIAS, FLAG_ACCUMULATE, FLAG_RESIDUAL = 1, 2, 4  # shaders/conv.wgsl
+
+_absent: dict[str, Tensor] = {}
+
+
+def _dummy(role: str) -> Tensor:
+    """A small stand-in for a missing bias or residual (one each: one is bound read-only, one read_write)."""
+    t = _absent.get(role)
+    if t is None:
+        t = _absent[role] = runtime().empty((4,), "f32", label=f"conv.absent_{role}")
+    return t
+
+
+def causal_padding(t_in: int, kernel_size: int, stride: int = 1, dilation: int = 1) -> tuple[int, int, int]:
+    """(left, right, T_out) of Qwen3OmniMoeCausalConvNet on T_in samples, with its own arithmetic: left =
+    effective K - stride (negative crops), right = `_get_extra_padding_for_conv1d`."""
+    k_eff = (kernel_size - 1) * dilation + 1
+    left = k_eff - stride
+    n_frames = (t_in - k_eff + left) / stride + 1
+    ideal_length = (math.ceil(n_frames) - 1) * stride + (k_eff - left)
+    right = ideal_length - t_in
+    t_out = (t_in + left + right - k_eff) // stride + 1
+    return left, right, t_out
+
+
+def transposed_length(t_in: int, kernel_size: int, stride: int) -> int:
+    """T_out of Qwen3OmniMoeCausalTransConvNet: (T_in - 1) * stride + K, less K - stride at each end."""
+    return (t_in - 1) * stride + kernel_size - 2 * (kernel_size - stride)
+
+
+def _shared(a: Tensor, b: Tensor) -> bool:
+    return a.buffer is b.buffer
+
+
+def _output(kernel: str, out: Tensor | None, shape: tuple[int, int], x: Tensor) -> Tensor:
+    if out is None:
+        return runtime().empty(shape, "f32", label=kernel)
+    expect(kernel, out.shape == shape and out.dtype == "f32", f"out must be {shape} f32", out=out, x=x)
+    expect(kernel, not _shared(out, x), "out must not share x's buffer (no in-place convolution)", out=out, x=x)
+    return out
+
+
+def _bias(kernel: str, bias: Tensor | None, c_out: int) -> None:
+    if bias is not None:
+        dtype_in(kernel, "bias", bias, ("f32",))
+        expect(kernel, bias.shape == (c_out,), f"bias must be [{c_out}] (C_out)", bias=bias)
+
+
+# The tiled kernels (shaders/conv.wgsl): PC x PT = 4 x 4 outputs a thread (the shader's consts), TCP x TTP
+# threads, so 64 x 64 tiles; CI input channels a step, about TAPS_PER_STEP weights per output channel a step.
+TILE_THREADS = (16, 16)
+TILE_PER_THREAD = (4, 4)
+TAPS_PER_STEP = 32
+TILED_MIN_ROWS = 16  # below this a 64-channel tile is mostly idle (the final conv to 1 channel)
+
+
+def _tiles(k: int, stride: int, dilation: int | None) -> tuple[dict, int, int] | None:
+    """Override constants of conv1d_tiled (dilation given) or conv_transpose1d_tiled (dilation None) for
+    this geometry, and the tile (output channels, steps); None when its workgroup memory or threads would
+    not fit the adapter. The transposed kernel's threads along time are a multiple of the stride (16
+    rounded down to one: 15 for strides 3 and 5) so that a thread's outputs share their taps."""
+    limits = runtime().gpu.limits
+    tcp, ttp = TILE_THREADS
+    if dilation is None:
+        ttp = max(1, ttp // stride) * stride
+    if tcp * ttp > limits.get("max-compute-invocations-per-workgroup", 256):
+        return None
+    tco, tt = TILE_PER_THREAD[0] * tcp, TILE_PER_THREAD[1] * ttp
+    # the x positions one input channel's taps read across a tile (the shader's XW, XWT)
+    xw = (tt - 1) * stride + (k - 1) * dilation + 1 if dilation is not None else (tt + k - 2) // stride + 2
+    ci = max(1, TAPS_PER_STEP // k)
+    words = lambda ci: ci * k * tco + ci * xw  # noqa: E731  f32 words of workgroup memory
+    memory = limits.get("max-compute-workgroup-storage-size", 16384)
+    while ci > 1 and 4 * words(ci) > memory:
+        ci //= 2
+    if 4 * words(ci) > memory:
+        return None
+    constants = dict(TCP=tcp, TTP=ttp, CI=ci, KT=k, ST=stride)
+    if dilation is not None:
+        constants["DT"] = dilation
+    return constants, tco, tt
+
+
+def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int = 1, dilation: int = 1,
+           groups: int = 1, residual: Tensor | None = None, out: Tensor | None = None,
+           tiled: bool | None = None) -> Tensor:
+    """Qwen3OmniMoeCausalConvNet: x [C_in, T_in] f32, weight [C_out, C_in / groups, K] f32/f16/bf16, bias
+    [C_out] f32 or None -> [C_out, ceil(T_in / stride)] f32. residual [C_out, T_out] f32, if given, is added
+    to the result (out may be residual: y += conv(x)); it must not share x's buffer.
+
+    tiled: the workgroup-tiled kernel (groups = 1 only) or the one-thread-per-output one; None picks tiled
+    for groups = 1 with at least TILED_MIN_ROWS output channels where its workgroup memory fits."""
+    kn = "conv1d"
+    dtype_in(kn, "x", x, ("f32",))
+    dtype_in(kn, "weight", weight, WEIGHT_DTYPES)
+    expect(kn, len(x.shape) == 2 and x.shape[0] > 0 and x.shape[1] > 0, "x must be [C_in, T] with C_in, T > 0", x=x)
+    expect(kn, len(weight.shape) == 3 and min(weight.shape) > 0, "weight must be [C_out, C_in / groups, K]", weight=weight)
+    (c_in, t_in), (c_out, cin_g, k) = x.shape, weight.shape
+    groups, stride, dilation = int(groups), int(stride), int(dilation)
+    expect(kn, groups >= 1 and c_in % groups == 0 and c_out % groups == 0,
+           f"groups = {groups} must divide C_in = {c_in} and C_out = {c_out}", x=x, weight=weight)
+    expect(kn, cin_g == c_in // groups, f"weight must be [C_out, {c_in // groups}, K] for C_in = {c_in}, "
+           f"groups = {groups}", x=x, weight=weight)
+    expect(kn, stride >= 1 and dilation >= 1, f"stride and dilation must be >= 1, got {stride}, {dilation}")
+    _bias(kn, bias, c_out)
+    left, _, t_out = causal_padding(t_in, k, stride, dilation)
+    expect(kn, t_in + left >= 0, f"T = {t_in} is shorter than the {-left} samples HF's negative left padding crops "
+           f"(stride {stride} past the dilated kernel {(k - 1) * dilation + 1}; torch's F.pad fails too)", x=x, weight=weight)
+    out = _output(kn, out, (c_out, t_out), x)
+    if residual is not None:
+        dtype_in(kn, "residual", residual, ("f32",))
+        expect(kn, residual.shape == (c_out, t_out), f"residual must be [{c_out}, {t_out}] (the output's shape)",
+               residual=residual)
+        expect(kn, not _shared(residual, x), "residual must not share x's buffer", residual=residual, x=x)
+
+    cout_g = c_out // groups
+    rows_in = rows_per_window(kn, "x", x, t_in)
+    rows_out = min(rows_per_window(kn, "out", out, t_out), rows_per_window(kn, "weight", weight, cin_g * k))
+    if residual is not None:
+        rows_out = min(rows_out, rows_per_window(kn, "residual", residual, t_out))
+    config = _tiles(k, stride, dilation) if groups == 1 else None
+    if tiled is None:
+        tiled = config is not None and c_out >= TILED_MIN_ROWS
+    expect(kn, not tiled or config is not None, "the tiled kernel needs groups = 1 and a tile whose workgroup "
+           "memory fits the adapter", x=x, weight=weight)
+    if tiled:
+        constants, tco, tt = config
+        kern = runtime().kernel("conv", "conv1d_tiled", WTYPE=WTYPE[weight.dtype], **constants)
+        n_groups = lambda n: -(-n // tco) * -(-t_out // tt)  # noqa: E731
+    else:
+        kern = runtime().kernel("conv", "conv1d", WG=WG, WTYPE=WTYPE[weight.dtype])
+        n_groups = lambda n: -(-n * t_out // WG)  # noqa: E731
+    b = bias if bias is not None else _dummy("bias")
+    for o0, o1 in spans(0, c_out, rows_out):
+        n = o1 - o0
+        y, y_off = window(out, o0 * t_out, n * t_out)
+        w, w_off = window(weight, o0 * cin_g * k, n * cin_g * k)
+        r, r_off = window(residual, o0 * t_out, n * t_out) if residual is not None else (_dummy("residual"), 0)
+        first_ci = o0 // cout_g * cin_g  # the input channels of the groups of rows [o0, o1)
+        last_ci = ((o1 - 1) // cout_g + 1) * cin_g
+        for piece, (i0, i1) in enumerate(spans(first_ci, last_ci, rows_in)):
+            xw, x_off = window(x, i0 * t_in, (i1 - i0) * t_in)
+            flags = FLAG_ACCUMULATE if piece else (FLAG_BIAS * (bias is not None) | FLAG_RESIDUAL * (residual is not None))
+            params = pack_params(t_in, t_out, n, o0, i0, i1, cin_g, cout_g, k, stride, dilation, left,
+                                 x_off, w_off, y_off, r_off, flags)
+            kern(n_groups(n), params, xw, w, b, y, r)
+    return out
+
+
+def conv_transpose1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int = 1,
+                     out: Tensor | None = None, tiled: bool | None = None) -> Tensor:
+    """Qwen3OmniMoeCausalTransConvNet: x [C_in, T_in] f32, weight [C_in, C_out, K] f32/f16/bf16 (K >= stride),
+    bias [C_out] f32 or None -> [C_out, T_in * stride + stride - K] f32.
+
+    tiled: the workgroup-tiled kernel or the one-thread-per-output one; None picks tiled for at least
+    TILED_MIN_ROWS output channels where its workgroup memory fits."""
+    kn = "conv_transpose1d"
+    dtype_in(kn, "x", x, ("f32",))
+    dtype_in(kn, "weight", weight, WEIGHT_DTYPES)
+    expect(kn, len(x.shape) == 2 and x.shape[0] > 0 and x.shape[1] > 0, "x must be [C_in, T] with C_in, T > 0", x=x)
+    expect(kn, len(weight.shape) == 3 and min(weight.shape) > 0 and weight.shape[0] == x.shape[0],
+           f"weight must be [{x.shape[0]} (C_in), C_out, K]", x=x, weight=weight)
+    (c_in, t_in), (_, c_out, k) = x.shape, weight.shape
+    stride = int(stride)
+    expect(kn, 1 <= stride <= k, f"stride must be in 1 .. K = {k} (HF trims K - stride from each end), got {stride}",
+           weight=weight)
+    _bias(kn, bias, c_out)
+    pad = k - stride
+    t_out = transposed_length(t_in, k, stride)
+    out = _output(kn, out, (c_out, max(t_out, 0)), x)
+    if t_out <= 0:
+        return out
+    rows_in = min(rows_per_window(kn, "x", x, t_in), rows_per_window(kn, "weight", weight, c_out * k))
+    rows_out = rows_per_window(kn, "out", out, t_out)
+    config = _tiles(k, stride, None)
+    if tiled is None:
+        tiled = config is not None and c_out >= TILED_MIN_ROWS
+    expect(kn, not tiled or config is not None, "the tiled kernel's workgroup memory does not fit the adapter",
+           x=x, weight=weight)
+    if tiled:
+        constants, tco, tt = config
+        kern = runtime().kernel("conv", "conv_transpose1d_tiled", WTYPE=WTYPE[weight.dtype], **constants)
+        n_groups = lambda n: -(-n // tco) * -(-t_out // tt)  # noqa: E731
+    else:
+        kern = runtime().kernel("conv", "conv_transpose1d", WG=WG, WTYPE=WTYPE[weight.dtype])
+        n_groups = lambda n: -(-n * t_out // WG)  # noqa: E731
+    b = bias if bias is not None else _dummy("bias")
+    r = _dummy("residual")
+    for o0, o1 in spans(0, c_out, rows_out):
+        n = o1 - o0
+        y, y_off = window(out, o0 * t_out, n * t_out)
+        for piece, (i0, i1) in enumerate(spans(0, c_in, rows_in)):
+            xw, x_off = window(x, i0 * t_in, (i1 - i0) * t_in)
+            w, w_off = window(weight, i0 * c_out * k, (i1 - i0) * c_out * k)
+            flags = FLAG_ACCUMULATE if piece else FLAG_BIAS * (bias is not None)
+            params = pack_params(t_in, t_out, n, o0, i0, i1, 0, c_out, k, stride, 1, pad,
+                                 x_off, w_off, y_off, 0, flags)
+            kern(n_groups(n), params, xw, w, b, y, r)
+    return out
+
+
+# -- numpy references (float64 inside, float32 out) ------------------------------------------------
+
+def conv1d_ref(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *, stride: int = 1,
+               dilation: int = 1, groups: int = 1, residual: np.ndarray | None = None) -> np.ndarray:
+    """HF's causal padding, then nn.Conv1d, in float64."""
+    x64 = np.asarray(x, np.float64)
+    w64 = np.asarray(weight, np.float64)
+    c_in, t_in = x64.shape
+    c_out, cin_g, k = w64.shape
+    left, right, t_out = causal_padding(t_in, k, stride, dilation)
+    xp = x64[:, -left:] if left < 0 else np.pad(x64, ((0, 0), (left, 0)))  # F.pad: a negative pad crops
+    xp = np.pad(xp, ((0, 0), (0, right)))
+    cout_g = c_out // groups
+    y = np.zeros((c_out, t_out))
+    for g in range(groups):
+        xg = xp[g * cin_g:(g + 1) * cin_g]
+        wg = w64[g * cout_g:(g + 1) * cout_g]
+        for kk in range(k):
+            taps = xg[:, kk * dilation: kk * dilation + (t_out - 1) * stride + 1: stride]  # [cin_g, T_out]
+            y[g * cout_g:(g + 1) * cout_g] += wg[:, :, kk] @ taps
+    if bias is not None:
+        y += np.asarray(bias, np.float64)[:, None]
+    if residual is not None:
+        y += np.asarray(residual, np.float64)
+    return y.astype(np.float32)
+
+
+def conv_transpose1d_ref(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *,
+                         stride: int = 1) -> np.ndarray:
+    """nn.ConvTranspose1d, then HF's trim of K - stride at each end, in float64."""
+    x64 = np.asarray(x, np.float64)
+    w64 = np.asarray(weight, np.float64)
+    t_in = x64.shape[1]
+    _, c_out, k = w64.shape
+    full = np.zeros((c_out, (t_in - 1) * stride + k))
+    for kk in range(k):
+        full[:, kk: kk + (t_in - 1) * stride + 1: stride] += w64[:, :, kk].T @ x64
+    if bias is not None:
+        full += np.asarray(bias, np.float64)[:, None]
+    pad = k - stride
+    return full[:, pad: full.shape[1] - pad].astype(np.float32)
+
+
+# -- the sweep (read by the op registry, tests/test_conv.py, selfcheck) -----------------------------
+
+# Sums of C_in / groups * K products in f32 against float64: NMSE sits near 1e-14 (f32 weights);
+# 16-bit weights are rounded on both sides (the reference reads the stored values), so the same.
+BOUND = 5e-4 * 1e-6
+
+
+def _stored(rng: np.random.Generator, shape, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    from .linear import stored
+
+    w = (rng.standard_normal(shape) / math.sqrt(shape[1] * shape[2])).astype(np.float32)
+    return stored(w, dtype)
+
+
+def _conv1d_case(rng, c_in, c_out, t, k, stride=1, dilation=1, groups=1, dtype="f32", bias=True, residual=False,
+                 tiled=False):
+    rt = runtime()
+    x = rng.standard_normal((c_in, t)).astype(np.float32)
+    host, seen = _stored(rng, (c_out, c_in // groups, k), dtype)
+    b = rng.standard_normal(c_out).astype(np.float32) if bias else None
+    t_out = causal_padding(t, k, stride, dilation)[2]
+    r = rng.standard_normal((c_out, t_out)).astype(np.float32) if residual else None
+    out = padded_output((c_out, t_out))
+    conv1d(rt.upload(x), rt.upload(host, dtype), None if b is None else rt.upload(b), stride=stride,
+           dilation=dilation, groups=groups, residual=None if r is None else rt.upload(r), out=out, tiled=tiled)
+    return out.numpy(), conv1d_ref(x, seen, b, stride=stride, dilation=dilation, groups=groups, residual=r)
+
+
+def _transpose_case(rng, c_in, c_out, t, k, stride, dtype="f32", bias=True, tiled=False):
+    rt = runtime()
+    x = rng.standard_normal((c_in, t)).astype(np.float32)
+    host, seen = _stored(rng, (c_in, c_out, k), dtype)
+    b = rng.standard_normal(c_out).astype(np.float32) if bias else None
+    out = padded_output((c_out, transposed_length(t, k, stride)))
+    conv_transpose1d(rt.upload(x), rt.upload(host, dtype), None if b is None else rt.upload(b), stride=stride,
+                     out=out, tiled=tiled)
+    return out.numpy(), conv_transpose1d_ref(x, seen, b, stride=stride)
+
+
+# conv1d: (C_in, C_out, T, K, stride, dilation, groups, weight dtype). Ragged T and C; K 1/3/5/7; dilation
+# 1/3/9; stride 1/2/4/5/8 (past K too: a negative left pad); groups 1, 3 and depthwise; the residual unit's
+# and ConvNeXt's shapes in small.
+CONV1D_SWEEP = [
+    (5, 7, 33, 7, 1, 1, 1, "f32"),
+    (13, 6, 100, 3, 1, 3, 1, "bf16"),
+    (9, 9, 257, 7, 1, 9, 1, "f16"),
+    (16, 16, 61, 5, 2, 1, 1, "bf16"),
+    (7, 11, 97, 7, 4, 3, 1, "f32"),
+    (6, 3, 131, 5, 5, 1, 1, "bf16"),
+    (3, 5, 203, 3, 8, 1, 1, "f32"),
+    (4, 4, 50, 1, 2, 1, 1, "f32"),      # stride past the kernel: left pad -1 crops
+    (10, 10, 77, 1, 1, 1, 1, "bf16"),   # the residual unit's 1x1 conv
+    (33, 33, 45, 7, 1, 1, 33, "f32"),   # depthwise (ConvNeXt's dwconv)
+    (24, 24, 129, 7, 1, 1, 24, "bf16"),
+    (12, 9, 41, 3, 2, 1, 3, "f32"),     # grouped, 4 in / 3 out per group
+    (20, 1, 300, 7, 1, 1, 1, "bf16"),   # the final conv to one channel
+    (1, 1, 1, 7, 1, 9, 1, "f32"),       # one sample, taps far past both ends
+    (2, 3, 5, 5, 8, 3, 1, "f16"),       # T shorter than stride and kernel
+]
+
+# conv1d_tiled, groups 1: (C_in, C_out, T, K, stride, dilation, weight dtype). Partial tiles in both
+# directions, C_in not a multiple of CI, windows from K 1 to K 7 dilation 9 stride 8.
+TILED_SWEEP = [
+    (40, 70, 300, 7, 1, 9, "bf16"),     # the residual unit's dilation-9 conv
+    (33, 65, 130, 1, 1, 1, "f32"),      # its 1x1 conv: CI = 32 steps over 33 channels
+    (70, 33, 257, 7, 8, 9, "f16"),      # the widest window
+    (129, 67, 61, 3, 1, 3, "bf16"),
+    (17, 130, 97, 5, 2, 1, "f32"),
+    (64, 64, 256, 7, 1, 1, "bf16"),     # whole tiles only
+    (25, 18, 75, 3, 5, 1, "bf16"),
+    (5, 16, 9, 7, 4, 3, "f32"),         # T shorter than the tile's taps
+]
+
+TRANSPOSE_SWEEP = [  # (C_in, C_out, T, K, stride, weight dtype): the code2wav K = stride and K = 2 stride
+    (8, 8, 33, 2, 2, "f32"),
+    (13, 7, 29, 16, 8, "bf16"),
+    (9, 5, 41, 10, 5, "f16"),
+    (6, 11, 23, 8, 4, "bf16"),
+    (7, 3, 57, 6, 3, "f32"),
+    (5, 4, 19, 7, 3, "f32"),            # K neither S nor 2 S
+    (3, 6, 5, 3, 1, "bf16"),
+    (4, 2, 1, 2, 2, "f32"),             # one input sample
+]
+
+
+TRANSPOSE_SWEEP_TILED = [  # conv_transpose1d_tiled: partial tiles, C_in not a multiple of CI
+    (70, 65, 33, 16, 8, "bf16"),        # decoder block 1's K, stride
+    (33, 40, 61, 10, 5, "f16"),
+    (20, 130, 50, 8, 4, "bf16"),
+    (17, 18, 97, 6, 3, "f32"),
+    (64, 64, 64, 2, 2, "bf16"),         # the upsampling stages' K = stride; whole tiles
+    (9, 20, 40, 7, 3, "f32"),           # K neither S nor 2 S
+    (5, 16, 9, 4, 1, "f32"),
+]
+
+
+def cases() -> list[Case]:
+    """Both kernels of each op: conv1d direct (any groups) and tiled (groups 1, `tiled=True`), and the same
+    for conv_transpose1d."""
+    conv = [dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dilation=d, groups=g, dtype=dt, bias=i % 4 != 3)
+            for i, (c_in, c_out, t, k, s, d, g, dt) in enumerate(CONV1D_SWEEP)]
+    conv.append(dict(c_in=11, c_out=11, t=70, k=7, dilation=3, dtype="bf16", residual=True))
+    conv += [dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dilation=d, dtype=dt, bias=i % 4 != 2,
+                  residual=i % 3 == 0, tiled=True) for i, (c_in, c_out, t, k, s, d, dt) in enumerate(TILED_SWEEP)]
+    trans = [dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dtype=dt, bias=i != 2, tiled=tiled)
+             for tiled in (False, True)
+             for i, (c_in, c_out, t, k, s, dt) in enumerate(TRANSPOSE_SWEEP_TILED if tiled else TRANSPOSE_SWEEP)]
+    return (sweep("conv", "conv1d", BOUND, _conv1d_case, conv, quick=[conv[1], conv[len(CONV1D_SWEEP) + 1]])
+            + sweep("conv", "conv_transpose1d", BOUND, _transpose_case, trans,
+                    quick=[trans[1], trans[len(TRANSPOSE_SWEEP) + 1]]))
