@@ -10,8 +10,12 @@
 //             4j in the low byte; 3 scales piece: [rows, D/32] f16, two per u32, element 2j in the low
 //             half (a row's scales may start mid-word); 4 out: [T, D/4] vec4<f32>. Both pieces start at
 //             table row row0.
+// Entry `mean`: out[t, :] = (sum over g of table[ids[t * G + g], :]) / G, a bag of G ids per row (code2wav's
+//   code embedding: one id per codebook, their mean). Bindings as `main`, ids [T * G]. A piece adds the
+//   rows of its ids to what the pieces before it wrote (row0 == 0 starts from zero), so a table past the
+//   binding limit is summed piece by piece; an id outside [0, V) adds nothing.
 // Params:   t = T, d = D, row0 = first table row of this piece, rows = rows in this piece,
-//           vocab = V (rows of the whole table).
+//           vocab = V (rows of the whole table), group = G (`mean` only).
 // Dispatch: once per piece; one workgroup of WG threads per token, flat index wid.x + wid.y * nwg.x
 //           (groups_for), threads striding over D (main) or over D/4 words (main_q8). A token whose id
 //           lies in [row0, row0 + rows) is copied by this piece's dispatch and left alone by the others.
@@ -24,7 +28,7 @@ override WTYPE: u32 = 2u;  // 0 f32, 1 f16, 2 bf16
 const QK: u32 = 32u;        // values per Q8_0 block
 const BLOCK_WORDS: u32 = QK / 4u;  // u32 words of quants per block
 
-struct Params { t: u32, d: u32, row0: u32, rows: u32, vocab: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
+struct Params { t: u32, d: u32, row0: u32, rows: u32, vocab: u32, group: u32, _pad1: u32, _pad2: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> ids: array<i32>;
@@ -78,5 +82,24 @@ fn main_q8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         }
     } else if (p.row0 == 0u && (id < 0 || u32(id) >= p.vocab)) {
         for (var i = lid; i < words; i += WG) { q8_out[dst + i] = vec4<f32>(0.0); }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn mean(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let tok = wid.x + wid.y * nwg.x;
+    if (tok >= p.t) { return; }
+    let dst = tok * p.d;
+    for (var i = lid; i < p.d; i += WG) {
+        var acc = 0.0;
+        for (var g = 0u; g < p.group; g++) {
+            let id = ids[tok * p.group + g];
+            if (id >= 0 && u32(id) >= p.row0 && u32(id) - p.row0 < p.rows) {
+                acc += element((u32(id) - p.row0) * p.d + i);
+            }
+        }
+        let before = select(out[dst + i], 0.0, p.row0 == 0u);
+        out[dst + i] = before + acc / f32(p.group);
     }
 }

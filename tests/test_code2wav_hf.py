@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from omni_lab.models.code2wav import (Code2WavConfig, chunk_windows, code2wav_activations, hf_chunked_decode,
-                                      hf_code2wav_activations)
+                                      hf_activations)
 from omni_lab.models.config import ConfigError
 from omni_lab.models.tiny_omni import (CODE2WAV_DRAWS, CODE2WAV_PRESETS, NUM_CODE_GROUPS, build_tiny_omni,
                                        code2wav_family)
@@ -38,9 +38,11 @@ def released_dict() -> dict:
 
 def test_released_config_gives_1920_samples_per_frame():
     cfg = Code2WavConfig.from_dict(released_dict())
-    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.head_dim) == (1024, 8, 16, 64)
-    assert (cfg.num_quantizers, cfg.codebook_size, cfg.sliding_window, cfg.decoder_dim) == (16, 2048, 72, 1536)
-    assert cfg.upsampling_ratios == (2, 2) and cfg.upsample_rates == (8, 5, 4, 3) and cfg.rope_theta == 10000.0
+    tr = cfg.transformer
+    assert (cfg.hidden_size, tr.num_hidden_layers, tr.num_attention_heads, tr.head_dim) == (1024, 8, 16, 64)
+    assert (cfg.num_quantizers, cfg.codebook_size, tr.sliding_window, cfg.decoder_dim) == (16, 2048, 72, 1536)
+    assert tr.layer_types == ("sliding_attention",) * 8 and tr.window(7) == 72 and tr.vocab_size == 16 * 2048
+    assert cfg.upsampling_ratios == (2, 2) and cfg.upsample_rates == (8, 5, 4, 3) and tr.rope_theta == 10000.0
     assert cfg.samples_per_frame == 1920
     assert cfg.decoder_channels == (1536, 768, 384, 192, 96)
     # one-shot length: 4T after the ConvNeXt stages, then L -> (L - 1) r per decoder block
@@ -54,7 +56,7 @@ def test_config_reads_an_older_rope_theta_and_an_explicit_head_dim():
     del c["rope_parameters"]
     c.update(rope_theta=5000, head_dim=32)
     cfg = Code2WavConfig.from_dict(d)
-    assert cfg.rope_theta == 5000.0 and cfg.head_dim == 32
+    assert cfg.transformer.rope_theta == 5000.0 and cfg.transformer.head_dim == 32
 
 
 @pytest.mark.parametrize("field", ["upsample_rates", "num_quantizers", "sliding_window", "rms_norm_eps"])
@@ -81,9 +83,9 @@ def test_tiny_presets_have_every_stage_and_16_code_groups(tiny):
     shape = CODE2WAV_PRESETS[preset]
     assert cfg.num_quantizers == NUM_CODE_GROUPS == 16 == hf.config.talker_config.num_code_groups
     assert cfg.upsample_rates == tuple(shape["upsample_rates"])
-    assert cfg.num_hidden_layers == shape["num_hidden_layers"] >= 2
+    assert cfg.transformer.num_hidden_layers == shape["num_hidden_layers"] >= 2
     assert len(cfg.upsampling_ratios) >= 2 and len(cfg.upsample_rates) >= 2 and cfg.decoder_channels[-1] >= 2
-    assert cfg.sliding_window < 7  # shorter than the frames below: the window's mask is exercised
+    assert cfg.transformer.sliding_window < 7  # shorter than the frames below: the window's mask is exercised
 
 
 @pytest.mark.parametrize("frames", [7, 12])
@@ -91,7 +93,7 @@ def test_names_and_shapes_are_what_the_hooks_see(tiny, frames):
     _, cfg, hf = tiny
     specs = code2wav_activations(cfg, frames)
     codes = random_codes(cfg, frames)
-    got = hf_code2wav_activations(hf, codes)
+    got = hf_activations(hf, None, codes)
     assert list(got) == [a.name for a in specs]  # same names, in the order the hooks fired
     for a in specs:
         assert got[a.name].shape == a.shape and got[a.name].dtype == np.float32, a.name
@@ -108,10 +110,10 @@ def test_names_and_shapes_are_what_the_hooks_see(tiny, frames):
 def test_a_subset_of_names_and_wrong_codes(tiny):
     _, cfg, hf = tiny
     names = ["code2wav.decoder.1", "code2wav.code_embedding.mean", "code2wav.pre_transformer.layers.0.mlp"]
-    got = hf_code2wav_activations(hf, random_codes(cfg, 5), names)
+    got = hf_activations(hf, names, random_codes(cfg, 5))
     assert list(got) == ["code2wav.code_embedding.mean", "code2wav.pre_transformer.layers.0.mlp", "code2wav.decoder.1"]
     with pytest.raises(ValueError, match=r"codes must be \[num_quantizers=16, frames\], got shape \(4, 5\)"):
-        hf_code2wav_activations(hf, random_codes(cfg, 5)[:4])
+        hf_activations(hf, None, random_codes(cfg, 5)[:4])
 
 
 def test_every_drawn_parameter_moves_the_waveform(tiny):
@@ -150,14 +152,14 @@ def test_chunked_decode_against_one_shot(tiny):
     frames, chunk = 23, 5
     codes = random_codes(cfg, frames, seed=1)
     spf, lost = cfg.samples_per_frame, cfg.samples_lost
-    one = hf_code2wav_activations(hf, codes, ["code2wav"])["code2wav"]
+    one = hf_activations(hf, ["code2wav"], codes)["code2wav"]
     np.testing.assert_array_equal(hf_chunked_decode(hf, codes, 300, 25), one)
 
     # the cut, rebuilt from chunk_windows and one-shot decodes of each window: exactly what chunked_decode gives
     for left in (25, 2):
         windows = chunk_windows(frames, chunk, left)
         assert [w[1:] for w in windows] == [(0, 5), (5, 10), (10, 15), (15, 20), (20, 23)]
-        pieces = [hf_code2wav_activations(hf, codes[:, first:end], ["code2wav"])["code2wav"][(start - first) * spf:]
+        pieces = [hf_activations(hf, ["code2wav"], codes[:, first:end])["code2wav"][(start - first) * spf:]
                   for first, start, end in windows]
         np.testing.assert_array_equal(hf_chunked_decode(hf, codes, chunk, left), np.concatenate(pieces))
 

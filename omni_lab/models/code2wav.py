@@ -42,69 +42,57 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..activations import Activation
-from .config import ConfigError
+from ..gpu import Tensor, runtime
+from ..ops import conv, elementwise, embedding, norm, snake, transpose
+from .component import Component, ModelInputError, StepContext
+from .config import ConfigError, DecoderConfig, sub_dict
+from .decoder import Decoder
+from .layers import Rotary, linear
+from .loaders import Keys, load_layers, progress_bar, upload_f32, upload_weight
 
 PREFIX = "code2wav"
 EMBEDDING_MEAN = f"{PREFIX}.code_embedding.mean"
 DILATIONS = (1, 3, 9)   # of the residual units in each decoder block, fixed by the module
 CONVNEXT_EXPANSION = 4  # pwconv1 is H -> 4H
+CONVNEXT_EPS = 1e-6     # its LayerNorm's, fixed by the module
 
 
 @dataclass(frozen=True)
 class Code2WavConfig:
+    """The vocoder's own fields (HF names) and its pre-transformer as a DecoderConfig: all layers
+    sliding-window, no QK norm, and the code embedding (codebook_size x num_quantizers rows) as its
+    vocabulary."""
     codebook_size: int
     num_quantizers: int
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
-    intermediate_size: int
-    sliding_window: int
-    rms_norm_eps: float
-    rope_theta: float
     upsampling_ratios: tuple[int, ...]
     upsample_rates: tuple[int, ...]
     decoder_dim: int
-    layer_scale_initial_scale: float = 0.01  # only the untrained value of LayerScale; checkpoints store the scales
+    transformer: DecoderConfig
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config.json") -> "Code2WavConfig":
         """From a full Qwen3-Omni config.json dict (its `code2wav_config`)."""
         if d.get("model_type") != "qwen3_omni_moe":
             raise ConfigError(f"{source}: model_type '{d.get('model_type')}' is not Qwen3-Omni ('qwen3_omni_moe')")
-        c = d.get("code2wav_config")
-        if not c:
-            raise ConfigError(f"{source}: missing field code2wav_config")
-        if c.get("attention_bias"):
-            raise ConfigError(f"{source}: code2wav_config.attention_bias=true is not supported")
-        if c.get("hidden_act", "silu") != "silu":
-            raise ConfigError(f"{source}: code2wav_config.hidden_act '{c.get('hidden_act')}' is not supported "
-                              "(only silu)")
-        rope = c.get("rope_parameters") or {}
-        if rope.get("rope_type", "default") != "default":
-            raise ConfigError(f"{source}: code2wav_config rope_type '{rope.get('rope_type')}' is not supported "
-                              "(only 'default')")
+        c = sub_dict(d, "code2wav_config", source)
         try:
-            heads = c["num_attention_heads"]
-            cfg = cls(
-                codebook_size=c["codebook_size"], num_quantizers=c["num_quantizers"], hidden_size=c["hidden_size"],
-                num_hidden_layers=c["num_hidden_layers"], num_attention_heads=heads,
-                num_key_value_heads=c["num_key_value_heads"],
-                # the attention's rule: getattr(config, "head_dim", hidden_size // num_attention_heads)
-                head_dim=c.get("head_dim") or c["hidden_size"] // heads,
-                intermediate_size=c["intermediate_size"], sliding_window=c["sliding_window"],
-                rms_norm_eps=c["rms_norm_eps"],
-                # Transformers 5 writes rope_parameters; an older config.json has rope_theta (10000 if neither)
-                rope_theta=float(rope.get("rope_theta", c.get("rope_theta", 10000.0))),
-                upsampling_ratios=tuple(c["upsampling_ratios"]), upsample_rates=tuple(c["upsample_rates"]),
-                decoder_dim=c["decoder_dim"], layer_scale_initial_scale=c.get("layer_scale_initial_scale", 0.01),
-            )
+            n_layers, codebook, groups = c["num_hidden_layers"], c["codebook_size"], c["num_quantizers"]
+            cfg = cls(codebook_size=codebook, num_quantizers=groups, upsampling_ratios=tuple(c["upsampling_ratios"]),
+                      upsample_rates=tuple(c["upsample_rates"]), decoder_dim=c["decoder_dim"],
+                      # Qwen3OmniMoeCode2WavConfig.layer_types is a property: every layer slides
+                      transformer=DecoderConfig.from_dict(
+                          c, source, where="code2wav_config.", what="code2wav_config.",
+                          vocab_size=codebook * groups, layer_types=("sliding_attention",) * n_layers,
+                          sliding_window=c["sliding_window"]))
         except KeyError as e:
             raise ConfigError(f"{source}: missing field code2wav_config.{e.args[0]}") from None
         if not cfg.upsample_rates or not cfg.upsampling_ratios:
             raise ConfigError(f"{source}: code2wav_config.upsample_rates and upsampling_ratios must not be empty")
         return cfg
+
+    @property
+    def hidden_size(self) -> int:
+        return self.transformer.hidden_size
 
     @property
     def samples_per_frame(self) -> int:
@@ -136,7 +124,7 @@ def code2wav_activations(cfg: Code2WavConfig, frames: int) -> list[Activation]:
         raise ValueError(f"code2wav needs at least one frame, got {frames}")
     h, t = cfg.hidden_size, frames
     out = [Activation(EMBEDDING_MEAN, (t, h))]
-    for i in range(cfg.num_hidden_layers):
+    for i in range(cfg.transformer.num_hidden_layers):
         layer = f"{PREFIX}.pre_transformer.layers.{i}"
         out += [Activation(f"{layer}.self_attn", (t, h)), Activation(f"{layer}.mlp", (t, h)), Activation(layer, (t, h))]
     out.append(Activation(f"{PREFIX}.pre_transformer.norm", (t, h)))
@@ -189,7 +177,7 @@ def _codes_tensor(model, codes):
     return codes[None]  # [1, Q, T]
 
 
-def hf_code2wav_activations(model, codes, names=None) -> dict[str, np.ndarray]:
+def hf_activations(model, names, codes) -> dict[str, np.ndarray]:
     """Run Transformers' `model.code2wav(codes[None])` (model: a loaded Qwen3OmniMoeForConditionalGeneration,
     codes int64 [Q, T]) under forward hooks and return name -> float32 array, in execution order, for `names`
     (default: all of code2wav_activations)."""
@@ -230,3 +218,272 @@ def hf_chunked_decode(model, codes, chunk_size: int, left_context: int) -> np.nd
         wav = model.code2wav.chunked_decode(_codes_tensor(model, codes), chunk_size=chunk_size,
                                             left_context_size=left_context)  # [1, 1, N]
     return wav.float().reshape(-1).numpy()
+
+
+# -- on our kernels ----------------------------------------------------------------------------------
+
+class Buffers:
+    """Scratch tensors of one forward, by (shape, slot): a stage reuses a slot's buffer once its value is
+    consumed, and two values alive at once take different slots. A tapped activation goes to its tap
+    buffer instead (StepContext.out), so a slot is never a value the caller reads back."""
+
+    def __init__(self):
+        self._bufs: dict[tuple, Tensor] = {}
+
+    def get(self, shape: tuple[int, ...], slot: str) -> Tensor:
+        key = (tuple(shape), slot)
+        if key not in self._bufs:
+            self._bufs[key] = runtime().empty(shape, label=f"code2wav.{slot}")
+        return self._bufs[key]
+
+
+@dataclass
+class Conv:
+    """Qwen3OmniMoeCausalConvNet (`transposed` False) or CausalTransConvNet: weight in the checkpoint's
+    16-bit storage, bias f32."""
+    weight: Tensor
+    bias: Tensor
+    stride: int = 1
+    dilation: int = 1
+    groups: int = 1
+    transposed: bool = False
+
+    def __call__(self, x: Tensor, out: Tensor, residual: Tensor | None = None) -> Tensor:
+        if self.transposed:
+            return conv.conv_transpose1d(x, self.weight, self.bias, stride=self.stride, out=out)
+        return conv.conv1d(x, self.weight, self.bias, stride=self.stride, dilation=self.dilation, groups=self.groups,
+                           residual=residual, out=out)
+
+    def out_shape(self, x_shape: tuple[int, int]) -> tuple[int, int]:
+        c_out = self.weight.shape[1] if self.transposed else self.weight.shape[0]
+        k, t = self.weight.shape[2], x_shape[1]
+        if self.transposed:
+            return c_out, conv.transposed_length(t, k, self.stride)
+        return c_out, conv.causal_padding(t, k, self.stride, self.dilation)[2]
+
+
+@dataclass
+class Snake:
+    alpha: Tensor  # [C] log-scale, as stored
+    beta: Tensor
+
+    def __call__(self, x: Tensor, out: Tensor) -> Tensor:
+        return snake.snake_beta(x, self.alpha, self.beta, out=out)
+
+
+@dataclass
+class ConvNeXt:
+    """Qwen3OmniMoeConvNeXtBlock: x + (gamma * pwconv2(gelu(pwconv1(norm(dwconv(x)^T)))))^T on [H, T]."""
+    dwconv: Conv
+    norm_weight: Tensor
+    norm_bias: Tensor
+    pwconv1: Tensor
+    pwconv1_bias: Tensor
+    pwconv2: Tensor
+    pwconv2_bias: Tensor
+    gamma: Tensor
+
+    def __call__(self, x: Tensor, ctx: StepContext, name: str, out: Tensor) -> Tensor:
+        s = ctx.s
+        h, t = x.shape
+        d = self.dwconv(x, ctx.out(f"{name}.dwconv", s.get((h, t), "dwconv")))
+        d_t = transpose.transpose(d, s.get((t, h), "channels_last"))  # [H, T] -> [T, H]
+        n = norm.layernorm(d_t, self.norm_weight, self.norm_bias, CONVNEXT_EPS, out=ctx.out(f"{name}.norm", s.get((t, h), "norm")))
+        wide = (t, self.pwconv1.shape[0])
+        p1 = linear(n, self.pwconv1, s.get(wide, "pwconv1"))
+        p1 = elementwise.add(p1, self.pwconv1_bias, out=ctx.out(f"{name}.pwconv1", p1))
+        a = elementwise.gelu(p1, out=ctx.out(f"{name}.act", s.get(wide, "act")))
+        p2 = linear(a, self.pwconv2, s.get((t, h), "pwconv2"))
+        p2 = elementwise.add(p2, self.pwconv2_bias, out=ctx.out(f"{name}.pwconv2", p2))
+        g = elementwise.mul(p2, self.gamma, out=s.get((t, h), "gamma"))
+        g_ct = transpose.transpose(g, s.get((h, t), "channels_first"))  # [T, H] -> [H, T]
+        return elementwise.add(x, g_ct, out=out)
+
+
+@dataclass
+class ResidualUnit:
+    """Qwen3OmniMoeCode2WavDecoderResidualUnit: x + conv2(act2(conv1(act1(x)))), conv1 dilated."""
+    act1: Snake
+    conv1: Conv
+    act2: Snake
+    conv2: Conv
+
+    def __call__(self, x: Tensor, ctx: StepContext, name: str, out: Tensor) -> Tensor:
+        s = ctx.s
+        a = self.act1(x, ctx.out(f"{name}.act1", s.get(x.shape, "act")))
+        c = self.conv1(a, ctx.out(f"{name}.conv1", s.get(x.shape, "conv")))
+        a = self.act2(c, ctx.out(f"{name}.act2", s.get(x.shape, "act")))
+        tap = ctx.taps.get(f"{name}.conv2")
+        if tap is None:  # the residual add fused into the conv
+            return self.conv2(a, out, residual=x)
+        return elementwise.add(self.conv2(a, tap), x, out=out)  # conv2's own output is an activation
+
+
+@dataclass
+class DecoderBlock:
+    """Qwen3OmniMoeCode2WavDecoderBlock: SnakeBeta, a transposed conv (upsampling, halving channels),
+    then residual units of dilation 1, 3, 9."""
+    act: Snake
+    upsample: Conv
+    units: list[ResidualUnit]
+
+    def __call__(self, x: Tensor, ctx: StepContext, name: str, out: Tensor) -> Tensor:
+        s = ctx.s
+        a = self.act(x, ctx.out(f"{name}.block.0", s.get(x.shape, "act")))
+        shape = self.upsample.out_shape(x.shape)
+        h = self.upsample(a, ctx.out(f"{name}.block.1", s.get(shape, "up")))
+        for j, unit in enumerate(self.units):
+            last = j + 1 == len(self.units)
+            unit_name = f"{name}.block.{j + 2}"
+            # the last unit's output is the block's, named once as the block (code2wav_activations)
+            h = unit(h, ctx, unit_name, out if last else ctx.out(unit_name, s.get(shape, f"residual{j % 2}")))
+        return h
+
+
+class Code2WavTransformer(Decoder):
+    """code2wav's pre_transformer: the decoder of models/decoder.py over the code embeddings, without QK
+    norm, with LayerScale, every layer a sliding window, plain RoPE at positions 0..T-1; its output is the
+    final norm (no LM head)."""
+    prefix = f"{PREFIX}.pre_transformer"
+    lm_head_name = None
+
+    def __init__(self, cfg: DecoderConfig, ckpt, max_len: int, bar):
+        self.cfg = cfg
+        self.max_len = max_len
+        self.lm_head = None
+        load_layers(self, ckpt, Keys(self.prefix + "."), max_len, bar, qk_norm=False, layer_scale=True)
+        self._init_decoder()
+
+    @classmethod
+    def activation_specs(cls, cfg: DecoderConfig, t: int) -> list[Activation]:
+        return [a for a in super().activation_specs(cfg, t) if not a.name.endswith(".embed_tokens") and a.name != cls.lm_head_name]
+
+    def scratch_shapes(self, t: int, rows: int) -> dict:
+        shapes = super().scratch_shapes(t, rows)
+        del shapes["logits"], shapes["ids"]
+        return {**shapes, "positions": ((t,), "i32")}
+
+    def write_positions(self, s, start: int, t: int) -> None:
+        runtime().write(s.positions, np.arange(start, start + t, dtype=np.int32))
+
+    def rotary(self, s) -> Rotary:
+        return Rotary(s.positions, self.inv_freq)
+
+
+class Code2Wav(Component):
+    """Qwen3OmniMoeCode2Wav on our kernels: codes [Q, T] -> the clamped waveform [N], one GPU step a
+    forward. `max_frames` bounds a forward's length (the transformer's KV cache)."""
+    prefix = PREFIX
+
+    @classmethod
+    def config_from(cls, d: dict, source: str = "config.json") -> Code2WavConfig:
+        return Code2WavConfig.from_dict(d, source)
+
+    @classmethod
+    def activation_specs(cls, cfg: Code2WavConfig, t: int) -> list[Activation]:
+        return code2wav_activations(cfg, t)
+
+    def __init__(self, cfg: Code2WavConfig, ckpt, max_len: int = 2048, progress: bool = False):
+        self.cfg = cfg
+        self.max_len = max_len
+        h, q = cfg.hidden_size, cfg.num_quantizers
+        blocks = len(cfg.upsample_rates)
+        bar = progress_bar(ckpt, cfg.transformer.num_hidden_layers + 3, progress, " (code2wav)")
+        self.code_embedding = upload_weight(ckpt, f"{PREFIX}.code_embedding.weight", (cfg.codebook_size * q, h))
+        self.code_offsets = np.arange(q, dtype=np.int64)[:, None] * cfg.codebook_size  # [Q, 1]
+        bar.update()
+        self.transformer = Code2WavTransformer(cfg.transformer, ckpt, max_len, bar)
+        w = lambda name, shape: upload_weight(ckpt, f"{PREFIX}.{name}", shape)  # noqa: E731
+        f32 = lambda name, n: upload_f32(ckpt, f"{PREFIX}.{name}", (n,))  # noqa: E731
+
+        def conv_at(name, c_in, c_out, k, transposed=False, **kw):
+            shape = (c_in, c_out, k) if transposed else (c_out, c_in // kw.get("groups", 1), k)
+            return Conv(w(f"{name}.conv.weight", shape), f32(f"{name}.conv.bias", c_out), transposed=transposed, **kw)
+
+        def snake_at(name, c):
+            return Snake(f32(f"{name}.alpha", c), f32(f"{name}.beta", c))
+
+        self.upsample = []
+        for i, f in enumerate(cfg.upsampling_ratios):
+            b = f"upsample.{i}.1"
+            self.upsample.append((conv_at(f"upsample.{i}.0", h, h, f, transposed=True, stride=f), ConvNeXt(
+                conv_at(f"{b}.dwconv", h, h, 7, groups=h), f32(f"{b}.norm.weight", h), f32(f"{b}.norm.bias", h),
+                w(f"{b}.pwconv1.weight", (CONVNEXT_EXPANSION * h, h)), f32(f"{b}.pwconv1.bias", CONVNEXT_EXPANSION * h),
+                w(f"{b}.pwconv2.weight", (h, CONVNEXT_EXPANSION * h)), f32(f"{b}.pwconv2.bias", h), f32(f"{b}.gamma", h))))
+        ch = cfg.decoder_channels
+        self.decoder_in = conv_at("decoder.0", h, ch[0], 7)
+        self.blocks = []
+        for b, r in enumerate(cfg.upsample_rates):
+            name = f"decoder.{b + 1}.block"
+            units = [ResidualUnit(snake_at(f"{name}.{j + 2}.act1", ch[b + 1]),
+                                  conv_at(f"{name}.{j + 2}.conv1", ch[b + 1], ch[b + 1], 7, dilation=dil),
+                                  snake_at(f"{name}.{j + 2}.act2", ch[b + 1]),
+                                  conv_at(f"{name}.{j + 2}.conv2", ch[b + 1], ch[b + 1], 1))
+                     for j, dil in enumerate(DILATIONS)]
+            self.blocks.append(DecoderBlock(snake_at(f"{name}.0", ch[b]),
+                                            conv_at(f"{name}.1", ch[b], ch[b + 1], 2 * r, transposed=True, stride=r), units))
+        self.decoder_act = snake_at(f"decoder.{blocks + 1}", ch[-1])
+        self.decoder_out = conv_at(f"decoder.{blocks + 2}", ch[-1], 1, 7)
+        bar.update()
+        bar.close()
+        self._init_component()
+        self._buffers: dict[int, Buffers] = {}
+
+    def activations(self, t: int) -> list[Activation]:
+        return code2wav_activations(self.cfg, t)
+
+    def check_codes(self, codes) -> np.ndarray:
+        """codes int [Q, T] (or [T, Q], as a user may save them) in the codebook range, as [Q, T] int64."""
+        q, n = self.cfg.num_quantizers, self.cfg.codebook_size
+        codes = np.asarray(codes)
+        if not np.issubdtype(codes.dtype, np.integer):
+            raise ModelInputError(f"codes must be integers, got {codes.dtype}")
+        if codes.ndim == 2 and codes.shape[0] != q and codes.shape[1] == q:
+            codes = codes.T  # [T, Q] -> [Q, T]
+        if codes.ndim != 2 or codes.shape[0] != q:
+            raise ModelInputError(f"codes must be [{q}, frames] or [frames, {q}] ({q} codebooks), got {codes.shape}")
+        if codes.shape[1] == 0:
+            raise ModelInputError("codes have zero frames")
+        if codes.shape[1] > self.max_len:
+            raise ModelInputError(f"{codes.shape[1]} frames exceed max_len {self.max_len} of this vocoder")
+        bad = (codes < 0) | (codes >= n)
+        if bad.any():
+            qi, ti = np.argwhere(bad)[0]
+            raise ModelInputError(f"code {int(codes[qi, ti])} at codebook {qi}, frame {ti} is outside [0, {n})")
+        return codes.astype(np.int64)
+
+    def forward(self, codes, taps=()) -> dict[str, np.ndarray]:
+        """The waveform (`code2wav`, [N] float32) of codes [Q, T], plus the tapped activations."""
+        codes = self.check_codes(codes)
+        t = codes.shape[1]
+        specs = self.check_taps(t, taps)
+        tr = self.transformer
+        rt = runtime()
+        s = tr.scratch(t, 1)
+        ids = rt.upload(np.ascontiguousarray((codes + self.code_offsets).T).astype(np.int32), "i32")  # [T, Q]
+        tr.write_positions(s, 0, t)
+        rt.write(tr.step_buf, np.zeros(4, np.uint32))
+        tapped = {n: self.tap_buffers(specs[n]) for n in taps if n != PREFIX}
+        with rt.step() as step:
+            wave = self._encode(ids, s, StepContext(t, self._buffers.setdefault(t, Buffers()), self.step_buf, tapped))
+            reads = self.read_taps(step, tapped)
+            reads[PREFIX] = step.read(wave)
+        return self.collect_reads(specs, reads)
+
+    def _encode(self, ids: Tensor, s_tr, ctx: StepContext) -> Tensor:
+        cfg, tr, bufs, t = self.cfg, self.transformer, ctx.s, ctx.t
+        h = embedding.embedding_mean(ids, self.code_embedding, out=ctx.out(EMBEDDING_MEAN, s_tr.h))  # [T, H]
+        x = tr.layers_forward(h, StepContext(t, s_tr, tr.step_buf, ctx.taps))  # [T, H], the final norm's
+        x = transpose.transpose(x, bufs.get((cfg.hidden_size, t), "channels_first"))  # [T, H] -> [H, T]
+        for i, (up, block) in enumerate(self.upsample):
+            name = f"{PREFIX}.upsample.{i}"
+            y = up(x, ctx.out(f"{name}.0", bufs.get(up.out_shape(x.shape), "upsampled")))
+            x = block(y, ctx, f"{name}.1", ctx.out(f"{name}.1", bufs.get(y.shape, "stage")))
+        x = self.decoder_in(x, ctx.out(f"{PREFIX}.decoder.0", bufs.get(self.decoder_in.out_shape(x.shape), "block_in")))
+        for b, block in enumerate(self.blocks):
+            shape = block.upsample.out_shape(x.shape)
+            x = block(x, ctx, f"{PREFIX}.decoder.{b + 1}", ctx.out(f"{PREFIX}.decoder.{b + 1}", bufs.get(shape, "block_out")))
+        n = len(self.blocks)
+        x = self.decoder_act(x, ctx.out(f"{PREFIX}.decoder.{n + 1}", bufs.get(x.shape, "act")))
+        wave = self.decoder_out(x, ctx.out(f"{PREFIX}.decoder.{n + 2}", bufs.get(self.decoder_out.out_shape(x.shape), "wave")))
+        return elementwise.clamp(wave, -1.0, 1.0, out=bufs.get(wave.shape, "clamped"))  # [1, N]

@@ -58,7 +58,20 @@ class Component:
         self.exports: dict[str, Tensor] = {}  # activation name -> persistent [max_len, F] buffer
         self.length = 0  # positions filled (KV cache rows of a decoder)
 
+    @classmethod
+    def load(cls, path, max_len: int = 2048, progress: bool = True):
+        """This component of the checkpoint directory or .gguf file at `path`."""
+        from .registry import open_checkpoint
+
+        ckpt = open_checkpoint(path)
+        return cls(cls.config_from(ckpt.config, source=str(path)), ckpt, max_len, progress)
+
     # -- provided by each component ------------------------------------------------------------
+    @classmethod
+    def config_from(cls, d: dict, source: str):
+        """The component's config from a whole config.json dict."""
+        raise NotImplementedError
+
     def activations(self, t: int) -> list[Activation]:
         raise NotImplementedError
 

@@ -45,8 +45,10 @@ class DecoderConfig:
     def from_dict(cls, d: dict, source: str = "config.json", where: str = "", what: str = "",
                   mrope: bool = False, moe: bool = False, **given) -> "DecoderConfig":
         """Parse the decoder sub-dict `d`. `where` is its path in config.json ("thinker_config.text_config.")
-        for error messages, `what` names the model in them; mrope / moe read those fields; `given`
-        overrides fields the sub-dict does not own (the thinker's eos id lives at the top level)."""
+        for error messages, `what` names the model in them; mrope / moe read those fields; `given` supplies
+        fields the sub-dict does not own (the thinker's eos id lives at the top level; code2wav's layer
+        types are a property of its config class, all sliding, not a stored field)."""
+        d = {**d, **given}
         if d.get("attention_bias"):
             raise ConfigError(f"{source}: {what}attention_bias=true is not supported")
         if d.get("hidden_act", "silu") != "silu":
@@ -79,7 +81,7 @@ class DecoderConfig:
                     shared_expert_intermediate_size=d.get("shared_expert_intermediate_size", 0))
         except KeyError as e:
             raise ConfigError(f"{source}: missing field {where}{e.args[0]}") from None
-        return cls(**{**values, **given})
+        return cls(**values)
 
     def window(self, layer: int) -> int:
         """Sliding-window length of a layer, 0 for full attention."""

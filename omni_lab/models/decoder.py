@@ -15,7 +15,7 @@ import numpy as np
 
 from ..activations import Activation
 from ..gpu import Tensor, runtime
-from ..ops import embedding, norm, rope, select
+from ..ops import elementwise, embedding, norm, rope, select
 from .component import Component, ModelInputError, StepContext, embeddings_input
 from .config import DecoderConfig
 from .layers import DecoderLayer, LayerHook, Rotary, linear, residual_norm
@@ -49,19 +49,7 @@ class Decoder(Component):
         self.hooks: dict[int, LayerHook] = {}  # layer index -> work after that layer (DeepStack)
         self._init_component()
 
-    @classmethod
-    def load(cls, path, max_len: int = 2048, progress: bool = True):
-        """The model of the checkpoint directory or .gguf file at `path`."""
-        from .registry import open_checkpoint
-
-        ckpt = open_checkpoint(path)
-        return cls(cls.config_from(ckpt.config, source=str(path)), ckpt, max_len, progress)
-
     # -- provided by each decoder --------------------------------------------------------------
-    @classmethod
-    def config_from(cls, d: dict, source: str) -> DecoderConfig:
-        raise NotImplementedError
-
     def write_positions(self, s, start: int, t: int) -> None:
         raise NotImplementedError
 
@@ -92,7 +80,7 @@ class Decoder(Component):
         shapes = {
             "ids": ((t,), "i32"), "h": ((t, d), "f32"), "x": ((t, d), "f32"),
             "q": ((t, hq * dh), "f32"), "k": ((t, hkv * dh), "f32"), "v": ((t, hkv * dh), "f32"),
-            "attn": ((t, hq * dh), "f32"), "o": ((t, d), "f32"),
+            "attn": ((t, hq * dh), "f32"), "o": ((t, d), "f32"), "scaled": ((t, d), "f32"),
             "gate": ((t, f), "f32"), "up": ((t, f), "f32"), "act": ((t, f), "f32"), "mlp": ((t, d), "f32"),
             "logits": ((rows, cfg.vocab_size), "f32"),
         }
@@ -130,8 +118,12 @@ class Decoder(Component):
         for i, layer in enumerate(layers):
             name = f"{p}.layers.{i}"
             o = layer.self_attn(x, ctx, rotary, ctx.out(f"{name}.self_attn", s.o))
+            if layer.self_attn_layer_scale is not None:
+                o = elementwise.mul(o, layer.self_attn_layer_scale, out=s.scaled)
             h, x = norm.add_rmsnorm(h, o, layer.post_attention_layernorm, eps, out_h=s.h, out=s.x)
             m = layer.mlp(x, ctx, ctx.out(f"{name}.mlp", s.mlp))
+            if layer.mlp_layer_scale is not None:
+                m = elementwise.mul(m, layer.mlp_layer_scale, out=s.scaled)
             last = i + 1 == len(layers)
             h, x = residual_norm(h, m, self.norm if last else layers[i + 1].input_layernorm, eps,
                                  out_h=ctx.out(name, s.h), out=ctx.out(f"{p}.norm", s.x) if last else s.x,

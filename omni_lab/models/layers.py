@@ -49,14 +49,15 @@ class Rotary:
 
 @dataclass
 class Attention:
-    """Qwen3's attention: projections, per-head QK RMSNorm, rotary, KV-cache append, causal GQA over the
-    cache (a sliding window when window > 0), output projection."""
+    """Qwen3's attention: projections, per-head QK RMSNorm (Qwen3, the thinker; code2wav's transformer has
+    none: q_norm and k_norm None), rotary, KV-cache append, causal GQA over the cache (a sliding window when
+    window > 0), output projection."""
     q_proj: object
     k_proj: object
     v_proj: object
     o_proj: object
-    q_norm: Tensor
-    k_norm: Tensor
+    q_norm: Tensor | None
+    k_norm: Tensor | None
     cache_k: Tensor
     cache_v: Tensor
     heads: tuple[int, int, int]   # (query heads, kv heads, head dim)
@@ -70,8 +71,12 @@ class Attention:
         q, k, v = linears(x, (self.q_proj, self.k_proj, self.v_proj), (s.q, s.k, s.v))
         q_heads = q.view((t, hq, dh))  # [T, Hq*Dh] -> [T, Hq, Dh]
         k_heads = k.view((t, hkv, dh))
-        rope.qk_norm_rope(q_heads, k_heads, self.q_norm, self.k_norm, self.eps, rotary.positions,
-                          rotary.inv_freq, rotary.sections)
+        if self.q_norm is not None:
+            rope.qk_norm_rope(q_heads, k_heads, self.q_norm, self.k_norm, self.eps, rotary.positions,
+                              rotary.inv_freq, rotary.sections)
+        else:  # code2wav's transformer: plain RoPE, in place
+            for heads in (q_heads, k_heads):
+                rope.rope(heads, rotary.positions, rotary.inv_freq, out=heads)
         attn_ops.kv_append(k_heads, v.view((t, hkv, dh)), self.cache_k, self.cache_v, ctx.step_buf)
         attn_ops.attention(q_heads, self.cache_k, self.cache_v, ctx.step_buf, scale=dh ** -0.5, window=self.window,
                            out=s.attn.view((t, hq, dh)))
@@ -126,11 +131,14 @@ class MoeMlp:
 @dataclass
 class DecoderLayer:
     """A pre-norm decoder layer. Its residual adds are fused with the norm that follows them; the fusion
-    lives in Decoder.layers_forward, the one place that knows which norm comes next."""
+    lives in Decoder.layers_forward, the one place that knows which norm comes next. LayerScale (code2wav's
+    transformer): the attention's and the MLP's outputs times a learnt vector before their residual add."""
     input_layernorm: Tensor
     self_attn: Attention
     post_attention_layernorm: Tensor
     mlp: DenseMlp | MoeMlp
+    self_attn_layer_scale: Tensor | None = None
+    mlp_layer_scale: Tensor | None = None
 
 
 class LayerHook:

@@ -62,13 +62,13 @@ def load_embedding_and_head(ckpt, embed_name: str, head_name: str, shape: tuple[
     return table, head
 
 
-def load_attention(ckpt, keys: Keys, layer: int, cfg: DecoderConfig, max_len: int) -> Attention:
+def load_attention(ckpt, keys: Keys, layer: int, cfg: DecoderConfig, max_len: int, qk_norm: bool = True) -> Attention:
     d, hq, hkv, dh = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     key = lambda a: keys(f"layers.{layer}.self_attn.{a}.weight")  # noqa: E731
     shapes = {"q_proj": (hq * dh, d), "k_proj": (hkv * dh, d), "v_proj": (hkv * dh, d), "o_proj": (d, hq * dh)}
     ck, cv = attn_ops.kv_cache(max_len, hkv, dh, label=f"{keys.prefix}layers.{layer}")
-    return Attention(**{a: upload_weight(ckpt, key(a), shape) for a, shape in shapes.items()},
-                     q_norm=upload_f32(ckpt, key("q_norm"), (dh,)), k_norm=upload_f32(ckpt, key("k_norm"), (dh,)),
+    norms = {a: upload_f32(ckpt, key(a), (dh,)) if qk_norm else None for a in ("q_norm", "k_norm")}
+    return Attention(**{a: upload_weight(ckpt, key(a), shape) for a, shape in shapes.items()}, **norms,
                      cache_k=ck, cache_v=cv, heads=(hq, hkv, dh), eps=cfg.rms_norm_eps, window=cfg.window(layer))
 
 
@@ -134,24 +134,36 @@ def load_moe_mlp(ckpt, keys: Keys, layer: int, cfg: DecoderConfig) -> MoeMlp:
                   router_name=router_name(keys.prefix.rstrip("."), layer))
 
 
-def load_decoder(model, ckpt, keys: Keys, head_key: str, max_len: int, progress: bool, what: str = "") -> None:
-    """Fill a Decoder's embed_tokens, layers, norm and lm_head from `ckpt` (one progress step a layer)."""
+def load_layers(model, ckpt, keys: Keys, max_len: int, bar, qk_norm: bool = True, layer_scale: bool = False) -> None:
+    """A decoder's `layers` and final `norm` from `ckpt`, one progress step a layer."""
     cfg = model.cfg
     d = cfg.hidden_size
-    bar = tqdm(total=cfg.num_hidden_layers + 2, desc=f"loading {Path(str(getattr(ckpt, 'path', ''))).name}{what}",
-               disable=not progress, unit="part")
-    model.embed_tokens, model.lm_head = load_embedding_and_head(
-        ckpt, keys("embed_tokens.weight"), head_key, (cfg.vocab_size, d), cfg.tie_word_embeddings)
-    bar.update()
+    scale = lambda i, which: upload_f32(ckpt, keys(f"layers.{i}.{which}_layer_scale.scale"), (d,))  # noqa: E731
     model.layers = []
     for i in range(cfg.num_hidden_layers):
         mlp = load_moe_mlp(ckpt, keys, i, cfg) if cfg.is_moe(i) else load_dense_mlp(ckpt, keys, i, cfg)
         model.layers.append(DecoderLayer(
             input_layernorm=upload_f32(ckpt, keys(f"layers.{i}.input_layernorm.weight"), (d,)),
-            self_attn=load_attention(ckpt, keys, i, cfg, max_len),
+            self_attn=load_attention(ckpt, keys, i, cfg, max_len, qk_norm),
             post_attention_layernorm=upload_f32(ckpt, keys(f"layers.{i}.post_attention_layernorm.weight"), (d,)),
-            mlp=mlp))
+            mlp=mlp, self_attn_layer_scale=scale(i, "self_attn") if layer_scale else None,
+            mlp_layer_scale=scale(i, "mlp") if layer_scale else None))
         bar.update()
     model.norm = upload_f32(ckpt, keys("norm.weight"), (d,))
     bar.update()
+
+
+def progress_bar(ckpt, parts: int, progress: bool, what: str = ""):
+    return tqdm(total=parts, desc=f"loading {Path(str(getattr(ckpt, 'path', ''))).name}{what}", disable=not progress,
+                unit="part")
+
+
+def load_decoder(model, ckpt, keys: Keys, head_key: str, max_len: int, progress: bool, what: str = "") -> None:
+    """Fill a Decoder's embed_tokens, layers, norm and lm_head from `ckpt` (one progress step a layer)."""
+    cfg = model.cfg
+    bar = progress_bar(ckpt, cfg.num_hidden_layers + 2, progress, what)
+    model.embed_tokens, model.lm_head = load_embedding_and_head(
+        ckpt, keys("embed_tokens.weight"), head_key, (cfg.vocab_size, cfg.hidden_size), cfg.tie_word_embeddings)
+    bar.update()
+    load_layers(model, ckpt, keys, max_len, bar)
     bar.close()

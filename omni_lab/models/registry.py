@@ -27,13 +27,16 @@ class Entry:
     def component_class(self):
         return getattr(importlib.import_module(self.module), self.class_name)
 
-    def hf_activations(self, model, names, input_ids):
-        return importlib.import_module(self.module).hf_activations(model, names, input_ids)
+    def hf_activations(self, model, names, inputs):
+        """The component's activations `names` captured on the Transformers model, for its inputs (token
+        ids; codec codes [Q, T] for code2wav)."""
+        return importlib.import_module(self.module).hf_activations(model, names, inputs)
 
 
 ENTRIES = (
     Entry("qwen3", "text", "omni_lab.models.qwen3", "Qwen3"),
     Entry("qwen3_omni_moe", "thinker", "omni_lab.models.thinker", "Qwen3OmniThinkerText"),
+    Entry("qwen3_omni_moe", "code2wav", "omni_lab.models.code2wav", "Code2Wav"),
 )
 # The component a model type runs when none is named: its text path.
 DEFAULT_COMPONENT = {"qwen3": "text", "qwen3_omni_moe": "thinker"}

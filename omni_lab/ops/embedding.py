@@ -18,7 +18,8 @@ from ..formats.q8_0 import QK, Q8Weight
 from ..gpu import Tensor, bf16_to_f32, pack_params, runtime
 from ._check import dtype_in, expect
 from .norm import workgroup_for
-from .registry import padded_output, require, sweep
+from .linear import stored
+from .registry import NMSE_ELEMENTWISE, padded_output, require, sweep
 
 WTYPE = {"f32": 0, "f16": 1, "bf16": 2}
 
@@ -55,6 +56,36 @@ def embedding(ids: Tensor, table: Tensor | Q8Weight, out: Tensor | None = None) 
     for row0, piece in pieces:
         kern(t, pack_params(t, d, row0, piece.shape[0], v), ids, piece, out)
     return out
+
+
+def embedding_mean(ids: Tensor, table: Tensor, out: Tensor | None = None) -> Tensor:
+    """out[t] = mean over g of table[ids[t, g]]: ids [T, G] i32, table [V, D] f32/f16/bf16 -> [T, D] f32
+    (code2wav's code embedding, one id per codebook). An id outside [0, V) adds nothing to its row's sum
+    (callers validate ids on the host)."""
+    dtype_in("embedding_mean", "ids", ids, ("i32",))
+    dtype_in("embedding_mean", "table", table, tuple(WTYPE))
+    expect("embedding_mean", len(ids.shape) == 2 and ids.shape[1] > 0 and len(table.shape) == 2 and table.shape[0] > 0,
+           "ids must be [T, G] with G > 0 and table [V, D]", ids=ids, table=table)
+    (t, g), (v, d) = ids.shape, table.shape
+    rt = runtime()
+    if out is None:
+        out = rt.empty((t, d), "f32", label="embedding_mean")
+    expect("embedding_mean", out.shape == (t, d) and out.dtype == "f32", f"out must be {(t, d)} f32", out=out)
+    if t == 0 or d == 0:
+        return out
+    kern = rt.kernel("embedding", "mean", WG=workgroup_for(d), WTYPE=WTYPE[table.dtype])
+    for row0, piece in table.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment):
+        kern(t, pack_params(t, d, row0, piece.shape[0], v, g), ids, piece, out)
+    return out
+
+
+def embedding_mean_ref(ids: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """float64 mean of the rows of each [G] bag of ids (ids outside the table add zero rows)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    table = np.asarray(table, dtype=np.float64)
+    ok = (ids >= 0) & (ids < table.shape[0])
+    rows = np.where(ok[..., None], table[np.where(ok, ids, 0)], 0.0)  # [T, G, D]
+    return (rows.sum(axis=1) / ids.shape[1]).astype(np.float32)
 
 
 def embedding_ref(ids: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -172,6 +203,34 @@ def _embedding_q8_split_case(rng, d, dtype):
     return got, want
 
 
+# A sum of at most 16 rows in f32, then one division: NMSE near 1e-14.
+NMSE_MEAN = NMSE_ELEMENTWISE * 1e-4
+
+
+def _embedding_mean_case(rng, v, d, t, g, dtype):
+    rt = runtime()
+    host, seen = stored(rng.standard_normal((v, d)).astype(np.float32), dtype)
+    ids = rng.integers(0, v, size=(t, g)).astype(np.int32)
+    ids[0, 0] = v - 1  # last row: the end of the table
+    out = padded_output((t, d))
+    embedding_mean(rt.upload(ids), rt.upload(host, dtype), out=out)
+    return out.numpy(), embedding_mean_ref(ids, seen)
+
+
+def _embedding_mean_split_case(rng, d, g, dtype):
+    """A bag table past the binding limit: each row's sum gathers from several pieces."""
+    rt = runtime()
+    v = rt.gpu.max_binding // (2 * d) + 1500
+    host, seen = stored(rng.standard_normal((v, d)).astype(np.float32), dtype)
+    table = rt.upload(host, dtype)
+    require(len(table.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment)) >= 2, "the table fits one binding")
+    ids = rng.integers(0, v, size=(37, g)).astype(np.int32)
+    ids[:, 0], ids[:, 1] = 0, v - 1  # every row reads both ends
+    out = padded_output((37, d))
+    embedding_mean(rt.upload(ids), table, out=out)
+    return out.numpy(), embedding_mean_ref(ids, seen)
+
+
 def cases():
     grid = [dict(v=v, d=d, t=t, dtype=dt) for dt in ("f32", "f16", "bf16")
             for v, d, t in [(1, 1, 1), (3, 7, 5), (100, 33, 7), (1000, 257, 33), (50, 1000, 100), (4099, 64, 257), (300, 1031, 3)]]
@@ -185,4 +244,10 @@ def cases():
                                                                   (4099, 96, 257), (300, 2080, 3)]],
                quick=[dict(v=50, d=2080, t=9, dtype="q8_0")]),
         *sweep("embedding", "embedding", 0.0, _embedding_q8_split_case, [dict(d=1056, dtype="q8_0")], large=True),
+        *sweep("embedding", "embedding_mean", NMSE_MEAN, _embedding_mean_case,
+               [dict(v=v, d=d, t=t, g=g, dtype=dt) for dt in ("f32", "bf16") for v, d, t, g in
+                [(1, 1, 1, 1), (7, 33, 5, 16), (100, 257, 13, 3), (4096, 1024, 9, 16), (50, 64, 300, 16)]],
+               quick=[dict(v=100, d=257, t=13, g=3, dtype="bf16")]),
+        *sweep("embedding", "embedding_mean", NMSE_MEAN, _embedding_mean_split_case,
+               [dict(d=1024, g=16, dtype="bf16")], large=True),
     ]
