@@ -64,3 +64,25 @@ def test_codes_as_a_user_saves_them_and_bad_codes(vocoder):
         model.forward(codes[:, :0])
     with pytest.raises(ModelInputError, match="must be integers"):
         model.forward(codes.astype(np.float32))
+
+
+@pytest.mark.parametrize("frames,chunk,left", [(23, 5, 3), (17, 4, 6), (12, 12, 2), (9, 20, 4)])
+def test_chunked_and_streamed_equal_transformers_chunked_decode(vocoder, frames, chunk, left):
+    """Chunks of `chunk` frames with `left` frames of context (the context cuts inside a chunk's receptive
+    field, so each chunk really is decoded on its own), one-shot when the chunk covers everything."""
+    from omni_lab.models.code2wav import hf_chunked_decode
+
+    model, hf = vocoder
+    codes = random_codes(model, frames, seed=frames + chunk)
+    ref = hf_chunked_decode(hf, codes, chunk, left)
+    ours = model.chunked_decode(codes, chunk, left)
+    assert ours.shape == ref.shape and snr_db(ours, ref) >= 60.0
+    # Frames arriving one at a time, then in uneven blocks: the same pieces.
+    one = list(model.stream(iter(codes.T), chunk, left))
+    blocks = list(model.stream([codes.T[:3], codes.T[3:4], codes.T[4:]], chunk, left))
+    assert [len(p) for p in one] == [len(p) for p in blocks]
+    np.testing.assert_array_equal(np.concatenate(one), ours)
+    np.testing.assert_array_equal(np.concatenate(blocks), ours)
+    if frames <= chunk:
+        assert len(one) == 1  # one chunk is the one-shot decode, the same dispatches
+        np.testing.assert_array_equal(ours, model.forward(codes)[PREFIX])

@@ -37,6 +37,7 @@ the transformer's and the ConvNeXt's channels-last [1, T, F] as [T, F] ("TF"), t
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -487,3 +488,39 @@ class Code2Wav(Component):
         x = self.decoder_act(x, ctx.out(f"{PREFIX}.decoder.{n + 1}", bufs.get(x.shape, "act")))
         wave = self.decoder_out(x, ctx.out(f"{PREFIX}.decoder.{n + 2}", bufs.get(self.decoder_out.out_shape(x.shape), "wave")))
         return elementwise.clamp(wave, -1.0, 1.0, out=bufs.get(wave.shape, "clamped"))  # [1, N]
+
+    # -- chunked and streaming ------------------------------------------------------------------
+    def chunked_decode(self, codes, chunk_size: int = 300, left_context: int = 25) -> np.ndarray:
+        """Transformers' `chunked_decode`: chunks of `chunk_size` frames, each decoded with up to
+        `left_context` frames before it, whose samples are dropped (module docstring: the cut). Its
+        defaults are Transformers'."""
+        codes = self.check_codes(codes)
+        return np.concatenate(list(self.stream(codes.T, chunk_size, left_context)))
+
+    def stream(self, frames: Iterable, chunk_size: int = 300, left_context: int = 25) -> Iterator[np.ndarray]:
+        """Yield waveform pieces as codec frames arrive: `frames` gives one frame ([Q] codes) or a block of
+        frames ([n, Q]) at a time; a piece is decoded as soon as a chunk is complete, the rest at the end.
+        The pieces concatenate to `chunked_decode` of all the frames, the same chunks cut the same way."""
+        if chunk_size < 1 or left_context < 0:
+            raise ModelInputError(f"chunk_size must be >= 1 and left_context >= 0, got {chunk_size}, {left_context}")
+        if chunk_size + left_context > self.max_len:
+            raise ModelInputError(f"chunk_size {chunk_size} + left_context {left_context} exceed max_len {self.max_len}")
+        q, spf = self.cfg.num_quantizers, self.cfg.samples_per_frame
+        held = np.zeros((0, q), np.int64)  # [n, Q]: the frames from `first` on
+        first, start = 0, 0               # frame index of held[0]; first frame of the next chunk
+
+        def piece(end: int) -> np.ndarray:
+            ctx = min(left_context, start)
+            window = held[start - ctx - first:end - first]  # [ctx + chunk, Q]
+            return self.forward(window.T)[PREFIX][ctx * spf:]
+
+        for block in frames:
+            block = np.asarray(block).reshape(-1, q)
+            held = np.concatenate([held, block])
+            while first + len(held) >= start + chunk_size:
+                yield piece(start + chunk_size)
+                start += chunk_size
+                keep = max(0, start - left_context - first)  # frames no later chunk reads
+                held, first = held[keep:], first + keep
+        if first + len(held) > start:
+            yield piece(first + len(held))
