@@ -66,6 +66,28 @@ def _prompt(args):
     return prompt_ids(args.model, prompt=args.prompt, ids=args.prompt_ids, chat=getattr(args, "chat", False))
 
 
+def _codes(path: str):
+    """Codec codes from an .npy file (integers, [16, frames] or [frames, 16]); never a pickle."""
+    import numpy as np
+
+    try:
+        codes = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ValueError(f"--codes {path}: no such file") from None
+    except (ValueError, OSError) as e:  # not .npy, or an object array (a pickle)
+        raise ValueError(f"--codes {path}: not a numpy .npy array of integers ({e})") from None
+    if not isinstance(codes, np.ndarray) or not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(f"--codes {path}: codes must be an integer array, got {getattr(codes, 'dtype', type(codes))}")
+    return codes
+
+
+def _inputs(args):
+    """(the component's input, the component): codes and code2wav with --codes, else prompt ids."""
+    if getattr(args, "codes", None) is not None:
+        return _codes(args.codes), args.component or "code2wav"
+    return _prompt(args), args.component
+
+
 def cmd_tiny(args) -> int:
     if args.arch == "omni":
         from .models.tiny_omni import build_tiny_omni
@@ -112,10 +134,47 @@ def _generate(args) -> int:
 def cmd_extract(args) -> int:
     from .workbench import extract, save_npz
 
-    ids = _prompt(args)
-    acts = extract(args.model, ids, args.backend, args.dtype)
+    inputs, component = _inputs(args)
+    acts = extract(args.model, inputs, args.backend, args.dtype, component=component)
     save_npz(args.out, acts)
-    print(f"wrote {len(acts)} activations for {len(ids)} tokens to {args.out}")
+    print(f"wrote {len(acts)} activations of {component or 'the model'} to {args.out}")
+    return 0
+
+
+def cmd_vocode(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from .models.code2wav import PREFIX, SAMPLE_RATE
+    from .report.audio import write_wav
+    from .workbench import load_ours, model_inputs
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: the folder {out.parent} does not exist")
+    codes = model_inputs(args.model, _codes(args.codes), "code2wav")["codes"]
+    frames = codes.shape[1]
+    model = load_ours(args.model, max_len=max(frames, args.chunk_size + args.left_context), progress=False,
+                      component="code2wav")
+    t0 = time.perf_counter()
+    if args.stream:
+        pieces, first = [], None
+        for piece in model.stream(iter(codes.T), args.chunk_size, args.left_context):
+            first = first if first is not None else time.perf_counter() - t0
+            pieces.append(piece)
+        wave = np.concatenate(pieces)
+    elif args.chunk_size >= frames:
+        wave = model.forward(codes)[PREFIX]
+    else:
+        wave = model.chunked_decode(codes, args.chunk_size, args.left_context)
+    seconds = time.perf_counter() - t0
+    rate = SAMPLE_RATE
+    write_wav(out, wave, rate)
+    duration = len(wave) / rate
+    first_note = f", first audio after {first * 1e3:.0f} ms" if args.stream else ""
+    print(f"wrote {out}: {duration:.2f} s of audio at {rate} Hz from {frames} frames in {seconds:.2f} s "
+          f"(real-time factor {seconds / duration:.3f}{first_note})")
     return 0
 
 
@@ -123,9 +182,10 @@ def cmd_compare(args) -> int:
     from .compare import Bounds
     from .workbench import compare_model
 
-    ids = _prompt(args)
-    comparison, index, timing = compare_model(args.model, ids, args.out, reference=args.reference, dtype=args.dtype,
-                                              bounds=Bounds(mse=args.max_mse, cosine=args.min_cosine))
+    inputs, component = _inputs(args)
+    comparison, index, timing = compare_model(args.model, inputs, args.out, reference=args.reference, dtype=args.dtype,
+                                              bounds=Bounds(mse=args.max_mse, cosine=args.min_cosine),
+                                              component=component)
     print(comparison.summary())
     print(f"report: {index}  ({sum(timing.values()):.1f} s)")
     return 0 if comparison.passed else 1
@@ -153,6 +213,20 @@ def cmd_demo(args) -> int:
     return 0 if run_demo(args.work_dir, quick=args.quick)["passed"] else 1
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="omni-lab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -175,11 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", default="tiny", help="qwen3: tiny, tiny-gqa, qwen3-0.6b (Qwen3-0.6B's exact shapes); omni: tiny, tiny-dense, tiny-step2")
     t.set_defaults(func=cmd_tiny)
 
-    def model_and_prompt(p, chat=False):
+    def model_and_prompt(p, chat=False, codes=False):
         p.add_argument("--model", required=True, help="checkpoint directory (safetensors) or .gguf file")
         g = p.add_mutually_exclusive_group(required=True)
         g.add_argument("--prompt", help="text, tokenized with the model's tokenizer")
         g.add_argument("--prompt-ids", help="token ids, e.g. 1,2,3")
+        if codes:
+            g.add_argument("--codes", help="CODES.npy: codec codes, int [16, frames] or [frames, 16] (code2wav)")
+            p.add_argument("--component", help="the part of Qwen3-Omni to run: thinker (default for a prompt) or "
+                                               "code2wav (default with --codes)")
         if chat:
             p.add_argument("--chat", action="store_true", help="apply the tokenizer's chat template")
 
@@ -198,20 +276,29 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("extract", help="named activations from Transformers (hf) or our kernels (wgpu) to .npz")
-    model_and_prompt(e)
+    model_and_prompt(e, codes=True)
     e.add_argument("--backend", choices=["hf", "wgpu"], required=True)
     e.add_argument("--out", required=True, help="FILE.npz")
     e.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="Transformers' dtype (hf)")
     e.set_defaults(func=cmd_extract)
 
     c = sub.add_parser("compare", help="compare ours with Transformers layer by layer and write a report")
-    model_and_prompt(c)
+    model_and_prompt(c, codes=True)
     c.add_argument("--reference", help="a stored reference directory (default: capture one now)")
     c.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     c.add_argument("--out", required=True, help="report directory")
     c.add_argument("--max-mse", type=float, default=1e-5)
     c.add_argument("--min-cosine", type=float, default=0.999)
     c.set_defaults(func=cmd_compare)
+
+    v = sub.add_parser("vocode", help="codec codes to a 24 kHz wav on our kernels (code2wav)")
+    v.add_argument("--model", required=True, help="a Qwen3-Omni checkpoint directory (safetensors) or .gguf file")
+    v.add_argument("--codes", required=True, help="CODES.npy: int [16, frames] or [frames, 16]")
+    v.add_argument("--out", required=True, help="SPEECH.wav (written when complete)")
+    v.add_argument("--chunk-size", type=positive, default=300, help="frames a chunk (Transformers' chunked_decode: 300)")
+    v.add_argument("--left-context", type=non_negative, default=25, help="frames of context before a chunk (25)")
+    v.add_argument("--stream", action="store_true", help="decode as frames arrive; report time to first audio")
+    v.set_defaults(func=cmd_vocode)
 
     from .formats import quantize
 

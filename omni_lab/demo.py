@@ -233,11 +233,11 @@ def reference_for(path: str | Path, ids: np.ndarray, dtype: str = "float32", roo
     from .workbench import capture_reference, reference_name
 
     root = Path(root) if root is not None else DEFAULT_ROOT
-    name = reference_name(path, ids, dtype)
+    inputs = {"input_ids": np.asarray(ids, np.int64)}
+    name = reference_name(path, inputs, dtype)
     if (root / name / "manifest.json").is_file():
         try:
-            ref = load_reference(root / name, expect_model=path, expect_inputs={"input_ids": np.asarray(ids, np.int64)},
-                                 expect_dtype=dtype)
+            ref = load_reference(root / name, expect_model=path, expect_inputs=inputs, expect_dtype=dtype)
             say(f"loaded the stored reference {ref.path}")
             return ref
         except ReferenceMismatch as e:

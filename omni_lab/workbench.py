@@ -83,22 +83,34 @@ def prompt_ids(path: str | Path, prompt: str | None = None, ids: str | list[int]
     return np.asarray(tok(prompt)["input_ids"], dtype=np.int64)
 
 
-def extract(path: str | Path, ids: np.ndarray, backend: str, dtype: str = "float32",
-            names: list[str] | None = None) -> dict[str, np.ndarray]:
-    """The named activations ([tokens, features] float32) of one forward over `ids`."""
-    names = names or activation_names(path)
-    if backend == "hf":
-        from .models import registry
+def extract(path: str | Path, inputs: np.ndarray, backend: str, dtype: str = "float32",
+            names: list[str] | None = None, component: str | None = None) -> dict[str, np.ndarray]:
+    """The named activations (float32, shaped as their specs say) of one forward of a component over its
+    input: token ids for a decoder, codec codes [16, frames] for code2wav."""
+    from .models import registry
 
+    names = names or activation_names(path, component)
+    if backend == "hf":
         if Path(path).suffix == ".gguf":
             raise ValueError(f"{path}: Transformers cannot run our GGUF files; capture from the source checkpoint")
         model = load_hf_model(path, dtype)
-        return registry.entry_for(model_config(path), source=str(path)).hf_activations(model, names, ids)
+        return registry.entry_for(model_config(path), component, str(path)).hf_activations(model, names, inputs)
     if backend == "wgpu":
-        model = load_ours(path, max_len=max(len(ids), 16), progress=False)
-        out = model.forward(ids, start=0, taps=names)
-        return {n: out[n] for n in names}
+        length = registry.input_length(path, inputs, component)
+        return load_ours(path, max_len=max(length, 16), progress=False, component=component).tap(inputs, names)
     raise ValueError(f"backend must be 'hf' or 'wgpu', got {backend!r}")
+
+
+def model_inputs(path: str | Path, inputs, component: str | None = None) -> dict[str, np.ndarray]:
+    """The inputs as a reference's manifest records them: {"input_ids": ids} or {"codes": [Q, T]}."""
+    from .models import registry
+
+    cls = registry.entry_for(model_config(path), component, str(path)).component_class()
+    if cls.input_name == "codes":
+        from .models.code2wav import as_codes
+
+        return {"codes": as_codes(cls.config_from(model_config(path), str(path)), inputs)}
+    return {"input_ids": np.asarray(inputs, np.int64).reshape(-1)}
 
 
 def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -112,47 +124,53 @@ def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def reference_name(path: str | Path, ids: np.ndarray, dtype: str) -> str:
+def reference_name(path: str | Path, inputs: dict[str, np.ndarray], dtype: str, component: str | None = None) -> str:
     import hashlib
 
-    digest = hashlib.sha256(np.asarray(ids, np.int64).tobytes()).hexdigest()[:10]
-    return f"{Path(path).name}-{dtype}-{digest}"
+    (array,) = inputs.values()
+    digest = hashlib.sha256(np.asarray(array, np.int64).tobytes()).hexdigest()[:10]
+    return f"{Path(path).name}-{component + '-' if component else ''}{dtype}-{digest}"
 
 
-def capture_reference(path: str | Path, ids: np.ndarray, dtype: str = "float32", name: str | None = None,
-                      root: str | Path | None = None):
-    """Run Transformers on `ids`, store its activations under reference_data/<name>/, return the Reference."""
-    acts = extract(path, ids, "hf", dtype)
+def capture_reference(path: str | Path, inputs: np.ndarray, dtype: str = "float32", name: str | None = None,
+                      root: str | Path | None = None, component: str | None = None):
+    """Run Transformers on a component's input, store its activations under reference_data/<name>/, return
+    the Reference."""
+    recorded = model_inputs(path, inputs, component)
+    (array,) = recorded.values()
+    acts = extract(path, array, "hf", dtype, component=component)
     kw = {"root": root} if root is not None else {}
-    specs = [a for a in activation_specs(path, len(ids)) if a.name in acts]
-    where = save_reference(name or reference_name(path, ids, dtype), acts, model_path=path,
-                           inputs={"input_ids": np.asarray(ids, np.int64)}, dtype=dtype, specs=specs, **kw)
+    specs = [a for a in activation_specs(path, array.shape[-1], component) if a.name in acts]
+    where = save_reference(name or reference_name(path, recorded, dtype, component), acts, model_path=path,
+                           inputs=recorded, dtype=dtype, specs=specs, **kw)
     return load_reference(where)
 
 
-def compare_model(path: str | Path, ids: np.ndarray, out_dir: str | Path, reference: str | Path | None = None,
+def compare_model(path: str | Path, inputs: np.ndarray, out_dir: str | Path, reference: str | Path | None = None,
                   dtype: str = "float32", bounds: Bounds | None = None, root: str | Path | None = None,
-                  ours: dict[str, np.ndarray] | None = None):
-    """Capture (or load and verify) the HF reference, run ours, compare, and write the report.
+                  ours: dict[str, np.ndarray] | None = None, component: str | None = None):
+    """Capture (or load and verify) the HF reference of a component over its input, run ours, compare,
+    and write the report.
 
     A stored reference made from another model or other inputs is refused (ReferenceMismatch)."""
     from .report import write_report
 
     kw = {"root": root} if root is not None else {}
+    recorded = model_inputs(path, inputs, component)
+    (array,) = recorded.values()
     t0 = time.perf_counter()
     if reference is None:
-        ref = capture_reference(path, ids, dtype, **kw)
+        ref = capture_reference(path, array, dtype, component=component, **kw)
     else:
         expect_model = None if Path(path).suffix == ".gguf" else path
-        ref = load_reference(reference, expect_model=expect_model,
-                             expect_inputs={"input_ids": np.asarray(ids, np.int64)}, **kw)
+        ref = load_reference(reference, expect_model=expect_model, expect_inputs=recorded, **kw)
     t1 = time.perf_counter()
     if ours is None:
-        ours = extract(path, ids, "wgpu", names=ref.names)
+        ours = extract(path, array, "wgpu", names=ref.names, component=component)
     t2 = time.perf_counter()
     # Our model's types, not only the reference's: a reference stored before activations were typed
     # would otherwise compare the router's expert ids as floats.
-    comparison = compare_sets(ours, ref, bounds or Bounds(), specs=activation_specs(path, len(ids)))
+    comparison = compare_sets(ours, ref, bounds or Bounds(), specs=activation_specs(path, array.shape[-1], component))
     t3 = time.perf_counter()
     timing = {"reference_s": t1 - t0, "ours_s": t2 - t1, "compare_s": t3 - t2}
     index = write_report(comparison, out_dir, extra={"timing": timing, "model": str(path)})

@@ -56,6 +56,8 @@ EMBEDDING_MEAN = f"{PREFIX}.code_embedding.mean"
 DILATIONS = (1, 3, 9)   # of the residual units in each decoder block, fixed by the module
 CONVNEXT_EXPANSION = 4  # pwconv1 is H -> 4H
 CONVNEXT_EPS = 1e-6     # its LayerNorm's, fixed by the module
+SAMPLE_RATE = 24000     # Hz: the rate the released vocoder's samples are played at (1920 a frame of 80 ms); the
+                        # config does not carry it, and the tiny vocoders' waveforms are written at it too
 
 
 @dataclass(frozen=True)
@@ -371,10 +373,30 @@ class Code2WavTransformer(Decoder):
         return Rotary(s.positions, self.inv_freq)
 
 
+def as_codes(cfg: Code2WavConfig, codes) -> np.ndarray:
+    """codes int [Q, T] (or [T, Q], as a user may save them) in the codebook range, as [Q, T] int64."""
+    q, n = cfg.num_quantizers, cfg.codebook_size
+    codes = np.asarray(codes)
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise ModelInputError(f"codes must be integers, got {codes.dtype}")
+    if codes.ndim == 2 and codes.shape[0] != q and codes.shape[1] == q:
+        codes = codes.T  # [T, Q] -> [Q, T]
+    if codes.ndim != 2 or codes.shape[0] != q:
+        raise ModelInputError(f"codes must be [{q}, frames] or [frames, {q}] ({q} codebooks), got {codes.shape}")
+    if codes.shape[1] == 0:
+        raise ModelInputError("codes have zero frames")
+    bad = (codes < 0) | (codes >= n)
+    if bad.any():
+        qi, ti = np.argwhere(bad)[0]
+        raise ModelInputError(f"code {int(codes[qi, ti])} at codebook {qi}, frame {ti} is outside [0, {n})")
+    return codes.astype(np.int64)
+
+
 class Code2Wav(Component):
     """Qwen3OmniMoeCode2Wav on our kernels: codes [Q, T] -> the clamped waveform [N], one GPU step a
-    forward. `max_frames` bounds a forward's length (the transformer's KV cache)."""
+    forward. `max_len` bounds a forward's frames (the transformer's KV cache)."""
     prefix = PREFIX
+    input_name = "codes"
 
     @classmethod
     def config_from(cls, d: dict, source: str = "config.json") -> Code2WavConfig:
@@ -434,39 +456,44 @@ class Code2Wav(Component):
         return code2wav_activations(self.cfg, t)
 
     def check_codes(self, codes) -> np.ndarray:
-        """codes int [Q, T] (or [T, Q], as a user may save them) in the codebook range, as [Q, T] int64."""
-        q, n = self.cfg.num_quantizers, self.cfg.codebook_size
-        codes = np.asarray(codes)
-        if not np.issubdtype(codes.dtype, np.integer):
-            raise ModelInputError(f"codes must be integers, got {codes.dtype}")
-        if codes.ndim == 2 and codes.shape[0] != q and codes.shape[1] == q:
-            codes = codes.T  # [T, Q] -> [Q, T]
-        if codes.ndim != 2 or codes.shape[0] != q:
-            raise ModelInputError(f"codes must be [{q}, frames] or [frames, {q}] ({q} codebooks), got {codes.shape}")
-        if codes.shape[1] == 0:
-            raise ModelInputError("codes have zero frames")
+        codes = as_codes(self.cfg, codes)
         if codes.shape[1] > self.max_len:
             raise ModelInputError(f"{codes.shape[1]} frames exceed max_len {self.max_len} of this vocoder")
-        bad = (codes < 0) | (codes >= n)
-        if bad.any():
-            qi, ti = np.argwhere(bad)[0]
-            raise ModelInputError(f"code {int(codes[qi, ti])} at codebook {qi}, frame {ti} is outside [0, {n})")
-        return codes.astype(np.int64)
+        return codes
+
+    @classmethod
+    def input_length(cls, cfg: Code2WavConfig, codes) -> int:
+        return as_codes(cfg, codes).shape[1]
+
+    def tap(self, codes, names) -> dict[str, np.ndarray]:
+        """The named activations of one forward over codes (what the workbench compares)."""
+        return self.forward(codes, taps=names)
 
     def forward(self, codes, taps=()) -> dict[str, np.ndarray]:
-        """The waveform (`code2wav`, [N] float32) of codes [Q, T], plus the tapped activations."""
+        """The waveform (`code2wav`, [N] float32) of codes [Q, T], plus the tapped activations. Without
+        taps a forward of T frames is recorded once and replayed (plan key ("forward", T)): streaming
+        decodes chunk after chunk of one length."""
         codes = self.check_codes(codes)
         t = codes.shape[1]
         specs = self.check_taps(t, taps)
         tr = self.transformer
         rt = runtime()
         s = tr.scratch(t, 1)
-        ids = rt.upload(np.ascontiguousarray((codes + self.code_offsets).T).astype(np.int32), "i32")  # [T, Q]
+        key = ("ids", t)
+        if key not in self._scratch:
+            self._scratch[key] = rt.empty((t, self.cfg.num_quantizers), "i32", label="code2wav.ids")
+        ids = self._scratch[key]
+        rt.write(ids, np.ascontiguousarray((codes + self.code_offsets).T).astype(np.int32))  # [T, Q]
         tr.write_positions(s, 0, t)
         rt.write(tr.step_buf, np.zeros(4, np.uint32))
+        bufs = self._buffers.setdefault(t, Buffers())
+        if not taps:
+            wave = bufs.get((1, self.cfg.waveform_samples(t)), "clamped")
+            (value,) = self.plan(("forward", t), lambda: self._encode(ids, s, StepContext(t, bufs, self.step_buf)), (wave,))
+            return {PREFIX: value.reshape(-1)}
         tapped = {n: self.tap_buffers(specs[n]) for n in taps if n != PREFIX}
         with rt.step() as step:
-            wave = self._encode(ids, s, StepContext(t, self._buffers.setdefault(t, Buffers()), self.step_buf, tapped))
+            wave = self._encode(ids, s, StepContext(t, bufs, self.step_buf, tapped))
             reads = self.read_taps(step, tapped)
             reads[PREFIX] = step.read(wave)
         return self.collect_reads(specs, reads)

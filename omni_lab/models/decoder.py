@@ -132,6 +132,17 @@ class Decoder(Component):
         return x
 
     # -- running -------------------------------------------------------------------------------
+    input_name = "input_ids"
+
+    @classmethod
+    def input_length(cls, cfg: DecoderConfig, ids) -> int:
+        return int(np.asarray(ids).size)
+
+    def tap(self, ids, names) -> dict[str, np.ndarray]:
+        """The named activations of one forward over ids from position 0 (what the workbench compares)."""
+        out = self.forward(ids, start=0, taps=names)
+        return {n: out[n] for n in names}
+
     def check_ids(self, ids) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if ids.size == 0:

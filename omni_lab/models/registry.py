@@ -66,3 +66,10 @@ def activation_specs(path: str | Path, t: int = 1, component: str | None = None)
     config = open_checkpoint(path).config
     cls = entry_for(config, component, str(path)).component_class()
     return cls.activation_specs(cls.config_from(config, source=str(path)), t)
+
+
+def input_length(path: str | Path, inputs, component: str | None = None) -> int:
+    """Tokens (a decoder) or frames (code2wav) of a component's input, checked as the component checks it."""
+    config = open_checkpoint(path).config
+    cls = entry_for(config, component, str(path)).component_class()
+    return cls.input_length(cls.config_from(config, source=str(path)), inputs)

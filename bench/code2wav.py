@@ -1,0 +1,202 @@
+"""Real-time factor of the code2wav vocoder at the released shapes: ours on wgpu (BF16 weights, f32 math)
+against Transformers eager BF16 on CUDA, the same weights, in the same run.
+
+    python bench/code2wav.py [--seconds 30] [--chunk 25] [--left-context 25] [--reps 5] [--hf-device cuda|none]
+                             [--shapes released|tiny] [--out FILE]
+
+`--shapes tiny` runs the same measurements on the tiny vocoder's shapes: a dry run of the script on a
+machine without a GPU, not a figure.
+
+Weights: Transformers builds Qwen3OmniMoeCode2Wav from its default config (the released shapes: 8
+sliding-window layers of 1024, upsampling 2 x 2, decoder blocks 8, 5, 4, 3 from 1536 channels: 1920
+samples a frame) with its own initialisation, and with the parameters it leaves at identities or zeros
+(LayerScale, ConvNeXt gamma, SnakeBeta) drawn as the tiny checkpoints draw them, so the modules do work;
+both sides then read the same BF16 tensors. So the waveforms can be compared too: ours against
+Transformers in float32 on the same weights (`snr_vs_transformers_fp32_db`).
+
+Measured, each the median of --reps runs after a warm-up:
+- one-shot: one forward over --seconds of codes (12.5 frames a second); real-time factor = compute seconds
+  per audio second.
+- streaming: chunks of --chunk frames with --left-context frames before each (chunked_decode's cut); per
+  chunk after the first, the seconds per chunk, per frame (the Qwen3-Omni report's bar: 3 ms of GPU a
+  frame) and the real-time factor; the first chunk's latency (codes to its audio).
+Ours: wall clock (what a caller waits for, read-back included) and GPU time from timestamp queries of one
+replayed forward (each dispatch in its own timed pass, which overstates the total a little).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from omni_lab.formats.safetensors_io import CheckpointError  # noqa: E402
+from omni_lab.gpu import bf16_to_f32, runtime  # noqa: E402
+from omni_lab.models.code2wav import PREFIX, Code2Wav, Code2WavConfig  # noqa: E402
+
+FRAMES_PER_SECOND = 12.5
+
+
+class StateDictCheckpoint:
+    """The checkpoint reader interface over a torch module's BF16 state dict, keys under `prefix`."""
+
+    def __init__(self, state: dict, prefix: str, config: dict):
+        self.path = Path("<random weights>")
+        self.config = config
+        self._t = {f"{prefix}{k}": v for k, v in state.items()}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._t)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._t
+
+    def expect(self, name: str, shape) -> None:
+        if name not in self._t:
+            raise CheckpointError(f"{self.path}: tensor '{name}' is missing")
+        if tuple(self._t[name].shape) != tuple(shape):
+            raise CheckpointError(f"{self.path}: tensor '{name}' has shape {tuple(self._t[name].shape)}, expected {tuple(shape)}")
+
+    def get(self, name: str):
+        import torch
+
+        return self._t[name].contiguous().view(torch.int16).numpy().view(np.uint16), "bf16"
+
+    def get_f32(self, name: str) -> np.ndarray:
+        return bf16_to_f32(self.get(name)[0])
+
+
+def median_time(fn, reps: int) -> float:
+    fn()  # warm-up (records our plan; cuDNN picks its algorithms)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def snr_db(ours, ref) -> float:
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    return float(10 * np.log10(np.sum(ref ** 2) / max(np.sum((ours - ref) ** 2), 1e-300)))
+
+
+def stream_times(model: Code2Wav, codes: np.ndarray, chunk: int, left: int) -> tuple[float, list[float]]:
+    """(the first chunk's latency, the seconds of each later chunk) of one streaming pass over codes."""
+    times, t0 = [], time.perf_counter()
+    for _ in model.stream(iter(codes.T), chunk, left):  # frames arrive one at a time
+        t1 = time.perf_counter()
+        times.append(t1 - t0)
+        t0 = t1
+    return times[0], times[1:]
+
+
+def bench_ours(model: Code2Wav, codes: np.ndarray, seconds: float, chunk: int, left: int, reps: int) -> dict:
+    rt = runtime()
+    one_shot = median_time(lambda: model.forward(codes), reps)
+    plan = model._plans[("forward", codes.shape[1])]
+    with rt.profile() as prof:
+        rt.replay(plan, ())
+    gpu = sum(t.seconds for t in prof.timings)
+    stream_times(model, codes, chunk, left)  # records the chunk shapes' plans
+    passes = [stream_times(model, codes, chunk, left) for _ in range(reps)]
+    first = statistics.median(p[0] for p in passes)
+    per_chunk = statistics.median(t for p in passes for t in p[1])
+    chunk_plan = model._plans[("forward", chunk + left)]
+    with rt.profile() as prof:
+        rt.replay(chunk_plan, ())
+    chunk_gpu = sum(t.seconds for t in prof.timings)
+    chunk_audio = chunk / FRAMES_PER_SECOND
+    return {"one_shot_s": one_shot, "one_shot_rtf": one_shot / seconds, "one_shot_gpu_s": gpu,
+            "one_shot_gpu_rtf": gpu / seconds, "one_shot_dispatches": len(plan), "clock": prof.clock,
+            "stream_first_chunk_s": first, "stream_chunk_s": per_chunk, "stream_rtf": per_chunk / chunk_audio,
+            "stream_ms_per_frame": 1e3 * per_chunk / chunk, "stream_chunk_gpu_s": chunk_gpu,
+            "stream_gpu_ms_per_frame": 1e3 * chunk_gpu / chunk, "stream_chunk_dispatches": len(chunk_plan),
+            "adapter": rt.gpu.describe()["adapter"]}
+
+
+def bench_hf(module, codes: np.ndarray, seconds: float, chunk: int, left: int, reps: int, device: str) -> dict:
+    import torch
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    c = torch.as_tensor(codes[None], device=device)
+
+    def run(fn):
+        with torch.no_grad():
+            out = fn()
+        sync()
+        return out
+
+    one_shot = median_time(lambda: run(lambda: module(c)), reps)
+    first = median_time(lambda: run(lambda: module(c[..., :chunk])), reps)
+    n_chunks = -(-codes.shape[1] // chunk)
+    chunked = median_time(lambda: run(lambda: module.chunked_decode(c, chunk_size=chunk, left_context_size=left)), reps)
+    per_chunk = (chunked - first) / max(n_chunks - 1, 1)  # the later chunks, each decoding chunk + left frames
+    return {"one_shot_s": one_shot, "one_shot_rtf": one_shot / seconds, "stream_first_chunk_s": first,
+            "stream_chunk_s": per_chunk, "stream_rtf": per_chunk / (chunk / FRAMES_PER_SECOND),
+            "stream_ms_per_frame": 1e3 * per_chunk / chunk, "device": device, "dtype": "bfloat16",
+            "attn_implementation": "eager"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--chunk", type=int, default=25)
+    ap.add_argument("--left-context", type=int, default=25)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--hf-device", default="cuda", help="cuda, cpu, or none to skip Transformers")
+    ap.add_argument("--shapes", choices=("released", "tiny"), default="released")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+
+    import torch
+    from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeCode2WavConfig
+    from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import Qwen3OmniMoeCode2Wav
+
+    from kernels import emit
+    from omni_lab.models.tiny_omni import CODE2WAV_PRESETS, draw_code2wav
+
+    torch.manual_seed(0)
+    hf_cfg = Qwen3OmniMoeCode2WavConfig(**(CODE2WAV_PRESETS["tiny"] if args.shapes == "tiny" else {}))
+    module = Qwen3OmniMoeCode2Wav._from_config(hf_cfg, attn_implementation="eager").eval()
+    draw_code2wav(module, seed=0)
+    module = module.to(torch.bfloat16)
+    config = {"model_type": "qwen3_omni_moe", "code2wav_config": hf_cfg.to_dict()}
+    cfg = Code2WavConfig.from_dict(config, "released defaults")
+    frames = int(round(args.seconds * FRAMES_PER_SECOND))
+    seconds = frames / FRAMES_PER_SECOND
+    codes = np.random.default_rng(0).integers(0, cfg.codebook_size, (cfg.num_quantizers, frames), dtype=np.int64)
+    report = {"bench": "code2wav", "shapes": args.shapes, "seconds": seconds, "frames": frames, "chunk": args.chunk,
+              "left_context": args.left_context, "reps": args.reps, "samples_per_frame": cfg.samples_per_frame,
+              "weights": "random (Transformers' init, LayerScale / gamma / SnakeBeta drawn), BF16"}
+
+    t0 = time.perf_counter()
+    ckpt = StateDictCheckpoint({k: v for k, v in module.state_dict().items() if v.dtype == torch.bfloat16},
+                               f"{PREFIX}.", config)
+    ours = Code2Wav(cfg, ckpt, max_len=max(frames, args.chunk + args.left_context), progress=True)
+    report["ours_load_s"] = time.perf_counter() - t0
+    report["ours_wgpu_bf16"] = bench_ours(ours, codes, seconds, args.chunk, args.left_context, args.reps)
+    wave = ours.forward(codes)[PREFIX]
+
+    if args.hf_device != "none":
+        hf = module.to(args.hf_device)
+        report["transformers"] = bench_hf(hf, codes, seconds, args.chunk, args.left_context, args.reps, args.hf_device)
+        with torch.no_grad():
+            ref = hf.float()(torch.as_tensor(codes[None], device=args.hf_device)).float().reshape(-1).cpu().numpy()
+        report["snr_vs_transformers_fp32_db"] = snr_db(wave, ref)
+        o, h = report["ours_wgpu_bf16"], report["transformers"]
+        report["speedup_one_shot"] = h["one_shot_s"] / o["one_shot_s"]
+        report["speedup_stream_chunk"] = h["stream_chunk_s"] / o["stream_chunk_s"]
+    emit(report, args.out)
+
+
+if __name__ == "__main__":
+    main()
