@@ -1,5 +1,6 @@
 """Waveform metrics against hand-computed values, their bounds in compare_sets, and the audio of the reports."""
 
+import itertools
 import json
 import math
 import shutil
@@ -86,7 +87,7 @@ def test_edges_silence_identity_and_nonfinite(rng):
 def test_mel_distance_is_zero_for_identical_and_grows_with_the_error(rng):
     ref = speechlike(rng)
     dists = [mel_distance_db(planted(ref, db, rng), ref) for db in (80, 60, 40, 20, 0)]
-    assert all(a < b for a, b in zip(dists, dists[1:])), dists
+    assert all(a < b for a, b in itertools.pairwise(dists)), dists
     assert dists[0] < 0.01 and dists[-1] > 5
     # a gain g moves every bin above the floor by 20 log10(g): white noise has no bin near the floor (to 1e-6:
     # audio_utils.spectrogram keeps the STFT in complex64)
@@ -197,3 +198,99 @@ def test_metrics_on_real_speech_degraded_in_known_ways(speech, rng):
     # float32 rounding of the reference itself is far inside the float32 bounds
     m, v = judged(ref.astype(np.float32).astype(np.float64))
     assert v == [] and m["snr_db"] > 120
+
+
+# ---- WAV files, players, report and explorer ----------------------------------------------------------------
+def decode(audio):
+    """(samples, rate) of an IPython.display.Audio's WAV data."""
+    import io
+
+    import soundfile as sf
+
+    return sf.read(io.BytesIO(audio.data), dtype="float64")
+
+
+def test_write_wav_is_exact_atomic_and_carries_the_rate(tmp_path, rng, monkeypatch):
+    import os
+
+    import soundfile as sf
+
+    from omni_lab.report.audio import write_wav
+
+    wave = (speechlike(rng, 0.25) + 1e-6 * rng.standard_normal(6000)).astype(np.float32)
+    renames = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (renames.append((src.name, dst.name)), real_replace(src, dst)))
+    path = write_wav(tmp_path / "w.wav", wave, 22050)
+    assert renames == [(f".w.wav.{os.getpid()}.tmp", "w.wav")] and sorted(os.listdir(tmp_path)) == ["w.wav"]
+    back, rate = sf.read(path, dtype="float32")
+    assert rate == 22050 and sf.info(path).subtype == "FLOAT"
+    np.testing.assert_array_equal(back, wave)  # bit for bit: a 1e-6 difference survives the file
+    with pytest.raises(ValueError, match="flat signal"):
+        write_wav(tmp_path / "x.wav", wave[None], RATE)
+
+
+def test_play_keeps_the_level_and_survives_a_broken_waveform():
+    from omni_lab.report.audio import play
+
+    quiet, rate = decode(play(sine(0.1, amp=0.01, rate=16_000), 16_000))
+    assert rate == 16_000 and quiet.size == 1600
+    assert np.abs(quiet).max() == pytest.approx(0.01, abs=1e-4)  # not normalised up to full scale
+    loud = sine(0.1, amp=2.0)
+    loud[5] = np.nan
+    back, _ = decode(play(loud))
+    assert np.abs(back).max() == pytest.approx(1.0, abs=1e-4) and back[5] == 0.0  # clipped; NaN silent
+
+
+def waveform_comparison(rng, rate=RATE, seconds=0.5, **kw):
+    ref = speechlike(rng, seconds, rate).astype(np.float32)
+    names = {"code2wav.decoder.0": rng.standard_normal((4, 50)).astype(np.float32), "code2wav": ref}
+    ours = {n: a + np.float32(1e-6) * rng.standard_normal(a.shape).astype(np.float32) for n, a in names.items()}
+    specs = [Activation("code2wav.decoder.0", (4, 50), "CT"), Activation("code2wav", ref.shape, "N", "waveform")]
+    return compare_sets(ours, names, specs=specs, manifest={"dtype": "float32"}, sample_rate=rate, **kw)
+
+
+def test_report_plays_both_waveforms_at_the_comparisons_rate(tmp_path, rng):
+    import re
+
+    import soundfile as sf
+
+    from omni_lab.report import write_report
+
+    c = waveform_comparison(rng, rate=22050, seconds=0.5)
+    index = write_report(c, tmp_path, sample_rate=22050)
+    text = index.read_text()
+    srcs = re.findall(r"<audio controls preload='metadata' src='([^']+)'>", text)
+    assert srcs == ["code2wav_ours.wav", "code2wav_ref.wav"] and text.count("<audio") == 2
+    for src, side in zip(srcs, (c.ours, c.ref)):
+        info = sf.info(tmp_path / src)
+        assert (info.samplerate, info.frames, info.channels) == (22050, side["code2wav"].size, 1)
+        assert info.duration == pytest.approx(0.5, abs=1 / 22050)
+        np.testing.assert_array_equal(sf.read(tmp_path / src, dtype="float32")[0], side["code2wav"])
+    assert "reference (float32)" in text and "at 22050 Hz" in text
+    assert (tmp_path / "waveform_code2wav.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "waveform: SNR &ge; 60 dB, SI-SDR &ge; 60 dB, mel distance &le; 0.1 dB" in text
+    row = c["code2wav"]
+    assert row.within_bounds and f"SI-SDR {row.si_sdr_db:.1f} dB" in text  # in the notes and the headroom
+    assert json.loads((tmp_path / "report.json").read_text())["sample_rate"] == 22050
+    with pytest.raises(ValueError, match="measured at 22050 Hz"):
+        write_report(c, tmp_path / "again", sample_rate=24000)
+
+
+def test_explorer_plays_a_waveform_and_hides_the_players_elsewhere(rng):
+    from omni_lab.report import explorer
+
+    c = waveform_comparison(rng)
+    box = explorer(c)
+    box.component.value = "(other)"
+    assert box.selected() == "code2wav" and box.image.value[:4] == b"\x89PNG" and "SI-SDR" in box.info.value
+    ours, ref = box.players
+    (a, rate_a), (b, rate_b) = decode(ours), decode(ref)
+    assert rate_a == rate_b == RATE and a.size == b.size == c.ref["code2wav"].size
+    np.testing.assert_allclose(b, c.ref["code2wav"], atol=2 / 32767)  # IPython truncates to 16-bit PCM
+    assert box.audio.layout.display is None
+    for out in box.audio_outputs:
+        assert len(out.outputs) == 1 and "<audio" in out.outputs[0]["data"]["text/html"]
+    box.component.value = "code2wav.decoder"
+    assert box.selected() == "code2wav.decoder.0" and box.players is None
+    assert box.audio.layout.display == "none" and all(not out.outputs for out in box.audio_outputs)
