@@ -86,9 +86,9 @@ def explorer(comparison, ours: Mapping[str, np.ndarray] | None = None,
     image = W.Image(format="png", layout=W.Layout(width="100%"))
     info = W.HTML()
     audio_outputs = (W.Output(), W.Output())
-    audio = W.HBox([W.VBox([W.Label("ours"), audio_outputs[0]]),
-                    W.VBox([W.Label(f"reference ({comparison.dtype or '?'})"), audio_outputs[1]])],
-                   layout=W.Layout(display="none"))
+    # One flat row, label then player: no VBox nested in the explorer's (test_browser finds it as the last one)
+    audio = W.HBox([W.Label("ours"), audio_outputs[0], W.Label(f"reference ({comparison.dtype or '?'})"),
+                    audio_outputs[1]], layout=W.Layout(display="none", align_items="center", grid_gap="1em"))
 
     def selected() -> str | None:
         return index.get((component.value, layer.value, activation.value))
