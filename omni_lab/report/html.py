@@ -139,11 +139,10 @@ def _headroom(comparison) -> str:
 
 
 def _waveform_bounds_text(comparison) -> str:
-    """The waveform bounds in force, once for the default and once per override that a waveform row uses."""
-    used = {id(comparison.bounds_for(r.name).waveform): comparison.bounds_for(r.name).waveform
-            for r in comparison.rows if r.kind == "waveform"}
+    """The waveform bounds that the waveform rows are judged by, each distinct set once (overrides can differ)."""
+    used = dict.fromkeys(comparison.bounds_for(r.name).waveform for r in comparison.rows if r.kind == "waveform")
     texts = []
-    for w in used.values():
+    for w in used:
         limits = (("SNR", "&ge;", w.snr_db), ("SI-SDR", "&ge;", w.si_sdr_db),
                   ("mel distance", "&le;", w.mel_distance_db))
         parts = [f"{label} {op} {v:g} dB" for label, op, v in limits if v is not None]
