@@ -1,9 +1,12 @@
-"""notebooks/02_layer_compare in a real browser: JupyterLab + headless Debian Chromium driven by Playwright.
+"""notebooks/02_layer_compare and an HTML report in a real browser: headless Debian Chromium driven by Playwright.
 
 What nbclient cannot see: that the figure renders as an <img> and that the ipywidgets explorer renders as
 widget DOM (the widget manager extension loads and the comm to the kernel works). The notebook is opened in
 JupyterLab, "Run All Cells" is chosen from the Run menu as a user would, and the page is checked once every
 code cell has its execution count. A screenshot of the explorer is left in the tmp dir.
+
+The HTML report of a comparison with a waveform is opened from disk: its two <audio> players must load their
+WAV files (32-bit float, which Chromium must decode) and report the waveform's duration.
 
 Everything the server writes (settings, workspaces, runtime files, the run's outputs) goes to a tmp dir;
 the server is always stopped. Skipped only when /usr/bin/chromium or the playwright package is absent
@@ -26,6 +29,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from test_audio import waveform_comparison
 from test_notebooks import inject_parameters, write_kernelspec
 
 CHROMIUM = "/usr/bin/chromium"
@@ -199,3 +203,29 @@ def test_layer_compare_notebook_renders_in_jupyterlab(lab):
             browser.close()
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+
+
+def test_report_audio_players_load_in_chromium(tmp_path, rng):
+    from omni_lab.report import write_report
+
+    seconds, rate = 0.5, 22050  # not the default rate: the files must carry theirs
+    index = write_report(waveform_comparison(rng, rate=rate, seconds=seconds), tmp_path / "report")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(PAGE_LOAD_S * 1000)
+            page.goto(index.as_uri())
+            # readyState >= 1 (HAVE_METADATA): the file was fetched and decoded far enough to know its length
+            page.wait_for_function("() => { const a = [...document.querySelectorAll('audio')]; "
+                                   "return a.length === 2 && a.every(e => e.readyState >= 1 || e.error); }")
+            players = page.evaluate("() => [...document.querySelectorAll('audio')].map(e => ({src: e.currentSrc, "
+                                    "ready: e.readyState, duration: e.duration, error: e.error && e.error.code}))")
+            images = page.evaluate("() => [...document.images].map(i => i.complete && i.naturalWidth > 100)")
+        finally:
+            browser.close()
+    assert [pl["src"].rsplit("/", 1)[-1] for pl in players] == ["code2wav_ours.wav", "code2wav_ref.wav"]
+    for pl in players:
+        assert pl["error"] is None and pl["ready"] >= 1, players
+        assert pl["duration"] == pytest.approx(seconds, abs=1e-3), players
+    assert images and all(images), "a figure of the report did not load"

@@ -13,7 +13,10 @@ Each activation is read by its type (omni_lab.activations.Activation; "float" / 
   token (time step) where they differ; any difference is out of bounds. The float metrics stay NaN.
 - kind "routing" ([T, 2k]): the expert ids (columns 0..k-1) as "ids", the weights (k..2k-1) by the float
   metrics and bounds; both must hold.
-- kind "waveform": the float metrics plus snr_db = 10 log10(sum ref^2 / sum (ours - ref)^2) = -10 log10(nmse).
+- kind "waveform" (a flat signal at `sample_rate`): the float metrics for the table, and snr_db, si_sdr_db and
+  mel_distance_db (omni_lab.compare.audio, which defines them); judged by its own WaveformBounds
+  (`Bounds.waveform`: SNR and SI-SDR at least, mel distance at most), not by the float bounds, since MSE
+  depends on loudness and cosine / NMSE say less than the dB figures the audio literature reads.
 - layout "CT" (channels x time): the per-token metrics run over time steps (columns), so the worst token, the
   first divergence's worst_token and the heatmaps are about time. Layout "N" (a flat signal) has none.
 
@@ -36,18 +39,21 @@ from pathlib import Path
 import numpy as np
 
 from ..activations import Activation, as_specs, routing_parts
+from .audio import SAMPLE_RATE, WaveformBounds, mel_distance_db, si_sdr_db, snr_db
 
 METRICS = ("mse", "cosine", "nmse", "max_abs")
 
 
 @dataclass
 class Bounds:
-    """Pass limits: mse < mse, cosine > cosine, nmse < nmse, max_abs < max_abs; None switches one off."""
+    """Pass limits: mse < mse, cosine > cosine, nmse < nmse, max_abs < max_abs; None switches one off.
+    A waveform row is judged by `waveform` instead (compare.audio.WAVEFORM_BOUNDS has them by reference)."""
 
     mse: float | None = 1e-5
     cosine: float | None = 0.999
     nmse: float | None = None
     max_abs: float | None = None
+    waveform: WaveformBounds = field(default_factory=WaveformBounds)
 
     def violations(self, m: Mapping[str, float]) -> list[str]:
         """The broken limits, as text; a NaN metric breaks every limit set on it."""
@@ -114,6 +120,7 @@ class Row:
     kind and layout are the activation's type (see the module docstring); for "ids" and "routing", equal of
     total counts the ids that agree, and first_unequal is the first token (time step, sample) where one
     differs. per_token runs over tokens for "TF", time steps for "CT"; for "routing" it is of the weights.
+    snr_db, si_sdr_db and mel_distance_db are a waveform's (NaN for other kinds).
     """
 
     name: str
@@ -134,6 +141,8 @@ class Row:
     total: int | None = None
     first_unequal: int | None = None
     snr_db: float = math.nan
+    si_sdr_db: float = math.nan
+    mel_distance_db: float = math.nan
 
     @property
     def compared(self) -> bool:
@@ -150,8 +159,13 @@ class Row:
         if self.has_float_metrics:
             parts.append(f"nmse {self.nmse:.3g}, cosine {self.cosine:.6f}")
         if self.kind == "waveform":
-            parts.append(f"SNR {self.snr_db:.1f} dB")
+            parts.append(self.waveform_text())
         return ", ".join(parts)
+
+    def waveform_text(self) -> str:
+        """A waveform's dB figures, as a report quotes them."""
+        return (f"SNR {self.snr_db:.1f} dB, SI-SDR {self.si_sdr_db:.1f} dB, "
+                f"mel distance {self.mel_distance_db:.3g} dB")
 
     def metric(self, key: str) -> float:
         return getattr(self, key)
@@ -166,7 +180,8 @@ class Row:
         d.update(within_bounds=self.within_bounds, violations=self.violations, nonfinite_ours=self.nonfinite_ours,
                  kind=self.kind, layout=self.layout, equal=self.equal, total=self.total,
                  first_unequal=self.first_unequal,
-                 snr_db=float(self.snr_db) if math.isfinite(self.snr_db) else None)
+                 **{k: float(getattr(self, k)) if math.isfinite(getattr(self, k)) else None
+                    for k in ("snr_db", "si_sdr_db", "mel_distance_db")})
         if self.per_token is not None and self.compared:
             worst = int(np.nanargmax(self.per_token["nmse"])) if np.isfinite(self.per_token["nmse"]).any() else None
             d["worst_token"] = worst
@@ -224,6 +239,7 @@ class Comparison:
     first_divergence: FirstDivergence | None
     ours: Mapping[str, np.ndarray] = field(repr=False, default_factory=dict)
     ref: Mapping[str, np.ndarray] = field(repr=False, default_factory=dict)
+    sample_rate: int = SAMPLE_RATE  # of the waveform rows: their mel distance, figures and WAV files
 
     def __getitem__(self, name: str) -> Row:
         for r in self.rows:
@@ -266,6 +282,7 @@ class Comparison:
             "activations": [r.to_json() for r in self.rows],
             "first_divergence": fd.name if fd else None,
             "first_divergence_detail": fd.to_json() if fd else None,
+            "sample_rate": self.sample_rate,
         }
 
     def save_json(self, path: str | Path, extra: Mapping | None = None) -> Path:
@@ -337,19 +354,22 @@ def _count_ids(row: Row, a: np.ndarray, b: np.ndarray, spec: Activation) -> list
     return [f"{row.total - row.equal} of {row.total} {what} differ"]
 
 
-def _compare_floats(row: Row, a: np.ndarray, b: np.ndarray, spec: Activation, bounds: Bounds) -> list[str]:
-    """Fill the float metrics (whole tensor, per token or time step, SNR for a waveform); the violations."""
+def _compare_floats(row: Row, a: np.ndarray, b: np.ndarray, spec: Activation, bounds: Bounds,
+                    rate: int) -> list[str]:
+    """Fill the float metrics (whole tensor, per token or time step, the dB figures of a waveform); the
+    violations, of the waveform bounds for a waveform and of the float bounds otherwise."""
     whole = metrics(a, b)
     row.mse, row.cosine, row.nmse, row.max_abs = (whole[k] for k in METRICS)
     if spec.layout != "N":
         row.per_token = per_token_metrics(a.T, b.T) if spec.layout == "CT" else per_token_metrics(a, b)
     if spec.kind == "waveform":
-        with np.errstate(divide="ignore"):
-            row.snr_db = float(-10.0 * np.log10(row.nmse))  # nmse 0 (exact): inf dB
+        row.snr_db, row.si_sdr_db, row.mel_distance_db = snr_db(a, b), si_sdr_db(a, b), mel_distance_db(a, b, rate)
+        return bounds.waveform.violations(
+            {"snr_db": row.snr_db, "si_sdr_db": row.si_sdr_db, "mel_distance_db": row.mel_distance_db})
     return bounds.violations(whole)
 
 
-def _compare_pair(name: str, a: np.ndarray, b: np.ndarray, spec: Activation, bounds: Bounds) -> Row:
+def _compare_pair(name: str, a: np.ndarray, b: np.ndarray, spec: Activation, bounds: Bounds, rate: int) -> Row:
     row = Row(name, "compared", shape_ours=a.shape, shape_ref=b.shape, kind=spec.kind, layout=spec.layout)
     problem = _shape_problem(a, b, spec)
     if problem:
@@ -362,9 +382,9 @@ def _compare_pair(name: str, a: np.ndarray, b: np.ndarray, spec: Activation, bou
         violations = _count_ids(row, a, b, spec)
     elif spec.kind == "routing":
         (ids_a, w_a), (ids_b, w_b) = routing_parts(a), routing_parts(b)
-        violations = _count_ids(row, ids_a, ids_b, spec) + _compare_floats(row, w_a, w_b, spec, bounds)
+        violations = _count_ids(row, ids_a, ids_b, spec) + _compare_floats(row, w_a, w_b, spec, bounds, rate)
     else:
-        violations = _compare_floats(row, a, b, spec, bounds)
+        violations = _compare_floats(row, a, b, spec, bounds, rate)
     if row.nonfinite_ours:
         violations.insert(0, f"{row.nonfinite_ours} non-finite values in ours")
     row.violations = violations
@@ -373,13 +393,15 @@ def _compare_pair(name: str, a: np.ndarray, b: np.ndarray, spec: Activation, bou
 
 
 def compare_sets(ours, ref, bounds: Bounds | None = None, *, specs=None,
-                 overrides: Mapping[str, Bounds] | None = None, manifest: dict | None = None) -> Comparison:
+                 overrides: Mapping[str, Bounds] | None = None, manifest: dict | None = None,
+                 sample_rate: int = SAMPLE_RATE) -> Comparison:
     """Compare two activation sets by name.
 
     `ours` and `ref` are name -> array mappings (or store.Reference objects, whose manifest then goes into the
     report). `specs` types the arrays ({name: Activation} or a list of them); without it, the types stored in
     the reference's manifest ("activations") are used, and a name with no type is "float" [tokens, features].
-    `overrides` maps glob patterns (`"*.mlp.router"`) to their own Bounds.
+    `overrides` maps glob patterns (`"*.mlp.router"`) to their own Bounds. `sample_rate` is the waveforms' (the
+    mel distance's filterbank is in Hz); the Comparison carries it on to the report.
     """
     bounds = bounds or Bounds()
     overrides = dict(overrides or {})
@@ -401,7 +423,7 @@ def compare_sets(ours, ref, bounds: Bounds | None = None, *, specs=None,
             rows.append(Row(name, "missing_in_ref", shape_ours=tuple(np.shape(ours[name])), **typed))
         else:
             rows.append(_compare_pair(name, np.asarray(ours[name]), np.asarray(ref[name]), spec,
-                                      bounds_for(name, bounds, overrides)))
+                                      bounds_for(name, bounds, overrides), sample_rate))
 
     first = None
     for i, row in enumerate(rows):
@@ -415,4 +437,4 @@ def compare_sets(ours, ref, bounds: Bounds | None = None, *, specs=None,
                 ref_input=ref.get(input_name) if input_name else None)
             break
     return Comparison(rows=rows, bounds=bounds, overrides=overrides, manifest=manifest, first_divergence=first,
-                      ours=ours, ref=ref)
+                      ours=ours, ref=ref, sample_rate=sample_rate)

@@ -15,12 +15,16 @@ every block is one line across the blocks. Names with no index (`model.norm`, `l
 parent module (`thinker.audio_tower`), else to `(other)`.
 
 Per-token panels run over tokens for [tokens, features] activations and over time steps for [channels, time]
-ones (a vocoder's convolutions); a flat waveform has its own figure.
+ones (a vocoder's convolutions); a flat waveform has its own figures, in seconds at the comparison's sample
+rate: waveform_figure (both sides overlaid, a zoom where they differ most, and the difference on its own
+scale), spectrogram_figure (the log-mel spectrograms that compare.audio.mel_distance_db averages, and their
+difference) and waveform_detail, the two in one figure.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,6 +35,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from ..compare.audio import HOP, SAMPLE_RATE, TOP_DB, log_mel_db, waveform_metrics
 
 LAYER_RE = re.compile(r"^(?P<comp>.+?)\.layers\.(?P<layer>\d+)(?:\.(?P<kind>.+))?$")
 INDEX_RE = re.compile(r"^(?P<comp>.+?)\.(?P<layer>\d+)(?:\.(?P<kind>.+))?$")
@@ -234,28 +240,103 @@ def error_histogram(ours: np.ndarray, ref: np.ndarray, name: str = "", bins: int
     return fig
 
 
-def waveform_figure(ours: np.ndarray, ref: np.ndarray, name: str = "", snr_db: float | None = None) -> Figure:
-    """A flat signal: both sides overlaid, and their difference, against the sample index."""
+ZOOM_S = 0.02  # the zoom panel's span: a few pitch periods of speech, so the wave's shape is visible
+
+
+def _figure(fig, width: float, height: float):
+    return new_figure(width, height) if fig is None else fig
+
+
+def waveform_figure(ours: np.ndarray, ref: np.ndarray, name: str = "", snr_db: float | None = None,
+                    sample_rate: int = SAMPLE_RATE, fig=None):
+    """A flat signal against time: both sides overlaid, a ZOOM_S window around the largest difference (shaded in
+    the first panel), and ours - ref on its own axis, so that a 1e-6 difference is as visible as a 0.1 one.
+    Draws into `fig` (a Figure or SubFigure) when given; returns it."""
     ours, ref = np.ravel(ours), np.ravel(ref)
-    fig = new_figure(11, 5)
-    a1, a2 = fig.subplots(2, 1, sharex=True)
-    x = np.arange(ref.size)
-    a1.plot(x, ref, lw=0.8, label="reference")
-    a1.plot(x, ours, lw=0.8, ls="--", label="ours")
-    a1.set_title(f"{name}: {ref.size} samples" + (f", SNR {snr_db:.1f} dB" if snr_db is not None else ""), fontsize=10)
-    a1.legend(fontsize=8)
-    a2.plot(x, ours.astype(np.float64) - ref, lw=0.8, color="tab:red")
-    a2.set_title("ours - ref", fontsize=10)
-    a2.set_xlabel("sample")
+    fig = _figure(fig, 11, 6.5)
+    a1, a2, a3 = fig.subplots(3, 1)
+    t = np.arange(ref.size) / sample_rate
+    d = ours.astype(np.float64) - ref
+    worst = int(np.nanargmax(np.abs(d))) if np.isfinite(d).any() else 0
+    half = max(int(ZOOM_S * sample_rate / 2), 1)
+    lo, hi = max(worst - half, 0), min(worst + half, ref.size)
+    for ax, sl in ((a1, slice(None)), (a2, slice(lo, hi))):
+        ax.plot(t[sl], ref[sl], lw=0.8, label="reference")
+        ax.plot(t[sl], ours[sl], lw=0.8, ls="--", label="ours")
+        ax.set_ylabel("amplitude")
+    if ref.size:
+        a1.axvspan(t[lo], t[hi - 1], color="tab:orange", alpha=0.25, lw=0)
+    a1.set_title(f"{name}: {ref.size} samples, {ref.size / sample_rate:.3f} s at {sample_rate} Hz"
+                 + (f", SNR {snr_db:.1f} dB" if snr_db is not None else ""), fontsize=10)
+    a1.legend(fontsize=8, loc="upper right")
+    a2.set_title(f"zoom: {ZOOM_S * 1000:.0f} ms around the largest difference (shaded above)", fontsize=10)
+    a3.plot(t, d, lw=0.8, color="tab:red")
+    finite = d[np.isfinite(d)]
+    if finite.size and not finite.any():
+        a3.set_title("ours - ref: identical (all zero)", fontsize=10)
+    else:
+        mx = np.abs(finite).max() if finite.size else math.nan
+        bad = f", {d.size - finite.size} non-finite" if finite.size < d.size else ""
+        a3.set_title(f"ours - ref, on its own scale: max |d| {mx:.3g} at {worst / sample_rate:.4f} s{bad}", fontsize=10)
+    a3.set_xlabel("time (s)")
+    return fig
+
+
+def spectrogram_figure(ours: np.ndarray, ref: np.ndarray, name: str = "", sample_rate: int = SAMPLE_RATE, fig=None):
+    """The log-mel power spectrograms of the reference and ours side by side (one colour scale, TOP_DB deep), and
+    ours - ref in dB: exactly what compare.audio.mel_distance_db averages the magnitude of. Draws into `fig` (a
+    Figure or SubFigure) when given; returns it."""
+    ours, ref = np.ravel(ours).astype(np.float64), np.ravel(ref).astype(np.float64)
+    fig = _figure(fig, 11, 3.8)
+    axes = fig.subplots(1, 3, sharey=True)
+    if not ref.size or not (np.isfinite(ours).all() and np.isfinite(ref).all()):
+        axes[1].text(0.5, 0.5, "no spectrogram: empty or non-finite samples", ha="center", va="center",
+                     transform=axes[1].transAxes)
+        for ax in axes:
+            ax.set_axis_off()
+        return fig
+    lo_db, ref_db = log_mel_db(ours, ref, sample_rate)
+    frames = ref_db.shape[1]
+    # frame t is centred on sample t HOP
+    extent = (-HOP / 2 / sample_rate, (frames - 0.5) * HOP / sample_rate, 0, ref_db.shape[0])
+    top = max(ref_db.max(), lo_db.max())
+    for ax, m, label in ((axes[0], ref_db, "reference"), (axes[1], lo_db, "ours")):
+        im = ax.imshow(m, origin="lower", aspect="auto", extent=extent, cmap="magma", vmin=top - TOP_DB, vmax=top,
+                       interpolation="nearest")
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("time (s)")
+    fig.colorbar(im, ax=axes[:2], label="mel power (dB)")
+    diff = lo_db - ref_db
+    span = max(float(np.abs(diff).max()), 1e-12)  # a symmetric scale; identical spectrograms draw white
+    im = axes[2].imshow(diff, origin="lower", aspect="auto", extent=extent, cmap="RdBu_r", vmin=-span, vmax=span,
+                        interpolation="nearest")
+    fig.colorbar(im, ax=axes[2], label="ours - ref (dB)")
+    axes[2].set_title(f"difference: mean |d| {np.abs(diff).mean():.3g} dB", fontsize=10)
+    axes[2].set_xlabel("time (s)")
+    axes[0].set_ylabel(f"mel band (0 to {sample_rate / 2000:g} kHz)")
+    fig.suptitle(f"{name}: log-mel spectrograms", fontsize=10)
+    return fig
+
+
+def waveform_detail(ours: np.ndarray, ref: np.ndarray, name: str = "", sample_rate: int = SAMPLE_RATE) -> Figure:
+    """waveform_figure above spectrogram_figure, under the three dB figures of the pair."""
+    m = waveform_metrics(np.ravel(ours), np.ravel(ref), sample_rate)
+    fig = new_figure(11, 10.5)
+    top, bottom = fig.subfigures(2, 1, height_ratios=[6.5, 4])
+    waveform_figure(ours, ref, name, m["snr_db"], sample_rate, fig=top)
+    spectrogram_figure(ours, ref, name, sample_rate, fig=bottom)
+    fig.suptitle(f"{name}: SNR {m['snr_db']:.1f} dB, SI-SDR {m['si_sdr_db']:.1f} dB, "
+                 f"mel distance {m['mel_distance_db']:.3g} dB, max |err| {m['max_abs']:.3g}")
     return fig
 
 
 def activation_detail(ours: np.ndarray, ref: np.ndarray, token: int, name: str = "",
-                      per_token: dict | None = None, metric: str = "nmse", layout: str = "TF") -> Figure:
+                      per_token: dict | None = None, metric: str = "nmse", layout: str = "TF",
+                      sample_rate: int = SAMPLE_RATE) -> Figure:
     """For one activation: both sides' values at one token (time step, for layout "CT"), their difference,
-    and the per-token metric; a flat signal (layout "N") is drawn whole by waveform_figure."""
+    and the per-token metric; a flat signal (layout "N") is drawn whole by waveform_detail, at sample_rate."""
     if layout == "N":
-        return waveform_figure(ours, ref, name)
+        return waveform_detail(ours, ref, name, sample_rate)
     ours, ref = time_major(ours, layout), time_major(ref, layout)
     step = "time step" if layout == "CT" else "token"
     token = int(np.clip(token, 0, ref.shape[0] - 1))

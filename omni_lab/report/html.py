@@ -4,6 +4,8 @@ The page opens with the verdict (the first divergence, or that all activations a
 dtype the reference ran in, because a float32 and a bfloat16 reference call for very different bounds.
 Images are referenced by relative path, so the directory can be moved or zipped as a whole.
 Rows of ids (and a router's expert ids) show "equal k of n" where float rows show their cosine.
+A waveform row adds its figure (waveform, zoom, difference, log-mel spectrograms) and two players, ours and the
+reference, playing 32-bit float WAV files written next to the page at the comparison's sample rate.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from ..activations import routing_parts
 from . import figures
+from .audio import write_wav
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -30,6 +33,8 @@ tr.fail td { background: #fde2e1; }
 tr.first td { background: #f8b4b0; font-weight: bold; }
 tr.missing td { background: #eee; color: #777; }
 img { max-width: 100%; border: 1px solid #ddd; margin: .3em 0 1em; }
+.player { display: flex; align-items: center; gap: .8em; margin: .3em 0; }
+.player span { min-width: 12em; }
 code { background: #f4f4f4; padding: 0 3px; }
 """
 
@@ -56,7 +61,8 @@ def _float_values(row, a):
 
 
 def write_figures(comparison, out_dir: Path, histogram: str | None = None) -> list[tuple[str, str]]:
-    """Save the figures of a comparison to out_dir; returns [(file name, caption)]."""
+    """Save the figures of a comparison to out_dir; returns [(file name, caption)]. Waveforms are drawn at the
+    comparison's sample rate."""
     saved = []
     comps = figures.layer_components(comparison)
     for comp in comps:
@@ -75,9 +81,11 @@ def write_figures(comparison, out_dir: Path, histogram: str | None = None) -> li
     for r in comparison.rows:
         if r.compared and r.kind == "waveform":
             fname = f"waveform_{_slug(r.name)}.png"
-            fig = figures.waveform_figure(comparison.ours[r.name], comparison.ref[r.name], r.name, r.snr_db)
+            fig = figures.waveform_detail(comparison.ours[r.name], comparison.ref[r.name], r.name,
+                                          comparison.sample_rate)
             figures.save_png(fig, out_dir / fname)
-            saved.append((fname, f"Waveform {r.name}, ours against the reference"))
+            saved.append((fname, (f"Waveform {r.name}, ours against the reference: overlay, zoom, difference, "
+                                  "log-mel spectrograms")))
     name = histogram or _histogram_target(comparison)
     if name and name in comparison.ours and name in comparison.ref \
             and comparison.ours[name].shape == comparison.ref[name].shape:
@@ -90,6 +98,19 @@ def write_figures(comparison, out_dir: Path, histogram: str | None = None) -> li
     return saved
 
 
+def write_audio(comparison, out_dir: Path) -> list[tuple[str, str, str]]:
+    """Write each compared waveform, ours and the reference's, as WAV files in out_dir at the comparison's sample
+    rate; returns [(activation name, our file, the reference's file)]."""
+    out = []
+    for r in comparison.rows:
+        if r.compared and r.kind == "waveform":
+            files = (f"{_slug(r.name)}_ours.wav", f"{_slug(r.name)}_ref.wav")
+            write_wav(out_dir / files[0], comparison.ours[r.name], comparison.sample_rate)
+            write_wav(out_dir / files[1], comparison.ref[r.name], comparison.sample_rate)
+            out.append((r.name, *files))
+    return out
+
+
 def _histogram_target(comparison) -> str | None:
     """The first divergence if it has float values, else the compared activation with the largest NMSE."""
     fd = comparison.first_divergence
@@ -100,20 +121,51 @@ def _histogram_target(comparison) -> str | None:
 
 
 def _headroom(comparison) -> str:
-    """How far inside the bounds the worst compared activation is ("the reports show by how much")."""
-    rows = [r for r in comparison.rows if r.compared and math.isfinite(r.mse)]
-    if not rows:
-        return ""
-    worst_mse = max(rows, key=lambda r: r.mse)
-    worst_cos = min(rows, key=lambda r: r.cosine)
-    b = comparison.bounds
-    parts = [f"largest MSE {worst_mse.mse:.3g} at <code>{html.escape(worst_mse.name)}</code>"
-             + (f" ({b.mse / worst_mse.mse:.3g}x below the bound {b.mse:g})" if b.mse and worst_mse.mse > 0 else ""),
-             f"smallest cosine {worst_cos.cosine:.8f} at <code>{html.escape(worst_cos.name)}</code>"]
+    """How far inside the bounds the worst compared activation is ("the reports show by how much"); waveforms,
+    judged by their own bounds, by their dB figures."""
+    rows = [r for r in comparison.rows if r.compared and math.isfinite(r.mse) and r.kind != "waveform"]
+    parts = []
+    if rows:
+        worst_mse = max(rows, key=lambda r: r.mse)
+        worst_cos = min(rows, key=lambda r: r.cosine)
+        b = comparison.bounds
+        parts += [f"largest MSE {worst_mse.mse:.3g} at <code>{html.escape(worst_mse.name)}</code>"
+                  + (f" ({b.mse / worst_mse.mse:.3g}x below the bound {b.mse:g})" if b.mse and worst_mse.mse > 0
+                     else ""),
+                  f"smallest cosine {worst_cos.cosine:.8f} at <code>{html.escape(worst_cos.name)}</code>"]
+    parts += [f"<code>{html.escape(r.name)}</code>: {html.escape(r.waveform_text())}"
+              for r in comparison.rows if r.compared and r.kind == "waveform"]
     return "; ".join(parts)
 
 
-def render_html(comparison, images: list[tuple[str, str]], title: str) -> str:
+def _waveform_bounds_text(comparison) -> str:
+    """The waveform bounds that the waveform rows are judged by, each distinct set once (overrides can differ)."""
+    used = dict.fromkeys(comparison.bounds_for(r.name).waveform for r in comparison.rows if r.kind == "waveform")
+    texts = []
+    for w in used:
+        limits = (("SNR", "&ge;", w.snr_db), ("SI-SDR", "&ge;", w.si_sdr_db),
+                  ("mel distance", "&le;", w.mel_distance_db))
+        parts = [f"{label} {op} {v:g} dB" for label, op, v in limits if v is not None]
+        texts.append(", ".join(parts) or "none")
+    return "; waveform: " + " / ".join(texts) if texts else ""
+
+
+def _players(comparison, audio: list[tuple[str, str, str]]) -> str:
+    e = html.escape
+    dtype = comparison.dtype or "?"
+    out = []
+    for name, ours, ref in audio:
+        out.append(f"<h3><code>{e(name)}</code> at {comparison.sample_rate} Hz</h3>"
+                   f"<div class='player'><span>ours</span><audio controls preload='metadata' src='{e(ours)}'>"
+                   f"</audio><a href='{e(ours)}'>{e(ours)}</a></div>"
+                   f"<div class='player'><span>reference ({e(dtype)})</span><audio controls preload='metadata' "
+                   f"src='{e(ref)}'></audio><a href='{e(ref)}'>{e(ref)}</a></div>")
+    return "<h2>Listen</h2>" + "".join(out) if out else ""
+
+
+def render_html(comparison, images: list[tuple[str, str]], title: str,
+                audio: list[tuple[str, str, str]] = ()) -> str:
+    """The page; `audio` lists (waveform name, our WAV file, the reference's) to play, as write_audio gives."""
     m = comparison.manifest or {}
     model = m.get("model") or {}
     e = html.escape
@@ -139,6 +191,7 @@ def render_html(comparison, images: list[tuple[str, str]], title: str) -> str:
     bounds_text = ", ".join(f"{k} {'>' if k == 'cosine' else '<'} {v:g}" for k, v in
                             (("mse", b.mse), ("cosine", b.cosine), ("nmse", b.nmse), ("max_abs", b.max_abs))
                             if v is not None)
+    bounds_text += _waveform_bounds_text(comparison)
     if comparison.overrides:
         bounds_text += "; overrides: " + ", ".join(f"<code>{e(k)}</code>" for k in comparison.overrides)
     versions = m.get("versions") or {}
@@ -163,7 +216,7 @@ def render_html(comparison, images: list[tuple[str, str]], title: str) -> str:
         ok = {True: "yes", False: "NO", None: "—"}[r.within_bounds]
         notes = list(r.violations) or ([r.status] if r.status != "compared" else [])
         if r.compared and r.kind == "waveform":
-            notes.append(f"SNR {r.snr_db:.1f} dB")
+            notes.append(r.waveform_text())
         if (r.kind, r.layout) != ("float", "TF"):
             notes.append(f"{r.kind}, {r.layout}")
         agreement = f"equal {r.equal} of {r.total}" if r.total is not None else _cos(r.cosine)
@@ -180,6 +233,7 @@ def render_html(comparison, images: list[tuple[str, str]], title: str) -> str:
 <p>Reference dtype: <span class="dtype">{e(str(m.get("dtype", "unknown")))}</span></p>
 {missing_html}
 <table>{meta_html}</table>
+{_players(comparison, audio)}
 <h2>Figures</h2>
 {imgs or "<p>No figures (no layer activations).</p>"}
 <h2>Activations, in execution order</h2>
@@ -194,17 +248,25 @@ def render_html(comparison, images: list[tuple[str, str]], title: str) -> str:
 
 
 def write_report(comparison, out_dir: str | Path, *, title: str = "omni_lab: ours vs HF Transformers",
-                 histogram: str | None = None, extra: dict | None = None) -> Path:
-    """Write the PNGs, index.html and report.json into out_dir (created); returns the index.html path.
+                 histogram: str | None = None, extra: dict | None = None, sample_rate: int | None = None) -> Path:
+    """Write the PNGs, the waveforms' WAV files, index.html and report.json into out_dir (created); returns the
+    index.html path.
 
     `histogram` names the activation whose error histogram is drawn (default: the first divergence, else the
     activation with the largest NMSE). `extra` adds top-level keys to report.json (timing, model path, ...).
+    `sample_rate` is the waveforms' rate for the figures and WAV files. The comparison carries it (compare_sets'
+    sample_rate, at which its mel distances were computed), so here it may only restate it: a different rate
+    would play and draw the waveforms at a rate their numbers were not measured at, and raises ValueError.
     report.json is written once, atomically and last, so its presence means the report is complete.
     """
+    if sample_rate is not None and sample_rate != comparison.sample_rate:
+        raise ValueError(f"sample_rate {sample_rate} Hz: the comparison's waveforms were measured at "
+                         f"{comparison.sample_rate} Hz (compare_sets(..., sample_rate=))")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     images = write_figures(comparison, out, histogram)
+    audio = write_audio(comparison, out)
     index = out / "index.html"
-    index.write_text(render_html(comparison, images, title))
+    index.write_text(render_html(comparison, images, title, audio))
     comparison.save_json(out / "report.json", extra=extra)
     return index

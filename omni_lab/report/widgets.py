@@ -3,7 +3,9 @@
 The plot is a PNG in an `Image` widget rather than inline matplotlib output, so it redraws the same way
 under any matplotlib backend (and in a test with no kernel). Rendering is wired with
 `ipywidgets.interactive_output`; its Output widget sits under the plot and shows anything the render
-prints or raises in a notebook.
+prints or raises in a notebook. A waveform is drawn by figures.waveform_detail at the comparison's sample rate,
+and above the plot two Output widgets hold IPython.display.Audio players of it, ours and the reference's
+(report.audio.play: at their own level); they are hidden for any other activation.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import ipywidgets as W
 import numpy as np
 
 from . import figures
+from .audio import play
 
 NO_LAYER = -1  # Dropdown value for the names of a component that sit outside its layers (embeddings, final norm)
 
@@ -38,7 +41,7 @@ def _whole_text(row) -> str:
         parts.append(f"{what}MSE {row.mse:.3g}, cosine {row.cosine:.8f}, NMSE {row.nmse:.3g}, "
                      f"max |err| {row.max_abs:.3g}")
     if row.kind == "waveform":
-        parts.append(f"SNR {row.snr_db:.1f} dB")
+        parts.append(row.waveform_text())
     return ", ".join(parts)
 
 
@@ -47,7 +50,9 @@ def explorer(comparison, ours: Mapping[str, np.ndarray] | None = None,
     """Build the explorer; `ours` and `ref` default to the sets the comparison was made from.
 
     The returned VBox carries its controls as attributes (component, layer, activation, token), the `image`
-    and `info` widgets, the interactive `output`, and `selected()` giving the activation name shown.
+    and `info` widgets, `audio` (the row of a waveform's two players) with `audio_outputs`, its two Output
+    widgets, and `players`, the (ours, reference) Audio objects shown or None, the interactive `output`, and
+    `selected()` giving the activation name shown.
     """
     ours = comparison.ours if ours is None else ours
     ref = comparison.ref if ref is None else ref
@@ -80,6 +85,10 @@ def explorer(comparison, ours: Mapping[str, np.ndarray] | None = None,
                         description="token", continuous_update=False)
     image = W.Image(format="png", layout=W.Layout(width="100%"))
     info = W.HTML()
+    audio_outputs = (W.Output(), W.Output())
+    # One flat row, label then player: no VBox nested in the explorer's (test_browser finds it as the last one)
+    audio = W.HBox([W.Label("ours"), audio_outputs[0], W.Label(f"reference ({comparison.dtype or '?'})"),
+                    audio_outputs[1]], layout=W.Layout(display="none", align_items="center", grid_gap="1em"))
 
     def selected() -> str | None:
         return index.get((component.value, layer.value, activation.value))
@@ -140,8 +149,9 @@ def explorer(comparison, ours: Mapping[str, np.ndarray] | None = None,
         row = comparison[name]
         a, b = np.asarray(ours[name]), np.asarray(ref[name])
         t = min(token, _steps(b, row.layout) - 1)
-        fig = figures.activation_detail(a, b, t, name, row.per_token, metric, row.layout)
+        fig = figures.activation_detail(a, b, t, name, row.per_token, metric, row.layout, comparison.sample_rate)
         image.value = figures.png_bytes(fig)
+        show_players(name if row.kind == "waveform" else None, a, b)
         tok = {k: float(v[t]) for k, v in row.per_token.items()} if row.per_token else {}
         status = "within bounds" if row.within_bounds else "OUT OF BOUNDS: " + "; ".join(row.violations)
         step = "time step" if row.layout == "CT" else "token"
@@ -152,11 +162,24 @@ def explorer(comparison, ours: Mapping[str, np.ndarray] | None = None,
                f"max |err| {tok['max_abs']:.3g}" if tok else ""))
         box.renders += 1
 
+    def show_players(name, a, b):
+        # Encoded once per waveform shown, not on every redraw: a long waveform is megabytes of base64.
+        if name == box.playing:
+            return
+        box.playing = name
+        box.players = (play(a, comparison.sample_rate), play(b, comparison.sample_rate)) if name else None
+        for out, player in zip(audio_outputs, box.players or (None, None)):
+            out.outputs = ()
+            if player is not None:
+                out.append_display_data(player)
+        audio.layout.display = None if name else "none"
+
     box = W.VBox()
     box.renders = 0
+    box.playing, box.players, box.audio_outputs = None, None, audio_outputs
     output = W.interactive_output(render, {"component": component, "layer": layer, "activation": activation,
                                            "token": token})
-    box.children = [W.HBox([component, layer, activation]), token, info, image, output]
+    box.children = [W.HBox([component, layer, activation]), token, info, audio, image, output]
     box.component, box.layer, box.activation, box.token = component, layer, activation, token
-    box.image, box.info, box.output, box.selected = image, info, output, selected
+    box.image, box.info, box.audio, box.output, box.selected = image, info, audio, output, selected
     return box
