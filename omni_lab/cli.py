@@ -185,7 +185,7 @@ def cmd_compare(args) -> int:
     inputs, component = _inputs(args)
     comparison, index, timing = compare_model(args.model, inputs, args.out, reference=args.reference, dtype=args.dtype,
                                               bounds=Bounds(mse=args.max_mse, cosine=args.min_cosine),
-                                              component=component)
+                                              component=component, root=args.references)
     print(comparison.summary())
     print(f"report: {index}  ({sum(timing.values()):.1f} s)")
     return 0 if comparison.passed else 1
@@ -285,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="compare ours with Transformers layer by layer and write a report")
     model_and_prompt(c, codes=True)
     c.add_argument("--reference", help="a stored reference directory (default: capture one now)")
+    c.add_argument("--references", help="where captured references are stored (default: reference_data/)")
     c.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     c.add_argument("--out", required=True, help="report directory")
     c.add_argument("--max-mse", type=float, default=1e-5)

@@ -86,3 +86,83 @@ def test_chunked_and_streamed_equal_transformers_chunked_decode(vocoder, frames,
     if frames <= chunk:
         assert len(one) == 1  # one chunk is the one-shot decode, the same dispatches
         np.testing.assert_array_equal(ours, model.forward(codes)[PREFIX])
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    return build_tiny_omni(tmp_path_factory.mktemp("cli") / "ckpt", seed=2, preset="tiny")
+
+
+def test_vocode_cli_writes_the_waveform(tiny_ckpt, tmp_path, capsys):
+    import soundfile as sf
+
+    from omni_lab.cli import main
+    from omni_lab.models.code2wav import SAMPLE_RATE
+
+    model = Code2Wav.load(tiny_ckpt, max_len=64, progress=False)
+    codes = random_codes(model, 30, seed=4)
+    np.save(tmp_path / "codes.npy", codes.T)  # [frames, 16], as a user may save them
+    out = tmp_path / "speech.wav"
+    assert main(["vocode", "--model", str(tiny_ckpt), "--codes", str(tmp_path / "codes.npy"), "--out", str(out)]) == 0
+    assert "real-time factor" in capsys.readouterr().out
+    wave, rate = sf.read(out, dtype="float32")
+    assert rate == SAMPLE_RATE
+    np.testing.assert_array_equal(wave, model.forward(codes)[PREFIX])  # float wav: every sample as decoded
+    streamed = tmp_path / "streamed.wav"
+    assert main(["vocode", "--model", str(tiny_ckpt), "--codes", str(tmp_path / "codes.npy"), "--out", str(streamed),
+                 "--stream", "--chunk-size", "8", "--left-context", "3"]) == 0
+    assert "first audio after" in capsys.readouterr().out
+    np.testing.assert_array_equal(sf.read(streamed, dtype="float32")[0], model.chunked_decode(codes, 8, 3))
+
+
+def test_vocode_cli_bad_input_names_the_argument(tiny_ckpt, tmp_path, capsys):
+    from omni_lab.cli import main
+
+    model = Code2Wav.load(tiny_ckpt, max_len=64, progress=False)
+    codes = random_codes(model, 6)
+    out = tmp_path / "speech.wav"
+    cases = {
+        "range": (np.where(codes == codes.max(), model.cfg.codebook_size + 5, codes), "is outside"),
+        "groups": (codes[:5], "16 codebooks"),
+        "empty": (codes[:, :0], "zero frames"),
+        "float": (codes.astype(np.float32), "must be an integer array"),
+    }
+    for name, (bad, message) in cases.items():
+        np.save(tmp_path / f"{name}.npy", bad)
+        assert main(["vocode", "--model", str(tiny_ckpt), "--codes", str(tmp_path / f"{name}.npy"), "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err, name
+    (tmp_path / "text.npy").write_text("1,2,3")
+    with open(tmp_path / "objects.npy", "wb") as f:  # an object array is a pickle inside .npy: never loaded
+        np.save(f, np.array([{"codes": 1}], dtype=object), allow_pickle=True)
+    for name in ("text", "objects"):
+        assert main(["vocode", "--model", str(tiny_ckpt), "--codes", str(tmp_path / f"{name}.npy"), "--out", str(out)]) == 2
+        assert f"--codes {tmp_path / f'{name}.npy'}: not a numpy .npy array of integers" in capsys.readouterr().err
+    np.save(tmp_path / "good.npy", codes)
+    missing = tmp_path / "no" / "such" / "speech.wav"
+    assert main(["vocode", "--model", str(tiny_ckpt), "--codes", str(tmp_path / "good.npy"), "--out", str(missing)]) == 2
+    assert f"--out {missing}: the folder {missing.parent} does not exist" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob("*.wav*"))  # nothing half-written under any name
+
+
+def test_extract_and_compare_the_vocoder_from_the_cli(tiny_ckpt, tmp_path, capsys):
+    import json
+
+    from omni_lab.cli import main
+
+    model = Code2Wav.load(tiny_ckpt, max_len=64, progress=False)
+    np.save(tmp_path / "codes.npy", random_codes(model, 9, seed=9))
+    for backend in ("hf", "wgpu"):
+        assert main(["extract", "--model", str(tiny_ckpt), "--codes", str(tmp_path / "codes.npy"), "--backend", backend,
+                     "--out", str(tmp_path / f"{backend}.npz")]) == 0
+    ours, ref = np.load(tmp_path / "wgpu.npz"), np.load(tmp_path / "hf.npz")
+    assert set(ours.files) == set(ref.files) and PREFIX in ours.files and ours[PREFIX].ndim == 1
+    assert snr_db(ours[PREFIX], ref[PREFIX]) >= 60.0
+    out = tmp_path / "report"
+    assert main(["compare", "--model", str(tiny_ckpt), "--codes", str(tmp_path / "codes.npy"), "--out", str(out),
+                 "--references", str(tmp_path / "refs")]) == 0
+    assert len(list((tmp_path / "refs").glob("*-code2wav-float32-*/manifest.json"))) == 1
+    rows = {r["name"]: r for r in json.loads((out / "report.json").read_text())["activations"]}
+    assert rows[PREFIX]["kind"] == "waveform" and rows[PREFIX]["snr_db"] >= 60.0
+    assert rows["code2wav.decoder.1.block.2.conv1"]["layout"] == "CT"
+    assert all(r["within_bounds"] for r in rows.values())
+    assert (out / "code2wav_ours.wav").is_file() and "<audio" in (out / "index.html").read_text()
