@@ -25,7 +25,7 @@
 //   flags: bit 0 add bias, bit 1 accumulate into y (a later piece of input channels: no bias, no
 //          residual), bit 2 add residual
 // Dispatch (conv1d, conv_transpose1d): one thread per output element of the dispatch's rows, flat index
-//   (wid.x + wid.y * nwg.x) * WG + lid over rows x T_out (groups_for), time fastest, so a workgroup's
+//   group_index(grid) * WG + lid over rows x T_out (groups_for), time fastest, so a workgroup's
 //   threads mostly share one output channel (its weights are one broadcast load) and read neighbouring x.
 // Entry `conv1d_tiled` (groups = 1): the same sums as conv1d, one workgroup per tile of TCO output
 //   channels x TT output steps, flat tile index wid.x + wid.y * nwg.x (groups_for) = time tile *
@@ -93,8 +93,8 @@ fn output_of(idx: u32) -> Output {
 }
 
 @compute @workgroup_size(WG)
-fn conv1d(g: Grid, @builtin(local_invocation_index) lid: u32) {
-    let o = output_of(thread_index(g, lid));
+fn conv1d(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let o = output_of(group_index(grid) * WG + lid);
     if (!o.ok) { return; }
     let g0 = (o.co / p.cout_g) * p.cin_g;           // first input channel of the channel's group
     let lo = max(g0, p.ci0);
@@ -123,8 +123,8 @@ fn conv1d(g: Grid, @builtin(local_invocation_index) lid: u32) {
 }
 
 @compute @workgroup_size(WG)
-fn conv_transpose1d(g: Grid, @builtin(local_invocation_index) lid: u32) {
-    let o = output_of(thread_index(g, lid));
+fn conv_transpose1d(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let o = output_of(group_index(grid) * WG + lid);
     if (!o.ok) { return; }
     let tp = o.t + u32(p.pad);                       // position before the trim
     // Taps k = tp - l S for input positions l: k from tp mod S up in steps of S, l < T_in, k < K.
@@ -204,8 +204,8 @@ fn store_tile(tile: Tile, acc: array<array<f32, PT>, PC>) {
 }
 
 @compute @workgroup_size(TWG)
-fn conv1d_tiled(g: Grid, @builtin(local_invocation_index) lid: u32) {
-    let tile = tile_of(group_index(g), lid);
+fn conv1d_tiled(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let tile = tile_of(group_index(grid), lid);
     if (!tile.ok) { return; }                    // uniform per workgroup: the barriers below stay uniform
     let x0 = i32(tile.t0 * ST) - p.pad;          // x position of window element 0
     let row_w = p.cin_g * KT;                    // weights per output channel
@@ -246,8 +246,8 @@ fn floor_div(n: i32, d: i32) -> i32 {
 var<workgroup> xst: array<f32, CI * XWT>;       // [CI][XWT]
 
 @compute @workgroup_size(TWG)
-fn conv_transpose1d_tiled(g: Grid, @builtin(local_invocation_index) lid: u32) {
-    let tile = tile_of(group_index(g), lid);
+fn conv_transpose1d_tiled(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let tile = tile_of(group_index(grid), lid);
     if (!tile.ok) { return; }                    // uniform per workgroup
     // Input position of window element 0: that of the tile's first output's last tap (k = K - 1), floored.
     let l_min = floor_div(i32(tile.t0) + p.pad - i32(KT - 1u), i32(ST));

@@ -27,6 +27,8 @@ const QK: u32 = 32u;       // values per Q8_0 block
 struct Params { a: u32, b: u32, c: u32, d: u32, e: u32, _p0: u32, _p1: u32, _p2: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 
+// #include "lib/rows.wgsl"
+
 // ---- weight scales ------------------------------------------------------------------------------------
 fn scale_at(ws_word: u32, idx: u32) -> f32 {
     let h = unpack2x16float(ws_word);
@@ -46,9 +48,8 @@ fn round_away(v: vec4<f32>) -> vec4<f32> {
 }
 
 @compute @workgroup_size(WG)
-fn quantize_act(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
-    let blk = (wid.x + wid.y * nwg.x) * WG + lid;
+fn quantize_act(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let blk = group_index(grid) * WG + lid;
     if (blk >= p.a) { return; }
     var v: array<vec4<f32>, 8>;
     var amax = 0.0;
@@ -77,14 +78,11 @@ fn quantize_act(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 @group(0) @binding(3) var<storage, read> mf_ws: array<u32>;
 @group(0) @binding(4) var<storage, read_write> mf_y: array<f32>;
 
-// #include "lib/row_sum.wgsl"
-
 @compute @workgroup_size(WG)
-fn matvec_dot4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
+fn matvec_dot4(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let tpr = WG / ROWS;
     let t = lid % tpr;
-    let row = (wid.x + wid.y * nwg.x) * ROWS + lid / tpr;
+    let row = thread_row(grid, lid, tpr);
     let nb = p.b / QK;
     var acc = 0.0;
     if (row < p.a) {
@@ -109,11 +107,10 @@ fn dot_i8x4(w: u32, x: vec4<f32>) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn matvec_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
+fn matvec_f32(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let tpr = WG / ROWS;
     let t = lid % tpr;
-    let row = (wid.x + wid.y * nwg.x) * ROWS + lid / tpr;
+    let row = thread_row(grid, lid, tpr);
     let nb = p.b / QK;
     var acc = 0.0;
     if (row < p.a) {
