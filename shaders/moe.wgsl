@@ -286,6 +286,7 @@ fn down(grid: Grid, @builtin(local_invocation_index) lid: u32) {
 // ---- experts, Q8_0 weights ---------------------------------------------------------------------------
 // A Q8_0 block is two 16-byte words of int8 quants and one f16 scale; activations are quantized per
 // block of 32 the same way (ops/q8_0.quantize_activations), so a block's dot product is exact in i32.
+// #include "lib/q8_block.wgsl"
 
 @group(0) @binding(1) var<storage, read> q_x: array<vec4<u32>>;          // int8 activations
 @group(0) @binding(2) var<storage, read> q_xs: array<f32>;               // their block scales
@@ -305,13 +306,9 @@ fn q_block(row: u32, b: u32, nb: u32, xb: u32) -> f32 {
     let wi = 2u * (row * nb + b);
     let w0 = q_w[wi];
     let w1 = q_w[wi + 1u];
-    let x0 = q_x[2u * xb];
-    let x1 = q_x[2u * xb + 1u];
-    let s = dot4I8Packed(w0.x, x0.x) + dot4I8Packed(w0.y, x0.y) + dot4I8Packed(w0.z, x0.z) + dot4I8Packed(w0.w, x0.w)
-          + dot4I8Packed(w1.x, x1.x) + dot4I8Packed(w1.y, x1.y) + dot4I8Packed(w1.z, x1.z) + dot4I8Packed(w1.w, x1.w);
+    let s = block_dot_i8(w0, w1, q_x[2u * xb], q_x[2u * xb + 1u]);
     let si = row * nb + b;
-    let d = unpack2x16float(q_ws[si >> 1u]);
-    return f32(s) * (select(d.x, d.y, (si & 1u) == 1u) * q_xs[xb]);
+    return f32(s) * (block_scale(q_ws[si >> 1u], si) * q_xs[xb]);
 }
 
 @compute @workgroup_size(WG)

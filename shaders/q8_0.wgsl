@@ -29,11 +29,7 @@ struct Params { a: u32, b: u32, c: u32, d: u32, e: u32, _p0: u32, _p1: u32, _p2:
 
 // #include "lib/rows.wgsl"
 
-// ---- weight scales ------------------------------------------------------------------------------------
-fn scale_at(ws_word: u32, idx: u32) -> f32 {
-    let h = unpack2x16float(ws_word);
-    return select(h.x, h.y, (idx & 1u) == 1u);
-}
+// #include "lib/q8_block.wgsl"
 
 // ---- quantize_act ---------------------------------------------------------------------------------------
 @group(0) @binding(1) var<storage, read> qa_x: array<vec4<f32>>;
@@ -90,12 +86,9 @@ fn matvec_dot4(grid: Grid, @builtin(local_invocation_index) lid: u32) {
         for (var b = t; b < nb; b += tpr) {
             let w0 = mv_wq[2u * (base + b)];
             let w1 = mv_wq[2u * (base + b) + 1u];
-            let x0 = mv_xq[2u * b];
-            let x1 = mv_xq[2u * b + 1u];
-            let s = dot4I8Packed(w0.x, x0.x) + dot4I8Packed(w0.y, x0.y) + dot4I8Packed(w0.z, x0.z) + dot4I8Packed(w0.w, x0.w)
-                  + dot4I8Packed(w1.x, x1.x) + dot4I8Packed(w1.y, x1.y) + dot4I8Packed(w1.z, x1.z) + dot4I8Packed(w1.w, x1.w);
+            let s = block_dot_i8(w0, w1, mv_xq[2u * b], mv_xq[2u * b + 1u]);
             let si = base + b;
-            acc += f32(s) * (scale_at(mv_ws[si >> 1u], si) * mv_xd[b]);
+            acc += f32(s) * (block_scale(mv_ws[si >> 1u], si) * mv_xd[b]);
         }
     }
     let total = row_sum(lid, WG / ROWS, acc);
@@ -122,7 +115,7 @@ fn matvec_f32(grid: Grid, @builtin(local_invocation_index) lid: u32) {
             let s = dot_i8x4(w0.x, mf_x[xb]) + dot_i8x4(w0.y, mf_x[xb + 1u]) + dot_i8x4(w0.z, mf_x[xb + 2u]) + dot_i8x4(w0.w, mf_x[xb + 3u])
                   + dot_i8x4(w1.x, mf_x[xb + 4u]) + dot_i8x4(w1.y, mf_x[xb + 5u]) + dot_i8x4(w1.z, mf_x[xb + 6u]) + dot_i8x4(w1.w, mf_x[xb + 7u]);
             let si = base + b;
-            acc += s * scale_at(mf_ws[si >> 1u], si);
+            acc += s * block_scale(mf_ws[si >> 1u], si);
         }
     }
     let total = row_sum(lid, WG / ROWS, acc);
