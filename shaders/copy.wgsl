@@ -26,7 +26,7 @@ struct Params { n: u32, row: u32, dst_rows: u32, _p0: u32 }
 
 @compute @workgroup_size(WG)
 fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
-    let base = (group_index(grid)) * WG * PER_THREAD + lid;
+    let base = group_index(grid) * WG * PER_THREAD + lid;
     if (base + (PER_THREAD - 1u) * WG < p.n) {
         // All loads before any store, so PER_THREAD reads are in flight at once.
         var v: array<vec4<u32>, PER_THREAD>;
