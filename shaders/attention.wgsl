@@ -52,10 +52,11 @@ struct AttnParams {
 @group(0) @binding(4) var<storage, read> step: array<u32>;
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
 
+// #include "lib/grid.wgsl"
+
 @compute @workgroup_size(WG)
-fn kv_append(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-    let g = (wid.x + wid.y * nwg.x) * WG + lid;
+fn kv_append(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let g = group_index(grid) * WG + lid;
     if (g >= ap.n_tokens * ap.row4) { return; }
     let row = step_a[0] + g / ap.row4;
     if (row >= ap.max_len) { return; }
@@ -182,9 +183,8 @@ fn attend(r: Row, k0: u32, k1: u32, lid: u32) -> Partial {
 }
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let th = wid.x + wid.y * nwg.x;
+fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let th = group_index(grid);
     if (th >= p.n_tokens * p.n_heads) { return; }  // uniform per workgroup, so the barriers stay uniform
     let r = row_of(th);
     let st = attend(r, r.lo, r.hi, lid);
@@ -235,9 +235,8 @@ var<workgroup> red_c: array<f32, WGC>;
 var<workgroup> acc_c: array<vec4<f32>, WGC>;
 
 @compute @workgroup_size(WGC)
-fn split_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) lid: u32) {
-    let th = wid.x + wid.y * nwg.x;
+fn split_combine(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let th = group_index(grid);
     if (th >= p.n_tokens * p.n_heads) { return; }  // uniform per workgroup
     let stride = p.d4 + 1u;
     let row0 = th * p.n_splits * stride;

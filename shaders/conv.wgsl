@@ -25,7 +25,7 @@
 //   flags: bit 0 add bias, bit 1 accumulate into y (a later piece of input channels: no bias, no
 //          residual), bit 2 add residual
 // Dispatch (conv1d, conv_transpose1d): one thread per output element of the dispatch's rows, flat index
-//   (wid.x + wid.y * nwg.x) * WG + lid over rows x T_out (groups_for), time fastest, so a workgroup's
+//   group_index(grid) * WG + lid over rows x T_out (groups_for), time fastest, so a workgroup's
 //   threads mostly share one output channel (its weights are one broadcast load) and read neighbouring x.
 // Entry `conv1d_tiled` (groups = 1): the same sums as conv1d, one workgroup per tile of TCO output
 //   channels x TT output steps, flat tile index wid.x + wid.y * nwg.x (groups_for) = time tile *
@@ -63,6 +63,8 @@ struct Params {
 
 // #include "lib/packed16.wgsl"
 
+// #include "lib/grid.wgsl"
+
 // Weight element e of the w window.
 fn weight(e: u32) -> f32 {
     if (WTYPE == 0u) { return bitcast<f32>(w[e]); }
@@ -82,18 +84,22 @@ fn store(co_l: u32, t: u32, acc: f32) {
     y[p.y_off + i] = v;
 }
 
-@compute @workgroup_size(WG)
-fn conv1d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) lid: u32) {
-    let idx = (wid.x + wid.y * nwg.x) * WG + lid;
-    if (idx >= p.rows * p.t_out) { return; }
+// The output a direct kernel's thread computes: row co_l of the dispatch (channel co), step t.
+struct Output { ok: bool, co_l: u32, co: u32, t: u32 }
+
+fn output_of(idx: u32) -> Output {
     let co_l = idx / p.t_out;
-    let t = idx % p.t_out;
-    let co = p.co0 + co_l;
-    let g0 = (co / p.cout_g) * p.cin_g;             // first input channel of co's group
+    return Output(idx < p.rows * p.t_out, co_l, p.co0 + co_l, idx % p.t_out);
+}
+
+@compute @workgroup_size(WG)
+fn conv1d(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let o = output_of(group_index(grid) * WG + lid);
+    if (!o.ok) { return; }
+    let g0 = (o.co / p.cout_g) * p.cin_g;           // first input channel of the channel's group
     let lo = max(g0, p.ci0);
     let hi = min(g0 + p.cin_g, p.ci1);
-    let start = i32(t * p.stride) - p.pad;          // x position of tap 0
+    let start = i32(o.t * p.stride) - p.pad;        // x position of tap 0
     // Taps k in [k_lo, k_hi) read inside [0, T_in).
     var k_lo = 0u;
     if (start < 0) { k_lo = min(p.k, (u32(-start) + p.dilation - 1u) / p.dilation); }
@@ -107,24 +113,20 @@ fn conv1d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     if (k_lo < k_hi) {
         for (var ci = lo; ci < hi; ci++) {
             let xrow = p.x_off + (ci - p.ci0) * p.t_in;
-            let wrow = p.w_off + (co_l * p.cin_g + (ci - g0)) * p.k;
+            let wrow = p.w_off + (o.co_l * p.cin_g + (ci - g0)) * p.k;
             for (var kk = k_lo; kk < k_hi; kk++) {
                 acc += weight(wrow + kk) * x[xrow + u32(start + i32(kk * p.dilation))];
             }
         }
     }
-    store(co_l, t, acc);
+    store(o.co_l, o.t, acc);
 }
 
 @compute @workgroup_size(WG)
-fn conv_transpose1d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                    @builtin(local_invocation_index) lid: u32) {
-    let idx = (wid.x + wid.y * nwg.x) * WG + lid;
-    if (idx >= p.rows * p.t_out) { return; }
-    let co_l = idx / p.t_out;
-    let t = idx % p.t_out;
-    let co = p.co0 + co_l;
-    let tp = t + u32(p.pad);                         // position before the trim
+fn conv_transpose1d(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let o = output_of(group_index(grid) * WG + lid);
+    if (!o.ok) { return; }
+    let tp = o.t + u32(p.pad);                       // position before the trim
     // Taps k = tp - l S for input positions l: k from tp mod S up in steps of S, l < T_in, k < K.
     var k0 = tp % p.stride;
     let l0 = tp / p.stride;                          // the input position of tap k0
@@ -134,12 +136,12 @@ fn conv_transpose1d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     var acc = 0.0;
     for (var ci = p.ci0; ci < p.ci1; ci++) {
         let xrow = p.x_off + (ci - p.ci0) * p.t_in;
-        let wrow = p.w_off + ((ci - p.ci0) * p.cout_g + co) * p.k;
+        let wrow = p.w_off + ((ci - p.ci0) * p.cout_g + o.co) * p.k;
         for (var kk = k0; kk < p.k && kk <= tp; kk += p.stride) {
             acc += weight(wrow + kk) * x[xrow + (tp - kk) / p.stride];
         }
     }
-    store(co_l, t, acc);
+    store(o.co_l, o.t, acc);
 }
 
 // ---- conv1d_tiled ---------------------------------------------------------------------------------
@@ -163,18 +165,49 @@ override XWT: u32 = (TT + KT - 2u) / ST + 2u;            // conv_transpose1d_til
 var<workgroup> ws: array<f32, CI * KT * TCO>;  // [CI * KT][TCO]: weight (co, ci, k) at (ci * KT + k) * TCO + co
 var<workgroup> xs: array<f32, CI * XW>;        // [CI][XW]: x (ci, window position)
 
-@compute @workgroup_size(TWG)
-fn conv1d_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
+// The tile of flat workgroup index `flat` and thread lid's place in it (both kernels' tiling).
+struct Tile {
+    ok: bool,    // the tile starts before T_out (uniform per workgroup)
+    co: u32,     // first output row (in this dispatch) of the tile
+    t0: u32,     // first output step of the tile
+    tc: u32,     // the thread's channel: it owns channels co + tc + i TCP
+    tt: u32,     // the thread's step: it owns steps t0 + tt + j TTP
+}
+
+fn tile_of(flat: u32, lid: u32) -> Tile {
     let tiles_co = (p.rows + TCO - 1u) / TCO;
-    let flat = wid.x + wid.y * nwg.x;
-    let tile_t = flat / tiles_co;
-    if (tile_t * TT >= p.t_out) { return; }      // uniform per workgroup: the barriers below stay uniform
-    let co_t = (flat % tiles_co) * TCO;          // first output row (in this dispatch) of the tile
-    let t0 = tile_t * TT;
-    let tc = lid / TTP;
-    let tt = lid % TTP;
-    let x0 = i32(t0 * ST) - p.pad;               // x position of window element 0
+    let t0 = (flat / tiles_co) * TT;
+    return Tile(t0 < p.t_out, (flat % tiles_co) * TCO, t0, lid / TTP, lid % TTP);
+}
+
+// Element e of a tile's x window [CI][width] for the input channels from c0: x of channel c0 + e / width
+// at position first + e % width, 0 outside [0, T_in) and past the dispatch's channels.
+fn x_window(c0: u32, e: u32, width: u32, first: i32) -> f32 {
+    let ci = c0 + e / width;
+    let pos = first + i32(e % width);
+    if (ci < p.ci1 && pos >= 0 && pos < i32(p.t_in)) {
+        return x[p.x_off + (ci - p.ci0) * p.t_in + u32(pos)];
+    }
+    return 0.0;
+}
+
+// Stores a thread's PC x PT outputs, those inside the dispatch's rows and T_out.
+fn store_tile(tile: Tile, acc: array<array<f32, PT>, PC>) {
+    for (var i = 0u; i < PC; i++) {
+        let co_l = tile.co + tile.tc + i * TCP;
+        if (co_l >= p.rows) { continue; }
+        for (var j = 0u; j < PT; j++) {
+            let t = tile.t0 + tile.tt + j * TTP;
+            if (t < p.t_out) { store(co_l, t, acc[i][j]); }
+        }
+    }
+}
+
+@compute @workgroup_size(TWG)
+fn conv1d_tiled(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let tile = tile_of(group_index(grid), lid);
+    if (!tile.ok) { return; }                    // uniform per workgroup: the barriers below stay uniform
+    let x0 = i32(tile.t0 * ST) - p.pad;          // x position of window element 0
     let row_w = p.cin_g * KT;                    // weights per output channel
     var acc: array<array<f32, PT>, PC>;
     for (var c0 = p.ci0; c0 < p.ci1; c0 += CI) {
@@ -184,40 +217,25 @@ fn conv1d_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             let r = e % (CI * KT);               // ci * KT + k within the step
             let ci = c0 + r / KT;
             var v = 0.0;
-            if (co_t + co_l < p.rows && ci < p.ci1) {
-                v = weight(p.w_off + (co_t + co_l) * row_w + ci * KT + r % KT);
+            if (tile.co + co_l < p.rows && ci < p.ci1) {
+                v = weight(p.w_off + (tile.co + co_l) * row_w + ci * KT + r % KT);
             }
             ws[r * TCO + co_l] = v;
         }
-        for (var e = lid; e < CI * XW; e += TWG) {
-            let ci = c0 + e / XW;
-            let pos = x0 + i32(e % XW);
-            var v = 0.0;
-            if (ci < p.ci1 && pos >= 0 && pos < i32(p.t_in)) {
-                v = x[p.x_off + (ci - p.ci0) * p.t_in + u32(pos)];
-            }
-            xs[e] = v;
-        }
+        for (var e = lid; e < CI * XW; e += TWG) { xs[e] = x_window(c0, e, XW, x0); }
         workgroupBarrier();
         for (var ci = 0u; ci < CI; ci++) {
             for (var k = 0u; k < KT; k++) {
                 var wv: array<f32, PC>;
-                for (var i = 0u; i < PC; i++) { wv[i] = ws[(ci * KT + k) * TCO + tc + i * TCP]; }
+                for (var i = 0u; i < PC; i++) { wv[i] = ws[(ci * KT + k) * TCO + tile.tc + i * TCP]; }
                 for (var j = 0u; j < PT; j++) {
-                    let xv = xs[ci * XW + (tt + j * TTP) * ST + k * DT];
+                    let xv = xs[ci * XW + (tile.tt + j * TTP) * ST + k * DT];
                     for (var i = 0u; i < PC; i++) { acc[i][j] += wv[i] * xv; }
                 }
             }
         }
     }
-    for (var i = 0u; i < PC; i++) {
-        let co_l = co_t + tc + i * TCP;
-        if (co_l >= p.rows) { continue; }
-        for (var j = 0u; j < PT; j++) {
-            let t = t0 + tt + j * TTP;
-            if (t < p.t_out) { store(co_l, t, acc[i][j]); }
-        }
-    }
+    store_tile(tile, acc);
 }
 
 // ---- conv_transpose1d_tiled -------------------------------------------------------------------------
@@ -228,18 +246,11 @@ fn floor_div(n: i32, d: i32) -> i32 {
 var<workgroup> xst: array<f32, CI * XWT>;       // [CI][XWT]
 
 @compute @workgroup_size(TWG)
-fn conv_transpose1d_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                          @builtin(local_invocation_index) lid: u32) {
-    let tiles_co = (p.rows + TCO - 1u) / TCO;
-    let flat = wid.x + wid.y * nwg.x;
-    let tile_t = flat / tiles_co;
-    if (tile_t * TT >= p.t_out) { return; }      // uniform per workgroup
-    let co_t = (flat % tiles_co) * TCO;
-    let t0 = tile_t * TT;
-    let tc = lid / TTP;
-    let tt = lid % TTP;
+fn conv_transpose1d_tiled(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let tile = tile_of(group_index(grid), lid);
+    if (!tile.ok) { return; }                    // uniform per workgroup
     // Input position of window element 0: that of the tile's first output's last tap (k = K - 1), floored.
-    let l_min = floor_div(i32(t0) + p.pad - i32(KT - 1u), i32(ST));
+    let l_min = floor_div(i32(tile.t0) + p.pad - i32(KT - 1u), i32(ST));
     let row_w = p.cout_g * KT;                   // weights per input channel: [C_out, K]
     var acc: array<array<f32, PT>, PC>;
     for (var c0 = p.ci0; c0 < p.ci1; c0 += CI) {
@@ -250,30 +261,22 @@ fn conv_transpose1d_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
             let co_l = r / KT;
             let kk = r % KT;
             var v = 0.0;
-            if (co_t + co_l < p.rows && ci < p.ci1) {
-                v = weight(p.w_off + (ci - p.ci0) * row_w + (p.co0 + co_t + co_l) * KT + kk);
+            if (tile.co + co_l < p.rows && ci < p.ci1) {
+                v = weight(p.w_off + (ci - p.ci0) * row_w + (p.co0 + tile.co + co_l) * KT + kk);
             }
             ws[((e / (KT * TCO)) * KT + kk) * TCO + co_l] = v;
         }
-        for (var e = lid; e < CI * XWT; e += TWG) {
-            let ci = c0 + e / XWT;
-            let l = l_min + i32(e % XWT);
-            var v = 0.0;
-            if (ci < p.ci1 && l >= 0 && l < i32(p.t_in)) {
-                v = x[p.x_off + (ci - p.ci0) * p.t_in + u32(l)];
-            }
-            xst[e] = v;
-        }
+        for (var e = lid; e < CI * XWT; e += TWG) { xst[e] = x_window(c0, e, XWT, l_min); }
         workgroupBarrier();
         // TTP is a multiple of the stride, so all PT outputs of a thread have the same phase r and the
         // same taps k = r + m S: each weight read serves PT outputs, each x read PC channels.
-        let tp = t0 + tt + u32(p.pad);
+        let tp = tile.t0 + tile.tt + u32(p.pad);
         let r = tp % ST;
         let lr = i32(tp / ST) - l_min;           // window index of output j = 0's tap m = 0
         for (var ci = 0u; ci < CI; ci++) {
             for (var m = 0u; m * ST + r < KT; m++) {
                 var wv: array<f32, PC>;
-                for (var i = 0u; i < PC; i++) { wv[i] = ws[(ci * KT + m * ST + r) * TCO + tc + i * TCP]; }
+                for (var i = 0u; i < PC; i++) { wv[i] = ws[(ci * KT + m * ST + r) * TCO + tile.tc + i * TCP]; }
                 let xb = i32(ci * XWT) + lr - i32(m);
                 for (var j = 0u; j < PT; j++) {
                     let xv = xst[u32(xb + i32(j * (TTP / ST)))];
@@ -282,12 +285,5 @@ fn conv_transpose1d_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
             }
         }
     }
-    for (var i = 0u; i < PC; i++) {
-        let co_l = co_t + tc + i * TCP;
-        if (co_l >= p.rows) { continue; }
-        for (var j = 0u; j < PT; j++) {
-            let t = t0 + tt + j * TTP;
-            if (t < p.t_out) { store(co_l, t, acc[i][j]); }
-        }
-    }
+    store_tile(tile, acc);
 }

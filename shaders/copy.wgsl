@@ -22,10 +22,11 @@ struct Params { n: u32, row: u32, dst_rows: u32, _p0: u32 }
 @group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read_write> dst: array<vec4<u32>>;
 
+// #include "lib/grid.wgsl"
+
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let base = (wid.x + wid.y * nwg.x) * WG * PER_THREAD + lid;
+fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let base = group_index(grid) * WG * PER_THREAD + lid;
     if (base + (PER_THREAD - 1u) * WG < p.n) {
         // All loads before any store, so PER_THREAD reads are in flight at once.
         var v: array<vec4<u32>, PER_THREAD>;
@@ -45,9 +46,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @group(0) @binding(3) var<storage, read> step: array<u32>;
 
 @compute @workgroup_size(WG)
-fn rows_at_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
-    let g = (wid.x + wid.y * nwg.x) * WG + lid;
+fn rows_at_step(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let g = group_index(grid) * WG + lid;
     if (g >= pr.n) { return; }
     let row = step[0] + g / pr.row;
     if (row >= pr.dst_rows) { return; }

@@ -28,6 +28,8 @@ struct Params { n: u32, c: u32, s: f32, inner: u32, hi: f32, _p0: u32, _p1: u32,
 @group(0) @binding(2) var<storage, read_write> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y3: array<f32>;
 
+// #include "lib/grid.wgsl"
+
 // #include "lib/exp.wgsl"
 
 // #include "lib/silu.wgsl"
@@ -121,17 +123,15 @@ fn binary_op(u: f32, v: f32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn unary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-         @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.x + wid.y * nwg.x) * WG + lid;
+fn unary(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(grid) * WG + lid;
     if (i >= p.n) { return; }
     y[i] = unary_op(x[i]);
 }
 
 @compute @workgroup_size(WG)
-fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.x + wid.y * nwg.x) * WG + lid;
+fn binary(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(grid) * WG + lid;
     if (i >= p.n) { return; }
     let j = select(i, (i / p.inner) % p.c, p.c != 0u);  // inner >= 1 (the wrapper's)
     y3[i] = binary_op(x[i], b[j]);

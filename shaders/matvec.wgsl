@@ -29,7 +29,7 @@ struct Params { n: u32, k: u32, row_base: u32, n1: u32, n2: u32, _p0: u32, _p1: 
 @group(0) @binding(6) var<storage, read_write> y1: array<f32>;
 @group(0) @binding(7) var<storage, read_write> y2: array<f32>;
 
-// #include "lib/row_sum.wgsl"
+// #include "lib/rows.wgsl"
 
 // #include "lib/packed16.wgsl"
 
@@ -47,9 +47,8 @@ fn reduce_and_store(lid: u32, row: u32, acc: f32) {
 }
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let row = (wid.x + wid.y * nwg.x) * (WG / TPR) + lid / TPR;
+fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let row = thread_row(grid, lid, TPR);
     let lane = lid % TPR;
     var acc = vec4<f32>(0.0);
     if (row < p.n) {  // no early return: every thread must reach the barriers below
@@ -72,9 +71,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 // #include "lib/weight_rows.wgsl"
 
 @compute @workgroup_size(WG)
-fn main_ragged(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let row = (wid.x + wid.y * nwg.x) * (WG / TPR) + lid / TPR;
+fn main_ragged(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let row = thread_row(grid, lid, TPR);
     var acc = 0.0;
     if (row < p.n) {
         for (var k = lid % TPR; k < p.k; k += TPR) {
@@ -91,9 +89,8 @@ fn load_multi(seg: u32, i: u32) -> vec4<u32> {
 }
 
 @compute @workgroup_size(WG)
-fn multi(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-         @builtin(local_invocation_index) lid: u32) {
-    let row = (wid.x + wid.y * nwg.x) * (WG / TPR) + lid / TPR;
+fn multi(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let row = thread_row(grid, lid, TPR);
     let lane = lid % TPR;
     let total = p.n + p.n1 + p.n2;
     // Which weight this thread's row comes from, and the row within it.

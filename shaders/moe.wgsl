@@ -67,6 +67,8 @@ struct GroupParams { pairs: u32, e: u32, tm: u32, tiles: u32 }
 struct CombineParams { t: u32, n: u32, k: u32, e: u32 }
 struct ExpertParams { pairs: u32, n: u32, d: u32, k: u32, e_base: u32, e_count: u32, accumulate: u32, _pad: u32 }
 
+// #include "lib/rows.wgsl"
+
 // ---- route ------------------------------------------------------------------------------------------
 
 @group(0) @binding(0) var<uniform> rp: RouteParams;
@@ -75,7 +77,6 @@ struct ExpertParams { pairs: u32, n: u32, d: u32, k: u32, e_base: u32, e_count: 
 @group(0) @binding(3) var<storage, read_write> r_experts: array<i32>;
 
 var<workgroup> probs: array<f32, E_MAX>;
-var<workgroup> red_v: array<f32, WG>;
 var<workgroup> top_v: array<f32, K_MAX>;  // the kept probabilities by rank
 var<workgroup> top_i: array<u32, K_MAX>;
 
@@ -85,22 +86,15 @@ fn beats(va: f32, ia: u32, vb: f32, ib: u32) -> bool {
 }
 
 @compute @workgroup_size(WG)
-fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-         @builtin(local_invocation_index) lid: u32) {
-    let tok = wid.x + wid.y * nwg.x;
+fn route(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let tok = group_index(grid);
     if (tok >= rp.t) { return; }  // uniform per workgroup, so the barriers below stay uniform
     let row = tok * rp.e;
 
     // Softmax, the way torch computes it: exp(x - max) / sum.
     var m = -3.4028235e38;
     for (var e = lid; e < rp.e; e += WG) { m = max(m, r_logits[row + e]); }
-    red_v[lid] = m;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) { red_v[lid] = max(red_v[lid], red_v[lid + s]); }
-        workgroupBarrier();
-    }
-    m = red_v[0];
+    m = row_max(lid, WG, m);
     workgroupBarrier();
     var acc = 0.0;
     for (var e = lid; e < rp.e; e += WG) {
@@ -108,13 +102,7 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
         probs[e] = v;
         acc += v;
     }
-    red_v[lid] = acc;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) { red_v[lid] += red_v[lid + s]; }
-        workgroupBarrier();
-    }
-    let total = red_v[0];
+    let total = row_sum(lid, WG, acc);
     for (var e = lid; e < rp.e; e += WG) { probs[e] = probs[e] / total; }
     workgroupBarrier();
 
@@ -159,8 +147,6 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 @group(0) @binding(4) var<storage, read> route_w: array<f32>;           // down
 @group(0) @binding(5) var<storage, read_write> down_out: array<f32>;    // down
 
-// #include "lib/row_sum.wgsl"
-
 // #include "lib/dot_word.wgsl"
 
 // #include "lib/weight_rows.wgsl"
@@ -201,9 +187,8 @@ fn store_swiglu(lid: u32, g: GateUpRow, gate_acc: f32, up_acc: f32) {
 }
 
 @compute @workgroup_size(WG)
-fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let r = (wid.x + wid.y * nwg.x) * (WG / TPR) + lid / TPR;
+fn gate_up(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let r = thread_row(grid, lid, TPR);
     let g = gate_up_row(r, local_expert(pair_of(r)));
     let lane = lid % TPR;
     var ga = vec4<f32>(0.0);
@@ -271,9 +256,8 @@ fn store_down(lid: u32, ok: bool, r: u32, acc: f32) {
 }
 
 @compute @workgroup_size(WG)
-fn down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let dr = down_row(wid.x + wid.y * nwg.x, lid);
+fn down(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let dr = down_row(group_index(grid), lid);
     let lane = lid % TPR;
     var acc = vec4<f32>(0.0);
     if (dr.ok && VEC) {
@@ -302,6 +286,7 @@ fn down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 // ---- experts, Q8_0 weights ---------------------------------------------------------------------------
 // A Q8_0 block is two 16-byte words of int8 quants and one f16 scale; activations are quantized per
 // block of 32 the same way (ops/q8_0.quantize_activations), so a block's dot product is exact in i32.
+// #include "lib/q8_block.wgsl"
 
 @group(0) @binding(1) var<storage, read> q_x: array<vec4<u32>>;          // int8 activations
 @group(0) @binding(2) var<storage, read> q_xs: array<f32>;               // their block scales
@@ -321,19 +306,14 @@ fn q_block(row: u32, b: u32, nb: u32, xb: u32) -> f32 {
     let wi = 2u * (row * nb + b);
     let w0 = q_w[wi];
     let w1 = q_w[wi + 1u];
-    let x0 = q_x[2u * xb];
-    let x1 = q_x[2u * xb + 1u];
-    let s = dot4I8Packed(w0.x, x0.x) + dot4I8Packed(w0.y, x0.y) + dot4I8Packed(w0.z, x0.z) + dot4I8Packed(w0.w, x0.w)
-          + dot4I8Packed(w1.x, x1.x) + dot4I8Packed(w1.y, x1.y) + dot4I8Packed(w1.z, x1.z) + dot4I8Packed(w1.w, x1.w);
+    let s = block_dot_i8(w0, w1, q_x[2u * xb], q_x[2u * xb + 1u]);
     let si = row * nb + b;
-    let d = unpack2x16float(q_ws[si >> 1u]);
-    return f32(s) * (select(d.x, d.y, (si & 1u) == 1u) * q_xs[xb]);
+    return f32(s) * (block_scale(q_ws[si >> 1u], si) * q_xs[xb]);
 }
 
 @compute @workgroup_size(WG)
-fn gate_up_q8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let r = (wid.x + wid.y * nwg.x) * (WG / TPR) + lid / TPR;
+fn gate_up_q8(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let r = thread_row(grid, lid, TPR);
     let lane = lid % TPR;
     let g = gate_up_row(r, q_local_expert(pair_of(r)));
     var ga = vec2<f32>(0.0);
@@ -368,9 +348,8 @@ fn q_down_block(tok: u32, n: u32, flat: u32, nb: u32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn down_q8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let dr = down_row(wid.x + wid.y * nwg.x, lid);
+fn down_q8(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let dr = down_row(group_index(grid), lid);
     let lane = lid % TPR;
     var acc = vec2<f32>(0.0);
     if (dr.ok) {
@@ -455,9 +434,8 @@ fn group(@builtin(local_invocation_index) lid: u32) {
 @group(0) @binding(4) var<storage, read_write> c_out: array<f32>;
 
 @compute @workgroup_size(WG)
-fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.x + wid.y * nwg.x) * WG + lid;
+fn combine(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(grid) * WG + lid;
     if (i >= cp.t * cp.n) { return; }
     let t = i / cp.n;
     let n = i - t * cp.n;

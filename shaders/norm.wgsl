@@ -29,18 +29,12 @@ struct Params { rows: u32, d: u32, eps: f32, flags: u32 }
 @group(0) @binding(4) var<storage, read_write> y4: array<f32>;  // layernorm; add_rmsnorm's h'
 @group(0) @binding(5) var<storage, read> delta: array<f32>;     // add_rmsnorm
 
-var<workgroup> red: array<f32, WG>;
+// #include "lib/rows.wgsl"
 
 // Sum of one value per thread over the workgroup; every thread gets the total.
 fn workgroup_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) { red[lid] += red[lid + s]; }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();  // red is reused by the next call
+    let total = row_sum(lid, WG, v);
+    workgroupBarrier();  // row_sum's array is reused by the next call
     return total;
 }
 
@@ -57,9 +51,8 @@ fn store_normed(base: u32, i: u32, v: vec4<f32>, r: f32) {
 }
 
 @compute @workgroup_size(WG)
-fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+fn rmsnorm(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(grid);
     if (row >= p.rows) { return; }  // uniform per workgroup, so the barriers below stay uniform
     let base = row * p.d;
     var ss = vec4<f32>(0.0);
@@ -83,9 +76,8 @@ fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 }
 
 @compute @workgroup_size(WG)
-fn add_rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+fn add_rmsnorm(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(grid);
     if (row >= p.rows) { return; }  // uniform per workgroup
     let base = row * p.d;
     var ss = vec4<f32>(0.0);
@@ -115,9 +107,8 @@ fn add_rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 }
 
 @compute @workgroup_size(WG)
-fn layernorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+fn layernorm(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(grid);
     if (row >= p.rows) { return; }
     let base = row * p.d;
     var s = 0.0;

@@ -27,11 +27,9 @@ const QK: u32 = 32u;       // values per Q8_0 block
 struct Params { a: u32, b: u32, c: u32, d: u32, e: u32, _p0: u32, _p1: u32, _p2: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 
-// ---- weight scales ------------------------------------------------------------------------------------
-fn scale_at(ws_word: u32, idx: u32) -> f32 {
-    let h = unpack2x16float(ws_word);
-    return select(h.x, h.y, (idx & 1u) == 1u);
-}
+// #include "lib/rows.wgsl"
+
+// #include "lib/q8_block.wgsl"
 
 // ---- quantize_act ---------------------------------------------------------------------------------------
 @group(0) @binding(1) var<storage, read> qa_x: array<vec4<f32>>;
@@ -46,9 +44,8 @@ fn round_away(v: vec4<f32>) -> vec4<f32> {
 }
 
 @compute @workgroup_size(WG)
-fn quantize_act(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
-    let blk = (wid.x + wid.y * nwg.x) * WG + lid;
+fn quantize_act(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let blk = group_index(grid) * WG + lid;
     if (blk >= p.a) { return; }
     var v: array<vec4<f32>, 8>;
     var amax = 0.0;
@@ -77,14 +74,11 @@ fn quantize_act(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 @group(0) @binding(3) var<storage, read> mf_ws: array<u32>;
 @group(0) @binding(4) var<storage, read_write> mf_y: array<f32>;
 
-// #include "lib/row_sum.wgsl"
-
 @compute @workgroup_size(WG)
-fn matvec_dot4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
+fn matvec_dot4(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let tpr = WG / ROWS;
     let t = lid % tpr;
-    let row = (wid.x + wid.y * nwg.x) * ROWS + lid / tpr;
+    let row = thread_row(grid, lid, tpr);
     let nb = p.b / QK;
     var acc = 0.0;
     if (row < p.a) {
@@ -92,12 +86,9 @@ fn matvec_dot4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         for (var b = t; b < nb; b += tpr) {
             let w0 = mv_wq[2u * (base + b)];
             let w1 = mv_wq[2u * (base + b) + 1u];
-            let x0 = mv_xq[2u * b];
-            let x1 = mv_xq[2u * b + 1u];
-            let s = dot4I8Packed(w0.x, x0.x) + dot4I8Packed(w0.y, x0.y) + dot4I8Packed(w0.z, x0.z) + dot4I8Packed(w0.w, x0.w)
-                  + dot4I8Packed(w1.x, x1.x) + dot4I8Packed(w1.y, x1.y) + dot4I8Packed(w1.z, x1.z) + dot4I8Packed(w1.w, x1.w);
+            let s = block_dot_i8(w0, w1, mv_xq[2u * b], mv_xq[2u * b + 1u]);
             let si = base + b;
-            acc += f32(s) * (scale_at(mv_ws[si >> 1u], si) * mv_xd[b]);
+            acc += f32(s) * (block_scale(mv_ws[si >> 1u], si) * mv_xd[b]);
         }
     }
     let total = row_sum(lid, WG / ROWS, acc);
@@ -109,11 +100,10 @@ fn dot_i8x4(w: u32, x: vec4<f32>) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn matvec_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
+fn matvec_f32(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let tpr = WG / ROWS;
     let t = lid % tpr;
-    let row = (wid.x + wid.y * nwg.x) * ROWS + lid / tpr;
+    let row = thread_row(grid, lid, tpr);
     let nb = p.b / QK;
     var acc = 0.0;
     if (row < p.a) {
@@ -125,7 +115,7 @@ fn matvec_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
             let s = dot_i8x4(w0.x, mf_x[xb]) + dot_i8x4(w0.y, mf_x[xb + 1u]) + dot_i8x4(w0.z, mf_x[xb + 2u]) + dot_i8x4(w0.w, mf_x[xb + 3u])
                   + dot_i8x4(w1.x, mf_x[xb + 4u]) + dot_i8x4(w1.y, mf_x[xb + 5u]) + dot_i8x4(w1.z, mf_x[xb + 6u]) + dot_i8x4(w1.w, mf_x[xb + 7u]);
             let si = base + b;
-            acc += s * scale_at(mf_ws[si >> 1u], si);
+            acc += s * block_scale(mf_ws[si >> 1u], si);
         }
     }
     let total = row_sum(lid, WG / ROWS, acc);

@@ -110,37 +110,37 @@ fn pair(g: u32) -> Pair {
     return r;
 }
 
+// The pair (x0, x1) = (x[i], x[i + D/2]) rotated by the angle whose (sin, cos) is sc.
+fn rotate(x0: f32, x1: f32, sc: vec2<f32>) -> vec2<f32> {
+    return vec2<f32>(x0 * sc.y - x1 * sc.x, x1 * sc.y + x0 * sc.x);
+}
+
+// #include "lib/rows.wgsl"
+
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let r = pair((wid.x + wid.y * nwg.x) * WG + lid);
+fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let r = pair(group_index(grid) * WG + lid);
     if (!r.ok) { return; }
-    let x0 = x[r.lo];
-    let x1 = x[r.lo + p.half];
-    out[r.lo] = x0 * r.sc.y - x1 * r.sc.x;
-    out[r.lo + p.half] = x1 * r.sc.y + x0 * r.sc.x;
+    let o = rotate(x[r.lo], x[r.lo + p.half], r.sc);
+    out[r.lo] = o.x;
+    out[r.lo + p.half] = o.y;
 }
 
 @compute @workgroup_size(WG)
-fn inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let r = pair((wid.x + wid.y * nwg.x) * WG + lid);
+fn inplace(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let r = pair(group_index(grid) * WG + lid);
     if (!r.ok) { return; }
-    let x0 = xio[r.lo];
-    let x1 = xio[r.lo + p.half];
-    xio[r.lo] = x0 * r.sc.y - x1 * r.sc.x;
-    xio[r.lo + p.half] = x1 * r.sc.y + x0 * r.sc.x;
+    let o = rotate(xio[r.lo], xio[r.lo + p.half], r.sc);
+    xio[r.lo] = o.x;
+    xio[r.lo + p.half] = o.y;
 }
 
 @group(0) @binding(5) var<storage, read> q_norm_w: array<f32>;
 @group(0) @binding(6) var<storage, read> k_norm_w: array<f32>;
 
-var<workgroup> red: array<f32, WG>;
-
 @compute @workgroup_size(WG)
-fn norm_rope(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+fn norm_rope(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(grid);
     let n_q = p.n_tokens * p.n_heads;
     if (row >= n_q + p.n_tokens * p.n_heads2) { return; }  // uniform per workgroup
     let is_q = row < n_q;  // uniform per workgroup
@@ -152,25 +152,17 @@ fn norm_rope(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         let x1 = select(out[base + i + p.half], xio[base + i + p.half], is_q);
         ss += x0 * x0 + x1 * x1;
     }
-    red[lid] = ss;
-    workgroupBarrier();
-    for (var w = WG / 2u; w > 0u; w = w / 2u) {
-        if (lid < w) { red[lid] += red[lid + w]; }
-        workgroupBarrier();
-    }
-    let r = inverseSqrt(red[0] / f32(2u * p.half) + bitcast<f32>(p.eps_bits));
+    let r = inverseSqrt(row_sum(lid, WG, ss) / f32(2u * p.half) + bitcast<f32>(p.eps_bits));
     for (var i = lid; i < p.half; i += WG) {
         let sc = sincos(f32(positions[stream(i) * p.pos_stride + t]) * inv_freq[i]);
         if (is_q) {
-            let x0 = (xio[base + i] * r) * q_norm_w[i];
-            let x1 = (xio[base + i + p.half] * r) * q_norm_w[i + p.half];
-            xio[base + i] = x0 * sc.y - x1 * sc.x;
-            xio[base + i + p.half] = x1 * sc.y + x0 * sc.x;
+            let o = rotate((xio[base + i] * r) * q_norm_w[i], (xio[base + i + p.half] * r) * q_norm_w[i + p.half], sc);
+            xio[base + i] = o.x;
+            xio[base + i + p.half] = o.y;
         } else {
-            let x0 = (out[base + i] * r) * k_norm_w[i];
-            let x1 = (out[base + i + p.half] * r) * k_norm_w[i + p.half];
-            out[base + i] = x0 * sc.y - x1 * sc.x;
-            out[base + i + p.half] = x1 * sc.y + x0 * sc.x;
+            let o = rotate((out[base + i] * r) * k_norm_w[i], (out[base + i + p.half] * r) * k_norm_w[i + p.half], sc);
+            out[base + i] = o.x;
+            out[base + i + p.half] = o.y;
         }
     }
 }

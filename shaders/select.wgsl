@@ -59,10 +59,11 @@ fn before(k1: u32, i1: u32, k2: u32, i2: u32) -> bool {
 var<workgroup> red_k: array<u32, WG>;
 var<workgroup> red_i: array<u32, WG>;
 
+// #include "lib/grid.wgsl"
+
 @compute @workgroup_size(WG)
-fn argmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+fn argmax(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(grid);
     if (row >= p.rows) { return; }  // uniform per workgroup, so the barriers below stay uniform
     let base = row * p.len;
     var bk = PAD_KEY;
@@ -94,8 +95,8 @@ var<workgroup> si: array<u32, CHUNK>;
 
 struct Chunk { row: u32, first: u32, count: u32, valid: bool }
 
-fn chunk_of(wid: vec3<u32>, nwg: vec3<u32>) -> Chunk {
-    let g = wid.x + wid.y * nwg.x;
+fn chunk_of(grid: Grid) -> Chunk {
+    let g = group_index(grid);
     let row = g / p.nchunks;
     let first = (g % p.nchunks) * CHUNK;
     return Chunk(row, first, min(CHUNK, p.len - min(first, p.len)), row < p.rows);
@@ -162,29 +163,26 @@ fn store_final(c: Chunk, lid: u32) {
 }
 
 @compute @workgroup_size(WG)
-fn chunks_x(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32) {
-    let c = chunk_of(wid, nwg);
+fn chunks_x(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let c = chunk_of(grid);
     if (!c.valid) { return; }
     load_x(c, lid);
     sort_chunk(lid);
-    store_cand(wid.x + wid.y * nwg.x, lid);
+    store_cand(group_index(grid), lid);
 }
 
 @compute @workgroup_size(WG)
-fn chunks_cand(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let c = chunk_of(wid, nwg);
+fn chunks_cand(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let c = chunk_of(grid);
     if (!c.valid) { return; }
     load_cand(c, lid);
     sort_chunk(lid);
-    store_cand(wid.x + wid.y * nwg.x, lid);
+    store_cand(group_index(grid), lid);
 }
 
 @compute @workgroup_size(WG)
-fn final_x(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let c = chunk_of(wid, nwg);
+fn final_x(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let c = chunk_of(grid);
     if (!c.valid) { return; }
     load_x(c, lid);
     sort_chunk(lid);
@@ -192,9 +190,8 @@ fn final_x(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 }
 
 @compute @workgroup_size(WG)
-fn final_cand(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let c = chunk_of(wid, nwg);
+fn final_cand(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let c = chunk_of(grid);
     if (!c.valid) { return; }
     load_cand(c, lid);
     sort_chunk(lid);

@@ -24,6 +24,8 @@ struct Params { n: u32, t: u32, e0: u32, x_off: u32, y_off: u32, _p0: u32, _p1: 
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
+// #include "lib/grid.wgsl"
+
 // #include "lib/exp.wgsl"
 
 // sin(u)^2. u = n pi/2 + r, |r| <= pi/4, with pi/2 split in three (Cody-Waite): n PIO2_A is exact for
@@ -49,9 +51,8 @@ fn sin2(u: f32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.x + wid.y * nwg.x) * WG + lid;
+fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(grid) * WG + lid;
     if (i >= p.n) { return; }
     let c = (p.e0 + i) / p.t;
     let a = exp_f32(alpha[c]);

@@ -23,12 +23,13 @@ var<workgroup> red_s: array<f32, WG>;
 
 const LOWEST: f32 = -3.40282347e38;  // finite start for the running max, so LOWEST - LOWEST is 0, not NaN
 
+// #include "lib/grid.wgsl"
+
 // #include "lib/exp.wgsl"
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(grid);
     if (row >= p.rows) { return; }  // uniform per workgroup, so the barriers below stay uniform
     let base = row * p.cols;
     var m = LOWEST;

@@ -9,8 +9,9 @@
 
 // #include "lib/tiles.wgsl"
 
+// #include "lib/q8_block.wgsl"
+
 fn w_quad(row: u32, q: u32) -> vec4<f32> {
     let si = row * (tp.kdim / 32u) + q / 8u;
-    let d = unpack2x16float(ws[si >> 1u]);
-    return vec4<f32>(unpack4xI8(wq[row * (tp.kdim / 4u) + q])) * select(d.x, d.y, (si & 1u) == 1u);
+    return vec4<f32>(unpack4xI8(wq[row * (tp.kdim / 4u) + q])) * block_scale(ws[si >> 1u], si);
 }

@@ -21,10 +21,11 @@ struct Params { r: u32, c: u32, r0: u32, r1: u32, c0: u32, c1: u32, x_off: u32, 
 
 var<workgroup> tile: array<f32, TILE * (TILE + 1u)>;
 
+// #include "lib/grid.wgsl"
+
 @compute @workgroup_size(TILE, TILE)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_id) lid: vec3<u32>) {
-    let flat = wid.x + wid.y * nwg.x;
+fn main(grid: Grid, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let flat = group_index(grid);
     let tr = flat / p.tiles_c;
     let tc = flat % p.tiles_c;
     let rr = p.r0 + tr * TILE;   // first x row of the tile

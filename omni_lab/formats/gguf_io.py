@@ -27,7 +27,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFWriter,
 from gguf.constants import GGML_QUANT_VERSION, Keys
 
 from . import names
-from .safetensors_io import CheckpointError
+from .safetensors_io import CheckpointError, TensorIndex
 
 HF_CONFIG_KEY = "omni_lab.hf_config"
 TOKENIZER_JSON_KEY = "omni_lab.tokenizer_json"
@@ -285,9 +285,12 @@ def _qwen3_config_from_keys(reader: GGUFReader, tensor_names: set[str]) -> dict:
     }
 
 
-class GGUFCheckpoint:
+class GGUFCheckpoint(TensorIndex):
     """A GGUF file read like a Checkpoint directory: `.config`, `.names` (HF keys), `shape`, `dtype`, `get`,
     `get_f32`, `expect`, `files`. `architecture`, when given, is checked against the file's."""
+
+    _error = GGUFError
+    _shapes_from = "the config"
 
     def __init__(self, path: str | Path, architecture: str | None = None):
         self.path = Path(path)
@@ -313,13 +316,13 @@ class GGUFCheckpoint:
         self.architecture: str = field.contents() if field is not None else ""
         if architecture is not None and self.architecture != architecture:
             raise GGUFError(f"{self.path}: architecture is '{self.architecture}', expected '{architecture}'")
-        self._tensors = {}
+        self._stored = {}  # HF name -> its tensor record
         for t in self._reader.tensors:
             try:
                 hf = names.gguf_to_hf(t.name, self.architecture)
             except names.UnknownTensorName:
                 hf = t.name  # a tensor llama.cpp adds and HF has not (rope_freqs): kept under its GGUF name
-            self._tensors[hf] = t
+            self._stored[hf] = t
         config = self._reader.get_field(HF_CONFIG_KEY)
         if config is not None:
             self.config: dict = json.loads(config.contents())
@@ -328,21 +331,8 @@ class GGUFCheckpoint:
         else:
             self.config = {}
 
-    @property
-    def names(self) -> list[str]:
-        return list(self._tensors)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._tensors
-
-    def _tensor(self, name: str):
-        try:
-            return self._tensors[name]
-        except KeyError:
-            raise GGUFError(f"{self.path}: tensor '{name}' is missing") from None
-
     def gguf_name(self, name: str) -> str:
-        return self._tensor(name).name
+        return self._stored_at(name).name
 
     def field(self, key: str, default=None):
         """A metadata value (strings, numbers, lists), or `default`."""
@@ -354,10 +344,10 @@ class GGUFCheckpoint:
         return self.field(TOKENIZER_JSON_KEY)
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(int(d) for d in reversed(self._tensor(name).shape.tolist()))
+        return tuple(int(d) for d in reversed(self._stored_at(name).shape.tolist()))
 
     def dtype(self, name: str) -> str:
-        t = self._tensor(name)
+        t = self._stored_at(name)
         if t.tensor_type not in DTYPE_OF:
             raise GGUFError(f"{self.path}: tensor '{name}' is {t.tensor_type.name}, which omni_lab does not read "
                             f"(it reads {', '.join(sorted(GGML_TYPE))})")
@@ -366,7 +356,7 @@ class GGUFCheckpoint:
     def get(self, name: str) -> tuple[np.ndarray, str]:
         """One tensor as (array, dtype): q8_0 as raw blocks [N, K/32*34] uint8, bf16 as uint16 bits.
         Arrays are read-only views of the mapped file."""
-        t = self._tensor(name)
+        t = self._stored_at(name)
         dtype = self.dtype(name)
         shape = self.shape(name)
         if dtype == "q8_0":
@@ -384,11 +374,6 @@ class GGUFCheckpoint:
         if dtype == "bf16":
             return bf16_to_f32(arr)
         return arr.astype(np.float32)
-
-    def expect(self, name: str, shape: tuple[int, ...]) -> None:
-        got = self.shape(name)
-        if got != tuple(shape):
-            raise GGUFError(f"{self.path}: tensor '{name}' has shape {list(got)}, expected {list(shape)} from the config")
 
     def files(self) -> list[Path]:
         return [self.path]

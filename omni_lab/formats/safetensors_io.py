@@ -21,7 +21,39 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read as asked; the message names the file or tensor."""
 
 
-class Checkpoint:
+class TensorIndex:
+    """What Checkpoint and GGUFCheckpoint share: `_stored` maps each tensor's HF name to where it is stored
+    (a safetensors shard, a GGUF tensor record); names, membership, the lookup that names a missing tensor
+    and the shape check (through the subclass's `shape`) read it. Errors are `_error`s naming `path`;
+    expected shapes come from `_shapes_from`."""
+
+    _error = CheckpointError
+    _shapes_from = "config.json"
+    path: Path
+    _stored: dict
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._stored)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._stored
+
+    def _stored_at(self, name: str):
+        try:
+            return self._stored[name]
+        except KeyError:
+            raise self._error(f"{self.path}: tensor '{name}' is missing") from None
+
+    def expect(self, name: str, shape: tuple[int, ...]) -> None:
+        """Raise unless tensor `name` exists with this shape."""
+        got = self.shape(name)
+        if got != tuple(shape):
+            raise self._error(f"{self.path}: tensor '{name}' has shape {list(got)}, expected {list(shape)} "
+                              f"from {self._shapes_from}")
+
+
+class Checkpoint(TensorIndex):
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_dir():
@@ -30,7 +62,7 @@ class Checkpoint:
         if not config.is_file():
             raise CheckpointError(f"{self.path}: no config.json")
         self.config: dict = json.loads(config.read_text())
-        self._file_of = self._index()
+        self._stored = self._index()  # name -> its shard
         self._handles: dict[Path, object] = {}
 
     def _index(self) -> dict[str, Path]:
@@ -59,18 +91,8 @@ class Checkpoint:
                     file_of[k] = shard
         return file_of
 
-    @property
-    def names(self) -> list[str]:
-        return list(self._file_of)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._file_of
-
     def _handle(self, name: str):
-        try:
-            shard = self._file_of[name]
-        except KeyError:
-            raise CheckpointError(f"{self.path}: tensor '{name}' is missing") from None
+        shard = self._stored_at(name)
         h = self._handles.get(shard)
         if h is None:
             h = self._handles[shard] = safe_open(shard, framework="pt")
@@ -102,11 +124,5 @@ class Checkpoint:
         arr, dtype = self.get(name)
         return bf16_to_f32(arr) if dtype == "bf16" else arr.astype(np.float32)
 
-    def expect(self, name: str, shape: tuple[int, ...]) -> None:
-        """Raise unless tensor `name` exists with this shape."""
-        got = self.shape(name)
-        if got != tuple(shape):
-            raise CheckpointError(f"{self.path}: tensor '{name}' has shape {list(got)}, expected {list(shape)} from config.json")
-
     def files(self) -> list[Path]:
-        return sorted(set(self._file_of.values()))
+        return sorted(set(self._stored.values()))

@@ -112,6 +112,22 @@ def _tiles(k: int, stride: int, dilation: int | None) -> tuple[dict, int, int] |
     return constants, tco, tt
 
 
+def _kernel(kn: str, tiled: bool | None, config: tuple[dict, int, int] | None, weight: Tensor, x: Tensor,
+            c_out: int, t_out: int, no_tile: str):
+    """The kernel of op kn (conv1d or conv_transpose1d) for its `tiled` argument, its direct or tiled entry
+    (None: tiled from TILED_MIN_ROWS output channels where `config`, _tiles' answer, fits), and the
+    workgroup count of a dispatch of n output rows."""
+    if tiled is None:
+        tiled = config is not None and c_out >= TILED_MIN_ROWS
+    expect(kn, not tiled or config is not None, no_tile, x=x, weight=weight)
+    if tiled:
+        constants, tco, tt = config
+        kern = runtime().kernel("conv", f"{kn}_tiled", WTYPE=WTYPE[weight.dtype], **constants)
+        return kern, lambda n: -(-n // tco) * -(-t_out // tt)  # one workgroup per tile
+    kern = runtime().kernel("conv", kn, WG=WG, WTYPE=WTYPE[weight.dtype])
+    return kern, lambda n: -(-n * t_out // WG)  # one thread per output
+
+
 def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int = 1, dilation: int = 1,
            groups: int = 1, residual: Tensor | None = None, out: Tensor | None = None,
            tiled: bool | None = None) -> Tensor:
@@ -150,17 +166,8 @@ def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int
     if residual is not None:
         rows_out = min(rows_out, rows_per_window(kn, "residual", residual, t_out))
     config = _tiles(k, stride, dilation) if groups == 1 else None
-    if tiled is None:
-        tiled = config is not None and c_out >= TILED_MIN_ROWS
-    expect(kn, not tiled or config is not None, "the tiled kernel needs groups = 1 and a tile whose workgroup "
-           "memory fits the adapter", x=x, weight=weight)
-    if tiled:
-        constants, tco, tt = config
-        kern = runtime().kernel("conv", "conv1d_tiled", WTYPE=WTYPE[weight.dtype], **constants)
-        n_groups = lambda n: -(-n // tco) * -(-t_out // tt)  # noqa: E731
-    else:
-        kern = runtime().kernel("conv", "conv1d", WG=WG, WTYPE=WTYPE[weight.dtype])
-        n_groups = lambda n: -(-n * t_out // WG)  # noqa: E731
+    kern, n_groups = _kernel(kn, tiled, config, weight, x, c_out, t_out,
+                             "the tiled kernel needs groups = 1 and a tile whose workgroup memory fits the adapter")
     b = bias if bias is not None else _dummy("bias")
     for o0, o1 in spans(0, c_out, rows_out):
         n = o1 - o0
@@ -203,18 +210,8 @@ def conv_transpose1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, s
         return out
     rows_in = min(rows_per_window(kn, "x", x, t_in), rows_per_window(kn, "weight", weight, c_out * k))
     rows_out = rows_per_window(kn, "out", out, t_out)
-    config = _tiles(k, stride, None)
-    if tiled is None:
-        tiled = config is not None and c_out >= TILED_MIN_ROWS
-    expect(kn, not tiled or config is not None, "the tiled kernel's workgroup memory does not fit the adapter",
-           x=x, weight=weight)
-    if tiled:
-        constants, tco, tt = config
-        kern = runtime().kernel("conv", "conv_transpose1d_tiled", WTYPE=WTYPE[weight.dtype], **constants)
-        n_groups = lambda n: -(-n // tco) * -(-t_out // tt)  # noqa: E731
-    else:
-        kern = runtime().kernel("conv", "conv_transpose1d", WG=WG, WTYPE=WTYPE[weight.dtype])
-        n_groups = lambda n: -(-n * t_out // WG)  # noqa: E731
+    kern, n_groups = _kernel(kn, tiled, _tiles(k, stride, None), weight, x, c_out, t_out,
+                             "the tiled kernel's workgroup memory does not fit the adapter")
     b = bias if bias is not None else _dummy("bias")
     r = _dummy("residual")
     for o0, o1 in spans(0, c_out, rows_out):

@@ -138,16 +138,24 @@ def _embedding_split_case(rng, dtype, d):
     rt = runtime()
     v = rt.gpu.max_binding // (2 * d) + 1500
     host, seen = finite_table(rng, v, d, dtype)
-    table = rt.upload(host, dtype)
+    ids, got = _gather_across_pieces(rng, rt.upload(host, dtype), v, d)
+    want = embedding_ref(ids, seen)
+    require(same_bits(got, want), "rows are not the table's bits")
+    return got, want
+
+
+def _gather_across_pieces(rng, table: Tensor | Q8Weight, v: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """The split cases' gather from a table of V rows that must be bound in two or more row pieces: ids on
+    both sides of every piece boundary, the ends of the table, out of range (-3 and V), and 40 at random.
+    Returns the ids and the rows the GPU gave."""
+    rt = runtime()
     pieces = table.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment)
-    require(len(pieces) >= 2, f"a table of {table.nbytes} B is bound in {len(pieces)} piece")
+    require(len(pieces) >= 2, f"a table of {v} rows x {d} is bound in {len(pieces)} piece")
     edges = [r for r, _ in pieces[1:]]
     ids = np.array([0, v - 1, -3, v] + [e - 1 for e in edges] + edges + list(rng.integers(0, v, size=40)), dtype=np.int32)
     out = padded_output((len(ids), d))
     embedding(rt.upload(ids), table, out=out)
-    got, want = out.numpy(), embedding_ref(ids, seen)
-    require(same_bits(got, want), "rows are not the table's bits")
-    return got, want
+    return ids, out.numpy()
 
 
 def q8_blocks(rng, v, d):
@@ -185,20 +193,12 @@ def _embedding_q8_split_case(rng, d, dtype):
     gathered (the whole table in f32 would be 0.5 GB)."""
     from ..formats.q8_0 import dequantize_q8_0, upload_q8_0
 
-    rt = runtime()
-    v = rt.gpu.max_binding // d + 1500
+    v = runtime().gpu.max_binding // d + 1500
     blocks = q8_blocks(rng, v, d)
-    table = upload_q8_0(blocks, (v, d))
-    pieces = table.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment)
-    require(len(pieces) >= 2, f"a Q8_0 table of {v} rows is bound in {len(pieces)} piece")
-    edges = [r for r, _ in pieces[1:]]
-    ids = np.array([0, v - 1, -3, v] + [e - 1 for e in edges] + edges + list(rng.integers(0, v, size=40)), dtype=np.int32)
-    out = padded_output((len(ids), d))
-    embedding(rt.upload(ids), table, out=out)
+    ids, got = _gather_across_pieces(rng, upload_q8_0(blocks, (v, d)), v, d)
     ok = (ids >= 0) & (ids < v)
     want = np.zeros((len(ids), d), np.float32)
     want[ok] = dequantize_q8_0(blocks[ids[ok]])
-    got = out.numpy()
     require(same_bits(got, want), "rows are not the dequantized table's bits")
     return got, want
 
