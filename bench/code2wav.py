@@ -37,6 +37,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from kernels import emit, median_seconds  # noqa: E402
+
 from omni_lab.formats.safetensors_io import CheckpointError  # noqa: E402
 from omni_lab.gpu import bf16_to_f32, runtime  # noqa: E402
 from omni_lab.models.code2wav import PREFIX, Code2Wav, Code2WavConfig  # noqa: E402
@@ -74,16 +76,6 @@ class StateDictCheckpoint:
         return bf16_to_f32(self.get(name)[0])
 
 
-def median_time(fn, reps: int) -> float:
-    fn()  # warm-up (records our plan; cuDNN picks its algorithms)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def snr_db(ours, ref) -> float:
     ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
     return float(10 * np.log10(np.sum(ref ** 2) / max(np.sum((ours - ref) ** 2), 1e-300)))
@@ -101,7 +93,7 @@ def stream_times(model: Code2Wav, codes: np.ndarray, chunk: int, left: int) -> t
 
 def bench_ours(model: Code2Wav, codes: np.ndarray, seconds: float, chunk: int, left: int, reps: int) -> dict:
     rt = runtime()
-    one_shot = median_time(lambda: model.forward(codes), reps)
+    one_shot = median_seconds(lambda: model.forward(codes), reps)
     plan = model._plans[("forward", codes.shape[1])]
     with rt.profile() as prof:
         rt.replay(plan, ())
@@ -135,10 +127,10 @@ def bench_hf(module, codes: np.ndarray, seconds: float, chunk: int, left: int, r
         sync()
         return out
 
-    one_shot = median_time(lambda: run(lambda: module(c)), reps)
-    first = median_time(lambda: run(lambda: module(c[..., :chunk])), reps)
+    one_shot = median_seconds(lambda: run(lambda: module(c)), reps)
+    first = median_seconds(lambda: run(lambda: module(c[..., :chunk])), reps)
     n_chunks = -(-codes.shape[1] // chunk)
-    chunked = median_time(lambda: run(lambda: module.chunked_decode(c, chunk_size=chunk, left_context_size=left)), reps)
+    chunked = median_seconds(lambda: run(lambda: module.chunked_decode(c, chunk_size=chunk, left_context_size=left)), reps)
     per_chunk = (chunked - first) / max(n_chunks - 1, 1)  # the later chunks, each decoding chunk + left frames
     return {"one_shot_s": one_shot, "one_shot_rtf": one_shot / seconds, "stream_first_chunk_s": first,
             "stream_chunk_s": per_chunk, "stream_rtf": per_chunk / (chunk / FRAMES_PER_SECOND),
@@ -161,7 +153,6 @@ def main() -> None:
     from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeCode2WavConfig
     from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import Qwen3OmniMoeCode2Wav
 
-    from kernels import emit
     from omni_lab.models.tiny_omni import CODE2WAV_PRESETS, draw_code2wav
 
     torch.manual_seed(0)

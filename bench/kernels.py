@@ -37,6 +37,17 @@ from omni_lab.ops import linear  # noqa: E402
 from omni_lab.ops.registry import nmse, reference  # noqa: E402
 
 
+def median_seconds(run, reps: int) -> float:
+    """Median seconds of run() over reps runs after a warm-up run (which records plans and picks paths)."""
+    run()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def emit(report: dict, out: Path | None) -> None:
     """Print a benchmark's JSON, and write it to `out` under a temporary name renamed when complete."""
     text = json.dumps(report, indent=2)

@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from kernels import median_seconds  # noqa: E402
 from omni_lab.formats import omni_names as names  # noqa: E402
 from omni_lab.formats.q8_0 import BLOCK_BYTES, QK, dequantize_q8_0, join_q8_0  # noqa: E402
 from omni_lab.formats.safetensors_io import CheckpointError  # noqa: E402
@@ -154,17 +155,6 @@ def timed_decode(gen, new_tokens: int, reps: int) -> float:
     return statistics.median(per_token)
 
 
-def timed_prefill(run, reps: int) -> float:
-    """Median seconds of run() after a warm-up run."""
-    run()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def profile_prefill(model, ids: np.ndarray) -> dict:
     """GPU time of one prefill by kernel (each dispatch timed in its own pass)."""
     rt = runtime()
@@ -214,7 +204,7 @@ def bench_hf(text: dict, prompt: np.ndarray, new_tokens: int, reps: int, device:
                 model(input_ids=ids_n, logits_to_keep=1)
             sync()
 
-        result[f"prefill_{n}_tok_per_s"] = n / timed_prefill(prefill, reps)
+        result[f"prefill_{n}_tok_per_s"] = n / median_seconds(prefill, reps)
     model = None  # the closure above holds the name; this frees the weights
     gc.collect()
     if device.startswith("cuda"):
@@ -277,7 +267,7 @@ def main() -> None:
             ids = prompt_of(n, args.vocab)
             for path, min_tokens in (("grouped", 2), ("pairs", n + 1)):
                 model.grouped_min_tokens = min_tokens
-                tok_s = n / timed_prefill(lambda: model.forward(ids, start=0, all_logits=False), args.reps)
+                tok_s = n / median_seconds(lambda: model.forward(ids, start=0, all_logits=False), args.reps)
                 ours[f"prefill_{n}_{path}_tok_per_s"] = tok_s
                 if hf:
                     ours[f"prefill_{n}_{path}_vs_transformers"] = tok_s / hf[f"prefill_{n}_tok_per_s"]

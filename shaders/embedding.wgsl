@@ -39,6 +39,9 @@ struct Params { t: u32, d: u32, row0: u32, rows: u32, vocab: u32, group: u32, _p
 @group(0) @binding(3) var<storage, read> q8_scales: array<u32>;
 @group(0) @binding(4) var<storage, read_write> q8_out: array<vec4<f32>>;
 
+// #include "lib/grid.wgsl"
+// #include "lib/q8_block.wgsl"
+
 // Element e (counted from the start of this piece) as f32.
 // #include "lib/packed16.wgsl"
 
@@ -48,9 +51,8 @@ fn element(e: u32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let tok = wid.x + wid.y * nwg.x;
+fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let tok = group_index(grid);
     if (tok >= p.t) { return; }
     let id = ids[tok];
     let dst = tok * p.d;
@@ -63,9 +65,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }
 
 @compute @workgroup_size(WG)
-fn main_q8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let tok = wid.x + wid.y * nwg.x;
+fn main_q8(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let tok = group_index(grid);
     if (tok >= p.t) { return; }
     let id = ids[tok];
     let words = p.d / 4u;
@@ -76,8 +77,7 @@ fn main_q8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         let first_scale = row * (p.d / QK);
         for (var i = lid; i < words; i += WG) {
             let si = first_scale + i / BLOCK_WORDS;
-            let pair = unpack2x16float(q8_scales[si >> 1u]);
-            let d = select(pair.x, pair.y, (si & 1u) == 1u);
+            let d = block_scale(q8_scales[si >> 1u], si);
             q8_out[dst + i] = d * vec4<f32>(unpack4xI8(q8_quants[src + i]));
         }
     } else if (p.row0 == 0u && (id < 0 || u32(id) >= p.vocab)) {
@@ -86,9 +86,8 @@ fn main_q8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 }
 
 @compute @workgroup_size(WG)
-fn mean(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let tok = wid.x + wid.y * nwg.x;
+fn mean(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let tok = group_index(grid);
     if (tok >= p.t) { return; }
     let dst = tok * p.d;
     for (var i = lid; i < p.d; i += WG) {

@@ -24,6 +24,13 @@ from .registry import NMSE_ELEMENTWISE, padded_output, require, sweep
 WTYPE = {"f32": 0, "f16": 1, "bf16": 2}
 
 
+def _rows_out(kernel: str, out: Tensor | None, t: int, d: int) -> Tensor:
+    if out is None:
+        return runtime().empty((t, d), "f32", label=kernel)
+    expect(kernel, out.shape == (t, d) and out.dtype == "f32", f"out must be {(t, d)} f32", out=out)
+    return out
+
+
 def embedding(ids: Tensor, table: Tensor | Q8Weight, out: Tensor | None = None) -> Tensor:
     """out[t] = table[ids[t]] as f32 (zeros for an id outside [0, V)). table: [V, D] f32/f16/bf16 Tensor,
     or a Q8Weight [V, D] with D % 32 == 0 (rows dequantized: scale * q in f32)."""
@@ -41,9 +48,7 @@ def embedding(ids: Tensor, table: Tensor | Q8Weight, out: Tensor | None = None) 
                f"a Q8_0 table [V, D] = {table.shape} needs D % {QK} == 0, quants (V, D/4) u32 and scales (V, D/{QK}) f16",
                **stored)
     rt = runtime()
-    if out is None:
-        out = rt.empty((t, d), "f32", label="embedding")
-    expect("embedding", out.shape == (t, d) and out.dtype == "f32", f"out must be {(t, d)} f32", out=out)
+    out = _rows_out("embedding", out, t, d)
     if t == 0 or d == 0:
         return out
     pieces = table.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment)
@@ -68,9 +73,7 @@ def embedding_mean(ids: Tensor, table: Tensor, out: Tensor | None = None) -> Ten
            "ids must be [T, G] with G > 0 and table [V, D]", ids=ids, table=table)
     (t, g), (v, d) = ids.shape, table.shape
     rt = runtime()
-    if out is None:
-        out = rt.empty((t, d), "f32", label="embedding_mean")
-    expect("embedding_mean", out.shape == (t, d) and out.dtype == "f32", f"out must be {(t, d)} f32", out=out)
+    out = _rows_out("embedding_mean", out, t, d)
     if t == 0 or d == 0:
         return out
     kern = rt.kernel("embedding", "mean", WG=workgroup_for(d), WTYPE=WTYPE[table.dtype])
