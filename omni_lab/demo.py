@@ -159,6 +159,43 @@ def generate_step(demo: Demo) -> None:
                                         tokens_ok=step is None or near_tie, generate_s=seconds)
 
 
+# The tiny Qwen3-Omni whose vocoder the demo runs, and the codes it decodes: seconds of random codec frames.
+TINY_OMNI = ("omni-tiny", "tiny", 0)
+VOCODER_SECONDS = 2.0
+
+
+def vocoder_step(demo: Demo) -> None:
+    """code2wav of the tiny Omni on our kernels against Transformers, module by module, on random codes;
+    ours is written as a wav beside the report, which plays both."""
+    from .models.code2wav import PREFIX, SAMPLE_RATE
+    from .report.audio import write_wav
+    from .workbench import compare_model, load_ours
+
+    name, preset, seed = TINY_OMNI
+    path = demo.work_dir / "models" / name
+    built = not (path / "config.json").is_file()
+    ensure_tiny_omni(path, preset, seed)
+    demo.say(f"{name:10s} {'built' if built else 'found'} {path} (random weights: its speech is noise)")
+    vocoder = load_ours(path, max_len=64, progress=False, component="code2wav")
+    frames = round(VOCODER_SECONDS * 12.5)
+    codes = np.random.default_rng(seed).integers(0, vocoder.cfg.codebook_size, (vocoder.cfg.num_quantizers, frames))
+    out = demo.work_dir / f"{name}-code2wav"
+    comparison, index, timing = compare_model(path, codes, out, dtype=demo.dtype, root=demo.reference_root,
+                                              component="code2wav")
+    t0 = time.perf_counter()
+    wave = vocoder.forward(codes)[PREFIX]
+    seconds = time.perf_counter() - t0
+    wav = write_wav(out / "speech.wav", wave, SAMPLE_RATE)
+    row = comparison[PREFIX]
+    demo.say(f"{name} code2wav: {comparison.summary()}")
+    demo.say(f"  {frames} frames -> {len(wave)} samples in {seconds * 1e3:.0f} ms; waveform SNR {row.snr_db:.1f} dB "
+             f"against Transformers; {wav}; report {index}")
+    demo.summary["vocoder"] = {"path": str(path), "passed": comparison.passed, "report": str(index), "wav": str(wav),
+                               "frames": frames, "samples": len(wave), "snr_db": row.snr_db,
+                               "first_divergence": comparison.first_divergence.name if comparison.first_divergence else None,
+                               "compare_s": sum(timing.values())}
+
+
 Step = Callable[[Demo], None]
 STEPS: list[tuple[str, Step]] = [
     ("adapter", adapter_step),
@@ -166,6 +203,7 @@ STEPS: list[tuple[str, Step]] = [
     ("tiny models", models_step),
     ("layer-by-layer comparison with Transformers", compare_step),
     ("greedy generation, ours and Transformers'", generate_step),
+    ("the vocoder (code2wav) against Transformers", vocoder_step),
 ]
 
 
@@ -187,7 +225,8 @@ def run_demo(work_dir: str | Path = "runs/demo", quick: bool = False, *, prompt:
         step(demo)
     models = demo.summary.get("models", {})
     demo.summary["seconds"] = time.perf_counter() - t0
-    demo.summary["passed"] = all(m.get("passed", True) and m.get("tokens_ok", True) for m in models.values())
+    demo.summary["passed"] = (all(m.get("passed", True) and m.get("tokens_ok", True) for m in models.values())
+                              and demo.summary.get("vocoder", {}).get("passed", True))
     demo.heading(f"done in {demo.summary['seconds']:.1f} s; reports under {demo.work_dir.resolve()}")
     for name, m in models.items():
         line = f"{name:10s} {'passed' if m.get('passed') else 'FAILED'}"
@@ -203,6 +242,10 @@ def run_demo(work_dir: str | Path = "runs/demo", quick: bool = False, *, prompt:
         if m.get("report"):
             line += f"  {m['report']}"
         say(line)
+    v = demo.summary.get("vocoder")
+    if v:
+        say(f"{'code2wav':10s} {'passed' if v['passed'] else 'FAILED'}  waveform SNR {v['snr_db']:.1f} dB  {v['wav']}  "
+            f"{v['report']}")
     return demo.summary
 
 
@@ -220,6 +263,16 @@ def ensure_tiny(path: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
     if (path / "config.json").is_file():
         return path
     return build_tiny_qwen3(path, seed=seed, preset=preset)
+
+
+def ensure_tiny_omni(path: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
+    """The tiny Qwen3-Omni checkpoint at `path` (every part: thinker, talker, code2wav), built first if absent."""
+    from .models.tiny_omni import build_tiny_omni
+
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    return build_tiny_omni(path, seed=seed, preset=preset)
 
 
 def reference_for(path: str | Path, ids: np.ndarray, dtype: str = "float32", root: str | Path | None = None,

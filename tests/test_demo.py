@@ -12,3 +12,18 @@ def test_demo_quick_passes_and_writes_a_report(tmp_path):
     assert model["tokens_ours"] == model["tokens_hf"]
     assert (tmp_path / "work" / "tiny" / "index.html").is_file()
     assert any((tmp_path / "refs").iterdir())  # the reference went where it was told, not into the repo
+
+
+def test_demo_vocodes_with_the_tiny_omni(tmp_path):
+    """The demo's vocoder step: the tiny Omni's code2wav matches Transformers and writes a playable wav."""
+    import soundfile as sf
+
+    from omni_lab.demo import STEPS
+
+    steps = [s for s in STEPS if s[1].__name__ == "vocoder_step"]
+    summary = run_demo(tmp_path / "work", reference_root=tmp_path / "refs", steps=steps, say=lambda *a, **k: None)
+    v = summary["vocoder"]
+    assert summary["passed"] and v["passed"] and v["first_divergence"] is None and v["snr_db"] >= 60.0
+    wave, rate = sf.read(v["wav"])
+    assert rate == 24000 and len(wave) == v["samples"] and 0.01 < abs(wave).max() <= 1.0
+    assert "<audio" in (tmp_path / "work" / "omni-tiny-code2wav" / "index.html").read_text()

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..activations import Activation
+from ..compare.audio import SAMPLE_RATE  # noqa: F401  (the rate a waveform is played at; the config has none)
 from ..gpu import Tensor, runtime
 from ..ops import conv, elementwise, embedding, norm, snake, transpose
 from .component import Component, ModelInputError, StepContext
@@ -56,8 +57,6 @@ EMBEDDING_MEAN = f"{PREFIX}.code_embedding.mean"
 DILATIONS = (1, 3, 9)   # of the residual units in each decoder block, fixed by the module
 CONVNEXT_EXPANSION = 4  # pwconv1 is H -> 4H
 CONVNEXT_EPS = 1e-6     # its LayerNorm's, fixed by the module
-SAMPLE_RATE = 24000     # Hz: the rate the released vocoder's samples are played at (1920 a frame of 80 ms); the
-                        # config does not carry it, and the tiny vocoders' waveforms are written at it too
 
 
 @dataclass(frozen=True)
