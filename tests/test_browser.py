@@ -36,6 +36,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "02_layer_compare.ipynb"
+VOCODER_NOTEBOOK = NOTEBOOK.with_name("04_vocoder.ipynb")
 SERVER_START_S = 60
 PAGE_LOAD_S = 60
 RUN_ALL_S = 90
@@ -83,14 +84,15 @@ def stop(proc: subprocess.Popen) -> None:
 def lab(tmp_path):
     """JupyterLab on a free port with a random token, serving a tmp copy of 02 whose parameters point at a
     prebuilt tiny model and tmp output dirs; yields (base url, token, tmp dir)."""
-    from omni_lab.demo import ensure_tiny
+    from omni_lab.demo import ensure_tiny, ensure_tiny_omni
 
     root = tmp_path / "root"
     root.mkdir()
-    model = ensure_tiny(tmp_path / "models" / "tiny")
-    nb = inject_parameters(nbformat.read(NOTEBOOK, as_version=4), {
-        "MODEL_DIR": str(model), "WORK_DIR": str(tmp_path / "runs"), "REFERENCE_ROOT": str(tmp_path / "reference_data")})
-    nbformat.write(nb, root / NOTEBOOK.name)
+    params = {"MODEL_DIR": str(ensure_tiny(tmp_path / "models" / "tiny")),
+              "OMNI_DIR": str(ensure_tiny_omni(tmp_path / "models" / "omni-tiny")),
+              "WORK_DIR": str(tmp_path / "runs"), "REFERENCE_ROOT": str(tmp_path / "reference_data")}
+    for path in (NOTEBOOK, VOCODER_NOTEBOOK):
+        nbformat.write(inject_parameters(nbformat.read(path, as_version=4), params), root / path.name)
     settings = tmp_path / "lab-settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
     # Render every cell (no virtual scrolling), so outputs below the fold are in the DOM to be checked; start
@@ -141,8 +143,9 @@ def kernel_idle(page) -> None:
 PROMPTS_JS = "[...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')]"
 
 
-def check_notebook(page, base: str, token: str, shot: Path) -> None:
-    page.goto(f"{base}/lab/tree/{NOTEBOOK.name}?token={token}&reset", timeout=PAGE_LOAD_S * 1000)
+def run_all(page, base: str, token: str, name: str) -> str:
+    """Open notebook `name` in JupyterLab, Run All Cells from the Run menu, wait for every cell; its output text."""
+    page.goto(f"{base}/lab/tree/{name}?token={token}&reset", timeout=PAGE_LOAD_S * 1000)
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-CodeCell")
     kernel_idle(page)  # Run All while the kernel is still starting runs nothing
 
@@ -159,9 +162,13 @@ def check_notebook(page, base: str, token: str, shot: Path) -> None:
         prompts = page.evaluate(f"() => {PROMPTS_JS}.map(e => e.textContent)")
         raise AssertionError(f"Run All did not finish within {RUN_ALL_S} s; input prompts {prompts}") from None
     kernel_idle(page)
-
     text = "\n".join(page.locator(".jp-NotebookPanel .jp-OutputArea-output").all_inner_texts())
     assert "Traceback" not in text, text[-3000:]
+    return text
+
+
+def check_notebook(page, base: str, token: str, shot: Path) -> None:
+    text = run_all(page, base, token, NOTEBOOK.name)
     assert "all within bounds" in text, text[-3000:]
 
     figures = page.locator(".jp-NotebookPanel .jp-RenderedImage img")
@@ -203,6 +210,47 @@ def test_layer_compare_notebook_renders_in_jupyterlab(lab):
             browser.close()
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+
+
+def with_page(tmp: Path, check) -> None:
+    """Run check(page) in headless Chromium, with a screenshot of the page left in tmp on a failure."""
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(PAGE_LOAD_S * 1000)
+            try:
+                check(page)
+            except Exception:
+                page.screenshot(path=str(tmp / "failure.png"))
+                print(f"screenshot of the failure: {tmp / 'failure.png'}; server log: {tmp / 'jupyter.log'}")
+                raise
+        finally:
+            browser.close()
+
+
+def test_vocoder_notebook_plays_both_waveforms_in_jupyterlab(lab):
+    """04's players (Transformers, ours, the stream) load in JupyterLab and last as long as the waveforms."""
+    from omni_lab.models.code2wav import SAMPLE_RATE, Code2WavConfig
+
+    base, token, tmp = lab
+    cfg = Code2WavConfig.from_dict(json.loads((tmp / "models" / "omni-tiny" / "config.json").read_text()))
+    frames = round(2.0 * 12.5)  # the notebook's default SECONDS
+    found = {}
+
+    def check(page):
+        text = run_all(page, base, token, VOCODER_NOTEBOOK.name)
+        assert "every module within its bounds" in text, text[-3000:]
+        page.wait_for_function("() => { const a = [...document.querySelectorAll('.jp-NotebookPanel audio')]; "
+                               "return a.length >= 3 && a.every(e => e.readyState >= 1 || e.error); }")
+        found["players"] = page.evaluate("() => [...document.querySelectorAll('.jp-NotebookPanel audio')].map("
+                                         "e => ({ready: e.readyState, duration: e.duration, error: e.error && e.error.code}))")
+
+    with_page(tmp, check)
+    players = found["players"]
+    assert all(pl["error"] is None and pl["ready"] >= 1 for pl in players), players
+    one_shot = cfg.waveform_samples(frames) / SAMPLE_RATE
+    assert [pl["duration"] for pl in players[:2]] == [pytest.approx(one_shot, abs=1e-3)] * 2, players
 
 
 def test_report_audio_players_load_in_chromium(tmp_path, rng):

@@ -111,3 +111,8 @@ def test_notebook_runs(path, workspace):
         assert "image/png" in mimes, "02: no inline figure"
         assert WIDGET_MIME in mimes, "02: no widget view (the explorer)"
         assert any((workspace["tmp"] / "runs").glob("*/index.html")), "02: no HTML report in WORK_DIR"
+    if path.stem.startswith("04"):
+        html = [o["data"]["text/html"] for o in outputs(nb) if "text/html" in o.get("data", {})]
+        assert sum("<audio" in h for h in html) >= 3, "04: not three players (Transformers, ours, the stream)"
+        assert "image/png" in mimes and WIDGET_MIME in mimes, "04: no figure or no explorer"
+        assert (workspace["tmp"] / "runs" / "compare-code2wav" / "index.html").is_file(), "04: no report"
