@@ -25,13 +25,15 @@ import html
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..compare import WAVEFORM_BOUNDS, Bounds, WaveformBounds, compare_sets, waveform_metrics
 from ..compare.quant import TensorSqnr, sqnr_summary, weight_sqnr
+from ..formats.q8_0 import QK
+from ..formats.quantize import kept_by
 from ..models.code2wav import PREFIX, SAMPLE_RATE
 from . import figures
 from .audio import write_wav
@@ -46,7 +48,7 @@ WAV_FILES = {"bf16": "code2wav_bf16.wav", "q8_0": "code2wav_q8_0.wav"}
 TITLE = "omni_lab: code2wav, Q8_0 against BF16 (both on our kernels)"
 SIDE_LABELS = ("BF16", "Q8_0")  # (reference, quantized) in the figures
 # waveform_metrics' keys: label, and how WaveformBounds limits it (None: not bounded)
-METRICS = (("snr_db", "SNR", ">="), ("si_sdr_db", "SI-SDR", ">="), ("mel_distance_db", "log-mel distance", "<="),
+METRICS = (("snr_db", "SNR", ">="), ("si_sdr_db", "SI-SDR", ">="), ("mel_distance_db", "mel distance", "<="),
            ("max_abs", "max |err|", None))
 
 
@@ -66,9 +68,6 @@ def _db(v) -> str:
 
 def why_kept(t: TensorSqnr) -> str:
     """Why a weight of two or more dimensions is not Q8_0 in the GGUF."""
-    from ..formats.q8_0 import QK
-    from ..formats.quantize import kept_by
-
     reason = kept_by(t.name)
     if reason is not None:
         return reason
@@ -90,7 +89,7 @@ class Code2WavQuantReport(BothSides):
     wave_q: np.ndarray = field(repr=False)     # [N], Q8_0 weights
     adapter: dict
     notes: list[str]
-    bounds: WaveformBounds = WAVEFORM_BOUNDS[BOUNDS]
+    bounds: WaveformBounds                     # WAVEFORM_BOUNDS["q8_0"] when the report ran
     sample_rate: int = SAMPLE_RATE
     timing: dict = field(default_factory=dict)
     index: Path | None = None
@@ -128,7 +127,6 @@ class Code2WavQuantReport(BothSides):
     def to_json(self) -> dict:
         from ..reference.store import library_versions
 
-        b = self.bounds
         return {
             **self.head_json(),
             "component": COMPONENT,
@@ -142,8 +140,7 @@ class Code2WavQuantReport(BothSides):
                 "name": PREFIX, "samples": int(self.wave_ref.size), "sample_rate": self.sample_rate,
                 **{k: finite_or_none(v) for k, v in self.waveform.items()},  # SNR inf (identical) is null
                 "identical": self.identical,
-                "bounds": {"name": BOUNDS, "snr_db": b.snr_db, "si_sdr_db": b.si_sdr_db,
-                           "mel_distance_db": b.mel_distance_db},
+                "bounds": {"name": BOUNDS, **asdict(self.bounds)},
                 "within_bounds": self.passed, "violations": self.violations, "files": WAV_FILES},
             "notes": self.notes,
             "timing": self.timing,
@@ -155,7 +152,7 @@ class Code2WavQuantReport(BothSides):
         if self.identical:
             return "bit-identical to BF16's (SNR inf)"
         said = (f"SNR {m['snr_db']:.1f} dB, SI-SDR {m['si_sdr_db']:.1f} dB, mel distance "
-                    f"{m['mel_distance_db']:.3g} dB, max |err| {m['max_abs']:.3g}")
+                f"{m['mel_distance_db']:.3g} dB, max |err| {m['max_abs']:.3g}")
         if self.passed:
             return f"{said}: within the {BOUNDS} bounds ({bounds_text(self.bounds)})"
         return f"{said}: OUT of the {BOUNDS} bounds: {'; '.join(self.violations)}"
