@@ -194,6 +194,12 @@ def cmd_compare(args) -> int:
 def cmd_quant_report(args) -> int:
     from .report.quant_report import quant_report
 
+    if args.codes is not None:  # the vocoder's report, judged by its waveform's bounds
+        report = quant_report(args.model, args.gguf, codes=_codes(args.codes), out_dir=args.out,
+                              progress=not args.no_progress)
+        print(report.summary())
+        print(f"report: {report.index}")
+        return 0 if report.passed else 1
     text = None
     if args.text_file is not None:
         with open(args.text_file, encoding="utf-8") as f:
@@ -306,13 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_parser(sub)
 
     q = sub.add_parser("quant-report", help="a Q8_0 GGUF against its BF16 checkpoint, both on our kernels: weight "
-                                            "SQNR, activation drift, KL, perplexity, expert agreement")
+                                            "SQNR, activation drift, KL, perplexity, expert agreement; with --codes "
+                                            "the vocoder's waveform (SNR, SI-SDR, log-mel distance)")
     q.add_argument("--model", required=True, help="the BF16 checkpoint directory the GGUF was made from")
     q.add_argument("--gguf", required=True, help="its Q8_0 .gguf file (omni-lab quantize)")
     qg = q.add_mutually_exclusive_group(required=True)
     qg.add_argument("--prompt", help="text, tokenized with the checkpoint's tokenizer")
     qg.add_argument("--prompt-ids", help="token ids, e.g. 1,2,3")
     qg.add_argument("--text-file", help="a UTF-8 text file (perplexity is measured over its tokens)")
+    qg.add_argument("--codes", help="CODES.npy: codec codes, int [16, frames] or [frames, 16]: report on code2wav; "
+                                    "exit status 1 when its waveform breaks the q8_0 bounds")
     q.add_argument("--max-tokens", type=int, default=256, help="use at most this many tokens (default 256)")
     q.add_argument("--out", required=True, help="report directory (report.json, PNGs, index.html)")
     q.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -2,8 +2,10 @@
 stays unquantized, chunking, sharded input, the CLI, and crash safety (no file under the final name)."""
 
 import argparse
+import fnmatch
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -210,3 +212,91 @@ def test_cli_subcommand(tiny_qwen3, tmp_path, capsys):
     assert np.array_equal(bf16_to_f32(g.get("lm_head.weight")[0]), Checkpoint(src).get_f32("lm_head.weight"))
     assert qz.main([str(tmp_path / "nope"), str(tmp_path / "n.gguf"), "--no-progress"]) == 2
     assert "omni-lab quantize: " in (err := capsys.readouterr().err) and "nope: not a checkpoint directory" in err
+
+
+# ---- what Q8_0 quantizes across Qwen3-Omni ----------------------------------------------------------------
+CODE2WAV_LINEAR = re.compile(r"^code2wav\.(pre_transformer\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)"
+                             r"|upsample\.\d+\.1\.pwconv[12])\.weight$")
+
+
+@pytest.fixture(scope="module")
+def tiny_omni_plan(tmp_path_factory):
+    from omni_lab.models.tiny_omni import build_tiny_omni
+
+    src = build_tiny_omni(tmp_path_factory.mktemp("tiny_omni") / "ckpt", seed=0, preset="tiny")
+    return {t.name: t for t in qz.plan(Checkpoint(src))}
+
+
+def test_omni_plan_quantizes_code2wav_linears_and_none_of_its_convs(tiny_omni_plan):
+    plan = tiny_omni_plan
+    c2w = {n: t for n, t in plan.items() if n.startswith("code2wav.")}
+    quantized = {n for n, t in c2w.items() if t.target == "q8_0"}
+    linears = {n for n in c2w if CODE2WAV_LINEAR.match(n)}
+    # Every code2wav linear whose K is a multiple of 32, and nothing else of code2wav.
+    assert quantized == {n for n in linears if c2w[n].shape[-1] % 32 == 0}
+    # The tiny vocoder (hidden 32, MLP 48): q/k/v/o, gate/up and both pwconvs; down_proj's K = 48 cannot be.
+    assert len(quantized) == 2 * 6 + 2 * 2 and all(c2w[n].target == "bf16" for n in linears - quantized)
+    assert all(n.endswith("mlp.down_proj.weight") for n in linears - quantized)
+    convs = [n for n in c2w if n.endswith(".conv.weight")]
+    # 2 upsampling stages x (transposed conv, dwconv), decoder.0, 2 blocks x (transposed conv, 3 units x 2), the last
+    assert len(convs) == 2 * 2 + 1 + 2 * (1 + 3 * 2) + 1 and all(c2w[n].target == "bf16" for n in convs)
+    # The code embedding [768, 32] has a K that Q8_0 could take: only the table keeps it BF16.
+    emb = c2w["code2wav.code_embedding.weight"]
+    assert emb.shape[-1] % 32 == 0 and emb.target == "bf16"
+    assert qz.kept_by(emb.name) and "embedding_mean" in qz.kept_by(emb.name)
+    assert {t.target for n, t in c2w.items() if len(t.shape) == 1} == {"f32"}
+
+
+def test_omni_plan_thinker_unchanged_and_the_table_is_complete(tiny_omni_plan):
+    plan = tiny_omni_plan
+    # Outside the table the rule is the shape rule it always was: the thinker's (and talker's) linears, experts,
+    # embeddings and head are Q8_0 where K allows, as before.
+    for n, t in plan.items():
+        if qz.kept_by(n) is None:
+            shape_rule = "f32" if len(t.shape) <= 1 else "q8_0" if t.shape[-1] % 32 == 0 else t.source
+            assert t.target == shape_rule, n
+    for n in ("thinker.model.embed_tokens.weight", "thinker.lm_head.weight",
+              "thinker.model.layers.0.mlp.experts.3.gate_proj.weight", "thinker.model.layers.0.mlp.experts.3.down_proj.weight",
+              "thinker.model.layers.1.self_attn.q_proj.weight", "thinker.audio_tower.conv_out.weight"):
+        assert plan[n].target == "q8_0", n
+    # Every weight of 3+ dimensions in Qwen3-Omni is a convolution the table names (this checkpoint stores its
+    # experts one by one); a new one that it does not name fails here instead of being quantized by luck.
+    unnamed = [n for n, t in plan.items() if len(t.shape) >= 3 and qz.kept_by(n) is None]
+    assert unnamed == []
+    # and every row of the table names something real
+    for pattern, _ in qz.KEEP_AS_STORED:
+        assert any(fnmatch.fnmatchcase(n, pattern) for n in plan), pattern
+
+
+def test_a_k32_convolution_stays_16_bit_and_stacked_experts_are_quantized(tmp_path):
+    """Shapes the tiny checkpoint lacks, where only the table decides: convolutions whose K is 32, in both
+    layouts' key forms, beside live-layout stacked experts [E, N, K] (Q8_0, as always)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({"model_type": "qwen3_omni_moe"}))
+    bf16 = lambda *shape: torch.randn(*shape).to(torch.bfloat16)  # noqa: E731
+    t = {
+        "code2wav.decoder.0.conv.weight": bf16(8, 4, 32),                      # conv [C_out, C_in, K = 32]
+        "code2wav.decoder.1.block.1.conv.weight": bf16(8, 4, 32),              # transposed [C_in, C_out, K]
+        "code2wav.upsample.0.1.dwconv.conv.weight": bf16(8, 1, 32),            # depthwise
+        "code2wav.code_embedding.weight": bf16(64, 32),
+        "thinker.audio_tower.conv2d1.weight": bf16(8, 1, 3, 32),
+        "thinker.model.audio_tower.conv2d2.weight": bf16(8, 8, 3, 32),        # live layout key
+        "thinker.visual.patch_embed.proj.weight": bf16(8, 3, 2, 32, 32),
+        "thinker.model.language_model.layers.0.mlp.experts.gate_up_proj": bf16(4, 64, 32),
+        "thinker.model.language_model.layers.0.mlp.experts.down_proj": bf16(4, 32, 32),
+        "code2wav.upsample.0.1.pwconv1.weight": bf16(128, 32),
+    }
+    save_file(t, str(src / "model.safetensors"))
+    g = GGUFCheckpoint(qz.quantize_checkpoint(src, tmp_path / "o.gguf", progress=False))
+    quantized = {n for n in t if g.dtype(n) == "q8_0"}
+    assert quantized == {"thinker.model.language_model.layers.0.mlp.experts.gate_up_proj",
+                         "thinker.model.language_model.layers.0.mlp.experts.down_proj",
+                         "code2wav.upsample.0.1.pwconv1.weight"}
+    for n in set(t) - quantized:
+        assert g.dtype(n) == "bf16" and np.array_equal(g.get(n)[0], t[n].view(torch.int16).numpy().view(np.uint16)), n
+    assert g.shape("thinker.model.language_model.layers.0.mlp.experts.gate_up_proj") == (4, 64, 32)
+    # --keep adds to the table: the stacked experts kept too
+    kept = GGUFCheckpoint(qz.quantize_checkpoint(src, tmp_path / "k.gguf", keep=("*.experts.*",), progress=False))
+    assert {n for n in t if kept.dtype(n) == "q8_0"} == {"code2wav.upsample.0.1.pwconv1.weight"}
+    assert qz.kept_by("a.experts.x", ("*.experts.*",)) == "--keep *.experts.*"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,7 @@ def tensor_sqnr_db(w, w_hat) -> float:
     return sqnr_db(float((w * w).sum()), float((d * d).sum()))
 
 
+@lru_cache(maxsize=None)  # a constant of (block, levels), asked for by every summary
 def gaussian_q8_0_sqnr_db(block: int = 32, levels: int = 127) -> float:
     """The expected SQNR of Q8_0 on i.i.d. Gaussian weights (see the module docstring), by quadrature of the
     density of the largest |x| in a block: block * F(m)^(block-1) * f(m), F(m) = erf(m / sqrt 2)."""

@@ -7,10 +7,15 @@ and written chunk by chunk through GGUFWriter.write_tensor_data. We read rather 
 a mapped file count in the process's resident set until it is unmapped, so mapping a 60 GB checkpoint
 would show (and on some systems hold) tens of GB.
 
-What is quantized: tensors of two or more dimensions whose last dimension is a multiple of 32 and whose
-name matches no `keep` pattern (fnmatch). Others stay unquantized: 1-D tensors (norms, biases) as F32, as
-llama.cpp stores them; the rest keep their dtype (BF16 stays BF16). The output is written to
-`<out>.partial` and renamed when complete.
+What is quantized, in every part of Qwen3-Omni (`target_dtype` is the rule, and the only place it lives):
+Q8_0 goes to the linears whose K allows it, the weights [N, K] and the stacked experts [E, N, K] of a
+checkpoint saved in the live layout, K (the last dimension) a multiple of 32, unless the name matches a row of
+KEEP_AS_STORED or a `keep` pattern (fnmatch, where `*` crosses dots). KEEP_AS_STORED names the weights of two
+or more dimensions that are not linears, each with its reason: convolutions and code2wav's code embedding,
+which their kernels read 16-bit (or f32) only; they keep their dtype whatever their shape, so that a K=32
+convolution stays BF16 like the K=7 ones. Everything else stays unquantized: 1-D tensors (norms, biases) as
+F32, as llama.cpp stores them; integers as they are; the rest in their own dtype (BF16 stays BF16).
+The output is written to `<out>.partial` and renamed when complete.
 """
 
 from __future__ import annotations
@@ -70,13 +75,41 @@ def _safetensors_offsets(path: Path) -> dict[str, tuple[str, tuple[int, ...], in
     return out
 
 
+# Weights of two or more dimensions that Q8_0 leaves as stored: (fnmatch pattern of checkpoint keys, why).
+# `thinker.*audio_tower` and `thinker.*visual` match both the released keys (`thinker.audio_tower.`) and the
+# live layout's (`thinker.model.audio_tower.`); code2wav's keys are the same in both.
+KEEP_AS_STORED = (
+    ("code2wav.*.conv.weight",
+     "code2wav's convolutions (causal conv [C_out, C_in/groups, K], transposed [C_in, C_out, K]): ops/conv.py "
+     "reads 16-bit or f32 weights, and K is the kernel width, not a dot-product length"),
+    ("code2wav.code_embedding.weight",
+     "code2wav's code embedding: its mean over the codebooks (ops/embedding.py embedding_mean) reads 16-bit or "
+     "f32 tables"),
+    ("thinker.*audio_tower.conv2d*.weight",
+     "the audio tower's stride-2 Conv2d [C_out, C_in, 3, 3]: convolutions, read 16-bit like code2wav's"),
+    ("thinker.*visual.patch_embed.proj.weight",
+     "the vision patch embedding, a Conv3d [C_out, 3, T, P, P]: a convolution, read 16-bit like code2wav's"),
+)
+
+
+def kept_by(name: str, keep=()) -> str | None:
+    """Why `name` stays as stored: the reason of its KEEP_AS_STORED row, or the `keep` pattern it matches
+    (None: nothing keeps it)."""
+    for pattern, reason in KEEP_AS_STORED:
+        if fnmatch.fnmatchcase(name, pattern):
+            return reason
+    return next((f"--keep {p}" for p in keep if fnmatch.fnmatchcase(name, p)), None)
+
+
 def target_dtype(name: str, shape: tuple[int, ...], source: str, qtype: str = "q8_0", keep=()) -> str:
-    """The dtype a tensor gets in the GGUF (see the module docstring)."""
+    """The dtype a tensor gets in the GGUF (see the module docstring): integers as stored, 1-D as f32, Q8_0
+    for a weight of two or more dimensions whose last is a multiple of 32 and that nothing keeps (kept_by),
+    else its own dtype."""
     if source in ("i32", "i64"):
         return source
     if len(shape) <= 1:
         return "f32"
-    if qtype == "q8_0" and shape[-1] % QK == 0 and not any(fnmatch.fnmatchcase(name, p) for p in keep):
+    if qtype == "q8_0" and shape[-1] % QK == 0 and kept_by(name, keep) is None:
         return "q8_0"
     return source
 
@@ -165,7 +198,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--type", dest="qtype", choices=QTYPES, default="q8_0",
                    help="q8_0 (default), or none: convert without quantizing")
     p.add_argument("--keep", nargs="+", action="extend", default=[], metavar="PATTERN",
-                   help="fnmatch patterns of HF tensor names to leave unquantized, e.g. 'lm_head.*' '*.embed_tokens.*'")
+                   help="fnmatch patterns of HF tensor names to leave unquantized, e.g. 'lm_head.*' '*.embed_tokens.*' "
+                        "(in addition to the convolutions and code embedding that always stay as stored)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p

@@ -50,7 +50,7 @@ from .component import Component, ModelInputError, StepContext
 from .config import ConfigError, DecoderConfig, sub_dict
 from .decoder import Decoder
 from .layers import Rotary, linear
-from .loaders import Keys, load_layers, progress_bar, upload_f32, upload_weight
+from .loaders import Keys, load_layers, progress_bar, upload_f32, upload_unquantized, upload_weight
 
 PREFIX = "code2wav"
 EMBEDDING_MEAN = f"{PREFIX}.code_embedding.mean"
@@ -411,7 +411,7 @@ class Code2Wav(Component):
         h, q = cfg.hidden_size, cfg.num_quantizers
         blocks = len(cfg.upsample_rates)
         bar = progress_bar(ckpt, cfg.transformer.num_hidden_layers + 3, progress, " (code2wav)")
-        self.code_embedding = upload_weight(ckpt, f"{PREFIX}.code_embedding.weight", (cfg.codebook_size * q, h))
+        self.code_embedding = upload_unquantized(ckpt, f"{PREFIX}.code_embedding.weight", (cfg.codebook_size * q, h))
         self.code_offsets = np.arange(q, dtype=np.int64)[:, None] * cfg.codebook_size  # [Q, 1]
         bar.update()
         self.transformer = Code2WavTransformer(cfg.transformer, ckpt, max_len, bar)
@@ -420,7 +420,8 @@ class Code2Wav(Component):
 
         def conv_at(name, c_in, c_out, k, transposed=False, **kw):
             shape = (c_in, c_out, k) if transposed else (c_out, c_in // kw.get("groups", 1), k)
-            return Conv(w(f"{name}.conv.weight", shape), f32(f"{name}.conv.bias", c_out), transposed=transposed, **kw)
+            weight = upload_unquantized(ckpt, f"{PREFIX}.{name}.conv.weight", shape)
+            return Conv(weight, f32(f"{name}.conv.bias", c_out), transposed=transposed, **kw)
 
         def snake_at(name, c):
             return Snake(f32(f"{name}.alpha", c), f32(f"{name}.beta", c))

@@ -47,6 +47,17 @@ def upload_weight(ckpt, name: str, shape: tuple[int, ...]):
     return runtime().upload(array, dtype, label=name)
 
 
+def upload_unquantized(ckpt, name: str, shape: tuple[int, ...]) -> Tensor:
+    """A weight whose kernel reads 16-bit or f32 only (a convolution, code2wav's code-embedding table), as
+    stored. A Q8_0 one is refused by name: formats/quantize.py keeps these as stored (KEEP_AS_STORED), so it
+    comes from a GGUF written before that rule, and would otherwise fail inside the kernel's dtype check."""
+    ckpt.expect(name, shape)
+    if ckpt.dtype(name) == "q8_0":
+        raise CheckpointError(f"{ckpt.path}: tensor '{name}' is Q8_0, but its kernel reads 16-bit or f32 weights "
+                              "only; quantize the checkpoint again with `omni-lab quantize`, which keeps it as stored")
+    return upload_weight(ckpt, name, shape)
+
+
 def upload_f32(ckpt, name: str, shape: tuple[int, ...]) -> Tensor:
     """A small parameter (norm weight) widened to f32."""
     ckpt.expect(name, shape)

@@ -241,6 +241,7 @@ def error_histogram(ours: np.ndarray, ref: np.ndarray, name: str = "", bins: int
 
 
 ZOOM_S = 0.02  # the zoom panel's span: a few pitch periods of speech, so the wave's shape is visible
+SIDES = ("reference", "ours")  # how the waveform figures name (ref, ours) unless told otherwise
 
 
 def _figure(fig, width: float, height: float):
@@ -248,10 +249,11 @@ def _figure(fig, width: float, height: float):
 
 
 def waveform_figure(ours: np.ndarray, ref: np.ndarray, name: str = "", snr_db: float | None = None,
-                    sample_rate: int = SAMPLE_RATE, fig=None):
+                    sample_rate: int = SAMPLE_RATE, fig=None, labels: tuple[str, str] = SIDES):
     """A flat signal against time: both sides overlaid, a ZOOM_S window around the largest difference (shaded in
     the first panel), and ours - ref on its own axis, so that a 1e-6 difference is as visible as a 0.1 one.
-    Draws into `fig` (a Figure or SubFigure) when given; returns it."""
+    Draws into `fig` (a Figure or SubFigure) when given; returns it. `labels` names (ref, ours)."""
+    ref_label, ours_label = labels
     ours, ref = np.ravel(ours), np.ravel(ref)
     fig = _figure(fig, 11, 6.5)
     a1, a2, a3 = fig.subplots(3, 1)
@@ -261,8 +263,8 @@ def waveform_figure(ours: np.ndarray, ref: np.ndarray, name: str = "", snr_db: f
     half = max(int(ZOOM_S * sample_rate / 2), 1)
     lo, hi = max(worst - half, 0), min(worst + half, ref.size)
     for ax, sl in ((a1, slice(None)), (a2, slice(lo, hi))):
-        ax.plot(t[sl], ref[sl], lw=0.8, label="reference")
-        ax.plot(t[sl], ours[sl], lw=0.8, ls="--", label="ours")
+        ax.plot(t[sl], ref[sl], lw=0.8, label=ref_label)
+        ax.plot(t[sl], ours[sl], lw=0.8, ls="--", label=ours_label)
         ax.set_ylabel("amplitude")
     if ref.size:
         a1.axvspan(t[lo], t[hi - 1], color="tab:orange", alpha=0.25, lw=0)
@@ -273,19 +275,22 @@ def waveform_figure(ours: np.ndarray, ref: np.ndarray, name: str = "", snr_db: f
     a3.plot(t, d, lw=0.8, color="tab:red")
     finite = d[np.isfinite(d)]
     if finite.size and not finite.any():
-        a3.set_title("ours - ref: identical (all zero)", fontsize=10)
+        a3.set_title(f"{ours_label} - {ref_label}: identical (all zero)", fontsize=10)
     else:
         mx = np.abs(finite).max() if finite.size else math.nan
         bad = f", {d.size - finite.size} non-finite" if finite.size < d.size else ""
-        a3.set_title(f"ours - ref, on its own scale: max |d| {mx:.3g} at {worst / sample_rate:.4f} s{bad}", fontsize=10)
+        a3.set_title(f"{ours_label} - {ref_label}, on its own scale: max |d| {mx:.3g} at {worst / sample_rate:.4f} s{bad}",
+                     fontsize=10)
     a3.set_xlabel("time (s)")
     return fig
 
 
-def spectrogram_figure(ours: np.ndarray, ref: np.ndarray, name: str = "", sample_rate: int = SAMPLE_RATE, fig=None):
+def spectrogram_figure(ours: np.ndarray, ref: np.ndarray, name: str = "", sample_rate: int = SAMPLE_RATE, fig=None,
+                       labels: tuple[str, str] = SIDES):
     """The log-mel power spectrograms of the reference and ours side by side (one colour scale, TOP_DB deep), and
     ours - ref in dB: exactly what compare.audio.mel_distance_db averages the magnitude of. Draws into `fig` (a
-    Figure or SubFigure) when given; returns it."""
+    Figure or SubFigure) when given; returns it. `labels` names (ref, ours)."""
+    ref_label, ours_label = labels
     ours, ref = np.ravel(ours).astype(np.float64), np.ravel(ref).astype(np.float64)
     fig = _figure(fig, 11, 3.8)
     axes = fig.subplots(1, 3, sharey=True)
@@ -300,7 +305,7 @@ def spectrogram_figure(ours: np.ndarray, ref: np.ndarray, name: str = "", sample
     # frame t is centred on sample t HOP
     extent = (-HOP / 2 / sample_rate, (frames - 0.5) * HOP / sample_rate, 0, ref_db.shape[0])
     top = max(ref_db.max(), lo_db.max())
-    for ax, m, label in ((axes[0], ref_db, "reference"), (axes[1], lo_db, "ours")):
+    for ax, m, label in ((axes[0], ref_db, ref_label), (axes[1], lo_db, ours_label)):
         im = ax.imshow(m, origin="lower", aspect="auto", extent=extent, cmap="magma", vmin=top - TOP_DB, vmax=top,
                        interpolation="nearest")
         ax.set_title(label, fontsize=10)
@@ -310,7 +315,7 @@ def spectrogram_figure(ours: np.ndarray, ref: np.ndarray, name: str = "", sample
     span = max(float(np.abs(diff).max()), 1e-12)  # a symmetric scale; identical spectrograms draw white
     im = axes[2].imshow(diff, origin="lower", aspect="auto", extent=extent, cmap="RdBu_r", vmin=-span, vmax=span,
                         interpolation="nearest")
-    fig.colorbar(im, ax=axes[2], label="ours - ref (dB)")
+    fig.colorbar(im, ax=axes[2], label=f"{ours_label} - {ref_label} (dB)")
     axes[2].set_title(f"difference: mean |d| {np.abs(diff).mean():.3g} dB", fontsize=10)
     axes[2].set_xlabel("time (s)")
     axes[0].set_ylabel(f"mel band (0 to {sample_rate / 2000:g} kHz)")
@@ -318,13 +323,14 @@ def spectrogram_figure(ours: np.ndarray, ref: np.ndarray, name: str = "", sample
     return fig
 
 
-def waveform_detail(ours: np.ndarray, ref: np.ndarray, name: str = "", sample_rate: int = SAMPLE_RATE) -> Figure:
-    """waveform_figure above spectrogram_figure, under the three dB figures of the pair."""
+def waveform_detail(ours: np.ndarray, ref: np.ndarray, name: str = "", sample_rate: int = SAMPLE_RATE,
+                    labels: tuple[str, str] = SIDES) -> Figure:
+    """waveform_figure above spectrogram_figure, under the three dB figures of the pair; `labels` names (ref, ours)."""
     m = waveform_metrics(np.ravel(ours), np.ravel(ref), sample_rate)
     fig = new_figure(11, 10.5)
     top, bottom = fig.subfigures(2, 1, height_ratios=[6.5, 4])
-    waveform_figure(ours, ref, name, m["snr_db"], sample_rate, fig=top)
-    spectrogram_figure(ours, ref, name, sample_rate, fig=bottom)
+    waveform_figure(ours, ref, name, m["snr_db"], sample_rate, fig=top, labels=labels)
+    spectrogram_figure(ours, ref, name, sample_rate, fig=bottom, labels=labels)
     fig.suptitle(f"{name}: SNR {m['snr_db']:.1f} dB, SI-SDR {m['si_sdr_db']:.1f} dB, "
                  f"mel distance {m['mel_distance_db']:.3g} dB, max |err| {m['max_abs']:.3g}")
     return fig

@@ -150,16 +150,18 @@ def _waveform_bounds_text(comparison) -> str:
     return "; waveform: " + " / ".join(texts) if texts else ""
 
 
+def player(label: str, file: str) -> str:
+    """One labelled audio player of a WAV file next to the page, with a link to the file."""
+    e = html.escape
+    return (f"<div class='player'><span>{e(label)}</span><audio controls preload='metadata' src='{e(file)}'>"
+            f"</audio><a href='{e(file)}'>{e(file)}</a></div>")
+
+
 def _players(comparison, audio: list[tuple[str, str, str]]) -> str:
     e = html.escape
     dtype = comparison.dtype or "?"
-    out = []
-    for name, ours, ref in audio:
-        out.append(f"<h3><code>{e(name)}</code> at {comparison.sample_rate} Hz</h3>"
-                   f"<div class='player'><span>ours</span><audio controls preload='metadata' src='{e(ours)}'>"
-                   f"</audio><a href='{e(ours)}'>{e(ours)}</a></div>"
-                   f"<div class='player'><span>reference ({e(dtype)})</span><audio controls preload='metadata' "
-                   f"src='{e(ref)}'></audio><a href='{e(ref)}'>{e(ref)}</a></div>")
+    out = [f"<h3><code>{e(name)}</code> at {comparison.sample_rate} Hz</h3>" + player("ours", ours)
+           + player(f"reference ({dtype})", ref) for name, ours, ref in audio]
     return "<h2>Listen</h2>" + "".join(out) if out else ""
 
 

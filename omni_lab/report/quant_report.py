@@ -9,6 +9,9 @@
    (KL, same top token, RMS dp, perplexity) and, for MoE, agreement of the selected experts per layer;
 4. report.json, PNG figures and index.html in out_dir, each written under a temporary name and renamed.
 
+With `codes` (codec codes [16, frames]) it reports on the vocoder instead: quant_code2wav.py, on the helpers
+here (running a side, the weights' table and figure, the drift table, the page).
+
 Neither side is Transformers: this measures what Q8_0 weights cost, not how close our kernels are to
 Transformers (that is `omni-lab compare`). With several tokens every Q8_0 linear runs our prefill matmul,
 which widens the weights in the tile and keeps activations in f32, so the error measured is the weights'
@@ -47,13 +50,19 @@ LOW_SQNR_DB = 30.0  # Q8_0 gives about 45 dB on well-scaled weights; a tensor fa
 
 
 # ---- running both sides ---------------------------------------------------------------------------------
-def run_side(path: str | Path, ids: np.ndarray, names: list[str], progress: bool = False) -> dict:
-    """One forward of our model of a checkpoint directory or GGUF over `ids` with every name tapped;
-    returns the activations and 'logits'."""
+def run_side(path: str | Path, ids: np.ndarray, names: list[str], progress: bool = False,
+             component: str | None = None) -> dict:
+    """One forward of our model (or the named component of it) of a checkpoint directory or GGUF over `ids`
+    with every name tapped; returns the activations, and 'logits' for a decoder. code2wav takes codec codes
+    [Q, T] as `ids`."""
+    from ..models.registry import input_length
     from ..workbench import load_ours
 
-    model = load_ours(Path(path), max_len=max(len(ids), 16), progress=progress)
+    length = input_length(path, ids, component)
+    model = load_ours(Path(path), max_len=max(length, 16), progress=progress, component=component)
     try:
+        if model.input_name == "codes":
+            return model.tap(ids, names)
         return model.forward(ids, start=0, taps=names)
     finally:
         del model
@@ -61,8 +70,61 @@ def run_side(path: str | Path, ids: np.ndarray, names: list[str], progress: bool
 
 
 # ---- the report -----------------------------------------------------------------------------------------
+class BothSides:
+    """What every quantization report has: a checkpoint and its GGUF (`src`, `gguf`, `model_type`), both run on
+    our kernels on `adapter`, the SQNR of every tensor (`weights`) and the drift of every activation (`drift`)."""
+    src: Path
+    gguf: Path
+    model_type: str
+    weights: list[TensorSqnr]
+    drift: object
+    adapter: dict
+
+    @property
+    def weight_summary(self) -> dict:
+        return sqnr_summary(self.weights)
+
+    @property
+    def adapter_name(self) -> str:
+        a = self.adapter
+        return f"{a.get('adapter', '?')} ({a.get('backend', '?')}, {a.get('adapter_type', '?')})"
+
+    def head_json(self) -> dict:
+        """report.json's first keys: what the report is, its two sides and the adapter."""
+        return {
+            "kind": "quantization report",
+            "sides": {"reference": f"ours, BF16 weights of {self.src}", "quantized": f"ours, Q8_0 weights of {self.gguf}",
+                      "note": "both sides run on omni_lab's WGSL kernels; Transformers is not involved"},
+            "source": str(self.src), "gguf": str(self.gguf), "model_type": self.model_type,
+            "adapter": {k: self.adapter.get(k) for k in ("adapter", "description", "vendor", "backend", "adapter_type")},
+        }
+
+
+def finite_or_none(v):
+    """v, or None where it is inf or NaN: strict JSON has neither."""
+    return v if v is None or math.isfinite(v) else None
+
+
+def drift_json(drift, typed: bool = False) -> list[dict]:
+    """The compared rows of a drift Comparison for report.json; `typed` adds each row's kind and layout, and a
+    waveform's dB figures."""
+    fin = finite_or_none
+    out = []
+    for r in drift.rows:
+        if not r.compared:
+            continue
+        d = {"name": r.name, "shape": list(r.shape_ref or ()), "mse": fin(r.mse), "cosine": fin(r.cosine),
+             "nmse": fin(r.nmse), "max_abs": fin(r.max_abs)}
+        if typed:
+            d.update(kind=r.kind, layout=r.layout)
+            if r.kind == "waveform":
+                d.update(snr_db=fin(r.snr_db), si_sdr_db=fin(r.si_sdr_db), mel_distance_db=fin(r.mel_distance_db))
+        out.append(d)
+    return out
+
+
 @dataclass
-class QuantReport:
+class QuantReport(BothSides):
     src: Path
     gguf: Path
     model_type: str
@@ -78,31 +140,15 @@ class QuantReport:
     timing: dict = field(default_factory=dict)
     index: Path | None = None
 
-    @property
-    def weight_summary(self) -> dict:
-        return sqnr_summary(self.weights)
-
-    @property
-    def adapter_name(self) -> str:
-        a = self.adapter
-        return f"{a.get('adapter', '?')} ({a.get('backend', '?')}, {a.get('adapter_type', '?')})"
-
     def to_json(self) -> dict:
         from ..reference.store import library_versions
 
-        fin = lambda v: v if v is None or math.isfinite(v) else None  # noqa: E731  strict JSON has no inf/NaN
-        drift = [{"name": r.name, "shape": list(r.shape_ref or ()), "mse": fin(r.mse), "cosine": fin(r.cosine),
-                  "nmse": fin(r.nmse), "max_abs": fin(r.max_abs)} for r in self.drift.rows if r.compared]
         return {
-            "kind": "quantization report",
-            "sides": {"reference": f"ours, BF16 weights of {self.src}", "quantized": f"ours, Q8_0 weights of {self.gguf}",
-                      "note": "both sides run on omni_lab's WGSL kernels; Transformers is not involved"},
-            "source": str(self.src), "gguf": str(self.gguf), "model_type": self.model_type,
-            "adapter": {k: self.adapter.get(k) for k in ("adapter", "description", "vendor", "backend", "adapter_type")},
+            **self.head_json(),
             "inputs": {"input_ids": self.ids.tolist(), "tokens": len(self.ids), "text": self.text,
                        "truncated_from": self.truncated_from},
             "weights": {"summary": self.weight_summary, "tensors": [t.to_json() for t in self.weights]},
-            "activations": drift,
+            "activations": drift_json(self.drift),
             "logits": self.logits.to_json(),
             "moe": ({"k": self.moe[0].k, "layers": [m.to_json() for m in self.moe]} if self.moe else None),
             "llama_cpp_q8_0_reference": LLAMA_CPP_Q8_0,
@@ -140,17 +186,23 @@ def _num(v, digits: int = 4) -> str:
 
 
 def quant_report(src_dir: str | Path, gguf_path: str | Path, ids=None, text: str | None = None,
-                 out_dir: str | Path | None = None, *, max_tokens: int | None = None,
-                 progress: bool = False) -> QuantReport:
+                 out_dir: str | Path | None = None, *, codes=None, max_tokens: int | None = None,
+                 progress: bool = False):
     """Measure the GGUF `gguf_path` against the checkpoint `src_dir` over token `ids` (or `text`, tokenized
-    with the checkpoint's tokenizer, cut to `max_tokens`), and write the report into `out_dir` when given."""
+    with the checkpoint's tokenizer, cut to `max_tokens`), and write the report into `out_dir` when given.
+    With codec `codes` instead ([16, frames] or [frames, 16] integers), the vocoder's report
+    (quant_code2wav.Code2WavQuantReport)."""
     from ..gpu import runtime
     from ..models.qwen3 import ModelInputError
     from ..workbench import activation_names, prompt_ids
 
     src, gguf = Path(src_dir), Path(gguf_path)
-    if (ids is None) == (text is None):
-        raise ValueError("quant_report: give exactly one of ids or text")
+    if sum(x is not None for x in (ids, text, codes)) != 1:
+        raise ValueError("quant_report: give exactly one of ids, text or codes")
+    if codes is not None:
+        from .quant_code2wav import code2wav_quant_report
+
+        return code2wav_quant_report(src, gguf, codes, out_dir, progress=progress)
     if not gguf.is_file():
         raise FileNotFoundError(f"{gguf}: no such GGUF file")
     timing = {}
@@ -178,9 +230,7 @@ def quant_report(src_dir: str | Path, gguf_path: str | Path, ids=None, text: str
                          manifest={"dtype": "BF16 weights (ours)"})
     gpu = runtime().gpu.describe()
     notes = [
-        f"Both sides ran on omni_lab's WGSL kernels on {gpu.get('adapter', '?')} ({gpu.get('backend', '?')}, "
-        f"{gpu.get('adapter_type', '?')}): the reference reads the BF16 checkpoint, the other side the Q8_0 GGUF. "
-        "Transformers is not involved; this measures Q8_0, not our agreement with Transformers.",
+        sides_note(gpu),
         f"One prefill over {len(ids)} tokens: every Q8_0 linear ran the prefill matmul (weights widened in the tile, "
         "f32 activations), so its error is the weights' alone; decode's int8 matvec (dot4) also rounds activations "
         "and is not measured here.",
@@ -191,12 +241,7 @@ def quant_report(src_dir: str | Path, gguf_path: str | Path, ids=None, text: str
                      "MoE experts ran their per-pair kernels, which take int8 activations (blocks of 32, llama.cpp's "
                      "rule): their error includes that rounding.")
         notes.append("Router activations are compared as expert agreement, not in the drift table.")
-    low = sorted((t for t in weights if t.quantized and t.sqnr_db < LOW_SQNR_DB), key=lambda t: t.sqnr_db)
-    if low:
-        notes.append(f"{len(low)} Q8_0 tensors have an SQNR below {LOW_SQNR_DB:g} dB, the worst '{low[0].name}' "
-                     f"({low[0].sqnr_db:.1f} dB, largest |w| {low[0].max_abs:.3g}). Q8_0's scale is f16: blocks whose "
-                     f"largest |w| is below about {127 * 2.0 ** -25:.1e} quantize to zero, and below "
-                     f"{127 * 2.0 ** -14:.1e} lose precision.")
+    notes += low_sqnr_notes(weights)
     if truncated_from:
         notes.append(f"The text gave {truncated_from} tokens; the first {len(ids)} were used.")
     report = QuantReport(src=src, gguf=gguf, model_type=_model_type(src), ids=np.asarray(ids),
@@ -214,8 +259,29 @@ def _model_type(src: Path) -> str:
     return model_type(src)
 
 
+def sides_note(gpu: dict) -> str:
+    """The first note of every quantization report: where both sides ran, and that neither is Transformers."""
+    return (f"Both sides ran on omni_lab's WGSL kernels on {gpu.get('adapter', '?')} ({gpu.get('backend', '?')}, "
+            f"{gpu.get('adapter_type', '?')}): the reference reads the BF16 checkpoint, the other side the Q8_0 GGUF. "
+            "Transformers is not involved; this measures Q8_0, not our agreement with Transformers.")
+
+
+def low_sqnr_notes(weights: list[TensorSqnr]) -> list[str]:
+    """A note naming the Q8_0 tensors far below Q8_0's usual SQNR, and why f16 scales cause it (or none)."""
+    low = sorted((t for t in weights if t.quantized and t.sqnr_db < LOW_SQNR_DB), key=lambda t: t.sqnr_db)
+    if not low:
+        return []
+    return [f"{len(low)} Q8_0 tensors have an SQNR below {LOW_SQNR_DB:g} dB, the worst '{low[0].name}' "
+            f"({low[0].sqnr_db:.1f} dB, largest |w| {low[0].max_abs:.3g}). Q8_0's scale is f16: blocks whose "
+            f"largest |w| is below about {127 * 2.0 ** -25:.1e} quantize to zero, and below "
+            f"{127 * 2.0 ** -14:.1e} lose precision."]
+
+
 # ---- figures --------------------------------------------------------------------------------------------
-def _tensor_group(name: str) -> str:
+def tensor_group(name: str) -> str:
+    """The kind a tensor is drawn and summarised as: code2wav's as their own group, the rest by their role."""
+    if name.startswith("code2wav."):
+        return "code2wav"
     if ".mlp.experts." in name or ".experts." in name:
         return "MoE experts"
     if "embed" in name or "lm_head" in name:
@@ -234,7 +300,7 @@ def sqnr_figure(report: QuantReport, annotate: int = 3):
     ax = fig.subplots()
     groups: dict[str, list[tuple[int, float]]] = {}
     for i, t in enumerate(q):
-        groups.setdefault(_tensor_group(t.name), []).append((i, t.sqnr_db))
+        groups.setdefault(tensor_group(t.name), []).append((i, t.sqnr_db))
     for g, pts in sorted(groups.items()):
         x, y = zip(*pts)
         ax.plot(x, y, "o", ms=3.5, label=f"{g} ({len(pts)})")
@@ -333,15 +399,86 @@ FIGURES = (("sqnr.png", "Weight SQNR per tensor, sorted", sqnr_figure),
 
 
 # ---- files ----------------------------------------------------------------------------------------------
-def _write_atomic(path: Path, data: bytes) -> Path:
+def write_atomic(path: Path, data: bytes) -> Path:
     tmp = path.with_name(path.name + ".partial")
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return path
 
 
-def _fmt(v, spec: str = ".3g") -> str:
+def fmt(v, spec: str = ".3g") -> str:
     return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def both_ours_html(report: BothSides) -> str:
+    """The sentence every quantization report opens with."""
+    return (f"Both sides are <b>our</b> kernels on {html.escape(report.adapter_name)}: BF16 weights against\n"
+            "Q8_0 weights. Transformers is not involved; this measures what Q8_0 costs.")
+
+
+def meta_table(report: BothSides, inputs: str, timing: dict) -> str:
+    """The table of the two files, the adapter, the model type, the inputs (HTML) and the time taken."""
+    e = html.escape
+    meta = [("Reference side", f"ours, BF16 weights: <code>{e(str(report.src))}</code>"),
+            ("Quantized side", f"ours, Q8_0 weights: <code>{e(str(report.gguf))}</code>"),
+            ("Adapter", e(report.adapter_name)), ("Model type", e(report.model_type)),
+            ("Inputs", inputs),
+            ("Time", e(", ".join(f"{k} {v:.1f} s" for k, v in timing.items())))]
+    return "<table>" + "".join(f"<tr><th class='name'>{k}</th><td class='name'>{v}</td></tr>" for k, v in meta) + "</table>"
+
+
+def images_html(images: list[tuple[str, str]]) -> str:
+    e = html.escape
+    return "".join(f"<h3>{e(cap)}</h3><img src='{e(f)}' alt='{e(cap)}'>" for f, cap in images)
+
+
+def drift_table(drift, notes: bool = False) -> str:
+    """The drift section: every compared activation in execution order; `notes` adds a column with a
+    waveform's dB figures and a type other than float [tokens, features]."""
+    e = html.escape
+    rows = []
+    for i, r in enumerate(drift.rows):
+        if not r.compared:
+            continue
+        row = (f"<tr><td>{i}</td><td class='name'>{e(r.name)}</td><td>{fmt(r.mse, '.3e')}</td>"
+               f"<td>{fmt(r.cosine, '.8f')}</td><td>{fmt(r.nmse, '.3e')}</td><td>{fmt(r.max_abs, '.3e')}</td>")
+        if notes:
+            said = ([r.waveform_text()] if r.kind == "waveform" else []) + \
+                ([f"{r.kind}, {r.layout}"] if (r.kind, r.layout) != ("float", "TF") else [])
+            row += f"<td class='name'>{e('; '.join(said))}</td>"
+        rows.append(row + "</tr>")
+    head = "<th class='name'>notes</th>" if notes else ""
+    return ("<h2>Activation drift, in execution order (Q8_0 side against BF16 side)</h2>\n"
+            "<table><tr><th>#</th><th class=\"name\">name</th><th>MSE</th><th>cosine</th><th>NMSE</th>"
+            f"<th>max |err|</th>{head}</tr>\n{''.join(rows)}</table>")
+
+
+def sqnr_section(report: BothSides) -> str:
+    """Every Q8_0 tensor's SQNR, worst first, and how many tensors stayed unquantized."""
+    e = html.escape
+    w = report.weight_summary
+    q = sorted((t for t in report.weights if t.quantized), key=lambda t: (math.isnan(t.sqnr_db), t.sqnr_db))
+    sqnr_rows = "".join(f"<tr><td class='name'>{e(t.name)}</td><td>{e(str(list(t.shape)))}</td><td>{e(t.source_dtype)}</td>"
+                        f"<td>{fmt(t.sqnr_db, '.2f')}</td></tr>" for t in q)
+    return (f"<h2>Weight SQNR of the {len(q)} Q8_0 tensors (worst first)</h2>\n"
+            f"<p>{w['unquantized']} tensors stayed unquantized; {w['unquantized_identical']} of them are bit-identical "
+            "to the checkpoint.</p>\n"
+            "<table><tr><th class=\"name\">tensor</th><th>shape</th><th>source</th><th>SQNR (dB)</th></tr>"
+            f"{sqnr_rows}</table>")
+
+
+def page(title: str, verdict: str, body: str, passed: bool = True) -> str:
+    """A whole report page: title, the verdict box, the body, the link to report.json."""
+    e = html.escape
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{e(title)}</title><style>{CSS}</style></head>
+<body>
+<h1>{e(title)}</h1>
+<div class="verdict {'pass' if passed else 'fail'}">{verdict}</div>
+{body}
+<p><a href="report.json">report.json</a></p>
+</body></html>
+"""
 
 
 def render_html(report: QuantReport, images: list[tuple[str, str]], title: str) -> str:
@@ -349,62 +486,38 @@ def render_html(report: QuantReport, images: list[tuple[str, str]], title: str) 
     lg, w = report.logits, report.weight_summary
     band_kl, band_top = LLAMA_CPP_Q8_0["kl_mean"], LLAMA_CPP_Q8_0["same_top_rate"]
     headline = [
-        ("mean KL(p_bf16 || p_q8)", _fmt(lg.kl_mean), f"{band_kl[0]:g} to {band_kl[1]:g}"),
-        ("median KL", _fmt(lg.kl_median), ""), ("99th percentile KL", _fmt(lg.kl_p99), ""),
-        ("max KL", _fmt(lg.kl_max), ""),
+        ("mean KL(p_bf16 || p_q8)", fmt(lg.kl_mean), f"{band_kl[0]:g} to {band_kl[1]:g}"),
+        ("median KL", fmt(lg.kl_median), ""), ("99th percentile KL", fmt(lg.kl_p99), ""),
+        ("max KL", fmt(lg.kl_max), ""),
         ("same top token", f"{lg.same_top}/{lg.tokens} = {100 * lg.same_top_rate:.2f}%{_flips(lg)}",
          f"{100 * band_top[0]:.1f}% to {100 * band_top[1]:.1f}%"),
-        ("RMS dp of the BF16 top token", _fmt(lg.rms_dp_top), ""),
-        ("RMS dp of the next token (llama.cpp's RMS dp)", _fmt(lg.rms_dp_next), ""),
-        ("perplexity BF16 / Q8_0", f"{_fmt(lg.ppl_ref, '.6g')} / {_fmt(lg.ppl_q, '.6g')}", ""),
-        ("perplexity ratio Q8_0 / BF16", _fmt(lg.ppl_ratio, ".6f"), ""),
-        ("weight SQNR min / median (dB)", f"{_fmt(w['min_db'], '.2f')} / {_fmt(w['median_db'], '.2f')}",
+        ("RMS dp of the BF16 top token", fmt(lg.rms_dp_top), ""),
+        ("RMS dp of the next token (llama.cpp's RMS dp)", fmt(lg.rms_dp_next), ""),
+        ("perplexity BF16 / Q8_0", f"{fmt(lg.ppl_ref, '.6g')} / {fmt(lg.ppl_q, '.6g')}", ""),
+        ("perplexity ratio Q8_0 / BF16", fmt(lg.ppl_ratio, ".6f"), ""),
+        ("weight SQNR min / median (dB)", f"{fmt(w['min_db'], '.2f')} / {fmt(w['median_db'], '.2f')}",
          f"Gaussian weights: {w['gaussian_theory_db']:.1f}"),
     ]
     if report.moe:
-        headline.append(("expert set agreement, worst layer", _fmt(min(m.set_agreement for m in report.moe), ".4f"), ""))
+        headline.append(("expert set agreement, worst layer", fmt(min(m.set_agreement for m in report.moe), ".4f"), ""))
     head_rows = "".join(f"<tr><th class='name'>{e(k)}</th><td>{e(v)}</td><td>{e(ref)}</td></tr>" for k, v, ref in headline)
-    meta = [("Reference side", f"ours, BF16 weights: <code>{e(str(report.src))}</code>"),
-            ("Quantized side", f"ours, Q8_0 weights: <code>{e(str(report.gguf))}</code>"),
-            ("Adapter", e(report.adapter_name)), ("Model type", e(report.model_type)),
-            ("Inputs", f"{len(report.ids)} tokens" + (f", from text {e(repr(report.text[:80]))}" if report.text else "")),
-            ("Time", e(", ".join(f"{k} {v:.1f} s" for k, v in report.timing.items())))]
-    meta_rows = "".join(f"<tr><th class='name'>{k}</th><td class='name'>{v}</td></tr>" for k, v in meta)
+    inputs = f"{len(report.ids)} tokens" + (f", from text {e(repr(report.text[:80]))}" if report.text else "")
     notes = "".join(f"<li>{e(n)}</li>" for n in report.notes)
-    imgs = "".join(f"<h3>{e(cap)}</h3><img src='{e(f)}' alt='{e(cap)}'>" for f, cap in images)
     moe_rows = "".join(f"<tr><td>{m.layer}</td><td class='name'>{e(m.name)}</td><td>{m.set_agreement:.4f}</td>"
                        f"<td>{m.exact_order:.4f}</td><td>{m.tokens_all_same:.4f}</td></tr>" for m in report.moe)
     moe_html = ("<h2>Expert selection per MoE layer</h2><table><tr><th>layer</th><th class='name'>router</th>"
                 "<th>same experts (sets)</th><th>same slot</th><th>tokens with all k the same</th></tr>"
                 f"{moe_rows}</table>") if report.moe else ""
-    drift_rows = "".join(f"<tr><td>{i}</td><td class='name'>{e(r.name)}</td><td>{_fmt(r.mse, '.3e')}</td>"
-                         f"<td>{_fmt(r.cosine, '.8f')}</td><td>{_fmt(r.nmse, '.3e')}</td><td>{_fmt(r.max_abs, '.3e')}</td></tr>"
-                         for i, r in enumerate(report.drift.rows) if r.compared)
-    q = sorted((t for t in report.weights if t.quantized), key=lambda t: (math.isnan(t.sqnr_db), t.sqnr_db))
-    sqnr_rows = "".join(f"<tr><td class='name'>{e(t.name)}</td><td>{e(str(list(t.shape)))}</td><td>{e(t.source_dtype)}</td>"
-                        f"<td>{_fmt(t.sqnr_db, '.2f')}</td></tr>" for t in q)
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{e(title)}</title><style>{CSS}</style></head>
-<body>
-<h1>{e(title)}</h1>
-<div class="verdict pass">Both sides are <b>our</b> kernels on {e(report.adapter_name)}: BF16 weights against
-Q8_0 weights. Transformers is not involved; this measures what Q8_0 costs.</div>
-<table>{meta_rows}</table>
+    body = f"""{meta_table(report, inputs, report.timing)}
 <h2>Summary</h2>
 <table><tr><th class="name">measure</th><th>this model</th><th>llama.cpp Q8_0 (real models)</th></tr>{head_rows}</table>
 <ul>{notes}</ul>
 <h2>Figures</h2>
-{imgs}
+{images_html(images)}
 {moe_html}
-<h2>Activation drift, in execution order (Q8_0 side against BF16 side)</h2>
-<table><tr><th>#</th><th class="name">name</th><th>MSE</th><th>cosine</th><th>NMSE</th><th>max |err|</th></tr>
-{drift_rows}</table>
-<h2>Weight SQNR of the {len(q)} Q8_0 tensors (worst first)</h2>
-<p>{w['unquantized']} tensors stayed unquantized; {w['unquantized_identical']} of them are bit-identical to the checkpoint.</p>
-<table><tr><th class="name">tensor</th><th>shape</th><th>source</th><th>SQNR (dB)</th></tr>{sqnr_rows}</table>
-<p><a href="report.json">report.json</a></p>
-</body></html>
-"""
+{drift_table(report.drift)}
+{sqnr_section(report)}"""
+    return page(title, both_ours_html(report), body)
 
 
 def write_quant_report(report: QuantReport, out_dir: str | Path, *,
@@ -418,8 +531,8 @@ def write_quant_report(report: QuantReport, out_dir: str | Path, *,
             continue
         buf = io.BytesIO()
         make(report).savefig(buf, format="png", dpi=110)
-        _write_atomic(out / fname, buf.getvalue())
+        write_atomic(out / fname, buf.getvalue())
         images.append((fname, caption))
     report.index = out / "index.html"
-    _write_atomic(out / "report.json", (json.dumps(report.to_json(), indent=1, allow_nan=False) + "\n").encode())
-    return _write_atomic(report.index, render_html(report, images, title).encode("utf-8"))
+    write_atomic(out / "report.json", (json.dumps(report.to_json(), indent=1, allow_nan=False) + "\n").encode())
+    return write_atomic(report.index, render_html(report, images, title).encode("utf-8"))
