@@ -67,6 +67,9 @@ class StateDictCheckpoint:
         if tuple(self._t[name].shape) != tuple(shape):
             raise CheckpointError(f"{self.path}: tensor '{name}' has shape {tuple(self._t[name].shape)}, expected {tuple(shape)}")
 
+    def dtype(self, name: str) -> str:
+        return "bf16"
+
     def get(self, name: str):
         import torch
 
@@ -189,6 +192,8 @@ def main() -> None:
         hf = copy.deepcopy(module).to(args.hf_device, torch.bfloat16)  # as people run it
         report["transformers"] = bench_hf(hf, codes, seconds, args.chunk, args.left_context, args.reps, args.hf_device)
         del hf
+        # float32 for real: PyTorch's CUDA convolutions run in TF32 unless told not to
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         with torch.no_grad():
             ref = module.to(args.hf_device)(torch.as_tensor(codes[None], device=args.hf_device)).reshape(-1).cpu().numpy()
         report["snr_vs_transformers_fp32_db"] = snr_db(wave, ref)
