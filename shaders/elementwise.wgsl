@@ -11,7 +11,8 @@
 //           wid.x + wid.y * nwg.x (groups_for); threads past n do nothing.
 // OP picks the function (override constant, one pipeline per op):
 //   unary:  0 silu, 1 gelu (erf), 2 gelu_tanh, 3 scale, 4 erf, 5 clamp to [s, hi]
-//   binary: 0 add, 1 mul, 2 swiglu = silu(a) * b
+//   binary: 0 add, 1 mul, 2 swiglu = silu(a) * b, 3 gate = a * sigmoid(b) (the talker's shared-expert gate,
+//           one logit a token: b [T] along axis 0 of a [T, C])
 // Every storage binding is read_write, so that y may be one of the inputs (in place): wgpu rejects a
 // dispatch that binds one buffer both read-only and read-write.
 // WGSL's exp has implementation-defined precision (error growing with |x|) and no erf, so both are ours.
@@ -119,7 +120,9 @@ fn unary_op(v: f32) -> f32 {
 fn binary_op(u: f32, v: f32) -> f32 {
     if (OP == 0u) { return u + v; }
     if (OP == 1u) { return u * v; }
-    return silu(u) * v;
+    if (OP == 2u) { return silu(u) * v; }
+    // sigmoid(v) = silu(v) / v would lose v = 0; where exp(-v) overflows the gate is 0
+    return select(u / (1.0 + exp_f32(-v)), 0.0 * u, -v > EXP_HI);
 }
 
 @compute @workgroup_size(WG)

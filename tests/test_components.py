@@ -141,3 +141,43 @@ def test_compare_judges_the_routers_expert_ids_exactly(ckpt, tmp_path):
     (manifest,) = (tmp_path / "refs").glob("*/manifest.json")
     kinds = json.loads(manifest.read_text())["activations"]
     assert {kinds[r["name"]]["kind"] for r in routers} == {"routing"}
+
+
+def test_moe_with_the_gated_shared_expert_matches_the_talkers_block(tmp_path):
+    """MoeMlp with a shared expert (the talker's sparse MoE block: routed experts plus sigmoid(x . g) *
+    shared(x)) against Transformers' Qwen3OmniMoeTalkerTextSparseMoeBlock, with the tiny Omni's talker
+    weights loaded by our loader."""
+    from types import SimpleNamespace
+
+    from omni_lab.formats import omni_names
+    from omni_lab.models.config import DecoderConfig
+    from omni_lab.models.decoder import Decoder
+    from omni_lab.models.loaders import Keys, load_moe_mlp
+    from omni_lab.models.registry import open_checkpoint
+
+    path = build_tiny_omni(tmp_path / "ckpt", seed=4, preset="tiny")
+    hf = load_hf_model(path, "float32")
+    live = hf.config.talker_config.text_config.to_dict()
+    cfg = DecoderConfig.from_dict(live, "talker", mrope=True, moe=True)
+    assert cfg.shared_expert_intermediate_size > 0 and cfg.num_experts > 0
+    ckpt = open_checkpoint(path)
+    rt = runtime()
+    t = 7
+    x = np.random.default_rng(1).standard_normal((t, cfg.hidden_size)).astype(np.float32)
+    for layer in range(cfg.num_hidden_layers):
+        mlp = load_moe_mlp(ckpt, Keys("talker.model.", omni_names.layout_of(ckpt.names)), layer, cfg)
+        assert mlp.shared_expert is not None
+        s = SimpleNamespace(**{n: rt.empty(shape, dtype) for n, (shape, dtype) in
+                               Decoder.scratch_shapes(SimpleNamespace(cfg=cfg), t, 1).items()})
+        from omni_lab.models.component import StepContext
+
+        ours = mlp(rt.upload(x), StepContext(t, s, rt.empty((4,), "u32")), rt.empty((t, cfg.hidden_size))).numpy()
+        with torch.no_grad():
+            ref = hf.talker.model.layers[layer].mlp(torch.from_numpy(x)[None])[0].numpy()
+        assert cosine(ours, ref) > 0.99999, f"layer {layer}: cosine {cosine(ours, ref):.7f}"
+        np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-5)
+        # the shared expert matters: without its gated term the block is another function
+        with torch.no_grad():
+            block = hf.talker.model.layers[layer].mlp
+            shared = torch.sigmoid(block.shared_expert_gate(torch.from_numpy(x))) * block.shared_expert(torch.from_numpy(x))
+        assert float(shared.abs().max()) > 1e-2

@@ -74,7 +74,9 @@ class DecoderConfig:
                 values["mrope_section"] = tuple(rope.get("mrope_section", (24, 20, 20)))
             if moe:
                 values.update(
-                    moe_intermediate_size=d["moe_intermediate_size"], num_experts=d["num_experts"],
+                    # the talker's text config calls it num_local_experts (num_experts is an alias there)
+                    moe_intermediate_size=d["moe_intermediate_size"],
+                    num_experts=d["num_experts"] if d.get("num_experts") is not None else d["num_local_experts"],
                     num_experts_per_tok=d["num_experts_per_tok"], norm_topk_prob=bool(d.get("norm_topk_prob", True)),
                     decoder_sparse_step=d.get("decoder_sparse_step", 1),
                     mlp_only_layers=tuple(d.get("mlp_only_layers") or ()),

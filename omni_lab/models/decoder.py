@@ -88,6 +88,10 @@ class Decoder(Component):
             e, k, fe = cfg.num_experts, cfg.num_experts_per_tok, cfg.moe_intermediate_size
             shapes.update(router_logits=((t, e), "f32"), route_w=((t, k), "f32"), route_e=((t, k), "i32"),
                           e_act=((t, k, fe), "f32"))
+        if cfg.shared_expert_intermediate_size:
+            fs = cfg.shared_expert_intermediate_size
+            shapes.update(shared_gate=((t, fs), "f32"), shared_up=((t, fs), "f32"), shared_act=((t, fs), "f32"),
+                          shared_out=((t, d), "f32"), shared_logit=((t, 1), "f32"))
         return shapes
 
     def _encode(self, s, ctx: StepContext, embeds: Tensor | None = None, all_logits: bool = True) -> Tensor:

@@ -85,15 +85,17 @@ class Attention:
 
 @dataclass
 class DenseMlp:
-    """SwiGLU MLP: down(silu(gate(x)) * up(x))."""
+    """SwiGLU MLP: down(silu(gate(x)) * up(x)). `scratch` prefixes the names of its [T, F] buffers in the
+    step's scratch ("shared_" for a MoE block's shared expert, whose F is its own)."""
     gate_proj: object
     up_proj: object
     down_proj: object
+    scratch: str = ""
 
     def __call__(self, x: Tensor, ctx: StepContext, out: Tensor) -> Tensor:
-        s = ctx.s
-        gate, up = linears(x, (self.gate_proj, self.up_proj), (s.gate, s.up))
-        return linear(elementwise.swiglu(gate, up, out=s.act), self.down_proj, out)
+        s, p = ctx.s, self.scratch
+        gate, up = linears(x, (self.gate_proj, self.up_proj), (getattr(s, p + "gate"), getattr(s, p + "up")))
+        return linear(elementwise.swiglu(gate, up, out=getattr(s, p + "act")), self.down_proj, out)
 
 
 @dataclass
@@ -109,6 +111,9 @@ class MoeMlp:
     norm_topk_prob: bool
     router_name: str
     grouped_from: int | None = None  # None: moe.grouped_from, by the experts' storage
+    # The talker's blocks add a shared expert, gated per token: + sigmoid(x . shared_expert_gate) * shared(x)
+    shared_expert: DenseMlp | None = None
+    shared_expert_gate: object = None  # [1, D]
 
     @property
     def num_experts(self) -> int:
@@ -125,6 +130,11 @@ class MoeMlp:
         out = moe.experts_down(act, self.down_proj, experts, weights, out=out, groups=groups)
         if groups:
             groups.release()  # the next layer's dispatches run after these: its groups can reuse the buffers
+        if self.shared_expert is not None:
+            shared = self.shared_expert(x, ctx, s.shared_out)
+            logit = linear(x, self.shared_expert_gate, s.shared_logit)  # [T, 1]
+            gated = elementwise.gate(shared, logit.view((t,)), out=shared)
+            out = elementwise.add(out, gated, out=out)
         return out
 
 

@@ -83,12 +83,15 @@ def load_attention(ckpt, keys: Keys, layer: int, cfg: DecoderConfig, max_len: in
                      cache_k=ck, cache_v=cv, heads=(hq, hkv, dh), eps=cfg.rms_norm_eps, window=cfg.window(layer))
 
 
-def load_dense_mlp(ckpt, keys: Keys, layer: int, cfg: DecoderConfig) -> DenseMlp:
-    d, f = cfg.hidden_size, cfg.intermediate_size
-    key = lambda w: keys(f"layers.{layer}.mlp.{w}.weight")  # noqa: E731
+def load_dense_mlp(ckpt, keys: Keys, layer: int, cfg: DecoderConfig, part: str = "mlp", f: int | None = None,
+                   scratch: str = "") -> DenseMlp:
+    """The SwiGLU MLP at `layers.{layer}.{part}` (a dense layer's `mlp`, or a MoE block's `mlp.shared_expert`
+    of width f)."""
+    d, f = cfg.hidden_size, f or cfg.intermediate_size
+    key = lambda w: keys(f"layers.{layer}.{part}.{w}.weight")  # noqa: E731
     return DenseMlp(gate_proj=upload_weight(ckpt, key("gate_proj"), (f, d)),
                     up_proj=upload_weight(ckpt, key("up_proj"), (f, d)),
-                    down_proj=upload_weight(ckpt, key("down_proj"), (d, f)))
+                    down_proj=upload_weight(ckpt, key("down_proj"), (d, f)), scratch=scratch)
 
 
 def stack_experts(ckpt, keys: Keys, which: str, layer: int, cfg: DecoderConfig):
@@ -140,9 +143,15 @@ def load_moe_mlp(ckpt, keys: Keys, layer: int, cfg: DecoderConfig) -> MoeMlp:
     if not keys.fused_experts:
         check_expert_count(ckpt, keys, layer, cfg)
     gate = upload_weight(ckpt, keys(f"layers.{layer}.mlp.gate.weight"), (cfg.num_experts, cfg.hidden_size))
+    shared = {}
+    if cfg.shared_expert_intermediate_size:  # the talker's MoE blocks
+        shared = dict(shared_expert=load_dense_mlp(ckpt, keys, layer, cfg, "mlp.shared_expert",
+                                                   cfg.shared_expert_intermediate_size, scratch="shared_"),
+                      shared_expert_gate=upload_weight(ckpt, keys(f"layers.{layer}.mlp.shared_expert_gate.weight"),
+                                                       (1, cfg.hidden_size)))
     return MoeMlp(gate=gate, **{w: stack_experts(ckpt, keys, w, layer, cfg) for w in ("gate_up_proj", "down_proj")},
                   top_k=cfg.num_experts_per_tok, norm_topk_prob=cfg.norm_topk_prob,
-                  router_name=router_name(keys.prefix.rstrip("."), layer))
+                  router_name=router_name(keys.prefix.rstrip("."), layer), **shared)
 
 
 def load_layers(model, ckpt, keys: Keys, max_len: int, bar, qk_norm: bool = True, layer_scale: bool = False) -> None:

@@ -81,6 +81,9 @@ PROBE_FRAMES = 16
 # code2wav reads one code of each (its num_quantizers must equal the talker's num_code_groups).
 NUM_CODE_GROUPS = 16
 
+# The talker's routers (Transformers leaves them at zero): router logits of std about 2 on unit inputs.
+TALKER_ROUTER_STD = 0.4
+
 # Codec ids of the talker: all below talker vocab - 1024, the range generate() lets it emit.
 CODEC = dict(codec_pad_id=40, codec_bos_id=41, codec_eos_token_id=42, codec_nothink_id=43, codec_think_bos_id=44,
              codec_think_eos_id=45)
@@ -209,11 +212,15 @@ def build_tiny_omni(out_dir: str | Path, seed: int = 0, preset: str = "tiny") ->
         model = Qwen3OmniMoeForConditionalGeneration(config)
         # Transformers 5.23's _init_weights skips the talker's fused expert weights, which stay as
         # uninitialised memory: different on every build and at times NaN. Draw them like the other linears.
+        # It zeroes the talker's routers, so every expert ties (0.25 each of 4): draw them wide enough that
+        # each token picks its experts by clear margins, as the thinker's do.
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for name, param in model.named_parameters():
                 if name.startswith("talker.") and ".mlp.experts." in name:
                     param.copy_(torch.randn(param.shape, generator=generator) * config.talker_config.initializer_range)
+                elif name.startswith("talker.") and name.endswith(".mlp.gate.weight"):
+                    param.copy_(torch.randn(param.shape, generator=generator) * TALKER_ROUTER_STD)
         draw_code2wav(model.code2wav, seed)
         model = model.to(torch.bfloat16)
         model.save_pretrained(tmp)

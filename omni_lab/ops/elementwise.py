@@ -15,7 +15,7 @@ from .registry import NMSE_ELEMENTWISE, padded_output, rand, sweep
 
 WG = 256
 UNARY = {"silu": 0, "gelu": 1, "gelu_tanh": 2, "scale": 3, "erf": 4, "clamp": 5}
-BINARY = {"add": 0, "mul": 1, "swiglu": 2}
+BINARY = {"add": 0, "mul": 1, "swiglu": 2, "gate": 3}
 
 
 def _out(name: str, out: Tensor | None, like: Tensor) -> Tensor:
@@ -85,6 +85,12 @@ def clamp(x: Tensor, lo: float, hi: float, out: Tensor | None = None) -> Tensor:
     """min(max(x, lo), hi): torch.clamp (code2wav clamps its waveform to [-1, 1])."""
     expect("clamp", lo <= hi, f"lo must be <= hi, got {lo}, {hi}")
     return _unary("clamp", x, out, lo, hi)
+
+
+def gate(a: Tensor, logits: Tensor, out: Tensor | None = None, axis: int = 0) -> Tensor:
+    """a * sigmoid(logits): logits [T] one gate a row of a [T, C] (axis 0, the talker's shared expert), or
+    a's shape."""
+    return _binary("gate", a, logits, out, broadcast=True, axis=axis)
 
 
 def swiglu(gate: Tensor, up: Tensor, out: Tensor | None = None) -> Tensor:
@@ -162,6 +168,11 @@ def mul_ref(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (_f64(a) * _f64(b)).astype(np.float32)
 
 
+def gate_ref(a: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return (_f64(a) / (1.0 + np.exp(-_f64(logits)))).astype(np.float32)
+
+
 # -- registry cases (ops/registry.py) --------------------------------------------------------------
 
 SIZES = [1, 3, 7, 33, 100, 257, 1000, 4099, 200_003]
@@ -183,7 +194,8 @@ UNARY_OPS = {
     "scale": (lambda x, out=None: scale(x, -0.37, out=out), lambda x: scale_ref(x, -0.37)),
     "clamp": (lambda x, out=None: clamp(x, -1.0, 1.5, out=out), lambda x: clamp_ref(x, -1.0, 1.5)),
 }
-BINARY_OPS = {"add": (add, add_ref), "mul": (mul, mul_ref), "swiglu": (swiglu, swiglu_ref)}
+BINARY_OPS = {"add": (add, add_ref), "mul": (mul, mul_ref), "swiglu": (swiglu, swiglu_ref),
+              "gate": (lambda a, b, out=None, axis=-1: gate(a, b, out=out, axis=axis), gate_ref)}
 
 
 def _unary_case(rng, n, op):
