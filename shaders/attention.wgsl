@@ -26,6 +26,11 @@
 //
 // Entries `split_partial` + `split_combine`: the same attention with the keys cut into fixed slices that
 // run in parallel, for decode (described further down).
+//
+// Entry `segments`: bidirectional attention inside segments (block-diagonal windows, Transformers'
+//   cu_seqlens: an encoder's windows of audio frames or an image's patches). Query t attends to keys
+//   bounds[2t] .. bounds[2t + 1] - 1, before and after it. Bindings as `main` plus 6 bounds: [T, 2] u32;
+//   the keys sit in cache rows 0 .. T - 1 (step[0] = 0). Params and dispatch as `main`.
 
 override WG: u32 = 64u;
 
@@ -182,15 +187,31 @@ fn attend(r: Row, k0: u32, k1: u32, lid: u32) -> Partial {
     return st;
 }
 
+fn store_row(th: u32, st: Partial, lid: u32) {
+    if (lid < p.d4) {
+        out[th * p.d4 + lid] = select(vec4<f32>(0.0), st.acc / st.l, st.l > 0.0);
+    }
+}
+
 @compute @workgroup_size(WG)
 fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let th = group_index(grid);
     if (th >= p.n_tokens * p.n_heads) { return; }  // uniform per workgroup, so the barriers stay uniform
     let r = row_of(th);
-    let st = attend(r, r.lo, r.hi, lid);
-    if (lid < p.d4) {
-        out[th * p.d4 + lid] = select(vec4<f32>(0.0), st.acc / st.l, st.l > 0.0);
-    }
+    store_row(th, attend(r, r.lo, r.hi, lid), lid);
+}
+
+@group(0) @binding(6) var<storage, read> bounds: array<u32>;
+
+@compute @workgroup_size(WG)
+fn segments(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let th = group_index(grid);
+    if (th >= p.n_tokens * p.n_heads) { return; }
+    var r = row_of(th);
+    let t = th / p.n_heads;
+    r.lo = bounds[2u * t];
+    r.hi = min(bounds[2u * t + 1u], p.max_len);
+    store_row(th, attend(r, r.lo, r.hi, lid), lid);
 }
 
 // Split-K decode ("flash decoding"): the keys are cut into n_splits = ceil(max_len / split) fixed slices,

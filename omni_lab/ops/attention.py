@@ -120,6 +120,52 @@ def attention(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor, scale: 
 
 # -- numpy references ------------------------------------------------------------------------------
 
+def segment_bounds(cu_seqlens, t: int) -> np.ndarray:
+    """[T, 2] u32: each token's key range [start, end) of its segment, from Transformers' cu_seqlens
+    (0 = c0 < c1 < ... = T: the segments' boundaries)."""
+    cu = np.asarray(cu_seqlens, np.int64)
+    if cu.ndim != 1 or len(cu) < 2 or cu[0] != 0 or cu[-1] != t or (np.diff(cu) <= 0).any():
+        raise ValueError(f"cu_seqlens must rise from 0 to T = {t}, got {cu.tolist()}")
+    seg = np.searchsorted(cu, np.arange(t), side="right") - 1
+    return np.stack([cu[seg], cu[seg + 1]], axis=1).astype(np.uint32)
+
+
+def attention_segments(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor, bounds: Tensor, scale: float,
+                       out: Tensor | None = None) -> Tensor:
+    """Bidirectional GQA inside segments: q [T, Hq, D] f32, keys and values in cache rows 0 .. T - 1 (step[0]
+    = 0: kv_append them first), token t attending to rows bounds[t, 0] .. bounds[t, 1] - 1 (segment_bounds of
+    the cu_seqlens). Returns out [T, Hq, D] f32."""
+    max_len, n_kv, d = _check_cache("attention_segments", cache_k, cache_v, step)
+    dtype_in("attention_segments", "q", q, ("f32",))
+    expect("attention_segments", len(q.shape) == 3 and q.shape[2] == d and 0 < q.shape[0] <= max_len
+           and q.shape[1] % n_kv == 0, f"q must be [T <= {max_len}, Hq (a multiple of {n_kv}), {d}]", q=q, cache_k=cache_k)
+    t, hq, _ = q.shape
+    dtype_in("attention_segments", "bounds", bounds, ("u32",))
+    expect("attention_segments", bounds.shape == (t, 2), f"bounds must be [{t}, 2] u32", bounds=bounds)
+    rt = runtime()
+    if out is None:
+        out = rt.empty(q.shape, "f32", label="attention_segments")
+    expect("attention_segments", out.shape == q.shape and out.dtype == "f32", f"out must be {q.shape} f32", out=out)
+    params = pack_params(t, hq, n_kv, d // 4, max_len, 0, float(scale), 0, 0)
+    rt.kernel("attention", "segments", WG=tuning.current().attention_wg)(t * hq, params, q, cache_k, cache_v, step, out,
+                                                                         bounds)
+    return out
+
+
+def attention_segments_ref(q: np.ndarray, k: np.ndarray, v: np.ndarray, cu_seqlens, scale: float) -> np.ndarray:
+    """float64 softmax(scale q k^T) v within each segment of cu_seqlens (q [T, Hq, D], k and v [T, n_kv, D])."""
+    t, hq, d = q.shape
+    group = hq // k.shape[1]
+    out = np.zeros((t, hq, d))
+    cu = np.asarray(cu_seqlens)
+    for a, b in zip(cu[:-1], cu[1:]):
+        for h in range(hq):
+            s = np.asarray(q[a:b, h], np.float64) @ np.asarray(k[a:b, h // group], np.float64).T * scale
+            pw = np.exp(s - s.max(-1, keepdims=True))
+            out[a:b, h] = (pw / pw.sum(-1, keepdims=True)) @ np.asarray(v[a:b, h // group], np.float64)
+    return out.astype(np.float32)
+
+
 def kv_append_ref(k_new: np.ndarray, v_new: np.ndarray, cache_k: np.ndarray, cache_v: np.ndarray,
                   start: int) -> None:
     """In place on host arrays, dropping rows past the end like the kernel."""
@@ -228,8 +274,32 @@ SPLIT = [
 _KEYS = ("t", "n_kv", "group", "d", "start", "window")
 
 
+def _segments_case(rng, cu, n_kv, group, d, max_len):
+    t = cu[-1]
+    rt = runtime()
+    q = rand(rng, t, n_kv * group, d)
+    k, v = rand(rng, t, n_kv, d), rand(rng, t, n_kv, d)
+    ck, cv = kv_cache(max_len, n_kv, d)
+    step = rt.upload(np.zeros(4, np.uint32))
+    kv_append(rt.upload(k), rt.upload(v), ck, cv, step)
+    out = padded_output(q.shape)
+    attention_segments(rt.upload(q), ck, cv, step, rt.upload(segment_bounds(cu, t)), d ** -0.5, out=out)
+    return out.numpy(), attention_segments_ref(q, k, v, cu, d ** -0.5)
+
+
+# Segments (cu_seqlens): one segment, ragged windows with a last short one, single-token segments, a
+# segment longer than a workgroup's chunk of keys (64), GQA, head dims of the encoders (64 audio, 72 vision).
+SEGMENTS = [
+    dict(cu=(0, 9), n_kv=2, group=1, d=16, max_len=9),
+    dict(cu=(0, 13, 26, 31), n_kv=4, group=1, d=64, max_len=40),
+    dict(cu=(0, 1, 2, 7, 8), n_kv=1, group=3, d=32, max_len=8),
+    dict(cu=(0, 100, 170, 203), n_kv=2, group=2, d=72, max_len=256),
+]
+
+
 def cases():
     return [
+        *sweep("attention", "attention_segments", NMSE_ATTN, _segments_case, SEGMENTS, quick=[SEGMENTS[1]]),
         *sweep("attention", "attention", NMSE_ATTN, _attention_case, [dict(zip(_KEYS, c)) for c in SINGLE_PASS],
                quick=[dict(t=11, n_kv=1, group=2, d=128, start=40, window=16)]),
         *sweep("attention", "attention", NMSE_ATTN, _attention_case,
