@@ -335,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # After parsing, so that --help and usage errors answer without importing torch (through .reference)
     from .demo import DemoError
     from .formats.safetensors_io import CheckpointError
     from .gpu import KernelError
@@ -342,7 +344,6 @@ def main(argv: list[str] | None = None) -> int:
     from .models.qwen3 import ModelInputError
     from .reference import ReferenceMismatch
 
-    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (CheckpointError, ConfigError, ModelInputError, KernelError, ReferenceMismatch, DemoError, ValueError,
