@@ -192,26 +192,6 @@ def check_notebook(page, base: str, token: str, shot: Path) -> None:
     page.screenshot(path=str(shot))
 
 
-def test_layer_compare_notebook_renders_in_jupyterlab(lab):
-    base, token, tmp = lab
-    shot = tmp / "02_layer_compare.png"
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(PAGE_LOAD_S * 1000)
-            try:
-                check_notebook(page, base, token, shot)
-            except Exception:
-                page.screenshot(path=str(tmp / "failure.png"))
-                print(f"screenshot of the failure: {tmp / 'failure.png'}; server log: {tmp / 'jupyter.log'}")
-                raise
-        finally:
-            browser.close()
-    assert shot.stat().st_size > 10_000
-    print(f"screenshot: {shot}")
-
-
 def with_page(tmp: Path, check) -> None:
     """Run check(page) in headless Chromium, with a screenshot of the page left in tmp on a failure."""
     with sync_api.sync_playwright() as p:
@@ -227,6 +207,14 @@ def with_page(tmp: Path, check) -> None:
                 raise
         finally:
             browser.close()
+
+
+def test_layer_compare_notebook_renders_in_jupyterlab(lab):
+    base, token, tmp = lab
+    shot = tmp / "02_layer_compare.png"
+    with_page(tmp, lambda page: check_notebook(page, base, token, shot))
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
 
 
 def test_vocoder_notebook_plays_both_waveforms_in_jupyterlab(lab):
