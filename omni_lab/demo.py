@@ -180,8 +180,9 @@ def vocoder_step(demo: Demo) -> None:
     frames = round(VOCODER_SECONDS * 12.5)
     codes = np.random.default_rng(seed).integers(0, vocoder.cfg.codebook_size, (vocoder.cfg.num_quantizers, frames))
     out = demo.work_dir / f"{name}-code2wav"
+    taps = [a.name for a in vocoder.activations(frames)]
     comparison, index, timing = compare_model(path, codes, out, dtype=demo.dtype, root=demo.reference_root,
-                                              component="code2wav")
+                                              ours=vocoder.tap(codes, taps), component="code2wav")
     t0 = time.perf_counter()
     wave = vocoder.forward(codes)[PREFIX]
     seconds = time.perf_counter() - t0

@@ -105,11 +105,12 @@ def model_inputs(path: str | Path, inputs, component: str | None = None) -> dict
     """The inputs as a reference's manifest records them: {"input_ids": ids} or {"codes": [Q, T]}."""
     from .models import registry
 
-    cls = registry.entry_for(model_config(path), component, str(path)).component_class()
+    config = model_config(path)
+    cls = registry.entry_for(config, component, str(path)).component_class()
     if cls.input_name == "codes":
         from .models.code2wav import as_codes
 
-        return {"codes": as_codes(cls.config_from(model_config(path), str(path)), inputs)}
+        return {"codes": as_codes(cls.config_from(config, str(path)), inputs)}
     return {"input_ids": np.asarray(inputs, np.int64).reshape(-1)}
 
 

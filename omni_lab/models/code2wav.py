@@ -232,10 +232,10 @@ class Buffers:
     def __init__(self):
         self._bufs: dict[tuple, Tensor] = {}
 
-    def get(self, shape: tuple[int, ...], slot: str) -> Tensor:
-        key = (tuple(shape), slot)
+    def get(self, shape: tuple[int, ...], slot: str, dtype: str = "f32") -> Tensor:
+        key = (tuple(shape), slot, dtype)
         if key not in self._bufs:
-            self._bufs[key] = runtime().empty(shape, label=f"code2wav.{slot}")
+            self._bufs[key] = runtime().empty(shape, dtype, label=f"code2wav.{slot}")
         return self._bufs[key]
 
 
@@ -475,22 +475,19 @@ class Code2Wav(Component):
         decodes chunk after chunk of one length."""
         codes = self.check_codes(codes)
         t = codes.shape[1]
-        specs = self.check_taps(t, taps)
         tr = self.transformer
         rt = runtime()
         s = tr.scratch(t, 1)
-        key = ("ids", t)
-        if key not in self._scratch:
-            self._scratch[key] = rt.empty((t, self.cfg.num_quantizers), "i32", label="code2wav.ids")
-        ids = self._scratch[key]
+        bufs = self._buffers.setdefault(t, Buffers())
+        ids = bufs.get((t, self.cfg.num_quantizers), "ids", "i32")
         rt.write(ids, np.ascontiguousarray((codes + self.code_offsets).T).astype(np.int32))  # [T, Q]
         tr.write_positions(s, 0, t)
         rt.write(tr.step_buf, np.zeros(4, np.uint32))
-        bufs = self._buffers.setdefault(t, Buffers())
         if not taps:
             wave = bufs.get((1, self.cfg.waveform_samples(t)), "clamped")
             (value,) = self.plan(("forward", t), lambda: self._encode(ids, s, StepContext(t, bufs, self.step_buf)), (wave,))
             return {PREFIX: value.reshape(-1)}
+        specs = self.check_taps(t, taps)
         tapped = {n: self.tap_buffers(specs[n]) for n in taps if n != PREFIX}
         with rt.step() as step:
             wave = self._encode(ids, s, StepContext(t, bufs, self.step_buf, tapped))

@@ -4,10 +4,10 @@ A component (dense Qwen3, the thinker's text model; next the audio and vision en
 code predictor, code2wav) declares
 - `activations(t)`: its named, typed activations for an input of length t, in execution order
   (omni_lab/activations.py), named by the HF module paths its forward hooks see;
-- `scratch_shapes(t, rows)`: the buffers one step of length t needs, by name -> (shape, dtype), allocated
-  once per length and reused (`self.scratch(t, rows)`);
-- `_encode(s, ctx)`: records one forward into the current step and returns its output tensor; each
-  layer writes a tapped activation straight into the tap's buffer (`ctx.out(name, default)`).
+- `scratch_shapes(t, rows)`, where it uses `self.scratch(t, rows)`: the buffers one step of length t needs,
+  by name -> (shape, dtype), allocated once per length and reused;
+- a method that records one forward into the open step (a decoder's and code2wav's `_encode`), each layer
+  writing a tapped activation straight into the tap's buffer (`ctx.out(name, default)`).
 
 The base then gives `forward` (input as token ids or as embeddings another component made), typed
 taps read back once at the end of the step, GPU-resident exports (an activation copied, inside the
@@ -78,9 +78,6 @@ class Component:
     def scratch_shapes(self, t: int, rows: int) -> dict[str, tuple[tuple[int, ...], str]]:
         raise NotImplementedError
 
-    def _encode(self, s: SimpleNamespace, ctx: StepContext) -> Tensor:
-        raise NotImplementedError
-
     # -- shared --------------------------------------------------------------------------------
     def activation_shapes(self, t: int) -> dict[str, tuple[int, ...]]:
         return {a.name: a.shape for a in self.activations(t)}
@@ -133,6 +130,8 @@ class Component:
     def _exported_taps(self, t: int) -> dict[str, Tensor]:
         """Exports need their activation in a buffer of its own (scratch buffers are overwritten later in
         the step): an exported activation is tapped into a per-length buffer."""
+        if not self.exports:  # every forward asks: no activation list built for nothing
+            return {}
         shapes = self.activation_shapes(t)
         return {n: self.scratch_export(n, shapes[n]) for n in self.exports}
 
