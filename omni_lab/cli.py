@@ -146,7 +146,7 @@ def cmd_vocode(args) -> int:
 
     import numpy as np
 
-    from .models.code2wav import PREFIX, SAMPLE_RATE
+    from .models.code2wav import SAMPLE_RATE
     from .report.audio import write_wav
     from .workbench import load_ours, model_inputs
 
@@ -164,9 +164,7 @@ def cmd_vocode(args) -> int:
             first = first if first is not None else time.perf_counter() - t0
             pieces.append(piece)
         wave = np.concatenate(pieces)
-    elif args.chunk_size >= frames:
-        wave = model.forward(codes)[PREFIX]
-    else:
+    else:  # one chunk when chunk_size covers every frame: the one-shot decode
         wave = model.chunked_decode(codes, args.chunk_size, args.left_context)
     seconds = time.perf_counter() - t0
     rate = SAMPLE_RATE
