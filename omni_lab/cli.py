@@ -233,6 +233,7 @@ def non_negative(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="omni-lab", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("doctor", help="show the wgpu adapter, its features and limits; non-zero exit without one")
@@ -334,20 +335,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # After parsing, so that --help and usage errors answer without importing torch (through .reference)
-    from .demo import DemoError
-    from .formats.safetensors_io import CheckpointError
-    from .gpu import KernelError
-    from .models.config import ConfigError
-    from .models.qwen3 import ModelInputError
-    from .reference import ReferenceMismatch
+    # After parsing, so that --help and usage errors answer without importing torch
+    from .errors import OmniLabError
 
     try:
         return args.func(args)
-    except (CheckpointError, ConfigError, ModelInputError, KernelError, ReferenceMismatch, DemoError, ValueError,
-            FileNotFoundError) as e:
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"omni-lab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    # Ours, and the ValueError / OSError that argument checks and the file system raise with the value or
+    # file in their message (a missing file, a full disk): one line, no traceback
+    except (OmniLabError, ValueError, OSError) as e:
+        if args.debug:
+            raise
         print(f"omni-lab {args.command}: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # anything else is a bug of ours: say so, still in one line
+        if args.debug:
+            raise
+        print(f"omni-lab {args.command}: internal error (a bug in omni_lab): {type(e).__name__}: {e}; "
+              f"run `omni-lab --debug {args.command} ...` for the traceback", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

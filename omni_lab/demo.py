@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import OmniLabError
+
 DEFAULT_PROMPT = "Hello, world! How are you today?"
 # (name, preset, seed) of the tiny checkpoints; the name is also the directory under <work_dir>/models/.
 TINY_MODELS = (("tiny", "tiny", 0), ("tiny-gqa", "tiny-gqa", 1))
@@ -27,7 +29,7 @@ RUNS_ROOT = Path(__file__).resolve().parents[1] / "runs"
 NEAR_TIE = 1e-4
 
 
-class DemoError(RuntimeError):
+class DemoError(OmniLabError, RuntimeError):
     """A demo step found something wrong that later steps would only obscure (a failing kernel)."""
 
 

@@ -27,7 +27,8 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFWriter,
 from gguf.constants import GGML_QUANT_VERSION, Keys
 
 from . import names
-from .safetensors_io import CheckpointError, TensorIndex
+from ..errors import GGUFError
+from .safetensors_io import TensorIndex
 
 HF_CONFIG_KEY = "omni_lab.hf_config"
 TOKENIZER_JSON_KEY = "omni_lab.tokenizer_json"
@@ -49,10 +50,6 @@ _NP_DTYPE = {"f32": np.float32, "f16": np.float16, "bf16": np.uint16, "i32": np.
 QWEN_TOKENIZER_PRE = "qwen2"
 
 _GGUF_VERSION = version("gguf")
-
-
-class GGUFError(CheckpointError):
-    """A GGUF file that cannot be read or written as asked; the message names the file."""
 
 
 def tensor_nbytes(shape, dtype: str) -> int:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import OmniLabError
 from ..gpu.buffers import bf16_to_f32
 from .gguf_io import FILE_TYPE_Q8_0, GGUFError, GGUFStreamWriter
 from .q8_0 import QK, quantize_q8_0
@@ -220,7 +221,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(["quantize", *(sys.argv[1:] if argv is None else argv)])
     try:
         return args.func(args)
-    except (CheckpointError, GGUFError) as e:
+    except OmniLabError as e:
         print(f"omni-lab quantize: {e}", file=sys.stderr)
         return 2
 

@@ -13,12 +13,10 @@ from pathlib import Path
 import numpy as np
 from safetensors import safe_open
 
+from ..errors import CheckpointError
+
 # safetensors dtype -> our dtype name
 _DTYPES = {"BF16": "bf16", "F16": "f16", "F32": "f32", "I32": "i32", "I64": "i64", "U8": "u8", "BOOL": "u8"}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read as asked; the message names the file or tensor."""
 
 
 class TensorIndex:

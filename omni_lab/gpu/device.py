@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import wgpu
 
+from ..errors import OmniLabError
 from . import tuning
 
 # Features we use when the adapter has them; none is required.
@@ -27,11 +28,11 @@ WANTED_LIMITS = (
 )
 
 
-class NoAdapterError(RuntimeError):
+class NoAdapterError(OmniLabError, RuntimeError):
     """No usable wgpu adapter on this machine."""
 
 
-class KernelError(RuntimeError):
+class KernelError(OmniLabError, RuntimeError):
     """A kernel was called wrongly, or wgpu rejected what a kernel asked of it."""
 
 

@@ -23,11 +23,12 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..activations import Activation
+from ..errors import InputError
 from ..gpu import Tensor, runtime
 from ..ops import copy
 
 
-class ModelInputError(ValueError):
+class ModelInputError(InputError):
     """Input a model cannot take (token id outside the vocabulary, sequence past the cache)."""
 
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-
-class ConfigError(ValueError):
-    """A config.json we cannot run; the message names the field."""
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)

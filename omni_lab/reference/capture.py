@@ -22,15 +22,16 @@ import numpy as np
 import torch
 
 from ..activations import as_specs
+from ..errors import InputError, OmniLabError
 
 TORCH_DTYPES = {"float32": torch.float32, "f32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
-class CaptureError(RuntimeError):
+class CaptureError(OmniLabError, RuntimeError):
     """A requested activation could not be captured (not a module, never ran, ran twice, not a tensor)."""
 
 
-class UnsafeWeightsError(ValueError):
+class UnsafeWeightsError(InputError):
     """A checkpoint directory offers only pickle weights, which can run code when loaded."""
 
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..activations import Activation, as_specs, routing_parts
+from ..errors import InputError, ReferenceFileError
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "reference_data"
 FORMAT = "omni_lab.reference/1"
@@ -44,7 +45,7 @@ MiB = 1 << 20
 MAX_LISTED = 4096
 
 
-class ReferenceMismatch(ValueError):
+class ReferenceMismatch(InputError):
     """A stored reference is not for the model / inputs / dtype it is being compared with."""
 
     def __init__(self, path, differences: list[tuple[str, Any, Any]]):

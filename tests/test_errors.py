@@ -1,0 +1,37 @@
+"""The error hierarchy and the command line's handling of it: one line, a status, a traceback only on --debug."""
+
+import pytest
+
+from omni_lab import cli
+from omni_lab.errors import CheckpointError, ConfigError, GGUFError, InputError, OmniLabError
+
+
+def test_hierarchy_names_file_and_field():
+    e = ConfigError("must be at least 1, got 0", path="ckpt/config.json", field="num_hidden_layers")
+    assert str(e) == "ckpt/config.json: num_hidden_layers: must be at least 1, got 0"
+    assert (e.path.name, e.field) == ("config.json", "num_hidden_layers")
+    assert isinstance(e, InputError) and isinstance(e, ValueError) and isinstance(e, OmniLabError)
+    assert issubclass(GGUFError, CheckpointError)
+
+
+def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
+    assert cli.main(["generate", "--model", str(tmp_path / "nope"), "--prompt-ids", "1,2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and str(tmp_path / "nope") in err
+
+
+def test_cli_debug_raises(tmp_path):
+    with pytest.raises(CheckpointError, match="not a checkpoint directory"):
+        cli.main(["--debug", "generate", "--model", str(tmp_path / "nope"), "--prompt-ids", "1,2"])
+
+
+def test_cli_calls_anything_else_a_bug(monkeypatch, capsys):
+    def broken(args):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(cli, "cmd_doctor", broken)
+    assert cli.main(["doctor"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error" in err and "ZeroDivisionError" in err and "--debug" in err
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["--debug", "doctor"])
