@@ -74,7 +74,7 @@ def test_config_errors_for_what_the_vocoder_cannot_be():
     with pytest.raises(ConfigError, match="model_type 'qwen3'"):
         Code2WavConfig.from_dict({**d, "model_type": "qwen3"})
     d["code2wav_config"]["hidden_act"] = "gelu"
-    with pytest.raises(ConfigError, match="hidden_act 'gelu'"):
+    with pytest.raises(ConfigError, match="code2wav_config.hidden_act: 'gelu' is not supported"):
         Code2WavConfig.from_dict(d)
 
 

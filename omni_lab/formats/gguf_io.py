@@ -360,18 +360,6 @@ class GGUFCheckpoint(TensorIndex):
             return t.data.reshape(*shape[:-1], tensor_nbytes(shape[-1:], "q8_0")), dtype
         return t.data.view(_NP_DTYPE[dtype]).reshape(shape), dtype
 
-    def get_f32(self, name: str) -> np.ndarray:
-        """One tensor as float32 (q8_0 dequantized by gguf)."""
-        from ..gpu.buffers import bf16_to_f32
-        from .q8_0 import dequantize_q8_0
-
-        arr, dtype = self.get(name)
-        if dtype == "q8_0":
-            return dequantize_q8_0(arr)
-        if dtype == "bf16":
-            return bf16_to_f32(arr)
-        return arr.astype(np.float32)
-
     def files(self) -> list[Path]:
         return [self.path]
 

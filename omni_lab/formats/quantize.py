@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import json
 import math
-import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -34,7 +32,7 @@ import numpy as np
 
 from ..errors import OmniLabError
 from ..gpu.buffers import bf16_to_f32
-from .gguf_io import FILE_TYPE_Q8_0, GGUFError, GGUFStreamWriter
+from .gguf_io import FILE_TYPE_Q8_0, GGUFStreamWriter
 from .q8_0 import QK, quantize_q8_0
 from .safetensors_io import Checkpoint, CheckpointError
 
@@ -58,22 +56,6 @@ class TensorPlan:
     @property
     def nbytes_in(self) -> int:
         return math.prod(self.shape) * _ITEMSIZE[self.source]
-
-
-def _safetensors_offsets(path: Path) -> dict[str, tuple[str, tuple[int, ...], int]]:
-    """name -> (dtype, shape, absolute data offset) from a safetensors header (8-byte length + JSON)."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise CheckpointError(f"{path}: truncated safetensors file")
-        (n,) = struct.unpack("<Q", head)
-        header = json.loads(f.read(n))
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        out[name] = (info["dtype"], tuple(info["shape"]), 8 + n + info["data_offsets"][0])
-    return out
 
 
 # Weights of two or more dimensions that Q8_0 leaves as stored: (fnmatch pattern of checkpoint keys, why).
@@ -116,17 +98,15 @@ def target_dtype(name: str, shape: tuple[int, ...], source: str, qtype: str = "q
 
 
 def plan(ckpt: Checkpoint, qtype: str = "q8_0", keep=()) -> list[TensorPlan]:
-    offsets = {}
-    for f in ckpt.files():
-        for name, (st_dtype, shape, offset) in _safetensors_offsets(f).items():
-            offsets[name] = (st_dtype, shape, offset, f)
     out = []
-    for name in ckpt.names:
-        st_dtype, shape, offset, f = offsets[name]
-        if st_dtype not in _ST_DTYPES:
-            raise CheckpointError(f"{f}: tensor '{name}' has dtype {st_dtype}, which the quantizer does not convert")
-        source = _ST_DTYPES[st_dtype]
-        out.append(TensorPlan(name, shape, source, target_dtype(name, shape, source, qtype, keep), f, offset))
+    for name in ckpt.names:  # offsets from the checked headers (Checkpoint reads them before anything else)
+        st = ckpt.stored(name)
+        if st.dtype not in _ST_DTYPES:
+            raise CheckpointError(f"{st.file}: tensor '{name}' has dtype {st.dtype}, which the quantizer does not "
+                                  "convert")
+        source = _ST_DTYPES[st.dtype]
+        out.append(TensorPlan(name, st.shape, source, target_dtype(name, st.shape, source, qtype, keep), st.file,
+                              st.start))
     return out
 
 

@@ -47,7 +47,7 @@ from ..compare.audio import SAMPLE_RATE  # noqa: F401  (the rate a waveform is p
 from ..gpu import Tensor, runtime
 from ..ops import conv, elementwise, embedding, norm, snake, transpose
 from .component import Component, ModelInputError, StepContext
-from .config import ConfigError, DecoderConfig, sub_dict
+from .config import ConfigError, DecoderConfig, Fields, sub_dict
 from .decoder import Decoder
 from .layers import Rotary, linear
 from .loaders import Keys, load_layers, progress_bar, upload_f32, upload_unquantized, upload_weight
@@ -77,19 +77,21 @@ class Code2WavConfig:
         if d.get("model_type") != "qwen3_omni_moe":
             raise ConfigError(f"{source}: model_type '{d.get('model_type')}' is not Qwen3-Omni ('qwen3_omni_moe')")
         c = sub_dict(d, "code2wav_config", source)
-        try:
-            n_layers, codebook, groups = c["num_hidden_layers"], c["codebook_size"], c["num_quantizers"]
-            cfg = cls(codebook_size=codebook, num_quantizers=groups, upsampling_ratios=tuple(c["upsampling_ratios"]),
-                      upsample_rates=tuple(c["upsample_rates"]), decoder_dim=c["decoder_dim"],
-                      # Qwen3OmniMoeCode2WavConfig.layer_types is a property: every layer slides
-                      transformer=DecoderConfig.from_dict(
-                          c, source, where="code2wav_config.", what="code2wav_config.",
-                          vocab_size=codebook * groups, layer_types=("sliding_attention",) * n_layers,
-                          sliding_window=c["sliding_window"]))
-        except KeyError as e:
-            raise ConfigError(f"{source}: missing field code2wav_config.{e.args[0]}") from None
-        if not cfg.upsample_rates or not cfg.upsampling_ratios:
-            raise ConfigError(f"{source}: code2wav_config.upsample_rates and upsampling_ratios must not be empty")
+        f = Fields(c, source, "code2wav_config.")
+        n_layers, codebook, groups = f.int("num_hidden_layers"), f.int("codebook_size"), f.int("num_quantizers", hi=64)
+        # ratios of at most 64, at most 8 stages: the released model's are (2, 2) and (8, 5, 4, 3)
+        cfg = cls(codebook_size=codebook, num_quantizers=groups, upsampling_ratios=f.ints("upsampling_ratios", 1, 64),
+                  upsample_rates=f.ints("upsample_rates", 1, 64), decoder_dim=f.int("decoder_dim"),
+                  # Qwen3OmniMoeCode2WavConfig.layer_types is a property: every layer slides
+                  transformer=DecoderConfig.from_dict(
+                      c, source, where="code2wav_config.",
+                      vocab_size=codebook * groups, layer_types=("sliding_attention",) * n_layers,
+                      sliding_window=f.int("sliding_window")))
+        if not 0 < len(cfg.upsample_rates) <= 8 or not 0 < len(cfg.upsampling_ratios) <= 8:
+            raise ConfigError(f"{source}: code2wav_config.upsample_rates and upsampling_ratios need 1 to 8 entries")
+        if cfg.decoder_dim >> len(cfg.upsample_rates) == 0:  # each decoder block halves the channels
+            raise ConfigError(f"{source}: code2wav_config.decoder_dim {cfg.decoder_dim} is too small to halve "
+                              f"{len(cfg.upsample_rates)} times")
         return cfg
 
     @property

@@ -33,7 +33,7 @@ class Qwen3OmniThinkerText(Decoder):
             raise ConfigError(f"{source}: model_type '{d.get('model_type')}' is not Qwen3-Omni ('qwen3_omni_moe')")
         text = sub_dict(d, "thinker_config.text_config", source)
         return DecoderConfig.from_dict(
-            text, source, where="thinker_config.text_config.", what="thinker text ", mrope=True, moe=True,
+            text, source, where="thinker_config.text_config.", mrope=True, moe=True,
             tie_word_embeddings=bool(d["thinker_config"].get("tie_word_embeddings", False)),
             eos_token_id=d.get("im_end_token_id", text.get("eos_token_id")))
 
