@@ -132,7 +132,7 @@ def test_truncated_file_is_named(tmp_path, small_file, keep):
     data = small_file.read_bytes()
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(data[:keep] if keep >= 0 else data[:len(data) + keep])
-    with pytest.raises(GGUFError, match=r"cut.gguf: truncated"):
+    with pytest.raises(GGUFError, match=r"cut.gguf: ([^:]+: )?truncated"):
         GGUFCheckpoint(cut)
 
 
@@ -141,7 +141,7 @@ def test_unknown_tensor_type_is_named(small_file):
     reader.tensors[1].field.parts[4][0] = 99
     reader.data.flush()
     del reader
-    with pytest.raises(GGUFError, match=r"s.gguf: unknown tensor type 99 \(not a GGML type that gguf [0-9.]+ knows\)"):
+    with pytest.raises(GGUFError, match=r"s.gguf: tensor '[^']+': unknown tensor type 99 \(not a GGML type that gguf [0-9.]+ knows\)"):
         GGUFCheckpoint(small_file)
 
 

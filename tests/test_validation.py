@@ -182,3 +182,76 @@ def test_config_json_that_is_not_an_object(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match) as e:
         read_config(p)
     assert str(p) in str(e.value)
+
+
+# ---- GGUF -----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_gguf(tiny, tmp_path_factory):
+    from omni_lab.formats.quantize import quantize_checkpoint
+
+    return quantize_checkpoint(tiny, tmp_path_factory.mktemp("gguf") / "tiny.gguf", progress=False)
+
+
+def patched(src: Path, dst: Path, patch) -> Path:
+    """A copy of `src` with patch(reader) applied through gguf's own in-place (r+) reader."""
+    from gguf import GGUFReader
+
+    shutil.copy(src, dst)
+    reader = GGUFReader(dst, "r+")
+    patch(reader)
+    reader.data.flush()
+    del reader
+    return dst
+
+
+def kv(reader, key):
+    return reader.fields[key].parts
+
+
+@pytest.mark.parametrize("case, match", [
+    ("array count 2**32", "array of 4294967296 items cannot fit"),
+    ("tensor offset moved", "overlap, leave a gap, or have the wrong type"),
+    ("tensor type relabelled", "overlap, leave a gap, or have the wrong type|the data section holds"),
+    ("tensor count one too low", "the data section holds"),
+    ("invalid UTF-8 config", "not valid UTF-8"),
+    ("config not JSON", "omni_lab.hf_config.*not JSON"),
+])
+def test_bad_gguf(tiny_gguf, tmp_path, case, match):
+    from gguf import GGMLQuantizationType
+
+    from omni_lab.formats.gguf_io import GGUFCheckpoint
+    from omni_lab.errors import GGUFError
+
+    def patch(r):
+        if case == "array count 2**32":
+            kv(r, "tokenizer.ggml.tokens")[4][0] = 2 ** 32
+        elif case == "tensor offset moved":
+            r.tensors[1].field.parts[5][0] += 32
+        elif case == "tensor type relabelled":
+            f32 = next(t for t in r.tensors if t.tensor_type == GGMLQuantizationType.F32)
+            f32.field.parts[4][0] = int(GGMLQuantizationType.F16)
+        elif case == "tensor count one too low":
+            kv(r, "GGUF.tensor_count")[0][0] -= 1
+        elif case == "invalid UTF-8 config":
+            kv(r, "omni_lab.hf_config")[4][1] = 0xFF
+        elif case == "config not JSON":
+            kv(r, "omni_lab.hf_config")[4][0] = ord("[")
+
+    bad = patched(tiny_gguf, tmp_path / "bad.gguf", patch)
+    with pytest.raises(GGUFError if case != "config not JSON" else ConfigError, match=match) as e:
+        GGUFCheckpoint(bad)
+    assert "bad.gguf" in str(e.value)
+
+
+def test_gguf_tokenizer_and_hparams_of_the_wrong_kind(tiny_gguf, tmp_path):
+    from omni_lab.formats.gguf_io import GGUFCheckpoint
+    from omni_lab.errors import GGUFError
+    from omni_lab.models.qwen3 import Qwen3
+
+    bad = patched(tiny_gguf, tmp_path / "tok.gguf", lambda r: kv(r, "omni_lab.tokenizer_json")[4].__setitem__(0, 32))
+    with pytest.raises(GGUFError, match="omni_lab.tokenizer_json: is not a JSON object"):
+        GGUFCheckpoint(bad).tokenizer_json
+    # a config whose layer count is a string, as a hand-edited or foreign file may carry
+    text = json.loads(GGUFCheckpoint(tiny_gguf).string_field("omni_lab.hf_config"))
+    with pytest.raises(ConfigError, match=r"num_hidden_layers: must be an integer, got str"):
+        Qwen3.config_from({**text, "num_hidden_layers": "2"}, str(tiny_gguf))

@@ -16,18 +16,22 @@ Q8_0 as its raw blocks [N, K/32*34] uint8, read-only views of the memory-mapped 
 from __future__ import annotations
 
 import json
+import math
+import mmap
 import os
-import re
+import struct
 from importlib.metadata import version
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFWriter, LlamaFileType, RopeScalingType, TokenType
+from gguf import (GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, LlamaFileType,
+                  RopeScalingType, TokenType)
 from gguf.constants import GGML_QUANT_VERSION, Keys
 
 from . import names
 from ..errors import GGUFError
+from ..models.config import parse_config
 from .safetensors_io import TensorIndex
 
 HF_CONFIG_KEY = "omni_lab.hf_config"
@@ -271,7 +275,8 @@ def _qwen3_config_from_keys(reader: GGUFReader, tensor_names: set[str]) -> dict:
         "num_hidden_layers": get(Keys.LLM.BLOCK_COUNT),
         "num_attention_heads": n_head,
         "num_key_value_heads": get(Keys.Attention.HEAD_COUNT_KV, n_head),
-        "head_dim": get(Keys.Attention.KEY_LENGTH, n_embd // n_head if n_embd and n_head else None),
+        "head_dim": get(Keys.Attention.KEY_LENGTH, n_embd // n_head if isinstance(n_embd, int) and isinstance(n_head, int) and n_head > 0
+                             else None),  # ints or not, DecoderConfig.from_dict checks them,
         "max_position_embeddings": get(Keys.LLM.CONTEXT_LENGTH),
         "rms_norm_eps": get(Keys.Attention.LAYERNORM_RMS_EPS),
         "rope_parameters": {"rope_type": "default", "rope_theta": get(Keys.Rope.FREQ_BASE, 10000.0)},
@@ -280,6 +285,139 @@ def _qwen3_config_from_keys(reader: GGUFReader, tensor_names: set[str]) -> dict:
         "bos_token_id": get(Keys.Tokenizer.BOS_ID),
         "eos_token_id": get(Keys.Tokenizer.EOS_ID),
     }
+
+
+# GGUF value types (gguf's GGUFValueType) -> their fixed size in bytes; STRING (8) and ARRAY (9) are sized by
+# their contents
+_SCALAR_SIZE = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_STRING, _ARRAY, _UINT32 = 8, 9, 4
+# llama.cpp allows 4 dimensions; our Qwen3-Omni files hold the vision Conv3d weight [C_out, 3, T, P, P] (5)
+MAX_DIMS = 8
+_MAX_ARRAY_DEPTH = 3
+
+
+class _Cursor:
+    """Bounds-checked little-endian reads from the memory-mapped header: every count and length is checked
+    against the bytes left before it is used, so a corrupt count is an error, not a loop past the end."""
+
+    def __init__(self, buf, path: Path):
+        self.buf, self.pos, self.path = buf, 0, path
+
+    def fail(self, message: str, field: str | None = None) -> GGUFError:
+        return GGUFError(f"{message} (at byte {self.pos} of {len(self.buf)})", path=self.path, field=field)
+
+    def take(self, n: int, what: str, field: str | None = None) -> int:
+        if n > len(self.buf) - self.pos:
+            raise self.fail(f"truncated or corrupt: {what} of {n} bytes runs past the end of the file", field)
+        start = self.pos
+        self.pos += n
+        return start
+
+    def u32(self, what, field=None) -> int:
+        return struct.unpack_from("<I", self.buf, self.take(4, what, field))[0]
+
+    def u64(self, what, field=None) -> int:
+        return struct.unpack_from("<Q", self.buf, self.take(8, what, field))[0]
+
+    def string(self, what, field=None) -> str:
+        n = self.u64(f"{what} length", field)
+        start = self.take(n, what, field)
+        try:
+            return bytes(self.buf[start:start + n]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.fail(f"{what} is not valid UTF-8", field) from None
+
+    def value(self, vtype: int, key: str, depth: int = 0):
+        """Skip one value of type `vtype`, checked; returns it for a UINT32 (the alignment is one)."""
+        if vtype == _STRING:
+            self.string("string", key)
+        elif vtype == _ARRAY:
+            itype, count = self.u32("array item type", key), self.u64("array length", key)
+            if depth >= _MAX_ARRAY_DEPTH:
+                raise self.fail(f"arrays nested deeper than {_MAX_ARRAY_DEPTH}", key)
+            # every item takes at least its fixed size (a string at least its 8-byte length)
+            least = _SCALAR_SIZE.get(itype, 8 if itype in (_STRING, _ARRAY) else None)
+            if least is None:
+                raise self.fail(f"unknown array item type {itype}", key)
+            if count * least > len(self.buf) - self.pos:
+                raise self.fail(f"truncated or corrupt: an array of {count} items cannot fit in the rest of the file", key)
+            if itype in _SCALAR_SIZE:
+                self.take(count * least, "array", key)
+            else:
+                for _ in range(count):
+                    self.value(itype, key, depth + 1)
+        elif vtype in _SCALAR_SIZE:
+            start = self.take(_SCALAR_SIZE[vtype], "value", key)
+            if vtype == _UINT32:
+                return struct.unpack_from("<I", self.buf, start)[0]
+        else:
+            raise self.fail(f"unknown value type {vtype}", key)
+        return None
+
+
+def check_gguf_layout(path: Path) -> None:
+    """Check a GGUF's header before gguf's reader sees it, which trusts it: counts and lengths within the
+    file, keys and tensor names valid UTF-8 and unique, known value and tensor types, at most MAX_DIMS dims, each
+    tensor's byte size from its type and shape, and the tensors tiling the data section (each at the aligned
+    end of the one before, the last ending at the file's end): so a moved offset, a relabelled type or a
+    tensor count one too low is an error instead of other bytes read as weights."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size < 24:
+            raise GGUFError(f"truncated GGUF file ({os.fstat(f.fileno()).st_size} bytes)", path=path)
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            _check_layout(_Cursor(buf, path), len(buf))
+
+
+def _check_layout(c: _Cursor, size: int) -> None:
+    if c.u32("magic") != int.from_bytes(b"GGUF", "little"):
+        raise c.fail("not a GGUF file (bad magic)")
+    version = c.u32("version")
+    if version not in (2, 3):
+        raise c.fail(f"GGUF version {version} (big-endian, or not one gguf reads: 2, 3)")
+    n_tensors, n_kv = c.u64("tensor count"), c.u64("key count")
+    if n_kv * 12 > size or n_tensors * 24 > size:  # a key takes at least 12 bytes, a tensor record 24
+        raise c.fail(f"truncated or corrupt: {n_kv} keys and {n_tensors} tensors cannot fit in {size} bytes")
+    alignment, keys = 32, set()
+    for _ in range(n_kv):
+        key = c.string("key")
+        if key in keys:
+            raise c.fail("key appears twice", key)
+        keys.add(key)
+        vtype = c.u32("value type", key)
+        v = c.value(vtype, key)
+        if key == "general.alignment":
+            if vtype != _UINT32 or not v or v & (v - 1):
+                raise c.fail("must be a uint32 power of two", key)
+            alignment = v
+    tensors = []
+    for _ in range(n_tensors):
+        name = c.string("tensor name")
+        n_dims = c.u32("dimension count", name)
+        if not 1 <= n_dims <= MAX_DIMS:
+            raise c.fail(f"{n_dims} dimensions (omni_lab reads 1 to {MAX_DIMS})", f"tensor '{name}'")
+        dims = [c.u64("dimension", name) for _ in range(n_dims)]
+        raw_type, offset = c.u32("tensor type", name), c.u64("tensor offset", name)
+        try:
+            block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(raw_type)]
+        except (ValueError, KeyError):
+            raise c.fail(f"unknown tensor type {raw_type} (not a GGML type that gguf {_GGUF_VERSION} knows)",
+                         f"tensor '{name}'") from None
+        if dims[0] % block:
+            raise c.fail(f"first dimension {dims[0]} is not a multiple of its type's block {block}",
+                         f"tensor '{name}'")
+        tensors.append((offset, math.prod(dims) // block * type_size, name))
+    if len({t[2] for t in tensors}) != len(tensors):
+        raise c.fail("two tensors have the same name")
+    data_start = -(-c.pos // alignment) * alignment
+    end = 0
+    for offset, nbytes, name in sorted(tensors):
+        if offset != -(-end // alignment) * alignment:
+            raise c.fail(f"starts at data byte {offset}, the tensor before it ends at {end}: tensors overlap, leave "
+                         "a gap, or have the wrong type or shape", f"tensor '{name}'")
+        end = offset + nbytes
+    if not data_start + end <= size <= data_start + -(-end // alignment) * alignment:
+        raise c.fail(f"truncated or corrupt: the data section holds {size - data_start} bytes, its "
+                     f"{len(tensors)} tensors {end} (a wrong tensor count?)")
 
 
 class GGUFCheckpoint(TensorIndex):
@@ -293,24 +431,13 @@ class GGUFCheckpoint(TensorIndex):
         self.path = Path(path)
         if not self.path.is_file():
             raise GGUFError(f"{self.path}: no such GGUF file")
-        size = self.path.stat().st_size
+        check_gguf_layout(self.path)
         try:
             self._reader = GGUFReader(self.path, "r")
-        except ValueError as e:
-            unknown = re.search(r"(\d+)\)? is not a valid GGMLQuantizationType", str(e))
-            if unknown:
-                raise GGUFError(f"{self.path}: unknown tensor type {unknown.group(1)} (not a GGML type that gguf "
-                                f"{_GGUF_VERSION} knows)") from None
-            raise GGUFError(f"{self.path}: truncated or corrupt GGUF file ({size} bytes): {e}") from None
-        except (IndexError, KeyError, OverflowError, UnicodeDecodeError, MemoryError) as e:
-            # gguf's reader indexes past the end of a short memory map instead of checking sizes.
-            raise GGUFError(f"{self.path}: truncated or corrupt GGUF file ({size} bytes): {type(e).__name__}: {e}") from None
-        for t in self._reader.tensors:
-            if t.data_offset + t.n_bytes > size:
-                raise GGUFError(f"{self.path}: truncated: tensor '{t.name}' ends at byte {t.data_offset + t.n_bytes}, "
-                                f"the file has {size}")
-        field = self._reader.get_field(Keys.General.ARCHITECTURE)
-        self.architecture: str = field.contents() if field is not None else ""
+        except (ValueError, IndexError, KeyError, OverflowError) as e:
+            # not expected after check_gguf_layout; gguf's reader has its own rules (and versions), so say which file
+            raise GGUFError(f"gguf's reader refuses it: {type(e).__name__}: {e}", path=self.path) from None
+        self.architecture: str = self.string_field(Keys.General.ARCHITECTURE) or ""
         if architecture is not None and self.architecture != architecture:
             raise GGUFError(f"{self.path}: architecture is '{self.architecture}', expected '{architecture}'")
         self._stored = {}  # HF name -> its tensor record
@@ -320,9 +447,9 @@ class GGUFCheckpoint(TensorIndex):
             except names.UnknownTensorName:
                 hf = t.name  # a tensor llama.cpp adds and HF has not (rope_freqs): kept under its GGUF name
             self._stored[hf] = t
-        config = self._reader.get_field(HF_CONFIG_KEY)
+        config = self.string_field(HF_CONFIG_KEY)
         if config is not None:
-            self.config: dict = json.loads(config.contents())
+            self.config: dict = parse_config(config, f"{self.path} ({HF_CONFIG_KEY})")
         elif self.architecture == names.QWEN3_ARCH:
             self.config = _qwen3_config_from_keys(self._reader, {t.name for t in self._reader.tensors})
         else:
@@ -336,9 +463,28 @@ class GGUFCheckpoint(TensorIndex):
         f = self._reader.get_field(key)
         return f.contents() if f is not None else default
 
+    def string_field(self, key: str) -> str | None:
+        """A string metadata value, or None when absent; a value of another type is a GGUFError naming the key."""
+        f = self._reader.get_field(key)
+        if f is None:
+            return None
+        if f.types != [GGUFValueType.STRING]:
+            raise GGUFError(f"must be a string, is {'/'.join(t.name for t in f.types)}", path=self.path, field=key)
+        return f.contents()
+
     @property
     def tokenizer_json(self) -> str | None:
-        return self.field(TOKENIZER_JSON_KEY)
+        """The embedded tokenizer.json text, checked to be a JSON object (the tokenizers package's own error
+        on a corrupt one names neither the file nor the key)."""
+        text = self.string_field(TOKENIZER_JSON_KEY)
+        if text is not None:
+            try:
+                ok = isinstance(json.loads(text), dict)
+            except (json.JSONDecodeError, RecursionError):
+                ok = False
+            if not ok:
+                raise GGUFError("is not a JSON object", path=self.path, field=TOKENIZER_JSON_KEY)
+        return text
 
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(int(d) for d in reversed(self._stored_at(name).shape.tolist()))

@@ -12,7 +12,6 @@ an activation typed as a flat signal (layout "N", the vocoder's waveform [1, 1, 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -172,7 +171,11 @@ def load_hf_model(path: str | Path, dtype: str | torch.dtype = "float32") -> tor
         dtype = TORCH_DTYPES[dtype]
     if dtype not in (torch.float32, torch.bfloat16):
         raise ValueError(f"dtype must be float32 or bfloat16, got {dtype}")
-    model_type = json.loads((path / "config.json").read_text())["model_type"]
+    from ..formats.safetensors_io import Checkpoint
+
+    # Our checks of config.json and the safetensors headers first: Transformers' errors on a corrupt file name
+    # neither the file nor the field
+    model_type = Checkpoint(path).config.get("model_type")
     model = _auto_class(model_type).from_pretrained(
         path, dtype=dtype, attn_implementation="eager", trust_remote_code=False, use_safetensors=True,
         local_files_only=True)
