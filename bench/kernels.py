@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from omni_lab.atomic import write_text  # noqa: E402
 from omni_lab.gpu import runtime  # noqa: E402
 from omni_lab.ops import copy as copy_op  # noqa: E402
 from omni_lab.ops import linear  # noqa: E402
@@ -53,9 +54,7 @@ def emit(report: dict, out: Path | None) -> None:
     text = json.dumps(report, indent=2)
     print(text)
     if out:
-        part = out.with_suffix(".partial")
-        part.write_text(text)
-        part.replace(out)
+        write_text(out, text)
 
 
 def profiles(fn, reps: int, flush=None) -> list:

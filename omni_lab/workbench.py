@@ -115,14 +115,12 @@ def model_inputs(path: str | Path, inputs, component: str | None = None) -> dict
 
 
 def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
-    """Write an .npz atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as f:
+    """Write an .npz atomically (omni_lab/atomic.py)."""
+    from .atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **{n: np.asarray(a, np.float32) for n, a in arrays.items()})
-    tmp.replace(path)
-    return path
+    return Path(path)
 
 
 def reference_name(path: str | Path, inputs: dict[str, np.ndarray], dtype: str, component: str | None = None) -> str:

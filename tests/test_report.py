@@ -201,7 +201,9 @@ def test_write_report_extra_writes_report_json_once(tmp_path, rng, monkeypatch):
 
     monkeypatch.setattr(os, "replace", replace)
     index = write_report(c, tmp_path, extra={"timing": {"ours_s": 1.5}, "model": "/models/tiny"})
-    assert writes == ["report.json"]
+    # every file is renamed into place (atomically), report.json once and last: its presence means complete
+    assert writes.count("report.json") == 1 and writes[-1] == "report.json" and "index.html" in writes
+    assert {w for w in writes if w.endswith(".png")} == {p.name for p in tmp_path.glob("*.png")}
     j = json.loads((tmp_path / "report.json").read_text())
     assert j["timing"] == {"ours_s": 1.5} and j["model"] == "/models/tiny" and j["passed"] is True
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".png")) == ["index.html", "report.json"]

@@ -31,7 +31,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -294,13 +293,9 @@ class Comparison:
         if clash:
             raise ValueError(f"extra keys {clash} would overwrite the comparison's own")
         data.update(extra or {})
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        from ..atomic import write_text
+
+        return write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
 
     def summary(self) -> str:
         n = sum(r.compared for r in self.rows)

@@ -29,6 +29,7 @@ from gguf import (GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueT
                   RopeScalingType, TokenType)
 from gguf.constants import GGML_QUANT_VERSION, Keys
 
+from .. import atomic
 from . import names
 from ..errors import GGUFError
 from ..models.config import parse_config
@@ -166,15 +167,16 @@ class _Chunks:
 class GGUFStreamWriter:
     """Write a GGUF one tensor at a time: `declare` every tensor, then `write` each in the same order.
 
-    The file is written as `<out>.partial` and renamed to `out` by `close()` only once complete, so an
-    interrupted run never leaves a file under the final name. Use as a context manager: leaving the block
-    with an exception removes the partial file.
+    The file is written under a temporary name beside `out` (omni_lab/atomic.py) and renamed to `out` by
+    `close()` only once complete and fsynced, so an interrupted run never leaves a file under the final name,
+    and the next run removes what a killed one left. Use as a context manager: leaving the block with an
+    exception removes the partial file.
     """
 
     def __init__(self, out: str | Path, config: dict, source_dir: str | Path | None = None,
                  file_type: int | None = None):
         self.out = Path(out)
-        self.partial = self.out.with_name(self.out.name + ".partial")
+        self.partial = atomic.temp_name(self.out)
         self.config = config
         self.arch = names.arch_for(config.get("model_type"))
         self._writer = GGUFWriter(None, self.arch)
@@ -200,6 +202,7 @@ class GGUFStreamWriter:
     def begin(self) -> None:
         """Write header, metadata and tensor infos to the partial file."""
         self.partial.parent.mkdir(parents=True, exist_ok=True)
+        atomic.clean_leftovers(self.out)
         self._writer.write_header_to_file(path=self.partial)
         self._writer.write_kv_data_to_file()
         self._writer.write_ti_data_to_file()
@@ -221,11 +224,8 @@ class GGUFStreamWriter:
             self.begin()
         if self._next != len(self._order):
             raise GGUFError(f"{self.out}: {len(self._order) - self._next} declared tensors were never written")
-        fout = self._writer.fout[0]
-        fout.flush()
-        os.fsync(fout.fileno())
         self._writer.close()
-        os.replace(self.partial, self.out)
+        atomic.commit(self.partial, self.out)
         return self.out
 
     def abort(self) -> None:

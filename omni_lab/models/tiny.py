@@ -7,9 +7,6 @@ and Russian, so text prompts (Cyrillic included) work end to end.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -62,19 +59,12 @@ def train_tokenizer(vocab_size: int = 384):
 
 
 def _write_atomically(out: Path, write) -> Path:
-    """Build into a temporary sibling directory and rename it into place when complete."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    """Build into a temporary sibling directory that takes `out`'s place when complete (omni_lab/atomic.py)."""
+    from ..atomic import atomic_dir
+
+    with atomic_dir(out) as tmp:
         write(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out)
 
 
 def build_tiny_qwen3(out: str | Path, seed: int = 0, preset: str = "tiny") -> Path:

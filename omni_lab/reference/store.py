@@ -14,8 +14,14 @@ Weight hashes (`hash_mode`):
   or a re-quantized file, not a flipped byte in the middle; meant for the 66 GB Omni checkpoint.
 A reference is always checked in the mode it was written with.
 
-Writes go to a hidden temporary directory next to the target, renamed into place when complete, so a crashed
-capture never leaves a half-written reference under the real name.
+Writes go to a hidden temporary directory next to the target that takes its place when complete
+(omni_lab/atomic.py), so a crashed capture never leaves a half-written reference under the real name, and the
+old one is replaced only by a complete new one.
+
+Loading checks before it trusts: manifest.json must be a JSON object with fields of the right types; the npz
+must be a zip of uncompressed float32 .npy members whose headers declare exactly the bytes they hold (a header
+declaring 10^9 rows is refused, not allocated), read without pickles, CRCs checked; and the arrays must have
+the shapes the manifest lists. Every failure is a ReferenceFileError naming the file and the field or member.
 """
 
 from __future__ import annotations
@@ -23,10 +29,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
+import math
 import platform
-import shutil
-import uuid
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..activations import Activation, as_specs, routing_parts
+from ..atomic import atomic_dir, clean_leftovers
 from ..errors import InputError, ReferenceFileError
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "reference_data"
@@ -248,30 +253,19 @@ def save_reference(name: str, activations: Mapping[str, Any], *, model_path: str
         "activations": {n: specs[n].to_json() for n in acts if n in specs},
         "extra": extra or {},
     }
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(final) as tmp:
         _write_npz(tmp / "activations.npz", acts)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        if final.exists():
-            # A directory cannot be renamed over a non-empty one: move the old one aside first.
-            old = root / f".{name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return final
 
 
 def _resolve(path: str | Path, root: Path) -> Path:
     p = Path(path)
-    if not p.exists() and not p.is_absolute() and (root / p).exists():
-        p = root / p
+    if not p.is_absolute() and not p.exists():
+        clean_leftovers(root / p)  # puts back a reference a killed replacement left renamed aside
+        if (root / p).exists():
+            p = root / p
+    clean_leftovers(p)
     if not (p / "manifest.json").is_file():
         raise FileNotFoundError(f"{p}: no manifest.json (not a reference directory)")
     return p
@@ -320,9 +314,7 @@ def load_reference(path: str | Path, expect_model: str | Path | dict | None = No
     saved (all keys are compared: a key on one side only is a difference). None skips that check.
     """
     p = _resolve(path, Path(root))
-    manifest = json.loads((p / "manifest.json").read_text())
-    if manifest.get("format") != FORMAT:
-        raise ReferenceMismatch(p, [("format", manifest.get("format"), FORMAT)])
+    manifest = read_manifest(p / "manifest.json")
     diffs = []
     if expect_model is not None:
         diffs += check_model(manifest, expect_model)
@@ -332,15 +324,92 @@ def load_reference(path: str | Path, expect_model: str | Path | dict | None = No
         diffs.append(("dtype", manifest["dtype"], expect_dtype))
     if diffs:
         raise ReferenceMismatch(p, diffs)
-    with np.load(p / "activations.npz", allow_pickle=False) as z:
-        stored = set(z.files)
-        if stored != set(manifest["names"]):
-            raise ValueError(f"{p}: activations.npz and manifest.json list different names: "
-                             f"only in npz {sorted(stored - set(manifest['names']))}, "
-                             f"only in manifest {sorted(set(manifest['names']) - stored)}")
-        acts = {n: z[n] for n in manifest["names"]}
+    acts = read_npz(p / "activations.npz", manifest["names"])
     _check_shapes(p, manifest, acts)
     return Reference(path=p, manifest=manifest, activations=acts)
+
+
+def read_manifest(path: Path) -> dict:
+    """manifest.json, its fields checked for the types load_reference and compare read."""
+    def bad(message: str, field: str | None = None) -> ReferenceFileError:
+        return ReferenceFileError(message, path=path, field=field)
+
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise bad(f"not JSON ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(m, dict):
+        raise bad(f"is a JSON {type(m).__name__}, not an object")
+    if m.get("format") != FORMAT:
+        raise ReferenceMismatch(path.parent, [("format", m.get("format"), FORMAT)])
+    names = m.get("names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise bad("must be a list of distinct activation names", "names")
+    if m.get("dtype") not in ("float32", "bfloat16"):
+        raise bad(f"must be 'float32' or 'bfloat16', got {m.get('dtype')!r:.40}", "dtype")
+    model = m.get("model")
+    if not isinstance(model, dict) or model.get("hash_mode", "full") not in ("full", "fast"):
+        raise bad("must be an object with hash_mode 'full' or 'fast'", "model")
+    for key in ("inputs", "shapes", "activations", "extra"):
+        if not isinstance(m.get(key, {}), dict):
+            raise bad(f"must be an object, got {type(m[key]).__name__}", key)
+    shape_ok = lambda s: isinstance(s, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in s)  # noqa: E731
+    for n, s in m.get("shapes", {}).items():
+        if not shape_ok(s):
+            raise bad(f"must be a list of non-negative ints, got {s!r:.60}", f"shapes.{n}")
+    for n, d in m.get("activations", {}).items():
+        if not isinstance(d, dict) or not shape_ok(d.get("shape")):
+            raise bad("must be an object with a shape", f"activations.{n}")
+    return m
+
+
+def read_npz(path: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """The activations of an npz, each member's .npy header checked before anything is allocated: float32 (no
+    objects, so never a pickle), its declared shape exactly the bytes the member holds, the member stored
+    uncompressed (as _write_npz writes it), so its size is bounded by the file's. CRCs are checked as read."""
+    def bad(message: str, field: str | None = None) -> ReferenceFileError:
+        return ReferenceFileError(message, path=path, field=field)
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {}
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy") or info.filename[:-4] in members:
+                    raise bad("not a member of ours (each is <name>.npy, once)", info.filename)
+                members[info.filename[:-4]] = info
+            if set(members) != set(names):
+                raise bad(f"activations.npz and manifest.json list different names: only in npz "
+                          f"{sorted(set(members) - set(names))}, only in manifest {sorted(set(names) - set(members))}")
+            return {n: _read_member(zf, members[n], bad) for n in names}
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as e:
+        if isinstance(e, ReferenceFileError):
+            raise
+        raise bad(f"not a readable npz ({type(e).__name__}: {e})") from None
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, bad) -> np.ndarray:
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise bad("is compressed; references are stored uncompressed", info.filename)
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise bad(f"npy format version {version}", info.filename)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f, max_header_size=10000)
+        if dtype != np.dtype("<f4"):
+            raise bad(f"is {dtype}, references hold float32", info.filename)
+        nbytes = math.prod(shape) * 4
+        held = info.file_size - f.tell()
+        if nbytes != held:
+            raise bad(f"declares shape {list(shape)} ({nbytes} bytes) but holds {held}", info.filename)
+        flat = np.empty(nbytes // 4, "<f4")
+        view, got = memoryview(flat).cast("B"), 0
+        while got < nbytes:  # reading to the member's end checks its CRC
+            n = f.readinto(view[got:])
+            if not n:
+                raise bad(f"ends after {got} of its {nbytes} bytes", info.filename)
+            got += n
+    return flat.reshape(shape, order="F" if fortran else "C")
 
 
 def _check_shapes(p: Path, manifest: dict, acts: Mapping[str, np.ndarray]) -> None:

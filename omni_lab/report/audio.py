@@ -8,12 +8,12 @@ so a quiet difference sounds quiet instead of being scaled up to full volume.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from ..atomic import atomic_path
 from ..compare.audio import SAMPLE_RATE
 
 
@@ -27,14 +27,10 @@ def _flat(wave) -> np.ndarray:
 def write_wav(path: str | Path, wave, rate: int = SAMPLE_RATE) -> Path:
     """Write a flat signal as a mono 32-bit float WAV at `rate`, atomically: a temporary file in the same folder
     renamed over `path`, so a reader (a browser playing a report) never sees a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        sf.write(tmp, _flat(wave).astype(np.float32), int(rate), subtype="FLOAT", format="WAV")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    wave = _flat(wave).astype(np.float32)
+    with atomic_path(path) as tmp:
+        sf.write(tmp, wave, int(rate), subtype="FLOAT", format="WAV")
+    return Path(path)
 
 
 def play(wave, rate: int = SAMPLE_RATE):

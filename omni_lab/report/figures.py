@@ -102,9 +102,10 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def save_png(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
-    path = Path(path)
-    fig.savefig(path, format="png", dpi=dpi)
-    return path
+    """Written atomically: a browser showing the report never reads a half-written image."""
+    from ..atomic import write_bytes
+
+    return write_bytes(path, png_bytes(fig, dpi))
 
 
 def png_bytes(fig: Figure, dpi: int = 90) -> bytes:

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from ..activations import routing_parts
+from ..atomic import write_text
 from . import figures
 from .audio import write_wav
 
@@ -269,6 +270,6 @@ def write_report(comparison, out_dir: str | Path, *, title: str = "omni_lab: our
     images = write_figures(comparison, out, histogram)
     audio = write_audio(comparison, out)
     index = out / "index.html"
-    index.write_text(render_html(comparison, images, title, audio))
+    write_text(index, render_html(comparison, images, title, audio))
     comparison.save_json(out / "report.json", extra=extra)
     return index

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_bytes
 from ..compare import WAVEFORM_BOUNDS, Bounds, WaveformBounds, compare_sets, waveform_metrics
 from ..compare.quant import TensorSqnr, sqnr_summary, weight_sqnr
 from ..formats.q8_0 import QK
@@ -40,7 +41,7 @@ from .audio import write_wav
 from .html import player
 from .quant_report import (BothSides, both_ours_html, drift_json, drift_table, finite_or_none, fmt, images_html,
                            low_sqnr_notes, meta_table, page, run_side, sides_note, sqnr_figure, sqnr_section,
-                           tensor_group, write_atomic)
+                           tensor_group)
 
 COMPONENT = "code2wav"
 BOUNDS = "q8_0"  # the WAVEFORM_BOUNDS entry the waveform is judged by: Q8_0 weights against BF16
@@ -326,8 +327,8 @@ def write_code2wav_quant_report(report: Code2WavQuantReport, out_dir: str | Path
     write_wav(out / WAV_FILES["q8_0"], report.wave_q, report.sample_rate)
     images = []
     for fname, caption, make in FIGURES:
-        write_atomic(out / fname, figures.png_bytes(make(report), dpi=110))
+        write_bytes(out / fname, figures.png_bytes(make(report), dpi=110))
         images.append((fname, caption))
     report.index = out / "index.html"
-    write_atomic(out / "report.json", (json.dumps(report.to_json(), indent=1, allow_nan=False) + "\n").encode())
-    return write_atomic(report.index, render_html(report, images, title).encode("utf-8"))
+    write_bytes(out / "report.json", (json.dumps(report.to_json(), indent=1, allow_nan=False) + "\n").encode())
+    return write_bytes(report.index, render_html(report, images, title).encode("utf-8"))

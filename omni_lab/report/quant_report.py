@@ -28,7 +28,6 @@ import html
 import io
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from ..atomic import write_bytes
 from ..compare import Bounds, compare_sets
 from ..compare.quant import (ExpertAgreement, LogitStats, TensorSqnr, logit_stats, moe_agreement, sqnr_summary,
                              weight_sqnr)
@@ -399,13 +399,6 @@ FIGURES = (("sqnr.png", "Weight SQNR per tensor, sorted", sqnr_figure),
 
 
 # ---- files ----------------------------------------------------------------------------------------------
-def write_atomic(path: Path, data: bytes) -> Path:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
-
-
 def fmt(v, spec: str = ".3g") -> str:
     return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
@@ -531,8 +524,8 @@ def write_quant_report(report: QuantReport, out_dir: str | Path, *,
             continue
         buf = io.BytesIO()
         make(report).savefig(buf, format="png", dpi=110)
-        write_atomic(out / fname, buf.getvalue())
+        write_bytes(out / fname, buf.getvalue())
         images.append((fname, caption))
     report.index = out / "index.html"
-    write_atomic(out / "report.json", (json.dumps(report.to_json(), indent=1, allow_nan=False) + "\n").encode())
-    return write_atomic(report.index, render_html(report, images, title).encode("utf-8"))
+    write_bytes(out / "report.json", (json.dumps(report.to_json(), indent=1, allow_nan=False) + "\n").encode())
+    return write_bytes(report.index, render_html(report, images, title).encode("utf-8"))
