@@ -32,7 +32,7 @@ from gguf.constants import GGML_QUANT_VERSION, Keys
 from .. import atomic
 from . import names
 from ..errors import GGUFError
-from ..models.config import parse_config
+from ..models.config import ConfigError, Fields, parse_config
 from .safetensors_io import TensorIndex
 
 HF_CONFIG_KEY = "omni_lab.hf_config"
@@ -66,34 +66,39 @@ def tensor_nbytes(shape, dtype: str) -> int:
 
 
 # ---- metadata -------------------------------------------------------------------------------------------
-def _rope(config: dict) -> dict:
+def _rope(config: dict, path: Path) -> dict:
     """Transformers 5 keeps rope settings in `rope_parameters`; older configs at the top level."""
-    rope = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    if not isinstance(rope, dict):
+        raise ConfigError(f"must be an object, got {rope!r:.40}", path=path, field="rope_parameters")
+    rope = dict(rope)
     if "rope_theta" not in rope and "rope_theta" in config:
         rope["rope_theta"] = config["rope_theta"]
     return rope
 
 
 def _add_qwen3_hparams(w: GGUFWriter, config: dict, path: Path) -> None:
-    try:
-        w.add_context_length(int(config["max_position_embeddings"]))
-        w.add_embedding_length(int(config["hidden_size"]))
-        w.add_block_count(int(config["num_hidden_layers"]))
-        w.add_feed_forward_length(int(config["intermediate_size"]))
-        w.add_head_count(int(config["num_attention_heads"]))
-        w.add_head_count_kv(int(config.get("num_key_value_heads", config["num_attention_heads"])))
-        head_dim = int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
-        w.add_key_length(head_dim)
-        w.add_value_length(head_dim)
-        w.add_layer_norm_rms_eps(float(config["rms_norm_eps"]))
-        rope = _rope(config)
-        w.add_rope_freq_base(float(rope["rope_theta"]))
-    except KeyError as e:
-        raise GGUFError(f"{path}: config.json lacks {e.args[0]!r}, which a qwen3 GGUF needs") from None
+    """llama.cpp's hyperparameters, each read through models/config.Fields: a value of the wrong type or out of
+    range is a ConfigError naming the field, not a struct error inside gguf's writer."""
+    f = Fields(config, str(path))
+    heads = f.int("num_attention_heads")
+    head_dim = f.int("head_dim", default=None) or f.int("hidden_size") // heads
+    w.add_context_length(f.int("max_position_embeddings"))
+    w.add_embedding_length(f.int("hidden_size"))
+    w.add_block_count(f.int("num_hidden_layers"))
+    w.add_feed_forward_length(f.int("intermediate_size"))
+    w.add_head_count(heads)
+    w.add_head_count_kv(f.int("num_key_value_heads", hi=heads, default=heads))
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_layer_norm_rms_eps(f.float("rms_norm_eps", below=1.0))
+    rope = _rope(config, path)
+    w.add_rope_freq_base(f.float("rope_theta", d=rope))
     if rope.get("rope_type", rope.get("type")) == "yarn" and "factor" in rope:
         w.add_rope_scaling_type(RopeScalingType.YARN)
-        w.add_rope_scaling_factor(float(rope["factor"]))
-        w.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
+        w.add_rope_scaling_factor(f.float("factor", d=rope))
+        w.add_rope_scaling_orig_ctx_len(Fields(rope, str(path), "rope_parameters.").int(
+            "original_max_position_embeddings", hi=1 << 24))
 
 
 def _add_gpt2_vocab(w: GGUFWriter, tokenizer_dir: Path, vocab_size: int) -> None:
@@ -142,9 +147,10 @@ def _add_metadata(w: GGUFWriter, config: dict, arch: str, source_dir: Path | Non
     if tokenizer_json is not None and tokenizer_json.is_file():
         w.add_string(TOKENIZER_JSON_KEY, tokenizer_json.read_text(encoding="utf-8"))
     if arch == names.QWEN3_ARCH:
-        _add_qwen3_hparams(w, config, out)
+        config_path = source_dir / "config.json" if source_dir is not None else out  # for messages
+        _add_qwen3_hparams(w, config, config_path)
         if tokenizer_json is not None and tokenizer_json.is_file():
-            _add_gpt2_vocab(w, source_dir, int(config.get("vocab_size", 0)))
+            _add_gpt2_vocab(w, source_dir, Fields(config, str(config_path)).int("vocab_size", default=1))
 
 
 # ---- writing --------------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def read_safetensors_header(path: str | Path) -> dict[str, StoredTensor]:
         if not isinstance(info, dict):
             raise CheckpointError("header entry is not an object", path=path, field=f"tensor '{name}'")
         dtype, shape, offsets = info.get("dtype"), _dims(info.get("shape")), info.get("data_offsets")
-        if dtype not in ITEMSIZE:
+        if not isinstance(dtype, str) or dtype not in ITEMSIZE:
             raise CheckpointError(f"unknown dtype {dtype!r}", path=path, field=f"tensor '{name}'")
         if shape is None:
             raise CheckpointError(f"shape {info.get('shape')!r} is not a list of at most {MAX_DIMS} non-negative "

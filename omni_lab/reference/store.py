@@ -398,6 +398,8 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, bad) -> np.ndarray:
         shape, fortran, dtype = read_header(f, max_header_size=10000)
         if dtype != np.dtype("<f4"):
             raise bad(f"is {dtype}, references hold float32", info.filename)
+        if fortran:  # _write_npz writes C order; a flipped flag would read the array transposed
+            raise bad("is in Fortran order; references are written in C order", info.filename)
         nbytes = math.prod(shape) * 4
         held = info.file_size - f.tell()
         if nbytes != held:
@@ -409,7 +411,7 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, bad) -> np.ndarray:
             if not n:
                 raise bad(f"ends after {got} of its {nbytes} bytes", info.filename)
             got += n
-    return flat.reshape(shape, order="F" if fortran else "C")
+    return flat.reshape(shape)
 
 
 def _check_shapes(p: Path, manifest: dict, acts: Mapping[str, np.ndarray]) -> None:
@@ -419,7 +421,7 @@ def _check_shapes(p: Path, manifest: dict, acts: Mapping[str, np.ndarray]) -> No
     listed += [("activations", n, d["shape"]) for n, d in manifest.get("activations", {}).items()]
     for where, name, shape in listed:
         if name not in acts:
-            raise ValueError(f"{p}: manifest.json {where} lists {name!r}, which activations.npz lacks")
+            raise ReferenceFileError(f"{p}: manifest.json {where} lists {name!r}, which activations.npz lacks")
         if list(acts[name].shape) != list(shape):
-            raise ValueError(f"{p}: activation {name!r} is {list(acts[name].shape)} in activations.npz but "
+            raise ReferenceFileError(f"{p}: activation {name!r} is {list(acts[name].shape)} in activations.npz but "
                              f"{list(shape)} in manifest.json {where}")

@@ -1,0 +1,44 @@
+"""The suite's fuzz run (omni_lab/fuzz.py): seeded mutations of the tiny checkpoint's safetensors, config.json,
+GGUF and a stored reference, each given to the entry points the command line uses. Every one must be accepted
+or refused with one of our errors naming the file: never a raw exception, a hang or an out-of-memory error.
+bench/fuzz.py runs the same cases by the thousand."""
+
+import pytest
+
+from omni_lab import fuzz
+
+CASES_PER_FORMAT = 75  # 300 cases, about 10 s here; bench/fuzz.py for more
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    from omni_lab.workbench import load_ours
+
+    b = fuzz.build_base(tmp_path_factory.mktemp("fuzz"))
+    load_ours(b["ckpt"], max_len=8, progress=False)  # the device is opened outside the cases' limits
+    return b
+
+
+@pytest.mark.parametrize("fmt", fuzz.FORMATS)
+def test_fuzz(base, tmp_path, fmt):
+    outcomes = [o for seed in range(CASES_PER_FORMAT) for o in fuzz.run_case(fmt, seed, base, tmp_path, seconds=20)]
+    bad = [o for o in outcomes if o.outcome not in fuzz.GOOD]
+    assert not bad, "\n".join(f"{o.mutation} -> {o.entry}: {o.outcome}: {o.detail}" for o in bad)
+    # the mutations reach the checks: most cases are refused, and some mutations (weight bytes) are accepted
+    refused = sum(o.outcome == "refused" for o in outcomes)
+    assert refused > len(outcomes) // 2, fuzz.summarize(outcomes)["outcomes"]
+
+
+def test_fuzz_counts_what_it_should(base, tmp_path, monkeypatch):
+    """The runner itself: a raw error, a hang and an allocation past the limit are each counted as such."""
+    import time
+
+    import numpy as np
+
+    from omni_lab import workbench
+
+    for boom, expect in ((lambda *a, **k: {}["x"], "raw"), (lambda *a, **k: time.sleep(5), "hang"),
+                         (lambda *a, **k: np.ones(1 << 32), "oom")):
+        monkeypatch.setattr(workbench, "load_ours", boom)
+        (o, _) = fuzz.run_case("config", 0, base, tmp_path, seconds=1, memory_bytes=1 << 30)
+        assert o.outcome == expect, o
