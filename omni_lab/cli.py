@@ -231,6 +231,20 @@ def non_negative(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="omni-lab", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -268,11 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="generate text on our kernels")
     model_and_prompt(g, chat=True)
-    g.add_argument("--max-new-tokens", type=int, default=32)
+    g.add_argument("--max-new-tokens", type=positive, default=32)
     g.add_argument("--greedy", action="store_true", help="argmax decoding (default: sampling)")
-    g.add_argument("--temperature", type=float, default=0.7)
-    g.add_argument("--top-k", type=int, default=20)
-    g.add_argument("--top-p", type=float, default=0.8)
+    g.add_argument("--temperature", type=positive_float, default=0.7)
+    g.add_argument("--top-k", type=positive, default=20, help="1 to 64 (candidates are chosen on the GPU)")
+    g.add_argument("--top-p", type=probability, default=0.8)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--json", action="store_true", help="print one JSON object with tokens and text")
     g.add_argument("--q8-path", choices=["auto", "dot4", "f32"],
@@ -321,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     qg.add_argument("--text-file", help="a UTF-8 text file (perplexity is measured over its tokens)")
     qg.add_argument("--codes", help="CODES.npy: codec codes, int [16, frames] or [frames, 16]: report on code2wav; "
                                     "exit status 1 when its waveform breaks the q8_0 bounds")
-    q.add_argument("--max-tokens", type=int, default=256, help="use at most this many tokens (default 256)")
+    q.add_argument("--max-tokens", type=positive, default=256, help="use at most this many tokens (default 256)")
     q.add_argument("--out", required=True, help="report directory (report.json, PNGs, index.html)")
     q.add_argument("--no-progress", action="store_true", help="no progress bars")
     q.set_defaults(func=cmd_quant_report)

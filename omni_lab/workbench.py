@@ -44,9 +44,15 @@ def model_config(path: str | Path) -> dict:
 
 
 def tokenizer_for(path: str | Path):
+    """The checkpoint's tokenizer. The checkpoint is checked first (open_checkpoint), so a wrong path or a folder
+    that is not a checkpoint is named as such, not as Transformers' hub repo-id or sentencepiece error."""
     from transformers import AutoTokenizer
 
+    from .errors import CheckpointError
+    from .formats.gguf_io import open_checkpoint
+
     path = Path(path)
+    open_checkpoint(path)
     if path.suffix == ".gguf":
         from .formats.gguf_io import GGUFCheckpoint
 
@@ -57,7 +63,14 @@ def tokenizer_for(path: str | Path):
         from transformers import PreTrainedTokenizerFast
 
         return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(text))
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
+        raise CheckpointError(f"{path}: no tokenizer files (tokenizer.json); give --prompt-ids, or copy the model's "
+                              "tokenizer files here")
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError) as e:  # a corrupt tokenizer.json or tokenizer_config.json
+        raise CheckpointError(f"{path}: Transformers cannot load its tokenizer: {type(e).__name__}: "
+                              f"{str(e)[:200]}") from None
 
 
 def prompt_ids(path: str | Path, prompt: str | None = None, ids: str | list[int] | None = None,
