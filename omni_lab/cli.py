@@ -181,8 +181,10 @@ def cmd_compare(args) -> int:
     from .workbench import compare_model
 
     inputs, component = _inputs(args)
+    given = {k: v for k, v in (("mse", args.max_mse), ("cosine", args.min_cosine)) if v is not None}
+    bounds = Bounds(**given) if given else None  # None: the reference dtype's default bounds
     comparison, index, timing = compare_model(args.model, inputs, args.out, reference=args.reference, dtype=args.dtype,
-                                              bounds=Bounds(mse=args.max_mse, cosine=args.min_cosine),
+                                              bounds=bounds,
                                               component=component, root=args.references)
     print(comparison.summary())
     print(f"report: {index}  ({sum(timing.values()):.1f} s)")
@@ -307,8 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--references", help="where captured references are stored (default: reference_data/)")
     c.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     c.add_argument("--out", required=True, help="report directory")
-    c.add_argument("--max-mse", type=float, default=1e-5)
-    c.add_argument("--min-cosine", type=float, default=0.999)
+    c.add_argument("--max-mse", type=float, help="MSE bound (default: by the reference's dtype: 1e-5 for float32; "
+                                                 "bfloat16 is judged by NMSE < 1e-3 and cosine instead)")
+    c.add_argument("--min-cosine", type=float, help="cosine bound (default 0.999)")
     c.set_defaults(func=cmd_compare)
 
     v = sub.add_parser("vocode", help="codec codes to a 24 kHz wav on our kernels (code2wav)")

@@ -103,7 +103,8 @@ def models_step(demo: Demo) -> None:
         demo.models[name] = path
         demo.model_summary(name)["path"] = str(path)
         demo.say(f"{name:10s} {'built' if built else 'found'} {path}"
-                 + (f" ({time.perf_counter() - t0:.1f} s)" if built else ""))
+                 + (f" ({time.perf_counter() - t0:.1f} s)" if built else "")
+                 + " (random weights: the point is that ours and Transformers agree, not what it says)")
 
 
 def compare_step(demo: Demo) -> None:
@@ -153,7 +154,8 @@ def generate_step(demo: Demo) -> None:
             near_tie = gap < NEAR_TIE
             verdict = f"differ from step {step}" + (f" at a near tie (HF's top-2 logit gap {gap:.1e}): either is right"
                                                     if near_tie else f" (HF's top-2 logit gap {gap:.3g}): a bug")
-        demo.say(f"{name}: greedy continuation of {demo.prompt!r} ({n} tokens, ours in {seconds:.2f} s)")
+        demo.say(f"{name}: greedy continuation of {demo.prompt!r} ({n} tokens, ours in {seconds:.2f} s; random "
+                 "weights, so the text is gibberish by design)")
         demo.say(f"  ours         {ours}  {tok.decode(ours)!r}")
         demo.say(f"  Transformers {theirs}  {tok.decode(theirs)!r}")
         demo.say(f"  {verdict}")

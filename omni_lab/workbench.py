@@ -182,7 +182,7 @@ def compare_model(path: str | Path, inputs: np.ndarray, out_dir: str | Path, ref
     t2 = time.perf_counter()
     # Our model's types, not only the reference's: a reference stored before activations were typed
     # would otherwise compare the router's expert ids as floats.
-    comparison = compare_sets(ours, ref, bounds or Bounds(), specs=activation_specs(path, array.shape[-1], component))
+    comparison = compare_sets(ours, ref, bounds, specs=activation_specs(path, array.shape[-1], component))
     t3 = time.perf_counter()
     timing = {"reference_s": t1 - t0, "ours_s": t2 - t1, "compare_s": t3 - t2}
     index = write_report(comparison, out_dir, extra={"timing": timing, "model": str(path)})

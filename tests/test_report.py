@@ -211,3 +211,39 @@ def test_write_report_extra_writes_report_json_once(tmp_path, rng, monkeypatch):
     with pytest.raises(ValueError, match=r"\['passed'\] would overwrite"):
         c.save_json(tmp_path / "report.json", extra={"passed": False})
     assert json.loads((tmp_path / "report.json").read_text()) == j
+
+
+def test_bounds_follow_the_reference_dtype_and_say_so(tmp_path, rng):
+    from omni_lab.compare import Bounds
+    from omni_lab.compare.metrics import DTYPE_BOUNDS
+
+    _, ref = sets(rng, dense_qwen3_names(2))
+    ref = {n: 100 * a for n, a in ref.items()}  # activations of a real scale: MSE grows with it, NMSE does not
+    ours = {n: a + 3e-3 * np.abs(a).mean() * rng.standard_normal(a.shape) for n, a in ref.items()}  # bf16-sized
+    f32 = compare_sets(ours, ref, manifest=MANIFEST)
+    bf16 = compare_sets(ours, ref, manifest={**MANIFEST, "dtype": "bfloat16"})
+    given = compare_sets(ours, ref, Bounds(mse=1.0), manifest={**MANIFEST, "dtype": "bfloat16"})
+    assert (f32.bounds_basis, bf16.bounds_basis, given.bounds_basis) == ("float32", "bfloat16", "given")
+    assert bf16.bounds == DTYPE_BOUNDS["bfloat16"] and bf16.passed and not f32.passed
+    assert "(the bfloat16 default bounds)" in bf16.summary() and "(given bounds)" in given.summary()
+    page = (write_report(bf16, tmp_path)).read_text()
+    assert "(the defaults for a bfloat16 reference)" in page
+    assert json.loads((tmp_path / "report.json").read_text())["bounds_basis"] == "bfloat16"
+
+
+def test_violation_shows_the_digits_that_break_the_bound():
+    from omni_lab.compare import Bounds
+
+    m = {"mse": 1.001e-5, "cosine": 0.99899999, "nmse": 0.0, "max_abs": 0.0}
+    assert Bounds().violations(m) == ["mse 1.001e-05 >= 1e-05", "cosine 0.99899999 <= 0.999"]
+
+
+def test_headroom_says_which_side_of_the_bound(tmp_path, rng):
+    from omni_lab.report.html import margin
+
+    assert margin(1e-7, 1e-5) == "100x below the bound 1e-05"
+    assert margin(5.9e-4, 1e-5) == "59x above the bound 1e-05"
+    ours, ref = sets(rng, dense_qwen3_names(2))
+    page = write_report(compare_sets(ours, ref, manifest=MANIFEST), tmp_path).read_text()
+    assert "<th>1 &minus; cosine</th>" in page and "largest 1 - cosine" in page
+    assert not re.search(r"<td>1\.00000000</td>", page)  # the old cosine column, identical on every row

@@ -3,7 +3,7 @@
 The page opens with the verdict (the first divergence, or that all activations are within bounds) and the
 dtype the reference ran in, because a float32 and a bfloat16 reference call for very different bounds.
 Images are referenced by relative path, so the directory can be moved or zipped as a whole.
-Rows of ids (and a router's expert ids) show "equal k of n" where float rows show their cosine.
+Rows of ids (and a router's expert ids) show "equal k of n" where float rows show 1 - cosine.
 A waveform row adds its figure (waveform, zoom, difference, log-mel spectrograms) and two players, ours and the
 reference, playing 32-bit float WAV files written next to the page at the comparison's sample rate.
 """
@@ -50,8 +50,9 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_") or "x"
 
 
-def _cos(v) -> str:
-    return "—" if v is None or not math.isfinite(v) else f"{v:.8f}"
+def _one_minus_cos(v) -> str:
+    """1 - cosine: a cosine of 1 - 1e-9 and one of 1 - 1e-4 both print as 1.0000 in any short column."""
+    return "—" if v is None or not math.isfinite(v) else f"{1.0 - v:.3e}"
 
 
 def _float_values(row, a):
@@ -121,19 +122,30 @@ def _histogram_target(comparison) -> str | None:
     return max(rows, key=lambda r: r.nmse).name if rows else None
 
 
+def margin(value: float, bound: float) -> str:
+    """How far a smaller-is-better value is from its bound, in words that say which side it is on."""
+    if value <= 0:
+        return f"0, the bound is {bound:g}"
+    ratio = bound / value
+    return (f"{ratio:.3g}x below the bound {bound:g}" if ratio >= 1 else
+            f"{1 / ratio:.3g}x above the bound {bound:g}")
+
+
 def _headroom(comparison) -> str:
-    """How far inside the bounds the worst compared activation is ("the reports show by how much"); waveforms,
+    """How far inside (or outside) its bound the worst compared activation is, per bounded metric ("the
+    reports show by how much"); cosine as 1 - cosine, so every figure reads smaller-is-better. Waveforms,
     judged by their own bounds, by their dB figures."""
     rows = [r for r in comparison.rows if r.compared and math.isfinite(r.mse) and r.kind != "waveform"]
     parts = []
-    if rows:
-        worst_mse = max(rows, key=lambda r: r.mse)
-        worst_cos = min(rows, key=lambda r: r.cosine)
-        b = comparison.bounds
-        parts += [f"largest MSE {worst_mse.mse:.3g} at <code>{html.escape(worst_mse.name)}</code>"
-                  + (f" ({b.mse / worst_mse.mse:.3g}x below the bound {b.mse:g})" if b.mse and worst_mse.mse > 0
-                     else ""),
-                  f"smallest cosine {worst_cos.cosine:.8f} at <code>{html.escape(worst_cos.name)}</code>"]
+    b = comparison.bounds
+    for label, get, bound in (("MSE", lambda r: r.mse, b.mse), ("NMSE", lambda r: r.nmse, b.nmse),
+                              ("1 - cosine", lambda r: 1.0 - r.cosine, None if b.cosine is None else 1.0 - b.cosine),
+                              ("max |err|", lambda r: r.max_abs, b.max_abs)):
+        if not rows or (bound is None and label not in ("MSE", "1 - cosine")):  # these two shown unbounded too
+            continue
+        worst = max(rows, key=get)
+        parts.append(f"largest {label} {get(worst):.3g} at <code>{html.escape(worst.name)}</code>"
+                     + (f" ({margin(get(worst), bound)})" if bound is not None else ""))
     parts += [f"<code>{html.escape(r.name)}</code>: {html.escape(r.waveform_text())}"
               for r in comparison.rows if r.compared and r.kind == "waveform"]
     return "; ".join(parts)
@@ -195,6 +207,8 @@ def render_html(comparison, images: list[tuple[str, str]], title: str,
                             (("mse", b.mse), ("cosine", b.cosine), ("nmse", b.nmse), ("max_abs", b.max_abs))
                             if v is not None)
     bounds_text += _waveform_bounds_text(comparison)
+    bounds_text += (" (given)" if comparison.bounds_basis == "given"
+                    else f" (the defaults for a {e(comparison.bounds_basis)} reference)")
     if comparison.overrides:
         bounds_text += "; overrides: " + ", ".join(f"<code>{e(k)}</code>" for k in comparison.overrides)
     versions = m.get("versions") or {}
@@ -222,7 +236,7 @@ def render_html(comparison, images: list[tuple[str, str]], title: str,
             notes.append(r.waveform_text())
         if (r.kind, r.layout) != ("float", "TF"):
             notes.append(f"{r.kind}, {r.layout}")
-        agreement = f"equal {r.equal} of {r.total}" if r.total is not None else _cos(r.cosine)
+        agreement = f"equal {r.equal} of {r.total}" if r.total is not None else _one_minus_cos(r.cosine)
         body_rows.append(
             f"<tr class='{cls}'><td>{i}</td><td class='name'>{e(r.name)}</td><td>{e(str(list(shape)) if shape else '—')}</td>"
             f"<td>{_fmt(r.mse)}</td><td>{agreement}</td><td>{_fmt(r.nmse)}</td><td>{_fmt(r.max_abs)}</td>"
@@ -241,7 +255,7 @@ def render_html(comparison, images: list[tuple[str, str]], title: str,
 {imgs or "<p>No figures (no layer activations).</p>"}
 <h2>Activations, in execution order</h2>
 <table>
-<tr><th>#</th><th class="name">name</th><th>shape</th><th>MSE</th><th>cosine</th><th>NMSE</th><th>max |err|</th>
+<tr><th>#</th><th class="name">name</th><th>shape</th><th>MSE</th><th>1 &minus; cosine</th><th>NMSE</th><th>max |err|</th>
 <th>within bounds</th><th class="name">notes</th></tr>
 {"".join(body_rows)}
 </table>
