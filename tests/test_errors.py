@@ -65,3 +65,7 @@ def test_prompt_with_no_tokenizer_files_says_so(tmp_path, capsys):
             f.unlink()
     assert cli.main(["generate", "--model", str(model), "--prompt", "hello"]) == 2
     assert "no tokenizer files" in capsys.readouterr().err
+
+
+def test_generated_control_characters_are_shown_escaped():
+    assert cli.printable("a\x07b\x1b[2Jc\n\td\u00e9") == "a\\x07b\\x1b[2Jc\n\td\u00e9"
