@@ -199,6 +199,14 @@ def mutate_config(ckpt: Path, r: random.Random) -> str:
     return f"config.{kind}"
 
 
+def _poke(part: np.ndarray, i: int, value: int) -> int:
+    """Set element i of a memory-mapped field part to `value`'s low bytes, whatever the part's dtype (signed,
+    float or bool parts are written as their unsigned bit pattern); returns what was written."""
+    value %= 1 << (8 * part.itemsize)
+    part.view(f"u{part.itemsize}")[i] = value
+    return value
+
+
 def mutate_gguf(path: Path, r: random.Random) -> str:
     from gguf import GGUFReader
 
@@ -217,17 +225,17 @@ def mutate_gguf(path: Path, r: random.Random) -> str:
     if kind == "kv":
         field = r.choice([f for f in reader.fields.values() if not f.name.startswith("GGUF.")])
         part = r.choice(field.parts[2:])  # after the key's own length and bytes: the type, counts, values
-        part[r.randrange(len(part))] = r.choice((0, 1, 3, 7, 9, 13, 255, 2 ** 31, 2 ** 32 - 1)) % (1 << (8 * part.itemsize))
+        _poke(part, r.randrange(len(part)), r.choice((0, 1, 3, 7, 9, 13, 255, 2 ** 31, 2 ** 32 - 1)))
     elif kind == "tensor-info":
         t = r.choice(reader.tensors)
         idx = r.choice((2, 3, 4, 5))  # n_dims, dims, type, offset
         part = t.field.parts[idx]
         big = {2: (0, 5, 9), 3: (0, 3, 2 ** 31, 2 ** 40), 4: (0, 1, 2, 8, 30, 31, 99), 5: (1, 32, 2 ** 40)}[idx]
-        part[r.randrange(len(part))] = value = r.choice(big) % (1 << (8 * part.itemsize))
+        value = _poke(part, r.randrange(len(part)), r.choice(big))
         kind += f": {t.name} {('n_dims', 'dims', 'type', 'offset')[idx - 2]} = {value}"
     elif kind == "counts":
         part = reader.fields[r.choice(("GGUF.tensor_count", "GGUF.kv_count"))].parts[0]
-        part[0] = max(0, int(part[0]) + r.choice((-1, 1, 2 ** 32, 2 ** 60)))
+        _poke(part, 0, max(0, int(part[0]) + r.choice((-1, 1, 2 ** 32, 2 ** 60))))
     elif kind == "string":
         key = r.choice(("omni_lab.hf_config", "omni_lab.tokenizer_json", "general.architecture"))
         data = reader.fields[key].parts[4]
