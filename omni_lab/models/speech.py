@@ -13,9 +13,10 @@ codebook 0 come back to the host.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Iterator
 
 import numpy as np
 
@@ -173,7 +174,7 @@ class Speech:
         return sorted(self.cfg.speakers)
 
     # -- the talker's prompt ------------------------------------------------------------------------
-    def _talker_prompt(self, ids: np.ndarray, answer: int, speaker: int) -> tuple[Tensor, int, int]:
+    def talker_prompt(self, ids: np.ndarray, answer: int, speaker: int) -> tuple[Tensor, int, int]:
         """Build the talker's prompt embeddings [P, D] on the GPU from the thinker's exported embeddings of
         the prompt `ids` and `answer` generated tokens (all but the last were fed back, so they have
         embeddings); fill text_table. Returns (prompt, trailing start row, trailing rows)."""
@@ -248,22 +249,18 @@ class Speech:
         rt.write(self.trail_row, np.array([trail], np.int32))
 
     # -- speaking -------------------------------------------------------------------------------------
-    def speak(self, prompt_ids, speaker: str = "Ethan", max_new_tokens: int = 64, max_frames: int = 512,
-              greedy: bool = True, seed: int = 0, thinker_sampler: Sampler | None = None,
-              on_frame: Callable[[np.ndarray], None] | None = None) -> SpeechResult:
-        """The thinker's answer to `prompt_ids` (a chat prompt ending in the assistant's turn) and the codec
-        codes the talker and code predictor make of it, greedy or sampled as Transformers' defaults are
-        (seeded); the thinker greedy unless `thinker_sampler`. `on_frame(codes [16])` is called as each
-        frame's codes arrive (streaming)."""
-        import time
-
+    def frames(self, prompt_ids, speaker: str = "Ethan", max_new_tokens: int = 64, max_frames: int = 512,
+               greedy: bool = True, seed: int = 0, thinker_sampler: Sampler | None = None) -> Iterator[np.ndarray]:
+        """The codec frames ([16] codes each) of the spoken answer to `prompt_ids` (a chat prompt ending in
+        the assistant's turn), yielded as each is made: the thinker answers (greedy unless
+        `thinker_sampler`; the answer is then in `self.answer`), the talker and code predictor speak it,
+        greedy or sampled as Transformers' defaults are (seeded), until the codec EOS or `max_frames`."""
         cfg = self.cfg
         speaker_id = cfg.speaker_id(speaker)
         ids = self.thinker.check_ids(prompt_ids)
-        start = time.perf_counter()
-        answer = self.thinker.generate(ids, max_new_tokens, sampler=thinker_sampler)
-        prompt, trail_start, trailing = self._talker_prompt(ids.astype(np.int64), len(answer), speaker_id)
-        p = prompt.shape[0]
+        self.answer = self.thinker.generate(ids, max_new_tokens, sampler=thinker_sampler)
+        prompt, trail_start, trailing = self.talker_prompt(ids.astype(np.int64), len(self.answer), speaker_id)
+        p = self.prompt_rows = prompt.shape[0]
         if p + max_frames > self.talker.max_len:
             raise ModelInputError(f"the talker's prompt ({p} rows) + {max_frames} frames exceed its cache of "
                                   f"{self.talker.max_len} (max_len)")
@@ -282,24 +279,26 @@ class Speech:
             self._talker_step(s, p, prompt, tk_sampler)
             first = step.read(self.codes[0])
         code0 = int(first.value[0])
-        frames: list[np.ndarray] = []
-        first_frame_s = 0.0
         key = ("frame", None if greedy else seed)
         for k in range(max_frames):
             if code0 == cfg.codec_eos:
                 break
             self._write_frame_inputs(p + k, trail_start + min(k, trailing))
             codes, nxt = tk.plan(key, lambda: self._record_frame(tk_sampler, cp_sampler), (self.frame_codes, self.codes[0]))
-            frame = codes.reshape(-1).astype(np.int64)
-            if not frames:
-                first_frame_s = time.perf_counter() - start
-            frames.append(frame)
-            if on_frame is not None:
-                on_frame(frame)
+            tk.length = p + k + 1
+            yield codes.reshape(-1).astype(np.int64)
             code0 = int(nxt[0])
-        tk.length = p + len(frames)
-        q = self.code_predictor.groups
-        return SpeechResult(answer, np.array(frames, np.int64).reshape(-1, q), p, first_frame_s)
+
+    def speak(self, prompt_ids, speaker: str = "Ethan", max_new_tokens: int = 64, max_frames: int = 512,
+              greedy: bool = True, seed: int = 0, thinker_sampler: Sampler | None = None) -> SpeechResult:
+        """All of `frames` at once, timed to the first frame."""
+        start = time.perf_counter()
+        frames, first = [], 0.0
+        for frame in self.frames(prompt_ids, speaker, max_new_tokens, max_frames, greedy, seed, thinker_sampler):
+            first = first or time.perf_counter() - start
+            frames.append(frame)
+        return SpeechResult(self.answer, np.array(frames, np.int64).reshape(-1, self.code_predictor.groups),
+                            self.prompt_rows, first)
 
     def vocode(self, codes: np.ndarray, chunk_size: int = CHUNK_SIZE, left_context: int = LEFT_CONTEXT) -> np.ndarray:
         """The waveform of codes [frames, 16], decoded as Transformers' generate does (chunked_decode)."""

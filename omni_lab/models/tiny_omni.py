@@ -57,6 +57,22 @@ CODE2WAV_PRESETS = {
 }
 CODE2WAV_PRESETS["tiny-step2"] = CODE2WAV_PRESETS["tiny"]
 
+# The talker and code predictor of each preset. "tiny-dense" gives both other widths, head layouts, more
+# layers and experts, so that the speech path runs at a second shape.
+TALKER_PRESETS = {
+    "tiny": (dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                  head_dim=16, moe_intermediate_size=16, shared_expert_intermediate_size=24, num_experts=4,
+                  num_experts_per_tok=2, mrope_section=[4, 2, 2]),
+             dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                  head_dim=16)),
+    "tiny-dense": (dict(hidden_size=48, intermediate_size=40, num_hidden_layers=3, num_attention_heads=4,
+                        num_key_value_heads=2, head_dim=12, moe_intermediate_size=20, shared_expert_intermediate_size=28,
+                        num_experts=6, num_experts_per_tok=3, mrope_section=[2, 2, 2]),
+                   dict(hidden_size=48, intermediate_size=56, num_hidden_layers=2, num_attention_heads=3,
+                        num_key_value_heads=1, head_dim=16)),
+}
+TALKER_PRESETS["tiny-step2"] = TALKER_PRESETS["tiny"]
+
 # Parameters of the vocoder that Transformers initialises so that a tiny random model hides them: LayerScale at
 # layer_scale_initial_scale (0.01), ConvNeXt gamma at 1e-6, SnakeBeta's log-alpha and log-beta at 0 (alpha = beta
 # = 1 in every channel), biases at 0, norm weights at 1. A kernel that dropped or misread any of them would give
@@ -83,6 +99,7 @@ NUM_CODE_GROUPS = 16
 
 # The talker's routers (Transformers leaves them at zero): router logits of std about 2 on unit inputs.
 TALKER_ROUTER_STD = 0.4
+TALKER_BIAS_STD, TALKER_NORM_STD = 0.1, 0.1
 
 # Codec ids of the talker: all below talker vocab - 1024, the range generate() lets it emit.
 CODEC = dict(codec_pad_id=40, codec_bos_id=41, codec_eos_token_id=42, codec_nothink_id=43, codec_think_bos_id=44,
@@ -129,15 +146,14 @@ def omni_config(preset: str, ids: dict, initializer_range: float = 0.1):
                    **{k: ids[k] for k in ("audio_start_token_id", "audio_token_id", "image_token_id", "video_token_id",
                                           "vision_start_token_id", "user_token_id")},
                    audio_end_token_id=ids["audio_end_token_id"], vision_end_token_id=ids["vision_end_token_id"])
-    talker_text = dict(vocab_size=1024 + CODEC_RANGE, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                       num_attention_heads=2, num_key_value_heads=1, head_dim=16, moe_intermediate_size=16,
-                       shared_expert_intermediate_size=24, num_experts=4, num_experts_per_tok=2,
-                       rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 2, 2],
+    talker_shape, predictor_shape = (dict(x) for x in TALKER_PRESETS[preset])
+    talker_section = talker_shape.pop("mrope_section")
+    talker_text = dict(talker_shape, vocab_size=1024 + CODEC_RANGE,
+                       rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": talker_section,
                                         "interleaved": True},
                        rms_norm_eps=1e-6, initializer_range=initializer_range)
-    predictor = dict(vocab_size=CODEC_RANGE, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
-                     num_attention_heads=2, num_key_value_heads=1, head_dim=16, num_code_groups=NUM_CODE_GROUPS,
-                     rms_norm_eps=1e-6, initializer_range=initializer_range)
+    predictor = dict(predictor_shape, vocab_size=CODEC_RANGE, num_code_groups=NUM_CODE_GROUPS, rms_norm_eps=1e-6,
+                     initializer_range=initializer_range)
     talker = dict(text_config=talker_text, code_predictor_config=predictor, num_code_groups=NUM_CODE_GROUPS,
                   thinker_hidden_size=d,
                   accept_hidden_layer=1, spatial_merge_size=2, speaker_id=dict(SPEAKER_ID),
@@ -221,6 +237,12 @@ def build_tiny_omni(out_dir: str | Path, seed: int = 0, preset: str = "tiny") ->
                     param.copy_(torch.randn(param.shape, generator=generator) * config.talker_config.initializer_range)
                 elif name.startswith("talker.") and name.endswith(".mlp.gate.weight"):
                     param.copy_(torch.randn(param.shape, generator=generator) * TALKER_ROUTER_STD)
+                # The talker's projection biases start at zero and its norms at one: drawn, so that a kernel
+                # that dropped one would change the speech.
+                elif name.startswith("talker.") and name.endswith((".linear_fc1.bias", ".linear_fc2.bias")):
+                    param.copy_(torch.randn(param.shape, generator=generator) * TALKER_BIAS_STD)
+                elif name.startswith("talker.") and name.endswith("norm.weight"):
+                    param.copy_(1.0 + torch.randn(param.shape, generator=generator) * TALKER_NORM_STD)
         draw_code2wav(model.code2wav, seed)
         model = model.to(torch.bfloat16)
         model.save_pretrained(tmp)
