@@ -97,8 +97,10 @@ class GpuSampler:
     def __post_init__(self):
         Sampler(self.temperature, self.top_k, self.top_p)  # the same argument checks as the thinker's sampler
 
-    def bind(self, counter: Tensor) -> "GpuSampler":
+    def bind(self, counter: Tensor, vocab: int) -> "GpuSampler":
+        """Buffers for the candidates; top-k of a vocabulary smaller than k is all of it (TopKLogitsWarper)."""
         rt = runtime()
+        self.top_k = min(self.top_k, vocab)
         self.values = rt.empty((1, self.top_k), "f32", label="sample.values")
         self.indices = rt.empty((1, self.top_k), "i32", label="sample.indices")
         self.counter = counter
@@ -270,8 +272,9 @@ class Speech:
         if not greedy:
             # Kept per seed: a recorded frame holds its sampler's buffers and seed (the plan key says which).
             if seed not in self._samplers:
-                self._samplers[seed] = (GpuSampler(**TALKER_SAMPLING, seed=seed).bind(tk.step_buf),
-                                        GpuSampler(**CODE_PREDICTOR_SAMPLING, seed=seed + 1).bind(tk.step_buf))
+                self._samplers[seed] = (
+                    GpuSampler(**TALKER_SAMPLING, seed=seed).bind(tk.step_buf, tk.cfg.vocab_size),
+                    GpuSampler(**CODE_PREDICTOR_SAMPLING, seed=seed + 1).bind(tk.step_buf, self.code_predictor.cfg.vocab_size))
             tk_sampler, cp_sampler = self._samplers[seed]
         rt.write(self.seen, np.zeros(tk.cfg.vocab_size, np.uint32))
         s = tk._prepare(None, p, 0, all_logits=False)
