@@ -176,6 +176,76 @@ def cmd_vocode(args) -> int:
     return 0
 
 
+def cmd_speak(args) -> int:
+    """Text to speech on our kernels: thinker, talker, code predictor and code2wav."""
+    from pathlib import Path
+
+    import numpy as np
+    import soundfile as sf
+
+    from .models.code2wav import SAMPLE_RATE
+    from .formats.gguf_io import open_checkpoint
+    from .models.speech import Speech, SpeechConfig
+    from .report.audio import write_wav
+    from .workbench import prompt_ids, tokenizer_for
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: the folder {out.parent} does not exist")
+    # A spoken answer needs the assistant's turn: a text prompt always goes through the chat template.
+    ids = prompt_ids(args.model, prompt=args.prompt, ids=args.prompt_ids, chat=args.prompt is not None)
+    SpeechConfig.from_dict(open_checkpoint(args.model).config, args.model).speaker_id(args.speaker)  # before loading
+    speech = Speech(args.model, max_len=len(ids) + args.max_new_tokens + args.max_frames + 16, progress=not args.json)
+    frames: list = []
+
+    def counted(source):
+        for frame in source:
+            frames.append(frame)
+            yield frame
+
+    t0 = time.perf_counter()
+    source = counted(speech.frames(ids, args.speaker, args.max_new_tokens, args.max_frames, greedy=args.greedy,
+                                   seed=args.seed))
+    first_audio = None
+    if args.stream:  # pieces written as each chunk becomes decodable; renamed into place when complete
+        tmp = out.with_name(f".{out.name}.partial")
+        try:
+            with sf.SoundFile(tmp, "w", SAMPLE_RATE, 1, subtype="FLOAT", format="WAV") as f:
+                for piece in speech.code2wav.stream(source, args.chunk_size, args.left_context):
+                    first_audio = first_audio if first_audio is not None else time.perf_counter() - t0
+                    f.write(piece.astype(np.float32))
+                    f.flush()
+            tmp.replace(out)
+        finally:
+            tmp.unlink(missing_ok=True)
+        samples = sf.info(out).frames
+    else:
+        codes = np.array(list(source)).reshape(-1, speech.code_predictor.groups)
+        if not len(codes):
+            raise ValueError("the talker ended before its first frame: no audio to write")
+        wave = speech.vocode(codes, args.chunk_size, args.left_context)
+        write_wav(out, wave, SAMPLE_RATE)
+        samples = len(wave)
+    seconds = time.perf_counter() - t0
+    duration = samples / SAMPLE_RATE
+    try:
+        text = tokenizer_for(args.model).decode(speech.answer, skip_special_tokens=True)
+    except ValueError:
+        text = None
+    if args.json:
+        print(json.dumps({"prompt_ids": ids.tolist(), "text_ids": speech.answer, "text": text,
+                          "codes": np.array(frames).tolist(), "wav": str(out), "audio_seconds": duration,
+                          "seconds": seconds, "real_time_factor": seconds / duration if duration else None,
+                          "first_audio_seconds": first_audio, "speaker": args.speaker,
+                          "sampling": "greedy" if args.greedy else {"seed": args.seed}}))
+    else:
+        first_note = f", first audio after {first_audio * 1e3:.0f} ms" if first_audio is not None else ""
+        print(text if text is not None else speech.answer)
+        print(f"wrote {out}: {duration:.2f} s of speech ({len(frames)} frames) in {seconds:.2f} s "
+              f"(real-time factor {seconds / duration:.3f}{first_note})")
+    return 0
+
+
 def cmd_compare(args) -> int:
     from .compare import Bounds
     from .workbench import compare_model
@@ -304,6 +374,26 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--left-context", type=non_negative, default=25, help="frames of context before a chunk (25)")
     v.add_argument("--stream", action="store_true", help="decode as frames arrive; report time to first audio")
     v.set_defaults(func=cmd_vocode)
+
+    k = sub.add_parser("speak", help="text to speech on our kernels: the thinker answers, the talker and code "
+                                      "predictor speak, code2wav writes the wav")
+    k.add_argument("--model", required=True, help="a Qwen3-Omni checkpoint directory (safetensors) or .gguf file")
+    kg = k.add_mutually_exclusive_group(required=True)
+    kg.add_argument("--prompt", help="text, put into a user turn with the tokenizer's chat template")
+    kg.add_argument("--prompt-ids", help="token ids of a whole chat prompt ending in the assistant's turn, e.g. 1,2,3")
+    k.add_argument("--out", required=True, help="SPEECH.wav (24 kHz float; written when complete)")
+    k.add_argument("--speaker", default="Ethan", help="a speaker of the checkpoint's talker_config.speaker_id")
+    k.add_argument("--greedy", action="store_true", help="argmax for talker and code predictor (default: sampling "
+                                                          "with Transformers' generate defaults)")
+    k.add_argument("--seed", type=int, default=0, help="seed of the talker's and code predictor's draws")
+    k.add_argument("--max-new-tokens", type=positive, default=64, help="the thinker's answer, at most (64)")
+    k.add_argument("--max-frames", type=positive, default=512, help="80 ms codec frames, at most (512)")
+    k.add_argument("--stream", action="store_true", help="decode and write chunks as frames arrive; report the "
+                                                          "time to first audio")
+    k.add_argument("--chunk-size", type=positive, default=300, help="frames a code2wav chunk (Transformers: 300)")
+    k.add_argument("--left-context", type=non_negative, default=25, help="frames of context before a chunk (25)")
+    k.add_argument("--json", action="store_true", help="print one JSON object: text tokens, codes [frames, 16], wav")
+    k.set_defaults(func=cmd_speak)
 
     from .formats import quantize
 

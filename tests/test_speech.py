@@ -173,3 +173,27 @@ def test_talker_and_code_predictor_configs():
     assert CodePredictor.activation_specs(CodePredictor.config_from(d), 5)[-1].name == "talker.code_predictor.lm_head.3"
     with pytest.raises(ConfigError, match="model_type"):
         Talker.config_from({"model_type": "qwen3"})
+
+
+def test_speak_command_writes_the_wav_and_reports_json(spoken, tmp_path, capsys):
+    """`omni-lab speak --json` on a token prompt: the same answer and codes as the API, a readable wav; and
+    --stream writes the same waveform chunk by chunk."""
+    import soundfile as sf
+
+    from omni_lab.cli import main
+
+    ids = ",".join(map(str, spoken["ids"]))
+    common = ["speak", "--model", str(spoken["path"]), "--prompt-ids", ids, "--greedy", "--max-new-tokens",
+              str(MAX_NEW_TOKENS), "--max-frames", str(MAX_FRAMES), "--json"]
+    assert main(common + ["--out", str(tmp_path / "a.wav")]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["text_ids"] == spoken["result"].text_ids
+    assert np.array_equal(np.array(out["codes"]), spoken["result"].codes)
+    whole, rate = sf.read(tmp_path / "a.wav", dtype="float32")
+    assert rate == 24000 and np.array_equal(whole, spoken["ours"].vocode(spoken["result"].codes))
+    assert main(common + ["--out", str(tmp_path / "b.wav"), "--stream"]) == 0
+    streamed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert streamed["first_audio_seconds"] is not None and streamed["first_audio_seconds"] <= streamed["seconds"]
+    assert np.array_equal(sf.read(tmp_path / "b.wav", dtype="float32")[0], whole)
+    assert main(common + ["--out", str(tmp_path / "c.wav"), "--speaker", "Nobody"]) == 2
+    assert "unknown speaker" in capsys.readouterr().err and not (tmp_path / "c.wav").exists()
