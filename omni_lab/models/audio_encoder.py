@@ -210,21 +210,22 @@ def as_features(cfg: AudioEncoderConfig, features) -> list[np.ndarray]:
 
 # -- the HF side -------------------------------------------------------------------------------------
 
-def hf_activations(model, activation_names, features) -> dict[str, np.ndarray]:
-    """Capture our activation names on a transformers Qwen3OmniMoeForConditionalGeneration's audio tower,
-    run as the thinker runs it (get_audio_features) on the same features ([M, L] per audio). The stem's
-    outputs are [N, C, F, T] (a batch of chunks) and conv_out's [N, T, D], which capture's batch-of-one rule
-    does not take: they get hooks of their own and our layouts here."""
+OWN_HOOKS = {f"{PREFIX}.{n}" for n in (*STEM, "conv_out")} | {POSITIONS}  # captured by tower_hooks
+
+
+def hf_features(features):
+    """Features [M, L] per audio as the thinker hands them to its tower: ([M, sum L], lengths)."""
     import torch
 
-    from ..reference import capture
-
-    tower = model.thinker.model.audio_tower
     feats = [np.asarray(a, np.float32) for a in ([features] if isinstance(features, np.ndarray) else features)]
-    lengths = torch.tensor([a.shape[1] for a in feats])
-    flat = torch.from_numpy(np.concatenate(feats, axis=1))  # [M, sum L], as get_audio_features packs them
-    own = {f"{PREFIX}.{n}" for n in (*STEM, "conv_out")} | {POSITIONS}
-    got: dict[str, np.ndarray] = {}
+    return torch.from_numpy(np.concatenate(feats, axis=1)), torch.tensor([a.shape[1] for a in feats])
+
+
+def tower_hooks(tower, activation_names, got: dict) -> list:
+    """Forward hooks on a transformers audio tower for the names of OWN_HOOKS among `activation_names`,
+    filling `got` in our layouts; returns the handles. The stem's outputs are [N, C, F, T] (a batch of
+    chunks) and conv_out's [N, T, D], which capture's batch-of-one rule does not take; the positions' sum is
+    no module's output, but the first layer's input."""
     handles = []
 
     def keep(name, value):
@@ -233,7 +234,7 @@ def hf_activations(model, activation_names, features) -> dict[str, np.ndarray]:
         got[name] = value.detach().float().numpy().copy()
 
     for name in activation_names:
-        if name not in own:
+        if name not in OWN_HOOKS:
             continue
         if name == POSITIONS:
             handles.append(tower.layers[0].register_forward_pre_hook(lambda m, args, n=name: keep(n, args[0])))
@@ -248,7 +249,20 @@ def hf_activations(model, activation_names, features) -> dict[str, np.ndarray]:
             else:  # [N, C, F, T] -> [N * C * F, T]
                 keep(name, output.reshape(-1, output.shape[-1]))
         handles.append(tower.get_submodule(rel).register_forward_hook(hook))
-    modules = [n.removeprefix(PREFIX + ".") for n in activation_names if n not in own]
+    return handles
+
+
+def hf_activations(model, activation_names, features) -> dict[str, np.ndarray]:
+    """Capture our activation names on a transformers Qwen3OmniMoeForConditionalGeneration's audio tower,
+    run as the thinker runs it (get_audio_features: the audios' frames packed, with their lengths) on the
+    same features ([M, L] per audio)."""
+    from ..reference import capture
+
+    tower = model.thinker.model.audio_tower
+    flat, lengths = hf_features(features)
+    got: dict[str, np.ndarray] = {}
+    handles = tower_hooks(tower, activation_names, got)
+    modules = [n.removeprefix(PREFIX + ".") for n in activation_names if n not in OWN_HOOKS]
     try:
         acts = capture(tower, modules, {"input_features": flat, "feature_lens": lengths})
     finally:
