@@ -342,8 +342,9 @@ class AudioEncoder(Component):
         return audio_encoder_activations(cfg, layout(cfg, np.atleast_1d(t)))
 
     @classmethod
-    def input_length(cls, cfg: AudioEncoderConfig, features) -> list[int]:
-        return [a.shape[1] for a in as_features(cfg, features)]
+    def input_length(cls, cfg: AudioEncoderConfig, features) -> int:
+        """Encoder frames (what max_len bounds)."""
+        return layout(cfg, [a.shape[1] for a in as_features(cfg, features)]).t
 
     def __init__(self, cfg: AudioEncoderConfig, ckpt, max_len: int = 2048, progress: bool = False):
         self.cfg = cfg
