@@ -153,3 +153,22 @@ def test_placeholder_count_must_match_the_audio(checkpoint, clips):
     one_less = np.delete(ids, np.flatnonzero(ids == model.audio_token_id)[0])
     with pytest.raises(ModelInputError, match="audio placeholders"):
         model.forward(one_less, feats)
+
+
+def test_q8_0_encoder_from_the_quantizer(tmp_path, checkpoint, clips):
+    """`omni-lab quantize` makes the encoder's linears Q8_0 where their width allows and keeps the conv2d stem as
+    stored; the GGUF's encoder runs on our Q8_0 kernels close to Transformers (the BF16 weights, float32)."""
+    from omni_lab.formats.gguf_io import open_checkpoint
+    from omni_lab.formats.quantize import quantize_checkpoint
+
+    path, hf = checkpoint
+    gguf = tmp_path / "q8.gguf"
+    quantize_checkpoint(path, gguf)
+    dtypes = {n: open_checkpoint(gguf).dtype(n) for n in open_checkpoint(gguf).names if "audio_tower" in n}
+    assert all(d != "q8_0" for n, d in dtypes.items() if ".conv2d" in n)
+    if not any(d == "q8_0" for d in dtypes.values()):
+        pytest.skip("no encoder linear of this shape is a multiple of 32 wide")
+    feats = load_audio_inputs(path, [clips["1.0s"]], 512)
+    a = AudioEncoder.load(gguf).forward(feats)[enc.OUTPUT].astype(np.float64)
+    b = enc.hf_activations(hf, [enc.OUTPUT], feats)[enc.OUTPUT].astype(np.float64)
+    assert float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b))) > 0.999
