@@ -81,10 +81,23 @@ def _codes(path: str):
     return codes
 
 
+def _audio(args, max_tokens: int = 2048):
+    """Mel features of each --audio file (models/audio_in.py: read, resampled, the checkpoint's extractor)."""
+    from .models.audio_in import load_audio_inputs
+
+    return load_audio_inputs(args.model, args.audio, max_tokens)
+
+
 def _inputs(args):
-    """(the component's input, the component): codes and code2wav with --codes, else prompt ids."""
+    """(the component's input, the component): codes and code2wav with --codes, one audio's features and the
+    audio encoder with --audio, else prompt ids."""
     if getattr(args, "codes", None) is not None:
         return _codes(args.codes), args.component or "code2wav"
+    if getattr(args, "audio", None):
+        if (args.component or "audio_encoder") != "audio_encoder" or len(args.audio) != 1:
+            raise ValueError("extract and compare take --audio with the audio encoder (--component audio_encoder) "
+                             "and one file; the thinker with audio is compared by tests/test_audio_encoder.py")
+        return _audio(args)[0], "audio_encoder"
     return _prompt(args), args.component
 
 
@@ -112,11 +125,22 @@ def _generate(args) -> int:
     from .models.sampling import Sampler
     from .workbench import load_ours, tokenizer_for
 
-    ids = _prompt(args)
-    model = load_ours(args.model, max_len=len(ids) + args.max_new_tokens, progress=not args.json)
     sampler = None if args.greedy else Sampler(args.temperature, args.top_k, args.top_p, args.seed)
-    t0 = time.perf_counter()
-    tokens = model.generate(ids, args.max_new_tokens, sampler)
+    if args.audio:
+        from .models.audio_in import ThinkerWithAudio, audio_prompt_ids
+
+        if args.prompt_ids:
+            raise ValueError("--audio builds its prompt with the chat template: give --prompt TEXT, not --prompt-ids")
+        feats = _audio(args)
+        ids = audio_prompt_ids(args.model, [f.shape[1] for f in feats], args.prompt)
+        model = ThinkerWithAudio.load(args.model, max_len=len(ids) + args.max_new_tokens, progress=not args.json)
+        t0 = time.perf_counter()
+        tokens = model.generate(ids, feats, args.max_new_tokens, sampler)
+    else:
+        ids = _prompt(args)
+        model = load_ours(args.model, max_len=len(ids) + args.max_new_tokens, progress=not args.json)
+        t0 = time.perf_counter()
+        tokens = model.generate(ids, args.max_new_tokens, sampler)
     seconds = time.perf_counter() - t0
     try:
         text = tokenizer_for(args.model).decode(tokens, skip_special_tokens=False)
@@ -325,9 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_and_prompt(p, chat=False, codes=False):
         p.add_argument("--model", required=True, help="checkpoint directory (safetensors) or .gguf file")
-        g = p.add_mutually_exclusive_group(required=True)
+        # not required: --audio alone is a prompt too (prompt_ids names what is missing otherwise)
+        g = p.add_mutually_exclusive_group()
         g.add_argument("--prompt", help="text, tokenized with the model's tokenizer")
         g.add_argument("--prompt-ids", help="token ids, e.g. 1,2,3")
+        p.add_argument("--audio", action="append", metavar="FILE",
+                       help="an audio file (wav, flac, ogg; any rate, mixed to mono, resampled to 16 kHz); repeat "
+                            "for several. generate: audio parts of the chat prompt, before --prompt's text; extract "
+                            "and compare: the audio encoder's input")
         if codes:
             g.add_argument("--codes", help="CODES.npy: codec codes, int [16, frames] or [frames, 16] (code2wav)")
             p.add_argument("--component", help="the part of Qwen3-Omni to run: thinker (default for a prompt) or "

@@ -208,7 +208,7 @@ class Decoder(Component):
         self.length = start + t
         return self.collect_reads(specs, reads)
 
-    def _next_token(self, s, t: int, sampler: Sampler | None, feed: Tensor) -> int:
+    def _next_token(self, s, t: int, sampler: Sampler | None, feed: Tensor, embeds: Tensor | None = None) -> int:
         """Record a forward and pick the next token on the GPU, writing it into `feed` (the next step's
         ids buffer); only the token id (or the top-k candidates when sampling) is read back. A decode
         step (t = 1) is the same every token, since positions live in GPU buffers: it is recorded once
@@ -217,7 +217,7 @@ class Decoder(Component):
 
         def record() -> None:
             ctx = StepContext(t, s, self.step_buf, self._exported_taps(t))
-            logits = self._encode(s, ctx, all_logits=False)
+            logits = self._encode(s, ctx, embeds, all_logits=False)
             if sampler is None:
                 select.argmax(logits, out=feed)
             else:
@@ -247,8 +247,10 @@ class Decoder(Component):
         return rt.replay_async(self._plans[self.decode_key(1, (s.ids,))], (s.ids,))
 
     def generate(self, prompt_ids, max_new_tokens: int, sampler: Sampler | None = None,
-                 stop_at_eos: bool = True) -> list[int]:
-        """Greedy (sampler=None) or sampled continuation of prompt_ids; the KV cache starts empty.
+                 stop_at_eos: bool = True, embeds: Tensor | None = None) -> list[int]:
+        """Greedy (sampler=None) or sampled continuation of prompt_ids; the KV cache starts empty. `embeds`
+        ([T, D] on the GPU, another component's) is the prefill's input in place of the ids' embeddings
+        (an audio prompt's merged embeddings); the ids still bound the length.
 
         Greedy decoding runs RUN_AHEAD steps ahead: the next token never leaves the GPU (argmax writes it
         into the next step's ids), so the host submits the following step before reading this one's token,
@@ -263,7 +265,7 @@ class Decoder(Component):
         decode = self.scratch(1, 1)
         prefill = self._prepare(ids, len(ids), 0, all_logits=False)
         out: list[int] = []
-        token = self._next_token(prefill, len(ids), sampler, decode.ids)
+        token = self._next_token(prefill, len(ids), sampler, decode.ids, embeds)
         pos = len(ids)
         eos = set(self.cfg.eos_ids) if stop_at_eos else set()
         in_flight: deque = deque()
