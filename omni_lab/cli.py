@@ -286,6 +286,8 @@ def cmd_compare(args) -> int:
 def cmd_quant_report(args) -> int:
     from .report.quant_report import quant_report
 
+    if args.speak:
+        return _speech_quant_report(args)
     if args.codes is not None:  # the vocoder's report, judged by its waveform's bounds
         report = quant_report(args.model, args.gguf, codes=_codes(args.codes), out_dir=args.out,
                               progress=not args.no_progress)
@@ -300,6 +302,23 @@ def cmd_quant_report(args) -> int:
         text = args.prompt
     report = quant_report(args.model, args.gguf, ids=args.prompt_ids, text=text, out_dir=args.out,
                           max_tokens=args.max_tokens, progress=not args.no_progress)
+    print(report.summary())
+    print(f"report: {report.index}")
+    return 0
+
+
+def _speech_quant_report(args) -> int:
+    """quant-report --speak: the prompt spoken by the checkpoint and the GGUF, and by each part quantized alone."""
+    from .report.quant_speech import speech_quant_report
+    from .workbench import prompt_ids
+
+    if args.prompt is None and args.prompt_ids is None:
+        raise ValueError("--speak takes --prompt or --prompt-ids")
+    # A text prompt is a user turn: speech needs the assistant's turn that the chat template opens.
+    ids = prompt_ids(args.model, prompt=args.prompt, ids=args.prompt_ids, chat=args.prompt is not None)
+    report = speech_quant_report(args.model, args.gguf, ids, args.out, speaker=args.speaker,
+                                 max_new_tokens=args.max_new_tokens, max_frames=args.max_frames,
+                                 progress=not args.no_progress)
     print(report.summary())
     print(f"report: {report.index}")
     return 0
@@ -440,6 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     qg.add_argument("--codes", help="CODES.npy: codec codes, int [16, frames] or [frames, 16]: report on code2wav; "
                                     "exit status 1 when its waveform breaks the q8_0 bounds")
     q.add_argument("--max-tokens", type=int, default=256, help="use at most this many tokens (default 256)")
+    q.add_argument("--speak", action="store_true", help="the speech report: the prompt (a user turn) spoken by both, "
+                                                        "codec-token agreement, waveform SNR / mel distance, and "
+                                                        "each part quantized alone, ranked, with --keep advice")
+    q.add_argument("--speaker", default="Ethan", help="with --speak: the talker's voice (default Ethan)")
+    q.add_argument("--max-new-tokens", type=positive, default=64, help="with --speak: the thinker's answer, at most")
+    q.add_argument("--max-frames", type=positive, default=64, help="with --speak: codec frames, at most (default 64)")
     q.add_argument("--out", required=True, help="report directory (report.json, PNGs, index.html)")
     q.add_argument("--no-progress", action="store_true", help="no progress bars")
     q.set_defaults(func=cmd_quant_report)
