@@ -81,10 +81,23 @@ def _codes(path: str):
     return codes
 
 
+def _audio(args, max_tokens: int = 2048):
+    """Mel features of each --audio file (models/audio_in.py: read, resampled, the checkpoint's extractor)."""
+    from .models.audio_in import load_audio_inputs
+
+    return load_audio_inputs(args.model, args.audio, max_tokens)
+
+
 def _inputs(args):
-    """(the component's input, the component): codes and code2wav with --codes, else prompt ids."""
+    """(the component's input, the component): codes and code2wav with --codes, one audio's features and the
+    audio encoder with --audio, else prompt ids."""
     if getattr(args, "codes", None) is not None:
         return _codes(args.codes), args.component or "code2wav"
+    if getattr(args, "audio", None):
+        if (args.component or "audio_encoder") != "audio_encoder" or len(args.audio) != 1:
+            raise ValueError("extract and compare take --audio with the audio encoder (--component audio_encoder) "
+                             "and one file; the thinker with audio is compared by tests/test_audio_encoder.py")
+        return _audio(args)[0], "audio_encoder"
     return _prompt(args), args.component
 
 
@@ -112,11 +125,22 @@ def _generate(args) -> int:
     from .models.sampling import Sampler
     from .workbench import load_ours, tokenizer_for
 
-    ids = _prompt(args)
-    model = load_ours(args.model, max_len=len(ids) + args.max_new_tokens, progress=not args.json)
     sampler = None if args.greedy else Sampler(args.temperature, args.top_k, args.top_p, args.seed)
-    t0 = time.perf_counter()
-    tokens = model.generate(ids, args.max_new_tokens, sampler)
+    if args.audio:
+        from .models.audio_in import ThinkerWithAudio, audio_prompt_ids
+
+        if args.prompt_ids:
+            raise ValueError("--audio builds its prompt with the chat template: give --prompt TEXT, not --prompt-ids")
+        feats = _audio(args)
+        ids = audio_prompt_ids(args.model, [f.shape[1] for f in feats], args.prompt)
+        model = ThinkerWithAudio.load(args.model, max_len=len(ids) + args.max_new_tokens, progress=not args.json)
+        t0 = time.perf_counter()
+        tokens = model.generate(ids, feats, args.max_new_tokens, sampler)
+    else:
+        ids = _prompt(args)
+        model = load_ours(args.model, max_len=len(ids) + args.max_new_tokens, progress=not args.json)
+        t0 = time.perf_counter()
+        tokens = model.generate(ids, args.max_new_tokens, sampler)
     seconds = time.perf_counter() - t0
     try:
         text = tokenizer_for(args.model).decode(tokens, skip_special_tokens=False)
@@ -182,6 +206,73 @@ def cmd_vocode(args) -> int:
     return 0
 
 
+def cmd_speak(args) -> int:
+    """Text to speech on our kernels: thinker, talker, code predictor and code2wav."""
+    from pathlib import Path
+
+    import numpy as np
+    import soundfile as sf
+
+    from .models.code2wav import SAMPLE_RATE
+    from .formats.gguf_io import open_checkpoint
+    from .models.speech import Speech, SpeechConfig
+    from .report.audio import write_wav
+    from .workbench import prompt_ids, tokenizer_for
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: the folder {out.parent} does not exist")
+    # A spoken answer needs the assistant's turn: a text prompt always goes through the chat template.
+    ids = prompt_ids(args.model, prompt=args.prompt, ids=args.prompt_ids, chat=args.prompt is not None)
+    SpeechConfig.from_dict(open_checkpoint(args.model).config, args.model).speaker_id(args.speaker)  # before loading
+    speech = Speech(args.model, max_len=len(ids) + args.max_new_tokens + args.max_frames + 16, progress=not args.json)
+    frames: list = []
+
+    def counted(source):
+        for frame in source:
+            frames.append(frame)
+            yield frame
+
+    t0 = time.perf_counter()
+    source = counted(speech.frames(ids, args.speaker, args.max_new_tokens, args.max_frames, greedy=args.greedy,
+                                   seed=args.seed))
+    first_audio = None
+    if args.stream:  # pieces written as each chunk becomes decodable; renamed into place when complete
+        from .atomic import atomic_path
+
+        with atomic_path(out) as tmp, sf.SoundFile(tmp, "w", SAMPLE_RATE, 1, subtype="FLOAT", format="WAV") as f:
+            for piece in speech.code2wav.stream(source, args.chunk_size, args.left_context):
+                first_audio = first_audio if first_audio is not None else time.perf_counter() - t0
+                f.write(piece.astype(np.float32))
+                f.flush()
+        samples = sf.info(out).frames
+    else:
+        codes = np.array(list(source)).reshape(-1, speech.code_predictor.groups)
+        if not len(codes):
+            raise ValueError("the talker ended before its first frame: no audio to write")
+        wave = speech.vocode(codes, args.chunk_size, args.left_context)
+        write_wav(out, wave, SAMPLE_RATE)
+        samples = len(wave)
+    seconds = time.perf_counter() - t0
+    duration = samples / SAMPLE_RATE
+    try:
+        text = tokenizer_for(args.model).decode(speech.answer, skip_special_tokens=True)
+    except ValueError:
+        text = None
+    if args.json:
+        print(json.dumps({"prompt_ids": ids.tolist(), "text_ids": speech.answer, "text": text,
+                          "codes": np.array(frames).tolist(), "wav": str(out), "audio_seconds": duration,
+                          "seconds": seconds, "real_time_factor": seconds / duration if duration else None,
+                          "first_audio_seconds": first_audio, "speaker": args.speaker,
+                          "sampling": "greedy" if args.greedy else {"seed": args.seed}}))
+    else:
+        first_note = f", first audio after {first_audio * 1e3:.0f} ms" if first_audio is not None else ""
+        print(text if text is not None else speech.answer)
+        print(f"wrote {out}: {duration:.2f} s of speech ({len(frames)} frames) in {seconds:.2f} s "
+              f"(real-time factor {seconds / duration:.3f}{first_note})")
+    return 0
+
+
 def cmd_compare(args) -> int:
     from .compare import Bounds
     from .workbench import compare_model
@@ -200,6 +291,8 @@ def cmd_compare(args) -> int:
 def cmd_quant_report(args) -> int:
     from .report.quant_report import quant_report
 
+    if args.speak:
+        return _speech_quant_report(args)
     if args.codes is not None:  # the vocoder's report, judged by its waveform's bounds
         report = quant_report(args.model, args.gguf, codes=_codes(args.codes), out_dir=args.out,
                               progress=not args.no_progress)
@@ -214,6 +307,23 @@ def cmd_quant_report(args) -> int:
         text = args.prompt
     report = quant_report(args.model, args.gguf, ids=args.prompt_ids, text=text, out_dir=args.out,
                           max_tokens=args.max_tokens, progress=not args.no_progress)
+    print(report.summary())
+    print(f"report: {report.index}")
+    return 0
+
+
+def _speech_quant_report(args) -> int:
+    """quant-report --speak: the prompt spoken by the checkpoint and the GGUF, and by each part quantized alone."""
+    from .report.quant_speech import speech_quant_report
+    from .workbench import prompt_ids
+
+    if args.prompt is None and args.prompt_ids is None:
+        raise ValueError("--speak takes --prompt or --prompt-ids")
+    # A text prompt is a user turn: speech needs the assistant's turn that the chat template opens.
+    ids = prompt_ids(args.model, prompt=args.prompt, ids=args.prompt_ids, chat=args.prompt is not None)
+    report = speech_quant_report(args.model, args.gguf, ids, args.out, speaker=args.speaker,
+                                 max_new_tokens=args.max_new_tokens, max_frames=args.max_frames,
+                                 progress=not args.no_progress)
     print(report.summary())
     print(f"report: {report.index}")
     return 0
@@ -278,9 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_and_prompt(p, chat=False, codes=False):
         p.add_argument("--model", required=True, help="checkpoint directory (safetensors) or .gguf file")
-        g = p.add_mutually_exclusive_group(required=True)
+        # not required: --audio alone is a prompt too (prompt_ids names what is missing otherwise)
+        g = p.add_mutually_exclusive_group()
         g.add_argument("--prompt", help="text, tokenized with the model's tokenizer")
         g.add_argument("--prompt-ids", help="token ids, e.g. 1,2,3")
+        p.add_argument("--audio", action="append", metavar="FILE",
+                       help="an audio file (wav, flac, ogg; any rate, mixed to mono, resampled to 16 kHz); repeat "
+                            "for several. generate: audio parts of the chat prompt, before --prompt's text; extract "
+                            "and compare: the audio encoder's input")
         if codes:
             g.add_argument("--codes", help="CODES.npy: codec codes, int [16, frames] or [frames, 16] (code2wav)")
             p.add_argument("--component", help="the part of Qwen3-Omni to run: thinker (default for a prompt) or "
@@ -329,6 +444,26 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--stream", action="store_true", help="decode as frames arrive; report time to first audio")
     v.set_defaults(func=cmd_vocode)
 
+    k = sub.add_parser("speak", help="text to speech on our kernels: the thinker answers, the talker and code "
+                                      "predictor speak, code2wav writes the wav")
+    k.add_argument("--model", required=True, help="a Qwen3-Omni checkpoint directory (safetensors) or .gguf file")
+    kg = k.add_mutually_exclusive_group(required=True)
+    kg.add_argument("--prompt", help="text, put into a user turn with the tokenizer's chat template")
+    kg.add_argument("--prompt-ids", help="token ids of a whole chat prompt ending in the assistant's turn, e.g. 1,2,3")
+    k.add_argument("--out", required=True, help="SPEECH.wav (24 kHz float; written when complete)")
+    k.add_argument("--speaker", default="Ethan", help="a speaker of the checkpoint's talker_config.speaker_id")
+    k.add_argument("--greedy", action="store_true", help="argmax for talker and code predictor (default: sampling "
+                                                          "with Transformers' generate defaults)")
+    k.add_argument("--seed", type=int, default=0, help="seed of the talker's and code predictor's draws")
+    k.add_argument("--max-new-tokens", type=positive, default=64, help="the thinker's answer, at most (64)")
+    k.add_argument("--max-frames", type=positive, default=512, help="80 ms codec frames, at most (512)")
+    k.add_argument("--stream", action="store_true", help="decode and write chunks as frames arrive; report the "
+                                                          "time to first audio")
+    k.add_argument("--chunk-size", type=positive, default=300, help="frames a code2wav chunk (Transformers: 300)")
+    k.add_argument("--left-context", type=non_negative, default=25, help="frames of context before a chunk (25)")
+    k.add_argument("--json", action="store_true", help="print one JSON object: text tokens, codes [frames, 16], wav")
+    k.set_defaults(func=cmd_speak)
+
     from .formats import quantize
 
     quantize.add_parser(sub)
@@ -345,6 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
     qg.add_argument("--codes", help="CODES.npy: codec codes, int [16, frames] or [frames, 16]: report on code2wav; "
                                     "exit status 1 when its waveform breaks the q8_0 bounds")
     q.add_argument("--max-tokens", type=positive, default=256, help="use at most this many tokens (default 256)")
+    q.add_argument("--speak", action="store_true", help="the speech report: the prompt (a user turn) spoken by both, "
+                                                        "codec-token agreement, waveform SNR / mel distance, and "
+                                                        "each part quantized alone, ranked, with --keep advice")
+    q.add_argument("--speaker", default="Ethan", help="with --speak: the talker's voice (default Ethan)")
+    q.add_argument("--max-new-tokens", type=positive, default=64, help="with --speak: the thinker's answer, at most")
+    q.add_argument("--max-frames", type=positive, default=64, help="with --speak: codec frames, at most (default 64)")
     q.add_argument("--out", required=True, help="report directory (report.json, PNGs, index.html)")
     q.add_argument("--no-progress", action="store_true", help="no progress bars")
     q.set_defaults(func=cmd_quant_report)

@@ -166,6 +166,8 @@ def generate_step(demo: Demo) -> None:
 # The tiny Qwen3-Omni whose vocoder the demo runs, and the codes it decodes: seconds of random codec frames.
 TINY_OMNI = ("omni-tiny", "tiny", 0)
 VOCODER_SECONDS = 2.0
+# What the tiny Omni is asked to say, and the length of its answer (the first test the original team set).
+SPEECH_PROMPT, SPEECH_TOKENS = "Привет мир", 8
 
 
 def vocoder_step(demo: Demo) -> None:
@@ -201,6 +203,47 @@ def vocoder_step(demo: Demo) -> None:
                                "compare_s": sum(timing.values())}
 
 
+def speech_step(demo: Demo) -> None:
+    """The tiny Omni speaks "Привет мир" on our kernels (thinker, talker, code predictor, code2wav), greedy,
+    against Transformers' generate(return_audio=True): the answer, every codec code, the waveform. Ours is
+    written as a wav beside the vocoder's."""
+    from .compare.audio import waveform_metrics
+    from .models.code2wav import SAMPLE_RATE
+    from .models.speech import Speech, hf_speak
+    from .reference import load_hf_model
+    from .report.audio import write_wav
+    from .workbench import prompt_ids
+
+    name, preset, seed = TINY_OMNI
+    path = ensure_tiny_omni(demo.work_dir / "models" / name, preset, seed)
+    ids = prompt_ids(path, prompt=SPEECH_PROMPT, chat=True)
+    frames = 8 if demo.quick else 40
+    speech = Speech(path, max_len=len(ids) + SPEECH_TOKENS + frames + 16, progress=False)
+    t0 = time.perf_counter()
+    ours = speech.speak(ids, max_new_tokens=SPEECH_TOKENS, max_frames=frames)
+    wave = speech.vocode(ours.codes)
+    seconds = time.perf_counter() - t0
+    answer, codes, hf_wave = hf_speak(load_hf_model(path, "float32"), ids, max_new_tokens=SPEECH_TOKENS, max_frames=frames)
+    same_frames = min(len(codes), len(ours.codes))
+    agreement = (ours.codes[:same_frames] == codes[:same_frames]).mean(axis=0) if same_frames else np.zeros(0)
+    metrics = waveform_metrics(wave, hf_wave) if wave.shape == hf_wave.shape else {}
+    passed = ours.text_ids == answer and ours.codes.shape == codes.shape and bool((agreement == 1).all()) \
+        and metrics.get("snr_db", 0) >= 60
+    out = demo.work_dir / f"{name}-speech"
+    out.mkdir(parents=True, exist_ok=True)
+    wav = write_wav(out / "speech.wav", wave, SAMPLE_RATE)
+    demo.say(f"{name} speaks {SPEECH_PROMPT!r} (random weights: the words and the sound are noise): "
+             f"{len(ours.text_ids)} answer tokens, {len(ours.codes)} frames in {seconds:.2f} s")
+    demo.say(f"  against Transformers: answer {'equal' if ours.text_ids == answer else 'DIFFERENT'}, frames "
+             f"{len(ours.codes)} / {len(codes)}, codebooks agreeing {int((agreement == 1).sum())} of {len(agreement)}, "
+             f"waveform SNR {metrics.get('snr_db', float('nan')):.1f} dB; {wav}")
+    demo.summary["speech"] = {"path": str(path), "passed": passed, "wav": str(wav), "answer": ours.text_ids,
+                              "frames": len(ours.codes), "hf_frames": len(codes), "samples": len(wave),
+                              "codebook_agreement": agreement.tolist(), **metrics, "seconds": seconds}
+    if not passed:
+        raise DemoError(f"the tiny Omni's speech departs from Transformers' (see {out})")
+
+
 Step = Callable[[Demo], None]
 STEPS: list[tuple[str, Step]] = [
     ("adapter", adapter_step),
@@ -209,6 +252,7 @@ STEPS: list[tuple[str, Step]] = [
     ("layer-by-layer comparison with Transformers", compare_step),
     ("greedy generation, ours and Transformers'", generate_step),
     ("the vocoder (code2wav) against Transformers", vocoder_step),
+    ("text to speech (thinker, talker, code predictor, code2wav) against Transformers", speech_step),
 ]
 
 

@@ -124,6 +124,11 @@ def model_inputs(path: str | Path, inputs, component: str | None = None) -> dict
         from .models.code2wav import as_codes
 
         return {"codes": as_codes(cls.config_from(config, str(path)), inputs)}
+    if cls.input_name == "input_features":  # one audio's mel features [M, L]
+        from .models.audio_encoder import as_features
+
+        (features,) = as_features(cls.config_from(config, str(path)), inputs)
+        return {"input_features": features}
     return {"input_ids": np.asarray(inputs, np.int64).reshape(-1)}
 
 
@@ -140,7 +145,8 @@ def reference_name(path: str | Path, inputs: dict[str, np.ndarray], dtype: str, 
     import hashlib
 
     (array,) = inputs.values()
-    digest = hashlib.sha256(np.asarray(array, np.int64).tobytes()).hexdigest()[:10]
+    array = np.asarray(array)  # ids and codes as int64, features as float32: each by its own bytes
+    digest = hashlib.sha256(array.astype(np.int64 if array.dtype.kind in "iu" else np.float32).tobytes()).hexdigest()[:10]
     return f"{Path(path).name}-{component + '-' if component else ''}{dtype}-{digest}"
 
 

@@ -27,3 +27,19 @@ def test_demo_vocodes_with_the_tiny_omni(tmp_path):
     wave, rate = sf.read(v["wav"])
     assert rate == 24000 and len(wave) == v["samples"] and 0.01 < abs(wave).max() <= 1.0
     assert "<audio" in (tmp_path / "work" / "omni-tiny-code2wav" / "index.html").read_text()
+
+
+def test_demo_speaks_with_the_tiny_omni(tmp_path):
+    """The demo's speech step: the tiny Omni says "Привет мир" on our kernels as Transformers does, into a wav."""
+    import soundfile as sf
+
+    from omni_lab.demo import STEPS
+
+    steps = [s for s in STEPS if s[1].__name__ == "speech_step"]
+    summary = run_demo(tmp_path / "work", quick=True, reference_root=tmp_path / "refs", steps=steps,
+                       say=lambda *a, **k: None)
+    s = summary["speech"]
+    assert summary["passed"] and s["passed"] and s["frames"] == s["hf_frames"] > 0
+    assert s["codebook_agreement"] == [1.0] * 16 and s["snr_db"] >= 60
+    wave, rate = sf.read(s["wav"])
+    assert rate == 24000 and len(wave) == s["samples"] > 0

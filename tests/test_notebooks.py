@@ -116,3 +116,8 @@ def test_notebook_runs(path, workspace):
         assert sum("<audio" in h for h in html) >= 3, "04: not three players (Transformers, ours, the stream)"
         assert "image/png" in mimes and WIDGET_MIME in mimes, "04: no figure or no explorer"
         assert (workspace["tmp"] / "runs" / "compare-code2wav" / "index.html").is_file(), "04: no report"
+    if path.stem.startswith("05"):
+        html = [o["data"]["text/html"] for o in outputs(nb) if "text/html" in o.get("data", {})]
+        assert sum("<audio" in h for h in html) >= 5, "05: not five players (Transformers and ours, then with Q8_0)"
+        assert "image/png" in mimes, "05: no figure"
+        assert (workspace["tmp"] / "runs" / "quant-speech" / "index.html").is_file(), "05: no speech quant report"

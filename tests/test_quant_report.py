@@ -143,7 +143,7 @@ def _check_files(out):
     pngs = sorted(p.name for p in out.glob("*.png"))
     for png in pngs:
         assert (out / png).stat().st_size > 1000 and f"src='{png}'" in page
-    assert not list(out.glob("*.partial"))
+    assert not list(out.glob("*.partial")) and not list(out.glob(".*.tmp-*"))
     assert "Both sides are <b>our</b> kernels" in page and "BF16 weights against" in page
     assert data["adapter"]["adapter"] and data["adapter"]["adapter"] in page  # which adapter ran it
     return data, page, pngs

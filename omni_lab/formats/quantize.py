@@ -15,7 +15,7 @@ or more dimensions that are not linears, each with its reason: convolutions and 
 which their kernels read 16-bit (or f32) only; they keep their dtype whatever their shape, so that a K=32
 convolution stays BF16 like the K=7 ones. Everything else stays unquantized: 1-D tensors (norms, biases) as
 F32, as llama.cpp stores them; integers as they are; the rest in their own dtype (BF16 stays BF16).
-The output is written to `<out>.partial` and renamed when complete.
+The output is written under a temporary name beside it and renamed when complete (omni_lab/atomic.py).
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("quantize", help="quantize a Transformers checkpoint directory into a GGUF file",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("src", help="checkpoint directory (config.json + *.safetensors)")
-    p.add_argument("out", help="output .gguf file (written as OUT.partial, renamed when complete)")
+    p.add_argument("out", help="output .gguf file (written under a temporary name, renamed when complete)")
     p.add_argument("--type", dest="qtype", choices=QTYPES, default="q8_0",
                    help="q8_0 (default), or none: convert without quantizing")
     p.add_argument("--keep", nargs="+", action="extend", default=[], metavar="PATTERN",

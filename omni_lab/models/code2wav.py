@@ -46,7 +46,7 @@ from ..activations import Activation
 from ..compare.audio import SAMPLE_RATE  # noqa: F401  (the rate a waveform is played at; the config has none)
 from ..gpu import Tensor, runtime
 from ..ops import conv, elementwise, embedding, norm, snake, transpose
-from .component import Component, ModelInputError, StepContext
+from .component import Buffers, Component, ModelInputError, StepContext
 from .config import ConfigError, DecoderConfig, Fields, sub_dict
 from .decoder import Decoder
 from .layers import Rotary, linear
@@ -225,21 +225,6 @@ def hf_chunked_decode(model, codes, chunk_size: int, left_context: int) -> np.nd
 
 
 # -- on our kernels ----------------------------------------------------------------------------------
-
-class Buffers:
-    """Scratch tensors of one forward, by (shape, slot): a stage reuses a slot's buffer once its value is
-    consumed, and two values alive at once take different slots. A tapped activation goes to its tap
-    buffer instead (StepContext.out), so a slot is never a value the caller reads back."""
-
-    def __init__(self):
-        self._bufs: dict[tuple, Tensor] = {}
-
-    def get(self, shape: tuple[int, ...], slot: str, dtype: str = "f32") -> Tensor:
-        key = (tuple(shape), slot, dtype)
-        if key not in self._bufs:
-            self._bufs[key] = runtime().empty(shape, dtype, label=f"code2wav.{slot}")
-        return self._bufs[key]
-
 
 @dataclass
 class Conv:
@@ -480,7 +465,7 @@ class Code2Wav(Component):
         tr = self.transformer
         rt = runtime()
         s = tr.scratch(t, 1)
-        bufs = self._buffers.setdefault(t, Buffers())
+        bufs = self._buffers.setdefault(t, Buffers(PREFIX))
         ids = bufs.get((t, self.cfg.num_quantizers), "ids", "i32")
         rt.write(ids, np.ascontiguousarray((codes + self.code_offsets).T).astype(np.int32))  # [T, Q]
         tr.write_positions(s, 0, t)

@@ -47,6 +47,23 @@ class StepContext:
         return self.taps.get(name, default)
 
 
+class Buffers:
+    """Scratch tensors of one forward whose shapes vary inside it, by (shape, slot): a stage reuses a slot's
+    buffer once its value is consumed, and two values alive at once take different slots. A tapped
+    activation goes to its tap buffer instead (StepContext.out), so a slot is never a value the caller
+    reads back. `prefix` labels the buffers (the component's module path)."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self._bufs: dict[tuple, Tensor] = {}
+
+    def get(self, shape: tuple[int, ...], slot: str, dtype: str = "f32") -> Tensor:
+        key = (tuple(shape), slot, dtype)
+        if key not in self._bufs:
+            self._bufs[key] = runtime().empty(shape, dtype, label=f"{self.prefix}.{slot}")
+        return self._bufs[key]
+
+
 class Component:
     cfg: object
     max_len: int

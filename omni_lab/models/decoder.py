@@ -37,6 +37,9 @@ class Decoder(Component):
     cfg: DecoderConfig
     prefix: str          # "model", "thinker.model.language_model"
     lm_head_name: str    # "lm_head", "thinker.lm_head"
+    # The input activation: the embedding's output, or (the talker, the code predictor, which only ever take
+    # embeddings other parts made) the model's `inputs_embeds`.
+    embed_name: str = "embed_tokens"
     embed_tokens: object  # Tensor, or a Q8Weight (gathered from its blocks)
     lm_head: object
     layers: list[DecoderLayer]
@@ -66,13 +69,18 @@ class Decoder(Component):
         ([T, 2k]: expert ids, then their weights, slots in descending probability, torch.topk's order),
         the logits [T, vocab]."""
         d, p = cfg.hidden_size, cls.prefix
-        out = [Activation(f"{p}.embed_tokens", (t, d))]
+        out = [Activation(f"{p}.{cls.embed_name}", (t, d))]
         for i in range(cfg.num_hidden_layers):
             out.append(Activation(f"{p}.layers.{i}.self_attn", (t, d)))
             if cfg.is_moe(i):
                 out.append(Activation(router_name(p, i), (t, 2 * cfg.num_experts_per_tok), kind="routing"))
             out += [Activation(f"{p}.layers.{i}.mlp", (t, d)), Activation(f"{p}.layers.{i}", (t, d))]
-        return out + [Activation(f"{p}.norm", (t, d)), Activation(cls.lm_head_name, (t, cfg.vocab_size))]
+        return out + [Activation(f"{p}.norm", (t, d)), Activation(cls.head_name(t), (t, cfg.vocab_size))]
+
+    @classmethod
+    def head_name(cls, t: int) -> str:
+        """The logits' activation name for a forward of t rows (the code predictor's head depends on t)."""
+        return cls.lm_head_name
 
     def scratch_shapes(self, t: int, rows: int) -> dict:
         cfg = self.cfg
@@ -98,25 +106,27 @@ class Decoder(Component):
         """Record one forward of t tokens into the current step; returns the logits."""
         cfg, p, t = self.cfg, self.prefix, ctx.t
         if embeds is None:
-            h = embedding.embedding(s.ids, self.embed_tokens, out=ctx.out(f"{p}.embed_tokens", s.h))
+            h = embedding.embedding(s.ids, self.embed_tokens, out=ctx.out(f"{p}.{self.embed_name}", s.h))
         else:
-            h = embeddings_input(embeds, t, cfg.hidden_size, ctx.out(f"{p}.embed_tokens", s.h))
+            h = embeddings_input(embeds, t, cfg.hidden_size, ctx.out(f"{p}.{self.embed_name}", s.h))
+        self._export_rows(ctx, f"{p}.{self.embed_name}", h)
         x = self.layers_forward(h, ctx)
         if not all_logits:  # only the last token's logits are needed to continue
             x = self.last_row(x, t)
         rows = x.shape[0]
-        logits = ctx.out(self.lm_head_name, s.logits if s.logits.shape[0] == rows else
+        logits = ctx.out(self.head_name(t), s.logits if s.logits.shape[0] == rows else
                          runtime().empty((rows, cfg.vocab_size)))
         return linear(x, self.lm_head, logits)
 
-    def layers_forward(self, h: Tensor, ctx: StepContext) -> Tensor:
+    def layers_forward(self, h: Tensor, ctx: StepContext, rotary: Rotary | None = None) -> Tensor:
         """The layers over the residual stream h [T, D]; returns the final norm's output.
 
         The one fusion of the decoder: each residual add goes into one dispatch with the norm that reads
         its result (the layer's post-attention norm, the next layer's input norm, or the final norm),
-        except after a layer with a hook, whose work sits between the add and the norm."""
+        except after a layer with a hook, whose work sits between the add and the norm. `rotary`: the
+        step's positions where they are not the scratch's (the code predictor's 16 steps in one submission)."""
         eps, p, s = self.cfg.rms_norm_eps, self.prefix, ctx.s
-        rotary = self.rotary(s)
+        rotary = rotary or self.rotary(s)
         layers = self.layers
         x = norm.rmsnorm(h, layers[0].input_layernorm, eps, out=s.x)
         for i, layer in enumerate(layers):
@@ -133,6 +143,7 @@ class Decoder(Component):
                                  out_h=ctx.out(name, s.h), out=ctx.out(f"{p}.norm", s.x) if last else s.x,
                                  hook=self.hooks.get(i), ctx=ctx)
             self._export_rows(ctx, name, h)
+        self._export_rows(ctx, f"{p}.norm", x)
         return x
 
     # -- running -------------------------------------------------------------------------------
@@ -188,7 +199,7 @@ class Decoder(Component):
         specs = self.check_taps(t, taps)
         s = self._prepare(ids, t, start, all_logits)
         rt = runtime()
-        tapped = {n: self.tap_buffers(specs[n]) for n in taps if n != self.lm_head_name or all_logits}
+        tapped = {n: self.tap_buffers(specs[n]) for n in taps if n != self.head_name(t) or all_logits}
         with rt.step() as step:
             taps_all = {**self._exported_taps(t), **tapped}
             logits = self._encode(s, StepContext(t, s, self.step_buf, taps_all), embeds, all_logits)
@@ -197,7 +208,7 @@ class Decoder(Component):
         self.length = start + t
         return self.collect_reads(specs, reads)
 
-    def _next_token(self, s, t: int, sampler: Sampler | None, feed: Tensor) -> int:
+    def _next_token(self, s, t: int, sampler: Sampler | None, feed: Tensor, embeds: Tensor | None = None) -> int:
         """Record a forward and pick the next token on the GPU, writing it into `feed` (the next step's
         ids buffer); only the token id (or the top-k candidates when sampling) is read back. A decode
         step (t = 1) is the same every token, since positions live in GPU buffers: it is recorded once
@@ -206,7 +217,7 @@ class Decoder(Component):
 
         def record() -> None:
             ctx = StepContext(t, s, self.step_buf, self._exported_taps(t))
-            logits = self._encode(s, ctx, all_logits=False)
+            logits = self._encode(s, ctx, embeds, all_logits=False)
             if sampler is None:
                 select.argmax(logits, out=feed)
             else:
@@ -236,8 +247,10 @@ class Decoder(Component):
         return rt.replay_async(self._plans[self.decode_key(1, (s.ids,))], (s.ids,))
 
     def generate(self, prompt_ids, max_new_tokens: int, sampler: Sampler | None = None,
-                 stop_at_eos: bool = True) -> list[int]:
-        """Greedy (sampler=None) or sampled continuation of prompt_ids; the KV cache starts empty.
+                 stop_at_eos: bool = True, embeds: Tensor | None = None) -> list[int]:
+        """Greedy (sampler=None) or sampled continuation of prompt_ids; the KV cache starts empty. `embeds`
+        ([T, D] on the GPU, another component's) is the prefill's input in place of the ids' embeddings
+        (an audio prompt's merged embeddings); the ids still bound the length.
 
         Greedy decoding runs RUN_AHEAD steps ahead: the next token never leaves the GPU (argmax writes it
         into the next step's ids), so the host submits the following step before reading this one's token,
@@ -252,7 +265,7 @@ class Decoder(Component):
         decode = self.scratch(1, 1)
         prefill = self._prepare(ids, len(ids), 0, all_logits=False)
         out: list[int] = []
-        token = self._next_token(prefill, len(ids), sampler, decode.ids)
+        token = self._next_token(prefill, len(ids), sampler, decode.ids, embeds)
         pos = len(ids)
         eos = set(self.cfg.eos_ids) if stop_at_eos else set()
         in_flight: deque = deque()

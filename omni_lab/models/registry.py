@@ -29,7 +29,7 @@ class Entry:
 
     def hf_activations(self, model, names, inputs):
         """The component's activations `names` captured on the Transformers model, for its inputs (token
-        ids; codec codes [Q, T] for code2wav)."""
+        ids; codec codes [Q, T] for code2wav; mel features [M, L] for the audio encoder)."""
         return importlib.import_module(self.module).hf_activations(model, names, inputs)
 
 
@@ -37,6 +37,7 @@ ENTRIES = (
     Entry("qwen3", "text", "omni_lab.models.qwen3", "Qwen3"),
     Entry("qwen3_omni_moe", "thinker", "omni_lab.models.thinker", "Qwen3OmniThinkerText"),
     Entry("qwen3_omni_moe", "code2wav", "omni_lab.models.code2wav", "Code2Wav"),
+    Entry("qwen3_omni_moe", "audio_encoder", "omni_lab.models.audio_encoder", "AudioEncoder"),
 )
 # The component a model type runs when none is named: its text path.
 DEFAULT_COMPONENT = {"qwen3": "text", "qwen3_omni_moe": "thinker"}

@@ -74,10 +74,11 @@ class Qwen3OmniThinkerText(Decoder):
 
 # -- the HF side -------------------------------------------------------------------------------------
 
-def hf_activations(model, activation_names, input_ids) -> dict[str, np.ndarray]:
+def hf_activations(model, activation_names, input_ids, forward_kwargs: dict | None = None) -> dict[str, np.ndarray]:
     """Capture our activation names on a transformers Qwen3OmniMoeForConditionalGeneration (run through
     its thinker). `...mlp.router` is not a module: it is built from the router (`...mlp.gate`) outputs,
-    (logits, scores [T, k], indices [T, k]), in the layout above."""
+    (logits, scores [T, k], indices [T, k]), in the layout above. `forward_kwargs` replace the thinker's
+    inputs (a prompt with audio: ids, mask and features; models/audio_in.py)."""
     import torch
 
     from ..reference import capture
@@ -95,7 +96,7 @@ def hf_activations(model, activation_names, input_ids) -> dict[str, np.ndarray]:
             got[name] = torch.cat([idx.float(), scores.float()], dim=-1).detach().numpy()
         handles.append(gate.register_forward_hook(hook))
     try:
-        acts = capture(thinker, modules, {"input_ids": torch.as_tensor(np.asarray(input_ids)[None])})
+        acts = capture(thinker, modules, forward_kwargs or {"input_ids": torch.as_tensor(np.asarray(input_ids)[None])})
     finally:
         for h in handles:
             h.remove()

@@ -1,6 +1,7 @@
 """Tiny random Qwen3-Omni checkpoints with every part (thinker with audio and vision towers, talker, code
 predictor, code2wav), written by Transformers itself, plus a tokenizer whose special tokens have the ids
-the config names.
+the config names and whose chat template takes audio, and the feature extractor (preprocessor_config.json)
+the audio encoder's mel bins need.
 
 Facts that shape the config (transformers 5.23, see DESIGN.md): every special id of the top-level and
 thinker configs must be a row of the thinker's embedding; `generate(return_audio=True)` suppresses the
@@ -57,6 +58,22 @@ CODE2WAV_PRESETS = {
 }
 CODE2WAV_PRESETS["tiny-step2"] = CODE2WAV_PRESETS["tiny"]
 
+# The talker and code predictor of each preset. "tiny-dense" gives both other widths, head layouts, more
+# layers and experts, so that the speech path runs at a second shape.
+TALKER_PRESETS = {
+    "tiny": (dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                  head_dim=16, moe_intermediate_size=16, shared_expert_intermediate_size=24, num_experts=4,
+                  num_experts_per_tok=2, mrope_section=[4, 2, 2]),
+             dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                  head_dim=16)),
+    "tiny-dense": (dict(hidden_size=48, intermediate_size=40, num_hidden_layers=3, num_attention_heads=4,
+                        num_key_value_heads=2, head_dim=12, moe_intermediate_size=20, shared_expert_intermediate_size=28,
+                        num_experts=6, num_experts_per_tok=3, mrope_section=[2, 2, 2]),
+                   dict(hidden_size=48, intermediate_size=56, num_hidden_layers=2, num_attention_heads=3,
+                        num_key_value_heads=1, head_dim=16)),
+}
+TALKER_PRESETS["tiny-step2"] = TALKER_PRESETS["tiny"]
+
 # Parameters of the vocoder that Transformers initialises so that a tiny random model hides them: LayerScale at
 # layer_scale_initial_scale (0.01), ConvNeXt gamma at 1e-6, SnakeBeta's log-alpha and log-beta at 0 (alpha = beta
 # = 1 in every channel), biases at 0, norm weights at 1. A kernel that dropped or misread any of them would give
@@ -74,6 +91,33 @@ CODE2WAV_DRAWS = {
     "norm_bias": (("norm.bias",), 0.0, ("normal", 0.0, 0.1)),
 }
 
+# The audio encoder of each preset: the released layout (three stride-2 convs, windowed layers, two
+# projections) at small sizes. n_window is the released 50 (Transformers' frame count assumes it); the
+# attention windows are 2 s ("tiny") and 4 s ("tiny-dense") instead of 8 s, so a few seconds of audio already
+# cut several windows with a ragged last one.
+AUDIO_PRESETS = {
+    "tiny": dict(num_mel_bins=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=32, d_model=16,
+                 downsample_hidden_size=8, n_window=50, n_window_infer=200, max_source_positions=64),
+    "tiny-dense": dict(num_mel_bins=40, encoder_layers=2, encoder_attention_heads=3, encoder_ffn_dim=40, d_model=24,
+                       downsample_hidden_size=6, n_window=50, n_window_infer=400, max_source_positions=64),
+}
+AUDIO_PRESETS["tiny-step2"] = AUDIO_PRESETS["tiny"]
+
+# Audio-tower parameters Transformers initialises to an identity or zero (LayerNorm weights 1 and biases 0,
+# linear and conv biases 0), drawn so that each one moves the encoder's output: suffix -> (mean, std).
+AUDIO_DRAWS = {"_layer_norm.weight": (1.0, 0.2), "ln_post.weight": (1.0, 0.2), "_layer_norm.bias": (0.0, 0.2),
+               "ln_post.bias": (0.0, 0.2), ".bias": (0.0, 0.1)}
+
+# The chat template with audio parts (`{"type": "audio"}` -> one placeholder between the audio marks, which
+# the prompt builder widens to the encoder's frame count, as Qwen3OmniMoeProcessor does).
+OMNI_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'audio' %}<|audio_start|><|audio_pad|><|audio_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 WAVE_RMS = 0.15   # the tiny vocoder's output level (full scale is 1)
 PROBE_FRAMES = 16
 
@@ -83,6 +127,7 @@ NUM_CODE_GROUPS = 16
 
 # The talker's routers (Transformers leaves them at zero): router logits of std about 2 on unit inputs.
 TALKER_ROUTER_STD = 0.4
+TALKER_BIAS_STD, TALKER_NORM_STD = 0.1, 0.1
 
 # Codec ids of the talker: all below talker vocab - 1024, the range generate() lets it emit.
 CODEC = dict(codec_pad_id=40, codec_bos_id=41, codec_eos_token_id=42, codec_nothink_id=43, codec_think_bos_id=44,
@@ -102,6 +147,7 @@ def omni_tokenizer():
     ids["im_start_token_id"] = tok.convert_tokens_to_ids("<|im_start|>")
     ids["im_end_token_id"] = tok.convert_tokens_to_ids("<|im_end|>")
     ids["pad_token_id"] = tok.convert_tokens_to_ids("<|endoftext|>")
+    tok.chat_template = OMNI_CHAT_TEMPLATE
     return tok, ids
 
 
@@ -119,9 +165,7 @@ def omni_config(preset: str, ids: dict, initializer_range: float = 0.1):
     text = dict(shape, rms_norm_eps=1e-6, hidden_act="silu", norm_topk_prob=True, rope_parameters=rope,
                 max_position_embeddings=4096, initializer_range=initializer_range, tie_word_embeddings=False,
                 pad_token_id=ids["pad_token_id"], eos_token_id=ids["im_end_token_id"])
-    audio = dict(num_mel_bins=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32, d_model=16,
-                 output_dim=d, downsample_hidden_size=8, n_window=4, n_window_infer=16, max_source_positions=64,
-                 initializer_range=initializer_range)
+    audio = dict(AUDIO_PRESETS[preset], output_dim=d, initializer_range=initializer_range)
     vision = dict(depth=2, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=4, spatial_merge_size=2,
                   temporal_patch_size=2, out_hidden_size=d, num_position_embeddings=64, deepstack_visual_indexes=[0],
                   initializer_range=initializer_range)
@@ -129,15 +173,14 @@ def omni_config(preset: str, ids: dict, initializer_range: float = 0.1):
                    **{k: ids[k] for k in ("audio_start_token_id", "audio_token_id", "image_token_id", "video_token_id",
                                           "vision_start_token_id", "user_token_id")},
                    audio_end_token_id=ids["audio_end_token_id"], vision_end_token_id=ids["vision_end_token_id"])
-    talker_text = dict(vocab_size=1024 + CODEC_RANGE, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                       num_attention_heads=2, num_key_value_heads=1, head_dim=16, moe_intermediate_size=16,
-                       shared_expert_intermediate_size=24, num_experts=4, num_experts_per_tok=2,
-                       rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 2, 2],
+    talker_shape, predictor_shape = (dict(x) for x in TALKER_PRESETS[preset])
+    talker_section = talker_shape.pop("mrope_section")
+    talker_text = dict(talker_shape, vocab_size=1024 + CODEC_RANGE,
+                       rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": talker_section,
                                         "interleaved": True},
                        rms_norm_eps=1e-6, initializer_range=initializer_range)
-    predictor = dict(vocab_size=CODEC_RANGE, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
-                     num_attention_heads=2, num_key_value_heads=1, head_dim=16, num_code_groups=NUM_CODE_GROUPS,
-                     rms_norm_eps=1e-6, initializer_range=initializer_range)
+    predictor = dict(predictor_shape, vocab_size=CODEC_RANGE, num_code_groups=NUM_CODE_GROUPS, rms_norm_eps=1e-6,
+                     initializer_range=initializer_range)
     talker = dict(text_config=talker_text, code_predictor_config=predictor, num_code_groups=NUM_CODE_GROUPS,
                   thinker_hidden_size=d,
                   accept_hidden_layer=1, spatial_merge_size=2, speaker_id=dict(SPEAKER_ID),
@@ -196,11 +239,33 @@ def draw_code2wav(code2wav, seed: int) -> None:
         last.bias.mul_(gain)
 
 
+def draw_audio_tower(tower, seed: int) -> None:
+    """Redraw the AUDIO_DRAWS parameters of a Qwen3OmniMoeAudioEncoder in place, from a generator of their own."""
+    import torch
+
+    stream = int.from_bytes(hashlib.sha256(f"audio:{seed}".encode()).digest()[:8], "little")
+    generator = torch.Generator().manual_seed(stream)
+    with torch.no_grad():
+        for name, param in tower.named_parameters():
+            suffix = next((k for k in AUDIO_DRAWS if name.endswith(k)), None)
+            if suffix is not None:
+                mean, std = AUDIO_DRAWS[suffix]
+                param.copy_(mean + std * torch.randn(param.shape, generator=generator))
+
+
+def feature_extractor(preset: str):
+    """The checkpoint's feature extractor: Whisper's log-mel at 16 kHz with the preset's mel bins."""
+    from transformers import WhisperFeatureExtractor
+
+    return WhisperFeatureExtractor(feature_size=AUDIO_PRESETS[preset]["num_mel_bins"], sampling_rate=16000)
+
+
 def build_tiny_omni(out_dir: str | Path, seed: int = 0, preset: str = "tiny") -> Path:
     """Write a random Qwen3OmniMoeForConditionalGeneration checkpoint (BF16 safetensors, every part) and
     its tokenizer to `out_dir`. The initialisation is wider than the default 0.02 so that routers pick
     their experts by clear margins and greedy decoding is rarely a near tie; the vocoder's gains, SnakeBeta
-    parameters, biases and norms are drawn too (draw_code2wav), so that each of them moves the waveform."""
+    parameters, biases and norms are drawn too (draw_code2wav), so that each of them moves the waveform, and
+    so are the audio tower's norms and biases (draw_audio_tower)."""
     import torch
     from transformers import Qwen3OmniMoeForConditionalGeneration
 
@@ -221,9 +286,17 @@ def build_tiny_omni(out_dir: str | Path, seed: int = 0, preset: str = "tiny") ->
                     param.copy_(torch.randn(param.shape, generator=generator) * config.talker_config.initializer_range)
                 elif name.startswith("talker.") and name.endswith(".mlp.gate.weight"):
                     param.copy_(torch.randn(param.shape, generator=generator) * TALKER_ROUTER_STD)
+                # The talker's projection biases start at zero and its norms at one: drawn, so that a kernel
+                # that dropped one would change the speech.
+                elif name.startswith("talker.") and name.endswith((".linear_fc1.bias", ".linear_fc2.bias")):
+                    param.copy_(torch.randn(param.shape, generator=generator) * TALKER_BIAS_STD)
+                elif name.startswith("talker.") and name.endswith("norm.weight"):
+                    param.copy_(1.0 + torch.randn(param.shape, generator=generator) * TALKER_NORM_STD)
         draw_code2wav(model.code2wav, seed)
+        draw_audio_tower(model.thinker.model.audio_tower, seed)
         model = model.to(torch.bfloat16)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        feature_extractor(preset).save_pretrained(tmp)
 
     return _write_atomically(Path(out_dir), write)

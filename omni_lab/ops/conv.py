@@ -13,6 +13,10 @@ TILED_MIN_ROWS output channels). A tensor past the storage-binding limit (a long
 activations) is bound in windows of channel rows (ops/pieces.py): one dispatch per (output rows, input
 rows) pair, the first of a row's input pieces writing bias (+ residual) and the rest adding their partial
 sums.
+
+conv2d: nn.Conv2d (groups 1, square kernel, zero padding) over a batch of images [N, C_in, H, W], the audio
+encoder's stem (shaders/conv2d.wgsl); its `frames` output layout [N, W_out, C_out * H_out] is the stem's last
+conv as the rows its conv_out linear reads.
 """
 
 from __future__ import annotations
@@ -227,6 +231,37 @@ def conv_transpose1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, s
     return out
 
 
+def conv2d_length(n: int, k: int, stride: int, pad: int) -> int:
+    """nn.Conv2d's output length along one axis of n."""
+    return (n + 2 * pad - k) // stride + 1
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor, *, stride: int = 1, pad: int = 0, frames: bool = False,
+           out: Tensor | None = None) -> Tensor:
+    """nn.Conv2d: x [N, C_in, H, W] f32, weight [C_out, C_in, K, K] f32/f16/bf16, bias [C_out] f32 ->
+    [N, C_out, H_out, W_out] f32, or with `frames` [N, W_out, C_out * H_out] (frame j's features, channel
+    major). No binding windows: a tensor past the adapter's storage binding is refused by the runtime."""
+    kn = "conv2d"
+    dtype_in(kn, "x", x, ("f32",))
+    dtype_in(kn, "weight", weight, WEIGHT_DTYPES)
+    expect(kn, len(x.shape) == 4 and min(x.shape) > 0, "x must be [N, C_in, H, W], all > 0", x=x)
+    expect(kn, len(weight.shape) == 4 and weight.shape[2] == weight.shape[3] and weight.shape[1] == x.shape[1],
+           f"weight must be [C_out, {x.shape[1]}, K, K]", x=x, weight=weight)
+    n, c_in, h, w = x.shape
+    c_out, _, k, _ = weight.shape
+    stride, pad = int(stride), int(pad)
+    expect(kn, stride >= 1 and 0 <= pad < k, f"stride must be >= 1 and padding in 0 .. K - 1, got {stride}, {pad}")
+    h_out, w_out = conv2d_length(h, k, stride, pad), conv2d_length(w, k, stride, pad)
+    expect(kn, h_out > 0 and w_out > 0, f"a {k}x{k} kernel does not fit a {h}x{w} image with padding {pad}", x=x)
+    _bias(kn, bias, c_out)
+    out = _output(kn, out, (n, w_out, c_out * h_out) if frames else (n, c_out, h_out, w_out), x)
+    total = n * c_out * h_out * w_out
+    kern = runtime().kernel("conv2d", "main", WG=WG, WTYPE=WTYPE[weight.dtype])
+    kern(-(-total // WG), pack_params(n, c_in, h, w, c_out, h_out, w_out, k, stride, pad, int(frames)), x, weight, bias,
+         out)
+    return out
+
+
 # -- numpy references (float64 inside, float32 out) ------------------------------------------------
 
 def conv1d_ref(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *, stride: int = 1,
@@ -268,6 +303,24 @@ def conv_transpose1d_ref(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | N
         full += np.asarray(bias, np.float64)[:, None]
     pad = k - stride
     return full[:, pad: full.shape[1] - pad].astype(np.float32)
+
+
+def conv2d_ref(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, *, stride: int = 1, pad: int = 0,
+               frames: bool = False) -> np.ndarray:
+    """nn.Conv2d in float64; with `frames` the output as [N, W_out, C_out * H_out]."""
+    x64 = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    w64 = np.asarray(weight, np.float64)
+    n, _, hp, wp = x64.shape
+    c_out, _, k, _ = w64.shape
+    h_out, w_out = (hp - k) // stride + 1, (wp - k) // stride + 1
+    y = np.zeros((n, c_out, h_out, w_out)) + np.asarray(bias, np.float64)[None, :, None, None]
+    for a in range(k):
+        for b in range(k):
+            taps = x64[:, :, a: a + (h_out - 1) * stride + 1: stride, b: b + (w_out - 1) * stride + 1: stride]
+            y += np.einsum("oc,nchw->nohw", w64[:, :, a, b], taps)
+    if frames:  # [N, C, H, W] -> [N, W, C * H]
+        y = y.transpose(0, 3, 1, 2).reshape(n, w_out, c_out * h_out)
+    return y.astype(np.float32)
 
 
 # -- the sweep (read by the op registry, tests/test_conv.py, selfcheck) -----------------------------
@@ -366,6 +419,30 @@ TRANSPOSE_SWEEP_TILED = [  # conv_transpose1d_tiled: partial tiles, C_in not a m
 ]
 
 
+def _conv2d_case(rng, n, c_in, c_out, h, w, k=3, stride=2, pad=1, dtype="f32", frames=False):
+    rt = runtime()
+    x = rng.standard_normal((n, c_in, h, w)).astype(np.float32)
+    host, seen = _stored(rng, (c_out, c_in, k, k), dtype)
+    b = rng.standard_normal(c_out).astype(np.float32)
+    h_out, w_out = conv2d_length(h, k, stride, pad), conv2d_length(w, k, stride, pad)
+    out = padded_output((n, w_out, c_out * h_out) if frames else (n, c_out, h_out, w_out))
+    conv2d(rt.upload(x), rt.upload(host, dtype), rt.upload(b), stride=stride, pad=pad, frames=frames, out=out)
+    return out.numpy(), conv2d_ref(x, seen, b, stride=stride, pad=pad, frames=frames)
+
+
+# (N, C_in, C_out, H, W, K, stride, pad, weight dtype, frames): the audio stem's three convs (1 -> C, C -> C,
+# stride 2, padding 1) on ragged mel x frame sizes, odd sizes whose last row reads the padding, and others.
+CONV2D_SWEEP = [
+    (3, 1, 8, 32, 100, 3, 2, 1, "bf16", False),
+    (2, 8, 8, 16, 50, 3, 2, 1, "f16", False),
+    (2, 8, 6, 8, 25, 3, 2, 1, "bf16", True),
+    (1, 5, 7, 13, 9, 3, 2, 1, "f32", True),
+    (4, 3, 5, 7, 3, 3, 1, 1, "f32", False),
+    (1, 2, 3, 11, 12, 5, 3, 2, "bf16", False),
+    (1, 1, 1, 1, 1, 3, 2, 1, "f32", True),
+]
+
+
 def cases() -> list[Case]:
     """Both kernels of each op: conv1d direct (any groups) and tiled (groups 1, `tiled=True`), and the same
     for conv_transpose1d."""
@@ -374,9 +451,11 @@ def cases() -> list[Case]:
     conv.append(dict(c_in=11, c_out=11, t=70, k=7, dilation=3, dtype="bf16", residual=True))
     conv += [dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dilation=d, dtype=dt, bias=i % 4 != 2,
                   residual=i % 3 == 0, tiled=True) for i, (c_in, c_out, t, k, s, d, dt) in enumerate(TILED_SWEEP)]
+    conv2d = [dict(zip(("n", "c_in", "c_out", "h", "w", "k", "stride", "pad", "dtype", "frames"), c)) for c in CONV2D_SWEEP]
     trans = [dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dtype=dt, bias=i != 2, tiled=tiled)
              for tiled in (False, True)
              for i, (c_in, c_out, t, k, s, dt) in enumerate(TRANSPOSE_SWEEP_TILED if tiled else TRANSPOSE_SWEEP)]
     return (sweep("conv", "conv1d", BOUND, _conv1d_case, conv, quick=[conv[1], conv[len(CONV1D_SWEEP) + 1]])
             + sweep("conv", "conv_transpose1d", BOUND, _transpose_case, trans,
-                    quick=[trans[1], trans[len(TRANSPOSE_SWEEP) + 1]]))
+                    quick=[trans[1], trans[len(TRANSPOSE_SWEEP) + 1]])
+            + sweep("conv", "conv2d", BOUND, _conv2d_case, conv2d, quick=[conv2d[2]]))
