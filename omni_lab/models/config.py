@@ -192,7 +192,8 @@ class DecoderConfig:
             eos_token_id=f.token_ids("eos_token_id", vocab), bos_token_id=f.token_ids("bos_token_id", vocab),
         )
         if mrope:  # transformers' rotary module defaults the section to [24, 20, 20] when the config has none
-            values["mrope_section"] = f.ints("mrope_section", 0, head_dim // 2, length=3,
+            # interleaved sections may exceed D/2 (that default does for a small head_dim): HF's slices clamp
+            values["mrope_section"] = f.ints("mrope_section", 0, LIMITS["head_dim"], length=3,
                                              value=rope.get("mrope_section", (24, 20, 20)))
         if moe:
             # the talker's text config calls it num_local_experts (num_experts is an alias there)
