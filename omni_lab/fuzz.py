@@ -2,9 +2,9 @@
 cases) and bench/fuzz.py (thousands, with a JSON summary).
 
 A case copies a good artifact of the tiny checkpoint (its safetensors directory, its config.json, its GGUF, a
-stored reference), applies one seeded mutation, and hands the result to the entry points the command line
-takes with it: `load` (what generate, extract and compare do: config parsed, every weight checked and uploaded),
-`quantize`, and `reference` (compare --reference). Each entry point ends in one outcome:
+stored reference) or a WAV clip, applies one seeded mutation, and hands the result to the entry points the
+command line takes with it: `load` (what generate, extract and compare do: config parsed, every weight checked
+and uploaded), `quantize`, `reference` (compare --reference) and `audio` (--audio's reader). Each entry point ends in one outcome:
 
 - accepted: it ran (a mutation of weight bytes, or of a field nothing reads, may be harmless);
 - refused: an OmniLabError whose message names the case's file;
@@ -35,7 +35,7 @@ import numpy as np
 
 from .errors import OmniLabError
 
-FORMATS = ("safetensors", "config", "gguf", "reference")
+FORMATS = ("safetensors", "config", "gguf", "reference", "audio")
 # Values a mutated field takes: types JSON can carry, extremes and off-by-ones
 POOL = (0, -1, 1, 2, 3, 7, 2 ** 31, 2 ** 32, 2 ** 40, 2 ** 63 - 1, 10 ** 12, -10 ** 12, "2", "", None, True, False,
         1.5, -0.0, math.nan, math.inf, -math.inf, [], {}, [1, 2], [0, 2 ** 40], "x" * 300, "F32", "I64", "BOOL")
@@ -44,6 +44,7 @@ GOOD = ("accepted", "refused")
 
 @dataclass
 class Outcome:
+    case: str
     format: str
     mutation: str
     entry: str
@@ -103,7 +104,12 @@ def build_base(root: Path) -> dict[str, Path]:
         rng = np.random.default_rng(0)
         save_reference("r", {"model.layers.0": rng.standard_normal((3, 8)), "lm_head": rng.standard_normal((3, 5))},
                        model_path=ckpt, inputs={"input_ids": [1, 2, 3]}, dtype="float32", root=root / "refs")
-    return {"ckpt": ckpt, "gguf": gguf, "ref": ref}
+    wav = root / "clip.wav"
+    if not wav.exists():
+        from .report.audio import write_wav
+
+        write_wav(wav, 0.1 * np.random.default_rng(0).standard_normal(3200), 16000)
+    return {"ckpt": ckpt, "gguf": gguf, "ref": ref, "wav": wav}
 
 
 # ---- mutations: each edits the copy in `case` and returns its name ----------------------------------------
@@ -290,6 +296,28 @@ def mutate_reference(ref: Path, r: random.Random) -> str:
     return f"reference.{kind}"
 
 
+def mutate_audio(wav: Path, r: random.Random) -> str:
+    """A WAV's RIFF header fields (sizes, channels, rate, format), its bytes, its length, its samples."""
+    raw = bytearray(wav.read_bytes())
+    kind = r.choice(("field", "field", "header-bytes", "truncate", "random", "nan"))
+    if kind == "field":  # the canonical 44-byte header: offset, width
+        offset, width = r.choice(((4, 4), (20, 2), (22, 2), (24, 4), (28, 4), (32, 2), (34, 2), (40, 4)))
+        value = r.choice((0, 1, 3, 2 ** 15, 2 ** 16 - 1, 2 ** 31, 2 ** 32 - 1)) % (1 << (8 * width))
+        raw[offset:offset + width] = value.to_bytes(width, "little")
+        kind += f": bytes {offset}-{offset + width} = {value}"
+    elif kind == "header-bytes":
+        kind += ": " + _flip(raw, 0, 44, r)
+    elif kind == "truncate":
+        raw = raw[:r.randrange(len(raw))]
+    elif kind == "random":
+        raw = bytearray(r.randbytes(len(raw)))
+    else:  # float samples: a NaN where a sample was
+        i = 44 + 4 * r.randrange((len(raw) - 44) // 4)
+        raw[i:i + 4] = struct.pack("<f", math.nan)
+    wav.write_bytes(raw)
+    return f"audio.{kind}"
+
+
 # ---- entry points -----------------------------------------------------------------------------------------
 def _load(path: Path) -> None:
     from .workbench import load_ours
@@ -313,6 +341,12 @@ def _reference(ref: Path) -> None:
     load_reference(ref)
 
 
+def _audio(wav: Path) -> None:
+    from .models.audio_in import read_audio
+
+    read_audio(wav)
+
+
 def run_case(fmt: str, seed: int, base: dict[str, Path], work: Path, seconds: float = 20.0,
              memory_bytes: int = 2 << 30) -> list[Outcome]:
     """Mutate a copy of the base artifact of `fmt` with `seed`, then run its entry points under limits."""
@@ -328,10 +362,14 @@ def run_case(fmt: str, seed: int, base: dict[str, Path], work: Path, seconds: fl
         target = Path(shutil.copy(base["gguf"], case / "tiny.gguf"))
         mutation = mutate_gguf(target, r)
         entries = (("load", _load),)
-    else:
+    elif fmt == "reference":
         target = Path(shutil.copytree(base["ref"], case / "r"))
         mutation = mutate_reference(target, r)
         entries = (("reference", _reference),)
+    else:
+        target = Path(shutil.copy(base["wav"], case / "clip.wav"))
+        mutation = mutate_audio(target, r)
+        entries = (("audio", _audio),)
     out = []
     for entry, fn in entries:
         try:
@@ -347,7 +385,7 @@ def run_case(fmt: str, seed: int, base: dict[str, Path], work: Path, seconds: fl
         except Exception as e:  # the point of the fuzzer: anything else is a finding
             where = traceback.extract_tb(e.__traceback__)[-1]
             outcome, detail = "raw", f"{type(e).__name__}: {str(e)[:200]} at {where.filename}:{where.lineno}"
-        out.append(Outcome(fmt, mutation, entry, outcome, detail))
+        out.append(Outcome(case.name, fmt, mutation, entry, outcome, detail))
     shutil.rmtree(case, ignore_errors=True)
     return out
 
@@ -355,7 +393,7 @@ def run_case(fmt: str, seed: int, base: dict[str, Path], work: Path, seconds: fl
 def summarize(outcomes: list[Outcome]) -> dict:
     """Counts per format, entry point and outcome; per mutation for the bad outcomes and acceptances."""
     by = Counter((o.format, o.entry, o.outcome) for o in outcomes)
-    summary = {"cases": len({(o.format, o.mutation, o.detail) for o in outcomes}), "runs": len(outcomes),
+    summary = {"cases": len({o.case for o in outcomes}), "runs": len(outcomes),
                "outcomes": dict(Counter(o.outcome for o in outcomes)), "per_format_entry": {}}
     for (fmt, entry, outcome), n in sorted(by.items()):
         summary["per_format_entry"].setdefault(f"{fmt}/{entry}", {})[outcome] = n

@@ -31,7 +31,7 @@ from gguf.constants import GGML_QUANT_VERSION, Keys
 
 from .. import atomic
 from . import names
-from ..errors import GGUFError
+from ..errors import CheckpointError, GGUFError
 from ..models.config import ConfigError, Fields, parse_config
 from .safetensors_io import TensorIndex
 
@@ -132,7 +132,10 @@ def _add_gpt2_vocab(w: GGUFWriter, tokenizer_dir: Path, vocab_size: int) -> None
     w.add_tokenizer_pre(QWEN_TOKENIZER_PRE)
     w.add_token_list(tokens)
     w.add_token_types(types)
-    SpecialVocab(tokenizer_dir, load_merges=True, n_vocab=vocab_size).add_to_gguf(w, quiet=True)
+    try:  # gguf reads the special ids from config.json and tokenizer_config.json itself, and checks them
+        SpecialVocab(tokenizer_dir, load_merges=True, n_vocab=vocab_size).add_to_gguf(w, quiet=True)
+    except ValueError as e:
+        raise CheckpointError(f"{tokenizer_dir}: gguf refuses its special tokens: {e}") from None
 
 
 def _add_metadata(w: GGUFWriter, config: dict, arch: str, source_dir: Path | None, out: Path,
@@ -184,6 +187,9 @@ class GGUFStreamWriter:
         self.out = Path(out)
         self.partial = atomic.temp_name(self.out)
         self.config = config
+        if not isinstance(config.get("model_type", ""), str):
+            raise ConfigError(f"must be a string, got {config['model_type']!r:.40}", path=source_dir or out,
+                              field="model_type")
         self.arch = names.arch_for(config.get("model_type"))
         self._writer = GGUFWriter(None, self.arch)
         _add_metadata(self._writer, config, self.arch, Path(source_dir) if source_dir is not None else None, self.out, file_type)

@@ -45,7 +45,7 @@ DEFAULT_COMPONENT = {"qwen3": "text", "qwen3_omni_moe": "thinker"}
 
 def entry_for(config: dict, component: str | None = None, source: str = "config.json") -> Entry:
     kind = config.get("model_type")
-    if kind not in DEFAULT_COMPONENT:
+    if not isinstance(kind, str) or kind not in DEFAULT_COMPONENT:
         raise ConfigError(f"{source}: model_type '{kind}' is not supported (supported: {', '.join(DEFAULT_COMPONENT)})")
     component = component or DEFAULT_COMPONENT[kind]
     for e in ENTRIES:

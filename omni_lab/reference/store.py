@@ -381,7 +381,8 @@ def read_npz(path: Path, names: list[str]) -> dict[str, np.ndarray]:
                 raise bad(f"activations.npz and manifest.json list different names: only in npz "
                           f"{sorted(set(members) - set(names))}, only in manifest {sorted(set(names) - set(members))}")
             return {n: _read_member(zf, members[n], bad) for n in names}
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as e:
+    # NotImplementedError: zipfile's answer to a member of a zip version or method it does not implement
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, NotImplementedError) as e:
         if isinstance(e, ReferenceFileError):
             raise
         raise bad(f"not a readable npz ({type(e).__name__}: {e})") from None
