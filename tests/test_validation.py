@@ -255,3 +255,13 @@ def test_gguf_tokenizer_and_hparams_of_the_wrong_kind(tiny_gguf, tmp_path):
     text = json.loads(GGUFCheckpoint(tiny_gguf).string_field("omni_lab.hf_config"))
     with pytest.raises(ConfigError, match=r"num_hidden_layers: must be an integer, got str"):
         Qwen3.config_from({**text, "num_hidden_layers": "2"}, str(tiny_gguf))
+
+
+def test_null_means_not_set(tiny):
+    d = json.loads((tiny / "config.json").read_text())
+    cfg = DecoderConfig.from_dict({**d, "max_position_embeddings": None, "tie_word_embeddings": None,
+                                   "head_dim": None, "sliding_window": None, "layer_types": None}, str(tiny))
+    assert cfg.max_position_embeddings == 32768 and cfg.tie_word_embeddings is False
+    assert cfg.head_dim == d["hidden_size"] // d["num_attention_heads"] and set(cfg.layer_types) == {"full_attention"}
+    with pytest.raises(ConfigError, match="missing field num_hidden_layers"):
+        DecoderConfig.from_dict({**d, "num_hidden_layers": None}, str(tiny))

@@ -66,14 +66,17 @@ class Fields:
         return ConfigError(f"missing field {self.where}{key}", path=self.source)
 
     def _get(self, key, default):
-        v = self.d.get(key, default)
-        if v is _MISSING:
-            raise self.missing(key)
+        """The value, or `default` when absent or null (real configs write null for "not set")."""
+        v = self.d.get(key)
+        if v is None:
+            if default is _MISSING:
+                raise self.missing(key)
+            return default
         return v
 
     def int(self, key: str, lo: int = 1, hi: int | None = None, default=_MISSING) -> int | None:
         v = self._get(key, default)
-        if v is None and default is None:
+        if v is None:  # absent or null, and None is the default
             return None
         hi = LIMITS.get(key, 1 << 30) if hi is None else hi
         if not isinstance(v, int) or isinstance(v, bool):
@@ -84,7 +87,8 @@ class Fields:
 
     def float(self, key: str, default=_MISSING, below: float = math.inf, d: dict | None = None) -> float:
         """A finite float > 0 (and < `below`); read from `d` instead of the sub-dict when given."""
-        v = (self.d if d is None else d).get(key, default)
+        v = (self.d if d is None else d).get(key)
+        v = default if v is None else v
         if v is _MISSING:
             raise self.missing(key)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or not 0 < v < below:
@@ -92,15 +96,14 @@ class Fields:
         return float(v)
 
     def bool(self, key: str, default: bool) -> bool:
-        v = self.d.get(key, default)
+        v = self._get(key, default)
         if not isinstance(v, bool):
             raise self.error(key, f"must be true or false, got {v!r:.40}")
         return v
 
-    def ints(self, key: str, lo: int, hi: int, length: int | None = None, default=_MISSING,
-             value=_MISSING) -> tuple[int, ...]:
+    def ints(self, key: str, lo: int, hi: int, length: int | None = None, value=_MISSING) -> tuple[int, ...]:
         """A list of ints in [lo, hi] (of `length` entries when given); `value` checks a value from elsewhere."""
-        v = self._get(key, default) if value is _MISSING else value
+        v = self._get(key, _MISSING) if value is _MISSING else value
         if not isinstance(v, (list, tuple)) or (length is not None and len(v) != length):
             raise self.error(key, f"must be a list of {length or 'some'} integers, got {v!r:.60}")
         for x in v:
