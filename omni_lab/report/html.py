@@ -207,8 +207,8 @@ def render_html(comparison, images: list[tuple[str, str]], title: str,
                             (("mse", b.mse), ("cosine", b.cosine), ("nmse", b.nmse), ("max_abs", b.max_abs))
                             if v is not None)
     bounds_text += _waveform_bounds_text(comparison)
-    bounds_text += (" (given)" if comparison.bounds_basis == "given"
-                    else f" (the defaults for a {e(comparison.bounds_basis)} reference)")
+    bounds_text = ("given: " if comparison.bounds_basis == "given"
+                   else f"the defaults for a {e(comparison.bounds_basis)} reference: ") + bounds_text
     if comparison.overrides:
         bounds_text += "; overrides: " + ", ".join(f"<code>{e(k)}</code>" for k in comparison.overrides)
     versions = m.get("versions") or {}
