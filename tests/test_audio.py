@@ -280,7 +280,8 @@ def test_report_plays_both_waveforms_at_the_comparisons_rate(tmp_path, rng):
     # an override's waveform bounds are the ones the page quotes
     bf16 = waveform_comparison(rng, overrides={"code2wav": Bounds(waveform=WAVEFORM_BOUNDS["bfloat16"])})
     text = write_report(bf16, tmp_path / "bf16").read_text()
-    assert "waveform: SNR &ge; 10 dB, SI-SDR &ge; 10 dB, mel distance &le; 1.5 dB;" in text
+    assert "waveform: SNR &ge; 10 dB, SI-SDR &ge; 10 dB, mel distance &le; 1.5 dB" in text
+    assert "SNR &ge; 60 dB" not in text  # the float32 defaults are not the ones quoted
 
 
 def test_explorer_plays_a_waveform_and_hides_the_players_elsewhere(rng):
