@@ -134,9 +134,11 @@ def talker_rows(ids: np.ndarray, cfg: SpeechConfig) -> tuple[np.ndarray, int]:
 class Speech:
     """The four parts of a Qwen3-Omni checkpoint that speak, on our kernels."""
 
-    def __init__(self, path: str | Path, max_len: int = 2048, progress: bool = True):
-        ckpt = open_checkpoint(path)
-        source = str(path)
+    def __init__(self, path, max_len: int = 2048, progress: bool = True):
+        """`path`: a checkpoint directory or .gguf file, or a checkpoint reader already open (a benchmark's
+        weights in memory)."""
+        ckpt = open_checkpoint(path) if isinstance(path, (str, Path)) else path
+        source = str(path if isinstance(path, (str, Path)) else ckpt.path)
         self.cfg = SpeechConfig.from_dict(ckpt.config, source)
         parts = {}
         for name, cls in (("thinker", Qwen3OmniThinkerText), ("talker", Talker), ("code_predictor", CodePredictor),
