@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from code2wav import StateDictCheckpoint  # noqa: E402
 from kernels import emit, median_seconds  # noqa: E402
 
+from omni_lab.formats import omni_names as names  # noqa: E402
 from omni_lab.formats.q8_0 import QK, join_q8_0  # noqa: E402
 from omni_lab.formats.quantize import target_dtype  # noqa: E402
 from omni_lab.gpu import runtime  # noqa: E402
@@ -164,6 +165,16 @@ def bench_hf(model, ids: np.ndarray, answer: int, frames: int, reps: int, device
             got["codes"][0].T.cpu().numpy().astype(np.int64))
 
 
+def live_text_names(state: dict) -> dict:
+    """The thinker's text tensors under their transformers 5.2x live paths. Older transformers (5.17 on the GPU
+    machine) keep the text model's modules at `thinker.model.*` while already fusing the experts: a layout no
+    checkpoint has, which this renames to the live one (fused experts under `thinker.model.language_model.`)."""
+    if any(k.startswith(names.LIVE_TEXT) for k in state):
+        return state
+    text = tuple(names.CKPT_TEXT + p for p in ("layers.", "embed_tokens.", "norm."))
+    return {names.LIVE_TEXT + k[len(names.CKPT_TEXT):] if k.startswith(text) else k: v for k, v in state.items()}
+
+
 class Q8Checkpoint(StateDictCheckpoint):
     """The state dict as `omni-lab quantize` would store it (formats/quantize.py's target_dtype), quantized
     to Q8_0 on the GPU with torch when read."""
@@ -260,7 +271,7 @@ def main() -> None:
         report["transformers"], hf_codes = bench_hf(model, ids, args.answer_tokens, args.frames, args.reps, device)
         emit(report, args.out)  # a partial report survives a later time-out
     # Ours reads the same tensors from the host: Transformers' copy leaves the GPU first.
-    state = {k: v.to("cpu") for k, v in model.state_dict().items()}
+    state = live_text_names({k: v.to("cpu") for k, v in model.state_dict().items()})
     config = model.config.to_dict()
     del model
     gc.collect()

@@ -33,6 +33,7 @@ SHADER_DIR = Path(__file__).resolve().parents[2] / "shaders"
 
 _BIND_CACHE_SIZE = 8192
 _PARAM_CACHE_SIZE = 4096
+MAX_QUERIES = 4096  # timestamps per query set (WebGPU)
 
 
 _INCLUDE = re.compile(r'^// #include "([\w./-]+\.wgsl)"[ \t]*$', re.M)
@@ -359,15 +360,21 @@ class Runtime:
             enc = device.create_command_encoder()
             queries = None
             if self._profile is not None and step.dispatches:
+                # Two timestamps a dispatch, in query sets of at most MAX_QUERIES (WebGPU's limit per set: a
+                # frame of speech holds 2000 dispatches), resolved into one buffer in dispatch order.
                 n = 2 * len(step.dispatches)
-                queries = device.create_query_set(type="timestamp", count=n)
-                for i, d in enumerate(step.dispatches):
-                    cp = enc.begin_compute_pass(timestamp_writes={
-                        "query_set": queries, "beginning_of_pass_write_index": 2 * i, "end_of_pass_write_index": 2 * i + 1})
-                    self._encode(cp, d)
-                    cp.end()
                 qbuf = device.create_buffer(size=8 * n, usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
-                enc.resolve_query_set(queries, 0, n, qbuf, 0)
+                queries = []
+                for first in range(0, n, MAX_QUERIES):
+                    count = min(MAX_QUERIES, n - first)
+                    qs = device.create_query_set(type="timestamp", count=count)
+                    queries.append(qs)
+                    for i, d in enumerate(step.dispatches[first // 2:(first + count) // 2]):
+                        cp = enc.begin_compute_pass(timestamp_writes={
+                            "query_set": qs, "beginning_of_pass_write_index": 2 * i, "end_of_pass_write_index": 2 * i + 1})
+                        self._encode(cp, d)
+                        cp.end()
+                    enc.resolve_query_set(qs, 0, count, qbuf, 8 * first)
             elif step.dispatches:
                 cp = enc.begin_compute_pass()
                 if step.validated and _native is not None:

@@ -14,6 +14,7 @@ codebook 0 come back to the host.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -27,6 +28,7 @@ from ..ops import logits as logits_ops
 from .code2wav import Code2Wav
 from .code_predictor import CodePredictor, pick
 from .component import ModelInputError, StepContext
+from .decoder import RUN_AHEAD
 from .config import ConfigError, sub_dict
 from .sampling import Sampler
 from .talker import Talker
@@ -285,14 +287,32 @@ class Speech:
             first = step.read(self.codes[0])
         code0 = int(first.value[0])
         key = ("frame", None if greedy else seed)
-        for k in range(max_frames):
-            if code0 == cfg.codec_eos:
-                break
-            self._write_frame_inputs(p + k, trail_start + min(k, trailing))
-            codes, nxt = tk.plan(key, lambda: self._record_frame(tk_sampler, cp_sampler), (self.frame_codes, self.codes[0]))
-            tk.length = p + k + 1
-            yield codes.reshape(-1).astype(np.int64)
-            code0 = int(nxt[0])
+        reads = (self.frame_codes, self.codes[0])
+        in_flight: deque = deque()
+
+        def submit(j: int):
+            self._write_frame_inputs(p + j, trail_start + min(j, trailing))
+            return rt.replay_async(tk._plans[key], reads)
+        try:
+            for k in range(max_frames):
+                if code0 == cfg.codec_eos:
+                    break
+                if key in tk._plans:
+                    # A frame's inputs are positions, known ahead; its codes stay on the GPU. So the next
+                    # frames are submitted before this one is read (the thinker's RUN_AHEAD): the GPU is
+                    # not idle while the host reads and writes. Frames past the EOS are dropped.
+                    while len(in_flight) < RUN_AHEAD and k + len(in_flight) < max_frames:
+                        in_flight.append(submit(k + len(in_flight)))
+                    codes, nxt = in_flight.popleft().values()
+                else:
+                    self._write_frame_inputs(p + k, trail_start + min(k, trailing))
+                    codes, nxt = tk.plan(key, lambda: self._record_frame(tk_sampler, cp_sampler), reads)
+                tk.length = p + k + 1
+                yield codes.reshape(-1).astype(np.int64)
+                code0 = int(nxt[0])
+        finally:
+            for step in in_flight:  # submitted past the EOS (or the caller stopped): wait, so staging returns
+                step.values()
 
     def speak(self, prompt_ids, speaker: str = "Ethan", max_new_tokens: int = 64, max_frames: int = 512,
               greedy: bool = True, seed: int = 0, thinker_sampler: Sampler | None = None) -> SpeechResult:
