@@ -47,7 +47,7 @@ from ..compare.audio import SAMPLE_RATE  # noqa: F401  (the rate a waveform is p
 from ..gpu import Tensor, runtime
 from ..ops import conv, elementwise, embedding, norm, snake, transpose
 from .component import Buffers, Component, ModelInputError, StepContext
-from .config import ConfigError, DecoderConfig, Fields, sub_dict
+from .config import ConfigError, DecoderConfig, Fields, omni_sub_dict
 from .decoder import Decoder
 from .layers import Rotary, linear
 from .loaders import Keys, load_layers, progress_bar, upload_f32, upload_unquantized, upload_weight
@@ -74,9 +74,7 @@ class Code2WavConfig:
     @classmethod
     def from_dict(cls, d: dict, source: str = "config.json") -> "Code2WavConfig":
         """From a full Qwen3-Omni config.json dict (its `code2wav_config`)."""
-        if d.get("model_type") != "qwen3_omni_moe":
-            raise ConfigError(f"{source}: model_type '{d.get('model_type')}' is not Qwen3-Omni ('qwen3_omni_moe')")
-        c = sub_dict(d, "code2wav_config", source)
+        c = omni_sub_dict(d, "code2wav_config", source)
         f = Fields(c, source, "code2wav_config.")
         n_layers, codebook, groups = f.int("num_hidden_layers"), f.int("codebook_size"), f.int("num_quantizers", hi=64)
         # ratios of at most 64, at most 8 stages: the released model's are (2, 2) and (8, 5, 4, 3)

@@ -25,7 +25,7 @@ from ..gpu import Tensor, runtime
 from ..ops import elementwise, embedding, select
 from ..ops import logits as logits_ops
 from .component import ModelInputError, StepContext, embeddings_input
-from .config import ConfigError, DecoderConfig, sub_dict
+from .config import ConfigError, DecoderConfig, omni_sub_dict, sub_dict
 from .decoder import Decoder
 from .layers import Rotary, linear
 from .loaders import Keys, load_layers, progress_bar, upload_weight
@@ -41,9 +41,7 @@ class CodePredictor(Decoder):
 
     @classmethod
     def config_from(cls, d: dict, source: str = "config.json") -> DecoderConfig:
-        if d.get("model_type") != "qwen3_omni_moe":
-            raise ConfigError(f"{source}: model_type '{d.get('model_type')}' is not Qwen3-Omni ('qwen3_omni_moe')")
-        sub = sub_dict(d, "talker_config.code_predictor_config", source)
+        sub = omni_sub_dict(d, "talker_config.code_predictor_config", source)
         return DecoderConfig.from_dict(sub, source, where="talker_config.code_predictor_config.")
 
     @classmethod

@@ -201,3 +201,15 @@ def embeddings_input(embeds: Tensor, t: int, width: int, out: Tensor) -> Tensor:
     if embeds.shape != (t, width) or embeds.dtype != "f32":
         raise ModelInputError(f"embeddings must be [{t}, {width}] f32, got {embeds.shape} {embeds.dtype}")
     return copy.copy(embeds, out)
+
+
+def gather_rows(ids_a: Tensor, table_a, ids_b: Tensor, table_b, out: Tensor, scratch: Tensor) -> Tensor:
+    """out[t] = table_a[ids_a[t]] + table_b[ids_b[t]] inside the open step, where an id outside its table
+    gives a zero row: rows taken from one of two tables (a prompt of text and audio rows, the talker's text
+    rows and tts specials) or the sum of a row of each (a text row over a codec embedding), exactly.
+    `scratch` is [T, D] f32 for the second gather."""
+    from ..ops import elementwise, embedding
+
+    embedding.embedding(ids_a, table_a, out=out)
+    embedding.embedding(ids_b, table_b, out=scratch)
+    return elementwise.add(out, scratch, out=out)

@@ -235,5 +235,13 @@ def sub_dict(d: dict, path: str, source: str) -> dict:
     return node
 
 
+def omni_sub_dict(d: dict, path: str, source: str) -> dict:
+    """The sub-dict of a Qwen3-Omni config.json at `path` (one component's config), or a ConfigError that
+    names the model type when the checkpoint is not Qwen3-Omni at all."""
+    if d.get("model_type") != "qwen3_omni_moe":
+        raise ConfigError(f"{source}: model_type '{d.get('model_type')}' is not Qwen3-Omni ('qwen3_omni_moe')")
+    return sub_dict(d, path, source)
+
+
 def field_names(cls) -> list[str]:
     return [f.name for f in fields(cls)]

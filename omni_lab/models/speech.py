@@ -27,7 +27,7 @@ from ..ops import copy, elementwise, embedding
 from ..ops import logits as logits_ops
 from .code2wav import Code2Wav
 from .code_predictor import CodePredictor, pick
-from .component import ModelInputError, StepContext
+from .component import ModelInputError, StepContext, gather_rows
 from .decoder import RUN_AHEAD
 from .config import ConfigError, sub_dict
 from .sampling import Sampler
@@ -206,9 +206,7 @@ class Speech:
         x = rt.empty((r, th.cfg.hidden_size), label="speech.text_in")
         special_x = rt.empty((r, th.cfg.hidden_size), label="speech.special_in")
         with rt.step():
-            embedding.embedding(rt.upload(thinker_rows), self.thinker_embeds, out=x)
-            embedding.embedding(rt.upload(special), th.embed_tokens, out=special_x)
-            elementwise.add(x, special_x, out=x)
+            gather_rows(rt.upload(thinker_rows), self.thinker_embeds, rt.upload(special), th.embed_tokens, x, special_x)
             tk.text_projection(x, out=self.text_table.rows(0, r))
         c = self.cfg
         select = np.concatenate([np.arange(u + 3), [pad_row] * 4, [bos_row], [u + 3]]).astype(np.int32)
@@ -218,9 +216,7 @@ class Speech:
         prompt = rt.empty((p, tk.cfg.hidden_size), label="speech.talker_prompt")
         codec_rows = rt.empty((p, tk.cfg.hidden_size), label="speech.codec_rows")
         with rt.step():
-            embedding.embedding(rt.upload(select), self.text_table, out=prompt)
-            embedding.embedding(rt.upload(codec), tk.embed_tokens, out=codec_rows)
-            elementwise.add(prompt, codec_rows, out=prompt)
+            gather_rows(rt.upload(select), self.text_table, rt.upload(codec), tk.embed_tokens, prompt, codec_rows)
         return prompt, trail_start, trailing
 
     # -- one frame ------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import numpy as np
 from ..formats import omni_names as names
 from ..gpu import Tensor, runtime
 from ..ops import elementwise
-from .config import ConfigError, DecoderConfig, sub_dict
+from .config import ConfigError, DecoderConfig, omni_sub_dict, sub_dict
 from .layers import linear
 from .loaders import Keys, load_layers, progress_bar, upload_f32, upload_weight
 from .thinker import Qwen3OmniThinkerText
@@ -61,9 +61,7 @@ class Talker(Qwen3OmniThinkerText):
 
     @classmethod
     def config_from(cls, d: dict, source: str = "config.json") -> DecoderConfig:
-        if d.get("model_type") != "qwen3_omni_moe":
-            raise ConfigError(f"{source}: model_type '{d.get('model_type')}' is not Qwen3-Omni ('qwen3_omni_moe')")
-        talker = sub_dict(d, "talker_config", source)
+        talker = omni_sub_dict(d, "talker_config", source)
         text = sub_dict(d, "talker_config.text_config", source)
         # Every talker layer is a sparse block (Qwen3OmniMoeTalkerDecoderLayer replaces the MLP it built by
         # the thinker's rule), so the rule's fields are fixed here, whatever the config says.

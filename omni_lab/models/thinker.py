@@ -14,7 +14,7 @@ import numpy as np
 
 from ..formats import omni_names as names
 from ..gpu import runtime
-from .config import ConfigError, DecoderConfig, sub_dict
+from .config import DecoderConfig, omni_sub_dict
 from .decoder import Decoder, ModelInputError  # noqa: F401  (ModelInputError is part of this module's API)
 from .layers import Rotary
 from .loaders import Keys, load_decoder
@@ -29,9 +29,7 @@ class Qwen3OmniThinkerText(Decoder):
 
     @classmethod
     def config_from(cls, d: dict, source: str = "config.json") -> DecoderConfig:
-        if d.get("model_type") != "qwen3_omni_moe":
-            raise ConfigError(f"{source}: model_type '{d.get('model_type')}' is not Qwen3-Omni ('qwen3_omni_moe')")
-        text = sub_dict(d, "thinker_config.text_config", source)
+        text = omni_sub_dict(d, "thinker_config.text_config", source)
         return DecoderConfig.from_dict(
             text, source, where="thinker_config.text_config.", mrope=True, moe=True,
             tie_word_embeddings=bool(d["thinker_config"].get("tie_word_embeddings", False)),
