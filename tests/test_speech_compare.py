@@ -1,12 +1,15 @@
-"""`extract` and `compare` of the talker and the code predictor on a spoken prompt (models/speech_taps.py):
-their prefills inside greedy speech, ours against Transformers' generate(return_audio=True), in float32."""
+"""`extract` and `compare` of the talker, the code predictor and the whole speech pipeline on a spoken prompt
+(models/speech_taps.py): their prefills inside greedy speech, ours against Transformers'
+generate(return_audio=True), in float32."""
 
 import json
 
 import numpy as np
 import pytest
 from omni_lab.cli import main
+from omni_lab.models.component import ModelInputError
 from omni_lab.models.speech import SpeechConfig, talker_prompt_rows
+from omni_lab.models.speech_taps import first_chunk
 from omni_lab.models.tiny_omni import build_tiny_omni
 from omni_lab.reference import ReferenceMismatch, load_reference
 from omni_lab.workbench import activation_specs, model_config, prompt_ids
@@ -66,3 +69,23 @@ def test_an_unknown_speaker_is_named_before_anything_runs(omni, capsys):
                             "--references", str(omni["tmp"] / "refs-nobody"))) == 2
     assert "unknown speaker 'Nobody'" in capsys.readouterr().err
     assert not out.exists() and not (omni["tmp"] / "refs-nobody").exists()
+
+
+def test_compare_speech_spans_the_four_parts_in_one_namespace(omni, capsys):
+    """--component speech: the thinker's prefill, the talker's prompt and prefill, the code predictor's first
+    prefill and code2wav's first chunk, in execution order, all within bounds."""
+    out = omni["tmp"] / "report-speech"
+    assert main(spoken_args(omni, "compare", "speech", "--out", str(out), "--references", str(omni["tmp"] / "refs"))) == 0, \
+        capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    names = [r["name"] for r in report["activations"]]
+    firsts = [next(i for i, n in enumerate(names) if n.startswith(p))
+              for p in ("thinker.", "talker.model.", "talker.code_predictor.", "code2wav.")]
+    assert firsts == sorted(firsts) and names[-1] == "code2wav"
+    assert report["passed"] and all(r["within_bounds"] for r in report["activations"])
+    assert [r for r in report["activations"] if r["name"] == "code2wav"][0]["kind"] == "waveform"
+
+
+def test_speech_decodes_exactly_max_frames():
+    with pytest.raises(ModelInputError, match="spoke 3 frames, fewer than --max-frames 4"):
+        first_chunk(np.zeros((3, 16), np.int64), {"max_frames": 4})

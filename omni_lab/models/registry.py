@@ -41,6 +41,7 @@ ENTRIES = (
     Entry("qwen3_omni_moe", "audio_encoder", "omni_lab.models.audio_encoder", "AudioEncoder"),
     Entry("qwen3_omni_moe", "talker", "omni_lab.models.speech_taps", "SpokenTalker"),
     Entry("qwen3_omni_moe", "code_predictor", "omni_lab.models.speech_taps", "SpokenCodePredictor"),
+    Entry("qwen3_omni_moe", "speech", "omni_lab.models.speech_taps", "SpokenSpeech"),
 )
 # The component a model type runs when none is named: its text path.
 DEFAULT_COMPONENT = {"qwen3": "text", "qwen3_omni_moe": "thinker"}
