@@ -116,7 +116,7 @@ def extract(path: str | Path, inputs: np.ndarray, backend: str, dtype: str = "fl
 
 def model_inputs(path: str | Path, inputs, component: str | None = None) -> dict[str, np.ndarray]:
     """The inputs as a reference's manifest records them: {"input_ids": ids} or {"codes": [Q, T]}; for the
-    talker and code predictor a spoken prompt, {"input_ids", "speaker", "max_new_tokens", "max_frames"}."""
+    talker, the code predictor and the whole speech pipeline a spoken prompt, {"input_ids", "speaker", "max_new_tokens", "max_frames"}."""
     from .models import registry
 
     config = model_config(path)

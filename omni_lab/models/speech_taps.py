@@ -45,10 +45,11 @@ class SpokenConfig:
 
 
 class SpokenPart:
-    """A part of the speech pipeline (`part`, its class) compared on a spoken prompt: the registry's
-    component protocol (config_from, activation_specs, input_length, spec_length, the constructor, tap)
-    over the whole Speech pipeline, which makes the part's input."""
+    """A part of the speech pipeline (`part`, its class; `name`, its field of SpokenConfig) compared on a
+    spoken prompt: the registry's component protocol (config_from, activation_specs, input_length,
+    spec_length, the constructor, tap) over the whole Speech pipeline, which makes the part's input."""
     part: type
+    name: str
     input_name = "spoken_prompt"
 
     @classmethod

@@ -105,10 +105,10 @@ def hf_activations(model, activation_names, embeds) -> dict[str, np.ndarray]:
 
 def capture_by_name(root, prefix: str, activation_names, run) -> dict[str, np.ndarray]:
     """Run `run()` with hooks that record, under our names, the activations of `root` (the HF module at
-    live path `prefix`; "" for the whole model): `<prefix>.<path>.inputs_embeds` by a pre-hook on that module (the talker's
-    `model`, or its `code_predictor.model`), a MoE block's
-    `...mlp.router` from its router's outputs (thinker.py's layout), every other name by its module's
-    output. The first call of each module is kept (the prefill, when `run` generates)."""
+    live path `prefix`; "" for the whole model): `<prefix>.<path>.inputs_embeds` by a pre-hook on that
+    module (the talker's `model`, its `code_predictor.model`), a MoE block's `...mlp.router` from its
+    router's outputs (thinker.py's layout), every other name by its module's output. The first call of
+    each module is kept (the prefill, when `run` generates)."""
     import torch
 
     got: dict[str, np.ndarray] = {}
