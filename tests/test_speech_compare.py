@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from omni_lab.cli import main
 from omni_lab.models.component import ModelInputError
 from omni_lab.models.speech import SpeechConfig, talker_prompt_rows
@@ -83,7 +84,7 @@ def test_compare_speech_spans_the_four_parts_in_one_namespace(omni, capsys):
               for p in ("thinker.", "talker.model.", "talker.code_predictor.", "code2wav.")]
     assert firsts == sorted(firsts) and names[-1] == "code2wav"
     assert report["passed"] and all(r["within_bounds"] for r in report["activations"])
-    assert [r for r in report["activations"] if r["name"] == "code2wav"][0]["kind"] == "waveform"
+    assert next(r for r in report["activations"] if r["name"] == "code2wav")["kind"] == "waveform"
 
 
 def test_speech_decodes_exactly_max_frames():

@@ -24,10 +24,18 @@ import numpy as np
 
 from . import code2wav
 from .code2wav import Code2Wav, Code2WavConfig
-from .code_predictor import PREFIX as CODE_PREDICTOR, CodePredictor
+from .code_predictor import PREFIX as CODE_PREDICTOR
+from .code_predictor import CodePredictor
 from .component import ModelInputError
 from .config import DecoderConfig
-from .speech import CHUNK_SIZE, Speech, SpeechConfig, cache_length, hf_speak, talker_prompt_rows
+from .speech import (
+    CHUNK_SIZE,
+    Speech,
+    SpeechConfig,
+    cache_length,
+    hf_speak,
+    talker_prompt_rows,
+)
 from .talker import Talker, capture_by_name
 from .thinker import Qwen3OmniThinkerText
 
