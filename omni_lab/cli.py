@@ -90,15 +90,32 @@ def _audio(args, max_tokens: int = 2048):
 
 def _inputs(args):
     """(the component's input, the component): codes and code2wav with --codes, one audio's features and the
-    audio encoder with --audio, else prompt ids."""
+    audio encoder with --audio, a spoken prompt for the talker and code predictor, else prompt ids."""
     if getattr(args, "codes", None) is not None:
         return _codes(args.codes), args.component or "code2wav"
+    if args.component and _spoken(args):
+        from .workbench import model_inputs, prompt_ids
+
+        # As `speak` reads it: a text prompt is a user turn, which the chat template ends with the assistant's.
+        ids = prompt_ids(args.model, prompt=args.prompt, ids=args.prompt_ids, chat=args.prompt is not None)
+        spoken = {"input_ids": ids, "speaker": args.speaker, "max_new_tokens": args.max_new_tokens,
+                  "max_frames": args.max_frames}
+        return model_inputs(args.model, spoken, args.component), args.component
     if getattr(args, "audio", None):
         if (args.component or "audio_encoder") != "audio_encoder" or len(args.audio) != 1:
             raise ValueError("extract and compare take --audio with the audio encoder (--component audio_encoder) "
                              "and one file; the thinker with audio is compared by tests/test_audio_encoder.py")
         return _audio(args)[0], "audio_encoder"
     return _prompt(args), args.component
+
+
+def _spoken(args) -> bool:
+    """Whether the component reads a spoken prompt (the talker, the code predictor: models/speech_taps.py)."""
+    from .models import registry
+    from .workbench import model_config
+
+    entry = registry.entry_for(model_config(args.model), args.component, args.model)
+    return entry.component_class().input_name == "spoken_prompt"
 
 
 def cmd_tiny(args) -> int:
@@ -215,7 +232,7 @@ def cmd_speak(args) -> int:
 
     from .models.code2wav import SAMPLE_RATE
     from .formats.gguf_io import open_checkpoint
-    from .models.speech import Speech, SpeechConfig
+    from .models.speech import Speech, SpeechConfig, cache_length
     from .report.audio import write_wav
     from .workbench import prompt_ids, tokenizer_for
 
@@ -225,7 +242,7 @@ def cmd_speak(args) -> int:
     # A spoken answer needs the assistant's turn: a text prompt always goes through the chat template.
     ids = prompt_ids(args.model, prompt=args.prompt, ids=args.prompt_ids, chat=args.prompt is not None)
     SpeechConfig.from_dict(open_checkpoint(args.model).config, args.model).speaker_id(args.speaker)  # before loading
-    speech = Speech(args.model, max_len=len(ids) + args.max_new_tokens + args.max_frames + 16, progress=not args.json)
+    speech = Speech(args.model, max_len=cache_length(len(ids), args.max_new_tokens, args.max_frames), progress=not args.json)
     frames: list = []
 
     def counted(source):
@@ -398,8 +415,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "and compare: the audio encoder's input")
         if codes:
             g.add_argument("--codes", help="CODES.npy: codec codes, int [16, frames] or [frames, 16] (code2wav)")
-            p.add_argument("--component", help="the part of Qwen3-Omni to run: thinker (default for a prompt) or "
-                                               "code2wav (default with --codes)")
+            p.add_argument("--component", help="the part of Qwen3-Omni to run: thinker (default for a prompt), "
+                                               "code2wav (default with --codes), audio_encoder, or talker / "
+                                               "code_predictor (their prefills inside the prompt spoken greedily)")
+            p.add_argument("--speaker", default="Ethan", help="talker, code_predictor: the voice (default Ethan)")
+            p.add_argument("--max-new-tokens", type=positive, default=64,
+                           help="talker, code_predictor: the thinker's answer, at most (64)")
+            p.add_argument("--max-frames", type=positive, default=64,
+                           help="talker, code_predictor: codec frames spoken, at most (64)")
         if chat:
             p.add_argument("--chat", action="store_true", help="apply the tokenizer's chat template")
 

@@ -115,11 +115,14 @@ def extract(path: str | Path, inputs: np.ndarray, backend: str, dtype: str = "fl
 
 
 def model_inputs(path: str | Path, inputs, component: str | None = None) -> dict[str, np.ndarray]:
-    """The inputs as a reference's manifest records them: {"input_ids": ids} or {"codes": [Q, T]}."""
+    """The inputs as a reference's manifest records them: {"input_ids": ids} or {"codes": [Q, T]}; for the
+    talker, the code predictor and the whole speech pipeline a spoken prompt, {"input_ids", "speaker", "max_new_tokens", "max_frames"}."""
     from .models import registry
 
     config = model_config(path)
     cls = registry.entry_for(config, component, str(path)).component_class()
+    if cls.input_name == "spoken_prompt":
+        return cls.as_inputs(cls.config_from(config, str(path)), inputs)
     if cls.input_name == "codes":
         from .models.code2wav import as_codes
 
@@ -130,6 +133,11 @@ def model_inputs(path: str | Path, inputs, component: str | None = None) -> dict
         (features,) = as_features(cls.config_from(config, str(path)), inputs)
         return {"input_features": features}
     return {"input_ids": np.asarray(inputs, np.int64).reshape(-1)}
+
+
+def component_input(recorded: dict):
+    """What a component runs on, from its recorded inputs: the one array, or (a spoken prompt) all of them."""
+    return next(iter(recorded.values())) if len(recorded) == 1 else recorded
 
 
 def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -144,9 +152,12 @@ def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
 def reference_name(path: str | Path, inputs: dict[str, np.ndarray], dtype: str, component: str | None = None) -> str:
     import hashlib
 
-    (array,) = inputs.values()
-    array = np.asarray(array)  # ids and codes as int64, features as float32: each by its own bytes
-    digest = hashlib.sha256(array.astype(np.int64 if array.dtype.kind in "iu" else np.float32).tobytes()).hexdigest()[:10]
+    h = hashlib.sha256()
+    for value in inputs.values():  # ids and codes as int64, features as float32; a speaker or a limit as text
+        array = np.asarray(value)
+        h.update(str(value).encode() if array.dtype.kind not in "iuf" or array.ndim == 0 else
+                 array.astype(np.int64 if array.dtype.kind in "iu" else np.float32).tobytes())
+    digest = h.hexdigest()[:10]
     return f"{Path(path).name}-{component + '-' if component else ''}{dtype}-{digest}"
 
 
@@ -154,11 +165,13 @@ def capture_reference(path: str | Path, inputs: np.ndarray, dtype: str = "float3
                       root: str | Path | None = None, component: str | None = None):
     """Run Transformers on a component's input, store its activations under reference_data/<name>/, return
     the Reference."""
+    from .models import registry
+
     recorded = model_inputs(path, inputs, component)
-    (array,) = recorded.values()
+    array = component_input(recorded)
     acts = extract(path, array, "hf", dtype, component=component)
     kw = {"root": root} if root is not None else {}
-    specs = [a for a in activation_specs(path, array.shape[-1], component) if a.name in acts]
+    specs = [a for a in activation_specs(path, registry.spec_length(path, array, component), component) if a.name in acts]
     where = save_reference(name or reference_name(path, recorded, dtype, component), acts, model_path=path,
                            inputs=recorded, dtype=dtype, specs=specs, **kw)
     return load_reference(where)
@@ -171,11 +184,12 @@ def compare_model(path: str | Path, inputs: np.ndarray, out_dir: str | Path, ref
     and write the report.
 
     A stored reference made from another model or other inputs is refused (ReferenceMismatch)."""
+    from .models import registry
     from .report import write_report
 
     kw = {"root": root} if root is not None else {}
     recorded = model_inputs(path, inputs, component)
-    (array,) = recorded.values()
+    array = component_input(recorded)
     t0 = time.perf_counter()
     if reference is None:
         ref = capture_reference(path, array, dtype, component=component, **kw)
@@ -188,7 +202,8 @@ def compare_model(path: str | Path, inputs: np.ndarray, out_dir: str | Path, ref
     t2 = time.perf_counter()
     # Our model's types, not only the reference's: a reference stored before activations were typed
     # would otherwise compare the router's expert ids as floats.
-    comparison = compare_sets(ours, ref, bounds, specs=activation_specs(path, array.shape[-1], component))
+    comparison = compare_sets(ours, ref, bounds, specs=activation_specs(path, registry.spec_length(path, array, component),
+                                                                        component))
     t3 = time.perf_counter()
     timing = {"reference_s": t1 - t0, "ours_s": t2 - t1, "compare_s": t3 - t2}
     index = write_report(comparison, out_dir, extra={"timing": timing, "model": str(path)})

@@ -14,11 +14,14 @@ import pytest
 
 from omni_lab.compare import Bounds
 from omni_lab.gpu import Tensor, bf16_bits, bf16_to_f32, runtime
+from omni_lab.models.decoder import Decoder
 from omni_lab.models.qwen3 import Qwen3
+from omni_lab.models.registry import input_length
 from omni_lab.models.registry import open_checkpoint
 from omni_lab.models.tiny import build_tiny_qwen3
+from omni_lab.models.tiny_omni import build_tiny_omni
 from omni_lab.reference import ReferenceMismatch
-from omni_lab.workbench import activation_names, capture_reference, compare_model, prompt_ids
+from omni_lab.workbench import activation_names, capture_reference, compare_model, load_ours, prompt_ids
 
 PROMPT = "Hello, world! How are you today?"
 PRESET, SEED = "tiny-gqa", 1  # 3 layers: a bug in layer 1 has a layer before it and one after
@@ -33,14 +36,15 @@ def setup(tmp_path_factory):
     return {"tmp": tmp, "path": path, "ids": ids, "ref": ref}
 
 
-def plant(model: Qwen3, path, layer: int, weight: str, rng, scale: float = 0.2) -> None:
-    """Overwrite model.layers[layer].<weight> on the GPU with a copy perturbed by `scale` of its RMS."""
+def plant(model: Decoder, path, layer: int, weight: str, rng, scale: float = 0.2) -> None:
+    """Overwrite model.layers[layer].<weight> on the GPU with a copy perturbed by `scale` of its RMS (the
+    checkpoint's tensor under the decoder's prefix: `model.`, `talker.model.`)."""
     key = {"down_proj": "mlp.down_proj", "k_proj": "self_attn.k_proj"}.get(weight, weight)
     tensor = model.layers[layer]
     for attr in key.split("."):  # the layer's attributes mirror the checkpoint keys under it
         tensor = getattr(tensor, attr)
     assert isinstance(tensor, Tensor)
-    w = open_checkpoint(path).get_f32(f"model.layers.{layer}.{key}.weight")
+    w = open_checkpoint(path).get_f32(f"{model.prefix}.layers.{layer}.{key}.weight")
     bad = w + scale * float(np.sqrt(np.mean(w * w))) * rng.standard_normal(w.shape).astype(np.float32)
     if tensor.dtype == "bf16":
         bits = bf16_bits(bad)
@@ -77,8 +81,13 @@ def test_first_divergence_is_the_corrupted_layer(setup, rng, layer, weight, expe
     comparison, index, _ = compare_model(setup["path"], setup["ids"], out_dir, reference=setup["ref"].path,
                                          root=setup["tmp"] / "reference_data", bounds=Bounds(),
                                          ours=run_ours(setup, (layer, weight), rng))
+    assert_first_divergence(comparison, out_dir, index, expected)
+
+
+def assert_first_divergence(comparison, out_dir, index, expected: str) -> None:
+    """`expected` is the first divergence, everything before it within bounds, and the report says so."""
     fd = comparison.first_divergence
-    assert fd is not None, f"a corrupted {weight} in layer {layer} went unnoticed: {comparison.summary()}"
+    assert fd is not None, f"a corrupted weight went unnoticed: {comparison.summary()}"
     assert fd.name == expected, comparison.summary()
     before = comparison.rows[:fd.index]
     assert before and all(r.within_bounds for r in before), [r.name for r in before if not r.within_bounds]
@@ -104,3 +113,32 @@ def test_mismatched_reference_is_refused(setup, what):
     assert any(f.startswith(field) for f in fields), fields
     assert field in str(e.value)
     assert not out_dir.exists(), "a report was written for a refused reference"
+
+
+@pytest.fixture(scope="module")
+def spoken(tmp_path_factory):
+    """A tiny Omni, a spoken prompt and its stored talker reference (Transformers' generate)."""
+    tmp = tmp_path_factory.mktemp("planted-talker")
+    path = build_tiny_omni(tmp / "omni", seed=0, preset="tiny")  # a talker of 2 MoE layers with a shared expert
+    x = {"input_ids": prompt_ids(path, prompt="Привет мир", chat=True), "speaker": "Ethan", "max_new_tokens": 8,
+         "max_frames": 4}
+    ref = capture_reference(path, x, "float32", root=tmp / "reference_data", component="talker")
+    return {"tmp": tmp, "path": path, "x": x, "ref": ref}
+
+
+@pytest.mark.parametrize("layer, weight, expected", [
+    (1, "k_proj", "talker.model.layers.1.self_attn"),
+    (1, "mlp.shared_expert.down_proj", "talker.model.layers.1.mlp"),  # after its router, which stays equal
+], ids=lambda v: str(v))
+def test_first_divergence_in_the_talker(spoken, rng, layer, weight, expected):
+    """A bug in our talker only, found inside the spoken answer at the activation the weight feeds."""
+    path, x = spoken["path"], spoken["x"]
+    model = load_ours(path, max_len=input_length(path, x, "talker"), progress=False, component="talker")
+    plant(model.speech.talker, path, layer, weight, rng)
+    out_dir = spoken["tmp"] / f"bug-{layer}-{weight}"
+    # Judged by issue 13's bar for the talker in float32 (cosine 0.99999, which the clean talker meets:
+    # tests/test_speech_compare.py): a key projection moves this small random talker's attention only a little.
+    comparison, index, _ = compare_model(path, x, out_dir, reference=spoken["ref"].path, component="talker",
+                                         root=spoken["tmp"] / "reference_data", bounds=Bounds(cosine=0.99999),
+                                         ours=model.tap(x, spoken["ref"].names))
+    assert_first_divergence(comparison, out_dir, index, expected)

@@ -93,6 +93,11 @@ class Component:
     def activations(self, t: int) -> list[Activation]:
         raise NotImplementedError
 
+    @classmethod
+    def spec_length(cls, cfg, inputs):
+        """The t of `activations(t)` for an input: its last axis (ids [T], codes [Q, T], mel features [M, L])."""
+        return np.asarray(inputs).shape[-1]
+
     def scratch_shapes(self, t: int, rows: int) -> dict[str, tuple[tuple[int, ...], str]]:
         raise NotImplementedError
 

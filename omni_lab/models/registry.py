@@ -2,8 +2,9 @@
 its capture on the Transformers side. The CLI, the workbench, the quantization report and the notebooks
 ask this table; nothing else branches on `model_type`.
 
-A component class provides `config_from(config_dict, source)`, `activation_specs(cfg, t)`, a constructor
-`(cfg, ckpt, max_len, progress)`, and its module an `hf_activations(model, names, input_ids)`.
+A component class provides `config_from(config_dict, source)`, `activation_specs(cfg, t)`, `spec_length(cfg,
+inputs)` (the t of its input), `input_length(cfg, inputs)` (what max_len bounds), a constructor `(cfg, ckpt,
+max_len, progress)`, `tap(inputs, names)`, and its module an `hf_activations(model, names, inputs)`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ ENTRIES = (
     Entry("qwen3_omni_moe", "thinker", "omni_lab.models.thinker", "Qwen3OmniThinkerText"),
     Entry("qwen3_omni_moe", "code2wav", "omni_lab.models.code2wav", "Code2Wav"),
     Entry("qwen3_omni_moe", "audio_encoder", "omni_lab.models.audio_encoder", "AudioEncoder"),
+    Entry("qwen3_omni_moe", "talker", "omni_lab.models.speech_taps", "SpokenTalker"),
+    Entry("qwen3_omni_moe", "code_predictor", "omni_lab.models.speech_taps", "SpokenCodePredictor"),
+    Entry("qwen3_omni_moe", "speech", "omni_lab.models.speech_taps", "SpokenSpeech"),
 )
 # The component a model type runs when none is named: its text path.
 DEFAULT_COMPONENT = {"qwen3": "text", "qwen3_omni_moe": "thinker"}
@@ -74,3 +78,11 @@ def input_length(path: str | Path, inputs, component: str | None = None) -> int:
     config = open_checkpoint(path).config
     cls = entry_for(config, component, str(path)).component_class()
     return cls.input_length(cls.config_from(config, source=str(path)), inputs)
+
+
+def spec_length(path: str | Path, inputs, component: str | None = None):
+    """The t that a component's activation_specs take for its input (tokens, frames, mel frames; the talker's
+    prompt rows for a spoken prompt)."""
+    config = open_checkpoint(path).config
+    cls = entry_for(config, component, str(path)).component_class()
+    return cls.spec_length(cls.config_from(config, source=str(path)), inputs)

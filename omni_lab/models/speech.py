@@ -133,6 +133,20 @@ def talker_rows(ids: np.ndarray, cfg: SpeechConfig) -> tuple[np.ndarray, int]:
     return user, int(heads[-1])
 
 
+def talker_prompt_rows(ids: np.ndarray, cfg: SpeechConfig) -> int:
+    """Rows of the talker's prompt for the prompt `ids` (Speech.talker_prompt builds them): the user turns,
+    the assistant's first three tokens, then six rows over the codec specials (nothink, think bos, think eos,
+    the speaker, pad, bos), the last of them the answer's first token."""
+    user, _ = talker_rows(np.asarray(ids), cfg)
+    return len(user) + 3 + 6
+
+
+def cache_length(prompt: int, max_new_tokens: int, max_frames: int) -> int:
+    """The max_len that speaking a prompt of `prompt` tokens needs: the thinker's prompt and answer, and the
+    talker's prompt (at most the prompt's tokens plus 9 rows) and frames."""
+    return prompt + max_new_tokens + max_frames + 16
+
+
 class Speech:
     """The four parts of a Qwen3-Omni checkpoint that speak, on our kernels."""
 
@@ -218,6 +232,21 @@ class Speech:
         with rt.step():
             gather_rows(rt.upload(select), self.text_table, rt.upload(codec), tk.embed_tokens, prompt, codec_rows)
         return prompt, trail_start, trailing
+
+    def first_frame_input(self, prompt_rows: int, code0: int) -> Tensor:
+        """The code predictor's first prefill input [2, D] on the GPU, as generate hands it over: the talker's
+        last prompt row (its final norm, from the talker_hidden export) and code 0's codec embedding."""
+        rt = runtime()
+        cp = self.code_predictor
+        x = rt.empty((2, self.talker.cfg.hidden_size), label="speech.first_frame")
+        rt.write(self.last_row, np.array([prompt_rows - 1], np.int32))
+        rt.write(self.codes[0], np.array([code0], np.int32))
+        with rt.step():
+            embedding.embedding(self.last_row, self.talker_hidden, out=self.hidden_row)
+            embedding.embedding(self.codes[0], self.talker.embed_tokens, out=self.code0_embed)
+            copy.rows_at_step(self.hidden_row, x, cp.step_bufs[0])  # row 0 (step_bufs[p] holds p)
+            copy.rows_at_step(self.code0_embed, x, cp.step_bufs[1])
+        return x
 
     # -- one frame ------------------------------------------------------------------------------------
     def _record_frame(self, talker_sampler: GpuSampler | None, cp_sampler: GpuSampler | None) -> None:

@@ -103,9 +103,10 @@ def hf_activations(model, activation_names, embeds) -> dict[str, np.ndarray]:
 
 def capture_by_name(root, prefix: str, activation_names, run) -> dict[str, np.ndarray]:
     """Run `run()` with hooks that record, under our names, the activations of `root` (the HF module at
-    live path `prefix`): `<prefix>.model.inputs_embeds` by a pre-hook on root.model, a MoE block's
-    `...mlp.router` from its router's outputs (thinker.py's layout), every other name by its module's
-    output. The first call of each module is kept (the prefill, when `run` generates)."""
+    live path `prefix`; "" for the whole model): `<prefix>.<path>.inputs_embeds` by a pre-hook on that
+    module (the talker's `model`, its `code_predictor.model`), a MoE block's `...mlp.router` from its
+    router's outputs (thinker.py's layout), every other name by its module's output. The first call of
+    each module is kept (the prefill, when `run` generates)."""
     import torch
 
     got: dict[str, np.ndarray] = {}
@@ -117,8 +118,8 @@ def capture_by_name(root, prefix: str, activation_names, run) -> dict[str, np.nd
     try:
         for n in activation_names:
             rel = n.removeprefix(f"{prefix}.")
-            if rel == "model.inputs_embeds":
-                handles.append(root.model.register_forward_pre_hook(
+            if rel.endswith("model.inputs_embeds"):
+                handles.append(root.get_submodule(rel.removesuffix(".inputs_embeds")).register_forward_pre_hook(
                     lambda m, args, kwargs, name=n: keep(name, as_np(kwargs["inputs_embeds"])), with_kwargs=True))
             elif rel.endswith(".mlp.router"):
                 def router(module, args, output, name=n):
