@@ -239,9 +239,17 @@ def cmd_speak(args) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise ValueError(f"--out {out}: the folder {out.parent} does not exist")
-    # A spoken answer needs the assistant's turn: a text prompt always goes through the chat template.
-    ids = prompt_ids(args.model, prompt=args.prompt, ids=args.prompt_ids, chat=args.prompt is not None)
     SpeechConfig.from_dict(open_checkpoint(args.model).config, args.model).speaker_id(args.speaker)  # before loading
+    features = None
+    if args.audio:  # a spoken question: its audios, then the text, in one user turn of the chat template
+        from .models.audio_in import audio_prompt_ids
+
+        if args.prompt_ids:
+            raise ValueError("--audio builds its prompt with the chat template: give --prompt TEXT, not --prompt-ids")
+        features = _audio(args)
+        ids = audio_prompt_ids(args.model, [f.shape[1] for f in features], args.prompt)
+    else:  # a spoken answer needs the assistant's turn: a text prompt always goes through the chat template
+        ids = prompt_ids(args.model, prompt=args.prompt, ids=args.prompt_ids, chat=args.prompt is not None)
     speech = Speech(args.model, max_len=cache_length(len(ids), args.max_new_tokens, args.max_frames), progress=not args.json)
     frames: list = []
 
@@ -252,7 +260,7 @@ def cmd_speak(args) -> int:
 
     t0 = time.perf_counter()
     source = counted(speech.frames(ids, args.speaker, args.max_new_tokens, args.max_frames, greedy=args.greedy,
-                                   seed=args.seed))
+                                   seed=args.seed, features=features))
     first_audio = None
     if args.stream:  # pieces written as each chunk becomes decodable; renamed into place when complete
         from .atomic import atomic_path
@@ -470,9 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("speak", help="text to speech on our kernels: the thinker answers, the talker and code "
                                       "predictor speak, code2wav writes the wav")
     k.add_argument("--model", required=True, help="a Qwen3-Omni checkpoint directory (safetensors) or .gguf file")
-    kg = k.add_mutually_exclusive_group(required=True)
+    kg = k.add_mutually_exclusive_group()
     kg.add_argument("--prompt", help="text, put into a user turn with the tokenizer's chat template")
     kg.add_argument("--prompt-ids", help="token ids of a whole chat prompt ending in the assistant's turn, e.g. 1,2,3")
+    k.add_argument("--audio", action="append", metavar="FILE", help="a spoken question (wav, flac, ogg; any rate): "
+                                                                     "answered in speech; repeat for several")
     k.add_argument("--out", required=True, help="SPEECH.wav (24 kHz float; written when complete)")
     k.add_argument("--speaker", default="Ethan", help="a speaker of the checkpoint's talker_config.speaker_id")
     k.add_argument("--greedy", action="store_true", help="argmax for talker and code predictor (default: sampling "

@@ -197,3 +197,60 @@ def test_speak_command_writes_the_wav_and_reports_json(spoken, tmp_path, capsys)
     assert np.array_equal(sf.read(tmp_path / "b.wav", dtype="float32")[0], whole)
     assert main(common + ["--out", str(tmp_path / "c.wav"), "--speaker", "Nobody"]) == 2
     assert "unknown speaker" in capsys.readouterr().err and not (tmp_path / "c.wav").exists()
+
+
+@pytest.fixture(scope="module")
+def question_wav(tmp_path_factory):
+    """A spoken question: espeak-ng's "Привет мир" at 22.05 kHz where it is installed, else a vowel-like
+    synthetic clip (a 140 Hz pulse train through two formants) at 44.1 kHz stereo."""
+    import shutil
+    import subprocess
+
+    import soundfile as sf
+
+    path = tmp_path_factory.mktemp("question") / "question.wav"
+    if shutil.which("espeak-ng"):
+        subprocess.run(["espeak-ng", "-w", str(path), "Привет мир"], check=True, capture_output=True)
+        return path
+    rate = 44100
+    t = np.arange(int(1.2 * rate)) / rate
+    voice = np.sign(np.sin(2 * np.pi * 140 * t)) * (np.sin(2 * np.pi * 700 * t) + 0.5 * np.sin(2 * np.pi * 1200 * t))
+    sf.write(path, np.stack([voice, voice], 1).astype(np.float32) * 0.2, rate)
+    return path
+
+
+def test_a_spoken_answer_to_a_spoken_question(spoken, question_wav):
+    """Audio in, speech out: the recording through the audio encoder into the thinker, whose hidden states
+    at the audio placeholders reach the talker through hidden_projection; the answer and every code of
+    every frame equal Transformers', the waveform at 60 dB or more."""
+    from omni_lab.models.audio_in import audio_prompt_ids, load_audio_inputs
+
+    path, ours = spoken["path"], spoken["ours"]
+    features = load_audio_inputs(path, [question_wav], max_tokens=64)
+    ids = audio_prompt_ids(path, [f.shape[1] for f in features], "Ответь")
+    assert np.isin(ids, ours.cfg.audio).sum() > 0
+    answer, codes, wav = hf_speak(spoken["model"], ids, max_new_tokens=MAX_NEW_TOKENS, max_frames=12,
+                                  features=features)
+    r = ours.speak(ids, max_new_tokens=MAX_NEW_TOKENS, max_frames=12, features=features)
+    assert r.text_ids == answer
+    assert r.codes.shape == codes.shape and (r.codes == codes).all()
+    assert snr_db(ours.vocode(r.codes), wav) >= 60
+    # The heard rows matter: the same prompt without its audio is refused, not spoken as text.
+    with pytest.raises(ModelInputError, match="no features"):
+        ours.speak(ids, max_new_tokens=MAX_NEW_TOKENS, max_frames=2)
+
+
+def test_speak_command_answers_an_audio_file(spoken, question_wav, tmp_path, capsys):
+    from omni_lab.cli import main
+    from omni_lab.models.audio_in import audio_prompt_ids, load_audio_inputs
+
+    path = spoken["path"]
+    assert main(["speak", "--model", str(path), "--audio", str(question_wav), "--prompt", "Ответь", "--greedy",
+                 "--max-new-tokens", str(MAX_NEW_TOKENS), "--max-frames", "12", "--json",
+                 "--out", str(tmp_path / "answer.wav")]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    features = load_audio_inputs(path, [question_wav], max_tokens=64)
+    ids = audio_prompt_ids(path, [f.shape[1] for f in features], "Ответь")
+    answer, codes, _ = hf_speak(spoken["model"], ids, max_new_tokens=MAX_NEW_TOKENS, max_frames=12, features=features)
+    assert out["prompt_ids"] == ids.tolist() and out["text_ids"] == answer
+    assert np.array_equal(np.array(out["codes"]), codes)

@@ -59,6 +59,8 @@ class SpeechConfig:
     codec_think_eos: int
     speakers: dict
     multimodal: tuple[int, ...]  # audio, image and video placeholders of the thinker
+    audio: int | None            # the audio placeholder
+    accept_hidden_layer: int     # the thinker hidden state whose rows the talker reads at placeholders
 
     @classmethod
     def from_dict(cls, d: dict, source: str) -> "SpeechConfig":
@@ -72,7 +74,8 @@ class SpeechConfig:
                 codec_pad=talker["codec_pad_id"], codec_bos=talker["codec_bos_id"], codec_eos=talker["codec_eos_token_id"],
                 codec_nothink=talker["codec_nothink_id"], codec_think_bos=talker["codec_think_bos_id"],
                 codec_think_eos=talker["codec_think_eos_id"], speakers=dict(talker["speaker_id"]),
-                multimodal=tuple(thinker[k] for k in ("audio_token_id", "image_token_id", "video_token_id") if k in thinker))
+                multimodal=tuple(thinker[k] for k in ("audio_token_id", "image_token_id", "video_token_id") if k in thinker),
+                audio=thinker.get("audio_token_id"), accept_hidden_layer=int(talker.get("accept_hidden_layer", 0)))
         except KeyError as e:
             where = "" if e.args[0].endswith("_token_id") and not e.args[0].startswith("codec") else "talker_config."
             raise ConfigError(f"{source}: missing field {where}{e.args[0]}") from None
@@ -172,6 +175,13 @@ class Speech:
         rt = runtime()
         th, tk, d = self.thinker, self.talker, self.talker.cfg.hidden_size
         self.thinker_embeds = th.export(f"{th.prefix}.{th.embed_name}")  # [max_len, thinker D]
+        # Transformers' hidden_states[accept_hidden_layer]: index 0 is the input, i the output of layer i - 1,
+        # the last the final norm (generate ties it to last_hidden_state). The talker reads it at placeholders.
+        accept, layers = self.cfg.accept_hidden_layer, th.cfg.num_hidden_layers
+        if not 1 <= accept <= layers:
+            raise ConfigError(f"{source}: talker_config.accept_hidden_layer must be in [1, {layers}], got {accept}")
+        self.thinker_hidden = th.export(f"{th.prefix}.norm" if accept == layers else f"{th.prefix}.layers.{accept - 1}")
+        self._ckpt, self._max_len, self._progress, self._hearing = ckpt, max_len, progress, None
         self.talker_hidden = tk.export(f"{tk.prefix}.norm")               # [max_len, D]: code predictor's input
         # The talker's text rows: the prompt's user and assistant rows, the trailing answer, tts eos / pad / bos.
         self.text_table = rt.empty((max_len + 3, d), label="speech.text_table")
@@ -193,44 +203,69 @@ class Speech:
     def speakers(self) -> list[str]:
         return sorted(self.cfg.speakers)
 
+    @property
+    def hearing(self):
+        """The audio encoder beside this thinker (models/audio_in.py), loaded at the first audio prompt."""
+        if self._hearing is None:
+            from .audio_encoder import AudioEncoder
+            from .audio_in import ThinkerWithAudio
+
+            ckpt = self._ckpt
+            encoder = AudioEncoder(AudioEncoder.config_from(ckpt.config, str(ckpt.path)), ckpt, self._max_len,
+                                   self._progress)
+            self._hearing = ThinkerWithAudio(encoder, self.thinker, self.cfg.audio)
+        return self._hearing
+
     # -- the talker's prompt ------------------------------------------------------------------------
     def talker_prompt(self, ids: np.ndarray, answer: int, speaker: int) -> tuple[Tensor, int, int]:
         """Build the talker's prompt embeddings [P, D] on the GPU from the thinker's exported embeddings of
         the prompt `ids` and `answer` generated tokens (all but the last were fed back, so they have
         embeddings); fill text_table. Returns (prompt, trailing start row, trailing rows)."""
         cfg = self.cfg
-        if any(t in cfg.multimodal for t in ids.tolist()):
-            raise ModelInputError("audio, image or video placeholders in a spoken prompt need the encoders' "
-                                  "hidden states, which this path does not take yet; give a text prompt")
         user, a = talker_rows(ids, cfg)
         fed = len(ids) + answer - 1  # thinker rows with an embedding
         if fed - a < 4:
             raise ModelInputError(f"the thinker's answer has {answer} token(s): the talker needs at least one "
                                   "answer token before the end of the turn (nothing to speak)")
+        # A user row at a placeholder takes the thinker's hidden state through hidden_projection, every other
+        # row its embedding through text_projection (generate's _get_talker_user_parts).
+        placeholder = np.isin(ids[user], cfg.multimodal)
+        heard, said = user[placeholder], user[~placeholder]
         assistant = np.arange(a, fed)
-        # text_table rows: user turns, the assistant's first 4, the trailing answer, then eos, pad, bos.
-        thinker_rows = np.concatenate([user, assistant, [-1, -1, -1]]).astype(np.int32)
+        # text_table rows: the user turns' text, the assistant's first 4, the trailing answer, then eos, pad, bos.
+        thinker_rows = np.concatenate([said, assistant, [-1, -1, -1]]).astype(np.int32)
         special = np.full(len(thinker_rows), -1, np.int32)
         special[-3:] = (cfg.tts_eos, cfg.tts_pad, cfg.tts_bos)
-        u, r = len(user), len(thinker_rows)
+        u, r = len(said), len(thinker_rows)
         trail_start, trailing = u + 4, len(assistant) - 4 + 1  # the answer after its first token, and tts eos
         pad_row, bos_row = r - 2, r - 1
         rt = runtime()
-        th, tk = self.thinker, self.talker
+        th, tk, d = self.thinker, self.talker, self.talker.cfg.hidden_size
         x = rt.empty((r, th.cfg.hidden_size), label="speech.text_in")
         special_x = rt.empty((r, th.cfg.hidden_size), label="speech.special_in")
+        heard_table = rt.empty((max(len(heard), 1), d), label="speech.heard_rows")
         with rt.step():
             gather_rows(rt.upload(thinker_rows), self.thinker_embeds, rt.upload(special), th.embed_tokens, x, special_x)
             tk.text_projection(x, out=self.text_table.rows(0, r))
+            if len(heard):
+                hidden = embedding.embedding(rt.upload(heard.astype(np.int32)), self.thinker_hidden)
+                tk.hidden_projection(hidden, out=heard_table)
         c = self.cfg
-        select = np.concatenate([np.arange(u + 3), [pad_row] * 4, [bos_row], [u + 3]]).astype(np.int32)
-        codec = np.concatenate([np.full(u + 3, -1), [c.codec_nothink, c.codec_think_bos, c.codec_think_eos, speaker,
-                                                     c.codec_pad, c.codec_bos]]).astype(np.int32)
-        p = len(select)
-        prompt = rt.empty((p, tk.cfg.hidden_size), label="speech.talker_prompt")
-        codec_rows = rt.empty((p, tk.cfg.hidden_size), label="speech.codec_rows")
+        # The prompt's rows: user rows from the text table or the heard rows (-1: the other), then the assistant's.
+        user_text = np.full(len(user), -1)
+        user_text[~placeholder] = np.arange(u)
+        user_heard = np.full(len(user), -1)
+        user_heard[placeholder] = np.arange(len(heard))
+        text = np.concatenate([user_text, u + np.arange(3), [pad_row] * 4, [bos_row], [u + 3]]).astype(np.int32)
+        heard_select = np.concatenate([user_heard, np.full(9, -1)]).astype(np.int32)
+        codec = np.concatenate([np.full(len(user) + 3, -1), [c.codec_nothink, c.codec_think_bos, c.codec_think_eos,
+                                                             speaker, c.codec_pad, c.codec_bos]]).astype(np.int32)
+        p = len(text)
+        prompt = rt.empty((p, d), label="speech.talker_prompt")
+        scratch = rt.empty((p, d), label="speech.prompt_scratch")
         with rt.step():
-            gather_rows(rt.upload(select), self.text_table, rt.upload(codec), tk.embed_tokens, prompt, codec_rows)
+            gather_rows(rt.upload(text), self.text_table, rt.upload(heard_select), heard_table, prompt, scratch)
+            elementwise.add(prompt, embedding.embedding(rt.upload(codec), tk.embed_tokens, out=scratch), out=prompt)
         return prompt, trail_start, trailing
 
     def first_frame_input(self, prompt_rows: int, code0: int) -> Tensor:
@@ -281,15 +316,24 @@ class Speech:
 
     # -- speaking -------------------------------------------------------------------------------------
     def frames(self, prompt_ids, speaker: str = "Ethan", max_new_tokens: int = 64, max_frames: int = 512,
-               greedy: bool = True, seed: int = 0, thinker_sampler: Sampler | None = None) -> Iterator[np.ndarray]:
+               greedy: bool = True, seed: int = 0, thinker_sampler: Sampler | None = None,
+               features=None) -> Iterator[np.ndarray]:
         """The codec frames ([16] codes each) of the spoken answer to `prompt_ids` (a chat prompt ending in
-        the assistant's turn), yielded as each is made: the thinker answers (greedy unless
-        `thinker_sampler`; the answer is then in `self.answer`), the talker and code predictor speak it,
-        greedy or sampled as Transformers' defaults are (seeded), until the codec EOS or `max_frames`."""
+        the assistant's turn; with `features`, the mel features of the audios its placeholders stand for),
+        yielded as each is made: the thinker answers (greedy unless `thinker_sampler`; the answer is then in
+        `self.answer`), the talker and code predictor speak it, greedy or sampled as Transformers' defaults
+        are (seeded), until the codec EOS or `max_frames`."""
         cfg = self.cfg
         speaker_id = cfg.speaker_id(speaker)
         ids = self.thinker.check_ids(prompt_ids)
-        self.answer = self.thinker.generate(ids, max_new_tokens, sampler=thinker_sampler)
+        if features:
+            embeds, _ = self.hearing.embeds(ids, features)
+        elif np.isin(ids, cfg.multimodal).any():
+            raise ModelInputError("the prompt has audio, image or video placeholders but no features were given "
+                                  "(--audio FILE)")
+        else:
+            embeds = None
+        self.answer = self.thinker.generate(ids, max_new_tokens, sampler=thinker_sampler, embeds=embeds)
         prompt, trail_start, trailing = self.talker_prompt(ids.astype(np.int64), len(self.answer), speaker_id)
         p = self.prompt_rows = prompt.shape[0]
         if p + max_frames > self.talker.max_len:
@@ -340,11 +384,13 @@ class Speech:
                 step.values()
 
     def speak(self, prompt_ids, speaker: str = "Ethan", max_new_tokens: int = 64, max_frames: int = 512,
-              greedy: bool = True, seed: int = 0, thinker_sampler: Sampler | None = None) -> SpeechResult:
+              greedy: bool = True, seed: int = 0, thinker_sampler: Sampler | None = None,
+              features=None) -> SpeechResult:
         """All of `frames` at once, timed to the first frame."""
         start = time.perf_counter()
         frames, first = [], 0.0
-        for frame in self.frames(prompt_ids, speaker, max_new_tokens, max_frames, greedy, seed, thinker_sampler):
+        for frame in self.frames(prompt_ids, speaker, max_new_tokens, max_frames, greedy, seed, thinker_sampler,
+                                 features):
             first = first or time.perf_counter() - start
             frames.append(frame)
         return SpeechResult(self.answer, np.array(frames, np.int64).reshape(-1, self.code_predictor.groups),
@@ -358,10 +404,13 @@ class Speech:
 # -- the HF side -------------------------------------------------------------------------------------
 
 def hf_speak(model, prompt_ids, speaker: str = "Ethan", max_new_tokens: int = 64, max_frames: int = 512,
-             greedy: bool = True) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """Transformers' generate(return_audio=True): (answer ids, codes [frames, 16], waveform [samples]).
-    The codes are what generate hands code2wav (caught at its chunked_decode)."""
+             greedy: bool = True, features=None) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Transformers' generate(return_audio=True): (answer ids, codes [frames, 16], waveform [samples]),
+    with the audios' `features` as the processor hands them when given. The codes are what generate hands
+    code2wav (caught at its chunked_decode)."""
     import torch
+
+    from .audio_in import hf_inputs
 
     caught = {}
     code2wav = model.code2wav
@@ -373,10 +422,11 @@ def hf_speak(model, prompt_ids, speaker: str = "Ethan", max_new_tokens: int = 64
 
     code2wav.chunked_decode = catch
     ids = torch.as_tensor(np.asarray(prompt_ids, np.int64))[None]
+    inputs = hf_inputs(prompt_ids, features) if features else {"input_ids": ids}
     try:
         with torch.no_grad():
             sequences, wav = model.generate(
-                ids, speaker=speaker, thinker_max_new_tokens=max_new_tokens,
+                **inputs, speaker=speaker, thinker_max_new_tokens=max_new_tokens,
                 thinker_eos_token_id=model.config.im_end_token_id, thinker_do_sample=not greedy,
                 talker_max_new_tokens=max_frames + 1, talker_do_sample=not greedy)
     finally:
