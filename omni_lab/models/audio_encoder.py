@@ -342,6 +342,10 @@ class AudioEncoder(Component):
         return audio_encoder_activations(cfg, layout(cfg, np.atleast_1d(t)))
 
     @classmethod
+    def input_specs(cls, cfg: AudioEncoderConfig, features) -> list[Activation]:
+        return cls.activation_specs(cfg, [a.shape[1] for a in as_features(cfg, features)])
+
+    @classmethod
     def input_length(cls, cfg: AudioEncoderConfig, features) -> int:
         """Encoder frames (what max_len bounds)."""
         return layout(cfg, [a.shape[1] for a in as_features(cfg, features)]).t

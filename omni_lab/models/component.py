@@ -93,6 +93,11 @@ class Component:
     def activations(self, t: int) -> list[Activation]:
         raise NotImplementedError
 
+    @classmethod
+    def input_specs(cls, cfg, x) -> list[Activation]:
+        """The activations of one forward over the input x (ids [T], codes [Q, T]: its last axis is t)."""
+        return cls.activation_specs(cfg, np.shape(x)[-1])
+
     def scratch_shapes(self, t: int, rows: int) -> dict[str, tuple[tuple[int, ...], str]]:
         raise NotImplementedError
 
