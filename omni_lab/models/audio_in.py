@@ -273,7 +273,10 @@ def hf_activations(model, activation_names, ids, features) -> dict[str, np.ndarr
     finally:
         for h in handles:
             h.remove()
-    return {**got, **acts}
+    # In the order asked (ThinkerWithAudio.activations: execution order), not hooks' then capture's: the merged
+    # embeddings come after the whole encoder, and a stored reference's order is what first divergence reads.
+    merged = {**got, **acts}
+    return {n: merged[n] for n in names}
 
 
 def hf_generate(model, ids, features, max_new_tokens: int):
