@@ -219,13 +219,14 @@ class ThinkerWithAudio:
                                   rt.empty((t, d), label="audio_in.inputs_embeds"))
         return self._merge_ids[t]
 
-    def forward(self, ids, features, taps=()) -> dict[str, np.ndarray]:
-        """Encoder and thinker activations of one prefill (names of `activations`), plus 'logits'."""
+    def forward(self, ids, features, taps=(), all_logits: bool = True) -> dict[str, np.ndarray]:
+        """Encoder and thinker activations of one prefill (names of `activations`), plus 'logits' ([T, V], or
+        the last token's [1, V] with all_logits=False)."""
         encoder_names = {a.name for a in self.encoder.activations([1])}
         mine = [n for n in taps if n in encoder_names]
         thinker_taps = [f"{LIVE}.embed_tokens" if n == INPUTS_EMBEDS else n for n in taps if n not in encoder_names]
         embeds, got = self.embeds(ids, features, mine)
-        out = self.thinker.forward(embeds=embeds, start=0, taps=thinker_taps)
+        out = self.thinker.forward(embeds=embeds, start=0, taps=thinker_taps, all_logits=all_logits)
         if f"{LIVE}.embed_tokens" in out:  # with embeddings as input, the decoder's first tap is that input
             out[INPUTS_EMBEDS] = out.pop(f"{LIVE}.embed_tokens")
         return {**got, **out}
