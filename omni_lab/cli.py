@@ -89,8 +89,10 @@ def _audio(args, max_tokens: int = 2048):
 
 
 def _inputs(args):
-    """(the component's input, the component): codes and code2wav with --codes, one audio's features and the
-    audio encoder with --audio, a spoken prompt for the talker and code predictor, else prompt ids."""
+    """(the component's inputs, the component): codes and code2wav with --codes; a spoken prompt (ids, speaker,
+    limits) for the talker, the code predictor and the speech pipeline; with --audio the thinker's chat prompt
+    of the audios and --prompt's text with their features (the encoder and the thinker in one comparison), or
+    with --component audio_encoder the features alone; else prompt ids."""
     if getattr(args, "codes", None) is not None:
         return _codes(args.codes), args.component or "code2wav"
     if args.component and _spoken(args):
@@ -102,10 +104,15 @@ def _inputs(args):
                   "max_frames": args.max_frames}
         return model_inputs(args.model, spoken, args.component), args.component
     if getattr(args, "audio", None):
-        if (args.component or "audio_encoder") != "audio_encoder" or len(args.audio) != 1:
-            raise ValueError("extract and compare take --audio with the audio encoder (--component audio_encoder) "
-                             "and one file; the thinker with audio is compared by tests/test_audio_encoder.py")
-        return _audio(args)[0], "audio_encoder"
+        feats = _audio(args)
+        if args.component == "audio_encoder":
+            return {"input_features": feats}, "audio_encoder"
+        if args.prompt_ids is not None:
+            raise ValueError("--audio builds its prompt with the chat template: give --prompt TEXT, not --prompt-ids")
+        from .models.audio_in import audio_prompt_ids
+
+        ids = audio_prompt_ids(args.model, [f.shape[1] for f in feats], args.prompt)
+        return {"input_ids": ids, "input_features": feats}, args.component or "thinker"
     return _prompt(args), args.component
 
 
@@ -115,7 +122,7 @@ def _spoken(args) -> bool:
     from .workbench import model_config
 
     entry = registry.entry_for(model_config(args.model), args.component, args.model)
-    return entry.component_class().input_name == "spoken_prompt"
+    return entry.inputs == registry.SPOKEN_PROMPT
 
 
 def cmd_tiny(args) -> int:
@@ -419,8 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--prompt-ids", help="token ids, e.g. 1,2,3")
         p.add_argument("--audio", action="append", metavar="FILE",
                        help="an audio file (wav, flac, ogg; any rate, mixed to mono, resampled to 16 kHz); repeat "
-                            "for several. generate: audio parts of the chat prompt, before --prompt's text; extract "
-                            "and compare: the audio encoder's input")
+                            "for several: audio parts of the chat prompt, before --prompt's text (extract and compare "
+                            "span the audio encoder and the thinker; --component audio_encoder: the encoder alone)")
         if codes:
             g.add_argument("--codes", help="CODES.npy: codec codes, int [16, frames] or [frames, 16] (code2wav)")
             p.add_argument("--component", help="the part of Qwen3-Omni to run: thinker (default for a prompt), "

@@ -324,19 +324,20 @@ def ensure_tiny_omni(path: str | Path, preset: str = "tiny", seed: int = 0) -> P
     return build_tiny_omni(path, seed=seed, preset=preset)
 
 
-def reference_for(path: str | Path, ids: np.ndarray, dtype: str = "float32", root: str | Path | None = None,
-                  say: Callable[[str], None] = print):
-    """The stored reference of this model, inputs and dtype, loaded and verified; captured when absent.
+def reference_for(path: str | Path, inputs, dtype: str = "float32", root: str | Path | None = None,
+                  say: Callable[[str], None] = print, component: str | None = None):
+    """The stored reference of this model, inputs (token ids, or {name: value} as workbench.model_inputs takes
+    them) and dtype, loaded and verified; captured when absent.
 
     A stored reference under the same name that is for another model or other inputs is replaced by a fresh
     capture (and says so).
     """
     from .reference import DEFAULT_ROOT, ReferenceMismatch, load_reference
-    from .workbench import capture_reference, reference_name
+    from .workbench import capture_reference, model_inputs, reference_name
 
     root = Path(root) if root is not None else DEFAULT_ROOT
-    inputs = {"input_ids": np.asarray(ids, np.int64)}
-    name = reference_name(path, inputs, dtype)
+    inputs = model_inputs(path, inputs, component)
+    name = reference_name(path, inputs, dtype, component)
     if (root / name / "manifest.json").is_file():
         try:
             ref = load_reference(root / name, expect_model=path, expect_inputs=inputs, expect_dtype=dtype)
@@ -345,7 +346,7 @@ def reference_for(path: str | Path, ids: np.ndarray, dtype: str = "float32", roo
         except ReferenceMismatch as e:
             say(f"{e}\ncapturing a new one")
     t0 = time.perf_counter()
-    ref = capture_reference(path, ids, dtype, name=name, root=root)
+    ref = capture_reference(path, inputs, dtype, name=name, root=root, component=component)
     say(f"captured {len(ref.names)} activations into {ref.path} ({time.perf_counter() - t0:.1f} s)")
     return ref
 

@@ -18,11 +18,13 @@ def model_type(path: str | Path) -> str:
     return open_checkpoint(path).config.get("model_type", "")
 
 
-def load_ours(path: str | Path, max_len: int = 2048, progress: bool = True, component: str | None = None):
-    """Our implementation of the checkpoint at `path` (directory or .gguf), chosen by the model registry."""
+def load_ours(path: str | Path, max_len: int = 2048, progress: bool = True, component: str | None = None,
+              inputs=None):
+    """Our implementation of the checkpoint at `path` (directory or .gguf), chosen by the model registry (the
+    component's entry for `inputs`, their names, when given)."""
     from .models import registry
 
-    return registry.load(path, component, max_len, progress)
+    return registry.load(path, component, max_len, progress, inputs)
 
 
 def activation_specs(path: str | Path, t: int = 1, component: str | None = None):
@@ -96,48 +98,59 @@ def prompt_ids(path: str | Path, prompt: str | None = None, ids: str | list[int]
     return np.asarray(tok(prompt)["input_ids"], dtype=np.int64)
 
 
-def extract(path: str | Path, inputs: np.ndarray, backend: str, dtype: str = "float32",
+def extract(path: str | Path, inputs, backend: str, dtype: str = "float32",
             names: list[str] | None = None, component: str | None = None) -> dict[str, np.ndarray]:
     """The named activations (float32, shaped as their specs say) of one forward of a component over its
-    input: token ids for a decoder, codec codes [16, frames] for code2wav."""
+    inputs (model_inputs: token ids for a decoder, codec codes [16, frames] for code2wav, mel features per
+    audio for the audio encoder, token ids and mel features for the thinker with audio)."""
     from .models import registry
 
-    names = names or activation_names(path, component)
+    inputs = model_inputs(path, inputs, component)
+    entry = registry.entry_for(model_config(path), component, str(path), inputs)
+    names = names or [a.name for a in registry.input_specs(path, inputs, component)]
     if backend == "hf":
         if Path(path).suffix == ".gguf":
             raise ValueError(f"{path}: Transformers cannot run our GGUF files; capture from the source checkpoint")
-        model = load_hf_model(path, dtype)
-        return registry.entry_for(model_config(path), component, str(path)).hf_activations(model, names, inputs)
+        return entry.hf_activations(load_hf_model(path, dtype), names, inputs)
     if backend == "wgpu":
         length = registry.input_length(path, inputs, component)
-        return load_ours(path, max_len=max(length, 16), progress=False, component=component).tap(inputs, names)
+        model = load_ours(path, max_len=max(length, 16), progress=False, component=component, inputs=inputs)
+        return model.tap(*entry.args(inputs), names)
     raise ValueError(f"backend must be 'hf' or 'wgpu', got {backend!r}")
 
 
-def model_inputs(path: str | Path, inputs, component: str | None = None) -> dict[str, np.ndarray]:
-    """The inputs as a reference's manifest records them: {"input_ids": ids} or {"codes": [Q, T]}; for the
-    talker, the code predictor and the whole speech pipeline a spoken prompt, {"input_ids", "speaker", "max_new_tokens", "max_frames"}."""
+def _checked_input(name: str, value, config: dict, source: str):
+    """One input in the type its component takes, checked as the component checks it (by the input's name;
+    a spoken prompt's speaker and limits here by type, by the speech parts for what they mean)."""
+    if name == "speaker":
+        return str(value)
+    if name in ("max_new_tokens", "max_frames"):
+        if isinstance(value, bool) or int(value) != value or int(value) < 1:
+            raise ValueError(f"{name} must be an integer of at least 1, got {value!r}")
+        return int(value)
+    if name == "codes":
+        from .models.code2wav import Code2Wav, as_codes
+
+        return as_codes(Code2Wav.config_from(config, source), value)
+    if name == "input_features":  # [M, L] per audio (one [M, L] array: one audio)
+        from .models.audio_encoder import AudioEncoder, as_features
+
+        return as_features(AudioEncoder.config_from(config, source), value)
+    return np.asarray(value, np.int64).reshape(-1)
+
+
+def model_inputs(path: str | Path, inputs, component: str | None = None) -> dict:
+    """The inputs as a reference's manifest records them (its key for them, with the model and dtype):
+    {name: value} in the order the component takes them, e.g. {"input_ids": ids}, {"codes": [Q, T]},
+    {"input_features": [[M, L] per audio]}, {"input_ids": ids, "input_features": [...]} for the thinker with
+    audio. `inputs` is such a dict, or the one input of the component's first entry."""
     from .models import registry
 
     config = model_config(path)
-    cls = registry.entry_for(config, component, str(path)).component_class()
-    if cls.input_name == "spoken_prompt":
-        return cls.as_inputs(cls.config_from(config, str(path)), inputs)
-    if cls.input_name == "codes":
-        from .models.code2wav import as_codes
-
-        return {"codes": as_codes(cls.config_from(config, str(path)), inputs)}
-    if cls.input_name == "input_features":  # one audio's mel features [M, L]
-        from .models.audio_encoder import as_features
-
-        (features,) = as_features(cls.config_from(config, str(path)), inputs)
-        return {"input_features": features}
-    return {"input_ids": np.asarray(inputs, np.int64).reshape(-1)}
-
-
-def component_input(recorded: dict):
-    """What a component runs on, from its recorded inputs: the one array, or (a spoken prompt) all of them."""
-    return next(iter(recorded.values())) if len(recorded) == 1 else recorded
+    if not isinstance(inputs, dict):
+        inputs = {registry.entry_for(config, component, str(path)).inputs[0]: inputs}
+    entry = registry.entry_for(config, component, str(path), inputs)
+    return {k: _checked_input(k, inputs[k], config, str(path)) for k in entry.inputs}
 
 
 def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -149,61 +162,60 @@ def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     return Path(path)
 
 
-def reference_name(path: str | Path, inputs: dict[str, np.ndarray], dtype: str, component: str | None = None) -> str:
+def reference_name(path: str | Path, inputs: dict, dtype: str, component: str | None = None) -> str:
+    """<model>-[<component>-]<dtype>-<digest of every input>: ids and codes by their int64 bytes, features by
+    their float32 bytes, in order (a single input's digest is that of its bytes alone)."""
     import hashlib
 
     h = hashlib.sha256()
     for value in inputs.values():  # ids and codes as int64, features as float32; a speaker or a limit as text
-        array = np.asarray(value)
-        h.update(str(value).encode() if array.dtype.kind not in "iuf" or array.ndim == 0 else
-                 array.astype(np.int64 if array.dtype.kind in "iu" else np.float32).tobytes())
-    digest = h.hexdigest()[:10]
-    return f"{Path(path).name}-{component + '-' if component else ''}{dtype}-{digest}"
+        for array in (value if isinstance(value, list) else [value]):
+            a = np.asarray(array)
+            h.update(str(array).encode() if a.dtype.kind not in "iuf" or a.ndim == 0 else
+                     a.astype(np.int64 if a.dtype.kind in "iu" else np.float32).tobytes())
+    return f"{Path(path).name}-{component + '-' if component else ''}{dtype}-{h.hexdigest()[:10]}"
 
 
-def capture_reference(path: str | Path, inputs: np.ndarray, dtype: str = "float32", name: str | None = None,
+def capture_reference(path: str | Path, inputs, dtype: str = "float32", name: str | None = None,
                       root: str | Path | None = None, component: str | None = None):
-    """Run Transformers on a component's input, store its activations under reference_data/<name>/, return
-    the Reference."""
-    from .models import registry
+    """Run Transformers on a component's inputs (model_inputs), store its activations under
+    reference_data/<name>/, keyed by every input, and return the Reference."""
+    from .models.registry import input_specs
 
     recorded = model_inputs(path, inputs, component)
-    array = component_input(recorded)
-    acts = extract(path, array, "hf", dtype, component=component)
+    acts = extract(path, recorded, "hf", dtype, component=component)
     kw = {"root": root} if root is not None else {}
-    specs = [a for a in activation_specs(path, registry.spec_length(path, array, component), component) if a.name in acts]
+    specs = [a for a in input_specs(path, recorded, component) if a.name in acts]
     where = save_reference(name or reference_name(path, recorded, dtype, component), acts, model_path=path,
                            inputs=recorded, dtype=dtype, specs=specs, **kw)
     return load_reference(where)
 
 
-def compare_model(path: str | Path, inputs: np.ndarray, out_dir: str | Path, reference: str | Path | None = None,
+def compare_model(path: str | Path, inputs, out_dir: str | Path, reference: str | Path | None = None,
                   dtype: str = "float32", bounds: Bounds | None = None, root: str | Path | None = None,
                   ours: dict[str, np.ndarray] | None = None, component: str | None = None):
-    """Capture (or load and verify) the HF reference of a component over its input, run ours, compare,
-    and write the report.
+    """Capture (or load and verify) the HF reference of a component over its inputs (model_inputs), run
+    ours, compare, and write the report.
 
     A stored reference made from another model or other inputs is refused (ReferenceMismatch)."""
-    from .models import registry
+    from .models.registry import input_specs
     from .report import write_report
 
     kw = {"root": root} if root is not None else {}
     recorded = model_inputs(path, inputs, component)
-    array = component_input(recorded)
     t0 = time.perf_counter()
     if reference is None:
-        ref = capture_reference(path, array, dtype, component=component, **kw)
+        ref = capture_reference(path, recorded, dtype, component=component, **kw)
     else:
         expect_model = None if Path(path).suffix == ".gguf" else path
         ref = load_reference(reference, expect_model=expect_model, expect_inputs=recorded, **kw)
     t1 = time.perf_counter()
     if ours is None:
-        ours = extract(path, array, "wgpu", names=ref.names, component=component)
+        ours = extract(path, recorded, "wgpu", names=ref.names, component=component)
     t2 = time.perf_counter()
     # Our model's types, not only the reference's: a reference stored before activations were typed
     # would otherwise compare the router's expert ids as floats.
-    comparison = compare_sets(ours, ref, bounds, specs=activation_specs(path, registry.spec_length(path, array, component),
-                                                                        component))
+    comparison = compare_sets(ours, ref, bounds, specs=input_specs(path, recorded, component))
     t3 = time.perf_counter()
     timing = {"reference_s": t1 - t0, "ours_s": t2 - t1, "compare_s": t3 - t2}
     index = write_report(comparison, out_dir, extra={"timing": timing, "model": str(path)})

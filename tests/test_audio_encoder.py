@@ -172,3 +172,20 @@ def test_q8_0_encoder_from_the_quantizer(tmp_path, checkpoint, clips):
     a = AudioEncoder.load(gguf).forward(feats)[enc.OUTPUT].astype(np.float64)
     b = enc.hf_activations(hf, [enc.OUTPUT], feats)[enc.OUTPUT].astype(np.float64)
     assert float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b))) > 0.999
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("encoder_layers", 0, r"encoder_layers.*must be in \[1, 1024\], got 0"),
+    ("d_model", "16", r"d_model.*must be an integer, got str"),
+    ("num_mel_bins", True, r"num_mel_bins.*must be an integer, got bool"),
+    ("encoder_ffn_dim", 1 << 40, r"encoder_ffn_dim.*must be in"),
+    ("n_window_infer", 150, r"n_window_infer.*multiple of 2 n_window \(100\)"),
+    ("max_source_positions", None, r"missing field thinker_config\.audio_config\.max_source_positions"),
+], ids=lambda v: str(v)[:20])
+def test_audio_config_fields_are_range_checked(field, value, message):
+    from omni_lab.errors import ConfigError
+    from omni_lab.models.tiny_omni import AUDIO_PRESETS
+
+    audio = dict(AUDIO_PRESETS["tiny"], output_dim=64, **{field: value})
+    with pytest.raises(ConfigError, match=message):
+        enc.AudioEncoderConfig.from_dict({"model_type": "qwen3_omni_moe", "thinker_config": {"audio_config": audio}})

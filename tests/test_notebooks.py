@@ -121,3 +121,10 @@ def test_notebook_runs(path, workspace):
         assert sum("<audio" in h for h in html) >= 5, "05: not five players (Transformers and ours, then with Q8_0)"
         assert "image/png" in mimes, "05: no figure"
         assert (workspace["tmp"] / "runs" / "quant-speech" / "index.html").is_file(), "05: no speech quant report"
+    if path.stem.startswith("06"):
+        html = [o["data"]["text/html"] for o in outputs(nb) if "text/html" in o.get("data", {})]
+        assert any("<audio" in h for h in html), "06: no player"
+        assert "image/png" in mimes and WIDGET_MIME in mimes, "06: no figure or no explorer"
+        assert (workspace["tmp"] / "runs" / "compare-audio" / "index.html").is_file(), "06: no report"
+        text = "".join(o.get("text", "") for o in outputs(nb))
+        assert "all within bounds" in text and "audio_tower.layers.1.fc1" in text, "06: no clean pass or no planted bug"

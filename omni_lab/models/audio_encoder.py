@@ -41,7 +41,7 @@ from ..gpu import Tensor, runtime
 from ..ops import attention as attn_ops
 from ..ops import conv, elementwise, embedding, norm
 from .component import Buffers, Component, ModelInputError, StepContext
-from .config import ConfigError, sub_dict
+from .config import ConfigError, Fields, sub_dict
 from .layers import linear
 from .loaders import Keys, progress_bar, upload_f32, upload_unquantized, upload_weight
 
@@ -53,6 +53,11 @@ KERNEL, STRIDE, PAD = 3, 2, 1  # every stem conv, fixed by the module
 LN_EPS = 1e-5                  # nn.LayerNorm's default, which the module keeps
 FRAMES_PER_CHUNK_OUT = 13      # transformers' _get_feat_extract_output_lengths counts 13 per 100-frame chunk
 MAX_TIMESCALE = 10000
+# The largest value each config field is read with (Fields.int): far past any released model, small enough
+# that a corrupt config is refused before anything is allocated from it.
+AUDIO_LIMITS = dict(num_mel_bins=1024, encoder_layers=1024, encoder_attention_heads=1024, encoder_ffn_dim=1 << 18,
+                    d_model=1 << 16, output_dim=1 << 16, downsample_hidden_size=1 << 14, n_window=1 << 12,
+                    n_window_infer=1 << 16, max_source_positions=1 << 20)
 
 
 @dataclass(frozen=True)
@@ -75,10 +80,8 @@ class AudioEncoderConfig:
             raise ConfigError(f"{source}: model_type '{d.get('model_type')}' is not Qwen3-Omni ('qwen3_omni_moe')")
         a = sub_dict(d, "thinker_config.audio_config", source)
         where = "thinker_config.audio_config."
-        try:
-            cfg = cls(**{f: a[f] for f in cls.__dataclass_fields__})
-        except KeyError as e:
-            raise ConfigError(f"{source}: missing field {where}{e.args[0]}") from None
+        f = Fields(a, source, where)
+        cfg = cls(**{k: f.int(k, hi=hi) for k, hi in AUDIO_LIMITS.items()})
         if a.get("activation_function", "gelu") != "gelu":
             raise ConfigError(f"{source}: {where}activation_function '{a['activation_function']}' is not supported "
                               "(only gelu)")
@@ -89,6 +92,12 @@ class AudioEncoderConfig:
                               f"got {cfg.n_window}")
         if cfg.d_model % cfg.encoder_attention_heads or (cfg.d_model // cfg.encoder_attention_heads) % 4:
             raise ConfigError(f"{source}: {where}d_model / encoder_attention_heads must be a multiple of 4")
+        if cfg.n_window_infer % cfg.chunk:
+            # get_audio_cu_seqlens windows n_window_infer // (2 n_window) chunks: a remainder would be dropped
+            raise f.error("n_window_infer", f"must be a multiple of 2 n_window ({cfg.chunk}), got {cfg.n_window_infer}")
+        if cfg.d_model % 2 or cfg.d_model < 4:
+            # the sinusoids are sin and cos halves of log-spaced timescales over d_model / 2 - 1 steps
+            raise f.error("d_model", f"must be even and at least 4 (the position table's halves), got {cfg.d_model}")
         return cfg
 
     @property
@@ -342,6 +351,10 @@ class AudioEncoder(Component):
         return audio_encoder_activations(cfg, layout(cfg, np.atleast_1d(t)))
 
     @classmethod
+    def input_specs(cls, cfg: AudioEncoderConfig, features) -> list[Activation]:
+        return cls.activation_specs(cfg, [a.shape[1] for a in as_features(cfg, features)])
+
+    @classmethod
     def input_length(cls, cfg: AudioEncoderConfig, features) -> int:
         """Encoder frames (what max_len bounds)."""
         return layout(cfg, [a.shape[1] for a in as_features(cfg, features)]).t
@@ -350,7 +363,7 @@ class AudioEncoder(Component):
         self.cfg = cfg
         self.max_len = max_len
         keys = Keys(PREFIX + ".", names.layout_of(ckpt.names))
-        d, c, m = cfg.d_model, cfg.downsample_hidden_size, cfg.num_mel_bins
+        d, c = cfg.d_model, cfg.downsample_hidden_size
         bar = progress_bar(ckpt, cfg.encoder_layers + 2, progress, " (audio encoder)")
 
         def lin(name, n, k, bias=True):

@@ -25,6 +25,7 @@ The thinker's first activation with audio is its input embeddings after the merg
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,9 @@ from ..errors import InputError
 from ..gpu import Tensor, runtime
 from ..ops import elementwise, embedding
 from . import audio_encoder as enc
-from .audio_encoder import AudioEncoder
+from .audio_encoder import AudioEncoder, AudioEncoderConfig
 from .component import ModelInputError
+from .config import DecoderConfig, Fields, sub_dict
 from .thinker import LIVE, Qwen3OmniThinkerText
 
 SAMPLE_RATE = 16000
@@ -123,31 +125,59 @@ def audio_prompt_ids(model_dir: str | Path, n_frames: list[int], text: str | Non
     return np.concatenate(pieces + [ids[last:]])
 
 
+@dataclass(frozen=True)
+class AudioThinkerConfig:
+    encoder: AudioEncoderConfig
+    thinker: DecoderConfig
+    audio_token_id: int  # thinker_config.audio_token_id: the placeholder the encoder's rows replace
+
+
 class ThinkerWithAudio:
     """The audio encoder and the thinker of one checkpoint: prompts whose audio placeholders (the config's
-    `audio_token_id`, one per encoder frame, the audios in order) take the encoder's output."""
+    `audio_token_id`, one per encoder frame, the audios in order) take the encoder's output. The thinker
+    component of the registry for inputs (input_ids, input_features). `max_len` bounds both the prompt
+    (the thinker's cache) and the encoder frames."""
 
-    def __init__(self, encoder: AudioEncoder, thinker: Qwen3OmniThinkerText, audio_token_id: int):
-        self.encoder, self.thinker, self.audio_token_id = encoder, thinker, audio_token_id
+    def __init__(self, cfg: AudioThinkerConfig, ckpt, max_len: int = 2048, progress: bool = False):
+        self.cfg = cfg
+        self.encoder = AudioEncoder(cfg.encoder, ckpt, max_len, progress)
+        self.thinker = Qwen3OmniThinkerText(cfg.thinker, ckpt, max_len, progress)
+        self.audio_token_id = cfg.audio_token_id
         self._merge_ids: dict[int, tuple[Tensor, ...]] = {}
+
+    @classmethod
+    def config_from(cls, d: dict, source: str = "config.json") -> AudioThinkerConfig:
+        token = Fields(sub_dict(d, "thinker_config", source), source, "thinker_config.").int("audio_token_id", lo=0)
+        return AudioThinkerConfig(AudioEncoder.config_from(d, source), Qwen3OmniThinkerText.config_from(d, source), token)
 
     @classmethod
     def load(cls, path, max_len: int = 2048, progress: bool = False) -> "ThinkerWithAudio":
         from .registry import open_checkpoint
 
         ckpt = open_checkpoint(path)
-        config = ckpt.config
-        encoder = AudioEncoder(AudioEncoder.config_from(config, str(path)), ckpt, max_len, progress)
-        thinker = Qwen3OmniThinkerText(Qwen3OmniThinkerText.config_from(config, str(path)), ckpt, max_len, progress)
-        return cls(encoder, thinker, int(config["thinker_config"]["audio_token_id"]))
+        return cls(cls.config_from(ckpt.config, str(path)), ckpt, max_len, progress)
+
+    @classmethod
+    def input_specs(cls, cfg: AudioThinkerConfig, ids, features) -> list:
+        """Encoder activations, then the thinker's with its merged input in place of embed_tokens."""
+        lengths = [np.shape(a)[1] for a in enc.as_features(cfg.encoder, features)]
+        thinker = Qwen3OmniThinkerText.activation_specs(cfg.thinker, len(ids))
+        first = thinker[0]
+        return (AudioEncoder.activation_specs(cfg.encoder, lengths)
+                + [type(first)(INPUTS_EMBEDS, first.shape, first.layout, first.kind)] + thinker[1:])
+
+    @classmethod
+    def input_length(cls, cfg: AudioThinkerConfig, ids, features) -> int:
+        """What max_len must hold: the prompt's tokens and the encoder's frames."""
+        return max(len(ids), AudioEncoder.input_length(cfg.encoder, features))
 
     def activations(self, ids, features) -> list:
-        """Encoder activations, then the thinker's with its merged input in place of embed_tokens."""
-        lengths = [np.shape(a)[1] for a in enc.as_features(self.encoder.cfg, features)]
-        thinker = self.thinker.activations(len(ids))
-        first = thinker[0]
-        return (self.encoder.activations(lengths)
-                + [type(first)(INPUTS_EMBEDS, first.shape, first.layout, first.kind)] + thinker[1:])
+        return self.input_specs(self.cfg, ids, features)
+
+    def tap(self, ids, features, names) -> dict[str, np.ndarray]:
+        """The named activations of one prefill over the prompt and its audios (what the workbench compares)."""
+        out = self.forward(ids, features, taps=names)
+        return {n: out[n] for n in names}
 
     def embeds(self, ids, features, taps=()) -> tuple[Tensor, dict[str, np.ndarray]]:
         """The thinker's input embeddings [T, D] on the GPU, and the tapped encoder activations."""
@@ -189,13 +219,14 @@ class ThinkerWithAudio:
                                   rt.empty((t, d), label="audio_in.inputs_embeds"))
         return self._merge_ids[t]
 
-    def forward(self, ids, features, taps=()) -> dict[str, np.ndarray]:
-        """Encoder and thinker activations of one prefill (names of `activations`), plus 'logits'."""
+    def forward(self, ids, features, taps=(), all_logits: bool = True) -> dict[str, np.ndarray]:
+        """Encoder and thinker activations of one prefill (names of `activations`), plus 'logits' ([T, V], or
+        the last token's [1, V] with all_logits=False)."""
         encoder_names = {a.name for a in self.encoder.activations([1])}
         mine = [n for n in taps if n in encoder_names]
         thinker_taps = [f"{LIVE}.embed_tokens" if n == INPUTS_EMBEDS else n for n in taps if n not in encoder_names]
         embeds, got = self.embeds(ids, features, mine)
-        out = self.thinker.forward(embeds=embeds, start=0, taps=thinker_taps)
+        out = self.thinker.forward(embeds=embeds, start=0, taps=thinker_taps, all_logits=all_logits)
         if f"{LIVE}.embed_tokens" in out:  # with embeddings as input, the decoder's first tap is that input
             out[INPUTS_EMBEDS] = out.pop(f"{LIVE}.embed_tokens")
         return {**got, **out}
@@ -243,7 +274,10 @@ def hf_activations(model, activation_names, ids, features) -> dict[str, np.ndarr
     finally:
         for h in handles:
             h.remove()
-    return {**got, **acts}
+    # In the order asked (ThinkerWithAudio.activations: execution order), not hooks' then capture's: the merged
+    # embeddings come after the whole encoder, and a stored reference's order is what first divergence reads.
+    merged = {**got, **acts}
+    return {n: merged[n] for n in names}
 
 
 def hf_generate(model, ids, features, max_new_tokens: int):

@@ -94,9 +94,9 @@ class Component:
         raise NotImplementedError
 
     @classmethod
-    def spec_length(cls, cfg, inputs):
-        """The t of `activations(t)` for an input: its last axis (ids [T], codes [Q, T], mel features [M, L])."""
-        return np.asarray(inputs).shape[-1]
+    def input_specs(cls, cfg, x) -> list[Activation]:
+        """The activations of one forward over the input x (ids [T], codes [Q, T]: its last axis is t)."""
+        return cls.activation_specs(cfg, np.shape(x)[-1])
 
     def scratch_shapes(self, t: int, rows: int) -> dict[str, tuple[tuple[int, ...], str]]:
         raise NotImplementedError

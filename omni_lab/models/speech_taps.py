@@ -39,8 +39,7 @@ from .speech import (
 from .talker import Talker, capture_by_name
 from .thinker import Qwen3OmniThinkerText
 
-# The parts of a spoken prompt, as the manifest records them.
-SPOKEN_PROMPT = ("input_ids", "speaker", "max_new_tokens", "max_frames")
+from .registry import SPOKEN_PROMPT  # the parts of a spoken prompt, as the manifest records them
 
 
 @dataclass(frozen=True)
@@ -54,11 +53,11 @@ class SpokenConfig:
 
 class SpokenPart:
     """A part of the speech pipeline (`part`, its class; `name`, its field of SpokenConfig) compared on a
-    spoken prompt: the registry's component protocol (config_from, activation_specs, input_length,
-    spec_length, the constructor, tap) over the whole Speech pipeline, which makes the part's input."""
+    spoken prompt: the registry's component protocol (config_from, activation_specs, input_specs,
+    input_length, the constructor, tap; each taking the prompt's SPOKEN_PROMPT parts in order) over the
+    whole Speech pipeline, which makes the part's input."""
     part: type
     name: str
-    input_name = "spoken_prompt"
 
     @classmethod
     def config_from(cls, d: dict, source: str = "config.json") -> SpokenConfig:
@@ -82,10 +81,14 @@ class SpokenPart:
         return {"input_ids": ids, "speaker": str(inputs["speaker"]), **limits}
 
     @classmethod
-    def input_length(cls, cfg: SpokenConfig, inputs: dict) -> int:
+    def input_length(cls, cfg: SpokenConfig, *prompt) -> int:
         """The cache speaking it needs (what max_len bounds)."""
-        x = cls.as_inputs(cfg, inputs)
+        x = cls.as_inputs(cfg, dict(zip(SPOKEN_PROMPT, prompt)))
         return cache_length(len(x["input_ids"]), x["max_new_tokens"], x["max_frames"])
+
+    @classmethod
+    def input_specs(cls, cfg: SpokenConfig, *prompt):
+        return cls.activation_specs(cfg, cls.spec_length(cfg, cls.as_inputs(cfg, dict(zip(SPOKEN_PROMPT, prompt)))))
 
     @classmethod
     def activation_specs(cls, cfg: SpokenConfig, t: int):
@@ -95,8 +98,9 @@ class SpokenPart:
         self.cfg = cfg
         self.speech = Speech(ckpt.path, max_len, progress)
 
-    def tap(self, inputs: dict, names) -> dict[str, np.ndarray]:
-        return spoken_taps(self.speech, self.as_inputs(self.cfg, inputs), names)
+    def tap(self, *prompt_and_names) -> dict[str, np.ndarray]:
+        *prompt, names = prompt_and_names
+        return spoken_taps(self.speech, self.as_inputs(self.cfg, dict(zip(SPOKEN_PROMPT, prompt))), names)
 
 
 class SpokenTalker(SpokenPart):
@@ -181,10 +185,11 @@ def spoken_taps(speech: Speech, x: dict, names) -> dict[str, np.ndarray]:
 
 # -- the HF side -------------------------------------------------------------------------------------
 
-def hf_activations(model, names, x: dict) -> dict[str, np.ndarray]:
+def hf_activations(model, names, *prompt) -> dict[str, np.ndarray]:
     """`names` (talker and code predictor activations) from Transformers' greedy generate(return_audio=True)
-    of the spoken prompt `x` (in the manifest's form, SpokenPart.as_inputs): the first call of each module,
-    its prefill; code2wav names on the first chunk of the codes generate spoke."""
+    of the spoken prompt (its SPOKEN_PROMPT parts in order, as the manifest holds them): the first call of
+    each module, its prefill; code2wav names on the first chunk of the codes generate spoke."""
+    x = dict(zip(SPOKEN_PROMPT, prompt))
     parts = split_names(names)
     spoken = {}
 

@@ -118,10 +118,14 @@ def describe_inputs(inputs: Mapping[str, Any]) -> dict:
     """Inputs in the JSON form stored in the manifest (and compared against it).
 
     Arrays and tensors lose a leading batch of 1 (like activations do); small integer arrays (token ids,
-    positions) become lists, anything else becomes {"sha256", "shape", "dtype"}.
+    positions) become lists, anything else becomes {"sha256", "shape", "dtype"}. A list of arrays (the
+    features of several audios, each of its own length) is described array by array.
     """
     out = {}
     for k, v in inputs.items():
+        if isinstance(v, (list, tuple)) and v and all(isinstance(x, np.ndarray) or hasattr(x, "detach") for x in v):
+            out[k] = [describe_inputs({k: x})[k] for x in v]
+            continue
         if hasattr(v, "detach"):  # torch tensor; bf16 has no numpy dtype
             v = v.detach().cpu()
             v = v.float().numpy() if v.is_floating_point() else v.numpy()
