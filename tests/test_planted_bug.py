@@ -140,5 +140,5 @@ def test_first_divergence_in_the_talker(spoken, rng, layer, weight, expected):
     # tests/test_speech_compare.py): a key projection moves this small random talker's attention only a little.
     comparison, index, _ = compare_model(path, x, out_dir, reference=spoken["ref"].path, component="talker",
                                          root=spoken["tmp"] / "reference_data", bounds=Bounds(cosine=0.99999),
-                                         ours=model.tap(x, spoken["ref"].names))
+                                         ours=model.tap(*x.values(), spoken["ref"].names))
     assert_first_divergence(comparison, out_dir, index, expected)

@@ -138,10 +138,12 @@ class ThinkerWithAudio:
     component of the registry for inputs (input_ids, input_features). `max_len` bounds both the prompt
     (the thinker's cache) and the encoder frames."""
 
-    def __init__(self, cfg: AudioThinkerConfig, ckpt, max_len: int = 2048, progress: bool = False):
+    def __init__(self, cfg: AudioThinkerConfig, ckpt, max_len: int = 2048, progress: bool = False,
+                 thinker: Qwen3OmniThinkerText | None = None):
+        """`thinker`: one already loaded from `ckpt` (the speech pipeline's, whose exports the talker reads)."""
         self.cfg = cfg
         self.encoder = AudioEncoder(cfg.encoder, ckpt, max_len, progress)
-        self.thinker = Qwen3OmniThinkerText(cfg.thinker, ckpt, max_len, progress)
+        self.thinker = thinker or Qwen3OmniThinkerText(cfg.thinker, ckpt, max_len, progress)
         self.audio_token_id = cfg.audio_token_id
         self._merge_ids: dict[int, tuple[Tensor, ...]] = {}
 

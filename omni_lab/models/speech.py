@@ -207,13 +207,11 @@ class Speech:
     def hearing(self):
         """The audio encoder beside this thinker (models/audio_in.py), loaded at the first audio prompt."""
         if self._hearing is None:
-            from .audio_encoder import AudioEncoder
             from .audio_in import ThinkerWithAudio
 
             ckpt = self._ckpt
-            encoder = AudioEncoder(AudioEncoder.config_from(ckpt.config, str(ckpt.path)), ckpt, self._max_len,
-                                   self._progress)
-            self._hearing = ThinkerWithAudio(encoder, self.thinker, self.cfg.audio)
+            self._hearing = ThinkerWithAudio(ThinkerWithAudio.config_from(ckpt.config, str(ckpt.path)), ckpt,
+                                             self._max_len, self._progress, thinker=self.thinker)
         return self._hearing
 
     # -- the talker's prompt ------------------------------------------------------------------------
