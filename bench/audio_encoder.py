@@ -180,7 +180,8 @@ def bench_prefill(args, audio: dict, tower_state: dict, seconds: float) -> dict:
                                                      "moe_intermediate_size", "vocab_size")}}
     if args.hf_device != "none":  # first, so its GPU memory is free again before ours loads
         model = hf_thinker(text, audio, specials, args.hf_device)
-        model.model.audio_tower.load_state_dict(tower_state)
+        # transformers 5.2x keeps the tower at thinker.model.audio_tower, 5.17 (the GPU machine's) at thinker.audio_tower
+        (getattr(model.model, "audio_tower", None) or model.audio_tower).load_state_dict(tower_state)
         mask = torch.ones(1, feats.shape[1], dtype=torch.long, device=args.hf_device)
         kw = dict(input_ids=torch.as_tensor(ids[None], device=args.hf_device),
                   attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=args.hf_device),
@@ -275,6 +276,7 @@ def main() -> None:
     if args.hf_device.startswith("cuda"):
         torch.cuda.empty_cache()
     if args.thinker_layers:
+        emit(report, args.out)  # the encoder's figures survive a failing prefill
         report["prefill"] = bench_prefill(args, audio, tower_state, args.prefill_seconds)
     emit(report, args.out)
 
