@@ -175,14 +175,10 @@ def _generate(args) -> int:
                           "sampling": "greedy" if sampler is None else {
                               "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}}))
     else:
+        from .text import printable
+
         print(printable(text) if text is not None else tokens)
     return 0
-
-
-def printable(text: str) -> str:
-    """Control characters (a GGUF's or a random model's tokens can decode to them) escaped, so they show as
-    \x07 instead of moving the cursor or printing as a blank line; newlines and tabs kept."""
-    return "".join(c if c.isprintable() or c in "\n\t" else ascii(c)[1:-1] for c in text)
 
 
 def cmd_extract(args) -> int:

@@ -68,4 +68,6 @@ def test_prompt_with_no_tokenizer_files_says_so(tmp_path, capsys):
 
 
 def test_generated_control_characters_are_shown_escaped():
-    assert cli.printable("a\x07b\x1b[2Jc\n\td\u00e9") == "a\\x07b\\x1b[2Jc\n\td\u00e9"
+    from omni_lab.text import printable
+
+    assert printable("a\x07b\x1b[2Jc\n\td\u00e9") == "a\\x07b\\x1b[2Jc\n\td\u00e9"

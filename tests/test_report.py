@@ -247,3 +247,25 @@ def test_headroom_says_which_side_of_the_bound(tmp_path, rng):
     page = write_report(compare_sets(ours, ref, manifest=MANIFEST), tmp_path).read_text()
     assert "<th>1 &minus; cosine</th>" in page and "largest 1 - cosine" in page
     assert not re.search(r"<td>1\.00000000</td>", page)  # the old cosine column, identical on every row
+
+
+def test_heatmap_rows_show_their_tokens(tmp_path, rng):
+    """The heatmap's rows are labelled with the prompt's tokens, decoded by the checkpoint's tokenizer named in
+    the manifest (control characters escaped); without a tokenizer they keep their numbers."""
+    from omni_lab.models.tiny import build_tiny_qwen3
+    from omni_lab.report import figures
+    from omni_lab.report.html import token_labels
+    from omni_lab.workbench import tokenizer_for
+
+    path = build_tiny_qwen3(tmp_path / "tiny")
+    ids = tokenizer_for(path)("Hello\n world")["input_ids"]
+    names = dense_qwen3_names(3)
+    ours, ref = sets(rng, names, tokens=len(ids))
+    c = compare_sets(ours, ref, manifest={**MANIFEST, "model": {"path": str(path)}, "inputs": {"input_ids": ids}})
+    labels = token_labels(c)
+    assert labels == [tokenizer_for(path).decode([i]) for i in ids] and "".join(labels) == "Hello\n world"
+    fig = figures.token_layer_heatmap(c, tokens=labels)
+    shown = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert len(shown) == len(ids) and all(s.startswith(f"{i} ") for i, s in enumerate(shown))
+    assert any("\\n" in s for s in shown)  # the newline escaped, not a broken label
+    assert token_labels(compare_sets(ours, ref, manifest=MANIFEST)) is None  # /models/tiny has no tokenizer

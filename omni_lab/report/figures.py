@@ -198,9 +198,13 @@ def token_layer_matrix(comparison, kind: str = RESIDUAL, metric: str = "nmse",
     return mat, [layer for layer, _ in cols]
 
 
+MAX_TOKEN_LABELS = 64  # rows of a heatmap labelled with their token's text; more would overlap
+
+
 def token_layer_heatmap(comparison, kind: str = RESIDUAL, metric: str = "nmse",
-                        component: str | None = None) -> Figure:
-    """Per-token error of one activation kind, tokens (time steps) down, layers across, log colour scale."""
+                        component: str | None = None, tokens: list[str] | None = None) -> Figure:
+    """Per-token error of one activation kind, tokens (time steps) down, layers across, log colour scale.
+    `tokens`: each row's token text (control characters and newlines shown escaped), up to MAX_TOKEN_LABELS."""
     component = component or main_component(comparison)
     mat, layers = token_layer_matrix(comparison, kind, metric, component)
     fig = new_figure(9, 4.5)
@@ -217,6 +221,11 @@ def token_layer_heatmap(comparison, kind: str = RESIDUAL, metric: str = "nmse",
     im = ax.imshow(shown, aspect="auto", interpolation="nearest", cmap="viridis",
                    norm=LogNorm(vmin=lo, vmax=max(hi, lo * 10)))
     ax.set_xticks(range(len(layers)), [str(x) for x in layers], fontsize=7)
+    if tokens is not None and len(tokens) == mat.shape[0] <= MAX_TOKEN_LABELS:
+        from ..text import printable
+
+        ax.set_yticks(range(len(tokens)), [f"{i} {printable(t, keep='')!r}"[:24] for i, t in enumerate(tokens)],
+                      fontsize=6)
     ax.set_xlabel(index_label(comparison, component))
     step = step_label(comparison, kind, component)
     ax.set_ylabel(step)

@@ -62,6 +62,22 @@ def _float_values(row, a):
     return routing_parts(a)[1] if row.kind == "routing" else a
 
 
+def token_labels(comparison) -> list[str] | None:
+    """The prompt's tokens as text, through the checkpoint's tokenizer, where the reference's manifest names
+    the prompt ids and the checkpoint and the tokenizer is there (None otherwise: rows keep their numbers)."""
+    from ..workbench import tokenizer_for
+
+    m = comparison.manifest or {}
+    ids, path = (m.get("inputs") or {}).get("input_ids"), (m.get("model") or {}).get("path")
+    if not isinstance(ids, list) or not path:
+        return None
+    try:
+        tok = tokenizer_for(path)
+    except (OSError, ValueError):  # no tokenizer files (a GGUF without one, a moved checkpoint)
+        return None
+    return [tok.decode([i]) for i in ids]
+
+
 def write_figures(comparison, out_dir: Path, histogram: str | None = None) -> list[tuple[str, str]]:
     """Save the figures of a comparison to out_dir; returns [(file name, caption)]. Waveforms are drawn at the
     comparison's sample rate."""
@@ -75,7 +91,8 @@ def write_figures(comparison, out_dir: Path, histogram: str | None = None) -> li
         mat, _ = figures.token_layer_matrix(comparison, figures.RESIDUAL, "nmse", comp)
         if mat.size:
             fname = "token_heatmap.png" if len(comps) == 1 else f"token_heatmap_{_slug(comp)}.png"
-            figures.save_png(figures.token_layer_heatmap(comparison, figures.RESIDUAL, "nmse", comp), out_dir / fname)
+            figures.save_png(figures.token_layer_heatmap(comparison, figures.RESIDUAL, "nmse", comp,
+                                                         token_labels(comparison)), out_dir / fname)
             what = ("the residual stream" if figures.index_label(comparison, comp) == "layer"
                     else "each block's output")
             step = figures.step_label(comparison, figures.RESIDUAL, comp).replace(" ", "-")
