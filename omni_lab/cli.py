@@ -333,8 +333,16 @@ def cmd_quant_report(args) -> int:
             text = f.read()
     elif args.prompt is not None:
         text = args.prompt
-    report = quant_report(args.model, args.gguf, ids=args.prompt_ids, text=text, out_dir=args.out,
-                          max_tokens=args.max_tokens, progress=not args.no_progress)
+    if args.audio:  # the audio encoder and the thinker reading it
+        if args.prompt_ids is not None or args.text_file is not None:
+            raise ValueError("--audio builds its prompt with the chat template: give --prompt TEXT or nothing")
+        report = quant_report(args.model, args.gguf, text=text, audio=_audio(args), out_dir=args.out,
+                              progress=not args.no_progress)
+    elif text is None and args.prompt_ids is None:
+        raise ValueError("give one of --prompt, --prompt-ids, --text-file, --codes or --audio")
+    else:
+        report = quant_report(args.model, args.gguf, ids=args.prompt_ids, text=text, out_dir=args.out,
+                              max_tokens=args.max_tokens, progress=not args.no_progress)
     print(report.summary())
     print(f"report: {report.index}")
     return 0
@@ -509,12 +517,15 @@ def build_parser() -> argparse.ArgumentParser:
                                             "the vocoder's waveform (SNR, SI-SDR, log-mel distance)")
     q.add_argument("--model", required=True, help="the BF16 checkpoint directory the GGUF was made from")
     q.add_argument("--gguf", required=True, help="its Q8_0 .gguf file (omni-lab quantize)")
-    qg = q.add_mutually_exclusive_group(required=True)
+    qg = q.add_mutually_exclusive_group()
     qg.add_argument("--prompt", help="text, tokenized with the checkpoint's tokenizer")
     qg.add_argument("--prompt-ids", help="token ids, e.g. 1,2,3")
     qg.add_argument("--text-file", help="a UTF-8 text file (perplexity is measured over its tokens)")
     qg.add_argument("--codes", help="CODES.npy: codec codes, int [16, frames] or [frames, 16]: report on code2wav; "
                                     "exit status 1 when its waveform breaks the q8_0 bounds")
+    q.add_argument("--audio", action="append", metavar="FILE", help="an audio file (with --prompt's text, or "
+                                                                     "alone): the drift spans the audio encoder and "
+                                                                     "the thinker; repeat for several")
     q.add_argument("--max-tokens", type=positive, default=256, help="use at most this many tokens (default 256)")
     q.add_argument("--speak", action="store_true", help="the speech report: the prompt (a user turn) spoken by both, "
                                                         "codec-token agreement, waveform SNR / mel distance, and "

@@ -234,3 +234,29 @@ def test_mismatched_pair_is_refused(models, tmp_path, capsys):
                  "1,2,3", "--out", str(tmp_path / "cli"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert str(src) in err and str(models["qwen3-seed1"][1]) in err and "differ from the checkpoint" in err
+
+
+def test_audio_prompt_report_spans_encoder_and_thinker(models, tmp_path, capsys):
+    """quant-report --audio: a recording through the audio encoder into the thinker, BF16 against Q8_0 on our
+    kernels: the drift table holds the encoder's activations, then the thinker's; the notes say how many
+    placeholders the audio took."""
+    import soundfile as sf
+
+    from omni_lab.cli import main
+
+    src, gguf = models["omni"]
+    wav = tmp_path / "q.wav"
+    t = np.arange(16000) / 16000
+    sf.write(wav, (0.3 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 3 * t)).astype(np.float32), 16000)
+    out = tmp_path / "audio"
+    assert main(["quant-report", "--model", str(src), "--gguf", str(gguf), "--audio", str(wav), "--prompt", "What?",
+                 "--out", str(out), "--no-progress"]) == 0
+    data, page, pngs = _check_files(out)
+    names = [a["name"] for a in data["activations"]]
+    tower = [i for i, n in enumerate(names) if n.startswith("thinker.model.audio_tower.")]
+    text = [i for i, n in enumerate(names) if n.startswith("thinker.model.language_model.layers.")]
+    assert tower and text and max(tower) < min(text) and names[-1] == "thinker.lm_head"
+    assert any("audio placeholders" in n for n in data["notes"])
+    assert data["activations"][-1]["nmse"] > 0  # the thinker's Q8_0 weights moved the logits
+    assert main(["quant-report", "--model", str(src), "--gguf", str(gguf), "--out", str(out / "x")]) == 2
+    assert "give one of" in capsys.readouterr().err

@@ -51,16 +51,21 @@ LOW_SQNR_DB = 30.0  # Q8_0 gives about 45 dB on well-scaled weights; a tensor fa
 
 # ---- running both sides ---------------------------------------------------------------------------------
 def run_side(path: str | Path, ids: np.ndarray, names: list[str], progress: bool = False,
-             component: str | None = None) -> dict:
+             component: str | None = None, features=None) -> dict:
     """One forward of our model (or the named component of it) of a checkpoint directory or GGUF over `ids`
     with every name tapped; returns the activations, and 'logits' for a decoder. code2wav takes codec codes
-    [Q, T] as `ids`."""
+    [Q, T] as `ids`; with `features` (mel features per audio) the thinker reads its audio placeholders from
+    the audio encoder."""
     from ..models.registry import input_length
     from ..workbench import load_ours
 
-    length = input_length(path, ids, component)
-    model = load_ours(Path(path), max_len=max(length, 16), progress=progress, component=component)
+    inputs = {"input_ids": ids, "input_features": features} if features is not None else ids
+    length = input_length(path, inputs, component)
+    model = load_ours(Path(path), max_len=max(length, 16), progress=progress, component=component,
+                      inputs=inputs if features is not None else None)
     try:
+        if features is not None:
+            return model.forward(ids, features, taps=names)
         if model.input_name == "codes":
             return model.tap(ids, names)
         return model.forward(ids, start=0, taps=names)
@@ -187,18 +192,22 @@ def _num(v, digits: int = 4) -> str:
 
 def quant_report(src_dir: str | Path, gguf_path: str | Path, ids=None, text: str | None = None,
                  out_dir: str | Path | None = None, *, codes=None, max_tokens: int | None = None,
-                 progress: bool = False):
+                 progress: bool = False, audio=None):
     """Measure the GGUF `gguf_path` against the checkpoint `src_dir` over token `ids` (or `text`, tokenized
     with the checkpoint's tokenizer, cut to `max_tokens`), and write the report into `out_dir` when given.
     With codec `codes` instead ([16, frames] or [frames, 16] integers), the vocoder's report
-    (quant_code2wav.Code2WavQuantReport)."""
+    (quant_code2wav.Code2WavQuantReport). With `audio` (mel features per audio, models/audio_in.py), the
+    prompt is the chat template's user turn of the audios and `text`, and the drift spans the audio encoder
+    and the thinker."""
     from ..gpu import runtime
     from ..models.qwen3 import ModelInputError
     from ..workbench import activation_names, prompt_ids
 
     src, gguf = Path(src_dir), Path(gguf_path)
-    if sum(x is not None for x in (ids, text, codes)) != 1:
+    if audio is None and sum(x is not None for x in (ids, text, codes)) != 1:
         raise ValueError("quant_report: give exactly one of ids, text or codes")
+    if audio is not None and (ids is not None or codes is not None):
+        raise ValueError("quant_report: audio takes a text (or none), not ids or codes")
     if codes is not None:
         from .quant_code2wav import code2wav_quant_report
 
@@ -210,18 +219,28 @@ def quant_report(src_dir: str | Path, gguf_path: str | Path, ids=None, text: str
     weights = weight_sqnr(src, gguf, progress=progress)  # refuses a mismatched pair before anything runs
     timing["weights_s"] = time.perf_counter() - t0
 
-    ids = prompt_ids(src, prompt=text) if text is not None else prompt_ids(src, ids=ids)
+    if audio is not None:
+        from ..models.audio_in import audio_prompt_ids
+        from ..models.registry import input_specs
+
+        ids = audio_prompt_ids(src, [np.shape(f)[1] for f in audio], text)
+        max_tokens = None  # the audio's placeholders cannot be cut
+    else:
+        ids = prompt_ids(src, prompt=text) if text is not None else prompt_ids(src, ids=ids)
     truncated_from = None
     if max_tokens is not None and len(ids) > max_tokens:
         truncated_from, ids = len(ids), ids[:max_tokens]
     if len(ids) < 2:
         raise ModelInputError(f"quant_report needs at least 2 tokens (perplexity is over next tokens), got {len(ids)}")
-    names = activation_names(src)
+    if audio is not None:
+        names = [a.name for a in input_specs(src, {"input_ids": ids, "input_features": audio})]
+    else:
+        names = activation_names(src)
     t0 = time.perf_counter()
-    ref = run_side(src, ids, names, progress)
+    ref = run_side(src, ids, names, progress, features=audio)
     timing["bf16_forward_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    q = run_side(gguf, ids, names, progress)
+    q = run_side(gguf, ids, names, progress, features=audio)
     timing["q8_0_forward_s"] = time.perf_counter() - t0
 
     dense = [n for n in names if not n.endswith(ROUTER_SUFFIX)]
@@ -241,6 +260,10 @@ def quant_report(src_dir: str | Path, gguf_path: str | Path, ids=None, text: str
                      "MoE experts ran their per-pair kernels, which take int8 activations (blocks of 32, llama.cpp's "
                      "rule): their error includes that rounding.")
         notes.append("Router activations are compared as expert agreement, not in the drift table.")
+    if audio is not None:
+        notes.append(f"The prompt holds {int(np.isin(ids, _audio_token(src)).sum())} audio placeholders from "
+                     f"{len(audio)} audio(s): the drift runs through the audio encoder into the thinker; the logit "
+                     "statistics count the placeholders' positions too.")
     notes += low_sqnr_notes(weights)
     if truncated_from:
         notes.append(f"The text gave {truncated_from} tokens; the first {len(ids)} were used.")
@@ -251,6 +274,12 @@ def quant_report(src_dir: str | Path, gguf_path: str | Path, ids=None, text: str
     if out_dir is not None:
         write_quant_report(report, out_dir)
     return report
+
+
+def _audio_token(src: Path) -> int:
+    from ..workbench import model_config
+
+    return int(model_config(src)["thinker_config"]["audio_token_id"])
 
 
 def _model_type(src: Path) -> str:
