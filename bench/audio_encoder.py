@@ -213,7 +213,7 @@ def bench_prefill(args, audio: dict, tower_state: dict, seconds: float) -> dict:
     if "transformers_s" in result:
         result["transformers_tok_per_s"] = len(ids) / result["transformers_s"]
         result["speedup"] = result["transformers_s"] / result["ours_s"]
-    del ours, run
+    ours = run = None  # the closure holds the name; this frees the weights
     gc.collect()
     return result
 
