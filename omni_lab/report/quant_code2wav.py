@@ -22,7 +22,6 @@ decode) it runs the decode matvec, whose dot4 path rounds the activations to int
 from __future__ import annotations
 
 import html
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_bytes
 from ..compare import WAVEFORM_BOUNDS, Bounds, WaveformBounds, compare_sets, waveform_metrics
 from ..compare.quant import TensorSqnr, sqnr_summary, weight_sqnr
 from ..formats.q8_0 import QK
@@ -41,7 +39,7 @@ from .audio import write_wav
 from .html import player
 from .quant_report import (BothSides, both_ours_html, drift_json, drift_table, finite_or_none, fmt, images_html,
                            low_sqnr_notes, meta_table, page, run_side, sides_note, sqnr_figure, sqnr_section,
-                           tensor_group)
+                           tensor_group, write_pages)
 
 COMPONENT = "code2wav"
 BOUNDS = "q8_0"  # the WAVEFORM_BOUNDS entry the waveform is judged by: Q8_0 weights against BF16
@@ -325,10 +323,4 @@ def write_code2wav_quant_report(report: Code2WavQuantReport, out_dir: str | Path
     out.mkdir(parents=True, exist_ok=True)
     write_wav(out / WAV_FILES["bf16"], report.wave_ref, report.sample_rate)
     write_wav(out / WAV_FILES["q8_0"], report.wave_q, report.sample_rate)
-    images = []
-    for fname, caption, make in FIGURES:
-        write_bytes(out / fname, figures.png_bytes(make(report), dpi=110))
-        images.append((fname, caption))
-    report.index = out / "index.html"
-    write_bytes(out / "report.json", (json.dumps(report.to_json(), indent=1, allow_nan=False) + "\n").encode())
-    return write_bytes(report.index, render_html(report, images, title).encode("utf-8"))
+    return write_pages(report, out, FIGURES, render_html, title)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import gc
 import html
-import io
 import json
 import math
 import time
@@ -547,14 +546,18 @@ def write_quant_report(report: QuantReport, out_dir: str | Path, *,
     """report.json, the PNGs and index.html into out_dir (created), each atomically; returns index.html."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    made = [f for f in FIGURES if f[0] != "experts.png" or report.moe]
+    return write_pages(report, out, made, render_html, title)
+
+
+def write_pages(report, out: Path, made, render, title: str) -> Path:
+    """What every quantization report writes last, each atomically: the figures `made` ((file, caption,
+    make(report) -> Figure)), report.json (report.to_json()) and index.html (render(report, images, title)),
+    the page last, so a reader never finds it before what it shows. Returns index.html."""
     images = []
-    for fname, caption, make in FIGURES:
-        if fname == "experts.png" and not report.moe:
-            continue
-        buf = io.BytesIO()
-        make(report).savefig(buf, format="png", dpi=110)
-        write_bytes(out / fname, buf.getvalue())
+    for fname, caption, make in made:
+        write_bytes(out / fname, figures.png_bytes(make(report), dpi=110))
         images.append((fname, caption))
     report.index = out / "index.html"
     write_bytes(out / "report.json", (json.dumps(report.to_json(), indent=1, allow_nan=False) + "\n").encode())
-    return write_bytes(report.index, render_html(report, images, title).encode("utf-8"))
+    return write_bytes(report.index, render(report, images, title).encode("utf-8"))

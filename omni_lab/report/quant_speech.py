@@ -25,7 +25,6 @@ from __future__ import annotations
 import fnmatch
 import gc
 import html
-import json
 import math
 import shlex
 import tempfile
@@ -37,13 +36,12 @@ import numpy as np
 
 from ..compare import WAVEFORM_BOUNDS, waveform_metrics
 from ..compare.quant import TensorSqnr, sqnr_summary, weight_sqnr
-from ..atomic import write_bytes
 from ..models.code2wav import SAMPLE_RATE
 from . import figures
 from .audio import write_wav
 from .html import player
 from .quant_report import (BothSides, both_ours_html, finite_or_none, fmt, images_html, low_sqnr_notes, meta_table,
-                           page, sides_note, sqnr_figure, sqnr_section)
+                           page, sides_note, sqnr_figure, sqnr_section, write_pages)
 
 # The parts of the speech pipeline as checkpoint keys (fnmatch patterns, `*` crossing dots, as `--keep` takes
 # them). The talker is its decoder, its codec head and the two projections from thinker space; the code
@@ -459,10 +457,4 @@ def write_speech_quant_report(report: SpeechQuantReport, out_dir: str | Path, *,
     if report.q8.compared_samples:
         made.insert(1, ("waveform.png", "The waveform, Q8_0 against BF16 over the samples both made: overlay, zoom, "
                                         "difference, log-mel spectrograms", waveform_png))
-    images = []
-    for fname, caption, make in made:
-        write_bytes(out / fname, figures.png_bytes(make(report), dpi=110))
-        images.append((fname, caption))
-    report.index = out / "index.html"
-    write_bytes(out / "report.json", (json.dumps(report.to_json(), indent=1, allow_nan=False) + "\n").encode())
-    return write_bytes(report.index, render_html(report, images, title).encode("utf-8"))
+    return write_pages(report, out, made, render_html, title)
