@@ -180,7 +180,9 @@ class Speech:
         accept, layers = self.cfg.accept_hidden_layer, th.cfg.num_hidden_layers
         if not 1 <= accept <= layers:
             raise ConfigError(f"{source}: talker_config.accept_hidden_layer must be in [1, {layers}], got {accept}")
-        self.thinker_hidden = th.export(f"{th.prefix}.norm" if accept == layers else f"{th.prefix}.layers.{accept - 1}")
+        # Exported only once an audio prompt comes (hearing): a text prompt's thinker steps copy nothing for it.
+        self._hidden_name = f"{th.prefix}.norm" if accept == layers else f"{th.prefix}.layers.{accept - 1}"
+        self.thinker_hidden = None
         self._ckpt, self._max_len, self._progress, self._hearing = ckpt, max_len, progress, None
         self.talker_hidden = tk.export(f"{tk.prefix}.norm")               # [max_len, D]: code predictor's input
         # The talker's text rows: the prompt's user and assistant rows, the trailing answer, tts eos / pad / bos.
@@ -212,6 +214,7 @@ class Speech:
             ckpt = self._ckpt
             self._hearing = ThinkerWithAudio(ThinkerWithAudio.config_from(ckpt.config, str(ckpt.path)), ckpt,
                                              self._max_len, self._progress, thinker=self.thinker)
+            self.thinker_hidden = self.thinker.export(self._hidden_name)
         return self._hearing
 
     # -- the talker's prompt ------------------------------------------------------------------------
@@ -229,6 +232,8 @@ class Speech:
         # row its embedding through text_projection (generate's _get_talker_user_parts).
         placeholder = np.isin(ids[user], cfg.multimodal)
         heard, said = user[placeholder], user[~placeholder]
+        if len(heard) and self.thinker_hidden is None:
+            raise ModelInputError("the prompt has placeholders but the thinker heard no audio (give features)")
         assistant = np.arange(a, fed)
         # text_table rows: the user turns' text, the assistant's first 4, the trailing answer, then eos, pad, bos.
         thinker_rows = np.concatenate([said, assistant, [-1, -1, -1]]).astype(np.int32)
