@@ -242,7 +242,8 @@ def cmd_speak(args) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise ValueError(f"--out {out}: the folder {out.parent} does not exist")
-    SpeechConfig.from_dict(open_checkpoint(args.model).config, args.model).speaker_id(args.speaker)  # before loading
+    ckpt = open_checkpoint(args.model)  # opened once: the speaker is checked before anything loads
+    SpeechConfig.from_dict(ckpt.config, args.model).speaker_id(args.speaker)
     features = None
     if args.audio:  # a spoken question: its audios, then the text, in one user turn of the chat template
         from .models.audio_in import audio_prompt_ids
@@ -253,7 +254,7 @@ def cmd_speak(args) -> int:
         ids = audio_prompt_ids(args.model, [f.shape[1] for f in features], args.prompt)
     else:  # a spoken answer needs the assistant's turn: a text prompt always goes through the chat template
         ids = prompt_ids(args.model, prompt=args.prompt, ids=args.prompt_ids, chat=args.prompt is not None)
-    speech = Speech(args.model, max_len=cache_length(len(ids), args.max_new_tokens, args.max_frames), progress=not args.json)
+    speech = Speech(ckpt, max_len=cache_length(len(ids), args.max_new_tokens, args.max_frames), progress=not args.json)
     frames: list = []
 
     def counted(source):
