@@ -275,7 +275,7 @@ def run_demo(work_dir: str | Path = "runs/demo", quick: bool = False, *, prompt:
     models = demo.summary.get("models", {})
     demo.summary["seconds"] = time.perf_counter() - t0
     demo.summary["passed"] = (all(m.get("passed", True) and m.get("tokens_ok", True) for m in models.values())
-                              and demo.summary.get("vocoder", {}).get("passed", True))
+                              and all(demo.summary.get(k, {}).get("passed", True) for k in ("vocoder", "speech")))
     demo.heading(f"done in {demo.summary['seconds']:.1f} s; reports under {demo.work_dir.resolve()}")
     for name, m in models.items():
         line = f"{name:10s} {'passed' if m.get('passed') else 'FAILED'}"
@@ -295,6 +295,11 @@ def run_demo(work_dir: str | Path = "runs/demo", quick: bool = False, *, prompt:
     if v:
         say(f"{'code2wav':10s} {'passed' if v['passed'] else 'FAILED'}  waveform SNR {v['snr_db']:.1f} dB  {v['wav']}  "
             f"{v['report']}")
+    sp = demo.summary.get("speech")
+    if sp:
+        say(f"{'speech':10s} {'passed' if sp['passed'] else 'FAILED'}  {sp['frames']} frames, codebooks agreeing "
+            f"{sum(a == 1 for a in sp['codebook_agreement'])} of {len(sp['codebook_agreement'])}, waveform SNR "
+            f"{sp.get('snr_db', float('nan')):.1f} dB  {sp['wav']}")
     return demo.summary
 
 
