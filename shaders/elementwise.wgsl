@@ -12,7 +12,8 @@
 // OP picks the function (override constant, one pipeline per op):
 //   unary:  0 silu, 1 gelu (erf), 2 gelu_tanh, 3 scale, 4 erf, 5 clamp to [s, hi]
 //   binary: 0 add, 1 mul, 2 swiglu = silu(a) * b, 3 gate = a * sigmoid(b) (the talker's shared-expert gate,
-//           one logit a token: b [T] along axis 0 of a [T, C])
+//           one logit a token: b [T] along axis 0 of a [T, C]), 4 gate_add: y += gate(a, b) (the gated shared
+//           expert added to the routed experts' sum in one dispatch; y must not be a or b)
 // Every storage binding is read_write, so that y may be one of the inputs (in place): wgpu rejects a
 // dispatch that binds one buffer both read-only and read-write.
 // WGSL's exp has implementation-defined precision (error growing with |x|) and no erf, so both are ours.
@@ -137,5 +138,6 @@ fn binary(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let i = group_index(grid) * WG + lid;
     if (i >= p.n) { return; }
     let j = select(i, (i / p.inner) % p.c, p.c != 0u);  // inner >= 1 (the wrapper's)
-    y3[i] = binary_op(x[i], b[j]);
+    let r = binary_op(x[i], b[j]);
+    if (OP == 4u) { y3[i] = y3[i] + r; } else { y3[i] = r; }
 }

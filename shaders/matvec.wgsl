@@ -10,6 +10,9 @@
 //   `multi` is `main` for up to three weights applied to the same x (q/k/v, gate/up) in one dispatch:
 //   bindings 1 x, 2 w0, 3 y0, 4 w1, 5 w2, 6 y1, 7 y2; rows [0, n) come from w0, [n, n + n1) from w1,
 //   then n2 rows from w2 (row_base must be 0: no binding splits).
+//   `swiglu` is `main` over x = silu(gate) * up, computed as it is read (a SwiGLU MLP's down projection
+//   without the elementwise dispatch before it): bindings 1 gate [K] f32 (in x's place), 2 w, 3 y,
+//   4 up [K] f32; silu as lib/silu.wgsl, the product rounded as elementwise's swiglu rounds it.
 // Accumulation is f32.
 
 override WG: u32 = 256;
@@ -33,11 +36,18 @@ struct Params { n: u32, k: u32, row_base: u32, n1: u32, n2: u32, _p0: u32, _p1: 
 
 // #include "lib/packed16.wgsl"
 
-// Dot product of one 16-byte weight word with the x values it covers; j indexes 16-byte weight words.
+// #include "lib/silu.wgsl"
+
+// Dot product of one 16-byte weight word with the x values it covers (a, and b for 16-bit weights).
+fn dot_values(u: vec4<u32>, a: vec4<f32>, b: vec4<f32>) -> f32 {
+    if (WTYPE == 0u) { return dot(bitcast<vec4<f32>>(u), a); }
+    return dot(vec4<f32>(lo(u.x), hi(u.x), lo(u.y), hi(u.y)), a) + dot(vec4<f32>(lo(u.z), hi(u.z), lo(u.w), hi(u.w)), b);
+}
+
+// dot_values over x; j indexes 16-byte weight words.
 fn dot_word(u: vec4<u32>, j: u32) -> f32 {
-    if (WTYPE == 0u) { return dot(bitcast<vec4<f32>>(u), x[j]); }
-    return dot(vec4<f32>(lo(u.x), hi(u.x), lo(u.y), hi(u.y)), x[2u * j])
-         + dot(vec4<f32>(lo(u.z), hi(u.z), lo(u.w), hi(u.w)), x[2u * j + 1u]);
+    if (WTYPE == 0u) { return dot_values(u, x[j], x[j]); }
+    return dot_values(u, x[2u * j], x[2u * j + 1u]);
 }
 
 // Sums the TPR partial sums of each row of the workgroup and stores the row's result.
@@ -114,4 +124,38 @@ fn multi(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     if (lane == 0u && row < total) {
         if (seg == 0u) { y[local] = sum; } else if (seg == 1u) { y1[local] = sum; } else { y2[local] = sum; }
     }
+}
+
+// `swiglu`'s up, at w1's binding (no entry point uses both).
+@group(0) @binding(4) var<storage, read> up: array<vec4<f32>>;
+
+fn act4(i: u32) -> vec4<f32> {
+    let g = x[i];
+    return vec4<f32>(silu(g.x), silu(g.y), silu(g.z), silu(g.w)) * up[i];
+}
+
+fn dot_act(u: vec4<u32>, j: u32) -> f32 {
+    if (WTYPE == 0u) { return dot_values(u, act4(j), act4(j)); }
+    return dot_values(u, act4(2u * j), act4(2u * j + 1u));
+}
+
+@compute @workgroup_size(WG)
+fn swiglu(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let row = thread_row(grid, lid, TPR);
+    let lane = lid % TPR;
+    var acc = vec4<f32>(0.0);
+    if (row < p.n) {
+        let words = p.k / select(8u, 4u, WTYPE == 0u);
+        let base = row * words;
+        var j = lane;
+        for (; j + (UNROLL - 1u) * TPR < words; j += UNROLL * TPR) {
+            let u0 = w[base + j];
+            let u1 = w[base + j + TPR];
+            let u2 = w[base + j + 2u * TPR];
+            let u3 = w[base + j + 3u * TPR];
+            acc += vec4<f32>(dot_act(u0, j), dot_act(u1, j + TPR), dot_act(u2, j + 2u * TPR), dot_act(u3, j + 3u * TPR));
+        }
+        for (; j < words; j += TPR) { acc.x += dot_act(w[base + j], j); }
+    }
+    reduce_and_store(lid, row, acc.x + acc.y + acc.z + acc.w);
 }

@@ -24,6 +24,12 @@
 //   + eps)) * w, in the order of the rmsnorm kernel and of HF's Qwen3RMSNorm.
 //   Dispatch: one workgroup per head row, T * H + T * H2 of them (groups_for); threads loop over pairs.
 //
+// Entry `norm_rope_append`: `norm_rope` that writes the rotated k rows, and the v rows as they are, to the
+//   KV cache at rows start + t (start = step[0], read on the GPU; rows at or past max_len are dropped), in
+//   place of a kv_append dispatch; k itself is left as it came. Bindings as `norm_rope`, plus 7 v: [T, H2,
+//   D] f32; 8 cache_k, 9 cache_v: [max_len, H2, D] f32; 10 step: [4] u32. Params as `norm_rope` plus
+//   max_len. Dispatch: T * H + 2 * T * H2 workgroups (the last T * H2 copy the v rows).
+//
 // Precision: WGSL's sin/cos are implementation-defined and lose digits on large angles on some drivers
 // (angles reach 4e4 rad at position 40k). We reduce the f32 angle by multiples of pi/2 (Cody-Waite, pi/2
 // split into three 8-bit pieces and a 24-bit tail, so k * piece is exact for |k| < 2^16, i.e. angles up
@@ -35,7 +41,7 @@ override WG: u32 = 64u;
 struct Params {
     n_tokens: u32, n_heads: u32, half: u32, pos_stride: u32,
     sec_h: u32, sec_w: u32, mode: u32, b1: u32,
-    b2: u32, n_heads2: u32, eps_bits: u32, _p0: u32,
+    b2: u32, n_heads2: u32, eps_bits: u32, max_len: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -138,6 +144,17 @@ fn inplace(grid: Grid, @builtin(local_invocation_index) lid: u32) {
 @group(0) @binding(5) var<storage, read> q_norm_w: array<f32>;
 @group(0) @binding(6) var<storage, read> k_norm_w: array<f32>;
 
+// 1 / RMS of head row `base` of q (xio) or k (out), for every thread of the workgroup.
+fn head_rms(lid: u32, is_q: bool, base: u32) -> f32 {
+    var ss = 0.0;
+    for (var i = lid; i < p.half; i += WG) {
+        let x0 = select(out[base + i], xio[base + i], is_q);
+        let x1 = select(out[base + i + p.half], xio[base + i + p.half], is_q);
+        ss += x0 * x0 + x1 * x1;
+    }
+    return inverseSqrt(row_sum(lid, WG, ss) / f32(2u * p.half) + bitcast<f32>(p.eps_bits));
+}
+
 @compute @workgroup_size(WG)
 fn norm_rope(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let row = group_index(grid);
@@ -146,13 +163,7 @@ fn norm_rope(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let is_q = row < n_q;  // uniform per workgroup
     let t = select((row - n_q) / p.n_heads2, row / p.n_heads, is_q);
     let base = select(row - n_q, row, is_q) * 2u * p.half;
-    var ss = 0.0;
-    for (var i = lid; i < p.half; i += WG) {
-        let x0 = select(out[base + i], xio[base + i], is_q);
-        let x1 = select(out[base + i + p.half], xio[base + i + p.half], is_q);
-        ss += x0 * x0 + x1 * x1;
-    }
-    let r = inverseSqrt(row_sum(lid, WG, ss) / f32(2u * p.half) + bitcast<f32>(p.eps_bits));
+    let r = head_rms(lid, is_q, base);
     for (var i = lid; i < p.half; i += WG) {
         let sc = sincos(f32(positions[stream(i) * p.pos_stride + t]) * inv_freq[i]);
         if (is_q) {
@@ -163,6 +174,47 @@ fn norm_rope(grid: Grid, @builtin(local_invocation_index) lid: u32) {
             let o = rotate((out[base + i] * r) * k_norm_w[i], (out[base + i + p.half] * r) * k_norm_w[i + p.half], sc);
             out[base + i] = o.x;
             out[base + i + p.half] = o.y;
+        }
+    }
+}
+
+@group(0) @binding(7) var<storage, read> v_new: array<f32>;
+@group(0) @binding(8) var<storage, read_write> cache_k: array<f32>;
+@group(0) @binding(9) var<storage, read_write> cache_v: array<f32>;
+@group(0) @binding(10) var<storage, read> step: array<u32>;
+
+@compute @workgroup_size(WG)
+fn norm_rope_append(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(grid);
+    let n_q = p.n_tokens * p.n_heads;
+    let n_k = p.n_tokens * p.n_heads2;
+    if (row >= n_q + 2u * n_k) { return; }  // uniform per workgroup
+    let d = 2u * p.half;
+    if (row >= n_q + n_k) {  // a v row, copied (uniform per workgroup: no barrier on this path)
+        let kv_row = row - n_q - n_k;  // token * H2 + head
+        let dst = step[0] + kv_row / p.n_heads2;
+        if (dst < p.max_len) {
+            let o = (dst * p.n_heads2 + kv_row % p.n_heads2) * d;
+            for (var i = lid; i < d; i += WG) { cache_v[o + i] = v_new[kv_row * d + i]; }
+        }
+        return;
+    }
+    let is_q = row < n_q;  // uniform per workgroup
+    let t = select((row - n_q) / p.n_heads2, row / p.n_heads, is_q);
+    let base = select(row - n_q, row, is_q) * d;
+    let r = head_rms(lid, is_q, base);
+    let dst = step[0] + t;
+    let cache_base = (dst * p.n_heads2 + (row - n_q) % p.n_heads2) * d;
+    for (var i = lid; i < p.half; i += WG) {
+        let sc = sincos(f32(positions[stream(i) * p.pos_stride + t]) * inv_freq[i]);
+        if (is_q) {
+            let o = rotate((xio[base + i] * r) * q_norm_w[i], (xio[base + i + p.half] * r) * q_norm_w[i + p.half], sc);
+            xio[base + i] = o.x;
+            xio[base + i + p.half] = o.y;
+        } else if (dst < p.max_len) {
+            let o = rotate((out[base + i] * r) * k_norm_w[i], (out[base + i + p.half] * r) * k_norm_w[i + p.half], sc);
+            cache_k[cache_base + i] = o.x;
+            cache_k[cache_base + i + p.half] = o.y;
         }
     }
 }

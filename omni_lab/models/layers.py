@@ -71,13 +71,14 @@ class Attention:
         q, k, v = linears(x, (self.q_proj, self.k_proj, self.v_proj), (s.q, s.k, s.v))
         q_heads = q.view((t, hq, dh))  # [T, Hq*Dh] -> [T, Hq, Dh]
         k_heads = k.view((t, hkv, dh))
-        if self.q_norm is not None:
+        v_heads = v.view((t, hkv, dh))
+        if self.q_norm is not None:  # the norms, the rotation and the cache append in one dispatch
             rope.qk_norm_rope(q_heads, k_heads, self.q_norm, self.k_norm, self.eps, rotary.positions,
-                              rotary.inv_freq, rotary.sections)
+                              rotary.inv_freq, rotary.sections, append=(v_heads, self.cache_k, self.cache_v, ctx.step_buf))
         else:  # code2wav's transformer: plain RoPE, in place
             for heads in (q_heads, k_heads):
                 rope.rope(heads, rotary.positions, rotary.inv_freq, out=heads)
-        attn_ops.kv_append(k_heads, v.view((t, hkv, dh)), self.cache_k, self.cache_v, ctx.step_buf)
+            attn_ops.kv_append(k_heads, v_heads, self.cache_k, self.cache_v, ctx.step_buf)
         attn_ops.attention(q_heads, self.cache_k, self.cache_v, ctx.step_buf, scale=dh ** -0.5, window=self.window,
                            out=s.attn.view((t, hq, dh)))
         return linear(s.attn, self.o_proj, out)
@@ -95,7 +96,13 @@ class DenseMlp:
     def __call__(self, x: Tensor, ctx: StepContext, out: Tensor) -> Tensor:
         s, p = ctx.s, self.scratch
         gate, up = linears(x, (self.gate_proj, self.up_proj), (getattr(s, p + "gate"), getattr(s, p + "up")))
-        return linear(elementwise.swiglu(gate, up, out=getattr(s, p + "act")), self.down_proj, out)
+        return self.down(gate, up, ctx, out)
+
+    def down(self, gate: Tensor, up: Tensor, ctx: StepContext, out: Tensor) -> Tensor:
+        """down_proj(silu(gate) * up); at decode the product is formed inside the matvec (one dispatch)."""
+        if ctx.t == 1 and linear_ops.swiglu_ok(gate, up, self.down_proj):
+            return linear_ops.matvec_swiglu(gate, up, self.down_proj, out)
+        return linear(elementwise.swiglu(gate, up, out=getattr(ctx.s, self.scratch + "act")), self.down_proj, out)
 
 
 @dataclass
@@ -131,10 +138,13 @@ class MoeMlp:
         if groups:
             groups.release()  # the next layer's dispatches run after these: its groups can reuse the buffers
         if self.shared_expert is not None:
-            shared = self.shared_expert(x, ctx, s.shared_out)
-            logit = linear(x, self.shared_expert_gate, s.shared_logit)  # [T, 1]
-            gated = elementwise.gate(shared, logit.view((t,)), out=shared)
-            out = elementwise.add(out, gated, out=out)
+            # The shared expert's gate and up projections and its gate logit read the same x: one matvec
+            # at decode; the gated output joins the routed sum in one dispatch.
+            se = self.shared_expert
+            gate, up, logit = linears(x, (se.gate_proj, se.up_proj, self.shared_expert_gate),
+                                      (s.shared_gate, s.shared_up, s.shared_logit))  # logit [T, 1]
+            shared = se.down(gate, up, ctx, s.shared_out)
+            out = elementwise.gate_add(out, shared, logit.view((t,)))
         return out
 
 

@@ -57,16 +57,23 @@ def _check_cache(kernel: str, cache_k: Tensor, cache_v: Tensor, step: Tensor) ->
     return max_len, n_kv, d
 
 
+def check_append(kernel: str, k_new: Tensor, v_new: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor) -> int:
+    """Checks a cache append of k_new, v_new [T, n_kv, D] (kv_append's, or a kernel that fuses it);
+    returns max_len."""
+    max_len, n_kv, d = _check_cache(kernel, cache_k, cache_v, step)
+    dtype_in(kernel, "k_new", k_new, ("f32",))
+    dtype_in(kernel, "v_new", v_new, ("f32",))
+    expect(kernel, len(k_new.shape) == 3 and k_new.shape[1:] == (n_kv, d) and v_new.shape == k_new.shape,
+           f"k_new and v_new must both be [T, {n_kv}, {d}]", k_new=k_new, v_new=v_new, cache_k=cache_k)
+    expect(kernel, 0 < k_new.shape[0] <= max_len, f"T must be in 1 .. max_len = {max_len}", k_new=k_new, cache_k=cache_k)
+    return max_len
+
+
 def kv_append(k_new: Tensor, v_new: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor) -> None:
     """Write k_new, v_new [T, n_kv, D] f32 to cache rows start .. start + T - 1 (start = step[0] on the
     GPU). Rows at or past max_len are dropped, not wrapped."""
-    max_len, n_kv, d = _check_cache("kv_append", cache_k, cache_v, step)
-    dtype_in("kv_append", "k_new", k_new, ("f32",))
-    dtype_in("kv_append", "v_new", v_new, ("f32",))
-    expect("kv_append", len(k_new.shape) == 3 and k_new.shape[1:] == (n_kv, d) and v_new.shape == k_new.shape,
-           f"k_new and v_new must both be [T, {n_kv}, {d}]", k_new=k_new, v_new=v_new, cache_k=cache_k)
-    t = k_new.shape[0]
-    expect("kv_append", 0 < t <= max_len, f"T must be in 1 .. max_len = {max_len}", k_new=k_new, cache_k=cache_k)
+    max_len = check_append("kv_append", k_new, v_new, cache_k, cache_v, step)
+    t, n_kv, d = k_new.shape
     row4 = n_kv * d // 4
     wg = tuning.current().attention_wg
     kern = runtime().kernel("attention", "kv_append", WG=wg)

@@ -15,7 +15,7 @@ from .registry import NMSE_ELEMENTWISE, padded_output, rand, sweep
 
 WG = 256
 UNARY = {"silu": 0, "gelu": 1, "gelu_tanh": 2, "scale": 3, "erf": 4, "clamp": 5}
-BINARY = {"add": 0, "mul": 1, "swiglu": 2, "gate": 3}
+BINARY = {"add": 0, "mul": 1, "swiglu": 2, "gate": 3, "gate_add": 4}
 
 
 def _out(name: str, out: Tensor | None, like: Tensor) -> Tensor:
@@ -93,6 +93,14 @@ def gate(a: Tensor, logits: Tensor, out: Tensor | None = None, axis: int = 0) ->
     return _binary("gate", a, logits, out, broadcast=True, axis=axis)
 
 
+def gate_add(acc: Tensor, a: Tensor, logits: Tensor, axis: int = 0) -> Tensor:
+    """acc += a * sigmoid(logits) in one dispatch (gate then add, rounded as those two round); shapes as
+    gate's, acc of a's shape and not a or logits. Returns acc."""
+    expect("gate_add", acc.shape == a.shape and acc.buffer is not a.buffer and acc.buffer is not logits.buffer,
+           "acc must have a's shape and be neither a nor logits", acc=acc, a=a, logits=logits)
+    return _binary("gate_add", a, logits, acc, broadcast=True, axis=axis)
+
+
 def swiglu(gate: Tensor, up: Tensor, out: Tensor | None = None) -> Tensor:
     """silu(gate) * up, same shapes."""
     return _binary("swiglu", gate, up, out, broadcast=False)
@@ -152,6 +160,10 @@ def scale_ref(x: np.ndarray, s: float) -> np.ndarray:
 
 def clamp_ref(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip(np.asarray(x, np.float32), np.float32(lo), np.float32(hi))
+
+
+def gate_add_ref(acc: np.ndarray, a: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    return (_f64(acc) + _f64(gate_ref(a, logits))).astype(np.float32)
 
 
 def swiglu_ref(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
@@ -225,6 +237,15 @@ def _binary_case(rng, op, n=None, rows=None, cols=None, shape=None, axis=-1):
     return out.numpy(), want
 
 
+def _gate_add_case(rng, rows, cols):
+    rt = runtime()
+    acc, a, logits = rand(rng, rows, cols), rand(rng, rows, cols), rand(rng, rows, scale=4.0)
+    out = padded_output((rows, cols))
+    rt.write(out, acc)
+    gate_add(out, rt.upload(a), rt.upload(logits))
+    return out.numpy(), gate_add_ref(acc, a, logits[:, None])
+
+
 def cases():
     quick = {"gelu": [dict(n=4099)], "swiglu": [dict(n=4099)], "mul": [dict(rows=33, cols=100)]}
     out = []
@@ -236,4 +257,5 @@ def cases():
         if op != "swiglu":
             grid += [dict(rows=r, cols=c) for r, c in BROADCAST_SHAPES] + [dict(shape=s, axis=a) for s, a in AXIS_SHAPES]
         out += sweep("elementwise", op, NMSE_BOUND, partial(_binary_case, op=op), grid, quick=quick.get(op, []))
-    return out
+    return out + sweep("elementwise", "gate_add", NMSE_BOUND, _gate_add_case,
+                       [dict(rows=r, cols=c) for r, c in [(1, 1024), (3, 7), (17, 300)]], quick=[dict(rows=3, cols=7)])

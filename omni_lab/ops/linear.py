@@ -74,6 +74,28 @@ def matvec(x: Tensor, w: Tensor, out: Tensor | None = None, threads_per_row: int
     return y
 
 
+def matvec_swiglu(gate: Tensor, up: Tensor, w: Tensor, out: Tensor | None = None,
+                  threads_per_row: int | None = None) -> Tensor:
+    """y = W (silu(gate) * up) for one token, the product formed as the weights are read (a SwiGLU MLP's
+    down projection with its elementwise step inside). gate, up: [F] or [1, F] f32; w: [N, F] 16-bit or
+    f32 with F % 8 == 0 (F % 4 for f32: `swiglu_ok`); returns [N] or [1, N] f32."""
+    expect("matvec_swiglu", swiglu_ok(gate, up, w), "gate and up must be the same [F] or [1, F] f32, w [N, F] "
+           "f32/f16/bf16 within one binding, F % 8 == 0 (4 for f32)", gate=gate, up=up, w=w)
+    n, k = w.shape
+    y = _out(out, gate.shape[:-1] + (n,), "matvec_swiglu")
+    wg = tuning.current().matvec_wg
+    tpr = threads_per_row or matvec_tpr(n, k, w.dtype)
+    kern = runtime().kernel("matvec", "swiglu", WG=wg, TPR=tpr, WTYPE=WTYPE[w.dtype])
+    kern(-(-n // (wg // tpr)), pack_params(n, k, 0, 0, 0, 0, 0, 0), gate, w, y, up)
+    return y
+
+
+def swiglu_ok(gate: Tensor, up: Tensor, w) -> bool:
+    return (isinstance(w, Tensor) and len(w.shape) == 2 and w.dtype in WTYPE and gate.dtype == up.dtype == "f32"
+            and gate.shape == up.shape and gate.shape in ((w.shape[1],), (1, w.shape[1]))
+            and w.shape[1] % (4 if w.dtype == "f32" else 8) == 0 and w.bind_size <= runtime().gpu.max_binding)
+
+
 def matvec_multi(x: Tensor, ws: tuple[Tensor, ...], outs: tuple[Tensor, ...],
                  threads_per_row: int | None = None) -> tuple[Tensor, ...]:
     """Two or three matvecs of the same x ([K] or [1, K] f32) in one dispatch: outs[i] = ws[i] x.
@@ -180,6 +202,19 @@ def _matmul_case(rng, m, n, k, dtype):
     return out.numpy(), matmul_ref(x, w_seen)
 
 
+def _matvec_swiglu_case(rng, n, k, dtype):
+    from .elementwise import swiglu_ref
+
+    rt = runtime()
+    host_w, w_seen = random_weights(rng, n, k, dtype)
+    gate, up = rand(rng, k) * 4, rand(rng, k)
+    out = padded_output((n,))
+    g, u = rt.upload(gate), rt.upload(up)
+    require(swiglu_ok(g, u, rt.upload(host_w, dtype)), "swiglu_ok refuses weights that qualify")
+    matvec_swiglu(g, u, rt.upload(host_w, dtype), out=out)
+    return out.numpy(), matvec_ref(swiglu_ref(gate, up), w_seen)
+
+
 def _matvec_multi_case(rng, rows, dtype, threads_per_row):
     rt = runtime()
     k = 200
@@ -221,6 +256,9 @@ def cases():
         *sweep("linear", "matmul", NMSE_BOUND, _matmul_case,
                [dict(m=m, n=n, k=k, dtype=dt) for dt in WEIGHT_DTYPES for m, n, k in MATMUL_SHAPES],
                quick=[dict(m=70, n=130, k=129, dtype="bf16")]),
+        *sweep("linear", "matvec_swiglu", NMSE_BOUND, _matvec_swiglu_case,
+               [dict(n=n, k=k, dtype=dt) for dt in WEIGHT_DTYPES for n, k in [(1, 8), (33, 64), (257, 200), (64, 4096), (5, 24)]],
+               quick=[dict(n=257, k=200, dtype="bf16")]),
         *sweep("linear", "matvec_multi", 1e-9, _matvec_multi_case,
                [dict(rows=r, dtype=dt, threads_per_row=t) for r in [(37, 5, 5), (64, 16), (1, 300, 7)]
                 for dt in WEIGHT_DTYPES for t in (None, 4, 256)],

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..gpu import Tensor, pack_params, runtime
 from ._check import dtype_in, expect
-from .registry import padded_output, rand, require, sweep
+from .registry import SENTINEL, padded_output, rand, require, sweep
 
 WG = 64
 
@@ -97,10 +97,14 @@ def mrope(x: Tensor, positions3: Tensor, inv_freq: Tensor, sections, interleaved
 
 
 def qk_norm_rope(q: Tensor, k: Tensor, q_norm: Tensor, k_norm: Tensor, eps: float, positions: Tensor,
-                 inv_freq: Tensor, sections=None) -> None:
+                 inv_freq: Tensor, sections=None, append: tuple[Tensor, Tensor, Tensor, Tensor] | None = None) -> None:
     """Per-head RMSNorm (weights q_norm, k_norm [D] f32) then rotation, of q [T, H, D] and k [T, H2, D]
     in place, in one dispatch. positions [T] i32 (plain RoPE, sections None) or [3, T] i32 with
-    interleaved MRoPE sections. The same math as rmsnorm followed by rope / mrope."""
+    interleaved MRoPE sections. The same math as rmsnorm followed by rope / mrope.
+
+    append = (v, cache_k, cache_v, step): the same dispatch also does ops.attention.kv_append of the
+    rotated k and of v [T, H2, D] (k is then left unrotated: the cache holds it), one dispatch fewer a
+    layer at decode."""
     import struct
 
     t, h, d = _check_x("qk_norm_rope", q, inv_freq)
@@ -113,8 +117,18 @@ def qk_norm_rope(q: Tensor, k: Tensor, q_norm: Tensor, k_norm: Tensor, eps: floa
            "positions must be [T] i32 (or [3, T] with sections)", positions=positions)
     sec_h, sec_w = (0, 0) if sections is None else (int(sections[1]), int(sections[2]))
     eps_bits = struct.unpack("<I", struct.pack("<f", eps))[0]
-    params = pack_params(t, h, d // 2, t, sec_h, sec_w, 0, 0, 0, k.shape[1], eps_bits)
-    runtime().kernel("rope", "norm_rope", WG=WG)(t * (h + k.shape[1]), params, q, positions, inv_freq, k, q_norm, k_norm)
+    h2 = k.shape[1]
+    if append is None:
+        params = pack_params(t, h, d // 2, t, sec_h, sec_w, 0, 0, 0, h2, eps_bits)
+        runtime().kernel("rope", "norm_rope", WG=WG)(t * (h + h2), params, q, positions, inv_freq, k, q_norm, k_norm)
+        return
+    from .attention import check_append
+
+    v, cache_k, cache_v, step = append
+    max_len = check_append("qk_norm_rope", k, v, cache_k, cache_v, step)
+    params = pack_params(t, h, d // 2, t, sec_h, sec_w, 0, 0, 0, h2, eps_bits, max_len)
+    runtime().kernel("rope", "norm_rope_append", WG=WG)(t * (h + 2 * h2), params, q, positions, inv_freq, k, q_norm,
+                                                        k_norm, v, cache_k, cache_v, step)
 
 
 # -- numpy references ------------------------------------------------------------------------------
@@ -191,8 +205,10 @@ def _rope_case(rng, t, h, d, theta=1e6, in_place=False):
     return got, want
 
 
-def _qk_norm_rope_case(rng, t, hq, hk, d, sections):
-    """The same math as rmsnorm then rope / mrope, q and k in place."""
+def _qk_norm_rope_case(rng, t, hq, hk, d, sections, append_at=None):
+    """The same math as rmsnorm then rope / mrope, q and k in place; with append_at = (start, max_len), k
+    and v go to the cache rows from start instead (a sentinel cache: rows it must not write keep it)."""
+    from .attention import sentinel_cache, start_step
     from .norm import rmsnorm_ref
 
     rt = runtime()
@@ -209,10 +225,24 @@ def _qk_norm_rope_case(rng, t, hq, hk, d, sections):
     qt, kt = padded_output(q.shape), padded_output(k.shape)
     rt.write(qt, q)
     rt.write(kt, k)
-    qk_norm_rope(qt, kt, rt.upload(wq), rt.upload(wk), eps, rt.upload(pos), rt.upload(inv), sections)
     ref_q = rot(rmsnorm_ref(q.reshape(-1, d), wq, eps).reshape(q.shape))
     ref_k = rot(rmsnorm_ref(k.reshape(-1, d), wk, eps).reshape(k.shape))
-    return (qt.numpy(), kt.numpy()), (ref_q, ref_k)
+    if append_at is None:
+        qk_norm_rope(qt, kt, rt.upload(wq), rt.upload(wk), eps, rt.upload(pos), rt.upload(inv), sections)
+        return (qt.numpy(), kt.numpy()), (ref_q, ref_k)
+    start, max_len = append_at
+    v = rand(rng, t, hk, d)
+    ck, cv = sentinel_cache(max_len, hk, d)
+    qk_norm_rope(qt, kt, rt.upload(wq), rt.upload(wk), eps, rt.upload(pos), rt.upload(inv), sections,
+                 append=(rt.upload(v), ck, cv, start_step(start)))
+    got_k, got_v = ck.numpy(), cv.numpy()
+    rows = slice(start, min(start + t, max_len))
+    for got in (got_k, got_v):
+        kept = np.delete(got, np.arange(max_len)[rows], axis=0)
+        require((kept == SENTINEL).all(), "a cache row outside start .. start + T - 1 was written")
+    require(np.array_equal(kt.numpy(), k), "k must be left as it came when appended")
+    n = rows.stop - start
+    return (qt.numpy(), got_k[rows], got_v[rows]), (ref_q, ref_k[:n], v[:n])
 
 
 def cases():
@@ -227,4 +257,10 @@ def cases():
                [dict(t=t, hq=hq, hk=hk, d=d, sections=s) for t, hq, hk, d, s in
                 [(1, 16, 8, 128, None), (5, 6, 2, 24, None), (3, 4, 4, 64, None), (1, 32, 4, 128, (24, 20, 20)), (4, 6, 3, 32, (4, 6, 6))]],
                quick=[dict(t=5, hq=6, hk=2, d=24, sections=None), dict(t=4, hq=6, hk=3, d=32, sections=(4, 6, 6))]),
+        # Fused with the cache append: decode mid-cache, a prefill from 0, rows past max_len dropped, MRoPE.
+        *sweep("rope", "qk_norm_rope", 1e-12, _qk_norm_rope_case,
+               [dict(t=t, hq=hq, hk=hk, d=d, sections=s, append_at=a) for t, hq, hk, d, s, a in
+                [(1, 16, 8, 128, None, (37, 64)), (5, 6, 2, 24, None, (0, 9)), (3, 4, 4, 64, None, (6, 8)),
+                 (1, 32, 4, 128, (24, 20, 20), (0, 1)), (4, 6, 3, 32, (4, 6, 6), (11, 40))]],
+               quick=[dict(t=3, hq=4, hk=4, d=64, sections=None, append_at=(6, 8))]),
     ]
