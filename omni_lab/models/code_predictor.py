@@ -69,7 +69,6 @@ class CodePredictor(Decoder):
         rt = runtime()
         self.position_bufs = [rt.upload(np.array([p], np.int32), label=f"cp.position{p}") for p in range(self.groups)]
         self.step_bufs = [rt.upload(np.array([p, 0, 0, 0], np.uint32), label=f"cp.step{p}") for p in range(self.groups)]
-        self.code_embed = rt.empty((1, d), label="cp.code_embed")
 
     def scratch_shapes(self, t: int, rows: int) -> dict:
         shapes = super().scratch_shapes(t, rows)
@@ -94,24 +93,29 @@ class CodePredictor(Decoder):
         return super().forward(start=0, taps=taps, all_logits=all_logits, embeds=embeds)
 
     # -- one frame, recorded into the open step ------------------------------------------------------
-    def _row(self, embeds: Tensor, position: int) -> Tensor:
-        """One row at `position` of the frame; returns the final norm's output [1, D]."""
+    def _row(self, position: int) -> Tensor:
+        """One row at `position` of the frame over the input embedding gathered into the one-row scratch's
+        h (no copy: the residual stream starts there); returns the final norm's output [1, D]."""
         s = self.scratch(1, 1)
         ctx = StepContext(1, s, self.step_bufs[position], self._exported_taps(1))
-        h = embeddings_input(embeds, 1, self.cfg.hidden_size, s.h)
-        return self.layers_forward(h, ctx, Rotary(self.position_bufs[position], self.inv_freq))
+        return self.layers_forward(s.h, ctx, Rotary(self.position_bufs[position], self.inv_freq))
 
-    def frame(self, hidden: Tensor, code0_embed: Tensor, codes: list[Tensor], frame_sum: Tensor, sampler=None) -> None:
-        """Record the frame's residual codebooks: `hidden` [1, D] (the talker's last normed row) and
-        `code0_embed` [1, D] in; codes[g] ([1] i32) written for g = 1..groups-1; frame_sum [1, D] += each
-        residual code's embedding (the talker's next input is their sum with code 0's and the text's)."""
-        self._row(hidden, 0)
-        embed = code0_embed
+    def frame(self, hidden: tuple[Tensor, Tensor], code0_table, codes: list[Tensor], frame_sum: Tensor,
+              sampler=None) -> None:
+        """Record the frame's residual codebooks. Row 0 reads the talker's hidden state, `hidden` = (row id
+        [1] i32, the table of talker rows it indexes); row 1 code 0's embedding (codes[0] in `code0_table`,
+        the talker's codec embedding), row g > 1 code g - 1's in the code predictor's table. codes[g] ([1]
+        i32) is written for g = 1..groups-1; frame_sum [1, D] = the sum of the 16 codes' embeddings (the
+        talker's next input, with the text row)."""
         s = self.scratch(1, 1)
+        embedding.embedding(*hidden, out=s.h)
+        self._row(0)
+        embedding.embedding(codes[0], code0_table, out=s.h)
+        embedding.embedding(codes[0], code0_table, out=frame_sum)
         for g in range(1, self.groups):
-            x = self._row(embed, g)
+            x = self._row(g)
             pick(linear(x, self.heads[g - 1], s.logits), codes[g], sampler, stream=g)
-            embed = embedding.embedding(codes[g], self.embeddings[g - 1], out=self.code_embed)
+            embed = embedding.embedding(codes[g], self.embeddings[g - 1], out=s.h)  # the next row's input
             elementwise.add(frame_sum, embed, out=frame_sum)
 
 

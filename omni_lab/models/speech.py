@@ -191,8 +191,13 @@ class Speech:
         self.seen = rt.empty((v,), "u32", label="speech.seen")  # codec ids generated so far (repetition penalty)
         self.suppress = (max(v - SUPPRESSED_TOP, 0), v)
         groups = self.code_predictor.groups
-        self.codes = [rt.empty((1,), "i32", label=f"speech.code{g}") for g in range(groups)]  # codes[0]: code 0
-        self.frame_codes = rt.empty((groups, 1), "i32", label="speech.frame_codes")
+        # A frame's codes, read back together: code g > 0 is picked straight into row g (rows a binding
+        # offset apart, so each is bindable); codes[0], which the talker's step overwrites with the next
+        # frame's code 0, is copied into row 0.
+        row = rt.gpu.offset_alignment // 4
+        self.frame_codes = rt.empty((groups, row), "i32", label="speech.frame_codes")
+        self.codes = [rt.empty((1,), "i32", label="speech.code0")] + [
+            self.frame_codes.view((1,), offset=4 * row * g) for g in range(1, groups)]
         self.code0_embed = rt.empty((1, d), label="speech.code0_embed")
         self.hidden_row = rt.empty((1, d), label="speech.hidden_row")
         self.text_row = rt.empty((1, d), label="speech.text_row")
@@ -289,13 +294,9 @@ class Speech:
     # -- one frame ------------------------------------------------------------------------------------
     def _record_frame(self, talker_sampler: GpuSampler | None, cp_sampler: GpuSampler | None) -> None:
         tk, cp = self.talker, self.code_predictor
-        code0 = self.codes[0]
-        embedding.embedding(code0, tk.embed_tokens, out=self.code0_embed)
-        embedding.embedding(self.last_row, self.talker_hidden, out=self.hidden_row)
-        copy.copy(self.code0_embed, self.frame_sum)
-        cp.frame(self.hidden_row, self.code0_embed, self.codes, self.frame_sum, cp_sampler)
-        for g, code in enumerate(self.codes):  # frame_codes[g] <- code g (cp.step_bufs[g] holds g)
-            copy.rows_at_step(code.view((1, 1)), self.frame_codes, cp.step_bufs[g])
+        cp.frame((self.last_row, self.talker_hidden), tk.embed_tokens, self.codes, self.frame_sum, cp_sampler)
+        words = self.frame_codes.view((self.frame_codes.numel, 1))  # word 0 is row 0's code (step_bufs[0] holds 0)
+        copy.rows_at_step(self.codes[0].view((1, 1)), words, cp.step_bufs[0])
         embedding.embedding(self.trail_row, self.text_table, out=self.text_row)
         elementwise.add(self.frame_sum, self.text_row, out=self.frame_sum)
         self._talker_step(tk.scratch(1, 1), 1, self.frame_sum, talker_sampler)
@@ -380,7 +381,7 @@ class Speech:
                     self._write_frame_inputs(p + k, trail_start + min(k, trailing))
                     codes, nxt = tk.plan(key, lambda: self._record_frame(tk_sampler, cp_sampler), reads)
                 tk.length = p + k + 1
-                yield codes.reshape(-1).astype(np.int64)
+                yield codes[:, 0].astype(np.int64)
                 code0 = int(nxt[0])
         finally:
             for step in in_flight:  # submitted past the EOS (or the caller stopped): wait, so staging returns
