@@ -13,6 +13,14 @@
 //   `swiglu` is `main` over x = silu(gate) * up, computed as it is read (a SwiGLU MLP's down projection
 //   without the elementwise dispatch before it): bindings 1 gate [K] f32 (in x's place), 2 w, 3 y,
 //   4 up [K] f32; silu as lib/silu.wgsl, the product rounded as elementwise's swiglu rounds it.
+//   `multi_norm` is `multi` over x = rmsnorm(h + delta) * norm_w, which each workgroup computes into
+//   workgroup memory before its rows (a decoder layer's residual add and the norm before its q/k/v or
+//   gate/up projections, without a dispatch of their own): bindings 1 h [K] f32 (in x's place), 2 w0,
+//   3 y0, 4 w1, 5 w2, 6 y1, 7 y2, 8 delta [K] f32, 9 norm_w [K] f32, 10 out_h [K] f32 (h + delta,
+//   written by workgroup 0; not h or delta, which the other workgroups still read). Overrides: ND4 = K / 4
+//   (the workgroup array's length), DELTA (0: x = rmsnorm(h), delta and out_h unused but bound).
+//   Params add eps (f32 bits) in the sixth word. The norm is rmsnorm's: (v * inverseSqrt(mean(v^2) + eps))
+//   * w, v = h + delta rounded to f32 first.
 // Accumulation is f32.
 
 override WG: u32 = 256;
@@ -20,7 +28,7 @@ override TPR: u32 = 32;    // threads per row; a power of two dividing WG
 override WTYPE: u32 = 2u;  // 0 f32, 1 f16, 2 bf16
 const UNROLL: u32 = 4u;
 
-struct Params { n: u32, k: u32, row_base: u32, n1: u32, n2: u32, _p0: u32, _p1: u32, _p2: u32 }
+struct Params { n: u32, k: u32, row_base: u32, n1: u32, n2: u32, eps_bits: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
@@ -98,8 +106,8 @@ fn load_multi(seg: u32, i: u32) -> vec4<u32> {
     return w2[i];
 }
 
-@compute @workgroup_size(WG)
-fn multi(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+// The rows of `multi` and `multi_norm`: x from binding 1, or (normed) the workgroup's xs.
+fn multi_rows(grid: Grid, lid: u32, normed: bool) {
     let row = thread_row(grid, lid, TPR);
     let lane = lid % TPR;
     let total = p.n + p.n1 + p.n2;
@@ -116,14 +124,20 @@ fn multi(grid: Grid, @builtin(local_invocation_index) lid: u32) {
             let u1 = load_multi(seg, base + j + TPR);
             let u2 = load_multi(seg, base + j + 2u * TPR);
             let u3 = load_multi(seg, base + j + 3u * TPR);
-            acc += vec4<f32>(dot_word(u0, j), dot_word(u1, j + TPR), dot_word(u2, j + 2u * TPR), dot_word(u3, j + 3u * TPR));
+            acc += vec4<f32>(dot_in(u0, j, normed), dot_in(u1, j + TPR, normed), dot_in(u2, j + 2u * TPR, normed),
+                             dot_in(u3, j + 3u * TPR, normed));
         }
-        for (; j < words; j += TPR) { acc.x += dot_word(load_multi(seg, base + j), j); }
+        for (; j < words; j += TPR) { acc.x += dot_in(load_multi(seg, base + j), j, normed); }
     }
     let sum = row_sum(lid, TPR, acc.x + acc.y + acc.z + acc.w);
     if (lane == 0u && row < total) {
         if (seg == 0u) { y[local] = sum; } else if (seg == 1u) { y1[local] = sum; } else { y2[local] = sum; }
     }
+}
+
+@compute @workgroup_size(WG)
+fn multi(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    multi_rows(grid, lid, false);
 }
 
 // `swiglu`'s up, at w1's binding (no entry point uses both).
@@ -158,4 +172,40 @@ fn swiglu(grid: Grid, @builtin(local_invocation_index) lid: u32) {
         for (; j < words; j += TPR) { acc.x += dot_act(w[base + j], j); }
     }
     reduce_and_store(lid, row, acc.x + acc.y + acc.z + acc.w);
+}
+
+override ND4: u32 = 1u;   // multi_norm: K / 4
+override DELTA: u32 = 1u; // multi_norm: 1 x = rmsnorm(h + delta), 0 x = rmsnorm(h)
+
+@group(0) @binding(8) var<storage, read> delta: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read> norm_w: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read_write> out_h: array<vec4<f32>>;
+
+var<workgroup> xs: array<vec4<f32>, ND4>;
+
+@compute @workgroup_size(WG)
+fn multi_norm(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    // The normed x, into workgroup memory (every workgroup: there is no grid-wide barrier).
+    var ss = 0.0;
+    for (var i = lid; i < ND4; i += WG) {
+        var v = x[i];
+        if (DELTA == 1u) { v += delta[i]; }
+        xs[i] = v;
+        ss += dot(v, v);
+    }
+    let r = inverseSqrt(row_sum(lid, WG, ss) / f32(4u * ND4) + bitcast<f32>(p.eps_bits));
+    let first = group_index(grid) == 0u;
+    for (var i = lid; i < ND4; i += WG) {
+        let v = xs[i];
+        if (DELTA == 1u && first) { out_h[i] = v; }
+        xs[i] = (v * r) * norm_w[i];
+    }
+    workgroupBarrier();  // xs complete, and row_sum's array free again
+    multi_rows(grid, lid, true);
+}
+
+fn dot_in(u: vec4<u32>, j: u32, normed: bool) -> f32 {
+    if (!normed) { return dot_word(u, j); }
+    if (WTYPE == 0u) { return dot_values(u, xs[j], xs[j]); }
+    return dot_values(u, xs[2u * j], xs[2u * j + 1u]);
 }

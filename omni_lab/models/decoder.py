@@ -15,10 +15,10 @@ import numpy as np
 
 from ..activations import Activation
 from ..gpu import Tensor, runtime
-from ..ops import elementwise, embedding, norm, rope, select
+from ..ops import elementwise, embedding, rope, select
 from .component import Component, ModelInputError, StepContext, embeddings_input
 from .config import DecoderConfig
-from .layers import DecoderLayer, LayerHook, Rotary, linear, residual_norm
+from .layers import DecoderLayer, LayerHook, Normed, Rotary, linear, residual_norm
 from .sampling import Sampler, sample_from_topk
 
 __all__ = ["Decoder", "ModelInputError"]
@@ -86,7 +86,7 @@ class Decoder(Component):
         cfg = self.cfg
         d, hq, hkv, dh, f = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.intermediate_size
         shapes = {
-            "ids": ((t,), "i32"), "h": ((t, d), "f32"), "x": ((t, d), "f32"),
+            "ids": ((t,), "i32"), "h": ((t, d), "f32"), "h2": ((t, d), "f32"), "x": ((t, d), "f32"),
             "q": ((t, hq * dh), "f32"), "k": ((t, hkv * dh), "f32"), "v": ((t, hkv * dh), "f32"),
             "attn": ((t, hq * dh), "f32"), "o": ((t, d), "f32"), "scaled": ((t, d), "f32"),
             "gate": ((t, f), "f32"), "up": ((t, f), "f32"), "act": ((t, f), "f32"), "mlp": ((t, d), "f32"),
@@ -121,28 +121,40 @@ class Decoder(Component):
     def layers_forward(self, h: Tensor, ctx: StepContext, rotary: Rotary | None = None) -> Tensor:
         """The layers over the residual stream h [T, D]; returns the final norm's output.
 
-        The one fusion of the decoder: each residual add goes into one dispatch with the norm that reads
-        its result (the layer's post-attention norm, the next layer's input norm, or the final norm),
-        except after a layer with a hook, whose work sits between the add and the norm. `rotary`: the
-        step's positions where they are not the scratch's (the code predictor's 16 steps in one submission)."""
+        Each residual add goes with the norm that reads its result (the layer's post-attention norm, the
+        next layer's input norm, or the final norm) as a Normed: one add_rmsnorm, or at decode no dispatch at
+        all, inside the projections that read it. The stream alternates between two buffers (the fused form
+        reads one while writing the other). After the last layer, a layer with a hook (whose work sits
+        between the add and the norm) or an exported layer, the add and the norm are recorded there.
+        `rotary`: the step's positions where they are not the scratch's (the code predictor's 16 steps in
+        one submission)."""
         eps, p, s = self.cfg.rms_norm_eps, self.prefix, ctx.s
         rotary = rotary or self.rotary(s)
         layers = self.layers
-        x = norm.rmsnorm(h, layers[0].input_layernorm, eps, out=s.x)
+
+        def other(h: Tensor) -> Tensor:
+            return s.h2 if h.buffer is s.h.buffer and h.offset == s.h.offset else s.h
+
+        x = Normed(h, None, layers[0].input_layernorm, eps, None, s.x)
         for i, layer in enumerate(layers):
             name = f"{p}.layers.{i}"
             o = layer.self_attn(x, ctx, rotary, ctx.out(f"{name}.self_attn", s.o))
             if layer.self_attn_layer_scale is not None:
                 o = elementwise.mul(o, layer.self_attn_layer_scale, out=s.scaled)
-            h, x = norm.add_rmsnorm(h, o, layer.post_attention_layernorm, eps, out_h=s.h, out=s.x)
+            x = Normed(h, o, layer.post_attention_layernorm, eps, other(h), s.x)
+            h = x.h_out
             m = layer.mlp(x, ctx, ctx.out(f"{name}.mlp", s.mlp))
             if layer.mlp_layer_scale is not None:
                 m = elementwise.mul(m, layer.mlp_layer_scale, out=s.scaled)
-            last = i + 1 == len(layers)
-            h, x = residual_norm(h, m, self.norm if last else layers[i + 1].input_layernorm, eps,
-                                 out_h=ctx.out(name, s.h), out=ctx.out(f"{p}.norm", s.x) if last else s.x,
-                                 hook=self.hooks.get(i), ctx=ctx)
-            self._export_rows(ctx, name, h)
+            last, hook = i + 1 == len(layers), self.hooks.get(i)
+            out_h = ctx.out(name, other(h))
+            if last or hook is not None or name in self.exports:
+                h, x = residual_norm(h, m, self.norm if last else layers[i + 1].input_layernorm, eps, out_h=out_h,
+                                     out=ctx.out(f"{p}.norm", s.x) if last else s.x, hook=hook, ctx=ctx)
+                self._export_rows(ctx, name, h)
+            else:
+                x = Normed(h, m, layers[i + 1].input_layernorm, eps, out_h, s.x)
+                h = out_h
         self._export_rows(ctx, f"{p}.norm", x)
         return x
 

@@ -18,7 +18,47 @@ from ..ops import moe, norm, rope
 from .component import StepContext
 
 
+@dataclass
+class Normed:
+    """x = rmsnorm(h + delta) * weight (delta None: rmsnorm(h)), not computed yet. A decode projection that is
+    x's one reader forms it in its own workgroups (ops.linear.matvec_multi_norm: the residual add and the
+    norm cost no dispatch); any other reader calls `value()`, one add_rmsnorm (or rmsnorm) into `out`.
+    h + delta goes to `h_out`, which is not h: in the fused form every workgroup reads h while one of them
+    writes h_out."""
+    h: Tensor
+    delta: Tensor | None
+    weight: Tensor
+    eps: float
+    h_out: Tensor | None
+    out: Tensor
+    state: str = "pending"  # "pending", "value" (in out), "fused" (read by one projection, out never written)
+
+    def value(self) -> Tensor:
+        if self.state == "fused":
+            raise RuntimeError("Normed.value: x was formed inside the projection that read it, not in out")
+        if self.state == "pending":
+            if self.delta is None:
+                norm.rmsnorm(self.h, self.weight, self.eps, out=self.out)
+            else:
+                norm.add_rmsnorm(self.h, self.delta, self.weight, self.eps, out_h=self.h_out, out=self.out)
+            self.state = "value"
+        return self.out
+
+    def project(self, ws: tuple, outs: tuple[Tensor, ...]) -> tuple[Tensor, ...] | None:
+        """The projections of x in one fused dispatch, or None where they do not qualify."""
+        if self.state != "pending" or self.h.shape[0] != 1 or not linear_ops.norm_multi_ok(self.h, ws):
+            return None
+        self.state = "fused"
+        return linear_ops.matvec_multi_norm(self.h, self.delta, self.weight, self.eps, ws, outs, out_h=self.h_out)
+
+
+def value(x) -> Tensor:
+    """x itself, or a Normed's value."""
+    return x.value() if isinstance(x, Normed) else x
+
+
 def linear(x: Tensor, w, out: Tensor) -> Tensor:
+    x = value(x)
     if isinstance(w, Tensor):
         return linear_ops.linear(x, w, out)
     from ..ops.q8_0 import q8_linear
@@ -28,7 +68,13 @@ def linear(x: Tensor, w, out: Tensor) -> Tensor:
 
 def linears(x: Tensor, ws: tuple, outs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """Several projections of the same x: one dispatch at decode (one token) where the weights allow it,
-    since decode time goes to dispatches more than to bytes; otherwise one linear each."""
+    since decode time goes to dispatches more than to bytes; otherwise one linear each. x may be a Normed:
+    at decode its norm then joins the same dispatch."""
+    if isinstance(x, Normed):
+        fused = x.project(ws, outs)
+        if fused is not None:
+            return fused
+        x = x.value()
     if x.shape[0] == 1 and linear_ops.multi_ok(x, ws):
         return linear_ops.matvec_multi(x, ws, outs)
     if all(isinstance(w, Q8Weight) for w in ws):
@@ -64,7 +110,7 @@ class Attention:
     eps: float
     window: int = 0
 
-    def __call__(self, x: Tensor, ctx: StepContext, rotary: Rotary, out: Tensor) -> Tensor:
+    def __call__(self, x: "Tensor | Normed", ctx: StepContext, rotary: Rotary, out: Tensor) -> Tensor:
         """x [T, D] normed -> out [T, D]."""
         hq, hkv, dh = self.heads
         t, s = ctx.t, ctx.s
@@ -128,6 +174,7 @@ class MoeMlp:
 
     def __call__(self, x: Tensor, ctx: StepContext, out: Tensor) -> Tensor:
         s, t = ctx.s, ctx.t
+        x = value(x)  # the router, the experts and the shared expert all read it
         w_buf, e_buf = ctx.taps.get(self.router_name) or (s.route_w, s.route_e)
         logits = linear(x, self.gate, s.router_logits)  # [T, E]
         weights, experts = moe.route(logits, self.top_k, self.norm_topk_prob, out_weights=w_buf, out_experts=e_buf)

@@ -118,10 +118,61 @@ def matvec_multi(x: Tensor, ws: tuple[Tensor, ...], outs: tuple[Tensor, ...],
     return tuple(outs)
 
 
+def matvec_multi_norm(h: Tensor, delta: Tensor | None, norm_w: Tensor, eps: float, ws: tuple[Tensor, ...],
+                      outs: tuple[Tensor, ...], out_h: Tensor | None = None,
+                      threads_per_row: int | None = None) -> tuple[Tensor, ...]:
+    """matvec_multi of x = rmsnorm(h + delta) * norm_w (delta None: rmsnorm(h)), x formed by every workgroup
+    in its own memory, so the residual add and the norm cost no dispatch: outs[i] = ws[i] x, and out_h = h +
+    delta (written by one workgroup; required with delta, and neither h nor delta). h, delta, norm_w: [K] or
+    [1, K] f32 (norm_w [K]); the weights as matvec_multi's, 1 to 3 of them (`norm_multi_ok`)."""
+    import struct
+
+    expect("matvec_multi_norm", norm_multi_ok(h, ws), "weights must share a dtype and K, K % 8 == 0 (4 for f32), "
+           "each within one binding, 1 to 3 of them, and K f32 values must fit the workgroup memory", h=h,
+           **{f"w{i}": w for i, w in enumerate(ws)})
+    k = h.numel
+    expect("matvec_multi_norm", norm_w.shape == (k,) and norm_w.dtype == "f32", f"norm_w must be [{k}] f32", norm_w=norm_w)
+    if delta is not None:
+        expect("matvec_multi_norm", delta.shape == h.shape and delta.dtype == "f32", f"delta must be {h.shape} f32",
+               delta=delta)
+        expect("matvec_multi_norm", out_h is not None and out_h.shape == h.shape and out_h.dtype == "f32"
+               and out_h.buffer is not h.buffer and out_h.buffer is not delta.buffer,
+               f"out_h must be {h.shape} f32 and be neither h nor delta", out_h=out_h, h=h, delta=delta)
+    for w, y in zip(ws, outs):
+        expect("matvec_multi_norm", y.shape == h.shape[:-1] + (w.shape[0],) and y.dtype == "f32",
+               f"out must be {h.shape[:-1] + (w.shape[0],)} f32", out=y)
+    n = [w.shape[0] for w in ws] + [0] * (3 - len(ws))
+    ws3 = tuple(ws) + (ws[0],) * (3 - len(ws))
+    outs3 = tuple(outs) + (outs[0],) * (3 - len(outs))
+    wg = tuning.current().matvec_wg
+    tpr = threads_per_row or matvec_tpr(sum(n), k, ws[0].dtype)
+    kern = runtime().kernel("matvec", "multi_norm", WG=wg, TPR=tpr, WTYPE=WTYPE[ws[0].dtype], ND4=k // 4,
+                            DELTA=int(delta is not None))
+    eps_bits = struct.unpack("<I", struct.pack("<f", eps))[0]
+    # Without delta, h stands in for the unused delta and out_h bindings (read only, never written).
+    kern(-(-sum(n) // (wg // tpr)), pack_params(n[0], k, 0, n[1], n[2], eps_bits, 0, 0),
+         h, ws3[0], outs3[0], ws3[1], ws3[2], outs3[1], outs3[2], h if delta is None else delta, norm_w,
+         out_h if delta is not None else outs3[0])
+    return tuple(outs)
+
+
+def norm_multi_ok(h: Tensor, ws) -> bool:
+    """Whether matvec_multi_norm takes h and these weights: multi_ok's conditions for 1 to 3 weights, and K
+    f32 values within the adapter's workgroup memory beside the reduction's array."""
+    gpu = runtime().gpu
+    storage = gpu.limits["max-compute-workgroup-storage-size"] - 4 * tuning.current().matvec_wg
+    return 1 <= len(ws) <= 3 and _same_x_ok(h, ws) and 4 * h.numel <= storage
+
+
 def multi_ok(x: Tensor, ws) -> bool:
+    return 2 <= len(ws) <= 3 and _same_x_ok(x, ws)
+
+
+def _same_x_ok(x: Tensor, ws) -> bool:
+    """16-bit or f32 weights of one dtype and K = x's, K % 8 == 0 (4 for f32), each in one binding."""
     gpu = runtime().gpu
     first = ws[0]
-    return (isinstance(first, Tensor) and 2 <= len(ws) <= 3 and x.dtype == "f32" and x.numel == first.shape[1]
+    return (isinstance(first, Tensor) and x.dtype == "f32" and x.numel == first.shape[1]
             and all(isinstance(w, Tensor) and w.dtype == first.dtype and len(w.shape) == 2
                     and w.shape[1] == first.shape[1] and w.bind_size <= gpu.max_binding for w in ws)
             and first.dtype in WTYPE and first.shape[1] % (4 if first.dtype == "f32" else 8) == 0)
@@ -215,6 +266,25 @@ def _matvec_swiglu_case(rng, n, k, dtype):
     return out.numpy(), matvec_ref(swiglu_ref(gate, up), w_seen)
 
 
+def _matvec_multi_norm_case(rng, rows, dtype, k=200, delta=True, threads_per_row=None):
+    from .norm import rmsnorm_ref
+
+    rt = runtime()
+    hosts = [random_weights(rng, n, k, dtype) for n in rows]
+    h, d, nw = rand(rng, k) * 3, rand(rng, k), rand(rng, k)
+    outs = tuple(padded_output((n,)) for n in rows)
+    ws = tuple(rt.upload(w, dtype) for w, _ in hosts)
+    ht = rt.upload(h)
+    require(norm_multi_ok(ht, ws), "norm_multi_ok refuses weights that qualify")
+    out_h = padded_output((k,)) if delta else None
+    matvec_multi_norm(ht, rt.upload(d) if delta else None, rt.upload(nw), 1e-6, ws, outs, out_h=out_h,
+                      threads_per_row=threads_per_row)
+    v = (h + d).astype(np.float32) if delta else h
+    x = rmsnorm_ref(v[None], nw, 1e-6)[0]
+    got = tuple(o.numpy() for o in outs) + ((out_h.numpy(),) if delta else ())
+    return got, tuple(matvec_ref(x, seen) for _, seen in hosts) + ((v,) if delta else ())
+
+
 def _matvec_multi_case(rng, rows, dtype, threads_per_row):
     rt = runtime()
     k = 200
@@ -259,6 +329,11 @@ def cases():
         *sweep("linear", "matvec_swiglu", NMSE_BOUND, _matvec_swiglu_case,
                [dict(n=n, k=k, dtype=dt) for dt in WEIGHT_DTYPES for n, k in [(1, 8), (33, 64), (257, 200), (64, 4096), (5, 24)]],
                quick=[dict(n=257, k=200, dtype="bf16")]),
+        *sweep("linear", "matvec_multi_norm", NMSE_BOUND, _matvec_multi_norm_case,
+               [dict(rows=r, dtype=dt, delta=dl) for r in [(37, 5, 5), (64, 16), (300,)] for dt in WEIGHT_DTYPES
+                for dl in (True, False)]
+               + [dict(rows=(33, 8), dtype="bf16", k=2048, threads_per_row=t) for t in (4, 256)],
+               quick=[dict(rows=(37, 5, 5), dtype="bf16", delta=True)]),
         *sweep("linear", "matvec_multi", 1e-9, _matvec_multi_case,
                [dict(rows=r, dtype=dt, threads_per_row=t) for r in [(37, 5, 5), (64, 16), (1, 300, 7)]
                 for dt in WEIGHT_DTYPES for t in (None, 4, 256)],
