@@ -29,6 +29,7 @@ from tqdm import tqdm
 from ..formats.q8_0 import QK, Q8Weight, quantize_q8_0, split_q8_0, upload_q8_0
 from ..gpu import KernelError, Tensor, pack_params, runtime, tuning
 from ._check import dtype_in, expect
+from .linear import launch_tpr
 from .registry import NMSE_MATMUL, nmse, padded_output, rand, require, sweep
 from .tiles import gathered_matmul, rows_in_order
 
@@ -96,6 +97,33 @@ def quantize_activations(x: Tensor, out: tuple[Tensor, Tensor] | None = None) ->
     return q, d
 
 
+# ---- quantizing x in workgroup memory -------------------------------------------------------------------
+STAGED_BYTES_PER_BLOCK = 36  # a block of x in workgroup memory: 32 int8 quants and an f32 scale
+
+
+def staged_blocks_max(wg: int) -> int:
+    """The most blocks of x a workgroup of `wg` threads can quantize into its memory on this adapter: its
+    workgroup storage less row_sum's array (4 bytes a thread), 36 bytes a block."""
+    limit = runtime().gpu.limits["max-compute-workgroup-storage-size"]
+    return max(0, (limit - 4 * wg) // STAGED_BYTES_PER_BLOCK)
+
+
+def fuses_quantization(k: int, wg: int | None = None) -> bool:
+    """Whether a decode matvec over K = `k` quantizes x in its own workgroups (no quantize_act dispatch):
+    K within the tuning table's q8_fuse_max_k and within what the adapter's workgroup storage holds."""
+    table = tuning.current()
+    return k <= table.q8_fuse_max_k and k // QK <= staged_blocks_max(wg or table.q8_matvec_wg)
+
+
+def _fused_kernel(entry: str, rows: int, k: int):
+    """(kernel, rows per workgroup) of a fused entry for a launch of `rows` rows of K = `k`."""
+    table = tuning.current()
+    wg = table.q8_matvec_wg
+    tpr = launch_tpr(rows, k // QK, table.q8_fused_min_tpr, wg)
+    xb = k // QK if entry.endswith(("dot4", "dot4_x")) else 1  # the f32 entries hold no x in workgroup memory
+    return runtime().kernel(SHADER, entry, WG=wg, TPR=tpr, XB=max(1, xb)), wg // tpr
+
+
 # ---- decode ---------------------------------------------------------------------------------------------
 def q8_matvec_quantized(xq: Tensor, xd: Tensor, w: Q8Weight, out: Tensor | None = None, vector_shape=None) -> Tensor:
     """y = W x from already-quantized activations (one quantize_activations may feed several matvecs).
@@ -117,9 +145,18 @@ def q8_matvec_quantized(xq: Tensor, xd: Tensor, w: Q8Weight, out: Tensor | None 
 
 
 def q8_matvec(x: Tensor, w: Q8Weight, out: Tensor | None = None) -> Tensor:
-    """y = W x with int8 activations (dot4I8Packed). x: [K] or [1, K] f32; returns [N] or [1, N] f32."""
+    """y = W x with int8 activations (dot4I8Packed). x: [K] or [1, K] f32; returns [N] or [1, N] f32.
+    One dispatch a row piece where fuses_quantization(K) (each workgroup quantizes x itself), otherwise
+    quantize_activations then the matvec; the int8 values, and so the result, are the same."""
     n, k = _check_weight("q8_matvec", w)
     _check_vector("q8_matvec", x, k, w)
+    if fuses_quantization(k):
+        y = _out(out, x.shape[:-1] + (n,), "q8_matvec")
+        for row0, piece in _pieces(w):
+            rows = piece.shape[0]
+            kern, per_group = _fused_kernel("matvec_dot4_x", rows, k)
+            kern(-(-rows // per_group), _params(rows, k, row0), x, piece.quants, piece.scales, y)
+        return y
     if out is not None:
         _out(out, x.shape[:-1] + (n,), "q8_matvec")
     rt = runtime()
@@ -250,11 +287,85 @@ def q8_linear(x: Tensor, w: Q8Weight, out: Tensor | None = None, path: str = "au
     return q8_matvec(x, w, out) if _decode_path(path) == "dot4" else q8_matvec_f32(x, w, out)
 
 
+def q8_multi_ok(x: Tensor, ws, path: str = "dot4") -> bool:
+    """Whether q8_matvec_multi takes these weights on decode path `path`: 2 or 3 Q8Weights of x's K, each
+    within one binding, the adapter binding 10 storage buffers to a shader, and on dot4 a K whose
+    quantization fits the workgroups (fuses_quantization)."""
+    gpu = runtime().gpu
+    if not (2 <= len(ws) <= 3 and all(isinstance(w, Q8Weight) and len(w.shape) == 2 for w in ws)):
+        return False
+    k = ws[0].shape[1]
+    return (x.dtype == "f32" and x.numel == k and k % QK == 0 and all(w.shape[1] == k for w in ws)
+            and all(t.bind_size <= gpu.max_binding for w in ws for t in (w.quants, w.scales))
+            and gpu.limits.get("max-storage-buffers-per-shader-stage", 8) >= 10
+            and (path == "f32" or fuses_quantization(k)))
+
+
+def q8_matvec_multi(x: Tensor, ws: tuple, outs: tuple, path: str = "auto") -> tuple[Tensor, ...]:
+    """Two or three Q8_0 matvecs of the same x ([K] or [1, K] f32) in one dispatch: outs[i] = ws[i] x
+    (q/k/v, gate/up at decode), as ops/linear.py's matvec_multi for 16-bit weights. path 'dot4' (x
+    quantized in each workgroup's memory: the results of q8_matvec), 'f32' (those of q8_matvec_f32) or
+    'auto' (q8_linear's choice). q8_multi_ok says whether a set qualifies."""
+    path = _decode_path(path)
+    kernel = "q8_matvec_multi"
+    expect(kernel, q8_multi_ok(x, ws, path), "weights must be 2 or 3 Q8Weights of x's K, each within one binding, "
+           "on an adapter with 10 storage buffers a shader (dot4: K within q8_fuse_max_k and workgroup storage)",
+           x=x, **{f"w{i}": w.quants for i, w in enumerate(ws) if isinstance(w, Q8Weight)})
+    for w, y in zip(ws, outs):
+        _check_weight(kernel, w)
+        _out(y, x.shape[:-1] + (w.shape[0],), kernel)
+    k = ws[0].shape[1]
+    n = [w.shape[0] for w in ws] + [0] * (3 - len(ws))
+    ws3 = tuple(ws) + (ws[0],) * (3 - len(ws))  # unused slots bind a real weight and output, with 0 rows
+    outs3 = tuple(outs) + (outs[0],) * (3 - len(outs))
+    kern, per_group = _fused_kernel("multi_" + path, sum(n), k)
+    tensors = [x]
+    for w, y in zip(ws3, outs3):
+        tensors += [w.quants, w.scales, y]
+    kern(-(-sum(n) // per_group), _params(n[0], k, 0, n[1], n[2]), *tensors)
+    return tuple(outs)
+
+
+def q8_matvec_swiglu(gate: Tensor, up: Tensor, w: Q8Weight, out: Tensor | None = None, path: str = "auto") -> Tensor:
+    """y = W (silu(gate) * up) at decode: a SwiGLU MLP's down projection reading its gate and up halves, so
+    that no swiglu dispatch runs before it. gate, up: [F] or [1, F] f32 (the same shape); w: Q8Weight
+    [N, F]; returns [N] or [1, N] f32 (the leading dims of gate). silu(g) * up is elementwise.swiglu's f32
+    value, bit for bit. path 'dot4': the product quantized in each workgroup's memory, so the result is
+    q8_matvec(swiglu(gate, up)) exactly; past fuses_quantization(F) it runs as those two ops (three
+    dispatches). 'f32': the product formed in registers (q8_matvec_f32's math). 'auto': q8_linear's
+    choice. One dispatch a row piece otherwise."""
+    kernel = "q8_matvec_swiglu"
+    n, k = _check_weight(kernel, w)
+    for name, t in (("gate", gate), ("up", up)):
+        dtype_in(kernel, name, t, ("f32",))
+    expect(kernel, gate.shape in ((k,), (1, k)) and up.shape == gate.shape,
+           f"gate and up must be [F] or [1, F] (the same) with F = {k} (w shape {w.shape})", gate=gate, up=up)
+    path = _decode_path(path)
+    if path == "dot4" and not fuses_quantization(k):
+        from .elementwise import swiglu
+
+        rt = runtime()
+        act = rt.scratch(gate.shape, "f32")
+        y = q8_matvec(swiglu(gate, up, out=act), w, out)
+        act.release()  # later dispatches run after these in queue order
+        return y
+    y = _out(out, gate.shape[:-1] + (n,), kernel)
+    for row0, piece in _pieces(w):
+        rows = piece.shape[0]
+        kern, per_group = _fused_kernel("swiglu_" + path, rows, k)
+        kern(-(-rows // per_group), _params(rows, k, row0), gate, up, piece.quants, piece.scales, y)
+    return y
+
+
 def q8_linears(x: Tensor, ws: tuple, outs: tuple, path: str = "auto") -> tuple[Tensor, ...]:
-    """Several Q8_0 projections of the same x (q/k/v, gate/up). At one token on the dot4 path x is quantized
-    once for all of them: a decode step is bound by dispatches more than by bytes."""
+    """Several Q8_0 projections of the same x (q/k/v, gate/up). At one token: one q8_matvec_multi dispatch
+    where q8_multi_ok; otherwise, on the dot4 path, one matvec each, quantizing x in their workgroups where
+    K allows, or else one quantization of x shared by all of them: a decode step is bound by dispatches
+    more than by bytes. Several tokens: q8_matmul per weight."""
     one = len(x.shape) == 1 or x.shape[0] == 1
-    if not (one and _decode_path(path) == "dot4"):
+    if one and q8_multi_ok(x, ws, _decode_path(path)):
+        return q8_matvec_multi(x, ws, outs, path)
+    if not (one and _decode_path(path) == "dot4") or fuses_quantization(x.shape[-1]):
         return tuple(q8_linear(x, w, out, path) for w, out in zip(ws, outs))
     k = x.shape[-1]
     for w in ws:
