@@ -51,38 +51,14 @@ struct Params { a: u32, b: u32, c: u32, d: u32, e: u32, _p0: u32, _p1: u32, _p2:
 
 // #include "lib/q8_block.wgsl"
 
+// #include "lib/q8_stage.wgsl"
+
 // #include "lib/silu.wgsl"
 
 // ---- quantize_act ---------------------------------------------------------------------------------------
 @group(0) @binding(1) var<storage, read> qa_x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> qa_q: array<u32>;
 @group(0) @binding(3) var<storage, read_write> qa_d: array<f32>;
-
-// roundf: nearest, halves away from zero; floor(2 * frac) is exact, unlike floor(a + 0.5).
-fn round_away(v: vec4<f32>) -> vec4<f32> {
-    let a = abs(v);
-    let f = floor(a);
-    return sign(v) * (f + floor(2.0 * (a - f)));
-}
-
-// One block of 32 values quantized by llama.cpp's q8_0 rule: the one code path of quantize_act and of the
-// entries that quantize in workgroup memory, so both give the same int8 values.
-struct QBlock { q0: vec4<u32>, q1: vec4<u32>, d: f32 }
-
-fn quant_block(v: array<vec4<f32>, 8>) -> QBlock {
-    var amax = 0.0;
-    for (var i = 0u; i < 8u; i++) {
-        let a = abs(v[i]);
-        amax = max(amax, max(max(a.x, a.y), max(a.z, a.w)));
-    }
-    let d = amax / 127.0;
-    let id = select(0.0, 1.0 / d, d != 0.0);
-    var q: array<u32, 8>;
-    for (var i = 0u; i < 8u; i++) {
-        q[i] = pack4xI8Clamp(vec4<i32>(round_away(v[i] * id)));
-    }
-    return QBlock(vec4<u32>(q[0], q[1], q[2], q[3]), vec4<u32>(q[4], q[5], q[6], q[7]), d);
-}
 
 @compute @workgroup_size(WG)
 fn quantize_act(grid: Grid, @builtin(local_invocation_index) lid: u32) {
@@ -163,16 +139,6 @@ fn matvec_f32(grid: Grid, @builtin(local_invocation_index) lid: u32) {
 }
 
 // ---- decode entries that quantize x in workgroup memory -------------------------------------------------
-var<workgroup> sx_q: array<vec4<u32>, 2u * XB>;  // block b: words 2b, 2b + 1
-var<workgroup> sx_d: array<f32, XB>;
-
-fn stage_block(b: u32, v: array<vec4<f32>, 8>) {
-    let qb = quant_block(v);
-    sx_q[2u * b] = qb.q0;
-    sx_q[2u * b + 1u] = qb.q1;
-    sx_d[b] = qb.d;
-}
-
 // x (binding 1, mf_x) quantized into workgroup memory; every thread of the workgroup must call it.
 fn stage_x(lid: u32, nb: u32) {
     for (var b = lid; b < nb; b += WG) {
@@ -181,11 +147,6 @@ fn stage_x(lid: u32, nb: u32) {
         stage_block(b, v);
     }
     workgroupBarrier();
-}
-
-// Block b of a weight row (words w0, w1, scale s) against block b of the staged x.
-fn staged_block(w0: vec4<u32>, w1: vec4<u32>, s: f32, b: u32) -> f32 {
-    return f32(block_dot_i8(w0, w1, sx_q[2u * b], sx_q[2u * b + 1u])) * (s * sx_d[b]);
 }
 
 // Block b of a weight row against f32 values x0..x7 (the f32 path).
