@@ -425,6 +425,18 @@ def q8_matmul_ref(x: np.ndarray, wq: np.ndarray, wd: np.ndarray) -> np.ndarray:
     return (np.asarray(x, np.float64) @ dequantize_ref(wq, wd).T).astype(np.float32)
 
 
+def q8_matvec_multi_ref(x: np.ndarray, weights, path: str = "dot4") -> tuple[np.ndarray, ...]:
+    """Each (wq, wd) of `weights` applied to x by the single-weight reference of `path`."""
+    ref = q8_matvec_ref if path == "dot4" else q8_matvec_f32_ref
+    return tuple(ref(x, wq, wd) for wq, wd in weights)
+
+
+def q8_matvec_swiglu_ref(act: np.ndarray, wq: np.ndarray, wd: np.ndarray, path: str = "dot4") -> np.ndarray:
+    """W act with act = silu(gate) * up as f32 values (elementwise.swiglu's on the GPU, or swiglu_ref):
+    the single-weight reference of `path`."""
+    return (q8_matvec_ref if path == "dot4" else q8_matvec_f32_ref)(act, wq, wd)
+
+
 # -- registry cases (ops/registry.py) --------------------------------------------------------------
 
 # The GPU computes exact int32 block sums; what remains is f32 rounding of the block scaling and of the
@@ -446,11 +458,15 @@ def random_q8_weights(rng, n, k):
     return upload_q8_0(blocks, (n, k)), wq, wd
 
 
-def _q8_matvec_case(rng, n, k):
+def _q8_matvec_case(rng, n, k, fused=True):
+    """fused: x quantized in the matvec's workgroups (matvec_dot4_x); False: the separate pass that K past
+    fuses_quantization takes (quantize_act, matvec_dot4)."""
     w, wq, wd = random_q8_weights(rng, n, k)
     x = rand(rng, k)
     out = padded_output((n,))
-    q8_matvec(runtime().upload(x), w, out=out)
+    with tuning.override(**({} if fused else {"q8_fuse_max_k": 0})):
+        require(fuses_quantization(k) == fused, f"K = {k} {'does not fuse' if fused else 'fuses'} on this adapter")
+        q8_matvec(runtime().upload(x), w, out=out)
     y = out.numpy()
     if n >= 32:  # the statistical bound needs enough outputs to mean anything
         err = nmse(y, q8_matvec_f32_ref(x, wq, wd))
@@ -474,6 +490,38 @@ def _q8_matmul_case(rng, m, n, k):
     return out.numpy(), q8_matmul_ref(x, wq, wd)
 
 
+def _q8_multi_case(rng, rows, k, path):
+    rt = runtime()
+    made = [random_q8_weights(rng, n, k) for n in rows]
+    x = rand(rng, 1, k)
+    outs = tuple(padded_output((1, n)) for n in rows)
+    ws = tuple(w for w, _, _ in made)
+    require(q8_multi_ok(rt.upload(x), ws, path), "q8_multi_ok refuses weights that qualify")
+    q8_matvec_multi(rt.upload(x), ws, outs, path=path)
+    return tuple(o.numpy() for o in outs), q8_matvec_multi_ref(x, [(wq, wd) for _, wq, wd in made], path)
+
+
+def _q8_swiglu_case(rng, n, k, path, fused=True):
+    """Against the single-weight reference of the GPU's own swiglu product (elementwise.swiglu): dot4's
+    int8 values then match exactly, where numpy's silu may differ from ours in the last ulp. The numpy
+    product is checked too, by the dot4-against-f32 bound."""
+    from .elementwise import swiglu, swiglu_ref
+
+    rt = runtime()
+    w, wq, wd = random_q8_weights(rng, n, k)
+    gate, up = rand(rng, 1, k, scale=3.0), rand(rng, 1, k)
+    act = swiglu(rt.upload(gate), rt.upload(up)).numpy()
+    out = padded_output((1, n))
+    with tuning.override(**({} if fused else {"q8_fuse_max_k": 0})):
+        require(fuses_quantization(k) == fused, f"K = {k} {'does not fuse' if fused else 'fuses'} on this adapter")
+        q8_matvec_swiglu(rt.upload(gate), rt.upload(up), w, out=out, path=path)
+    y = out.numpy()
+    if n >= 32:
+        err = nmse(y, q8_matvec_f32_ref(swiglu_ref(gate, up), wq, wd))
+        require(err < NMSE_DOT4_VS_F32, f"against the numpy SwiGLU's f32 product: NMSE {err:.3g} over {NMSE_DOT4_VS_F32:g}")
+    return y, q8_matvec_swiglu_ref(act, wq, wd, path)
+
+
 def _split_binding_case(rng, n, k, op):
     """int8 quants of 134 MB need two bindings on lavapipe: rows on both sides of each split."""
     rt = runtime()
@@ -492,6 +540,13 @@ def _split_binding_case(rng, n, k, op):
         return out.numpy()[:, rows], q8_matmul_ref(x, sub_q, sub_d)
     x = rand(rng, k)
     out = padded_output((n,))
+    if op == "q8_matvec_swiglu":  # each row piece quantizes silu(gate) * up itself
+        from .elementwise import swiglu
+
+        up = rand(rng, k)
+        act = swiglu(rt.upload(x), rt.upload(up)).numpy()
+        q8_matvec_swiglu(rt.upload(x), rt.upload(up), w, out=out, path="dot4")
+        return out.numpy()[rows], q8_matvec_ref(act, sub_q, sub_d)
     fn, ref = (q8_matvec, q8_matvec_ref) if op == "q8_matvec" else (q8_matvec_f32, q8_matvec_f32_ref)
     fn(rt.upload(x), w, out=out)
     return out.numpy()[rows], ref(x, sub_q, sub_d)
@@ -501,10 +556,22 @@ def cases():
     matvec = [dict(n=n, k=k) for n, k in MATVEC_SHAPES]
     return [
         *sweep("q8_0", "q8_matvec", NMSE_Q8_EXACT, _q8_matvec_case, matvec, quick=[dict(n=33, k=96)]),
+        # The separate quantize_act pass, which K past fuses_quantization takes; K = 32768 is past lavapipe's
+        # 32 KiB of workgroup storage (and the tables' q8_fuse_max_k) on its own.
+        *sweep("q8_0", "q8_matvec", NMSE_Q8_EXACT, _q8_matvec_case,
+               [dict(n=n, k=k, fused=False) for n, k in MATVEC_SHAPES + [(40, 32768)]],
+               quick=[dict(n=33, k=96, fused=False)]),
+        *sweep("q8_0", "q8_matvec_multi", NMSE_Q8_EXACT, _q8_multi_case,
+               [dict(rows=r, k=k, path=pa) for r in [(37, 5, 5), (64, 16), (1, 300, 7)] for k in (96, 2048)
+                for pa in PATHS], quick=[dict(rows=(37, 5, 5), k=96, path=pa) for pa in PATHS]),
+        *sweep("q8_0", "q8_matvec_swiglu", NMSE_Q8_EXACT, _q8_swiglu_case,
+               [dict(n=n, k=k, path=pa) for n, k in MATVEC_SHAPES + [(40, 6144)] for pa in PATHS]
+               + [dict(n=n, k=k, path="dot4", fused=False) for n, k in [(33, 96), (40, 32768)]],
+               quick=[dict(n=33, k=96, path=pa) for pa in PATHS]),
         *sweep("q8_0", "q8_matvec_f32", NMSE_Q8_EXACT, _q8_matvec_f32_case, matvec, quick=[dict(n=33, k=96)]),
         *sweep("q8_0", "q8_matmul", NMSE_Q8_EXACT, _q8_matmul_case, [dict(m=m, n=n, k=k) for m, n, k in MATMUL_SHAPES],
                quick=[dict(m=17, n=33, k=96)]),
-        *[case for op in ("q8_matvec", "q8_matvec_f32", "q8_matmul")
+        *[case for op in ("q8_matvec", "q8_matvec_f32", "q8_matmul", "q8_matvec_swiglu")
           for case in sweep("q8_0", op, NMSE_Q8_EXACT, partial(_split_binding_case, op=op), [dict(n=16400, k=8192)],
                             large=True)],
     ]
