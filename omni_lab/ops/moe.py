@@ -5,7 +5,8 @@ stay on the GPU.
 
 Expert weights are stacked over experts in nn.Linear's [out, in] layout: gate_up [E, 2F, D] (gate_proj
 rows then up_proj rows per expert, transformers' fused `gate_up_proj`) and down [E, D, F], as f32/f16/bf16
-Tensors or Q8_0 (formats.q8_0.Q8Weight, int8 activations through dot4I8Packed). Stacks larger than one
+Tensors or Q8_0 (formats.q8_0.Q8Weight, int8 activations through dot4I8Packed: at one token quantized
+in the expert kernels' own workgroups, `*_q8x`, otherwise by a quantize_activations dispatch before them). Stacks larger than one
 storage binding are bound in expert pieces, one dispatch per piece: gate_up's rows are written by the
 piece holding their expert, and down's pieces each add the slots they hold.
 

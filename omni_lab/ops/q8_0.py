@@ -13,6 +13,14 @@ so `q8_linear(path='auto')` takes the tuning table's q8_matvec_path (gpu/tuning.
 'auto' too, times both once per adapter on a representative shape and keeps dot4 unless f32 is clearly
 faster (choose_path says why, and says its result once on stderr).
 
+Decode is bound by dispatches more than by bytes (issue 16), so at one token the dot4 matvecs quantize x
+in each workgroup's memory (fuses_quantization: K within the tuning table's q8_fuse_max_k and the adapter's
+workgroup storage) with quantize_act's own code, instead of after a quantize_activations dispatch: the
+same int8 values, one dispatch fewer. q8_matvec_multi takes 2-3 weights of one x (q/k/v, gate/up) in one
+dispatch on either path, and q8_matvec_swiglu is a SwiGLU MLP's down projection reading gate and up, so no
+swiglu dispatch runs before it. Past fuses_quantization the separate pass stays (one quantization shared
+by the projections of an x in q8_linears).
+
 Weights larger than a storage binding are bound in row pieces (Q8Weight.row_pieces), one dispatch per
 piece, each writing its own output rows, as ops/linear.py does.
 """
