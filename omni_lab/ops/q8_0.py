@@ -256,9 +256,14 @@ def choose_path(reps: int = 4, trials: int = 3) -> dict:
     dot4 = rt.kernel(SHADER, "matvec_dot4", WG=wg, ROWS=rows)
     f32 = rt.kernel(SHADER, "matvec_f32", WG=wg, ROWS=rows)
     grid = (-(-n // rows), 1, 1)
+    if fuses_quantization(k):  # the one dispatch that decode runs for this K
+        dot4_x, per_group = _fused_kernel("matvec_dot4_x", n, k)
+        dot4_run = [(dot4_x, _params(n, k, 0), (x, w.quants, w.scales, y), (-(-n // per_group), 1, 1))]
+    else:
+        dot4_run = [(quant, _params(k // QK), (x, xq, xd), (-(-(k // QK) // table.q8_quant_wg), 1, 1)),
+                    (dot4, _params(n, k, 0), (xq, xd, w.quants, w.scales, y), grid)]
     seconds = {
-        "dot4": _time_dispatches([(quant, _params(k // QK), (x, xq, xd), (-(-(k // QK) // table.q8_quant_wg), 1, 1)),
-                                  (dot4, _params(n, k, 0), (xq, xd, w.quants, w.scales, y), grid)], reps, trials),
+        "dot4": _time_dispatches(dot4_run, reps, trials),
         "f32": _time_dispatches([(f32, _params(n, k, 0), (x, w.quants, w.scales, y), grid)], reps, trials),
     }
     # dot4 unless f32 takes under q8_f32_margin of its time: one quantization of x feeds every projection
