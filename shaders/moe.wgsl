@@ -35,6 +35,13 @@
 //             first: each piece adds the slots it holds).
 //   Dispatch: ceil(T * D / (WG / TPR)) workgroups (flat index); a row's TPR threads stride over the
 //             flattened (slot, word) range so a row keeps loads in flight however short F is.
+// gate_up_q8x and down_q8x: gate_up_q8 and down_q8 for one token (decode) that quantize their input in
+//   workgroup memory instead of reading ops/q8_0.quantize_activations' output (lib/q8_stage.wgsl's code,
+//   so the int8 values are the same): x [D] (XB >= D / 32) for gate_up, act [K, F] (XB >= K * F / 32) for
+//   down, re-quantized by every workgroup (decode is bound by dispatches, and x is small).
+//   Bindings (gate_up_q8x): 0 params; 1 x: [1, D] f32; 2 wq; 3 ws; 4 experts; 5 act.
+//   Bindings (down_q8x):    0 params; 1 act: [K, F] f32; 2 wq; 3 ws; 4 experts; 5 weights; 6 out.
+//   Params and dispatch as gate_up_q8 / down_q8 with pairs = K.
 // VEC = true needs D % 8 == 0 (D % 4 for f32) in gate_up and F % 8 (F % 4) in down for 16-byte weight
 // words; VEC = false reads element by element (any size). The q8 entries need multiples of 32.
 //
@@ -58,6 +65,7 @@ override K_MAX: u32 = 8;    // route: kept experts held in workgroup memory (>= 
 override TPR: u32 = 16;     // threads per output row, a power of two dividing WG
 override WTYPE: u32 = 2u;   // 0 f32, 1 f16, 2 bf16
 override VEC: bool = true;
+override XB: u32 = 64u;     // gate_up_q8x / down_q8x: blocks of the input held in workgroup memory
 const QK: u32 = 32u;        // values per Q8_0 block
 const UNROLL: u32 = 4u;
 const NO_PAIR: u32 = 0xffffffffu;  // order[] padding
@@ -363,6 +371,86 @@ fn down_q8(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     }
     let sum = row_sum(lid, TPR, acc.x + acc.y);
     if (lane == 0u && dr.ok) { q_out[dr.r] = select(sum, q_out[dr.r] + sum, ep.accumulate == 1u); }
+}
+
+// ---- experts, Q8_0 weights, one token, input quantized in workgroup memory -----------------------------
+// #include "lib/q8_stage.wgsl"
+
+@group(0) @binding(3) var<storage, read> qx_ws: array<u32>;
+@group(0) @binding(4) var<storage, read> qx_experts: array<i32>;
+@group(0) @binding(5) var<storage, read_write> qx_act: array<f32>;      // gate_up_q8x
+@group(0) @binding(5) var<storage, read> qx_route_w: array<f32>;        // down_q8x
+@group(0) @binding(6) var<storage, read_write> qx_out: array<f32>;      // down_q8x
+
+// The first nb blocks of binding 1 (x, or act flattened) quantized into workgroup memory; every thread of
+// the workgroup calls it.
+fn stage_input(lid: u32, nb: u32) {
+    for (var b = lid; b < nb; b += WG) {
+        var v: array<vec4<f32>, 8>;
+        for (var i = 0u; i < 8u; i++) { v[i] = x[8u * b + i]; }
+        stage_block(b, v);
+    }
+    workgroupBarrier();
+}
+
+// Block b of weight row `row` (nb blocks a row) against staged block xb.
+fn qx_block(row: u32, b: u32, nb: u32, xb: u32) -> f32 {
+    let si = row * nb + b;
+    return staged_block(w[2u * si], w[2u * si + 1u], block_scale(qx_ws[si >> 1u], si), xb);
+}
+
+@compute @workgroup_size(WG)
+fn gate_up_q8x(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let nb = ep.d / QK;
+    stage_input(lid, nb);
+    let r = thread_row(grid, lid, TPR);
+    let lane = lid % TPR;
+    let g = gate_up_row(r, in_piece(qx_experts[pair_of(r)]));
+    var ga = vec2<f32>(0.0);
+    var ua = vec2<f32>(0.0);
+    if (g.ok) {
+        var b = lane;
+        for (; b + TPR < nb; b += 2u * TPR) {
+            ga += vec2<f32>(qx_block(g.gate, b, nb, b), qx_block(g.gate, b + TPR, nb, b + TPR));
+            ua += vec2<f32>(qx_block(g.up, b, nb, b), qx_block(g.up, b + TPR, nb, b + TPR));
+        }
+        if (b < nb) {
+            ga.x += qx_block(g.gate, b, nb, b);
+            ua.x += qx_block(g.up, b, nb, b);
+        }
+    }
+    let gate = row_sum(lid, TPR, ga.x + ga.y);
+    workgroupBarrier();
+    let up = row_sum(lid, TPR, ua.x + ua.y);
+    if (lane == 0u && g.ok) { qx_act[r] = silu(gate) * up; }
+}
+
+// Weighted block `flat` of a down row's (slot, block) range; the token's pairs are 0..K-1, and the staged
+// act holds their blocks in that order, so `flat` is also the staged block.
+fn qx_down_block(n: u32, flat: u32, nb: u32) -> f32 {
+    let j = flat / nb;
+    let e = in_piece(qx_experts[j]);
+    let v = qx_route_w[j] * qx_block(u32(max(e, 0)) * ep.n + n, flat - j * nb, nb, flat);
+    return select(0.0, v, e >= 0);
+}
+
+@compute @workgroup_size(WG)
+fn down_q8x(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let nb = ep.d / QK;
+    let total = ep.k * nb;
+    stage_input(lid, total);
+    let dr = down_row(group_index(grid), lid);
+    let lane = lid % TPR;
+    var acc = vec2<f32>(0.0);
+    if (dr.ok) {
+        var f = lane;
+        for (; f + TPR < total; f += 2u * TPR) {
+            acc += vec2<f32>(qx_down_block(dr.n, f, nb), qx_down_block(dr.n, f + TPR, nb));
+        }
+        if (f < total) { acc.x += qx_down_block(dr.n, f, nb); }
+    }
+    let sum = row_sum(lid, TPR, acc.x + acc.y);
+    if (lane == 0u && dr.ok) { qx_out[dr.r] = select(sum, qx_out[dr.r] + sum, ep.accumulate == 1u); }
 }
 
 // ---- grouping pairs by expert (prefill) --------------------------------------------------------------

@@ -18,10 +18,30 @@
 //                 Both matvecs: params {n = rows of this piece, k, row_base}; ROWS rows per workgroup of WG
 //                 threads, WG / ROWS threads per row, each taking every (WG/ROWS)-th block of its row;
 //                 dispatch ceil(n / ROWS) workgroups (flat index).
+//
+// Decode entries that quantize x themselves (no quantize_act dispatch before them): each workgroup
+// quantizes the whole x into workgroup memory (sx_q [K/4] u32, sx_d [K/32] f32: K * 9/8 bytes, XB blocks
+// of capacity, XB >= K/32, set by the wrapper) with quantize_act's code (quant_block), so the int8 values
+// are those of the separate pass, then takes the dot4 products from there. TPR threads per row, WG / TPR
+// rows per workgroup; dispatch ceil(rows / (WG / TPR)) workgroups (flat index).
+//   matvec_dot4_x  y[row_base + r] = W x as matvec_dot4 computes it from quantize_act(x).
+//                  Bindings: 1 x [K] f32, 2 wq, 3 ws, 4 y [N_total] f32. Params {n = rows of this piece, k, row_base}.
+//   multi_dot4, multi_f32  up to three weights of the same x in one dispatch (q/k/v, gate/up): rows [0, n0)
+//                  from w0, then n1 rows of w1, then n2 of w2 (an unused slot is bound to w0 with 0 rows).
+//                  multi_dot4 quantizes x in workgroup memory; multi_f32 is matvec_f32's math.
+//                  Bindings: 1 x [K] f32, 2 wq0, 3 ws0, 4 y0, 5 wq1, 6 ws1, 7 y1, 8 wq2, 9 ws2, 10 y2.
+//                  Params {n0, k, 0, n1, n2}; each weight in one binding (no row pieces).
+//   swiglu_dot4, swiglu_f32  y[row_base + r] = W (silu(gate) * up): the down projection of a SwiGLU MLP
+//                  reading its two halves. silu is lib/silu.wgsl's (elementwise.swiglu's), the product in
+//                  f32 as that op stores it; swiglu_dot4 quantizes the product in workgroup memory (so it
+//                  equals swiglu then matvec_dot4 bit for bit), swiglu_f32 forms it in registers.
+//                  Bindings: 1 gate [K] f32, 2 up [K] f32, 3 wq, 4 ws, 5 y. Params {n = rows of this piece, k, row_base}.
 // Prefill's Q8_0 matmul is tiles_q8.wgsl (ops/tiles.py).
 
 override WG: u32 = 256u;   // threads per workgroup (quantize_act, matvecs); a power of two
 override ROWS: u32 = 4u;   // rows per workgroup in the matvecs; a power of two dividing WG
+override TPR: u32 = 32u;   // threads per row in the *_x, multi_* and swiglu_* entries; a power of two dividing WG
+override XB: u32 = 64u;    // blocks of x the workgroup-memory copy holds (>= K / 32)
 const QK: u32 = 32u;       // values per Q8_0 block
 
 struct Params { a: u32, b: u32, c: u32, d: u32, e: u32, _p0: u32, _p1: u32, _p2: u32 }
@@ -31,35 +51,31 @@ struct Params { a: u32, b: u32, c: u32, d: u32, e: u32, _p0: u32, _p1: u32, _p2:
 
 // #include "lib/q8_block.wgsl"
 
+// #include "lib/q8_stage.wgsl"
+
+// #include "lib/silu.wgsl"
+
 // ---- quantize_act ---------------------------------------------------------------------------------------
 @group(0) @binding(1) var<storage, read> qa_x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> qa_q: array<u32>;
 @group(0) @binding(3) var<storage, read_write> qa_d: array<f32>;
-
-// roundf: nearest, halves away from zero; floor(2 * frac) is exact, unlike floor(a + 0.5).
-fn round_away(v: vec4<f32>) -> vec4<f32> {
-    let a = abs(v);
-    let f = floor(a);
-    return sign(v) * (f + floor(2.0 * (a - f)));
-}
 
 @compute @workgroup_size(WG)
 fn quantize_act(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let blk = group_index(grid) * WG + lid;
     if (blk >= p.a) { return; }
     var v: array<vec4<f32>, 8>;
-    var amax = 0.0;
-    for (var i = 0u; i < 8u; i++) {
-        v[i] = qa_x[8u * blk + i];
-        let a = abs(v[i]);
-        amax = max(amax, max(max(a.x, a.y), max(a.z, a.w)));
-    }
-    let d = amax / 127.0;
-    let id = select(0.0, 1.0 / d, d != 0.0);
-    for (var i = 0u; i < 8u; i++) {
-        qa_q[8u * blk + i] = pack4xI8Clamp(vec4<i32>(round_away(v[i] * id)));
-    }
-    qa_d[blk] = d;
+    for (var i = 0u; i < 8u; i++) { v[i] = qa_x[8u * blk + i]; }
+    let qb = quant_block(v);
+    qa_q[8u * blk] = qb.q0.x;
+    qa_q[8u * blk + 1u] = qb.q0.y;
+    qa_q[8u * blk + 2u] = qb.q0.z;
+    qa_q[8u * blk + 3u] = qb.q0.w;
+    qa_q[8u * blk + 4u] = qb.q1.x;
+    qa_q[8u * blk + 5u] = qb.q1.y;
+    qa_q[8u * blk + 6u] = qb.q1.z;
+    qa_q[8u * blk + 7u] = qb.q1.w;
+    qa_d[blk] = qb.d;
 }
 
 // ---- matvecs --------------------------------------------------------------------------------------------
@@ -120,4 +136,165 @@ fn matvec_f32(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     }
     let total = row_sum(lid, WG / ROWS, acc);
     if (t == 0u && row < p.a) { mf_y[p.c + row] = total; }
+}
+
+// ---- decode entries that quantize x in workgroup memory -------------------------------------------------
+// x (binding 1, mf_x) quantized into workgroup memory; every thread of the workgroup must call it.
+fn stage_x(lid: u32, nb: u32) {
+    for (var b = lid; b < nb; b += WG) {
+        var v: array<vec4<f32>, 8>;
+        for (var i = 0u; i < 8u; i++) { v[i] = mf_x[8u * b + i]; }
+        stage_block(b, v);
+    }
+    workgroupBarrier();
+}
+
+// Block b of a weight row against f32 values x0..x7 (the f32 path).
+fn f32_block(w0: vec4<u32>, w1: vec4<u32>, s: f32, x: array<vec4<f32>, 8>) -> f32 {
+    return s * (dot_i8x4(w0.x, x[0]) + dot_i8x4(w0.y, x[1]) + dot_i8x4(w0.z, x[2]) + dot_i8x4(w0.w, x[3])
+              + dot_i8x4(w1.x, x[4]) + dot_i8x4(w1.y, x[5]) + dot_i8x4(w1.z, x[6]) + dot_i8x4(w1.w, x[7]));
+}
+
+fn x_block(b: u32) -> array<vec4<f32>, 8> {
+    var v: array<vec4<f32>, 8>;
+    for (var i = 0u; i < 8u; i++) { v[i] = mf_x[8u * b + i]; }
+    return v;
+}
+
+@compute @workgroup_size(WG)
+fn matvec_dot4_x(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let nb = p.b / QK;
+    stage_x(lid, nb);
+    let t = lid % TPR;
+    let row = thread_row(grid, lid, TPR);
+    var acc = 0.0;
+    if (row < p.a) {
+        let base = row * nb;
+        for (var b = t; b < nb; b += TPR) {
+            let si = base + b;
+            acc += staged_block(mf_wq[2u * si], mf_wq[2u * si + 1u], block_scale(mf_ws[si >> 1u], si), b);
+        }
+    }
+    let total = row_sum(lid, TPR, acc);
+    if (t == 0u && row < p.a) { mf_y[p.c + row] = total; }
+}
+
+// ---- multi: up to three weights of the same x ------------------------------------------------------------
+@group(0) @binding(5) var<storage, read> mm_wq1: array<vec4<u32>>;
+@group(0) @binding(6) var<storage, read> mm_ws1: array<u32>;
+@group(0) @binding(7) var<storage, read_write> mm_y1: array<f32>;
+@group(0) @binding(8) var<storage, read> mm_wq2: array<vec4<u32>>;
+@group(0) @binding(9) var<storage, read> mm_ws2: array<u32>;
+@group(0) @binding(10) var<storage, read_write> mm_y2: array<f32>;
+
+// Which weight a multi row comes from (seg), and the row within it.
+struct MultiRow { ok: bool, seg: u32, local: u32 }
+
+fn multi_row(row: u32) -> MultiRow {
+    let n0 = p.a;
+    let n1 = p.d;
+    let seg = select(select(2u, 1u, row < n0 + n1), 0u, row < n0);
+    let local = row - select(select(n0 + n1, n0, seg == 1u), 0u, seg == 0u);
+    return MultiRow(row < n0 + n1 + p.e, seg, local);
+}
+
+// Weight words 2i, 2i + 1 and the scale of block i of weight seg.
+struct WBlock { w0: vec4<u32>, w1: vec4<u32>, s: f32 }
+
+fn multi_block(seg: u32, i: u32) -> WBlock {
+    if (seg == 0u) { return WBlock(mf_wq[2u * i], mf_wq[2u * i + 1u], block_scale(mf_ws[i >> 1u], i)); }
+    if (seg == 1u) { return WBlock(mm_wq1[2u * i], mm_wq1[2u * i + 1u], block_scale(mm_ws1[i >> 1u], i)); }
+    return WBlock(mm_wq2[2u * i], mm_wq2[2u * i + 1u], block_scale(mm_ws2[i >> 1u], i));
+}
+
+fn multi_store(m: MultiRow, v: f32) {
+    if (m.seg == 0u) { mf_y[m.local] = v; } else if (m.seg == 1u) { mm_y1[m.local] = v; } else { mm_y2[m.local] = v; }
+}
+
+@compute @workgroup_size(WG)
+fn multi_dot4(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let nb = p.b / QK;
+    stage_x(lid, nb);
+    let t = lid % TPR;
+    let m = multi_row(thread_row(grid, lid, TPR));
+    var acc = 0.0;
+    if (m.ok) {
+        for (var b = t; b < nb; b += TPR) {
+            let wb = multi_block(m.seg, m.local * nb + b);
+            acc += staged_block(wb.w0, wb.w1, wb.s, b);
+        }
+    }
+    let total = row_sum(lid, TPR, acc);
+    if (t == 0u && m.ok) { multi_store(m, total); }
+}
+
+@compute @workgroup_size(WG)
+fn multi_f32(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let nb = p.b / QK;
+    let t = lid % TPR;
+    let m = multi_row(thread_row(grid, lid, TPR));
+    var acc = 0.0;
+    if (m.ok) {
+        for (var b = t; b < nb; b += TPR) {
+            let wb = multi_block(m.seg, m.local * nb + b);
+            acc += f32_block(wb.w0, wb.w1, wb.s, x_block(b));
+        }
+    }
+    let total = row_sum(lid, TPR, acc);
+    if (t == 0u && m.ok) { multi_store(m, total); }
+}
+
+// ---- swiglu: the down projection of silu(gate) * up ------------------------------------------------------
+@group(0) @binding(1) var<storage, read> sg_gate: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> sg_up: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> sg_wq: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read> sg_ws: array<u32>;
+@group(0) @binding(5) var<storage, read_write> sg_y: array<f32>;
+
+// silu(gate) * up for vec4 j, in f32 as elementwise.swiglu stores it.
+fn swiglu4(j: u32) -> vec4<f32> {
+    let g = sg_gate[j];
+    return vec4<f32>(silu(g.x), silu(g.y), silu(g.z), silu(g.w)) * sg_up[j];
+}
+
+fn swiglu_block(b: u32) -> array<vec4<f32>, 8> {
+    var v: array<vec4<f32>, 8>;
+    for (var i = 0u; i < 8u; i++) { v[i] = swiglu4(8u * b + i); }
+    return v;
+}
+
+@compute @workgroup_size(WG)
+fn swiglu_dot4(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let nb = p.b / QK;
+    for (var b = lid; b < nb; b += WG) { stage_block(b, swiglu_block(b)); }
+    workgroupBarrier();
+    let t = lid % TPR;
+    let row = thread_row(grid, lid, TPR);
+    var acc = 0.0;
+    if (row < p.a) {
+        let base = row * nb;
+        for (var b = t; b < nb; b += TPR) {
+            let si = base + b;
+            acc += staged_block(sg_wq[2u * si], sg_wq[2u * si + 1u], block_scale(sg_ws[si >> 1u], si), b);
+        }
+    }
+    let total = row_sum(lid, TPR, acc);
+    if (t == 0u && row < p.a) { sg_y[p.c + row] = total; }
+}
+
+@compute @workgroup_size(WG)
+fn swiglu_f32(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let nb = p.b / QK;
+    let t = lid % TPR;
+    let row = thread_row(grid, lid, TPR);
+    var acc = 0.0;
+    if (row < p.a) {
+        let base = row * nb;
+        for (var b = t; b < nb; b += TPR) {
+            let si = base + b;
+            acc += f32_block(sg_wq[2u * si], sg_wq[2u * si + 1u], block_scale(sg_ws[si >> 1u], si), swiglu_block(b));
+        }
+    }
+    let total = row_sum(lid, TPR, acc);
+    if (t == 0u && row < p.a) { sg_y[p.c + row] = total; }
 }

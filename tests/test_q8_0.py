@@ -144,8 +144,7 @@ def test_q8_path_setting_skips_the_measurement(rt, rng, monkeypatch, capsys, pat
         ys = q8.q8_linears(rt.upload(x), (w, w), (rt.empty((1, 40)), rt.empty((1, 40))))
     assert calls == [] and q8._CHOICE == {}
     assert "Q8_0 decode matvec" not in capsys.readouterr().err
-    expected = ["q8_0.quantize_act", "q8_0.matvec_dot4"] + ["q8_0.quantize_act"] + ["q8_0.matvec_dot4"] * 2 \
-        if path == "dot4" else ["q8_0.matvec_f32"] * 3
+    expected = ["q8_0.matvec_dot4_x", "q8_0.multi_dot4"] if path == "dot4" else ["q8_0.matvec_f32", "q8_0.multi_f32"]
     assert q8_kernels(prof) == expected
     for out in (y, *ys):
         assert nmse(out.numpy(), ref(x, wq, wd)) < NMSE_Q8_EXACT
@@ -174,22 +173,76 @@ def test_auto_measures_once_per_adapter_and_says_so(rt, rng, monkeypatch, capsys
         assert nmse(y, q8.q8_matvec_f32_ref(x, wq, wd)) < NMSE_Q8_EXACT
 
 
-def test_q8_linears_share_one_quantization(rt, rng):
-    """q/k/v-style projections of one x: on the dot4 path one quantize_act feeds all of them, and each
-    result is the single-weight reference; several tokens take the matmul per weight."""
+def test_q8_linears_take_one_dispatch_at_decode(rt, rng):
+    """q/k/v-style projections of one x: at one token one multi dispatch on either path (x quantized in its
+    workgroups on dot4), each result the single-weight reference; several tokens take the matmul per
+    weight."""
     ws = [random_q8_weights(rng, n, 256) for n in (40, 8, 8)]
     x = rand(rng, 1, 256)
-    outs = tuple(rt.empty((1, w.shape[0]), "f32") for w, _, _ in ws)
-    with rt.profile() as prof:
-        ys = q8.q8_linears(rt.upload(x), tuple(w for w, _, _ in ws), outs, path="dot4")
-    kernels = [t.kernel for t in prof.timings]
-    assert sum(k.startswith("q8_0.quantize_act") for k in kernels) == 1 and len(kernels) == 4, kernels
-    for y, (_, wq, wd) in zip(ys, ws):
-        assert nmse(y.numpy(), q8.q8_matvec_ref(x, wq, wd)) < NMSE_Q8_EXACT
+    for path, entry, ref in (("dot4", "q8_0.multi_dot4", q8.q8_matvec_ref), ("f32", "q8_0.multi_f32", q8.q8_matvec_f32_ref)):
+        outs = tuple(rt.empty((1, w.shape[0]), "f32") for w, _, _ in ws)
+        with rt.profile() as prof:
+            ys = q8.q8_linears(rt.upload(x), tuple(w for w, _, _ in ws), outs, path=path)
+        assert q8_kernels(prof) == [entry]
+        for y, (_, wq, wd) in zip(ys, ws):
+            assert nmse(y.numpy(), ref(x, wq, wd)) < NMSE_Q8_EXACT
     xm = rand(rng, 3, 256)
     ys = q8.q8_linears(rt.upload(xm), tuple(w for w, _, _ in ws), tuple(rt.empty((3, w.shape[0]), "f32") for w, _, _ in ws))
     for y, (_, wq, wd) in zip(ys, ws):
         assert nmse(y.numpy(), q8.q8_matmul_ref(xm, wq, wd)) < NMSE_Q8_EXACT
+
+
+def test_q8_linears_past_the_fused_k_share_one_quantization(rt, rng):
+    """Where K is past fuses_quantization, one quantize_act feeds every projection (no multi on dot4)."""
+    ws = [random_q8_weights(rng, n, 256) for n in (40, 8)]
+    x = rand(rng, 1, 256)
+    outs = tuple(rt.empty((1, w.shape[0]), "f32") for w, _, _ in ws)
+    with tuning.override(q8_fuse_max_k=0), rt.profile() as prof:
+        ys = q8.q8_linears(rt.upload(x), tuple(w for w, _, _ in ws), outs, path="dot4")
+    assert q8_kernels(prof) == ["q8_0.quantize_act", "q8_0.matvec_dot4", "q8_0.matvec_dot4"]
+    for y, (_, wq, wd) in zip(ys, ws):
+        assert nmse(y.numpy(), q8.q8_matvec_ref(x, wq, wd)) < NMSE_Q8_EXACT
+
+
+@pytest.mark.parametrize("k", [96, 2048, 6144])
+def test_quantizing_in_workgroups_equals_the_separate_pass(rt, rng, k):
+    """matvec_dot4_x, multi_dot4 and swiglu_dot4 quantize with quantize_act's code: their results are those
+    of the separate pass (and of swiglu then q8_matvec) bit for bit, x with rounding halves and an
+    all-zero block included."""
+    from omni_lab.ops import elementwise
+
+    w, _, _ = random_q8_weights(rng, 70, k)
+    x = rand(rng, 1, k, scale=3.0)
+    x[0, :QK] = 0.0
+    x[0, QK:2 * QK] = (np.arange(QK) - 15.5) * 2  # d = 31/127: x / d lands on halves
+    up = rand(rng, 1, k)
+    with tuning.override(q8_fuse_max_k=0):
+        separate = q8.q8_matvec(rt.upload(x), w).numpy()
+        act = elementwise.swiglu(rt.upload(x), rt.upload(up))
+        separate_swiglu = q8.q8_matvec(act, w).numpy()
+    # The separate pass's launch shape (64 threads a row, not widened), so that the f32 sums run in the same
+    # order and only the quantization could differ.
+    table = tuning.current()
+    same_shape = dict(q8_fused_min_tpr=table.q8_matvec_wg // table.q8_matvec_rows, launch_threads=1)
+    with tuning.override(**same_shape), rt.profile() as prof:
+        fused = q8.q8_matvec(rt.upload(x), w).numpy()
+        multi = q8.q8_matvec_multi(rt.upload(x), (w, w), (rt.empty((1, 70)), rt.empty((1, 70))), path="dot4")
+        fused_swiglu = q8.q8_matvec_swiglu(rt.upload(x), rt.upload(up), w, path="dot4").numpy()
+    assert [kn.split("[")[0] for kn in (t.kernel for t in prof.timings)] == [
+        "q8_0.matvec_dot4_x", "q8_0.multi_dot4", "q8_0.swiglu_dot4"]
+    np.testing.assert_array_equal(fused, separate)
+    for y in multi:
+        np.testing.assert_array_equal(y.numpy(), separate)
+    np.testing.assert_array_equal(fused_swiglu, separate_swiglu)
+
+
+def test_swiglu_and_multi_errors_name_the_kernel(rt, rng):
+    w, _, _ = random_q8_weights(rng, 8, 64)
+    with pytest.raises(KernelError, match=r"q8_matvec_swiglu: gate and up must be \[F\] or \[1, F\]"):
+        q8.q8_matvec_swiglu(rt.upload(np.zeros(64, np.float32)), rt.upload(np.zeros(32, np.float32)), w)
+    other, _, _ = random_q8_weights(rng, 8, 96)
+    with pytest.raises(KernelError, match=r"q8_matvec_multi: weights must be 2 or 3 Q8Weights of x's K"):
+        q8.q8_matvec_multi(rt.upload(np.zeros(64, np.float32)), (w, other), (rt.empty((8,)), rt.empty((8,))), path="f32")
 
 
 def test_errors_name_kernel_and_shape(rt, rng):

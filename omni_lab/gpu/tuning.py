@@ -69,6 +69,11 @@ class Tuning:
     q8_matvec_path: str        # decode matvec: "dot4", "f32", or "auto" (time both once, choose_path)
     q8_choice_shape: tuple[int, int]  # [N, K] of the weight choose_path times
     q8_f32_margin: float       # "auto" picks f32 only if it takes under this fraction of dot4's time
+    # Decode entries that quantize x in each workgroup's memory instead of a quantize_act dispatch before
+    # them (matvec_dot4_x, multi_*, swiglu_*; MoE gate_up_q8x / down_q8x): used for K up to q8_fuse_max_k
+    # (and what the adapter's workgroup storage holds), the separate pass above it.
+    q8_fuse_max_k: int
+    q8_fused_min_tpr: int      # threads per row of those entries at least, before launch_tpr widens
 
     def __post_init__(self):
         def need(ok: bool, what: str) -> None:
@@ -76,7 +81,7 @@ class Tuning:
                 raise ValueError(f"tuning {self.family}: {what}")
 
         pow2 = ("matvec_wg", "matvec_tpr_f32", "matvec_tpr_16bit", "moe_expert_wg", "moe_min_tpr", "attention_wg",
-                "attention_combine_wg", "row_wg_min", "row_wg_max", "q8_quant_wg", "q8_matvec_wg", "q8_matvec_rows")
+                "attention_combine_wg", "row_wg_min", "row_wg_max", "q8_quant_wg", "q8_matvec_wg", "q8_matvec_rows", "q8_fused_min_tpr")
         for name in pow2:
             v = getattr(self, name)
             need(isinstance(v, int) and v > 0 and v & (v - 1) == 0, f"{name} must be a power of two, got {v!r}")
@@ -90,6 +95,9 @@ class Tuning:
         need(self.q8_matvec_path in Q8_PATHS, f"q8_matvec_path must be one of {', '.join(Q8_PATHS)}, "
                                               f"got {self.q8_matvec_path!r}")
         need(0 < self.q8_f32_margin <= 1, f"q8_f32_margin must be in (0, 1], got {self.q8_f32_margin!r}")
+        need(self.q8_fused_min_tpr <= self.q8_matvec_wg, "q8_fused_min_tpr must not exceed q8_matvec_wg")
+        need(self.q8_fuse_max_k >= 0 and self.q8_fuse_max_k % 32 == 0,
+             f"q8_fuse_max_k must be a non-negative multiple of 32, got {self.q8_fuse_max_k!r}")
         lens = [n for n, _ in self.attention_split_steps]
         need(lens == sorted(lens) and all(k > 0 for _, k in self.attention_split_steps) and self.attention_split_long > 0,
              "attention_split_steps must rise by max_len, with positive key counts")
@@ -138,6 +146,15 @@ NVIDIA = Tuning(
     # thinker decoded 157 tok/s on dot4 and 130 on f32 (one quantization feeds every projection of an x:
     # bench/results/thinker_h200_vulkan.json); an emulated dot4 is several times slower, still caught.
     q8_f32_margin=0.5,
+    # Reasoned, not yet measured (issue 16): decode is dispatch-bound (Q8_0 918 dispatches a token against
+    # BF16's 581), and a workgroup's own quantization of x re-reads x (4K bytes, from L2) next to its
+    # rows' weights (1.0625K bytes a row). 16384 covers every decode K of the thinker (2048; 768 x top-8
+    # = 6144 in the experts' down) and of dense Qwen3 (up to 6144 x 2 in 8B/14B's down) at ~18 KB of
+    # the 48 KB an H200 workgroup may hold; past it the separate pass is kept.
+    q8_fuse_max_k=16384,
+    # 8 threads a row puts 32 rows in a 256-thread workgroup, so x's re-read is ~1/8 of the weight bytes
+    # a workgroup reads; launch_tpr widens short launches (k_proj's 512 rows) toward launch_threads.
+    q8_fused_min_tpr=8,
 )
 
 # An unknown adapter gets the values measured somewhere rather than values guessed for it: the H200's.
@@ -178,6 +195,9 @@ AMD_RDNA3 = replace(
     # as a decode does, at ~0.3 ms a run. Whether dot4I8Packed becomes v_dot4_i32_iu8 depends on naga and
     # the driver, so the path is still measured ("auto").
     q8_choice_shape=(32768, 2048),
+    # q8_fuse_max_k and q8_fused_min_tpr keep the H200's values: 64 KB of LDS a workgroup holds the
+    # ~18 KB of x at 16384 with room for three workgroups a CU, and 8 threads x 16 B is still a 128-byte
+    # line a row step; the x re-read goes to a 32 MB last-level cache, not to the LPDDR5X.
 )
 
 TABLES = {t.family: t for t in (NVIDIA, AMD_RDNA3, DEFAULT)}

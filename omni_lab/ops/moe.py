@@ -5,7 +5,8 @@ stay on the GPU.
 
 Expert weights are stacked over experts in nn.Linear's [out, in] layout: gate_up [E, 2F, D] (gate_proj
 rows then up_proj rows per expert, transformers' fused `gate_up_proj`) and down [E, D, F], as f32/f16/bf16
-Tensors or Q8_0 (formats.q8_0.Q8Weight, int8 activations through dot4I8Packed). Stacks larger than one
+Tensors or Q8_0 (formats.q8_0.Q8Weight, int8 activations through dot4I8Packed: at one token quantized
+in the expert kernels' own workgroups, `*_q8x`, otherwise by a quantize_activations dispatch before them). Stacks larger than one
 storage binding are bound in expert pieces, one dispatch per piece: gate_up's rows are written by the
 piece holding their expert, and down's pieces each add the slots they hold.
 
@@ -82,8 +83,11 @@ def _check_experts(kernel: str, w, experts: Tensor, t: int) -> tuple[int, int, i
     return (*w.shape, experts.shape[1])
 
 
-def _dispatch(kernel: str, entry: str, w, rows: int, words: int, params, head: tuple, tail: tuple) -> None:
-    """One dispatch per expert piece of w: bindings head + (w's tensors) + tail; params(e0, count, first)."""
+def _dispatch(kernel: str, entry: str, w, rows: int, words: int, params, head: tuple, tail: tuple,
+              staged: int = 0) -> None:
+    """One dispatch per expert piece of w: bindings head + (w's tensors) + tail; params(e0, count, first).
+    staged: the blocks of f32 input that the Q8_0 `*_q8x` entry quantizes in workgroup memory (0: the
+    `*_q8` entry, reading quantized activations)."""
     rt = runtime()
     q8 = isinstance(w, Q8Weight)
     vec = q8 or w.shape[-1] % (4 if w.dtype == "f32" else 8) == 0
@@ -91,11 +95,22 @@ def _dispatch(kernel: str, entry: str, w, rows: int, words: int, params, head: t
     wg = table.moe_expert_wg
     tpr = launch_tpr(rows, words, table.moe_min_tpr, wg)
     consts = dict(WG=wg, TPR=tpr) if q8 else dict(WG=wg, TPR=tpr, WTYPE=WTYPE[w.dtype], VEC=vec)
-    kern = rt.kernel("moe", entry + ("_q8" if q8 else ""), **consts)
+    if staged:
+        consts["XB"] = staged
+    kern = rt.kernel("moe", entry + ("_q8x" if staged else "_q8" if q8 else ""), **consts)
     gpu = rt.gpu
     for i, (e0, piece) in enumerate(w.row_pieces(gpu.max_binding, gpu.offset_alignment)):
         tensors = (piece.quants, piece.scales) if q8 else (piece,)
         kern(-(-rows // (wg // tpr)), params(e0, piece.shape[0], int(i > 0)), *head, *tensors, *tail)
+
+
+def _stages(t: int, k: int) -> bool:
+    """Whether a Q8_0 expert launch of T = `t` tokens over inputs of `k` values a token quantizes them in
+    its workgroups (`*_q8x`: one token, K within ops/q8_0.fuses_quantization) instead of a
+    quantize_activations dispatch before it."""
+    from .q8_0 import fuses_quantization
+
+    return t == 1 and fuses_quantization(k, tuning.current().moe_expert_wg)
 
 
 def _quantized(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -186,7 +201,9 @@ def experts_gate_up(x: Tensor, w, experts: Tensor, out: Tensor | None = None, gr
     def params(e0, count, _):
         return pack_params(t * k, f, d, k, e0, count, 0, 0)
 
-    if isinstance(w, Q8Weight):
+    if isinstance(w, Q8Weight) and _stages(t, d):
+        _dispatch(kernel, "gate_up", w, rows, d // QK, params, (x,), (experts, out), staged=d // QK)
+    elif isinstance(w, Q8Weight):
         xq, xs = _quantized(x)
         _dispatch(kernel, "gate_up", w, rows, d // QK, params, (xq, xs), (experts, out))
         xq.release()  # later dispatches run after this one in queue order: the scratch is free again
@@ -230,7 +247,9 @@ def experts_down(act: Tensor, w, experts: Tensor, weights: Tensor, out: Tensor |
         rt.kernel("moe", "combine", WG=wg)(-(-t * d // wg), pack_params(t, d, k, e), y, experts, weights, out)
         y.release()
         return out
-    if isinstance(w, Q8Weight):
+    if isinstance(w, Q8Weight) and _stages(t, k * f):
+        _dispatch(kernel, "down", w, t * d, k * (f // QK), params, (flat,), (experts, weights, out), staged=k * f // QK)
+    elif isinstance(w, Q8Weight):
         aq, as_ = _quantized(flat)
         _dispatch(kernel, "down", w, t * d, k * (f // QK), params, (aq, as_), (experts, weights, out))
         aq.release()
@@ -404,7 +423,9 @@ def cases():
     q8 = [dict(zip(_KEYS, s), dtype="q8_0", grouped=False) for s in Q8_SHAPES]
     q8 += [dict(zip(_KEYS, s), dtype="q8_0", grouped=True) for s in Q8_SHAPES + [(40, 8, 16, 64, 96)]]
     quick = [dict(t=9, k=8, e=16, f=17, d=31, dtype="bf16", grouped=g) for g in (False, True)]
+    # t=3 per pair quantizes in its own dispatch (gate_up_q8, down_q8); t=1 in the experts' workgroups (*_q8x).
     quick_q8 = [dict(t=3, k=3, e=8, f=96, d=32, dtype="q8_0", grouped=g) for g in (False, True)]
+    quick_q8 += [dict(t=1, k=2, e=8, f=32, d=64, dtype="q8_0", grouped=False)]
     return [
         *sweep("moe", "route", NMSE_ELEMENTWISE * 1e-2, _route_case,
                [dict(t=t, e=e, k=k, norm=n) for t, e, k, n in ROUTE_CASES], quick=[dict(t=37, e=128, k=8, norm=True)]),

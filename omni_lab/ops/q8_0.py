@@ -13,6 +13,14 @@ so `q8_linear(path='auto')` takes the tuning table's q8_matvec_path (gpu/tuning.
 'auto' too, times both once per adapter on a representative shape and keeps dot4 unless f32 is clearly
 faster (choose_path says why, and says its result once on stderr).
 
+Decode is bound by dispatches more than by bytes (issue 16), so at one token the dot4 matvecs quantize x
+in each workgroup's memory (fuses_quantization: K within the tuning table's q8_fuse_max_k and the adapter's
+workgroup storage) with quantize_act's own code, instead of after a quantize_activations dispatch: the
+same int8 values, one dispatch fewer. q8_matvec_multi takes 2-3 weights of one x (q/k/v, gate/up) in one
+dispatch on either path, and q8_matvec_swiglu is a SwiGLU MLP's down projection reading gate and up, so no
+swiglu dispatch runs before it. Past fuses_quantization the separate pass stays (one quantization shared
+by the projections of an x in q8_linears).
+
 Weights larger than a storage binding are bound in row pieces (Q8Weight.row_pieces), one dispatch per
 piece, each writing its own output rows, as ops/linear.py does.
 """
@@ -29,6 +37,7 @@ from tqdm import tqdm
 from ..formats.q8_0 import QK, Q8Weight, quantize_q8_0, split_q8_0, upload_q8_0
 from ..gpu import KernelError, Tensor, pack_params, runtime, tuning
 from ._check import dtype_in, expect
+from .linear import launch_tpr
 from .registry import NMSE_MATMUL, nmse, padded_output, rand, require, sweep
 from .tiles import gathered_matmul, rows_in_order
 
@@ -96,6 +105,33 @@ def quantize_activations(x: Tensor, out: tuple[Tensor, Tensor] | None = None) ->
     return q, d
 
 
+# ---- quantizing x in workgroup memory -------------------------------------------------------------------
+STAGED_BYTES_PER_BLOCK = 36  # a block of x in workgroup memory: 32 int8 quants and an f32 scale
+
+
+def staged_blocks_max(wg: int) -> int:
+    """The most blocks of x a workgroup of `wg` threads can quantize into its memory on this adapter: its
+    workgroup storage less row_sum's array (4 bytes a thread), 36 bytes a block."""
+    limit = runtime().gpu.limits["max-compute-workgroup-storage-size"]
+    return max(0, (limit - 4 * wg) // STAGED_BYTES_PER_BLOCK)
+
+
+def fuses_quantization(k: int, wg: int | None = None) -> bool:
+    """Whether a decode matvec over K = `k` quantizes x in its own workgroups (no quantize_act dispatch):
+    K within the tuning table's q8_fuse_max_k and within what the adapter's workgroup storage holds."""
+    table = tuning.current()
+    return k <= table.q8_fuse_max_k and k // QK <= staged_blocks_max(wg or table.q8_matvec_wg)
+
+
+def _fused_kernel(entry: str, rows: int, k: int):
+    """(kernel, rows per workgroup) of a fused entry for a launch of `rows` rows of K = `k`."""
+    table = tuning.current()
+    wg = table.q8_matvec_wg
+    tpr = launch_tpr(rows, k // QK, table.q8_fused_min_tpr, wg)
+    xb = k // QK if entry.endswith(("dot4", "dot4_x")) else 1  # the f32 entries hold no x in workgroup memory
+    return runtime().kernel(SHADER, entry, WG=wg, TPR=tpr, XB=max(1, xb)), wg // tpr
+
+
 # ---- decode ---------------------------------------------------------------------------------------------
 def q8_matvec_quantized(xq: Tensor, xd: Tensor, w: Q8Weight, out: Tensor | None = None, vector_shape=None) -> Tensor:
     """y = W x from already-quantized activations (one quantize_activations may feed several matvecs).
@@ -117,9 +153,18 @@ def q8_matvec_quantized(xq: Tensor, xd: Tensor, w: Q8Weight, out: Tensor | None 
 
 
 def q8_matvec(x: Tensor, w: Q8Weight, out: Tensor | None = None) -> Tensor:
-    """y = W x with int8 activations (dot4I8Packed). x: [K] or [1, K] f32; returns [N] or [1, N] f32."""
+    """y = W x with int8 activations (dot4I8Packed). x: [K] or [1, K] f32; returns [N] or [1, N] f32.
+    One dispatch a row piece where fuses_quantization(K) (each workgroup quantizes x itself), otherwise
+    quantize_activations then the matvec; the int8 values, and so the result, are the same."""
     n, k = _check_weight("q8_matvec", w)
     _check_vector("q8_matvec", x, k, w)
+    if fuses_quantization(k):
+        y = _out(out, x.shape[:-1] + (n,), "q8_matvec")
+        for row0, piece in _pieces(w):
+            rows = piece.shape[0]
+            kern, per_group = _fused_kernel("matvec_dot4_x", rows, k)
+            kern(-(-rows // per_group), _params(rows, k, row0), x, piece.quants, piece.scales, y)
+        return y
     if out is not None:
         _out(out, x.shape[:-1] + (n,), "q8_matvec")
     rt = runtime()
@@ -211,9 +256,14 @@ def choose_path(reps: int = 4, trials: int = 3) -> dict:
     dot4 = rt.kernel(SHADER, "matvec_dot4", WG=wg, ROWS=rows)
     f32 = rt.kernel(SHADER, "matvec_f32", WG=wg, ROWS=rows)
     grid = (-(-n // rows), 1, 1)
+    if fuses_quantization(k):  # the one dispatch that decode runs for this K
+        dot4_x, per_group = _fused_kernel("matvec_dot4_x", n, k)
+        dot4_run = [(dot4_x, _params(n, k, 0), (x, w.quants, w.scales, y), (-(-n // per_group), 1, 1))]
+    else:
+        dot4_run = [(quant, _params(k // QK), (x, xq, xd), (-(-(k // QK) // table.q8_quant_wg), 1, 1)),
+                    (dot4, _params(n, k, 0), (xq, xd, w.quants, w.scales, y), grid)]
     seconds = {
-        "dot4": _time_dispatches([(quant, _params(k // QK), (x, xq, xd), (-(-(k // QK) // table.q8_quant_wg), 1, 1)),
-                                  (dot4, _params(n, k, 0), (xq, xd, w.quants, w.scales, y), grid)], reps, trials),
+        "dot4": _time_dispatches(dot4_run, reps, trials),
         "f32": _time_dispatches([(f32, _params(n, k, 0), (x, w.quants, w.scales, y), grid)], reps, trials),
     }
     # dot4 unless f32 takes under q8_f32_margin of its time: one quantization of x feeds every projection
@@ -250,11 +300,85 @@ def q8_linear(x: Tensor, w: Q8Weight, out: Tensor | None = None, path: str = "au
     return q8_matvec(x, w, out) if _decode_path(path) == "dot4" else q8_matvec_f32(x, w, out)
 
 
+def q8_multi_ok(x: Tensor, ws, path: str = "dot4") -> bool:
+    """Whether q8_matvec_multi takes these weights on decode path `path`: 2 or 3 Q8Weights of x's K, each
+    within one binding, the adapter binding 10 storage buffers to a shader, and on dot4 a K whose
+    quantization fits the workgroups (fuses_quantization)."""
+    gpu = runtime().gpu
+    if not (2 <= len(ws) <= 3 and all(isinstance(w, Q8Weight) and len(w.shape) == 2 for w in ws)):
+        return False
+    k = ws[0].shape[1]
+    return (x.dtype == "f32" and x.numel == k and k % QK == 0 and all(w.shape[1] == k for w in ws)
+            and all(t.bind_size <= gpu.max_binding for w in ws for t in (w.quants, w.scales))
+            and gpu.limits.get("max-storage-buffers-per-shader-stage", 8) >= 10
+            and (path == "f32" or fuses_quantization(k)))
+
+
+def q8_matvec_multi(x: Tensor, ws: tuple, outs: tuple, path: str = "auto") -> tuple[Tensor, ...]:
+    """Two or three Q8_0 matvecs of the same x ([K] or [1, K] f32) in one dispatch: outs[i] = ws[i] x
+    (q/k/v, gate/up at decode), as ops/linear.py's matvec_multi for 16-bit weights. path 'dot4' (x
+    quantized in each workgroup's memory: the results of q8_matvec), 'f32' (those of q8_matvec_f32) or
+    'auto' (q8_linear's choice). q8_multi_ok says whether a set qualifies."""
+    path = _decode_path(path)
+    kernel = "q8_matvec_multi"
+    expect(kernel, q8_multi_ok(x, ws, path), "weights must be 2 or 3 Q8Weights of x's K, each within one binding, "
+           "on an adapter with 10 storage buffers a shader (dot4: K within q8_fuse_max_k and workgroup storage)",
+           x=x, **{f"w{i}": w.quants for i, w in enumerate(ws) if isinstance(w, Q8Weight)})
+    for w, y in zip(ws, outs):
+        _check_weight(kernel, w)
+        _out(y, x.shape[:-1] + (w.shape[0],), kernel)
+    k = ws[0].shape[1]
+    n = [w.shape[0] for w in ws] + [0] * (3 - len(ws))
+    ws3 = tuple(ws) + (ws[0],) * (3 - len(ws))  # unused slots bind a real weight and output, with 0 rows
+    outs3 = tuple(outs) + (outs[0],) * (3 - len(outs))
+    kern, per_group = _fused_kernel("multi_" + path, sum(n), k)
+    tensors = [x]
+    for w, y in zip(ws3, outs3):
+        tensors += [w.quants, w.scales, y]
+    kern(-(-sum(n) // per_group), _params(n[0], k, 0, n[1], n[2]), *tensors)
+    return tuple(outs)
+
+
+def q8_matvec_swiglu(gate: Tensor, up: Tensor, w: Q8Weight, out: Tensor | None = None, path: str = "auto") -> Tensor:
+    """y = W (silu(gate) * up) at decode: a SwiGLU MLP's down projection reading its gate and up halves, so
+    that no swiglu dispatch runs before it. gate, up: [F] or [1, F] f32 (the same shape); w: Q8Weight
+    [N, F]; returns [N] or [1, N] f32 (the leading dims of gate). silu(g) * up is elementwise.swiglu's f32
+    value, bit for bit. path 'dot4': the product quantized in each workgroup's memory, so the result is
+    q8_matvec(swiglu(gate, up)) exactly; past fuses_quantization(F) it runs as those two ops (three
+    dispatches). 'f32': the product formed in registers (q8_matvec_f32's math). 'auto': q8_linear's
+    choice. One dispatch a row piece otherwise."""
+    kernel = "q8_matvec_swiglu"
+    n, k = _check_weight(kernel, w)
+    for name, t in (("gate", gate), ("up", up)):
+        dtype_in(kernel, name, t, ("f32",))
+    expect(kernel, gate.shape in ((k,), (1, k)) and up.shape == gate.shape,
+           f"gate and up must be [F] or [1, F] (the same) with F = {k} (w shape {w.shape})", gate=gate, up=up)
+    path = _decode_path(path)
+    if path == "dot4" and not fuses_quantization(k):
+        from .elementwise import swiglu
+
+        rt = runtime()
+        act = rt.scratch(gate.shape, "f32")
+        y = q8_matvec(swiglu(gate, up, out=act), w, out)
+        act.release()  # later dispatches run after these in queue order
+        return y
+    y = _out(out, gate.shape[:-1] + (n,), kernel)
+    for row0, piece in _pieces(w):
+        rows = piece.shape[0]
+        kern, per_group = _fused_kernel("swiglu_" + path, rows, k)
+        kern(-(-rows // per_group), _params(rows, k, row0), gate, up, piece.quants, piece.scales, y)
+    return y
+
+
 def q8_linears(x: Tensor, ws: tuple, outs: tuple, path: str = "auto") -> tuple[Tensor, ...]:
-    """Several Q8_0 projections of the same x (q/k/v, gate/up). At one token on the dot4 path x is quantized
-    once for all of them: a decode step is bound by dispatches more than by bytes."""
+    """Several Q8_0 projections of the same x (q/k/v, gate/up). At one token: one q8_matvec_multi dispatch
+    where q8_multi_ok; otherwise, on the dot4 path, one matvec each, quantizing x in their workgroups where
+    K allows, or else one quantization of x shared by all of them: a decode step is bound by dispatches
+    more than by bytes. Several tokens: q8_matmul per weight."""
     one = len(x.shape) == 1 or x.shape[0] == 1
-    if not (one and _decode_path(path) == "dot4"):
+    if one and q8_multi_ok(x, ws, _decode_path(path)):
+        return q8_matvec_multi(x, ws, outs, path)
+    if not (one and _decode_path(path) == "dot4") or fuses_quantization(x.shape[-1]):
         return tuple(q8_linear(x, w, out, path) for w, out in zip(ws, outs))
     k = x.shape[-1]
     for w in ws:
@@ -314,6 +438,18 @@ def q8_matmul_ref(x: np.ndarray, wq: np.ndarray, wd: np.ndarray) -> np.ndarray:
     return (np.asarray(x, np.float64) @ dequantize_ref(wq, wd).T).astype(np.float32)
 
 
+def q8_matvec_multi_ref(x: np.ndarray, weights, path: str = "dot4") -> tuple[np.ndarray, ...]:
+    """Each (wq, wd) of `weights` applied to x by the single-weight reference of `path`."""
+    ref = q8_matvec_ref if path == "dot4" else q8_matvec_f32_ref
+    return tuple(ref(x, wq, wd) for wq, wd in weights)
+
+
+def q8_matvec_swiglu_ref(act: np.ndarray, wq: np.ndarray, wd: np.ndarray, path: str = "dot4") -> np.ndarray:
+    """W act with act = silu(gate) * up as f32 values (elementwise.swiglu's on the GPU, or swiglu_ref):
+    the single-weight reference of `path`."""
+    return (q8_matvec_ref if path == "dot4" else q8_matvec_f32_ref)(act, wq, wd)
+
+
 # -- registry cases (ops/registry.py) --------------------------------------------------------------
 
 # The GPU computes exact int32 block sums; what remains is f32 rounding of the block scaling and of the
@@ -335,11 +471,15 @@ def random_q8_weights(rng, n, k):
     return upload_q8_0(blocks, (n, k)), wq, wd
 
 
-def _q8_matvec_case(rng, n, k):
+def _q8_matvec_case(rng, n, k, fused=True):
+    """fused: x quantized in the matvec's workgroups (matvec_dot4_x); False: the separate pass that K past
+    fuses_quantization takes (quantize_act, matvec_dot4)."""
     w, wq, wd = random_q8_weights(rng, n, k)
     x = rand(rng, k)
     out = padded_output((n,))
-    q8_matvec(runtime().upload(x), w, out=out)
+    with tuning.override(**({} if fused else {"q8_fuse_max_k": 0})):
+        require(fuses_quantization(k) == fused, f"K = {k} {'does not fuse' if fused else 'fuses'} on this adapter")
+        q8_matvec(runtime().upload(x), w, out=out)
     y = out.numpy()
     if n >= 32:  # the statistical bound needs enough outputs to mean anything
         err = nmse(y, q8_matvec_f32_ref(x, wq, wd))
@@ -363,6 +503,38 @@ def _q8_matmul_case(rng, m, n, k):
     return out.numpy(), q8_matmul_ref(x, wq, wd)
 
 
+def _q8_multi_case(rng, rows, k, path):
+    rt = runtime()
+    made = [random_q8_weights(rng, n, k) for n in rows]
+    x = rand(rng, 1, k)
+    outs = tuple(padded_output((1, n)) for n in rows)
+    ws = tuple(w for w, _, _ in made)
+    require(q8_multi_ok(rt.upload(x), ws, path), "q8_multi_ok refuses weights that qualify")
+    q8_matvec_multi(rt.upload(x), ws, outs, path=path)
+    return tuple(o.numpy() for o in outs), q8_matvec_multi_ref(x, [(wq, wd) for _, wq, wd in made], path)
+
+
+def _q8_swiglu_case(rng, n, k, path, fused=True):
+    """Against the single-weight reference of the GPU's own swiglu product (elementwise.swiglu): dot4's
+    int8 values then match exactly, where numpy's silu may differ from ours in the last ulp. The numpy
+    product is checked too, by the dot4-against-f32 bound."""
+    from .elementwise import swiglu, swiglu_ref
+
+    rt = runtime()
+    w, wq, wd = random_q8_weights(rng, n, k)
+    gate, up = rand(rng, 1, k, scale=3.0), rand(rng, 1, k)
+    act = swiglu(rt.upload(gate), rt.upload(up)).numpy()
+    out = padded_output((1, n))
+    with tuning.override(**({} if fused else {"q8_fuse_max_k": 0})):
+        require(fuses_quantization(k) == fused, f"K = {k} {'does not fuse' if fused else 'fuses'} on this adapter")
+        q8_matvec_swiglu(rt.upload(gate), rt.upload(up), w, out=out, path=path)
+    y = out.numpy()
+    if n >= 32:
+        err = nmse(y, q8_matvec_f32_ref(swiglu_ref(gate, up), wq, wd))
+        require(err < NMSE_DOT4_VS_F32, f"against the numpy SwiGLU's f32 product: NMSE {err:.3g} over {NMSE_DOT4_VS_F32:g}")
+    return y, q8_matvec_swiglu_ref(act, wq, wd, path)
+
+
 def _split_binding_case(rng, n, k, op):
     """int8 quants of 134 MB need two bindings on lavapipe: rows on both sides of each split."""
     rt = runtime()
@@ -381,6 +553,13 @@ def _split_binding_case(rng, n, k, op):
         return out.numpy()[:, rows], q8_matmul_ref(x, sub_q, sub_d)
     x = rand(rng, k)
     out = padded_output((n,))
+    if op == "q8_matvec_swiglu":  # each row piece quantizes silu(gate) * up itself
+        from .elementwise import swiglu
+
+        up = rand(rng, k)
+        act = swiglu(rt.upload(x), rt.upload(up)).numpy()
+        q8_matvec_swiglu(rt.upload(x), rt.upload(up), w, out=out, path="dot4")
+        return out.numpy()[rows], q8_matvec_ref(act, sub_q, sub_d)
     fn, ref = (q8_matvec, q8_matvec_ref) if op == "q8_matvec" else (q8_matvec_f32, q8_matvec_f32_ref)
     fn(rt.upload(x), w, out=out)
     return out.numpy()[rows], ref(x, sub_q, sub_d)
@@ -390,10 +569,22 @@ def cases():
     matvec = [dict(n=n, k=k) for n, k in MATVEC_SHAPES]
     return [
         *sweep("q8_0", "q8_matvec", NMSE_Q8_EXACT, _q8_matvec_case, matvec, quick=[dict(n=33, k=96)]),
+        # The separate quantize_act pass, which K past fuses_quantization takes; K = 32768 is past lavapipe's
+        # 32 KiB of workgroup storage (and the tables' q8_fuse_max_k) on its own.
+        *sweep("q8_0", "q8_matvec", NMSE_Q8_EXACT, _q8_matvec_case,
+               [dict(n=n, k=k, fused=False) for n, k in MATVEC_SHAPES + [(40, 32768)]],
+               quick=[dict(n=33, k=96, fused=False)]),
+        *sweep("q8_0", "q8_matvec_multi", NMSE_Q8_EXACT, _q8_multi_case,
+               [dict(rows=r, k=k, path=pa) for r in [(37, 5, 5), (64, 16), (1, 300, 7)] for k in (96, 2048)
+                for pa in PATHS], quick=[dict(rows=(37, 5, 5), k=96, path=pa) for pa in PATHS]),
+        *sweep("q8_0", "q8_matvec_swiglu", NMSE_Q8_EXACT, _q8_swiglu_case,
+               [dict(n=n, k=k, path=pa) for n, k in MATVEC_SHAPES + [(40, 6144)] for pa in PATHS]
+               + [dict(n=n, k=k, path="dot4", fused=False) for n, k in [(33, 96), (40, 32768)]],
+               quick=[dict(n=33, k=96, path=pa) for pa in PATHS]),
         *sweep("q8_0", "q8_matvec_f32", NMSE_Q8_EXACT, _q8_matvec_f32_case, matvec, quick=[dict(n=33, k=96)]),
         *sweep("q8_0", "q8_matmul", NMSE_Q8_EXACT, _q8_matmul_case, [dict(m=m, n=n, k=k) for m, n, k in MATMUL_SHAPES],
                quick=[dict(m=17, n=33, k=96)]),
-        *[case for op in ("q8_matvec", "q8_matvec_f32", "q8_matmul")
+        *[case for op in ("q8_matvec", "q8_matvec_f32", "q8_matmul", "q8_matvec_swiglu")
           for case in sweep("q8_0", op, NMSE_Q8_EXACT, partial(_split_binding_case, op=op), [dict(n=16400, k=8192)],
                             large=True)],
     ]
