@@ -26,6 +26,8 @@
 override WG: u32 = 256;
 override TPR: u32 = 32;    // threads per row; a power of two dividing WG
 override WTYPE: u32 = 2u;  // 0 f32, 1 f16, 2 bf16
+override ND4: u32 = 1u;    // multi_norm: K / 4
+override DELTA: u32 = 1u;  // multi_norm: 1 x = rmsnorm(h + delta), 0 x = rmsnorm(h)
 const UNROLL: u32 = 4u;
 
 struct Params { n: u32, k: u32, row_base: u32, n1: u32, n2: u32, eps_bits: u32, _p1: u32, _p2: u32 }
@@ -173,9 +175,6 @@ fn swiglu(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     }
     reduce_and_store(lid, row, acc.x + acc.y + acc.z + acc.w);
 }
-
-override ND4: u32 = 1u;   // multi_norm: K / 4
-override DELTA: u32 = 1u; // multi_norm: 1 x = rmsnorm(h + delta), 0 x = rmsnorm(h)
 
 @group(0) @binding(8) var<storage, read> delta: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read> norm_w: array<vec4<f32>>;

@@ -36,12 +36,19 @@
 //                  f32 as that op stores it; swiglu_dot4 quantizes the product in workgroup memory (so it
 //                  equals swiglu then matvec_dot4 bit for bit), swiglu_f32 forms it in registers.
 //                  Bindings: 1 gate [K] f32, 2 up [K] f32, 3 wq, 4 ws, 5 y. Params {n = rows of this piece, k, row_base}.
+//   multi_dot4_norm  multi_dot4 of x = rmsnorm(h + delta) * norm_w, which each workgroup forms and
+//                  quantizes into its memory (the residual add and the norm before q/k/v or gate/up, without a
+//                  dispatch of their own; ops/linear.py's matvec_multi_norm for 16-bit weights). Bindings as
+//                  multi_dot4 with h in x's place, plus 11 delta [K] f32, 12 norm_w [K] f32, 13 out_h [K] f32
+//                  (h + delta, written by workgroup 0; neither h nor delta). Override DELTA (0: x = rmsnorm(h);
+//                  delta and out_h bound, unused). Params as multi_dot4 plus eps (f32 bits) in the sixth word.
 // Prefill's Q8_0 matmul is tiles_q8.wgsl (ops/tiles.py).
 
 override WG: u32 = 256u;   // threads per workgroup (quantize_act, matvecs); a power of two
 override ROWS: u32 = 4u;   // rows per workgroup in the matvecs; a power of two dividing WG
 override TPR: u32 = 32u;   // threads per row in the *_x, multi_* and swiglu_* entries; a power of two dividing WG
 override XB: u32 = 64u;    // blocks of x the workgroup-memory copy holds (>= K / 32)
+override DELTA: u32 = 1u;  // multi_dot4_norm: 1 x = rmsnorm(h + delta), 0 x = rmsnorm(h)
 const QK: u32 = 32u;       // values per Q8_0 block
 
 struct Params { a: u32, b: u32, c: u32, d: u32, e: u32, _p0: u32, _p1: u32, _p2: u32 }
@@ -213,8 +220,13 @@ fn multi_store(m: MultiRow, v: f32) {
 
 @compute @workgroup_size(WG)
 fn multi_dot4(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    stage_x(lid, p.b / QK);
+    multi_dot4_rows(grid, lid);
+}
+
+// The rows of multi_dot4 over the staged x.
+fn multi_dot4_rows(grid: Grid, lid: u32) {
     let nb = p.b / QK;
-    stage_x(lid, nb);
     let t = lid % TPR;
     let m = multi_row(thread_row(grid, lid, TPR));
     var acc = 0.0;
@@ -242,6 +254,40 @@ fn multi_f32(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     }
     let total = row_sum(lid, TPR, acc);
     if (t == 0u && m.ok) { multi_store(m, total); }
+}
+
+// ---- multi_dot4_norm: the norm before the projections, in each workgroup -----------------------------------
+@group(0) @binding(11) var<storage, read> mn_delta: array<vec4<f32>>;
+@group(0) @binding(12) var<storage, read> mn_w: array<vec4<f32>>;
+@group(0) @binding(13) var<storage, read_write> mn_h: array<vec4<f32>>;
+
+fn residual4(i: u32) -> vec4<f32> {
+    if (DELTA == 1u) { return mf_x[i] + mn_delta[i]; }
+    return mf_x[i];
+}
+
+@compute @workgroup_size(WG)
+fn multi_dot4_norm(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let nb = p.b / QK;
+    var ss = 0.0;
+    for (var i = lid; i < 8u * nb; i += WG) {
+        let v = residual4(i);
+        ss += dot(v, v);
+    }
+    let r = inverseSqrt(row_sum(lid, WG, ss) / f32(p.b) + bitcast<f32>(p._p0));
+    workgroupBarrier();  // row_sum's array is reused by the rows' sums
+    let first = group_index(grid) == 0u;
+    for (var b = lid; b < nb; b += WG) {
+        var v: array<vec4<f32>, 8>;
+        for (var i = 0u; i < 8u; i++) {
+            let h = residual4(8u * b + i);
+            if (DELTA == 1u && first) { mn_h[8u * b + i] = h; }
+            v[i] = (h * r) * mn_w[8u * b + i];
+        }
+        stage_block(b, v);
+    }
+    workgroupBarrier();
+    multi_dot4_rows(grid, lid);
 }
 
 // ---- swiglu: the down projection of silu(gate) * up ------------------------------------------------------

@@ -15,6 +15,8 @@ from ..ops import attention as attn_ops
 from ..ops import elementwise
 from ..ops import linear as linear_ops
 from ..ops import moe, norm, rope
+from ..ops.q8_0 import (q8_decode_path, q8_linear, q8_linears, q8_matvec_multi_norm, q8_matvec_swiglu,
+                         q8_norm_multi_ok)
 from .component import StepContext
 
 
@@ -46,10 +48,16 @@ class Normed:
 
     def project(self, ws: tuple, outs: tuple[Tensor, ...]) -> tuple[Tensor, ...] | None:
         """The projections of x in one fused dispatch, or None where they do not qualify."""
-        if self.state != "pending" or self.h.shape[0] != 1 or not linear_ops.norm_multi_ok(self.h, ws):
+        if self.state != "pending" or self.h.shape[0] != 1:
+            return None
+        if linear_ops.norm_multi_ok(self.h, ws):
+            fused = linear_ops.matvec_multi_norm
+        elif all(isinstance(w, Q8Weight) for w in ws) and q8_decode_path() == "dot4" and q8_norm_multi_ok(self.h, ws):
+            fused = q8_matvec_multi_norm
+        else:
             return None
         self.state = "fused"
-        return linear_ops.matvec_multi_norm(self.h, self.delta, self.weight, self.eps, ws, outs, out_h=self.h_out)
+        return fused(self.h, self.delta, self.weight, self.eps, ws, outs, out_h=self.h_out)
 
 
 def value(x) -> Tensor:
@@ -61,8 +69,6 @@ def linear(x: Tensor, w, out: Tensor) -> Tensor:
     x = value(x)
     if isinstance(w, Tensor):
         return linear_ops.linear(x, w, out)
-    from ..ops.q8_0 import q8_linear
-
     return q8_linear(x, w, out)
 
 
@@ -78,8 +84,6 @@ def linears(x: Tensor, ws: tuple, outs: tuple[Tensor, ...]) -> tuple[Tensor, ...
     if x.shape[0] == 1 and linear_ops.multi_ok(x, ws):
         return linear_ops.matvec_multi(x, ws, outs)
     if all(isinstance(w, Q8Weight) for w in ws):
-        from ..ops.q8_0 import q8_linears
-
         return q8_linears(x, ws, outs)
     return tuple(linear(x, w, out) for w, out in zip(ws, outs))
 
@@ -148,6 +152,8 @@ class DenseMlp:
         """down_proj(silu(gate) * up); at decode the product is formed inside the matvec (one dispatch)."""
         if ctx.t == 1 and linear_ops.swiglu_ok(gate, up, self.down_proj):
             return linear_ops.matvec_swiglu(gate, up, self.down_proj, out)
+        if ctx.t == 1 and isinstance(self.down_proj, Q8Weight):
+            return q8_matvec_swiglu(gate, up, self.down_proj, out)
         return linear(elementwise.swiglu(gate, up, out=getattr(ctx.s, self.scratch + "act")), self.down_proj, out)
 
 

@@ -161,7 +161,8 @@ def norm_multi_ok(h: Tensor, ws) -> bool:
     f32 values within the adapter's workgroup memory beside the reduction's array."""
     gpu = runtime().gpu
     storage = gpu.limits["max-compute-workgroup-storage-size"] - 4 * tuning.current().matvec_wg
-    return 1 <= len(ws) <= 3 and _same_x_ok(h, ws) and 4 * h.numel <= storage
+    return (1 <= len(ws) <= 3 and _same_x_ok(h, ws) and 4 * h.numel <= storage
+            and gpu.limits.get("max-storage-buffers-per-shader-stage", 8) >= 10)
 
 
 def multi_ok(x: Tensor, ws) -> bool:

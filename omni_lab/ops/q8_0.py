@@ -282,6 +282,11 @@ def choose_path(reps: int = 4, trials: int = 3) -> dict:
     return choice
 
 
+def q8_decode_path() -> str:
+    """The decode matvec path q8_linear takes on this adapter: 'dot4' or 'f32'."""
+    return _decode_path("auto")
+
+
 def _decode_path(path: str) -> str:
     """'dot4' or 'f32' for `path`: 'auto' is the tuning table's q8_matvec_path, measured if that is 'auto'."""
     if path == "auto":
@@ -337,6 +342,50 @@ def q8_matvec_multi(x: Tensor, ws: tuple, outs: tuple, path: str = "auto") -> tu
         tensors += [w.quants, w.scales, y]
     kern(-(-sum(n) // per_group), _params(n[0], k, 0, n[1], n[2]), *tensors)
     return tuple(outs)
+
+
+def q8_matvec_multi_norm(h: Tensor, delta: Tensor | None, norm_w: Tensor, eps: float, ws: tuple, outs: tuple,
+                         out_h: Tensor | None = None) -> tuple[Tensor, ...]:
+    """q8_matvec_multi on the dot4 path of x = rmsnorm(h + delta) * norm_w (delta None: rmsnorm(h)), which
+    each workgroup forms and quantizes in its memory, so the residual add and the norm cost no dispatch;
+    out_h = h + delta (required with delta; neither h nor delta). As ops/linear.py's matvec_multi_norm for
+    16-bit weights; q8_norm_multi_ok says whether a set qualifies."""
+    import struct
+
+    kernel = "q8_matvec_multi_norm"
+    expect(kernel, q8_norm_multi_ok(h, ws), "weights must be 2 or 3 Q8Weights of h's K, each within one binding, "
+           "K within q8_fuse_max_k and workgroup storage, on an adapter with 13 storage buffers a shader", h=h)
+    k = ws[0].shape[1]
+    expect(kernel, norm_w.shape == (k,) and norm_w.dtype == "f32", f"norm_w must be [{k}] f32", norm_w=norm_w)
+    if delta is not None:
+        expect(kernel, delta.shape == h.shape and delta.dtype == "f32", f"delta must be {h.shape} f32", delta=delta)
+        expect(kernel, out_h is not None and out_h.shape == h.shape and out_h.dtype == "f32"
+               and out_h.buffer is not h.buffer and out_h.buffer is not delta.buffer,
+               f"out_h must be {h.shape} f32 and be neither h nor delta", out_h=out_h, h=h, delta=delta)
+    for w, y in zip(ws, outs):
+        _check_weight(kernel, w)
+        _out(y, h.shape[:-1] + (w.shape[0],), kernel)
+    n = [w.shape[0] for w in ws] + [0] * (3 - len(ws))
+    ws3 = tuple(ws) + (ws[0],) * (3 - len(ws))
+    outs3 = tuple(outs) + (outs[0],) * (3 - len(outs))
+    table = tuning.current()
+    tpr = launch_tpr(sum(n), k // QK, table.q8_fused_min_tpr, table.q8_matvec_wg)
+    kern = runtime().kernel(SHADER, "multi_dot4_norm", WG=table.q8_matvec_wg, TPR=tpr, XB=k // QK,
+                            DELTA=int(delta is not None))
+    tensors = [h]
+    for w, y in zip(ws3, outs3):
+        tensors += [w.quants, w.scales, y]
+    # Without delta, h stands in for the unused delta and out_h bindings (never written).
+    tensors += [h if delta is None else delta, norm_w, outs3[0] if delta is None else out_h]
+    eps_bits = struct.unpack("<I", struct.pack("<f", eps))[0]
+    kern(-(-sum(n) // (table.q8_matvec_wg // tpr)), _params(n[0], k, 0, n[1], n[2], eps_bits), *tensors)
+    return tuple(outs)
+
+
+def q8_norm_multi_ok(h: Tensor, ws) -> bool:
+    """q8_multi_ok on the dot4 path, with the 13 storage bindings of multi_dot4_norm."""
+    return (q8_multi_ok(h, ws, "dot4")
+            and runtime().gpu.limits.get("max-storage-buffers-per-shader-stage", 8) >= 13)
 
 
 def q8_matvec_swiglu(gate: Tensor, up: Tensor, w: Q8Weight, out: Tensor | None = None, path: str = "auto") -> Tensor:
@@ -514,6 +563,28 @@ def _q8_multi_case(rng, rows, k, path):
     return tuple(o.numpy() for o in outs), q8_matvec_multi_ref(x, [(wq, wd) for _, wq, wd in made], path)
 
 
+def _q8_multi_norm_case(rng, rows, k, delta=True):
+    """Against the dot4 reference of numpy's normed x, which is a rounding apart from the GPU's (an int8
+    value may move by one: dot4's bound against the f32 product, over rows enough for a statistical bound);
+    h + delta exactly."""
+    from .norm import rmsnorm_ref
+
+    rt = runtime()
+    made = [random_q8_weights(rng, n, k) for n in rows]
+    h, d, nw = rand(rng, 1, k) * 3, rand(rng, 1, k), rand(rng, k)
+    outs = tuple(padded_output((1, n)) for n in rows)
+    ws = tuple(w for w, _, _ in made)
+    ht = rt.upload(h)
+    require(q8_norm_multi_ok(ht, ws), "q8_norm_multi_ok refuses weights that qualify")
+    out_h = padded_output((1, k)) if delta else None
+    q8_matvec_multi_norm(ht, rt.upload(d) if delta else None, rt.upload(nw), 1e-6, ws, outs, out_h=out_h)
+    v = (h + d).astype(np.float32) if delta else h
+    if delta:
+        require(np.array_equal(out_h.numpy(), v), "out_h must be h + delta")
+    x = rmsnorm_ref(v, nw, 1e-6)
+    return tuple(o.numpy() for o in outs), q8_matvec_multi_ref(x, [(wq, wd) for _, wq, wd in made], "dot4")
+
+
 def _q8_swiglu_case(rng, n, k, path, fused=True):
     """Against the single-weight reference of the GPU's own swiglu product (elementwise.swiglu): dot4's
     int8 values then match exactly, where numpy's silu may differ from ours in the last ulp. The numpy
@@ -577,6 +648,9 @@ def cases():
         *sweep("q8_0", "q8_matvec_multi", NMSE_Q8_EXACT, _q8_multi_case,
                [dict(rows=r, k=k, path=pa) for r in [(37, 5, 5), (64, 16), (1, 300, 7)] for k in (96, 2048)
                 for pa in PATHS], quick=[dict(rows=(37, 5, 5), k=96, path=pa) for pa in PATHS]),
+        *sweep("q8_0", "q8_matvec_multi_norm", NMSE_DOT4_VS_F32, _q8_multi_norm_case,
+               [dict(rows=r, k=k, delta=dl) for r in [(37, 33, 33), (64, 40), (40, 300, 35)] for k in (96, 2048)
+                for dl in (True, False)], quick=[dict(rows=(37, 33, 33), k=96, delta=True)]),
         *sweep("q8_0", "q8_matvec_swiglu", NMSE_Q8_EXACT, _q8_swiglu_case,
                [dict(n=n, k=k, path=pa) for n, k in MATVEC_SHAPES + [(40, 6144)] for pa in PATHS]
                + [dict(n=n, k=k, path="dot4", fused=False) for n, k in [(33, 96), (40, 32768)]],
