@@ -17,6 +17,13 @@ def cmd_doctor(args) -> int:
         print(f"omni-lab doctor: {e}", file=sys.stderr)
         return 2
     info = gpu.describe()
+    if info["backend"] == "OpenGL":
+        # wgpu's GL backend runs compute shaders, but not with the features and limits these kernels are
+        # written for (Vulkan's shader-f16, subgroups, storage bindings): the set-up installs lavapipe.
+        print(f"omni-lab doctor: the only adapter is OpenGL ({info['adapter']}); omni_lab needs Vulkan, Metal or "
+              "DX12: on Debian `apt-get install mesa-vulkan-drivers libvulkan1` gives the lavapipe software adapter",
+              file=sys.stderr)
+        return 2
     if args.quiet:
         return 0
     if args.json:

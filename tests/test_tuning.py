@@ -162,6 +162,18 @@ def test_doctor_names_the_table(rt, capsys):
     assert f'"tuning": "{rt.gpu.tuning}"' in capsys.readouterr().out
 
 
+def test_doctor_refuses_an_opengl_adapter(rt, monkeypatch, capsys):
+    """Where only wgpu's GL backend answers (a machine without a Vulkan driver), doctor fails, so the set-up
+    installs lavapipe instead of running the suite on GL."""
+    from omni_lab import gpu
+
+    info = {**rt.gpu.describe(), "backend": "OpenGL", "adapter": "llvmpipe"}
+    monkeypatch.setattr(gpu, "open_gpu", lambda: type("G", (), {"describe": lambda self: info})())
+    assert cli.main(["doctor", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "only adapter is OpenGL (llvmpipe)" in err and "mesa-vulkan-drivers" in err
+
+
 @pytest.mark.parametrize("flag,path", [([], None), (["--q8-path", "dot4"], "dot4"), (["--q8-path", "f32"], "f32"),
                                        (["--q8-path", "auto"], "auto")])
 def test_generate_runs_under_its_q8_path(monkeypatch, flag, path):
