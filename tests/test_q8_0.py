@@ -144,7 +144,11 @@ def test_q8_path_setting_skips_the_measurement(rt, rng, monkeypatch, capsys, pat
         ys = q8.q8_linears(rt.upload(x), (w, w), (rt.empty((1, 40)), rt.empty((1, 40))))
     assert calls == [] and q8._CHOICE == {}
     assert "Q8_0 decode matvec" not in capsys.readouterr().err
-    expected = ["q8_0.matvec_dot4_x", "q8_0.multi_dot4"] if path == "dot4" else ["q8_0.matvec_f32", "q8_0.multi_f32"]
+    # dot4 as this adapter's table runs it: x quantized in the matvecs' workgroups, or by its own pass (one
+    # shared by the two projections of q8_linears)
+    dot4 = (["q8_0.matvec_dot4_x", "q8_0.multi_dot4"] if q8.fuses_quantization(256) else
+            ["q8_0.quantize_act", "q8_0.matvec_dot4", "q8_0.quantize_act", "q8_0.matvec_dot4", "q8_0.matvec_dot4"])
+    expected = dot4 if path == "dot4" else ["q8_0.matvec_f32", "q8_0.multi_f32"]
     assert q8_kernels(prof) == expected
     for out in (y, *ys):
         assert nmse(out.numpy(), ref(x, wq, wd)) < NMSE_Q8_EXACT
@@ -175,13 +179,13 @@ def test_auto_measures_once_per_adapter_and_says_so(rt, rng, monkeypatch, capsys
 
 def test_q8_linears_take_one_dispatch_at_decode(rt, rng):
     """q/k/v-style projections of one x: at one token one multi dispatch on either path (x quantized in its
-    workgroups on dot4), each result the single-weight reference; several tokens take the matmul per
-    weight."""
+    workgroups on dot4, where the table turns that on), each result the single-weight reference; several
+    tokens take the matmul per weight."""
     ws = [random_q8_weights(rng, n, 256) for n in (40, 8, 8)]
     x = rand(rng, 1, 256)
     for path, entry, ref in (("dot4", "q8_0.multi_dot4", q8.q8_matvec_ref), ("f32", "q8_0.multi_f32", q8.q8_matvec_f32_ref)):
         outs = tuple(rt.empty((1, w.shape[0]), "f32") for w, _, _ in ws)
-        with rt.profile() as prof:
+        with q8.staging(), rt.profile() as prof:
             ys = q8.q8_linears(rt.upload(x), tuple(w for w, _, _ in ws), outs, path=path)
         assert q8_kernels(prof) == [entry]
         for y, (_, wq, wd) in zip(ys, ws):
@@ -224,7 +228,7 @@ def test_quantizing_in_workgroups_equals_the_separate_pass(rt, rng, k):
     # order and only the quantization could differ.
     table = tuning.current()
     same_shape = dict(q8_fused_min_tpr=table.q8_matvec_wg // table.q8_matvec_rows, launch_threads=1)
-    with tuning.override(**same_shape), rt.profile() as prof:
+    with q8.staging(), tuning.override(**same_shape), rt.profile() as prof:
         fused = q8.q8_matvec(rt.upload(x), w).numpy()
         multi = q8.q8_matvec_multi(rt.upload(x), (w, w), (rt.empty((1, 70)), rt.empty((1, 70))), path="dot4")
         fused_swiglu = q8.q8_matvec_swiglu(rt.upload(x), rt.upload(up), w, path="dot4").numpy()

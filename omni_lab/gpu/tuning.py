@@ -146,14 +146,13 @@ NVIDIA = Tuning(
     # thinker decoded 157 tok/s on dot4 and 130 on f32 (one quantization feeds every projection of an x:
     # bench/results/thinker_h200_vulkan.json); an emulated dot4 is several times slower, still caught.
     q8_f32_margin=0.5,
-    # Reasoned, not yet measured (issue 16): decode is dispatch-bound (Q8_0 918 dispatches a token against
-    # BF16's 581), and a workgroup's own quantization of x re-reads x (4K bytes, from L2) next to its
-    # rows' weights (1.0625K bytes a row). 16384 covers every decode K of the thinker (2048; 768 x top-8
-    # = 6144 in the experts' down) and of dense Qwen3 (up to 6144 x 2 in 8B/14B's down) at ~18 KB of
-    # the 48 KB an H200 workgroup may hold; past it the separate pass is kept.
-    q8_fuse_max_k=16384,
-    # 8 threads a row puts 32 rows in a 256-thread workgroup, so x's re-read is ~1/8 of the weight bytes
-    # a workgroup reads; launch_tpr widens short launches (k_proj's 512 rows) toward launch_threads.
+    # Measured (bench/results/q8_paths_h200_vulkan.json, thinker at the released shapes): x quantized in every
+    # workgroup's memory decodes 77.5 tok/s in 485 dispatches a token, the separate quantize_act pass 141.8
+    # in 870. The staging costs far more than the dispatch it saves here (moe.down_q8x 62 us a call against
+    # down_q8's 13 plus a 6 us quantize), so the H200 keeps the separate pass: 0 turns the fused entries off.
+    q8_fuse_max_k=0,
+    # The fused entries' width where a table turns them on: 8 threads a row puts 32 rows in a 256-thread
+    # workgroup (x's re-read ~1/8 of the weight bytes); launch_tpr widens short launches toward launch_threads.
     q8_fused_min_tpr=8,
 )
 
@@ -195,9 +194,9 @@ AMD_RDNA3 = replace(
     # as a decode does, at ~0.3 ms a run. Whether dot4I8Packed becomes v_dot4_i32_iu8 depends on naga and
     # the driver, so the path is still measured ("auto").
     q8_choice_shape=(32768, 2048),
-    # q8_fuse_max_k and q8_fused_min_tpr keep the H200's values: 64 KB of LDS a workgroup holds the
-    # ~18 KB of x at 16384 with room for three workgroups a CU, and 8 threads x 16 B is still a 128-byte
-    # line a row step; the x re-read goes to a 32 MB last-level cache, not to the LPDDR5X.
+    # q8_fuse_max_k keeps the H200's 0 (the separate quantize pass): the one measurement says the fused
+    # entries' staging costs more than a dispatch; RDNA's 64 KB of LDS would hold x (16384 values are ~18
+    # KB), so this is the first thing to measure there (bench/q8_paths.py).
 )
 
 TABLES = {t.family: t for t in (NVIDIA, AMD_RDNA3, DEFAULT)}

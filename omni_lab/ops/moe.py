@@ -28,7 +28,7 @@ from ..formats.q8_0 import QK, Q8Weight, quantize_q8_0, split_q8_0, upload_q8_0
 from ..gpu import Tensor, bf16_to_f32, pack_params, runtime, tuning
 from ._check import dtype_in, expect
 from .linear import WEIGHT_DTYPES, WTYPE, launch_tpr, random_weights
-from .q8_0 import dequantize_ref, quantize_activations_ref
+from .q8_0 import dequantize_ref, quantize_activations_ref, staging
 from .registry import NMSE_ELEMENTWISE, NMSE_MATMUL, padded_output, rand, require, sweep
 from .tiles import TILE_ROWS, gathered_matmul
 
@@ -339,25 +339,27 @@ def random_stack(rng, e, n, d, dtype):
 
 # Per pair, Q8_0 experts take int8 activations: exact block sums, so q8_seen of the activations is the
 # reference's input; grouped, they dequantize the weights into the tile and multiply f32 activations.
-def _gate_up_case(rng, t, k, e, f, d, dtype, grouped):
+def _gate_up_case(rng, t, k, e, f, d, dtype, grouped, staged=False):
     w, w_seen = random_stack(rng, e, 2 * f, d, dtype)
     experts = expert_ids(rng, t, k, e)
     x = rand(rng, t, d)
     out = padded_output((t, k, f))
     ex, groups = grouping(experts, e, grouped)
-    experts_gate_up(runtime().upload(x), w, ex, out=out, groups=groups)
+    with staging(staged):  # staged: the Q8_0 entries that quantize x in their workgroups at one token
+        experts_gate_up(runtime().upload(x), w, ex, out=out, groups=groups)
     x_seen = q8_seen(x) if dtype == "q8_0" and not grouped else x
     return out.numpy(), experts_gate_up_ref(x_seen, w_seen, experts)
 
 
-def _down_case(rng, t, k, e, f, d, dtype, grouped):
+def _down_case(rng, t, k, e, f, d, dtype, grouped, staged=False):
     rt = runtime()
     w, w_seen = random_stack(rng, e, d, f, dtype)
     experts = expert_ids(rng, t, k, e)
     act, rw = rand(rng, t, k, f), rng.random((t, k)).astype(np.float32)
     out = padded_output((t, d))
     ex, groups = grouping(experts, e, grouped)
-    experts_down(rt.upload(act), w, ex, rt.upload(rw), out=out, groups=groups)
+    with staging(staged):
+        experts_down(rt.upload(act), w, ex, rt.upload(rw), out=out, groups=groups)
     act_seen = q8_seen(act) if dtype == "q8_0" and not grouped else act
     return out.numpy(), experts_down_ref(act_seen, w_seen, experts, rw)
 
@@ -421,11 +423,12 @@ _KEYS = ("t", "k", "e", "f", "d")
 def cases():
     dense = [dict(zip(_KEYS, s), dtype=dt, grouped=g) for dt in WEIGHT_DTYPES for s in EXPERT_SHAPES for g in (False, True)]
     q8 = [dict(zip(_KEYS, s), dtype="q8_0", grouped=False) for s in Q8_SHAPES]
+    q8 += [dict(zip(_KEYS, s), dtype="q8_0", grouped=False, staged=True) for s in Q8_SHAPES if s[0] == 1]
     q8 += [dict(zip(_KEYS, s), dtype="q8_0", grouped=True) for s in Q8_SHAPES + [(40, 8, 16, 64, 96)]]
     quick = [dict(t=9, k=8, e=16, f=17, d=31, dtype="bf16", grouped=g) for g in (False, True)]
     # t=3 per pair quantizes in its own dispatch (gate_up_q8, down_q8); t=1 in the experts' workgroups (*_q8x).
     quick_q8 = [dict(t=3, k=3, e=8, f=96, d=32, dtype="q8_0", grouped=g) for g in (False, True)]
-    quick_q8 += [dict(t=1, k=2, e=8, f=32, d=64, dtype="q8_0", grouped=False)]
+    quick_q8 += [dict(t=1, k=2, e=8, f=32, d=64, dtype="q8_0", grouped=False, staged=True)]
     return [
         *sweep("moe", "route", NMSE_ELEMENTWISE * 1e-2, _route_case,
                [dict(t=t, e=e, k=k, norm=n) for t, e, k, n in ROUTE_CASES], quick=[dict(t=37, e=128, k=8, norm=True)]),

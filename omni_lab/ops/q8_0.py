@@ -123,6 +123,12 @@ def fuses_quantization(k: int, wg: int | None = None) -> bool:
     return k <= table.q8_fuse_max_k and k // QK <= staged_blocks_max(wg or table.q8_matvec_wg)
 
 
+def staging(on: bool = True):
+    """The tuning table with the fused entries on (K up to 16384, what the tables allow at most) or off,
+    for the block: the registry cases check both paths whatever this adapter's table picks."""
+    return tuning.override(q8_fuse_max_k=16384 if on else 0)
+
+
 def _fused_kernel(entry: str, rows: int, k: int):
     """(kernel, rows per workgroup) of a fused entry for a launch of `rows` rows of K = `k`."""
     table = tuning.current()
@@ -526,7 +532,7 @@ def _q8_matvec_case(rng, n, k, fused=True):
     w, wq, wd = random_q8_weights(rng, n, k)
     x = rand(rng, k)
     out = padded_output((n,))
-    with tuning.override(**({} if fused else {"q8_fuse_max_k": 0})):
+    with staging(fused):
         require(fuses_quantization(k) == fused, f"K = {k} {'does not fuse' if fused else 'fuses'} on this adapter")
         q8_matvec(runtime().upload(x), w, out=out)
     y = out.numpy()
@@ -558,8 +564,9 @@ def _q8_multi_case(rng, rows, k, path):
     x = rand(rng, 1, k)
     outs = tuple(padded_output((1, n)) for n in rows)
     ws = tuple(w for w, _, _ in made)
-    require(q8_multi_ok(rt.upload(x), ws, path), "q8_multi_ok refuses weights that qualify")
-    q8_matvec_multi(rt.upload(x), ws, outs, path=path)
+    with staging():
+        require(q8_multi_ok(rt.upload(x), ws, path), "q8_multi_ok refuses weights that qualify")
+        q8_matvec_multi(rt.upload(x), ws, outs, path=path)
     return tuple(o.numpy() for o in outs), q8_matvec_multi_ref(x, [(wq, wd) for _, wq, wd in made], path)
 
 
@@ -575,9 +582,10 @@ def _q8_multi_norm_case(rng, rows, k, delta=True):
     outs = tuple(padded_output((1, n)) for n in rows)
     ws = tuple(w for w, _, _ in made)
     ht = rt.upload(h)
-    require(q8_norm_multi_ok(ht, ws), "q8_norm_multi_ok refuses weights that qualify")
     out_h = padded_output((1, k)) if delta else None
-    q8_matvec_multi_norm(ht, rt.upload(d) if delta else None, rt.upload(nw), 1e-6, ws, outs, out_h=out_h)
+    with staging():
+        require(q8_norm_multi_ok(ht, ws), "q8_norm_multi_ok refuses weights that qualify")
+        q8_matvec_multi_norm(ht, rt.upload(d) if delta else None, rt.upload(nw), 1e-6, ws, outs, out_h=out_h)
     v = (h + d).astype(np.float32) if delta else h
     if delta:
         require(np.array_equal(out_h.numpy(), v), "out_h must be h + delta")
@@ -596,7 +604,7 @@ def _q8_swiglu_case(rng, n, k, path, fused=True):
     gate, up = rand(rng, 1, k, scale=3.0), rand(rng, 1, k)
     act = swiglu(rt.upload(gate), rt.upload(up)).numpy()
     out = padded_output((1, n))
-    with tuning.override(**({} if fused else {"q8_fuse_max_k": 0})):
+    with staging(fused):
         require(fuses_quantization(k) == fused, f"K = {k} {'does not fuse' if fused else 'fuses'} on this adapter")
         q8_matvec_swiglu(rt.upload(gate), rt.upload(up), w, out=out, path=path)
     y = out.numpy()
