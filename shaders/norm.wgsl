@@ -9,6 +9,9 @@
 //   one dispatch instead of two; the same f32 operations as add, then rmsnorm, summed in the same order).
 //   Bindings: 0 params; 1 h: [R, D] f32; 2 w: [D] f32; 3 y: [R, D] f32; 4 h': [R, D] f32 (may be h);
 //   5 delta: [R, D] f32.
+// Entry `add_rmsnorm_q8`: add_rmsnorm, then y quantized by llama.cpp's q8_0 rule for the Q8_0 matvecs that
+//   read it (lib/q8_quant.wgsl: quantize_act's values, one dispatch instead of two). Bindings as
+//   add_rmsnorm's plus 6 yq: [R, D/4] u32 (int8 x4), 7 yd: [R, D/32] f32; D % 32 == 0.
 // Params:   rows = R, d = D, eps, flags (layernorm: bit 0 apply w, bit 1 apply b; the wrapper binds a
 //           small dummy for a missing one).
 // Dispatch: one workgroup of WG threads (a power of two) per row, flat index wid.x + wid.y * nwg.x
@@ -54,7 +57,10 @@ fn store_normed(base: u32, i: u32, v: vec4<f32>, r: f32) {
 fn rmsnorm(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let row = group_index(grid);
     if (row >= p.rows) { return; }  // uniform per workgroup, so the barriers below stay uniform
-    let base = row * p.d;
+    rmsnorm_row(row * p.d, lid);
+}
+
+fn rmsnorm_row(base: u32, lid: u32) {
     var ss = vec4<f32>(0.0);
     var i = lid;
     for (; i + 3u * WG < p.d; i += 4u * WG) {
@@ -79,7 +85,10 @@ fn rmsnorm(grid: Grid, @builtin(local_invocation_index) lid: u32) {
 fn add_rmsnorm(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let row = group_index(grid);
     if (row >= p.rows) { return; }  // uniform per workgroup
-    let base = row * p.d;
+    add_rmsnorm_row(row * p.d, lid);
+}
+
+fn add_rmsnorm_row(base: u32, lid: u32) {
     var ss = vec4<f32>(0.0);
     var i = lid;
     for (; i + 3u * WG < p.d; i += 4u * WG) {
@@ -104,6 +113,43 @@ fn add_rmsnorm(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     for (; i < p.d; i += WG) {
         y[base + i] = (y4[base + i] * r) * w[i];
     }
+}
+
+// ---- the norms that quantize their output ---------------------------------------------------------------
+// #include "lib/q8_quant.wgsl"
+
+@group(0) @binding(6) var<storage, read_write> yq: array<u32>;
+@group(0) @binding(7) var<storage, read_write> yd: array<f32>;
+
+// The row's y (written by the whole workgroup) quantized per block of 32, one block a thread.
+fn quantize_row(base: u32, lid: u32) {
+    storageBarrier();  // y's row, written by the other threads of this workgroup
+    for (var b = lid; b < p.d / 32u; b += WG) {
+        var v: array<vec4<f32>, 8>;
+        for (var j = 0u; j < 8u; j++) {
+            let o = base + 32u * b + 4u * j;
+            v[j] = vec4<f32>(y[o], y[o + 1u], y[o + 2u], y[o + 3u]);
+        }
+        let qb = quant_block(v);
+        let q = base / 4u + 8u * b;
+        yq[q] = qb.q0.x;
+        yq[q + 1u] = qb.q0.y;
+        yq[q + 2u] = qb.q0.z;
+        yq[q + 3u] = qb.q0.w;
+        yq[q + 4u] = qb.q1.x;
+        yq[q + 5u] = qb.q1.y;
+        yq[q + 6u] = qb.q1.z;
+        yq[q + 7u] = qb.q1.w;
+        yd[base / 32u + b] = qb.d;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn add_rmsnorm_q8(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(grid);
+    if (row >= p.rows) { return; }
+    add_rmsnorm_row(row * p.d, lid);
+    quantize_row(row * p.d, lid);
 }
 
 @compute @workgroup_size(WG)

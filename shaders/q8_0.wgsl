@@ -36,6 +36,8 @@
 //                  f32 as that op stores it; swiglu_dot4 quantizes the product in workgroup memory (so it
 //                  equals swiglu then matvec_dot4 bit for bit), swiglu_f32 forms it in registers.
 //                  Bindings: 1 gate [K] f32, 2 up [K] f32, 3 wq, 4 ws, 5 y. Params {n = rows of this piece, k, row_base}.
+//   multi_dot4_q   multi_dot4 reading an x that quantize_act quantized (where the tuning table keeps the
+//                  separate pass): bindings 1 xq [K/4] u32, 2-10 as multi_dot4, 11 xd [K/32] f32.
 //   multi_dot4_norm  multi_dot4 of x = rmsnorm(h + delta) * norm_w, which each workgroup forms and
 //                  quantizes into its memory (the residual add and the norm before q/k/v or gate/up, without a
 //                  dispatch of their own; ops/linear.py's matvec_multi_norm for 16-bit weights). Bindings as
@@ -234,6 +236,24 @@ fn multi_dot4_rows(grid: Grid, lid: u32) {
         for (var b = t; b < nb; b += TPR) {
             let wb = multi_block(m.seg, m.local * nb + b);
             acc += staged_block(wb.w0, wb.w1, wb.s, b);
+        }
+    }
+    let total = row_sum(lid, TPR, acc);
+    if (t == 0u && m.ok) { multi_store(m, total); }
+}
+
+@group(0) @binding(11) var<storage, read> mq_xd: array<f32>;
+
+@compute @workgroup_size(WG)
+fn multi_dot4_q(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let nb = p.b / QK;
+    let t = lid % TPR;
+    let m = multi_row(thread_row(grid, lid, TPR));
+    var acc = 0.0;
+    if (m.ok) {
+        for (var b = t; b < nb; b += TPR) {
+            let wb = multi_block(m.seg, m.local * nb + b);
+            acc += f32(block_dot_i8(wb.w0, wb.w1, mv_xq[2u * b], mv_xq[2u * b + 1u])) * (wb.s * mq_xd[b]);
         }
     }
     let total = row_sum(lid, TPR, acc);

@@ -147,7 +147,7 @@ def test_q8_path_setting_skips_the_measurement(rt, rng, monkeypatch, capsys, pat
     # dot4 as this adapter's table runs it: x quantized in the matvecs' workgroups, or by its own pass (one
     # shared by the two projections of q8_linears)
     dot4 = (["q8_0.matvec_dot4_x", "q8_0.multi_dot4"] if q8.fuses_quantization(256) else
-            ["q8_0.quantize_act", "q8_0.matvec_dot4", "q8_0.quantize_act", "q8_0.matvec_dot4", "q8_0.matvec_dot4"])
+            ["q8_0.quantize_act", "q8_0.matvec_dot4", "q8_0.quantize_act", "q8_0.multi_dot4_q"])
     expected = dot4 if path == "dot4" else ["q8_0.matvec_f32", "q8_0.multi_f32"]
     assert q8_kernels(prof) == expected
     for out in (y, *ys):
@@ -197,13 +197,13 @@ def test_q8_linears_take_one_dispatch_at_decode(rt, rng):
 
 
 def test_q8_linears_past_the_fused_k_share_one_quantization(rt, rng):
-    """Where K is past fuses_quantization, one quantize_act feeds every projection (no multi on dot4)."""
+    """Where K is past fuses_quantization, one quantize_act feeds every projection, in one multi dispatch."""
     ws = [random_q8_weights(rng, n, 256) for n in (40, 8)]
     x = rand(rng, 1, 256)
     outs = tuple(rt.empty((1, w.shape[0]), "f32") for w, _, _ in ws)
     with tuning.override(q8_fuse_max_k=0), rt.profile() as prof:
         ys = q8.q8_linears(rt.upload(x), tuple(w for w, _, _ in ws), outs, path="dot4")
-    assert q8_kernels(prof) == ["q8_0.quantize_act", "q8_0.matvec_dot4", "q8_0.matvec_dot4"]
+    assert q8_kernels(prof) == ["q8_0.quantize_act", "q8_0.multi_dot4_q"]
     for y, (_, wq, wd) in zip(ys, ws):
         assert nmse(y.numpy(), q8.q8_matvec_ref(x, wq, wd)) < NMSE_Q8_EXACT
 

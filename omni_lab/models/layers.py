@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..formats.q8_0 import Q8Weight
-from ..gpu import Tensor
+from ..gpu import Tensor, runtime
 from ..ops import attention as attn_ops
 from ..ops import elementwise
 from ..ops import linear as linear_ops
 from ..ops import moe, norm, rope
-from ..ops.q8_0 import (q8_decode_path, q8_linear, q8_linears, q8_matvec_multi_norm, q8_matvec_swiglu,
-                         q8_norm_multi_ok)
+from ..ops.q8_0 import (fuses_quantization, q8_decode_path, q8_linear, q8_linears, q8_matvec_multi_norm,
+                         q8_matvec_quantized, q8_matvec_swiglu, q8_norm_linears, q8_norm_multi_ok)
 from .component import StepContext
 
 
@@ -46,6 +46,20 @@ class Normed:
             self.state = "value"
         return self.out
 
+    def quantized(self) -> tuple[Tensor, Tensor] | None:
+        """x's value and its Q8_0 int8 blocks in one dispatch (ops.norm.add_rmsnorm_q8), for several Q8_0
+        readers of one x (the router and the experts) where the tuning table keeps the separate quantize
+        pass; scratch (xq, xd) the caller releases. None where that does not apply (x is then pending)."""
+        k = self.h.shape[-1]
+        if (self.state != "pending" or self.delta is None or self.h.shape[0] != 1 or k % 32
+                or q8_decode_path() != "dot4" or fuses_quantization(k)):
+            return None
+        rt = runtime()
+        xq, xd = rt.scratch((k // 4,), "u32"), rt.scratch((k // 32,), "f32")
+        norm.add_rmsnorm_q8(self.h, self.delta, self.weight, self.eps, self.h_out, self.out, (xq, xd))
+        self.state = "value"
+        return xq, xd
+
     def project(self, ws: tuple, outs: tuple[Tensor, ...]) -> tuple[Tensor, ...] | None:
         """The projections of x in one fused dispatch, or None where they do not qualify."""
         if self.state != "pending" or self.h.shape[0] != 1:
@@ -54,6 +68,12 @@ class Normed:
             fused = linear_ops.matvec_multi_norm
         elif all(isinstance(w, Q8Weight) for w in ws) and q8_decode_path() == "dot4" and q8_norm_multi_ok(self.h, ws):
             fused = q8_matvec_multi_norm
+        elif all(isinstance(w, Q8Weight) for w in ws) and self.delta is not None:
+            # x quantized by the norm's own dispatch where the table keeps the separate pass: x is in out too
+            ys = q8_norm_linears(self.h, self.delta, self.weight, self.eps, self.h_out, self.out, ws, outs)
+            if ys is not None:
+                self.state = "value"
+            return ys
         else:
             return None
         self.state = "fused"
@@ -180,16 +200,25 @@ class MoeMlp:
 
     def __call__(self, x: Tensor, ctx: StepContext, out: Tensor) -> Tensor:
         s, t = ctx.s, ctx.t
-        x = value(x)  # the router, the experts and the shared expert all read it
+        # The router, the experts and the shared expert all read x; Q8_0 router and experts read one
+        # quantization of it, made with the norm.
+        q8 = isinstance(self.gate, Q8Weight) and isinstance(self.gate_up_proj, Q8Weight)
+        xq = x.quantized() if q8 and isinstance(x, Normed) else None
+        x = value(x)
         w_buf, e_buf = ctx.taps.get(self.router_name) or (s.route_w, s.route_e)
-        logits = linear(x, self.gate, s.router_logits)  # [T, E]
+        if xq is None:
+            logits = linear(x, self.gate, s.router_logits)  # [T, E]
+        else:
+            logits = q8_matvec_quantized(*xq, self.gate, s.router_logits, vector_shape=x.shape)
         weights, experts = moe.route(logits, self.top_k, self.norm_topk_prob, out_weights=w_buf, out_experts=e_buf)
         grouped = t >= (self.grouped_from or moe.grouped_from(self.gate_up_proj))
         groups = moe.group_pairs(experts, self.num_experts) if grouped else None
-        act = moe.experts_gate_up(x, self.gate_up_proj, experts, out=s.e_act, groups=groups)  # [T, k, F]
+        act = moe.experts_gate_up(x, self.gate_up_proj, experts, out=s.e_act, groups=groups,
+                                  quantized=None if grouped else xq)  # [T, k, F]
         out = moe.experts_down(act, self.down_proj, experts, weights, out=out, groups=groups)
-        if groups:
-            groups.release()  # the next layer's dispatches run after these: its groups can reuse the buffers
+        for scratch in (groups, *(xq or ())):
+            if scratch:
+                scratch.release()  # the next layer's dispatches run after these: it can reuse the buffers
         if self.shared_expert is not None:
             # The shared expert's gate and up projections and its gate logit read the same x: one matvec
             # at decode; the gated output joins the routed sum in one dispatch.

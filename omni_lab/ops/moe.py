@@ -175,11 +175,13 @@ def _check_groups(kernel: str, groups: Groups, e: int, t: int, k: int) -> None:
            f"groups were made for {groups.pairs} pairs of {groups.num_experts} experts, not {t * k} of {e}")
 
 
-def experts_gate_up(x: Tensor, w, experts: Tensor, out: Tensor | None = None, groups: Groups | None = None) -> Tensor:
+def experts_gate_up(x: Tensor, w, experts: Tensor, out: Tensor | None = None, groups: Groups | None = None,
+                    quantized: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """act[t, j] = silu(G_e x[t]) * (U_e x[t]) with e = experts[t, j], for every (token, slot) pair.
     x [T, D] f32; w [E, 2F, D] (per expert F gate rows, then F up rows), f32/f16/bf16 or Q8_0; experts
     [T, k] i32; returns act [T, k, F] f32. A pair whose expert id is outside [0, E) is left unwritten.
-    groups: group_pairs(experts, E) to take the grouped (prefill) path."""
+    groups: group_pairs(experts, E) to take the grouped (prefill) path. quantized: x's int8 blocks already
+    made (quantize_activations' (xq, xd), by the norm before), which the per-pair Q8_0 path then reads."""
     kernel = "moe.experts_gate_up"
     dtype_in(kernel, "x", x, ("f32",))
     expect(kernel, len(x.shape) == 2, "x must be [T, D]", x=x)
@@ -203,6 +205,10 @@ def experts_gate_up(x: Tensor, w, experts: Tensor, out: Tensor | None = None, gr
 
     if isinstance(w, Q8Weight) and _stages(t, d):
         _dispatch(kernel, "gate_up", w, rows, d // QK, params, (x,), (experts, out), staged=d // QK)
+    elif isinstance(w, Q8Weight) and quantized is not None:
+        expect(kernel, quantized[0].numel == t * d // 4 and quantized[1].numel == t * d // QK,
+               f"quantized must be x's blocks: ([{t}, {d // 4}] u32, [{t}, {d // QK}] f32)", xq=quantized[0])
+        _dispatch(kernel, "gate_up", w, rows, d // QK, params, quantized, (experts, out))
     elif isinstance(w, Q8Weight):
         xq, xs = _quantized(x)
         _dispatch(kernel, "gate_up", w, rows, d // QK, params, (xq, xs), (experts, out))

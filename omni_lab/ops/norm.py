@@ -59,6 +59,25 @@ def add_rmsnorm(h: Tensor, delta: Tensor, weight: Tensor, eps: float, out_h: Ten
     return out_h, out
 
 
+def add_rmsnorm_q8(h: Tensor, delta: Tensor, weight: Tensor, eps: float, out_h: Tensor, out: Tensor,
+                   quantized: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """add_rmsnorm, and its output quantized for the Q8_0 matvecs that read it (ops/q8_0.py's
+    quantize_activations values) into quantized = (xq [R, D/4] u32, xd [R, D/32] f32), in one dispatch.
+    D % 32 == 0. Returns (h', normed)."""
+    rows, d, out = _rows("add_rmsnorm_q8", h, out)
+    expect("add_rmsnorm_q8", d % 32 == 0, f"D must be a multiple of 32, got {d}", h=h)
+    for name, t in (("delta", delta), ("out_h", out_h)):
+        expect("add_rmsnorm_q8", t.shape == h.shape and t.dtype == "f32", f"{name} must be {h.shape} f32", h=h, **{name: t})
+    _vector("add_rmsnorm_q8", "weight", weight, d)
+    xq, xd = quantized
+    expect("add_rmsnorm_q8", xq.numel == rows * d // 4 and xq.dtype == "u32" and xd.numel == rows * d // 32
+           and xd.dtype == "f32", f"quantized must be ([{rows}, {d // 4}] u32, [{rows}, {d // 32}] f32)", xq=xq, xd=xd)
+    if rows:
+        kern = runtime().kernel("norm", "add_rmsnorm_q8", WG=workgroup_for(d))
+        kern(rows, pack_params(rows, d, float(eps), 0), h, weight, out, out_h, delta, xq, xd)
+    return out_h, out
+
+
 def layernorm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float,
               out: Tensor | None = None) -> Tensor:
     """(x - mean) / sqrt(var + eps) * weight + bias, biased variance; weight and bias may be None."""
@@ -134,8 +153,29 @@ def _add_rmsnorm_case(rng, rows, d, in_place):
     return out.numpy(), rmsnorm_ref(h + delta, w, 1e-6)
 
 
+def _add_rmsnorm_q8_case(rng, rows, d):
+    """The normed rows against numpy, their int8 blocks against quantize_activations_ref of the GPU's own
+    normed rows (so an ulp of the norm cannot move an int8 value): exact."""
+    from .q8_0 import quantize_activations_ref
+
+    rt = runtime()
+    h, delta, w = rand(rng, rows, d) * 3, rand(rng, rows, d), rand(rng, d)
+    h[0, :32] = 0.0  # an all-zero block of h + delta, d = 0
+    delta[0, :32] = 0.0
+    out_h, out = padded_output((rows, d)), padded_output((rows, d))
+    xq, xd = padded_output((rows, d // 4), "u32"), padded_output((rows, d // 32))
+    add_rmsnorm_q8(rt.upload(h), rt.upload(delta), rt.upload(w), 1e-6, out_h, out, (xq, xd))
+    got = out.numpy()
+    q, scale = quantize_activations_ref(got)
+    require(np.array_equal(xq.numpy().view(np.int8).reshape(rows, d), q), "int8 values differ from quantize_act's rule")
+    require(np.array_equal(xd.numpy(), scale), "block scales differ from quantize_act's rule")
+    return got, rmsnorm_ref(h + delta, w, 1e-6)
+
+
 def cases():
     return [
+        *sweep("norm", "add_rmsnorm_q8", 1e-11, _add_rmsnorm_q8_case, [dict(rows=r, d=d) for r, d in [(1, 2048), (3, 96), (2, 1024)]],
+               quick=[dict(rows=3, d=96)]),
         *sweep("norm", "rmsnorm", NMSE_BOUND, _rmsnorm_case, [dict(rows=r, d=d) for r, d in SHAPES],
                quick=[dict(rows=5, d=1000)]),
         *sweep("norm", "layernorm", NMSE_BOUND, _layernorm_case,

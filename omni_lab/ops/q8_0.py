@@ -442,10 +442,58 @@ def q8_linears(x: Tensor, ws: tuple, outs: tuple, path: str = "auto") -> tuple[T
     rt = runtime()
     xq, xd = rt.scratch((k // 4,), "u32"), rt.scratch((k // QK,), "f32")
     quantize_activations(x.view((k,)), out=(xq, xd))
-    ys = tuple(q8_matvec_quantized(xq, xd, w, out, vector_shape=x.shape) for w, out in zip(ws, outs))
+    # One multi dispatch where the weights fit one (q8_multi_ok's "f32": no staging) and 11 storage bindings
+    if q8_multi_ok(x, ws, "f32") and runtime().gpu.limits.get("max-storage-buffers-per-shader-stage", 8) >= 11:
+        ys = q8_matvec_multi_quantized(xq, xd, ws, outs)
+    else:
+        ys = tuple(q8_matvec_quantized(xq, xd, w, out, vector_shape=x.shape) for w, out in zip(ws, outs))
     xq.release()
     xd.release()
     return ys
+
+
+def q8_norm_linears(h: Tensor, delta: Tensor, norm_w: Tensor, eps: float, h_out: Tensor, out: Tensor, ws: tuple,
+                    outs: tuple) -> tuple[Tensor, ...] | None:
+    """At one token on the dot4 path with the separate quantize pass: out = rmsnorm(h + delta) * norm_w and its
+    int8 blocks in one dispatch (ops/norm.py's add_rmsnorm_q8; h_out = h + delta), then the 2-3 Q8_0
+    projections of it in one (q8_matvec_multi_quantized). None where that does not apply."""
+    from .norm import add_rmsnorm_q8
+
+    k = h.shape[-1]
+    rt = runtime()
+    if not (h.numel == k and k % QK == 0 and _decode_path("auto") == "dot4" and not fuses_quantization(k)
+            and q8_multi_ok(h, ws, "f32") and rt.gpu.limits.get("max-storage-buffers-per-shader-stage", 8) >= 11):
+        return None
+    xq, xd = rt.scratch((k // 4,), "u32"), rt.scratch((k // QK,), "f32")
+    add_rmsnorm_q8(h, delta, norm_w, eps, out_h=h_out, out=out, quantized=(xq, xd))
+    ys = q8_matvec_multi_quantized(xq, xd, ws, outs)
+    xq.release()
+    xd.release()
+    return ys
+
+
+def q8_matvec_multi_quantized(xq: Tensor, xd: Tensor, ws: tuple, outs: tuple) -> tuple[Tensor, ...]:
+    """q8_matvec_multi from an x quantize_activations already quantized (xq [K/4] u32, xd [K/32] f32): 2 or
+    3 Q8Weights in one dispatch, each result q8_matvec_quantized's."""
+    k = ws[0].shape[1]
+    kernel = "q8_matvec_multi_quantized"
+    expect(kernel, xq.shape == (k // 4,) and xd.shape == (k // QK,), f"xq must be [{k // 4}] u32 and xd [{k // QK}] f32",
+           xq=xq, xd=xd)
+    for w, y in zip(ws, outs):
+        _check_weight(kernel, w)
+        expect(kernel, w.shape[1] == k and y.numel == w.shape[0] and y.dtype == "f32", f"out must be [{w.shape[0]}] f32",
+               out=y)
+    n = [w.shape[0] for w in ws] + [0] * (3 - len(ws))
+    ws3 = tuple(ws) + (ws[0],) * (3 - len(ws))
+    outs3 = tuple(outs) + (outs[0],) * (3 - len(outs))
+    table = tuning.current()
+    tpr = launch_tpr(sum(n), k // QK, table.q8_matvec_wg // table.q8_matvec_rows, table.q8_matvec_wg)
+    kern = runtime().kernel(SHADER, "multi_dot4_q", WG=table.q8_matvec_wg, TPR=tpr, XB=1)
+    tensors = [xq]
+    for w, y in zip(ws3, outs3):
+        tensors += [w.quants, w.scales, y]
+    kern(-(-sum(n) // (table.q8_matvec_wg // tpr)), _params(n[0], k, 0, n[1], n[2]), *tensors, xd)
+    return tuple(outs)
 
 
 # ---- numpy references -----------------------------------------------------------------------------------
@@ -570,6 +618,19 @@ def _q8_multi_case(rng, rows, k, path):
     return tuple(o.numpy() for o in outs), q8_matvec_multi_ref(x, [(wq, wd) for _, wq, wd in made], path)
 
 
+def _q8_multi_quantized_case(rng, rows, k):
+    """The separate pass's multi (q8_linears where the table keeps quantize_act): exact."""
+    rt = runtime()
+    made = [random_q8_weights(rng, n, k) for n in rows]
+    x = rand(rng, 1, k)
+    outs = tuple(padded_output((1, n)) for n in rows)
+    with staging(False), rt.profile() as prof:
+        q8_linears(rt.upload(x), tuple(w for w, _, _ in made), outs, path="dot4")
+    require([t.kernel.split("[")[0] for t in prof.timings] == ["q8_0.quantize_act", "q8_0.multi_dot4_q"],
+            "q8_linears past the fused K must quantize once and take one multi dispatch")
+    return tuple(o.numpy() for o in outs), q8_matvec_multi_ref(x, [(wq, wd) for _, wq, wd in made], "dot4")
+
+
 def _q8_multi_norm_case(rng, rows, k, delta=True):
     """Against the dot4 reference of numpy's normed x, which is a rounding apart from the GPU's (an int8
     value may move by one: dot4's bound against the f32 product, over rows enough for a statistical bound);
@@ -656,6 +717,9 @@ def cases():
         *sweep("q8_0", "q8_matvec_multi", NMSE_Q8_EXACT, _q8_multi_case,
                [dict(rows=r, k=k, path=pa) for r in [(37, 5, 5), (64, 16), (1, 300, 7)] for k in (96, 2048)
                 for pa in PATHS], quick=[dict(rows=(37, 5, 5), k=96, path=pa) for pa in PATHS]),
+        *sweep("q8_0", "q8_matvec_multi_quantized", NMSE_Q8_EXACT, _q8_multi_quantized_case,
+               [dict(rows=r, k=k) for r in [(37, 5, 5), (64, 16), (1, 300, 7)] for k in (96, 2048)],
+               quick=[dict(rows=(37, 5, 5), k=96)]),
         *sweep("q8_0", "q8_matvec_multi_norm", NMSE_DOT4_VS_F32, _q8_multi_norm_case,
                [dict(rows=r, k=k, delta=dl) for r in [(37, 33, 33), (64, 40), (40, 300, 35)] for k in (96, 2048)
                 for dl in (True, False)], quick=[dict(rows=(37, 33, 33), k=96, delta=True)]),
