@@ -18,7 +18,8 @@
 //   gate/up projections, without a dispatch of their own): bindings 1 h [K] f32 (in x's place), 2 w0,
 //   3 y0, 4 w1, 5 w2, 6 y1, 7 y2, 8 delta [K] f32, 9 norm_w [K] f32, 10 out_h [K] f32 (h + delta,
 //   written by workgroup 0; not h or delta, which the other workgroups still read). Overrides: ND4 = K / 4
-//   (the workgroup array's length), DELTA (0: x = rmsnorm(h), delta and out_h unused but bound).
+//   (the workgroup array's length), DELTA (0: x = rmsnorm(h), delta and out_h unused but bound), KEEP_X
+//   (1: workgroup 0 also writes x to binding 11, out_x [K] f32, for readers other than these projections).
 //   Params add eps (f32 bits) in the sixth word. The norm is rmsnorm's: (v * inverseSqrt(mean(v^2) + eps))
 //   * w, v = h + delta rounded to f32 first.
 // Accumulation is f32.
@@ -28,6 +29,7 @@ override TPR: u32 = 32;    // threads per row; a power of two dividing WG
 override WTYPE: u32 = 2u;  // 0 f32, 1 f16, 2 bf16
 override ND4: u32 = 1u;    // multi_norm: K / 4
 override DELTA: u32 = 1u;  // multi_norm: 1 x = rmsnorm(h + delta), 0 x = rmsnorm(h)
+override KEEP_X: u32 = 0u; // multi_norm: 1 x written to out_x as well
 const UNROLL: u32 = 4u;
 
 struct Params { n: u32, k: u32, row_base: u32, n1: u32, n2: u32, eps_bits: u32, _p1: u32, _p2: u32 }
@@ -179,6 +181,7 @@ fn swiglu(grid: Grid, @builtin(local_invocation_index) lid: u32) {
 @group(0) @binding(8) var<storage, read> delta: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read> norm_w: array<vec4<f32>>;
 @group(0) @binding(10) var<storage, read_write> out_h: array<vec4<f32>>;
+@group(0) @binding(11) var<storage, read_write> out_x: array<vec4<f32>>;
 
 var<workgroup> xs: array<vec4<f32>, ND4>;
 
@@ -197,7 +200,9 @@ fn multi_norm(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     for (var i = lid; i < ND4; i += WG) {
         let v = xs[i];
         if (DELTA == 1u && first) { out_h[i] = v; }
-        xs[i] = (v * r) * norm_w[i];
+        let xv = (v * r) * norm_w[i];
+        if (KEEP_X == 1u && first) { out_x[i] = xv; }
+        xs[i] = xv;
     }
     workgroupBarrier();  // xs complete, and row_sum's array free again
     multi_rows(grid, lid, true);

@@ -60,12 +60,19 @@ class Normed:
         self.state = "value"
         return xq, xd
 
-    def project(self, ws: tuple, outs: tuple[Tensor, ...]) -> tuple[Tensor, ...] | None:
-        """The projections of x in one fused dispatch, or None where they do not qualify."""
+    def project(self, ws: tuple, outs: tuple[Tensor, ...], keep: bool = False) -> tuple[Tensor, ...] | None:
+        """The projections of x in one fused dispatch, or None where they do not qualify. keep: x is read
+        by others after them (a MoE block's experts after its router): the dispatch writes it to out too."""
         if self.state != "pending" or self.h.shape[0] != 1:
             return None
         if linear_ops.norm_multi_ok(self.h, ws):
+            if keep:
+                self.state = "value"
+                return linear_ops.matvec_multi_norm(self.h, self.delta, self.weight, self.eps, ws, outs,
+                                                    out_h=self.h_out, out_x=self.out)
             fused = linear_ops.matvec_multi_norm
+        elif keep:
+            return None
         elif all(isinstance(w, Q8Weight) for w in ws) and q8_decode_path() == "dot4" and q8_norm_multi_ok(self.h, ws):
             fused = q8_matvec_multi_norm
         elif all(isinstance(w, Q8Weight) for w in ws) and self.delta is not None:
@@ -204,9 +211,13 @@ class MoeMlp:
         # quantization of it, made with the norm.
         q8 = isinstance(self.gate, Q8Weight) and isinstance(self.gate_up_proj, Q8Weight)
         xq = x.quantized() if q8 and isinstance(x, Normed) else None
+        # 16-bit: the router's matvec forms x itself, and writes it for the experts
+        routed = None if xq or not isinstance(x, Normed) else x.project((self.gate,), (s.router_logits,), keep=True)
         x = value(x)
         w_buf, e_buf = ctx.taps.get(self.router_name) or (s.route_w, s.route_e)
-        if xq is None:
+        if routed is not None:
+            (logits,) = routed
+        elif xq is None:
             logits = linear(x, self.gate, s.router_logits)  # [T, E]
         else:
             logits = q8_matvec_quantized(*xq, self.gate, s.router_logits, vector_shape=x.shape)

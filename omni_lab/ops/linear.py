@@ -119,12 +119,13 @@ def matvec_multi(x: Tensor, ws: tuple[Tensor, ...], outs: tuple[Tensor, ...],
 
 
 def matvec_multi_norm(h: Tensor, delta: Tensor | None, norm_w: Tensor, eps: float, ws: tuple[Tensor, ...],
-                      outs: tuple[Tensor, ...], out_h: Tensor | None = None,
+                      outs: tuple[Tensor, ...], out_h: Tensor | None = None, out_x: Tensor | None = None,
                       threads_per_row: int | None = None) -> tuple[Tensor, ...]:
     """matvec_multi of x = rmsnorm(h + delta) * norm_w (delta None: rmsnorm(h)), x formed by every workgroup
     in its own memory, so the residual add and the norm cost no dispatch: outs[i] = ws[i] x, and out_h = h +
     delta (written by one workgroup; required with delta, and neither h nor delta). h, delta, norm_w: [K] or
-    [1, K] f32 (norm_w [K]); the weights as matvec_multi's, 1 to 3 of them (`norm_multi_ok`)."""
+    [1, K] f32 (norm_w [K]); the weights as matvec_multi's, 1 to 3 of them (`norm_multi_ok`). out_x: x
+    itself too (one workgroup writes it), for other readers of x (a MoE block's experts after its router)."""
     import struct
 
     expect("matvec_multi_norm", norm_multi_ok(h, ws), "weights must share a dtype and K, K % 8 == 0 (4 for f32), "
@@ -138,6 +139,10 @@ def matvec_multi_norm(h: Tensor, delta: Tensor | None, norm_w: Tensor, eps: floa
         expect("matvec_multi_norm", out_h is not None and out_h.shape == h.shape and out_h.dtype == "f32"
                and out_h.buffer is not h.buffer and out_h.buffer is not delta.buffer,
                f"out_h must be {h.shape} f32 and be neither h nor delta", out_h=out_h, h=h, delta=delta)
+    if out_x is not None:
+        expect("matvec_multi_norm", out_x.shape == h.shape and out_x.dtype == "f32" and out_x.buffer is not h.buffer
+               and (delta is None or out_x.buffer is not delta.buffer), f"out_x must be {h.shape} f32, not h or delta",
+               out_x=out_x)
     for w, y in zip(ws, outs):
         expect("matvec_multi_norm", y.shape == h.shape[:-1] + (w.shape[0],) and y.dtype == "f32",
                f"out must be {h.shape[:-1] + (w.shape[0],)} f32", out=y)
@@ -147,12 +152,12 @@ def matvec_multi_norm(h: Tensor, delta: Tensor | None, norm_w: Tensor, eps: floa
     wg = tuning.current().matvec_wg
     tpr = threads_per_row or matvec_tpr(sum(n), k, ws[0].dtype)
     kern = runtime().kernel("matvec", "multi_norm", WG=wg, TPR=tpr, WTYPE=WTYPE[ws[0].dtype], ND4=k // 4,
-                            DELTA=int(delta is not None))
+                            DELTA=int(delta is not None), KEEP_X=int(out_x is not None))
     eps_bits = struct.unpack("<I", struct.pack("<f", eps))[0]
-    # Without delta, h stands in for the unused delta and out_h bindings (read only, never written).
+    # Unused bindings get stand-ins, never written: h for delta (read only), the first output for out_h, out_x.
     kern(-(-sum(n) // (wg // tpr)), pack_params(n[0], k, 0, n[1], n[2], eps_bits, 0, 0),
          h, ws3[0], outs3[0], ws3[1], ws3[2], outs3[1], outs3[2], h if delta is None else delta, norm_w,
-         out_h if delta is not None else outs3[0])
+         out_h if delta is not None else outs3[0], outs3[0] if out_x is None else out_x)
     return tuple(outs)
 
 
@@ -162,7 +167,7 @@ def norm_multi_ok(h: Tensor, ws) -> bool:
     gpu = runtime().gpu
     storage = gpu.limits["max-compute-workgroup-storage-size"] - 4 * tuning.current().matvec_wg
     return (1 <= len(ws) <= 3 and _same_x_ok(h, ws) and 4 * h.numel <= storage
-            and gpu.limits.get("max-storage-buffers-per-shader-stage", 8) >= 10)
+            and gpu.limits.get("max-storage-buffers-per-shader-stage", 8) >= 11)
 
 
 def multi_ok(x: Tensor, ws) -> bool:
@@ -267,7 +272,7 @@ def _matvec_swiglu_case(rng, n, k, dtype):
     return out.numpy(), matvec_ref(swiglu_ref(gate, up), w_seen)
 
 
-def _matvec_multi_norm_case(rng, rows, dtype, k=200, delta=True, threads_per_row=None):
+def _matvec_multi_norm_case(rng, rows, dtype, k=200, delta=True, threads_per_row=None, keep_x=False):
     from .norm import rmsnorm_ref
 
     rt = runtime()
@@ -278,12 +283,13 @@ def _matvec_multi_norm_case(rng, rows, dtype, k=200, delta=True, threads_per_row
     ht = rt.upload(h)
     require(norm_multi_ok(ht, ws), "norm_multi_ok refuses weights that qualify")
     out_h = padded_output((k,)) if delta else None
-    matvec_multi_norm(ht, rt.upload(d) if delta else None, rt.upload(nw), 1e-6, ws, outs, out_h=out_h,
+    out_x = padded_output((k,)) if keep_x else None
+    matvec_multi_norm(ht, rt.upload(d) if delta else None, rt.upload(nw), 1e-6, ws, outs, out_h=out_h, out_x=out_x,
                       threads_per_row=threads_per_row)
     v = (h + d).astype(np.float32) if delta else h
     x = rmsnorm_ref(v[None], nw, 1e-6)[0]
-    got = tuple(o.numpy() for o in outs) + ((out_h.numpy(),) if delta else ())
-    return got, tuple(matvec_ref(x, seen) for _, seen in hosts) + ((v,) if delta else ())
+    got = tuple(o.numpy() for o in outs) + ((out_h.numpy(),) if delta else ()) + ((out_x.numpy(),) if keep_x else ())
+    return got, tuple(matvec_ref(x, seen) for _, seen in hosts) + ((v,) if delta else ()) + ((x,) if keep_x else ())
 
 
 def _matvec_multi_case(rng, rows, dtype, threads_per_row):
@@ -333,7 +339,8 @@ def cases():
         *sweep("linear", "matvec_multi_norm", NMSE_BOUND, _matvec_multi_norm_case,
                [dict(rows=r, dtype=dt, delta=dl) for r in [(37, 5, 5), (64, 16), (300,)] for dt in WEIGHT_DTYPES
                 for dl in (True, False)]
-               + [dict(rows=(33, 8), dtype="bf16", k=2048, threads_per_row=t) for t in (4, 256)],
+               + [dict(rows=(33, 8), dtype="bf16", k=2048, threads_per_row=t) for t in (4, 256)]
+               + [dict(rows=(128,), dtype=dt, k=2048, delta=dl, keep_x=True) for dt in ("bf16", "f32") for dl in (True, False)],
                quick=[dict(rows=(37, 5, 5), dtype="bf16", delta=True)]),
         *sweep("linear", "matvec_multi", 1e-9, _matvec_multi_case,
                [dict(rows=r, dtype=dt, threads_per_row=t) for r in [(37, 5, 5), (64, 16), (1, 300, 7)]
