@@ -139,10 +139,10 @@ class Decoder(Component):
             if layer.mlp_layer_scale is not None:
                 m = elementwise.mul(m, layer.mlp_layer_scale, out=s.scaled)
             last = i + 1 == len(layers)
-            h, x = residual_norm(h, m, self.norm if last else layers[i + 1].input_layernorm, eps,
-                                 out_h=ctx.out(name, s.h), out=ctx.out(f"{p}.norm", s.x) if last else s.x,
-                                 hook=self.hooks.get(i), ctx=ctx)
-            self._export_rows(ctx, name, h)
+            layer_out, h, x = residual_norm(h, m, self.norm if last else layers[i + 1].input_layernorm, eps,
+                                            out_h=ctx.out(name, s.h), out=ctx.out(f"{p}.norm", s.x) if last else s.x,
+                                            hook=self.hooks.get(i), ctx=ctx)
+            self._export_rows(ctx, name, layer_out)  # a layer's hidden state, as HF's output_hidden_states
         self._export_rows(ctx, f"{p}.norm", x)
         return x
 

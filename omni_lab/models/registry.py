@@ -52,6 +52,7 @@ ENTRIES = (
     Entry("qwen3_omni_moe", "thinker", "omni_lab.models.audio_in", "ThinkerWithAudio", ("input_ids", "input_features")),
     Entry("qwen3_omni_moe", "code2wav", "omni_lab.models.code2wav", "Code2Wav", ("codes",)),
     Entry("qwen3_omni_moe", "audio_encoder", "omni_lab.models.audio_encoder", "AudioEncoder", ("input_features",)),
+    Entry("qwen3_omni_moe", "vision", "omni_lab.models.vision_encoder", "VisionEncoder", ("pixel_values", "image_grid_thw")),
     # The parts that speak, compared inside a spoken answer (models/speech_taps.py): their inputs are the prompt's
     Entry("qwen3_omni_moe", "talker", "omni_lab.models.speech_taps", "SpokenTalker", SPOKEN_PROMPT),
     Entry("qwen3_omni_moe", "code_predictor", "omni_lab.models.speech_taps", "SpokenCodePredictor", SPOKEN_PROMPT),
