@@ -42,7 +42,8 @@ class Entry:
 
     def hf_activations(self, model, names, inputs: dict):
         """The component's activations `names` captured on the Transformers model, for its inputs (token
-        ids; codec codes [Q, T] for code2wav; mel features [M, L] per audio for the audio encoder)."""
+        ids; codec codes [Q, T] for code2wav; mel features [M, L] per audio for the audio encoder; patches [N, K] and grids [images, 3] for
+        the vision encoder)."""
         return importlib.import_module(self.module).hf_activations(model, names, *self.args(inputs))
 
 
@@ -50,6 +51,10 @@ ENTRIES = (
     Entry("qwen3", "text", "omni_lab.models.qwen3", "Qwen3"),
     Entry("qwen3_omni_moe", "thinker", "omni_lab.models.thinker", "Qwen3OmniThinkerText"),
     Entry("qwen3_omni_moe", "thinker", "omni_lab.models.audio_in", "ThinkerWithAudio", ("input_ids", "input_features")),
+    Entry("qwen3_omni_moe", "thinker", "omni_lab.models.image_in", "ThinkerWithImages",
+          ("input_ids", "pixel_values", "image_grid_thw")),
+    Entry("qwen3_omni_moe", "thinker", "omni_lab.models.image_in", "ThinkerWithAudioImages",
+          ("input_ids", "input_features", "pixel_values", "image_grid_thw")),
     Entry("qwen3_omni_moe", "code2wav", "omni_lab.models.code2wav", "Code2Wav", ("codes",)),
     Entry("qwen3_omni_moe", "audio_encoder", "omni_lab.models.audio_encoder", "AudioEncoder", ("input_features",)),
     Entry("qwen3_omni_moe", "vision", "omni_lab.models.vision_encoder", "VisionEncoder", ("pixel_values", "image_grid_thw")),
