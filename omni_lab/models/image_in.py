@@ -60,6 +60,8 @@ def read_image(path: str | Path):
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode == "P" and "transparency" in im.info:  # Pillow maps a palette's transparency via RGBA
+                im = im.convert("RGBA")
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise ImageFileError(f"{path}: not an image Pillow can read (png, jpeg, webp, ...): {e}") from None
