@@ -177,11 +177,11 @@ class ThinkerWithMedia:
                                   f.int("audio_token_id", lo=0), d)
 
     @classmethod
-    def load(cls, path, max_len: int = 2048, progress: bool = False, audio: bool = True) -> "ThinkerWithMedia":
+    def load(cls, path, max_len: int = 2048, progress: bool = False) -> "ThinkerWithMedia":
         from .registry import open_checkpoint
 
         ckpt = open_checkpoint(path)
-        return cls(cls.config_from(ckpt.config, str(path)), ckpt, max_len, progress, audio=audio)
+        return cls(cls.config_from(ckpt.config, str(path)), ckpt, max_len, progress)
 
     # -- shapes --------------------------------------------------------------------------------
     @staticmethod

@@ -1,0 +1,164 @@
+"""Image in: the thinker with image prompts (and audio with images) on our kernels against Transformers
+(float32, the same weights, patches from the checkpoint's own image processor), on matplotlib's sample
+photographs at sizes that are not multiples of 32; DeepStack injections that matter; and the input errors."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from matplotlib import cbook
+from PIL import Image
+
+from omni_lab.models import vision_encoder as ve
+from omni_lab.models.audio_in import INPUTS_EMBEDS, load_audio_inputs
+from omni_lab.models.image_in import (ImageFileError, ThinkerWithAudioImages, ThinkerWithImages, hf_activations,
+                                      hf_generate, load_image_inputs, media_prompt_ids)
+from omni_lab.models.thinker import LIVE
+from omni_lab.models.tiny_omni import build_tiny_omni
+from omni_lab.reference import load_hf_model
+from model_checks import assert_greedy_matches
+from test_vision_encoder import assert_matches
+
+
+@pytest.fixture(scope="module", params=[("tiny", 0), ("tiny-dense", 1)], ids=lambda p: p[0])
+def checkpoint(request, tmp_path_factory):
+    preset, seed = request.param
+    path = build_tiny_omni(tmp_path_factory.mktemp(preset) / "ckpt", seed=seed, preset=preset)
+    return path, load_hf_model(path, "float32")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    hopper = Image.open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB")
+    out = {"hopper": root / "hopper_75x53.png", "crop": root / "crop_90x130.jpg"}
+    hopper.resize((75, 53), Image.BICUBIC).save(out["hopper"])
+    hopper.crop((200, 100, 290, 230)).save(out["crop"], quality=90)
+    return out
+
+
+def matches_with_routers(ours, ref, names):
+    floats = [n for n in names if not n.endswith(".mlp.router")]
+    for n in set(names) - set(floats):
+        k = ours[n].shape[1] // 2
+        assert (ours[n][:, :k] == ref[n][:, :k]).all(), f"{n}: expert choices differ"
+    return assert_matches({n: ours[n] for n in floats}, {n: ref[n] for n in floats}, floats)
+
+
+def test_thinker_with_two_images_matches_transformers(checkpoint, photos):
+    """Every vision and thinker activation, the merged rows at the placeholders, and greedy tokens."""
+    path, hf = checkpoint
+    pv, grid = load_image_inputs(path, [photos["hopper"], photos["crop"]])
+    ids = media_prompt_ids(path, "What is this?", image_grid_thw=grid)
+    model = ThinkerWithImages.load(path, max_len=max(len(ids) + 8, pv.shape[0]))
+    names = [a.name for a in model.activations(ids, pv, grid)]
+    ours = model.forward(ids, pv, grid, taps=names)
+    assert matches_with_routers(ours, hf_activations(hf, names, ids, pv, grid), names) > 40
+    at = ids == model.cfg.image_token_id
+    np.testing.assert_allclose(ours[INPUTS_EMBEDS][at], ours[ve.OUTPUT], rtol=0, atol=0)
+    n_new = 6
+    assert_greedy_matches(model.generate(ids, pv, grid, n_new, stop_at_eos=False),
+                          hf_generate(hf, ids, None, pv, grid, n_new))
+
+
+def test_every_deepstack_injection_moves_the_thinker(checkpoint, photos):
+    """Zeroing one DeepStack feature at a time on the HF side changes the logits: each injection matters in
+    the tiny model, so a missing or misplaced one on ours would fail the comparison above."""
+    path, hf = checkpoint
+    pv, grid = load_image_inputs(path, [photos["crop"]])
+    ids = media_prompt_ids(path, "hi", image_grid_thw=grid)
+    head = "thinker.lm_head"
+    full = hf_activations(hf, [head], ids, pv, grid)[head]
+    lm = hf.thinker.model.language_model
+    n = min(len(hf.config.thinker_config.vision_config.deepstack_visual_indexes), len(lm.layers))
+    assert n >= 2
+    for drop in range(n):
+        def zero(module, args, kwargs, drop=drop):
+            feats = list(kwargs["deepstack_visual_embeds"])
+            feats[drop] = torch.zeros_like(feats[drop])
+            return args, {**kwargs, "deepstack_visual_embeds": feats}
+        handle = lm.register_forward_pre_hook(zero, with_kwargs=True)
+        try:
+            without = hf_activations(hf, [head], ids, pv, grid)[head]
+        finally:
+            handle.remove()
+        assert np.abs(without - full).max() > 1e-3, f"DeepStack feature {drop} does not move the logits"
+
+
+def test_audio_and_images_in_one_prompt(checkpoint, photos, tmp_path):
+    path, hf = checkpoint
+    if "dense" in path.parent.name:
+        pytest.skip("one shape is enough for the mixed prompt")
+    t = np.arange(8000) / 16000
+    wav = tmp_path / "chirp.wav"
+    sf.write(wav, (0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t)).astype(np.float32), 16000)
+    feats = load_audio_inputs(path, [wav], 512)
+    pv, grid = load_image_inputs(path, [photos["crop"]])
+    ids = media_prompt_ids(path, "and this?", audio_frames=[f.shape[1] for f in feats], image_grid_thw=grid)
+    model = ThinkerWithAudioImages.load(path, max_len=max(len(ids) + 8, pv.shape[0]))
+    names = [a.name for a in model.activations(ids, feats, pv, grid)]
+    ours = model.forward(ids, feats, pv, grid, taps=names)
+    ref = hf_activations(hf, names, ids, feats, pv, grid)
+    assert matches_with_routers(ours, ref, names) > 40
+    assert any("audio_tower" in n for n in names) and any("visual" in n for n in names)
+    n_new = 4
+    assert_greedy_matches(model.generate(ids, feats, pv, grid, n_new, stop_at_eos=False),
+                          hf_generate(hf, ids, feats, pv, grid, n_new))
+
+
+def test_positions_after_an_image_lag_the_cache_and_are_restored(checkpoint, photos):
+    """After an image the text's MRoPE positions trail the cache position by HF's rope_deltas (decode steps
+    add it; the greedy tokens above check them against HF); the thinker's positions and hooks are plain text
+    again after a forward."""
+    path, hf = checkpoint
+    pv, grid = load_image_inputs(path, [photos["hopper"]])
+    ids = media_prompt_ids(path, "x", image_grid_thw=grid)
+    model = ThinkerWithImages.load(path, max_len=max(len(ids) + 8, pv.shape[0]))
+    from omni_lab.models.image_in import rope_index
+
+    positions, delta = rope_index(model.cfg.config, ids, grid)
+    assert delta < 0 and positions.max() + 1 == len(ids) + delta  # the image's grid is shorter than its tokens
+    model.forward(ids, pv, grid)
+    assert model.thinker.prompt_positions is None and not model.thinker.hooks
+
+
+def test_bad_image_files_are_refused_by_name(checkpoint, tmp_path):
+    path, _ = checkpoint
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image\n" * 20)
+    truncated = tmp_path / "truncated.png"
+    Image.new("RGB", (40, 40), (10, 200, 30)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:60])
+    thin = tmp_path / "thin.png"
+    Image.new("RGB", (1, 500)).save(thin)
+    for f, what in ((empty, "empty"), (text, "not an image"), (truncated, "not an image"), (thin, "aspect ratio"),
+                    (tmp_path / "missing.png", "no such")):
+        with pytest.raises(ImageFileError, match=what) as e:
+            load_image_inputs(path, [f])
+        assert str(f) in str(e.value)
+
+
+def test_one_pixel_image_is_resized_to_the_smallest_grid(checkpoint, tmp_path):
+    """The processor's documented resize (smart_resize) scales a 1x1 image up to its min_pixels."""
+    path, _ = checkpoint
+    one = tmp_path / "one_pixel.png"
+    Image.new("RGB", (1, 1), (255, 0, 0)).save(one)
+    _, grid = load_image_inputs(path, [one])
+    assert grid.tolist() == [[1, 4, 4]]  # min_pixels 16x16 at patch 4
+
+
+def test_cmyk_and_huge_images_are_converted_and_resized(checkpoint, tmp_path):
+    """A CMYK jpeg becomes RGB; an image far past the pixel budget is shrunk by the processor to it."""
+    path, _ = checkpoint
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (61, 47), (0, 128, 255, 20)).save(cmyk)
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (3001, 2203), (90, 20, 200)).save(huge)
+    pv, grid = load_image_inputs(path, [cmyk, huge])
+    from omni_lab.models.image_in import image_processor
+
+    budget = image_processor(path).size["longest_edge"] // (4 * 4)  # patches of 4x4 pixels
+    assert grid[1, 1] * grid[1, 2] <= budget and grid[1, 2] > grid[1, 1]
+    assert np.isfinite(pv).all()
