@@ -365,11 +365,15 @@ def cmd_quant_report(args) -> int:
             text = f.read()
     elif args.prompt is not None:
         text = args.prompt
-    if args.audio:  # the audio encoder and the thinker reading it
+    if args.audio or args.image:  # the encoders and the thinker reading them
         if args.prompt_ids is not None or args.text_file is not None:
-            raise ValueError("--audio builds its prompt with the chat template: give --prompt TEXT or nothing")
-        report = quant_report(args.model, args.gguf, text=text, audio=_audio(args), out_dir=args.out,
-                              progress=not args.no_progress)
+            raise ValueError("--audio and --image build their prompt with the chat template: give --prompt TEXT or "
+                             "nothing")
+        from .models.image_in import load_image_inputs
+
+        images = load_image_inputs(args.model, args.image) if args.image else None
+        report = quant_report(args.model, args.gguf, text=text, audio=_audio(args) if args.audio else None,
+                              images=images, out_dir=args.out, progress=not args.no_progress)
     elif text is None and args.prompt_ids is None:
         raise ValueError("give one of --prompt, --prompt-ids, --text-file, --codes or --audio")
     else:
@@ -563,6 +567,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--audio", action="append", metavar="FILE", help="an audio file (with --prompt's text, or "
                                                                      "alone): the drift spans the audio encoder and "
                                                                      "the thinker; repeat for several")
+    q.add_argument("--image", action="append", metavar="FILE", help="an image file (with --prompt's text, --audio, "
+                                                                     "or alone): the drift spans the vision encoder, "
+                                                                     "its DeepStack features and the thinker; repeat "
+                                                                     "for several")
     q.add_argument("--max-tokens", type=positive, default=256, help="use at most this many tokens (default 256)")
     q.add_argument("--speak", action="store_true", help="the speech report: the prompt (a user turn) spoken by both, "
                                                         "codec-token agreement, waveform SNR / mel distance, and "

@@ -162,3 +162,20 @@ def test_cmyk_and_huge_images_are_converted_and_resized(checkpoint, tmp_path):
     budget = image_processor(path).size["longest_edge"] // (4 * 4)  # patches of 4x4 pixels
     assert grid[1, 1] * grid[1, 2] <= budget and grid[1, 2] > grid[1, 1]
     assert np.isfinite(pv).all()
+
+
+def test_quant_report_with_an_image(checkpoint, photos, tmp_path):
+    """The Q8_0 drift through the vision encoder and DeepStack into the thinker: the report runs both sides
+    over the image prompt and says so."""
+    from omni_lab.formats.quantize import quantize_checkpoint
+    from omni_lab.report.quant_report import quant_report
+
+    path, _ = checkpoint
+    if "dense" in path.parent.name:
+        pytest.skip("one shape is enough")
+    gguf = tmp_path / "q8.gguf"
+    quantize_checkpoint(path, gguf, progress=False)
+    report = quant_report(path, gguf, text="hi", images=load_image_inputs(path, [photos["crop"]]))
+    assert any("image placeholders" in n for n in report.notes)
+    assert any(r.name == ve.OUTPUT for r in report.drift.rows)
+    assert report.logits.kl_mean < 1e-2
