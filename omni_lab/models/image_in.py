@@ -50,6 +50,10 @@ class ImageFileError(InputError):
 
 def read_image(path: str | Path):
     """The file as an RGB PIL image (fully decoded, so a truncated file fails here, not later)."""
+    import io
+    import struct
+    import zlib
+
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -58,13 +62,19 @@ def read_image(path: str | Path):
     if path.stat().st_size == 0:
         raise ImageFileError(f"{path}: the file is empty")
     try:
-        with Image.open(path) as im:
+        # From memory, not the file: a corrupt chunk length makes Pillow's PNG reader ask for up to 4 GiB at
+        # once, which a file object allocates up front and a BytesIO caps at what is there.
+        with Image.open(io.BytesIO(path.read_bytes())) as im:
             im.load()
             if im.mode == "P" and "transparency" in im.info:  # Pillow maps a palette's transparency via RGBA
                 im = im.convert("RGBA")
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageFileError(f"{path}: not an image Pillow can read (png, jpeg, webp, ...): {e}") from None
+    # Pillow's decoders report a corrupt file as any of these (PNG chunks: SyntaxError; zlib streams:
+    # zlib.error; short reads: EOFError, struct.error); a decompression bomb as DecompressionBombError.
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error,
+            Image.DecompressionBombError) as e:
+        why = "no image format recognised" if isinstance(e, UnidentifiedImageError) else f"{type(e).__name__}: {e}"
+        raise ImageFileError(f"{path}: not an image Pillow can read (png, jpeg, webp, ...): {why}") from None
 
 
 def image_processor(model_dir: str | Path):
