@@ -179,3 +179,31 @@ def test_quant_report_with_an_image(checkpoint, photos, tmp_path):
     assert any("image placeholders" in n for n in report.notes)
     assert any(r.name == ve.OUTPUT for r in report.drift.rows)
     assert report.logits.kl_mean < 1e-2
+
+
+def test_command_line_generate_and_compare_with_images(checkpoint, photos, tmp_path, capsys):
+    """`generate --image --image --json` gives HF's greedy tokens; `compare --component vision` passes; a file
+    that is not an image exits 2 naming it."""
+    import json
+
+    from omni_lab import cli
+
+    path, hf = checkpoint
+    if "dense" in path.parent.name:
+        pytest.skip("one shape is enough")
+    files = [str(photos["hopper"]), str(photos["crop"])]
+    args = ["generate", "--model", str(path), "--image", files[0], "--image", files[1], "--prompt", "hi",
+            "--greedy", "--max-new-tokens", "4", "--json"]
+    assert cli.main(args) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    pv, grid = load_image_inputs(path, files)
+    ids = media_prompt_ids(path, "hi", image_grid_thw=grid)
+    assert got["prompt_ids"] == ids.tolist()
+    assert_greedy_matches(got["tokens"], hf_generate(hf, ids, None, pv, grid, 4))
+    assert cli.main(["compare", "--model", str(path), "--image", files[1], "--component", "vision",
+                     "--out", str(tmp_path / "vision"), "--references", str(tmp_path / "refs")]) == 0
+    assert (tmp_path / "vision" / "index.html").is_file()
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    assert cli.main(["generate", "--model", str(path), "--image", str(bad), "--prompt", "hi"]) == 2
+    assert str(bad) in capsys.readouterr().err

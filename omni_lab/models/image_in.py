@@ -147,14 +147,12 @@ class MediaThinkerConfig:
 
 
 class DeepStack(LayerHook):
-    """h + feature rows gathered to the image positions (rows[t] = -1 elsewhere: a zero row), into a buffer of
-    its own. Acts only on the prompt it was built for (t tokens): decode steps are text."""
+    """h + feature rows gathered to the image positions (rows[t] = -1 elsewhere: a zero row), into `out`. Acts
+    only on the prompt it was built for (t tokens): decode steps are text. The hooks of one prompt share
+    `placed` and `out`: the next layer has read a hook's output before the next hook writes."""
 
-    def __init__(self, rows: Tensor, feature: Tensor, t: int, d: int):
-        rt = runtime()
-        self.rows, self.feature, self.t = rows, feature, t
-        self.placed = rt.empty((t, d), label="deepstack.placed")
-        self.out = rt.empty((t, d), label="deepstack.stream")
+    def __init__(self, rows: Tensor, feature: Tensor, t: int, placed: Tensor, out: Tensor):
+        self.rows, self.feature, self.t, self.placed, self.out = rows, feature, t, placed, out
 
     def __call__(self, h: Tensor, ctx) -> Tensor:
         if ctx.t != self.t:
@@ -215,11 +213,13 @@ class ThinkerWithMedia:
 
     # -- running -------------------------------------------------------------------------------
     def _buffers(self, t: int, d: int) -> tuple[Tensor, ...]:
-        """(text ids, audio row per token, image row per token, three gathers, merged embeddings)."""
+        """(text ids, audio row per token, image row per token, three gathers, merged embeddings, DeepStack's
+        gather and stream)."""
         if t not in self._bufs:
             rt = runtime()
             self._bufs[t] = (*(rt.empty((t,), "i32", label=f"image_in.{n}") for n in ("text_ids", "audio_rows", "image_rows")),
-                             *(rt.empty((t, d), label=f"image_in.{n}") for n in ("text", "audio", "image", "inputs_embeds")))
+                             *(rt.empty((t, d), label=f"image_in.{n}") for n in ("text", "audio", "image", "inputs_embeds",
+                                                                                  "deepstack_placed", "deepstack_stream")))
         return self._bufs[t]
 
     @staticmethod
@@ -251,7 +251,8 @@ class ThinkerWithMedia:
         elif len(audio_at):
             raise ModelInputError(f"the prompt has {len(audio_at)} audio placeholders but no audio features")
         t, d = len(ids), self.thinker.cfg.hidden_size
-        text_ids, audio_rows, image_rows, text_rows, audio_placed, image_placed, out = self._buffers(t, d)
+        text_ids, audio_rows, image_rows, text_rows, audio_placed, image_placed, out, deep_placed, deep_out = \
+            self._buffers(t, d)
         text = ids.copy()
         text[image_at] = -1  # the placeholders' rows gather nothing: zeros
         text[audio_at] = -1
@@ -278,7 +279,7 @@ class ThinkerWithMedia:
                 if enc.OUTPUT in taps:
                     reads[enc.OUTPUT] = step.read(audio)
         layers = self.thinker.cfg.num_hidden_layers
-        hooks = {i: DeepStack(image_rows, f, t, d) for i, f in enumerate(deep[:layers])}
+        hooks = {i: DeepStack(image_rows, f, t, deep_placed, deep_out) for i, f in enumerate(deep[:layers])}
         positions = rope_index(cfg.config, ids, image_grid_thw, None if lay_a is None else list(lay_a.lengths))
         got = {**self.vision.collect_reads(v_specs, {n: r for n, r in reads.items() if n in v_specs}),
                **(self.audio.collect_reads(a_specs, {n: r for n, r in reads.items() if n in a_specs}) if lay_a else {})}

@@ -7,7 +7,8 @@ A component class provides `config_from(config_dict, source)`, `activation_specs
 a constructor `(cfg, ckpt, max_len, progress)` and `tap(*inputs, names)`; its module an
 `hf_activations(model, names, *inputs)`. Inputs are named as the manifest of a reference records them
 (`Entry.inputs`); one component may have several entries that take different inputs (the thinker: token
-ids, or token ids and audio features), and the inputs given choose among them.
+ids; token ids and audio features; token ids, patches and grids of images; or all of them), and the inputs
+given choose among them.
 """
 
 from __future__ import annotations

@@ -337,8 +337,8 @@ class VisionEncoder(Component):
 
     @classmethod
     def activation_specs(cls, cfg: VisionEncoderConfig, t: int) -> list[Activation]:
-        """For t patches (a multiple of merge^2; 1 is taken as one merged token's patches)."""
-        return vision_activations(cfg, max(int(t), 1) if int(t) % cfg.unit == 0 else cfg.unit)
+        """For t patches, rounded down to whole merged tokens, at least one (the names do not depend on t)."""
+        return vision_activations(cfg, max(cfg.unit, int(t) - int(t) % cfg.unit))
 
     @classmethod
     def input_specs(cls, cfg: VisionEncoderConfig, pixel_values, image_grid_thw) -> list[Activation]:
