@@ -14,17 +14,13 @@ from omni_lab.models.audio_in import INPUTS_EMBEDS, load_audio_inputs
 from omni_lab.models.image_in import (ImageFileError, ThinkerWithAudioImages, ThinkerWithImages, hf_activations,
                                       hf_generate, load_image_inputs, media_prompt_ids)
 from omni_lab.models.thinker import LIVE
-from omni_lab.models.tiny_omni import build_tiny_omni
-from omni_lab.reference import load_hf_model
 from model_checks import assert_greedy_matches
 from test_vision_encoder import assert_matches
 
 
-@pytest.fixture(scope="module", params=[("tiny", 0), ("tiny-dense", 1)], ids=lambda p: p[0])
-def checkpoint(request, tmp_path_factory):
-    preset, seed = request.param
-    path = build_tiny_omni(tmp_path_factory.mktemp(preset) / "ckpt", seed=seed, preset=preset)
-    return path, load_hf_model(path, "float32")
+@pytest.fixture
+def checkpoint(omni_media_checkpoint):
+    return omni_media_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -12,19 +12,12 @@ from omni_lab.compare import Bounds
 from omni_lab.gpu import runtime
 from omni_lab.models import vision_encoder as ve
 from omni_lab.models.image_in import load_image_inputs
-from omni_lab.models.tiny_omni import build_tiny_omni
 from omni_lab.models.vision_encoder import VisionEncoder
-from omni_lab.reference import load_hf_model
 from omni_lab.workbench import compare_model
 
-PRESETS = [("tiny", 0), ("tiny-dense", 1)]
-
-
-@pytest.fixture(scope="module", params=PRESETS, ids=lambda p: p[0])
-def checkpoint(request, tmp_path_factory):
-    preset, seed = request.param
-    path = build_tiny_omni(tmp_path_factory.mktemp(preset) / "ckpt", seed=seed, preset=preset)
-    return path, load_hf_model(path, "float32")
+@pytest.fixture
+def checkpoint(omni_media_checkpoint):
+    return omni_media_checkpoint
 
 
 @pytest.fixture(scope="module")
