@@ -13,7 +13,6 @@ from omni_lab.models import vision_encoder as ve
 from omni_lab.models.audio_in import INPUTS_EMBEDS, load_audio_inputs
 from omni_lab.models.image_in import (ImageFileError, ThinkerWithAudioImages, ThinkerWithImages, hf_activations,
                                       hf_generate, load_image_inputs, media_prompt_ids)
-from omni_lab.models.thinker import LIVE
 from model_checks import assert_greedy_matches
 from test_vision_encoder import assert_matches
 
@@ -113,6 +112,11 @@ def test_positions_after_an_image_lag_the_cache_and_are_restored(checkpoint, pho
     from omni_lab.models.image_in import rope_index
 
     positions, delta = rope_index(model.cfg.config, ids, grid)
+    # the same function on the loaded model (ours calls it with the config alone)
+    t = torch.as_tensor(ids)[None]
+    want, want_delta = hf.thinker.model.get_rope_index(t, torch.as_tensor(grid), None, torch.ones_like(t))
+    np.testing.assert_array_equal(positions, want[:, 0].numpy())
+    assert delta == int(want_delta.reshape(-1)[0])
     assert delta < 0 and positions.max() + 1 == len(ids) + delta  # the image's grid is shorter than its tokens
     model.forward(ids, pv, grid)
     assert model.thinker.prompt_positions is None and not model.thinker.hooks

@@ -73,7 +73,7 @@ def test_images_alone_equal_their_part_of_a_batch(checkpoint, photos):
 
 
 def test_tiny_parameters_that_hf_starts_at_identity_are_drawn(checkpoint):
-    path, hf = checkpoint
+    _, hf = checkpoint
     visual = hf.thinker.model.visual
     for name, p in visual.named_parameters():
         p = p.detach()
