@@ -124,7 +124,7 @@ def _media(args, max_tokens: int = 2048):
     patches alone (models/image_in.py: read with Pillow, the checkpoint's image processor)."""
     from .models.image_in import load_image_inputs, media_prompt_ids
 
-    pv, grid = load_image_inputs(args.model, args.image, max_tokens)
+    pv, grid = load_image_inputs(args.model, args.image)  # the models are sized to the patches they get
     component = getattr(args, "component", None)  # generate has none: the thinker
     if component == "vision":
         if args.audio:
