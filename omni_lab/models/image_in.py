@@ -417,6 +417,30 @@ def hf_activations(model, activation_names, ids, *media) -> dict[str, np.ndarray
     return hf_media_activations(model, activation_names, ids, features, pixel_values, image_grid_thw)
 
 
+def hf_deepstack_sensitivity(model, ids, features, pixel_values, image_grid_thw) -> list[float]:
+    """How far each DeepStack injection moves Transformers' logits: for feature i (added after thinker layer
+    i), the RMS change of the prompt's logits when that feature alone is zeroed, relative to the logits' RMS."""
+    import torch
+
+    head = "thinker.lm_head"
+    full = hf_media_activations(model, [head], ids, features, pixel_values, image_grid_thw)[head]
+    lm = model.thinker.model.language_model
+    n = min(len(model.config.thinker_config.vision_config.deepstack_visual_indexes), len(lm.layers))
+    moved = []
+    for drop in range(n):
+        def zero(module, args, kwargs, drop=drop):
+            feats = list(kwargs["deepstack_visual_embeds"])
+            feats[drop] = torch.zeros_like(feats[drop])
+            return args, {**kwargs, "deepstack_visual_embeds": feats}
+        handle = lm.register_forward_pre_hook(zero, with_kwargs=True)
+        try:
+            without = hf_media_activations(model, [head], ids, features, pixel_values, image_grid_thw)[head]
+        finally:
+            handle.remove()
+        moved.append(float(np.sqrt(((without - full) ** 2).mean() / (full ** 2).mean())))
+    return moved
+
+
 def hf_generate(model, ids, features, pixel_values, image_grid_thw, max_new_tokens: int):
     """Transformers' greedy thinker.generate over the prompt with its images (and audios), scores kept."""
     return model.thinker.generate(**hf_inputs(ids, features, pixel_values, image_grid_thw),
