@@ -6,7 +6,8 @@ same run.
                                    [--shapes released|tiny] [--out FILE]
 
 `--shapes tiny` runs the same measurements on the tiny checkpoint's vision shapes (models/tiny_omni.py) at small
-images: a dry run of the script on a machine without a GPU, not a figure.
+images: a dry run of the script on a machine without a GPU, not a figure. (The released shapes on lavapipe take
+about 40 s a forward for a 64x64 image and far longer at 448x448: they are for a GPU.)
 
 Shapes: Transformers' default Qwen3OmniMoeVisionEncoderConfig is the released encoder (27 layers of 1152, 16
 heads, intermediate 4304, patch 16, temporal patch 2, spatial merge 2, 2304 position embeddings, DeepStack at

@@ -296,7 +296,9 @@ def draw_vision(visual, seed: int) -> None:
 def image_processor(preset: str):
     """The checkpoint's image processor: Qwen2-VL's (as released), its patch, merge and temporal sizes the
     vision config's, with the tiny pixel budget."""
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    # The Pillow backend by name: Qwen2VLImageProcessor wants torchvision and falls back to it with a warning.
+    # Both save image_processor_type "Qwen2VLImageProcessor", so AutoImageProcessor picks whichever is installed.
+    from transformers import Qwen2VLImageProcessorPil
 
     v = VISION_PRESETS[preset]
     return Qwen2VLImageProcessorPil(patch_size=v["patch_size"], merge_size=v["spatial_merge_size"],
