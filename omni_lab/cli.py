@@ -110,6 +110,8 @@ def _inputs(args):
         spoken = {"input_ids": ids, "speaker": args.speaker, "max_new_tokens": args.max_new_tokens,
                   "max_frames": args.max_frames}
         return model_inputs(args.model, spoken, args.component), args.component
+    if getattr(args, "image", None):
+        return _media(args)
     if getattr(args, "audio", None):
         feats = _audio(args)
         if args.component == "audio_encoder":
@@ -121,6 +123,27 @@ def _inputs(args):
         ids = audio_prompt_ids(args.model, [f.shape[1] for f in feats], args.prompt)
         return {"input_ids": ids, "input_features": feats}, args.component or "thinker"
     return _prompt(args), args.component
+
+
+def _media(args, max_tokens: int = 2048):
+    """(inputs, component) of a prompt with --image files (and --audio files): the thinker's chat prompt of the
+    audios, the images and --prompt's text with their features and patches, or with --component vision the
+    patches alone (models/image_in.py: read with Pillow, the checkpoint's image processor)."""
+    from .models.image_in import load_image_inputs, media_prompt_ids
+
+    pv, grid = load_image_inputs(args.model, args.image)  # the models are sized to the patches they get
+    component = getattr(args, "component", None)  # generate has none: the thinker
+    if component == "vision":
+        if args.audio:
+            raise ValueError("--component vision reads images only: drop --audio")
+        return {"pixel_values": pv, "image_grid_thw": grid}, "vision"
+    if args.prompt_ids is not None:
+        raise ValueError("--image builds its prompt with the chat template: give --prompt TEXT, not --prompt-ids")
+    feats = _audio(args, max_tokens) if args.audio else None
+    ids = media_prompt_ids(args.model, args.prompt, [f.shape[1] for f in feats or []], grid)
+    inputs = {"input_ids": ids, **({"input_features": feats} if feats else {}), "pixel_values": pv,
+              "image_grid_thw": grid}
+    return inputs, component or "thinker"
 
 
 def _spoken(args) -> bool:
@@ -157,7 +180,15 @@ def _generate(args) -> int:
     from .workbench import load_ours, tokenizer_for
 
     sampler = None if args.greedy else Sampler(args.temperature, args.top_k, args.top_p, args.seed)
-    if args.audio:
+    if args.image:  # the thinker with images (and audios): the registry's entry for those inputs
+        inputs, _ = _media(args)
+        ids = inputs["input_ids"]
+        media = list(inputs.values())[1:]
+        n = max(len(ids) + args.max_new_tokens, inputs["pixel_values"].shape[0])
+        model = load_ours(args.model, max_len=n, progress=not args.json, inputs=list(inputs))
+        t0 = time.perf_counter()
+        tokens = model.generate(ids, *media, args.max_new_tokens, sampler)
+    elif args.audio:
         from .models.audio_in import ThinkerWithAudio, audio_prompt_ids
 
         if args.prompt_ids:
@@ -341,11 +372,15 @@ def cmd_quant_report(args) -> int:
             text = f.read()
     elif args.prompt is not None:
         text = args.prompt
-    if args.audio:  # the audio encoder and the thinker reading it
+    if args.audio or args.image:  # the encoders and the thinker reading them
         if args.prompt_ids is not None or args.text_file is not None:
-            raise ValueError("--audio builds its prompt with the chat template: give --prompt TEXT or nothing")
-        report = quant_report(args.model, args.gguf, text=text, audio=_audio(args), out_dir=args.out,
-                              progress=not args.no_progress)
+            raise ValueError("--audio and --image build their prompt with the chat template: give --prompt TEXT or "
+                             "nothing")
+        from .models.image_in import load_image_inputs
+
+        images = load_image_inputs(args.model, args.image) if args.image else None
+        report = quant_report(args.model, args.gguf, text=text, audio=_audio(args) if args.audio else None,
+                              images=images, out_dir=args.out, progress=not args.no_progress)
     elif text is None and args.prompt_ids is None:
         raise ValueError("give one of --prompt, --prompt-ids, --text-file, --codes or --audio")
     else:
@@ -440,10 +475,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="an audio file (wav, flac, ogg; any rate, mixed to mono, resampled to 16 kHz); repeat "
                             "for several: audio parts of the chat prompt, before --prompt's text (extract and compare "
                             "span the audio encoder and the thinker; --component audio_encoder: the encoder alone)")
+        p.add_argument("--image", action="append", metavar="FILE",
+                       help="an image file (png, jpeg, webp, ...; converted to RGB, resized by the checkpoint's image "
+                            "processor); repeat for several: image parts of the chat prompt, after the audios and "
+                            "before --prompt's text (extract and compare span the vision encoder and the thinker; "
+                            "--component vision: the encoder alone)")
         if codes:
             g.add_argument("--codes", help="CODES.npy: codec codes, int [16, frames] or [frames, 16] (code2wav)")
             p.add_argument("--component", help="the part of Qwen3-Omni to run: thinker (default for a prompt), "
-                                               "code2wav (default with --codes), audio_encoder, or talker / "
+                                               "code2wav (default with --codes), audio_encoder, vision, or talker / "
                                                "code_predictor (their prefills inside the prompt spoken greedily)")
             p.add_argument("--speaker", default="Ethan", help="talker, code_predictor: the voice (default Ethan)")
             p.add_argument("--max-new-tokens", type=positive, default=64,
@@ -534,6 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--audio", action="append", metavar="FILE", help="an audio file (with --prompt's text, or "
                                                                      "alone): the drift spans the audio encoder and "
                                                                      "the thinker; repeat for several")
+    q.add_argument("--image", action="append", metavar="FILE", help="an image file (with --prompt's text, --audio, "
+                                                                     "or alone): the drift spans the vision encoder, "
+                                                                     "its DeepStack features and the thinker; repeat "
+                                                                     "for several")
     q.add_argument("--max-tokens", type=positive, default=256, help="use at most this many tokens (default 256)")
     q.add_argument("--speak", action="store_true", help="the speech report: the prompt (a user turn) spoken by both, "
                                                         "codec-token agreement, waveform SNR / mel distance, and "

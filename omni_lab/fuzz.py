@@ -4,7 +4,8 @@ cases) and bench/fuzz.py (thousands, with a JSON summary).
 A case copies a good artifact of the tiny checkpoint (its safetensors directory, its config.json, its GGUF, a
 stored reference) or a WAV clip, applies one seeded mutation, and hands the result to the entry points the
 command line takes with it: `load` (what generate, extract and compare do: config parsed, every weight checked
-and uploaded), `quantize`, `reference` (compare --reference) and `audio` (--audio's reader). Each entry point ends in one outcome:
+and uploaded), `quantize`, `reference` (compare --reference), `audio` (--audio's reader) and `image`
+(--image's reader, on a PNG). Each entry point ends in one outcome:
 
 - accepted: it ran (a mutation of weight bytes, or of a field nothing reads, may be harmless);
 - refused: an OmniLabError whose message names the case's file;
@@ -35,7 +36,7 @@ import numpy as np
 
 from .errors import OmniLabError
 
-FORMATS = ("safetensors", "config", "gguf", "reference", "audio")
+FORMATS = ("safetensors", "config", "gguf", "reference", "audio", "image")
 # Values a mutated field takes: types JSON can carry, extremes and off-by-ones
 POOL = (0, -1, 1, 2, 3, 7, 2 ** 31, 2 ** 32, 2 ** 40, 2 ** 63 - 1, 10 ** 12, -10 ** 12, "2", "", None, True, False,
         1.5, -0.0, math.nan, math.inf, -math.inf, [], {}, [1, 2], [0, 2 ** 40], "x" * 300, "F32", "I64", "BOOL")
@@ -109,7 +110,13 @@ def build_base(root: Path) -> dict[str, Path]:
         from .report.audio import write_wav
 
         write_wav(wav, 0.1 * np.random.default_rng(0).standard_normal(3200), 16000)
-    return {"ckpt": ckpt, "gguf": gguf, "ref": ref, "wav": wav}
+    png = root / "photo.png"
+    if not png.exists():
+        from PIL import Image
+
+        pixels = np.random.default_rng(0).integers(0, 256, (23, 37, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(png)
+    return {"ckpt": ckpt, "gguf": gguf, "ref": ref, "wav": wav, "png": png}
 
 
 # ---- mutations: each edits the copy in `case` and returns its name ----------------------------------------
@@ -318,6 +325,25 @@ def mutate_audio(wav: Path, r: random.Random) -> str:
     return f"audio.{kind}"
 
 
+def mutate_image(png: Path, r: random.Random) -> str:
+    """A PNG's IHDR fields (width, height, bit depth, colour type), its bytes, its length."""
+    raw = bytearray(png.read_bytes())
+    kind = r.choice(("field", "field", "header-bytes", "truncate", "random"))
+    if kind == "field":  # signature (8), IHDR length and type (8), then width 4, height 4, depth 1, colour 1
+        offset, width = r.choice(((16, 4), (20, 4), (24, 1), (25, 1), (26, 1), (28, 1)))
+        value = r.choice((0, 1, 3, 255, 2 ** 15, 2 ** 16 - 1, 2 ** 31 - 1, 2 ** 32 - 1)) % (1 << (8 * width))
+        raw[offset:offset + width] = value.to_bytes(width, "big")
+        kind += f": bytes {offset}-{offset + width} = {value}"
+    elif kind == "header-bytes":
+        kind += ": " + _flip(raw, 0, 64, r)
+    elif kind == "truncate":
+        raw = raw[:r.randrange(len(raw))]
+    else:
+        raw = bytearray(r.randbytes(len(raw)))
+    png.write_bytes(raw)
+    return f"image.{kind}"
+
+
 # ---- entry points -----------------------------------------------------------------------------------------
 def _load(path: Path) -> None:
     from .workbench import load_ours
@@ -347,6 +373,12 @@ def _audio(wav: Path) -> None:
     read_audio(wav)
 
 
+def _image(png: Path) -> None:
+    from .models.image_in import read_image
+
+    read_image(png)
+
+
 def run_case(fmt: str, seed: int, base: dict[str, Path], work: Path, seconds: float = 20.0,
              memory_bytes: int = 2 << 30) -> list[Outcome]:
     """Mutate a copy of the base artifact of `fmt` with `seed`, then run its entry points under limits."""
@@ -366,6 +398,10 @@ def run_case(fmt: str, seed: int, base: dict[str, Path], work: Path, seconds: fl
         target = Path(shutil.copytree(base["ref"], case / "r"))
         mutation = mutate_reference(target, r)
         entries = (("reference", _reference),)
+    elif fmt == "image":
+        target = Path(shutil.copy(base["png"], case / "photo.png"))
+        mutation = mutate_image(target, r)
+        entries = (("image", _image),)
     else:
         target = Path(shutil.copy(base["wav"], case / "clip.wav"))
         mutation = mutate_audio(target, r)

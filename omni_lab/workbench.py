@@ -136,6 +136,8 @@ def _checked_input(name: str, value, config: dict, source: str):
         from .models.audio_encoder import AudioEncoder, as_features
 
         return as_features(AudioEncoder.config_from(config, source), value)
+    if name in ("pixel_values", "image_grid_thw"):  # checked together by the vision encoder (as_images)
+        return np.asarray(value, np.float32 if name == "pixel_values" else np.int64)
     return np.asarray(value, np.int64).reshape(-1)
 
 

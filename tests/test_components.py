@@ -77,7 +77,7 @@ class AddVector(LayerHook):
     def __call__(self, h, ctx):
         from omni_lab.ops import elementwise
 
-        elementwise.add(h, self.v, out=h)
+        return elementwise.add(h, self.v, out=h)
 
 
 def test_layer_hook_matches_the_same_hook_on_transformers(ckpt, hf):

@@ -1,5 +1,5 @@
 """The suite's fuzz run (omni_lab/fuzz.py): seeded mutations of the tiny checkpoint's safetensors, config.json,
-GGUF and a stored reference, each given to the entry points the command line uses. Every one must be accepted
+GGUF, a stored reference, a WAV clip and a PNG, each given to the entry points the command line uses. Every one must be accepted
 or refused with one of our errors naming the file: never a raw exception, a hang or an out-of-memory error.
 bench/fuzz.py runs the same cases by the thousand."""
 
@@ -7,7 +7,7 @@ import pytest
 
 from omni_lab import fuzz
 
-CASES_PER_FORMAT = 75  # 300 cases, about 10 s here; bench/fuzz.py for more
+CASES_PER_FORMAT = 75  # 450 cases, about 15 s here; bench/fuzz.py for more
 
 
 @pytest.fixture(scope="module")

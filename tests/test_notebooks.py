@@ -128,3 +128,8 @@ def test_notebook_runs(path, workspace):
         assert (workspace["tmp"] / "runs" / "compare-audio" / "index.html").is_file(), "06: no report"
         text = "".join(o.get("text", "") for o in outputs(nb))
         assert "all within bounds" in text and "audio_tower.layers.1.fc1" in text, "06: no clean pass or no planted bug"
+    if path.stem.startswith("07"):
+        assert "image/png" in mimes, "07: no figure"
+        assert (workspace["tmp"] / "runs" / "compare-image" / "index.html").is_file(), "07: no report"
+        text = "".join(o.get("text", "") for o in outputs(nb))
+        assert "all within bounds" in text and "most: feature" in text, "07: no clean pass or no DeepStack ranking"

@@ -304,3 +304,17 @@ def test_a_k32_convolution_stays_16_bit_and_stacked_experts_are_quantized(tmp_pa
     kept = GGUFCheckpoint(qz.quantize_checkpoint(src, tmp_path / "k.gguf", keep=("*.experts.*",), progress=False))
     assert {n for n in t if kept.dtype(n) == "q8_0"} == {"code2wav.upsample.0.1.pwconv1.weight"}
     assert qz.kept_by("a.experts.x", ("*.experts.*",)) == "--keep *.experts.*"
+
+
+def test_vision_linears_are_q8_0_and_its_patch_embedding_and_position_grid_stay_16_bit():
+    """At the released vision shapes (hidden 1152, K a multiple of 32 everywhere): the linears quantize, the
+    Conv3d patch embedding and the learned position table (gathered with bilinear weights) keep their BF16."""
+    d = 1152
+    for key in ("thinker.visual.blocks.0.attn.qkv.weight", "thinker.visual.blocks.26.mlp.linear_fc2.weight",
+                "thinker.visual.merger_list.2.mlp.0.weight", "thinker.model.visual.merger.mlp.2.weight"):
+        assert qz.target_dtype(key, (3 * d, d), "bf16") == "q8_0", key
+    for key, shape in (("thinker.visual.patch_embed.proj.weight", (d, 3, 2, 16, 16)),
+                       ("thinker.visual.pos_embed.weight", (2304, d)),
+                       ("thinker.model.visual.pos_embed.weight", (2304, d))):
+        assert qz.target_dtype(key, shape, "bf16") == "bf16", key
+        assert qz.kept_by(key) is not None

@@ -72,6 +72,9 @@ KEEP_AS_STORED = (
      "the audio tower's stride-2 Conv2d [C_out, C_in, 3, 3]: convolutions, read 16-bit like code2wav's"),
     ("thinker.*visual.patch_embed.proj.weight",
      "the vision patch embedding, a Conv3d [C_out, 3, T, P, P]: a convolution, read 16-bit like code2wav's"),
+    ("thinker.*visual.pos_embed.weight",
+     "the vision encoder's learned position grid: an embedding table whose rows are gathered and mixed with "
+     "bilinear weights, not a linear; kept 16-bit so the interpolated positions are the checkpoint's"),
 )
 
 

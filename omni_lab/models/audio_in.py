@@ -104,23 +104,34 @@ def load_audio_inputs(model_dir: str | Path, files, max_tokens: int) -> list[np.
 def audio_prompt_ids(model_dir: str | Path, n_frames: list[int], text: str | None) -> np.ndarray:
     """The chat prompt of one user turn (the audios, then the text) with each audio's placeholder widened to
     its encoder frame count."""
+    return chat_prompt_ids(model_dir, [("audio", enc.output_length(n)) for n in n_frames], text)
+
+
+PLACEHOLDERS = {"audio": "<|audio_pad|>", "image": "<|image_pad|>"}
+
+
+def chat_prompt_ids(model_dir: str | Path, parts: list[tuple[str, int]], text: str | None) -> np.ndarray:
+    """The chat prompt of one user turn: the media parts ("audio" or "image", in order: audios first, then
+    images, as Qwen3OmniMoeProcessor's chat template lists them), then the text, each part's placeholder
+    widened to its token count (the processor's replace_audio_token / replace_image_token)."""
     from ..workbench import tokenizer_for
 
     tok = tokenizer_for(model_dir)
     if not getattr(tok, "chat_template", None):
-        raise ValueError(f"{model_dir}: the tokenizer has no chat template, which an audio prompt needs")
-    content = [{"type": "audio"} for _ in n_frames] + ([{"type": "text", "text": text}] if text else [])
+        raise ValueError(f"{model_dir}: the tokenizer has no chat template, which an audio or image prompt needs")
+    content = [{"type": kind} for kind, _ in parts] + ([{"type": "text", "text": text}] if text else [])
     ids = tok.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=True)
     if isinstance(ids, dict) or hasattr(ids, "keys"):
         ids = ids["input_ids"]
     ids = np.asarray(ids, np.int64).reshape(-1)
-    pad = tok.convert_tokens_to_ids("<|audio_pad|>")
-    at = np.flatnonzero(ids == pad)
-    if len(at) != len(n_frames):
-        raise ValueError(f"{model_dir}: the chat template gave {len(at)} audio placeholders for {len(n_frames)} audios")
+    pads = {kind: tok.convert_tokens_to_ids(token) for kind, token in PLACEHOLDERS.items()}
+    at = np.flatnonzero(np.isin(ids, list(pads.values())))
+    if len(at) != len(parts) or any(ids[i] != pads[kind] for i, (kind, _) in zip(at, parts)):
+        raise ValueError(f"{model_dir}: the chat template gave {len(at)} placeholders for {len(parts)} media parts "
+                         f"({', '.join(k for k, _ in parts)})")
     pieces, last = [], 0
-    for i, n in zip(at, n_frames):
-        pieces += [ids[last:i], np.full(enc.output_length(n), pad, np.int64)]
+    for i, (kind, n) in zip(at, parts):
+        pieces += [ids[last:i], np.full(n, pads[kind], np.int64)]
         last = i + 1
     return np.concatenate(pieces + [ids[last:]])
 

@@ -149,9 +149,10 @@ class Decoder(Component):
             last, hook = i + 1 == len(layers), self.hooks.get(i)
             out_h = ctx.out(name, other(h))
             if last or hook is not None or name in self.exports:
-                h, x = residual_norm(h, m, self.norm if last else layers[i + 1].input_layernorm, eps, out_h=out_h,
-                                     out=ctx.out(f"{p}.norm", s.x) if last else s.x, hook=hook, ctx=ctx)
-                self._export_rows(ctx, name, h)
+                layer_out, h, x = residual_norm(h, m, self.norm if last else layers[i + 1].input_layernorm, eps,
+                                                out_h=out_h, out=ctx.out(f"{p}.norm", s.x) if last else s.x,
+                                                hook=hook, ctx=ctx)
+                self._export_rows(ctx, name, layer_out)  # a layer's hidden state, as HF's output_hidden_states
             else:
                 x = Normed(h, m, layers[i + 1].input_layernorm, eps, out_h, s.x)
                 h = out_h

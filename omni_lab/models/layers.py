@@ -256,18 +256,23 @@ class DecoderLayer:
 
 class LayerHook:
     """Work added to the residual stream after a layer, before the next layer's norm reads it (DeepStack
-    adds vision features into the thinker's first layers). `__call__(h, ctx)` records it in place."""
+    adds vision features into the thinker's first layers). `__call__(h, ctx)` records it and returns the
+    stream the next layer reads: h itself, changed in place (the layer's activation then includes the work),
+    or another buffer (the layer's activation stays the layer's own output, which is where Transformers'
+    DeepStack adds: after the decoder layer returns)."""
 
-    def __call__(self, h: Tensor, ctx: StepContext) -> None:
+    def __call__(self, h: Tensor, ctx: StepContext) -> Tensor:
         raise NotImplementedError
 
 
 def residual_norm(h: Tensor, delta: Tensor, weight: Tensor, eps: float, out_h: Tensor, out: Tensor,
-                  hook: LayerHook | None = None, ctx: StepContext | None = None) -> tuple[Tensor, Tensor]:
+                  hook: LayerHook | None = None, ctx: StepContext | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """h + delta, then RMSNorm with the next norm's weight: one dispatch, or, with a hook between the
-    add and the norm, an add, the hook and the norm."""
+    add and the norm, an add, the hook and the norm. Returns (the layer's output h + delta, the stream the
+    next layer reads, the norm's output)."""
     if hook is None:
-        return norm.add_rmsnorm(h, delta, weight, eps, out_h=out_h, out=out)
-    elementwise.add(h, delta, out=out_h)
-    hook(out_h, ctx)
-    return out_h, norm.rmsnorm(out_h, weight, eps, out=out)
+        h, x = norm.add_rmsnorm(h, delta, weight, eps, out_h=out_h, out=out)
+        return h, h, x
+    layer_out = elementwise.add(h, delta, out=out_h)
+    stream = hook(layer_out, ctx)
+    return layer_out, stream, norm.rmsnorm(stream, weight, eps, out=out)

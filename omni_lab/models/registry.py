@@ -7,7 +7,8 @@ A component class provides `config_from(config_dict, source)`, `activation_specs
 a constructor `(cfg, ckpt, max_len, progress)` and `tap(*inputs, names)`; its module an
 `hf_activations(model, names, *inputs)`. Inputs are named as the manifest of a reference records them
 (`Entry.inputs`); one component may have several entries that take different inputs (the thinker: token
-ids, or token ids and audio features), and the inputs given choose among them.
+ids; token ids and audio features; token ids, patches and grids of images; or all of them), and the inputs
+given choose among them.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class Entry:
 
     def hf_activations(self, model, names, inputs: dict):
         """The component's activations `names` captured on the Transformers model, for its inputs (token
-        ids; codec codes [Q, T] for code2wav; mel features [M, L] per audio for the audio encoder)."""
+        ids; codec codes [Q, T] for code2wav; mel features [M, L] per audio for the audio encoder; patches [N, K] and grids [images, 3] for
+        the vision encoder)."""
         return importlib.import_module(self.module).hf_activations(model, names, *self.args(inputs))
 
 
@@ -50,8 +52,13 @@ ENTRIES = (
     Entry("qwen3", "text", "omni_lab.models.qwen3", "Qwen3"),
     Entry("qwen3_omni_moe", "thinker", "omni_lab.models.thinker", "Qwen3OmniThinkerText"),
     Entry("qwen3_omni_moe", "thinker", "omni_lab.models.audio_in", "ThinkerWithAudio", ("input_ids", "input_features")),
+    Entry("qwen3_omni_moe", "thinker", "omni_lab.models.image_in", "ThinkerWithImages",
+          ("input_ids", "pixel_values", "image_grid_thw")),
+    Entry("qwen3_omni_moe", "thinker", "omni_lab.models.image_in", "ThinkerWithAudioImages",
+          ("input_ids", "input_features", "pixel_values", "image_grid_thw")),
     Entry("qwen3_omni_moe", "code2wav", "omni_lab.models.code2wav", "Code2Wav", ("codes",)),
     Entry("qwen3_omni_moe", "audio_encoder", "omni_lab.models.audio_encoder", "AudioEncoder", ("input_features",)),
+    Entry("qwen3_omni_moe", "vision", "omni_lab.models.vision_encoder", "VisionEncoder", ("pixel_values", "image_grid_thw")),
     # The parts that speak, compared inside a spoken answer (models/speech_taps.py): their inputs are the prompt's
     Entry("qwen3_omni_moe", "talker", "omni_lab.models.speech_taps", "SpokenTalker", SPOKEN_PROMPT),
     Entry("qwen3_omni_moe", "code_predictor", "omni_lab.models.speech_taps", "SpokenCodePredictor", SPOKEN_PROMPT),

@@ -57,8 +57,20 @@ class Qwen3OmniThinkerText(Decoder):
     def scratch_shapes(self, t: int, rows: int) -> dict:
         return {**super().scratch_shapes(t, rows), "positions3": ((3, t), "i32")}
 
+    # A prompt with images: its [3, T] MRoPE positions (get_rope_index) and the delta that text after it
+    # adds to its cache position (HF's rope_deltas); None: text positions. Set by models/image_in.py for
+    # the prefill and the decode steps that follow it.
+    prompt_positions: tuple[np.ndarray, int] | None = None
+
     def write_positions(self, s, start: int, t: int) -> None:
-        runtime().write(s.positions3, self.text_positions(start, t))
+        if self.prompt_positions is None:
+            runtime().write(s.positions3, self.text_positions(start, t))
+            return
+        positions, delta = self.prompt_positions
+        if start == 0 and t == positions.shape[1]:
+            runtime().write(s.positions3, positions)
+        else:
+            runtime().write(s.positions3, self.text_positions(start + delta, t))
 
     def rotary(self, s) -> Rotary:
         return Rotary(s.positions3, self.inv_freq, self.cfg.mrope_section)

@@ -1,7 +1,7 @@
 """Tiny random Qwen3-Omni checkpoints with every part (thinker with audio and vision towers, talker, code
 predictor, code2wav), written by Transformers itself, plus a tokenizer whose special tokens have the ids
-the config names and whose chat template takes audio, and the feature extractor (preprocessor_config.json)
-the audio encoder's mel bins need.
+the config names and whose chat template takes audio and images, and preprocessor_config.json: the feature
+extractor the audio encoder's mel bins need and the image processor whose patches the vision encoder reads.
 
 Facts that shape the config (transformers 5.23, see DESIGN.md): every special id of the top-level and
 thinker configs must be a row of the thinker's embedding; `generate(return_audio=True)` suppresses the
@@ -108,12 +108,40 @@ AUDIO_PRESETS["tiny-step2"] = AUDIO_PRESETS["tiny"]
 AUDIO_DRAWS = {"_layer_norm.weight": (1.0, 0.2), "ln_post.weight": (1.0, 0.2), "_layer_norm.bias": (0.0, 0.2),
                "ln_post.bias": (0.0, 0.2), ".bias": (0.0, 0.1)}
 
-# The chat template with audio parts (`{"type": "audio"}` -> one placeholder between the audio marks, which
-# the prompt builder widens to the encoder's frame count, as Qwen3OmniMoeProcessor does).
+# The vision encoder of each preset: the released layout (patch embedding, learned position grid, 2-D rotary
+# blocks, 2x2 merger, DeepStack mergers) at small sizes. Every thinker layer that can take a DeepStack feature
+# gets one (HF adds feature i after thinker layer i), so each injection matters; "tiny-dense" has another head
+# width (head_dim 12: three rotary frequencies per axis), a non-power-of-two position grid (7x7), exact GELU and
+# DeepStack indexes out of order (the features go to the thinker in block order, each through the merger
+# its index names).
+VISION_PRESETS = {
+    "tiny": dict(depth=3, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=4, spatial_merge_size=2,
+                 temporal_patch_size=2, num_position_embeddings=64, deepstack_visual_indexes=[0, 1],
+                 hidden_act="gelu_pytorch_tanh"),
+    "tiny-dense": dict(depth=3, hidden_size=24, intermediate_size=40, num_heads=2, patch_size=4, spatial_merge_size=2,
+                       temporal_patch_size=2, num_position_embeddings=49, deepstack_visual_indexes=[2, 0, 1],
+                       hidden_act="gelu"),
+}
+VISION_PRESETS["tiny-step2"] = VISION_PRESETS["tiny"]
+
+# The image processor's pixel budget for the tiny models (Qwen2VLImageProcessor's min_pixels and max_pixels,
+# saved as size.shortest_edge / longest_edge): at patch 4 an image is resized to between 16 and 144 patches
+# (4 to 36 thinker tokens), so that a photograph stays quick on a software GPU.
+TINY_MIN_PIXELS, TINY_MAX_PIXELS = 16 * 16, 48 * 48
+
+# Vision parameters Transformers initialises to an identity or zero (LayerNorm weights 1 and biases 0, linear
+# and patch-embedding biases 0), drawn so that each one moves the encoder's output: suffix -> (mean, std).
+VISION_DRAWS = {"norm1.weight": (1.0, 0.2), "norm2.weight": (1.0, 0.2), "ln_q.weight": (1.0, 0.2),
+                "norm1.bias": (0.0, 0.2), "norm2.bias": (0.0, 0.2), "ln_q.bias": (0.0, 0.2), ".bias": (0.0, 0.1)}
+
+# The chat template with audio and image parts (`{"type": "audio"}` -> one placeholder between the audio marks,
+# `{"type": "image"}` one between the vision marks, which the prompt builder widens to the encoder's frame or
+# merged-token count, as Qwen3OmniMoeProcessor does).
 OMNI_CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
     "{% if part['type'] == 'audio' %}<|audio_start|><|audio_pad|><|audio_end|>"
+    "{% elif part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
     "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
@@ -166,9 +194,7 @@ def omni_config(preset: str, ids: dict, initializer_range: float = 0.1):
                 max_position_embeddings=4096, initializer_range=initializer_range, tie_word_embeddings=False,
                 pad_token_id=ids["pad_token_id"], eos_token_id=ids["im_end_token_id"])
     audio = dict(AUDIO_PRESETS[preset], output_dim=d, initializer_range=initializer_range)
-    vision = dict(depth=2, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=4, spatial_merge_size=2,
-                  temporal_patch_size=2, out_hidden_size=d, num_position_embeddings=64, deepstack_visual_indexes=[0],
-                  initializer_range=initializer_range)
+    vision = dict(VISION_PRESETS[preset], out_hidden_size=d, initializer_range=initializer_range)
     thinker = dict(text_config=text, audio_config=audio, vision_config=vision, initializer_range=initializer_range,
                    **{k: ids[k] for k in ("audio_start_token_id", "audio_token_id", "image_token_id", "video_token_id",
                                           "vision_start_token_id", "user_token_id")},
@@ -253,6 +279,46 @@ def draw_audio_tower(tower, seed: int) -> None:
                 param.copy_(mean + std * torch.randn(param.shape, generator=generator))
 
 
+def draw_vision(visual, seed: int) -> None:
+    """Redraw the VISION_DRAWS parameters of a Qwen3OmniMoeVisionEncoder in place, from a generator of their own."""
+    import torch
+
+    stream = int.from_bytes(hashlib.sha256(f"vision:{seed}".encode()).digest()[:8], "little")
+    generator = torch.Generator().manual_seed(stream)
+    with torch.no_grad():
+        for name, param in visual.named_parameters():
+            suffix = next((k for k in VISION_DRAWS if name.endswith(k)), None)
+            if suffix is not None:
+                mean, std = VISION_DRAWS[suffix]
+                param.copy_(mean + std * torch.randn(param.shape, generator=generator))
+
+
+def image_processor(preset: str):
+    """The checkpoint's image processor: Qwen2-VL's (as released), its patch, merge and temporal sizes the
+    vision config's, with the tiny pixel budget."""
+    # The Pillow backend by name: Qwen2VLImageProcessor wants torchvision and falls back to it with a warning.
+    # Both save image_processor_type "Qwen2VLImageProcessor", so AutoImageProcessor picks whichever is installed.
+    from transformers import Qwen2VLImageProcessorPil
+
+    v = VISION_PRESETS[preset]
+    return Qwen2VLImageProcessorPil(patch_size=v["patch_size"], merge_size=v["spatial_merge_size"],
+                                    temporal_patch_size=v["temporal_patch_size"], min_pixels=TINY_MIN_PIXELS,
+                                    max_pixels=TINY_MAX_PIXELS)
+
+
+def write_preprocessor_config(out_dir: Path, preset: str) -> None:
+    """preprocessor_config.json with the feature extractor's fields and the image processor's, one file as
+    the released checkpoint has it: AutoFeatureExtractor reads its feature_extractor_type, AutoImageProcessor
+    its image_processor_type."""
+    import json
+
+    feature_extractor(preset).save_pretrained(out_dir)
+    path = out_dir / "preprocessor_config.json"
+    merged = json.loads(path.read_text())
+    merged.update(json.loads(image_processor(preset).to_json_string()))
+    path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+
+
 def feature_extractor(preset: str):
     """The checkpoint's feature extractor: Whisper's log-mel at 16 kHz with the preset's mel bins."""
     from transformers import WhisperFeatureExtractor
@@ -265,7 +331,7 @@ def build_tiny_omni(out_dir: str | Path, seed: int = 0, preset: str = "tiny") ->
     its tokenizer to `out_dir`. The initialisation is wider than the default 0.02 so that routers pick
     their experts by clear margins and greedy decoding is rarely a near tie; the vocoder's gains, SnakeBeta
     parameters, biases and norms are drawn too (draw_code2wav), so that each of them moves the waveform, and
-    so are the audio tower's norms and biases (draw_audio_tower)."""
+    so are the audio tower's and the vision encoder's norms and biases (draw_audio_tower, draw_vision)."""
     import torch
     from transformers import Qwen3OmniMoeForConditionalGeneration
 
@@ -294,9 +360,10 @@ def build_tiny_omni(out_dir: str | Path, seed: int = 0, preset: str = "tiny") ->
                     param.copy_(1.0 + torch.randn(param.shape, generator=generator) * TALKER_NORM_STD)
         draw_code2wav(model.code2wav, seed)
         draw_audio_tower(model.thinker.model.audio_tower, seed)
+        draw_vision(model.thinker.model.visual, seed)
         model = model.to(torch.bfloat16)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        feature_extractor(preset).save_pretrained(tmp)
+        write_preprocessor_config(tmp, preset)
 
     return _write_atomically(Path(out_dir), write)

@@ -50,21 +50,22 @@ LOW_SQNR_DB = 30.0  # Q8_0 gives about 45 dB on well-scaled weights; a tensor fa
 
 # ---- running both sides ---------------------------------------------------------------------------------
 def run_side(path: str | Path, ids: np.ndarray, names: list[str], progress: bool = False,
-             component: str | None = None, features=None) -> dict:
+             component: str | None = None, media: dict | None = None) -> dict:
     """One forward of our model (or the named component of it) of a checkpoint directory or GGUF over `ids`
     with every name tapped; returns the activations, and 'logits' for a decoder. code2wav takes codec codes
-    [Q, T] as `ids`; with `features` (mel features per audio) the thinker reads its audio placeholders from
-    the audio encoder."""
-    from ..models.registry import input_length
-    from ..workbench import load_ours
+    [Q, T] as `ids`; `media` ({"input_features": ..., "pixel_values": ..., "image_grid_thw": ...}, the
+    inputs besides the ids) makes the thinker read its audio and image placeholders from the encoders."""
+    from ..models.registry import entry_for, input_length
+    from ..workbench import load_ours, model_config
 
-    inputs = {"input_ids": ids, "input_features": features} if features is not None else ids
+    inputs = {"input_ids": ids, **media} if media else ids
     length = input_length(path, inputs, component)
     model = load_ours(Path(path), max_len=max(length, 16), progress=progress, component=component,
-                      inputs=inputs if features is not None else None)
+                      inputs=list(inputs) if media else None)
     try:
-        if features is not None:
-            return model.forward(ids, features, taps=names)
+        if media:
+            entry = entry_for(model_config(path), component, str(path), list(inputs))
+            return model.forward(*entry.args(inputs), taps=names)
         if model.input_name == "codes":
             return model.tap(ids, names)
         return model.forward(ids, start=0, taps=names)
@@ -191,22 +192,24 @@ def _num(v, digits: int = 4) -> str:
 
 def quant_report(src_dir: str | Path, gguf_path: str | Path, ids=None, text: str | None = None,
                  out_dir: str | Path | None = None, *, codes=None, max_tokens: int | None = None,
-                 progress: bool = False, audio=None):
+                 progress: bool = False, audio=None, images=None):
     """Measure the GGUF `gguf_path` against the checkpoint `src_dir` over token `ids` (or `text`, tokenized
     with the checkpoint's tokenizer, cut to `max_tokens`), and write the report into `out_dir` when given.
     With codec `codes` instead ([16, frames] or [frames, 16] integers), the vocoder's report
     (quant_code2wav.Code2WavQuantReport). With `audio` (mel features per audio, models/audio_in.py), the
     prompt is the chat template's user turn of the audios and `text`, and the drift spans the audio encoder
-    and the thinker."""
+    and the thinker; with `images` ((pixel_values, image_grid_thw), models/image_in.py) likewise through the
+    vision encoder, its DeepStack features included."""
     from ..gpu import runtime
     from ..models.qwen3 import ModelInputError
     from ..workbench import activation_names, prompt_ids
 
     src, gguf = Path(src_dir), Path(gguf_path)
-    if audio is None and sum(x is not None for x in (ids, text, codes)) != 1:
+    with_media = audio is not None or images is not None
+    if not with_media and sum(x is not None for x in (ids, text, codes)) != 1:
         raise ValueError("quant_report: give exactly one of ids, text or codes")
-    if audio is not None and (ids is not None or codes is not None):
-        raise ValueError("quant_report: audio takes a text (or none), not ids or codes")
+    if with_media and (ids is not None or codes is not None):
+        raise ValueError("quant_report: audio and images take a text (or none), not ids or codes")
     if codes is not None:
         from .quant_code2wav import code2wav_quant_report
 
@@ -218,12 +221,16 @@ def quant_report(src_dir: str | Path, gguf_path: str | Path, ids=None, text: str
     weights = weight_sqnr(src, gguf, progress=progress)  # refuses a mismatched pair before anything runs
     timing["weights_s"] = time.perf_counter() - t0
 
-    if audio is not None:
-        from ..models.audio_in import audio_prompt_ids
+    media = {}
+    if with_media:
+        from ..models.image_in import media_prompt_ids
         from ..models.registry import input_specs
 
-        ids = audio_prompt_ids(src, [np.shape(f)[1] for f in audio], text)
-        max_tokens = None  # the audio's placeholders cannot be cut
+        grid = None if images is None else images[1]
+        ids = media_prompt_ids(src, text, [np.shape(f)[1] for f in audio or []], grid)
+        max_tokens = None  # the placeholders cannot be cut
+        media = {**({"input_features": audio} if audio is not None else {}),
+                 **({"pixel_values": images[0], "image_grid_thw": images[1]} if images is not None else {})}
     else:
         ids = prompt_ids(src, prompt=text) if text is not None else prompt_ids(src, ids=ids)
     truncated_from = None
@@ -231,15 +238,15 @@ def quant_report(src_dir: str | Path, gguf_path: str | Path, ids=None, text: str
         truncated_from, ids = len(ids), ids[:max_tokens]
     if len(ids) < 2:
         raise ModelInputError(f"quant_report needs at least 2 tokens (perplexity is over next tokens), got {len(ids)}")
-    if audio is not None:
-        names = [a.name for a in input_specs(src, {"input_ids": ids, "input_features": audio})]
+    if with_media:
+        names = [a.name for a in input_specs(src, {"input_ids": ids, **media})]
     else:
         names = activation_names(src)
     t0 = time.perf_counter()
-    ref = run_side(src, ids, names, progress, features=audio)
+    ref = run_side(src, ids, names, progress, media=media)
     timing["bf16_forward_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    q = run_side(gguf, ids, names, progress, features=audio)
+    q = run_side(gguf, ids, names, progress, media=media)
     timing["q8_0_forward_s"] = time.perf_counter() - t0
 
     dense = [n for n in names if not n.endswith(ROUTER_SUFFIX)]
@@ -260,9 +267,14 @@ def quant_report(src_dir: str | Path, gguf_path: str | Path, ids=None, text: str
                      "rule): their error includes that rounding.")
         notes.append("Router activations are compared as expert agreement, not in the drift table.")
     if audio is not None:
-        notes.append(f"The prompt holds {int(np.isin(ids, _audio_token(src)).sum())} audio placeholders from "
+        notes.append(f"The prompt holds {int(np.isin(ids, _media_token(src, 'audio_token_id')).sum())} audio placeholders from "
                      f"{len(audio)} audio(s): the drift runs through the audio encoder into the thinker; the logit "
                      "statistics count the placeholders' positions too.")
+    if images is not None:
+        notes.append(f"The prompt holds {int(np.isin(ids, _media_token(src, 'image_token_id')).sum())} image "
+                     f"placeholders from {len(np.atleast_2d(images[1]))} image(s): the drift runs through the vision "
+                     "encoder (its linears Q8_0, the patch embedding and the position grid kept as stored) and its "
+                     "DeepStack features into the thinker.")
     notes += low_sqnr_notes(weights)
     if truncated_from:
         notes.append(f"The text gave {truncated_from} tokens; the first {len(ids)} were used.")
@@ -275,10 +287,10 @@ def quant_report(src_dir: str | Path, gguf_path: str | Path, ids=None, text: str
     return report
 
 
-def _audio_token(src: Path) -> int:
+def _media_token(src: Path, name: str) -> int:
     from ..workbench import model_config
 
-    return int(model_config(src)["thinker_config"]["audio_token_id"])
+    return int(model_config(src)["thinker_config"][name])
 
 
 def _model_type(src: Path) -> str:
