@@ -7,6 +7,7 @@ command line takes with it: `load` (what generate, extract and compare do: confi
 and uploaded), `quantize`, `reference` (compare --reference) and `audio` (--audio's reader). Each entry point ends in one outcome:
 
 - accepted: it ran (a mutation of weight bytes, or of a field nothing reads, may be harmless);
+- missed: it ran on a file that is corrupt whatever the seed (MUST_REFUSE: a cut audio file);
 - refused: an OmniLabError whose message names the case's file;
 - unnamed: an OmniLabError that does not name the file;
 - raw: any other exception (a traceback the user would see);
@@ -40,6 +41,9 @@ FORMATS = ("safetensors", "config", "gguf", "reference", "audio")
 POOL = (0, -1, 1, 2, 3, 7, 2 ** 31, 2 ** 32, 2 ** 40, 2 ** 63 - 1, 10 ** 12, -10 ** 12, "2", "", None, True, False,
         1.5, -0.0, math.nan, math.inf, -math.inf, [], {}, [1, 2], [0, 2 ** 40], "x" * 300, "F32", "I64", "BOOL")
 GOOD = ("accepted", "refused")
+AUDIO_CONTAINERS = ("wav", "flac", "ogg")
+# Mutations whose result is corrupt whatever the seed: accepting one is a miss, not a harmless edit
+MUST_REFUSE = {"audio.truncate", "audio.flac.truncate", "audio.ogg.truncate"}
 
 
 @dataclass
@@ -104,12 +108,15 @@ def build_base(root: Path) -> dict[str, Path]:
         rng = np.random.default_rng(0)
         save_reference("r", {"model.layers.0": rng.standard_normal((3, 8)), "lm_head": rng.standard_normal((3, 5))},
                        model_path=ckpt, inputs={"input_ids": [1, 2, 3]}, dtype="float32", root=root / "refs")
-    wav = root / "clip.wav"
-    if not wav.exists():
-        from .report.audio import write_wav
+    clips = {}
+    for ext in AUDIO_CONTAINERS:
+        clips[ext] = root / f"clip.{ext}"
+        if not clips[ext].exists():
+            import soundfile as sf
 
-        write_wav(wav, 0.1 * np.random.default_rng(0).standard_normal(3200), 16000)
-    return {"ckpt": ckpt, "gguf": gguf, "ref": ref, "wav": wav}
+            wave = (0.1 * np.random.default_rng(0).standard_normal(3200)).astype(np.float32)
+            sf.write(clips[ext], wave, 16000, **({"subtype": "FLOAT"} if ext == "wav" else {}))
+    return {"ckpt": ckpt, "gguf": gguf, "ref": ref, **clips}
 
 
 # ---- mutations: each edits the copy in `case` and returns its name ----------------------------------------
@@ -297,8 +304,12 @@ def mutate_reference(ref: Path, r: random.Random) -> str:
 
 
 def mutate_audio(wav: Path, r: random.Random) -> str:
-    """A WAV's RIFF header fields (sizes, channels, rate, format), its bytes, its length, its samples."""
+    """A WAV's RIFF header fields (sizes, channels, rate, format), its bytes, its length, its samples; a FLAC's
+    or an Ogg's length (a cut compressed file)."""
     raw = bytearray(wav.read_bytes())
+    if wav.suffix != ".wav":
+        wav.write_bytes(raw[:r.randrange(len(raw))])
+        return f"audio{wav.suffix}.truncate"
     kind = r.choice(("field", "field", "header-bytes", "truncate", "random", "nan"))
     if kind == "field":  # the canonical 44-byte header: offset, width
         offset, width = r.choice(((4, 4), (20, 2), (22, 2), (24, 4), (28, 4), (32, 2), (34, 2), (40, 4)))
@@ -367,7 +378,8 @@ def run_case(fmt: str, seed: int, base: dict[str, Path], work: Path, seconds: fl
         mutation = mutate_reference(target, r)
         entries = (("reference", _reference),)
     else:
-        target = Path(shutil.copy(base["wav"], case / "clip.wav"))
+        ext = r.choice(("wav", "wav", "wav", "wav", "flac", "ogg"))
+        target = Path(shutil.copy(base[ext], case / f"clip.{ext}"))
         mutation = mutate_audio(target, r)
         entries = (("audio", _audio),)
     out = []
@@ -375,7 +387,7 @@ def run_case(fmt: str, seed: int, base: dict[str, Path], work: Path, seconds: fl
         try:
             with limits(seconds, memory_bytes):
                 fn(target)
-            outcome, detail = "accepted", ""
+            outcome, detail = ("missed", "a corrupt file was accepted") if mutation in MUST_REFUSE else ("accepted", "")
         except _Timeout:
             outcome, detail = "hang", f"ran past {seconds} s"
         except MemoryError as e:
