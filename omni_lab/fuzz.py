@@ -4,16 +4,19 @@ cases) and bench/fuzz.py (thousands, with a JSON summary).
 A case copies a good artifact of the tiny checkpoint (its safetensors directory, its config.json, its GGUF, a
 stored reference) or a WAV clip, applies one seeded mutation, and hands the result to the entry points the
 command line takes with it: `load` (what generate, extract and compare do: config parsed, every weight checked
-and uploaded), `quantize`, `reference` (compare --reference) and `audio` (--audio's reader). Each entry point ends in one outcome:
+and uploaded, then two greedy tokens), `quantize`, `reference` (compare --reference) and `audio` (--audio's
+reader). Each entry point ends in one outcome:
 
 - accepted: it ran (a mutation of weight bytes, or of a field nothing reads, may be harmless);
+- warned: it ran and said its logits came out NaN or inf (a mutated weight: NonFiniteWarning), which is how
+  NaN weights are handled (they are not bit-checked at load);
 - missed: it ran on a file that is corrupt whatever the seed (MUST_REFUSE: a cut audio file);
 - refused: an OmniLabError whose message names the case's file;
 - unnamed: an OmniLabError that does not name the file;
 - raw: any other exception (a traceback the user would see);
 - hang: it ran past the time limit; oom: it ran past the memory limit (MemoryError).
 
-Only accepted and refused are good. Limits: SIGALRM for time, RLIMIT_DATA (the soft limit, put back after the
+Only accepted, warned and refused are good. Limits: SIGALRM for time, RLIMIT_DATA (the soft limit, put back after the
 case) for memory, so a hang or a 2 TiB allocation is a counted outcome, not a stuck or killed run.
 """
 
@@ -27,6 +30,7 @@ import shutil
 import signal
 import struct
 import traceback
+import warnings
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -34,13 +38,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import OmniLabError
+from .errors import NonFiniteWarning, OmniLabError
 
 FORMATS = ("safetensors", "config", "gguf", "reference", "audio")
 # Values a mutated field takes: types JSON can carry, extremes and off-by-ones
 POOL = (0, -1, 1, 2, 3, 7, 2 ** 31, 2 ** 32, 2 ** 40, 2 ** 63 - 1, 10 ** 12, -10 ** 12, "2", "", None, True, False,
         1.5, -0.0, math.nan, math.inf, -math.inf, [], {}, [1, 2], [0, 2 ** 40], "x" * 300, "F32", "I64", "BOOL")
-GOOD = ("accepted", "refused")
+GOOD = ("accepted", "refused", "warned")
 AUDIO_CONTAINERS = ("wav", "flac", "ogg")
 # Mutations whose result is corrupt whatever the seed: accepting one is a miss, not a harmless edit
 MUST_REFUSE = {"audio.truncate", "audio.flac.truncate", "audio.ogg.truncate"}
@@ -331,9 +335,10 @@ def mutate_audio(wav: Path, r: random.Random) -> str:
 
 # ---- entry points -----------------------------------------------------------------------------------------
 def _load(path: Path) -> None:
+    """What generate does: load, then two greedy tokens (whose logits, NaN from a mutated weight, warn)."""
     from .workbench import load_ours
 
-    load_ours(path, max_len=8, progress=False)
+    load_ours(path, max_len=8, progress=False).generate([1, 2], 2, stop_at_eos=False)
 
 
 def _quantize(ckpt: Path) -> None:
@@ -385,9 +390,15 @@ def run_case(fmt: str, seed: int, base: dict[str, Path], work: Path, seconds: fl
     out = []
     for entry, fn in entries:
         try:
-            with limits(seconds, memory_bytes):
+            with limits(seconds, memory_bytes), warnings.catch_warnings(record=True) as warned:
+                warnings.simplefilter("always", NonFiniteWarning)
                 fn(target)
-            outcome, detail = ("missed", "a corrupt file was accepted") if mutation in MUST_REFUSE else ("accepted", "")
+            if mutation in MUST_REFUSE:
+                outcome, detail = "missed", "a corrupt file was accepted"
+            elif any(issubclass(w.category, NonFiniteWarning) for w in warned):
+                outcome, detail = "warned", str(next(w.message for w in warned if w.category is NonFiniteWarning))[:300]
+            else:
+                outcome, detail = "accepted", ""
         except _Timeout:
             outcome, detail = "hang", f"ran past {seconds} s"
         except MemoryError as e:
@@ -409,7 +420,7 @@ def summarize(outcomes: list[Outcome]) -> dict:
                "outcomes": dict(Counter(o.outcome for o in outcomes)), "per_format_entry": {}}
     for (fmt, entry, outcome), n in sorted(by.items()):
         summary["per_format_entry"].setdefault(f"{fmt}/{entry}", {})[outcome] = n
-    summary["accepted_by_mutation"] = dict(Counter(o.mutation.split(":")[0] for o in outcomes
-                                                   if o.outcome == "accepted"))
+    for kind in ("accepted", "warned"):
+        summary[f"{kind}_by_mutation"] = dict(Counter(o.mutation.split(":")[0] for o in outcomes if o.outcome == kind))
     summary["bad"] = [o.__dict__ for o in outcomes if o.outcome not in GOOD][:50]
     return summary

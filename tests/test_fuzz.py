@@ -53,3 +53,22 @@ def test_an_accepted_cut_audio_file_is_a_miss(base, tmp_path, monkeypatch):
     cut = [o for o in outcomes if o.mutation in fuzz.MUST_REFUSE]
     assert {"audio.truncate", "audio.ogg.truncate"} <= {o.mutation for o in cut}
     assert {o.outcome for o in cut} <= {"refused", "missed"} and any(o.outcome == "missed" for o in cut)
+
+
+def test_nan_weights_count_as_warned(base, tmp_path, monkeypatch):
+    """A weight mutated to NaN is not refused at load (no bit check); the logits warn, and the fuzz counts it."""
+    import json
+    import struct
+
+    def nan_norm(ckpt, r):
+        st = ckpt / "model.safetensors"
+        raw = bytearray(st.read_bytes())
+        (n,) = struct.unpack("<Q", raw[:8])
+        start = 8 + n + json.loads(raw[8:8 + n])["model.norm.weight"]["data_offsets"][0]
+        raw[start:start + 2] = b"\xc0\x7f"  # bf16 NaN
+        st.write_bytes(raw)
+        return "safetensors.data-bytes"
+
+    monkeypatch.setattr(fuzz, "mutate_safetensors", nan_norm)
+    load, quantize = fuzz.run_case("safetensors", 0, base, tmp_path)
+    assert load.outcome == "warned" and "NaN" in load.detail and quantize.outcome == "accepted", (load, quantize)
