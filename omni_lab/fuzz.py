@@ -151,7 +151,7 @@ def mutate_safetensors(ckpt: Path, r: random.Random) -> str:
     header, data = _st_split(st)
     names = [k for k in header if k != "__metadata__"]
     kind = r.choice(("field", "field", "header-bytes", "length", "truncate", "append", "data-bytes",
-                     "stray-shard", "index", "rename"))
+                     "stray-shard", "index", "rename", "non-finite"))
     raw = bytearray(st.read_bytes())
     n = struct.unpack("<Q", raw[:8])[0]
     if kind == "field":
@@ -179,6 +179,13 @@ def mutate_safetensors(ckpt: Path, r: random.Random) -> str:
     elif kind == "data-bytes":  # values change, the structure does not: accepting it is right
         _flip(raw, 8 + n, len(raw), r, 8)
         st.write_bytes(raw)
+    elif kind == "non-finite":  # one weight NaN or inf: warned where it reaches the logits, else harmless
+        name = r.choice([k for k in names if header[k]["dtype"] == "BF16"])
+        lo, hi = header[name]["data_offsets"]
+        at = 8 + n + lo + 2 * r.randrange((hi - lo) // 2)
+        raw[at:at + 2] = r.choice((b"\xc0\x7f", b"\x80\x7f", b"\x80\xff"))  # bf16 NaN, +inf, -inf
+        st.write_bytes(raw)
+        kind += f": {name}"
     elif kind == "stray-shard":
         shutil.copy(st, ckpt / "model-00002-of-00002.safetensors")
     elif kind == "index":
