@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -97,8 +98,6 @@ def check_npz(path: Path, expect: dict) -> str | None:
 
 
 def check_report(path: Path, expect: dict) -> str | None:
-    import re
-
     from omni_lab.reference import load_reference
 
     index, report = path / "index.html", path / "report.json"
@@ -123,8 +122,6 @@ def check_report(path: Path, expect: dict) -> str | None:
 def page(index: Path) -> str:
     """index.html without the times in it (the reference's capture time, new each run): the same for the same
     inputs, so a page over another run's report.json shows."""
-    import re
-
     return re.sub(r"\d{4}-\d\d-\d\dT[\d:.+-]+", "TIME", index.read_text())
 
 
