@@ -55,8 +55,9 @@ class NonFiniteWarning(OmniLabWarning):
     """A model's logits came out NaN or inf. Checking every weight for NaN at load would cost a 30B model
     about 25 s of CPU; the logits (or, in greedy decoding, the top value the argmax reads beside the id) are
     on the host anyway, so they are where it is seen. It sees only what reaches the logits: a NaN or inf in
-    the keys (k_proj, k_norm) is absorbed by our attention's softmax (WGSL lets max() drop a NaN; a row of
-    -inf scores is a masked row), where Transformers' logits go NaN; `compare` shows that as a divergence."""
+    the attention scores' path (q_proj, k_proj, q_norm, k_norm, input_layernorm: the fuzz's non-finite cases
+    that do not warn) is absorbed by our attention kernel (WGSL lets an implementation assume no NaN or inf),
+    where Transformers' logits go NaN; `compare` shows that as a divergence."""
 
 
 def warn_non_finite(source: str | Path | None, what: str) -> None:
