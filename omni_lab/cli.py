@@ -599,8 +599,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # After parsing, so that --help and usage errors answer without importing torch
-    from .errors import OmniLabError
+    import warnings
 
+    from .errors import OmniLabError, OmniLabWarning
+
+    shown = warnings.showwarning
+
+    def one_line(message, category, *rest, **kw):  # ours as the errors are: one line, no source line under it
+        if issubclass(category, OmniLabWarning):
+            print(f"omni-lab {args.command}: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, *rest, **kw)
+
+    warnings.showwarning = one_line
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -621,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"omni-lab {args.command}: internal error (a bug in omni_lab): {type(e).__name__}: {e}; "
               f"run `omni-lab --debug {args.command} ...` for the traceback", file=sys.stderr)
         return 3
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

@@ -44,3 +44,27 @@ class ConfigError(InputError):
 
 class ReferenceFileError(InputError):
     """A stored reference (activations.npz + manifest.json) that is corrupt or malformed."""
+
+
+class OmniLabWarning(UserWarning):
+    """Base of the warnings omni_lab gives: it ran, but what it computed is suspect. The command line prints
+    one as one line."""
+
+
+class NonFiniteWarning(OmniLabWarning):
+    """A model's logits came out NaN or inf. Checking every weight for NaN at load would cost a 30B model
+    about 25 s of CPU; the logits (or, in greedy decoding, the top value the argmax reads beside the id) are
+    on the host anyway, so they are where it is seen. It sees only what reaches the logits: a NaN or inf in
+    the attention scores' path (q_proj, k_proj, q_norm, k_norm, input_layernorm: the fuzz's non-finite cases
+    that do not warn) is absorbed by our attention kernel (WGSL lets an implementation assume no NaN or inf),
+    where Transformers' logits go NaN; `compare` shows that as a divergence."""
+
+
+def warn_non_finite(source: str | Path | None, what: str) -> None:
+    """One NonFiniteWarning naming the model, saying what went non-finite and how to find where."""
+    import warnings
+
+    model = source if source is not None else "the model"
+    warnings.warn(NonFiniteWarning(
+        f"{model}: {what} hold NaN or inf: the weights or the inputs produce non-finite values; `omni-lab compare "
+        f"--model {model} ...` shows the first activation that goes non-finite"), stacklevel=3)

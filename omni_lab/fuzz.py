@@ -4,16 +4,19 @@ cases) and bench/fuzz.py (thousands, with a JSON summary).
 A case copies a good artifact of the tiny checkpoint (its safetensors directory, its config.json, its GGUF, a
 stored reference) or a WAV clip, applies one seeded mutation, and hands the result to the entry points the
 command line takes with it: `load` (what generate, extract and compare do: config parsed, every weight checked
-and uploaded), `quantize`, `reference` (compare --reference), `audio` (--audio's reader) and `image`
-(--image's reader, on a PNG). Each entry point ends in one outcome:
+and uploaded, then two greedy tokens), `quantize`, `reference` (compare --reference), `audio` (--audio's
+reader) and `image` (--image's reader, on a PNG). Each entry point ends in one outcome:
 
 - accepted: it ran (a mutation of weight bytes, or of a field nothing reads, may be harmless);
+- warned: it ran and said its logits came out NaN or inf (a mutated weight: NonFiniteWarning), which is how
+  NaN weights are handled (they are not bit-checked at load);
+- missed: it ran on a file that is corrupt whatever the seed (MUST_REFUSE: a cut audio file);
 - refused: an OmniLabError whose message names the case's file;
 - unnamed: an OmniLabError that does not name the file;
 - raw: any other exception (a traceback the user would see);
 - hang: it ran past the time limit; oom: it ran past the memory limit (MemoryError).
 
-Only accepted and refused are good. Limits: SIGALRM for time, RLIMIT_DATA (the soft limit, put back after the
+Only accepted, warned and refused are good. Limits: SIGALRM for time, RLIMIT_DATA (the soft limit, put back after the
 case) for memory, so a hang or a 2 TiB allocation is a counted outcome, not a stuck or killed run.
 """
 
@@ -27,6 +30,7 @@ import shutil
 import signal
 import struct
 import traceback
+import warnings
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -34,13 +38,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import OmniLabError
+from .errors import NonFiniteWarning, OmniLabError
 
 FORMATS = ("safetensors", "config", "gguf", "reference", "audio", "image")
 # Values a mutated field takes: types JSON can carry, extremes and off-by-ones
 POOL = (0, -1, 1, 2, 3, 7, 2 ** 31, 2 ** 32, 2 ** 40, 2 ** 63 - 1, 10 ** 12, -10 ** 12, "2", "", None, True, False,
         1.5, -0.0, math.nan, math.inf, -math.inf, [], {}, [1, 2], [0, 2 ** 40], "x" * 300, "F32", "I64", "BOOL")
-GOOD = ("accepted", "refused")
+GOOD = ("accepted", "refused", "warned")
+AUDIO_CONTAINERS = ("wav", "flac", "ogg")
+# Mutations whose result is corrupt whatever the seed: accepting one is a miss, not a harmless edit
+MUST_REFUSE = {"audio.truncate", "audio.flac.truncate", "audio.ogg.truncate"}
 
 
 @dataclass
@@ -105,18 +112,21 @@ def build_base(root: Path) -> dict[str, Path]:
         rng = np.random.default_rng(0)
         save_reference("r", {"model.layers.0": rng.standard_normal((3, 8)), "lm_head": rng.standard_normal((3, 5))},
                        model_path=ckpt, inputs={"input_ids": [1, 2, 3]}, dtype="float32", root=root / "refs")
-    wav = root / "clip.wav"
-    if not wav.exists():
-        from .report.audio import write_wav
+    clips = {}
+    for ext in AUDIO_CONTAINERS:
+        clips[ext] = root / f"clip.{ext}"
+        if not clips[ext].exists():
+            import soundfile as sf
 
-        write_wav(wav, 0.1 * np.random.default_rng(0).standard_normal(3200), 16000)
+            wave = (0.1 * np.random.default_rng(0).standard_normal(3200)).astype(np.float32)
+            sf.write(clips[ext], wave, 16000, **({"subtype": "FLOAT"} if ext == "wav" else {}))
     png = root / "photo.png"
     if not png.exists():
         from PIL import Image
 
         pixels = np.random.default_rng(0).integers(0, 256, (23, 37, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(png)
-    return {"ckpt": ckpt, "gguf": gguf, "ref": ref, "wav": wav, "png": png}
+    return {"ckpt": ckpt, "gguf": gguf, "ref": ref, "png": png, **clips}
 
 
 # ---- mutations: each edits the copy in `case` and returns its name ----------------------------------------
@@ -147,7 +157,7 @@ def mutate_safetensors(ckpt: Path, r: random.Random) -> str:
     header, data = _st_split(st)
     names = [k for k in header if k != "__metadata__"]
     kind = r.choice(("field", "field", "header-bytes", "length", "truncate", "append", "data-bytes",
-                     "stray-shard", "index", "rename"))
+                     "stray-shard", "index", "rename", "non-finite"))
     raw = bytearray(st.read_bytes())
     n = struct.unpack("<Q", raw[:8])[0]
     if kind == "field":
@@ -175,6 +185,13 @@ def mutate_safetensors(ckpt: Path, r: random.Random) -> str:
     elif kind == "data-bytes":  # values change, the structure does not: accepting it is right
         _flip(raw, 8 + n, len(raw), r, 8)
         st.write_bytes(raw)
+    elif kind == "non-finite":  # one weight NaN or inf: warned where it reaches the logits, else harmless
+        name = r.choice([k for k in names if header[k]["dtype"] == "BF16"])
+        lo, hi = header[name]["data_offsets"]
+        at = 8 + n + lo + 2 * r.randrange((hi - lo) // 2)
+        raw[at:at + 2] = r.choice((b"\xc0\x7f", b"\x80\x7f", b"\x80\xff"))  # bf16 NaN, +inf, -inf
+        st.write_bytes(raw)
+        kind += f": {name}"
     elif kind == "stray-shard":
         shutil.copy(st, ckpt / "model-00002-of-00002.safetensors")
     elif kind == "index":
@@ -304,8 +321,12 @@ def mutate_reference(ref: Path, r: random.Random) -> str:
 
 
 def mutate_audio(wav: Path, r: random.Random) -> str:
-    """A WAV's RIFF header fields (sizes, channels, rate, format), its bytes, its length, its samples."""
+    """A WAV's RIFF header fields (sizes, channels, rate, format), its bytes, its length, its samples; a FLAC's
+    or an Ogg's length (a cut compressed file)."""
     raw = bytearray(wav.read_bytes())
+    if wav.suffix != ".wav":
+        wav.write_bytes(raw[:r.randrange(len(raw))])
+        return f"audio{wav.suffix}.truncate"
     kind = r.choice(("field", "field", "header-bytes", "truncate", "random", "nan"))
     if kind == "field":  # the canonical 44-byte header: offset, width
         offset, width = r.choice(((4, 4), (20, 2), (22, 2), (24, 4), (28, 4), (32, 2), (34, 2), (40, 4)))
@@ -346,9 +367,10 @@ def mutate_image(png: Path, r: random.Random) -> str:
 
 # ---- entry points -----------------------------------------------------------------------------------------
 def _load(path: Path) -> None:
+    """What generate does: load, then two greedy tokens (whose logits, NaN from a mutated weight, warn)."""
     from .workbench import load_ours
 
-    load_ours(path, max_len=8, progress=False)
+    load_ours(path, max_len=8, progress=False).generate([1, 2], 2, stop_at_eos=False)
 
 
 def _quantize(ckpt: Path) -> None:
@@ -403,15 +425,22 @@ def run_case(fmt: str, seed: int, base: dict[str, Path], work: Path, seconds: fl
         mutation = mutate_image(target, r)
         entries = (("image", _image),)
     else:
-        target = Path(shutil.copy(base["wav"], case / "clip.wav"))
+        ext = r.choice(("wav", "wav", "wav", "wav", "flac", "ogg"))
+        target = Path(shutil.copy(base[ext], case / f"clip.{ext}"))
         mutation = mutate_audio(target, r)
         entries = (("audio", _audio),)
     out = []
     for entry, fn in entries:
         try:
-            with limits(seconds, memory_bytes):
+            with limits(seconds, memory_bytes), warnings.catch_warnings(record=True) as warned:
+                warnings.simplefilter("always", NonFiniteWarning)
                 fn(target)
-            outcome, detail = "accepted", ""
+            if mutation in MUST_REFUSE:
+                outcome, detail = "missed", "a corrupt file was accepted"
+            elif any(issubclass(w.category, NonFiniteWarning) for w in warned):
+                outcome, detail = "warned", str(next(w.message for w in warned if w.category is NonFiniteWarning))[:300]
+            else:
+                outcome, detail = "accepted", ""
         except _Timeout:
             outcome, detail = "hang", f"ran past {seconds} s"
         except MemoryError as e:
@@ -433,7 +462,7 @@ def summarize(outcomes: list[Outcome]) -> dict:
                "outcomes": dict(Counter(o.outcome for o in outcomes)), "per_format_entry": {}}
     for (fmt, entry, outcome), n in sorted(by.items()):
         summary["per_format_entry"].setdefault(f"{fmt}/{entry}", {})[outcome] = n
-    summary["accepted_by_mutation"] = dict(Counter(o.mutation.split(":")[0] for o in outcomes
-                                                   if o.outcome == "accepted"))
+    for kind in ("accepted", "warned"):
+        summary[f"{kind}_by_mutation"] = dict(Counter(o.mutation.split(":")[0] for o in outcomes if o.outcome == kind))
     summary["bad"] = [o.__dict__ for o in outcomes if o.outcome not in GOOD][:50]
     return summary

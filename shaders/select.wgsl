@@ -5,7 +5,8 @@
 // (it would be a negative NaN, which ranks as NaN), so (key 0, index 0xffffffff) pads below everything.
 //
 // Entry `argmax`:
-//   Bindings: 0 params; 1 x: [R, C] f32; 2 out: [R] i32.
+//   Bindings: 0 params; 1 x: [R, C] f32; 2 out: [R] i32; 3 top: [R] f32, the row's largest value (NaN if the
+//             row holds one, as NaN ranks first): a greedy decode reads it with the id, to see non-finite logits.
 //   Params:   rows = R, len = C.
 //   Dispatch: one workgroup of WG threads per row (flat index wid.x + wid.y * nwg.x, groups_for);
 //             strided scan, then a tree reduction of (key, index) pairs in workgroup memory.
@@ -34,6 +35,7 @@ struct Params { rows: u32, len: u32, k: u32, nchunks: u32 }
 @group(0) @binding(2) var<storage, read_write> cand: array<vec2<u32>>;
 @group(0) @binding(2) var<storage, read_write> values: array<f32>;
 @group(0) @binding(3) var<storage, read_write> indices: array<i32>;
+@group(0) @binding(3) var<storage, read_write> argmax_top: array<f32>;
 
 const PAD_KEY: u32 = 0u;
 const PAD_INDEX: u32 = 0xffffffffu;
@@ -85,7 +87,10 @@ fn argmax(grid: Grid, @builtin(local_invocation_index) lid: u32) {
         }
         workgroupBarrier();
     }
-    if (lid == 0u) { argmax_out[row] = i32(red_i[0]); }
+    if (lid == 0u) {
+        argmax_out[row] = i32(red_i[0]);
+        argmax_top[row] = key_value(red_k[0]);
+    }
 }
 
 // ---- top-k -----------------------------------------------------------------------------------------

@@ -174,3 +174,33 @@ def test_manifest_of_another_format_is_a_mismatch(ref):
     (ref / "manifest.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(ReferenceMismatch, match="format"):
         load_reference(ref)
+
+
+def test_a_report_rewritten_over_an_old_one_is_swapped_in_whole(tmp_path, monkeypatch):
+    """A compare killed after the new index.html but before report.json left the new page over the old
+    report.json; now the new report is built beside the old one and takes its place only when complete.
+    A folder holding other files is written into, and keeps them."""
+    from omni_lab.compare import compare_sets
+    from omni_lab.compare.metrics import Comparison
+    from omni_lab.report import write_report
+
+    rng = np.random.default_rng(0)
+    ref = {"model.layers.0": rng.standard_normal((3, 8)).astype(np.float32)}
+    out = tmp_path / "rep"
+    write_report(compare_sets(ref, ref), out)
+    old = {p.name: p.read_bytes() for p in out.iterdir()}
+    worse = {"model.layers.0": ref["model.layers.0"] + 1}
+
+    def killed(self, *a, **k):
+        raise KeyboardInterrupt  # where a SIGKILL between the page and report.json would stop it
+
+    monkeypatch.setattr(Comparison, "save_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(compare_sets(worse, ref), out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old and [p.name for p in tmp_path.iterdir()] == ["rep"]
+    monkeypatch.undo()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    write_report(compare_sets(worse, ref), mine)
+    assert (mine / "notes.txt").read_text() == "keep" and (mine / "report.json").is_file()

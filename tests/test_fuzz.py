@@ -42,3 +42,33 @@ def test_fuzz_counts_what_it_should(base, tmp_path, monkeypatch):
         monkeypatch.setattr(workbench, "load_ours", boom)
         (o, _) = fuzz.run_case("config", 0, base, tmp_path, seconds=1, memory_bytes=1 << 30)
         assert o.outcome == expect, o
+
+
+def test_an_accepted_cut_audio_file_is_a_miss(base, tmp_path, monkeypatch):
+    """Without the container check, every cut audio case the reader takes counts as missed, none as accepted."""
+    from omni_lab.models import audio_in
+
+    monkeypatch.setattr(audio_in, "truncation", lambda path: None)
+    outcomes = [o for seed in range(40) for o in fuzz.run_case("audio", seed, base, tmp_path)]
+    cut = [o for o in outcomes if o.mutation in fuzz.MUST_REFUSE]
+    assert {"audio.truncate", "audio.ogg.truncate"} <= {o.mutation for o in cut}
+    assert {o.outcome for o in cut} <= {"refused", "missed"} and any(o.outcome == "missed" for o in cut)
+
+
+def test_nan_weights_count_as_warned(base, tmp_path, monkeypatch):
+    """A weight mutated to NaN is not refused at load (no bit check); the logits warn, and the fuzz counts it."""
+    import json
+    import struct
+
+    def nan_norm(ckpt, r):
+        st = ckpt / "model.safetensors"
+        raw = bytearray(st.read_bytes())
+        (n,) = struct.unpack("<Q", raw[:8])
+        start = 8 + n + json.loads(raw[8:8 + n])["model.norm.weight"]["data_offsets"][0]
+        raw[start:start + 2] = b"\xc0\x7f"  # bf16 NaN
+        st.write_bytes(raw)
+        return "safetensors.data-bytes"
+
+    monkeypatch.setattr(fuzz, "mutate_safetensors", nan_norm)
+    load, quantize = fuzz.run_case("safetensors", 0, base, tmp_path)
+    assert load.outcome == "warned" and "NaN" in load.detail and quantize.outcome == "accepted", (load, quantize)

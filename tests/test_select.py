@@ -25,9 +25,14 @@ def test_argmax_ties_take_the_first(rt, rng, rows, cols):
 
 def test_argmax_nan_and_inf(rt):
     x = np.array([[1.0, np.nan, 3.0, np.nan], [-np.inf, -np.inf, -np.inf, -np.inf], [1.0, np.inf, 2.0, np.inf]], np.float32)
-    got = select.argmax(rt.upload(x)).numpy()
-    assert np.array_equal(got, [1, 0, 1])
-    assert np.array_equal(got, torch.argmax(torch.from_numpy(x), dim=-1).numpy())
+    for cols in (4, 20_000):  # one workgroup a row, and the split over many (rows wider than the tuning's split)
+        wide = np.pad(x, ((0, 0), (0, cols - 4)), constant_values=-np.inf)
+        top = rt.empty((3,), "f32")
+        got = select.argmax(rt.upload(wide), top=top).numpy()
+        assert np.array_equal(got, [1, 0, 1])
+        assert np.array_equal(got, torch.argmax(torch.from_numpy(wide), dim=-1).numpy())
+        # the top value says what the row held at its top: what a greedy decode reads to see non-finite logits
+        assert np.array_equal(top.numpy(), [np.nan, -np.inf, np.inf], equal_nan=True)
 
 
 def test_topk_nan_inf_and_signed_zero(rt):

@@ -3,8 +3,9 @@ features (its feature extractor, through Transformers) -> the audio encoder -> t
 placeholder tokens are replaced by the encoder's rows on the GPU.
 
 - Files are read with soundfile (wav, flac, ogg, ...), channels mixed down by their mean, resampled to
-  16 kHz with soxr (HQ). An empty file, a file soundfile cannot read, a silent one, or one whose encoder
-  frames do not fit the model is refused with one error naming the file.
+  16 kHz with soxr (HQ). An empty file, a file soundfile cannot read, a cut one (formats/audio_file.py: a
+  WAV or Ogg shorter than its container says, which soundfile reads short without a word), a silent one, or
+  one whose encoder frames do not fit the model is refused with one error naming the file.
 - Features: the checkpoint's feature extractor (preprocessor_config.json; WhisperFeatureExtractor for the
   released model) called as Qwen3OmniMoeProcessor calls it (all audios at once, padding to the longest, no
   truncation, with the attention mask), each audio's valid frames kept.
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..formats.audio_file import truncation
 from ..gpu import Tensor, runtime
 from ..ops import elementwise, embedding
 from . import audio_encoder as enc
@@ -57,10 +59,18 @@ def read_audio(path: str | Path) -> np.ndarray:
         raise AudioFileError(f"{path}: no such audio file")
     if path.stat().st_size == 0:
         raise AudioFileError(f"{path}: the file is empty")
+    cut = truncation(path)
+    if cut:
+        raise AudioFileError(f"{path}: {cut}")
     try:
-        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)  # [N, channels]
+        with sf.SoundFile(str(path)) as f:
+            declared, rate = f.frames, f.samplerate
+            samples = f.read(dtype="float32", always_2d=True)  # [N, channels]
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise AudioFileError(f"{path}: not an audio file soundfile can read (wav, flac, ogg, ...): {e}") from None
+    if samples.shape[0] < declared:  # a header that keeps its length (FLAC's STREAMINFO) and a cut body
+        raise AudioFileError(f"{path}: the file is truncated: its header declares {declared} frames, "
+                             f"{declared - samples.shape[0]} of them are missing")
     if samples.shape[0] == 0:
         raise AudioFileError(f"{path}: the file holds no samples")
     if not np.isfinite(samples).all():

@@ -14,6 +14,7 @@ from collections import deque
 import numpy as np
 
 from ..activations import Activation
+from ..errors import warn_non_finite
 from ..gpu import Tensor, runtime
 from ..ops import elementwise, embedding, rope, select
 from .component import Component, ModelInputError, StepContext, embeddings_input
@@ -44,6 +45,9 @@ class Decoder(Component):
     lm_head: object
     layers: list[DecoderLayer]
     norm: Tensor
+    source: object = None  # the checkpoint's path, named by a non-finite warning (load_decoder sets it)
+    _top_value: Tensor | None = None
+    _warned = False  # this generate has warned of non-finite logits already
 
     def _init_decoder(self) -> None:
         """After the weights: rotary frequencies, the per-step buffer, caches, layer hooks."""
@@ -219,20 +223,29 @@ class Decoder(Component):
             reads = self.read_taps(step, tapped)
             reads["logits"] = step.read(logits)
         self.length = start + t
-        return self.collect_reads(specs, reads)
+        out = self.collect_reads(specs, reads)
+        if not np.isfinite(out["logits"]).all():
+            warn_non_finite(self.source, "the logits")
+        return out
+
+    def _top(self) -> Tensor:
+        """[1] f32: the greedy argmax's top logit, read with the id (NaN or inf: non-finite logits)."""
+        if self._top_value is None:
+            self._top_value = runtime().empty((1,), "f32", label="next_token.top")
+        return self._top_value
 
     def _next_token(self, s, t: int, sampler: Sampler | None, feed: Tensor, embeds: Tensor | None = None) -> int:
         """Record a forward and pick the next token on the GPU, writing it into `feed` (the next step's
-        ids buffer); only the token id (or the top-k candidates when sampling) is read back. A decode
-        step (t = 1) is the same every token, since positions live in GPU buffers: it is recorded once
-        and replayed under its plan key."""
-        reads = (feed,) if sampler is None else (sampler.values, sampler.indices)
+        ids buffer); only the token id and its logit (or the top-k candidates when sampling) are read back.
+        A decode step (t = 1) is the same every token, since positions live in GPU buffers: it is recorded
+        once and replayed under its plan key. The read-back logits warn when non-finite (`finite`)."""
+        reads = (feed, self._top()) if sampler is None else (sampler.values, sampler.indices)
 
         def record() -> None:
             ctx = StepContext(t, s, self.step_buf, self._exported_taps(t))
             logits = self._encode(s, ctx, embeds, all_logits=False)
             if sampler is None:
-                select.argmax(logits, out=feed)
+                select.argmax(logits, out=feed, top=self._top())
             else:
                 select.topk(logits, sampler.top_k, out_values=sampler.values, out_indices=sampler.indices)
 
@@ -240,6 +253,7 @@ class Decoder(Component):
         values = self.plan(key, record, reads)
         if t != 1:  # a prefill's length varies, so only decode plans are kept
             del self._plans[key]
+        self.finite(values[1] if sampler is None else values[0])
         if sampler is None:
             return int(values[0][0])
         token = sample_from_topk(values[0][0], values[1][0], sampler)
@@ -252,12 +266,20 @@ class Decoder(Component):
         sampler's top-k): buffer uids are never reused, unlike id()."""
         return ("next_token", t) + tuple(r.buffer.uid for r in reads)
 
+    def finite(self, top: np.ndarray) -> None:
+        """Warn, once a generate, when a next token's top logit (the argmax's, or the first of the top-k
+        values: NaN ranks above everything, so one NaN logit makes it NaN) is NaN or inf."""
+        if not self._warned and not np.isfinite(top.flat[0]):
+            self._warned = True
+            warn_non_finite(self.source, "the logits of a generated token")
+
     def _queue_decode(self, s, pos: int):
         """Submit a recorded greedy decode step at position `pos` without waiting for it (see generate)."""
         rt = runtime()
         self.write_positions(s, pos, 1)
         rt.write(self.step_buf, np.array([pos, 0, 0, 0], np.uint32))
-        return rt.replay_async(self._plans[self.decode_key(1, (s.ids,))], (s.ids,))
+        reads = (s.ids, self._top())
+        return rt.replay_async(self._plans[self.decode_key(1, reads)], reads)
 
     def generate(self, prompt_ids, max_new_tokens: int, sampler: Sampler | None = None,
                  stop_at_eos: bool = True, embeds: Tensor | None = None) -> list[int]:
@@ -276,6 +298,7 @@ class Decoder(Component):
         if sampler is not None:
             sampler.bind(rt)
         decode = self.scratch(1, 1)
+        self._warned = False
         prefill = self._prepare(ids, len(ids), 0, all_logits=False)
         out: list[int] = []
         token = self._next_token(prefill, len(ids), sampler, decode.ids, embeds)
@@ -286,10 +309,12 @@ class Decoder(Component):
             out.append(token)
             if len(out) >= max_new_tokens or token in eos:
                 break
-            if sampler is None and self.decode_key(1, (decode.ids,)) in self._plans:
+            if sampler is None and self.decode_key(1, (decode.ids, self._top())) in self._plans:
                 while len(in_flight) < RUN_AHEAD and len(out) + len(in_flight) < max_new_tokens:
                     in_flight.append(self._queue_decode(decode, pos + len(in_flight)))
-                token = int(in_flight.popleft().values()[0][0])
+                values = in_flight.popleft().values()
+                self.finite(values[1])
+                token = int(values[0][0])
             else:
                 # The token is already in decode.ids (written on the GPU, or by the sampler); only positions change.
                 self.write_positions(decode, pos, 1)

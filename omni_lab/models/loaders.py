@@ -181,6 +181,7 @@ def progress_bar(ckpt, parts: int, progress: bool, what: str = ""):
 def load_decoder(model, ckpt, keys: Keys, head_key: str, max_len: int, progress: bool, what: str = "") -> None:
     """Fill a Decoder's embed_tokens, layers, norm and lm_head from `ckpt` (one progress step a layer)."""
     cfg = model.cfg
+    model.source = getattr(ckpt, "path", None)
     bar = progress_bar(ckpt, cfg.num_hidden_layers + 2, progress, what)
     model.embed_tokens, model.lm_head = load_embedding_and_head(
         ckpt, keys("embed_tokens.weight"), head_key, (cfg.vocab_size, cfg.hidden_size), cfg.tie_word_embeddings)

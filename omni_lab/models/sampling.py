@@ -40,6 +40,8 @@ class Sampler:
 
 def sample_from_topk(logits: np.ndarray, ids: np.ndarray, s: Sampler) -> int:
     """Draw one id from the top-k candidates (logits sorted descending, with their ids)."""
+    if not np.isfinite(logits[0]):  # NaN or +inf on top: no distribution to draw from; the decoder has warned
+        return int(ids[0])  # the top one, as argmax takes
     z = np.asarray(logits, np.float64) / s.temperature
     p = np.exp(z - z.max())
     p /= p.sum()

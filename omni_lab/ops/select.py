@@ -31,23 +31,27 @@ def _rows(kernel: str, x: Tensor) -> tuple[int, int]:
 _top1_values: dict[int, Tensor] = {}
 
 
-def argmax(x: Tensor, out: Tensor | None = None) -> Tensor:
-    """Index of the largest entry of each row (the first on ties). x [..., C] f32 -> [...] i32."""
+def argmax(x: Tensor, out: Tensor | None = None, top: Tensor | None = None) -> Tensor:
+    """Index of the largest entry of each row (the first on ties). x [..., C] f32 -> [...] i32. `top` [...] f32,
+    if given, receives each row's largest value: NaN when the row holds a NaN (NaN ranks first), +inf when it
+    holds +inf, so reading it beside the index tells whether the row was finite at its top."""
     rows, c = _rows("argmax", x)
     shape = x.shape[:-1]
     if out is None:
         out = runtime().empty(shape, "i32", label="argmax")
     expect("argmax", out.shape == shape and out.dtype == "i32", f"out must be {shape} i32", out=out, x=x)
+    if top is None:
+        top = _top1_values.get(rows)
+        if top is None:
+            top = _top1_values[rows] = runtime().empty(shape, "f32", label="argmax.top")
+    expect("argmax", top.numel == rows and top.dtype == "f32", f"top must hold {rows} f32", top=top, x=x)
     table = tuning.current()
     if rows and c > table.argmax_split_columns and rows < table.argmax_split_rows:
         # One workgroup per row leaves a GPU idle on a vocabulary-wide row (236 us for 152k logits on an
         # H200); top-1 splits the row over many workgroups, with the same order (first index on ties).
-        values = _top1_values.get(rows)
-        if values is None:
-            values = _top1_values[rows] = runtime().empty((rows, 1), "f32", label="argmax.values")
-        topk(x.view((rows, c)), 1, out_values=values, out_indices=out.view((rows, 1)))
+        topk(x.view((rows, c)), 1, out_values=top.view((rows, 1)), out_indices=out.view((rows, 1)))
     elif rows:
-        runtime().kernel("select", "argmax", WG=workgroup_for(c))(rows, pack_params(rows, c, 0, 0), x, out)
+        runtime().kernel("select", "argmax", WG=workgroup_for(c))(rows, pack_params(rows, c, 0, 0), x, out, top)
     return out
 
 
@@ -124,10 +128,18 @@ def tied_rows(rng, rows, cols, levels=5):
 
 
 def _argmax_case(rng, rows, cols):
+    """The index and the top value, exact; a NaN in a row (every third) is its top, wherever it lies."""
     x = distinct_rows(rng, rows, cols)
-    out = padded_output((rows,), "i32")
-    argmax(runtime().upload(x), out=out)
-    return out.numpy(), argmax_ref(x)
+    x[::3, rng.integers(cols)] = np.nan
+    out, top = padded_output((rows,), "i32"), padded_output((rows,))
+    argmax(runtime().upload(x), out=out, top=top)
+    idx = argmax_ref(x)
+    got, want = top.numpy(), np.take_along_axis(x, idx[:, None].astype(np.int64), 1)[:, 0]
+
+    def split(v):  # NaN where it is, the value elsewhere: NMSE takes no NaN
+        return np.isnan(v).astype(np.float32), np.where(np.isnan(v), 0, v)
+
+    return (out.numpy(), *split(got)), (idx, *split(want))
 
 
 def _topk_case(rng, rows, cols, k, ties=False):

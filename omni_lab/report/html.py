@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from ..activations import routing_parts
-from ..atomic import write_text
+from ..atomic import atomic_dir, write_text
 from . import figures
 from .audio import write_wav
 
@@ -291,13 +291,39 @@ def write_report(comparison, out_dir: str | Path, *, title: str = "omni_lab: our
     `sample_rate` is the waveforms' rate for the figures and WAV files. The comparison carries it (compare_sets'
     sample_rate, at which its mel distances were computed), so here it may only restate it: a different rate
     would play and draw the waveforms at a rate their numbers were not measured at, and raises ValueError.
-    report.json is written once, atomically and last, so its presence means the report is complete.
+    A new `out_dir`, or one holding only a previous report, is replaced whole: a reader or a killed run sees
+    the old report or the new one. Into a folder that holds other files too the report's files are written
+    one by one (each atomically), report.json last, so its presence means this report is complete.
     """
     if sample_rate is not None and sample_rate != comparison.sample_rate:
         raise ValueError(f"sample_rate {sample_rate} Hz: the comparison's waveforms were measured at "
                          f"{comparison.sample_rate} Hz (compare_sets(..., sample_rate=))")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if not _holds_only_a_report(out):  # the user's own files beside it: not ours to swap away
+        out.mkdir(parents=True, exist_ok=True)
+        return _write_report_files(comparison, out, histogram, title, extra)
+    with atomic_dir(out) as tmp:
+        _write_report_files(comparison, tmp, histogram, title, extra)
+    return out / "index.html"
+
+
+REPORT_SUFFIXES = (".png", ".wav", ".html", ".json")
+
+
+def _holds_only_a_report(out: Path) -> bool:
+    """Whether `out` is absent, or a folder of nothing but report files (a previous report): then the new
+    report is built beside it and swapped in whole (atomic.atomic_dir), so a run killed at any moment leaves
+    the old report or the new one, never the new page over the old report.json or the old run's figures."""
+    if not out.exists():
+        return True
+    if not out.is_dir() or out.resolve() == Path.cwd().resolve():  # a swapped-away cwd would leave the shell nowhere
+        return False
+    files = list(out.iterdir())
+    report = {"index.html", "report.json"} <= {p.name for p in files}  # a folder of someone's own JSON is not one
+    return not files or report and all(p.is_file() and p.suffix in REPORT_SUFFIXES for p in files)
+
+
+def _write_report_files(comparison, out: Path, histogram, title: str, extra) -> Path:
     images = write_figures(comparison, out, histogram)
     audio = write_audio(comparison, out)
     index = out / "index.html"
