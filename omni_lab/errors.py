@@ -52,12 +52,12 @@ class OmniLabWarning(UserWarning):
 
 
 class NonFiniteWarning(OmniLabWarning):
-    """A model's logits came out NaN or inf. Checking every weight for NaN at load would cost a 30B model
-    about 25 s of CPU; the logits (or, in greedy decoding, the top value the argmax reads beside the id) are
-    on the host anyway, so they are where it is seen. It sees only what reaches the logits: a NaN or inf in
-    the attention scores' path (q_proj, k_proj, q_norm, k_norm, input_layernorm: the fuzz's non-finite cases
-    that do not warn) is absorbed by our attention kernel (WGSL lets an implementation assume no NaN or inf),
-    where Transformers' logits go NaN; `compare` shows that as a divergence."""
+    """A model's weights, or its logits, hold NaN or inf. The weights are checked by the GPU as they are
+    uploaded (ops/finite.py: one pass over their bytes, where a host check of a 30B model costs ~25 s of
+    CPU), and the warning names them; the logits (or, in greedy decoding, the top value the argmax reads
+    beside the id) are checked as they are read, which also catches inputs that go non-finite. A NaN on the
+    attention scores' path may never reach our logits (our attention kernel absorbs it: WGSL lets an
+    implementation assume no NaN or inf) where Transformers' go NaN: the load-time check is what names it."""
 
 
 def warn_non_finite(source: str | Path | None, what: str) -> None:

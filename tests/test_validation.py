@@ -269,7 +269,7 @@ def test_null_means_not_set(tiny):
         DecoderConfig.from_dict({**d, "num_hidden_layers": None}, str(tiny))
 
 
-# ---- NaN weights: not checked at load (a bit check of a 30B model costs ~25 s), seen in the logits read ----
+# ---- NaN weights: checked at load by the GPU (ops/finite.py), and seen in the logits read ----------------
 @pytest.fixture(scope="module")
 def nan_norm(tiny, tmp_path_factory):
     """One NaN in the final norm's weight: that hidden column is NaN, so through the head every logit is."""
@@ -304,4 +304,26 @@ def test_nan_weights_warning_is_one_line_from_the_cli(nan_norm, capsys):
     assert cli.main(["generate", "--model", str(nan_norm), "--prompt-ids", "1,2,3", "--max-new-tokens", "4",
                      "--greedy"]) == 0
     lines = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
-    assert len(lines) == 1 and lines[0].startswith(f"omni-lab generate: warning: {nan_norm}: the logits"), lines
+    assert len(lines) == 2, lines  # at load, naming the weight; then what it did to the logits
+    assert lines[0].startswith(f"omni-lab generate: warning: {nan_norm}: the weights 'model.norm.weight' hold NaN")
+    assert lines[1].startswith(f"omni-lab generate: warning: {nan_norm}: the logits")
+
+
+@pytest.mark.parametrize("name,value", [("model.layers.0.self_attn.q_proj.weight", "nan"),
+                                        ("model.layers.1.self_attn.k_norm.weight", "inf")])
+def test_a_non_finite_weight_is_named_at_load_even_where_the_logits_stay_finite(tiny, tmp_path, name, value):
+    """A NaN or inf on the attention scores' path is absorbed by our attention (the logits stay finite, where
+    Transformers' go NaN): the GPU's check of every uploaded weight names it at load, once."""
+    import warnings
+
+    from omni_lab.errors import NonFiniteWarning
+    from omni_lab.workbench import load_ours
+
+    def edit(t):
+        t[name].reshape(-1)[3] = float(value)
+    path = edited_copy(tiny, tmp_path / "ckpt", edit_tensors=edit)
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        load_ours(path, max_len=16, progress=False)
+    assert [w.category for w in got] == [NonFiniteWarning], got
+    assert f"the weights '{name}' hold NaN or inf" in str(got[0].message)

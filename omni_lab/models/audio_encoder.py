@@ -392,7 +392,7 @@ class AudioEncoder(Component):
         self.proj2 = lin("proj2", cfg.output_dim, d)
         bar.update()
         bar.close()
-        self._init_component()
+        self._init_component(ckpt)
         self._buffers: dict[tuple, Buffers] = {}
 
     def activations(self, t) -> list[Activation]:

@@ -339,7 +339,7 @@ class Code2WavTransformer(Decoder):
         self.max_len = max_len
         self.lm_head = None
         load_layers(self, ckpt, Keys(self.prefix + "."), max_len, bar, qk_norm=False, layer_scale=True)
-        self._init_decoder()
+        self._init_decoder(ckpt)
 
     @classmethod
     def activation_specs(cls, cfg: DecoderConfig, t: int) -> list[Activation]:
@@ -434,7 +434,7 @@ class Code2Wav(Component):
         self.decoder_out = conv_at(f"decoder.{blocks + 2}", ch[-1], 1, 7)
         bar.update()
         bar.close()
-        self._init_component()
+        self._init_component(ckpt)
         self._buffers: dict[int, Buffers] = {}
 
     def activations(self, t: int) -> list[Activation]:

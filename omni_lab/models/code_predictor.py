@@ -65,7 +65,7 @@ class CodePredictor(Decoder):
         bar.update()
         load_layers(self, ckpt, keys, self.max_len, bar)
         bar.close()
-        self._init_decoder()
+        self._init_decoder(ckpt)
         rt = runtime()
         self.position_bufs = [rt.upload(np.array([p], np.int32), label=f"cp.position{p}") for p in range(self.groups)]
         self.step_bufs = [rt.upload(np.array([p, 0, 0, 0], np.uint32), label=f"cp.step{p}") for p in range(self.groups)]

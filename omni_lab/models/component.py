@@ -69,7 +69,12 @@ class Component:
     max_len: int
     step_buf: Tensor  # u32 [4]: the first position of the current step, written once per step
 
-    def _init_component(self) -> None:
+    def _init_component(self, ckpt) -> None:
+        """After the weights: the GPU's NaN / inf check of every weight uploaded from ckpt is read (one
+        readback: a warning names the weights that hold one), and the per-step state is made."""
+        from ..ops.finite import weight_check
+
+        weight_check(ckpt).report()
         self.step_buf = runtime().empty((4,), "u32", label="step")
         self._scratch: dict[tuple, SimpleNamespace] = {}
         self._plans: dict[tuple, list] = {}   # recorded steps, replayed under their plan key

@@ -49,12 +49,12 @@ class Decoder(Component):
     _top_value: Tensor | None = None
     _warned = False  # this generate has warned of non-finite logits already
 
-    def _init_decoder(self) -> None:
+    def _init_decoder(self, ckpt) -> None:
         """After the weights: rotary frequencies, the per-step buffer, caches, layer hooks."""
         cfg = self.cfg
         self.inv_freq = runtime().upload(rope.rope_inv_freq(cfg.head_dim, cfg.rope_theta), "f32", label="inv_freq")
         self.hooks: dict[int, LayerHook] = {}  # layer index -> work after that layer (DeepStack)
-        self._init_component()
+        self._init_component(ckpt)
 
     # -- provided by each decoder --------------------------------------------------------------
     def write_positions(self, s, start: int, t: int) -> None:

@@ -16,6 +16,7 @@ from ..formats.safetensors_io import CheckpointError
 from ..gpu import Tensor, runtime
 from ..ops import attention as attn_ops
 from ..ops import linear
+from ..ops.finite import weight_check
 from .config import DecoderConfig
 from .decoder import router_name
 from .layers import Attention, DecoderLayer, DenseMlp, MoeMlp
@@ -36,15 +37,21 @@ class Keys:
         return self.layout is names.LIVE_LAYOUT
 
 
+def checked(ckpt, name: str, weight):
+    """weight, its NaN / inf check recorded on the GPU (ops/finite.py: read once the component is built)."""
+    weight_check(ckpt).mark(name, weight)
+    return weight
+
+
 def upload_weight(ckpt, name: str, shape: tuple[int, ...]):
     """One linear weight to the GPU in its stored format (bf16/f16/f32 as is; Q8_0 as int8 blocks)."""
     ckpt.expect(name, shape)
     array, dtype = ckpt.get(name)
     if dtype == "q8_0":
-        return upload_q8_0(array, shape)
+        return checked(ckpt, name, upload_q8_0(array, shape))
     if dtype not in linear.WEIGHT_DTYPES:
         array, dtype = ckpt.get_f32(name), "f32"
-    return runtime().upload(array, dtype, label=name)
+    return checked(ckpt, name, runtime().upload(array, dtype, label=name))
 
 
 def upload_unquantized(ckpt, name: str, shape: tuple[int, ...]) -> Tensor:
@@ -61,7 +68,7 @@ def upload_unquantized(ckpt, name: str, shape: tuple[int, ...]) -> Tensor:
 def upload_f32(ckpt, name: str, shape: tuple[int, ...]) -> Tensor:
     """A small parameter (norm weight) widened to f32."""
     ckpt.expect(name, shape)
-    return runtime().upload(ckpt.get_f32(name), "f32", label=name)
+    return checked(ckpt, name, runtime().upload(ckpt.get_f32(name), "f32", label=name))
 
 
 def load_embedding_and_head(ckpt, embed_name: str, head_name: str, shape: tuple[int, int], tied: bool):
@@ -119,11 +126,11 @@ def stack_experts(ckpt, keys: Keys, which: str, layer: int, cfg: DecoderConfig):
         array, dtype = np.stack(parts).reshape(e, shape[1], -1), dtypes.pop()  # [E, 2F or D, row bytes]
     label = f"{live_layer}.mlp.experts.{which}"
     if dtype == "q8_0":
-        return upload_q8_0(array, shape, label)
+        return checked(ckpt, label, upload_q8_0(array, shape, label))
     if dtype not in linear.WEIGHT_DTYPES:
         raise CheckpointError(f"{ckpt.path}: layer {layer} experts' {which} are {dtype}; MoE weights must be "
                               f"one of {', '.join(linear.WEIGHT_DTYPES + ('q8_0',))}")
-    return runtime().upload(array.reshape(shape), dtype, label=label)
+    return checked(ckpt, label, runtime().upload(array.reshape(shape), dtype, label=label))
 
 
 def check_expert_count(ckpt, keys: Keys, layer: int, cfg: DecoderConfig) -> None:

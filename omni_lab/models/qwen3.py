@@ -30,7 +30,7 @@ class Qwen3(Decoder):
         self.cfg = cfg
         self.max_len = max_len
         load_decoder(self, ckpt, Keys("model."), "lm_head.weight", max_len, progress)
-        self._init_decoder()
+        self._init_decoder(ckpt)
 
     def scratch_shapes(self, t: int, rows: int) -> dict:
         return {**super().scratch_shapes(t, rows), "positions": ((t,), "i32")}

@@ -86,7 +86,7 @@ class Talker(Qwen3OmniThinkerText):
         bar.update(2)
         load_layers(self, ckpt, keys, max_len, bar)
         bar.close()
-        self._init_decoder()
+        self._init_decoder(ckpt)
 
 
 # -- the HF side -------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ class Qwen3OmniThinkerText(Decoder):
         self.max_len = max_len
         load_decoder(self, ckpt, Keys(names.LIVE_TEXT, names.layout_of(ckpt.names)), names.LM_HEAD, max_len,
                      progress, what=" (thinker)")
-        self._init_decoder()
+        self._init_decoder(ckpt)
 
     @property
     def grouped_min_tokens(self) -> int | None:

@@ -42,7 +42,7 @@ from ..ops import elementwise, embedding, norm, rope
 from .audio_encoder import Linear
 from .component import Buffers, Component, ModelInputError, StepContext
 from .config import ConfigError, Fields, sub_dict
-from .loaders import Keys, progress_bar, upload_f32, upload_unquantized, upload_weight
+from .loaders import Keys, checked, progress_bar, upload_f32, upload_unquantized, upload_weight
 
 PREFIX = "thinker.model.visual"
 POSITIONS = f"{PREFIX}.pos_embed.sum"
@@ -319,10 +319,11 @@ def upload_rows(ckpt, name: str, shape: tuple[int, int], part: int, parts: int):
     n, k = shape
     rows = slice(part * n // parts, (part + 1) * n // parts)
     if dtype == "q8_0":
-        return upload_q8_0(np.asarray(array).reshape(n, -1)[rows], (n // parts, k), label=name)
+        return checked(ckpt, name, upload_q8_0(np.asarray(array).reshape(n, -1)[rows], (n // parts, k), label=name))
     if dtype not in ("bf16", "f16", "f32"):
         array, dtype = ckpt.get_f32(name), "f32"
-    return runtime().upload(np.ascontiguousarray(np.asarray(array).reshape(n, k)[rows]), dtype, label=name)
+    return checked(ckpt, name, runtime().upload(np.ascontiguousarray(np.asarray(array).reshape(n, k)[rows]), dtype,
+                                                label=name))
 
 
 class VisionEncoder(Component):
@@ -385,7 +386,8 @@ class VisionEncoder(Component):
             qkv = keys(f"{p}.attn.qkv.weight")
             qkv_b = ckpt.get_f32(keys(f"{p}.attn.qkv.bias")).reshape(3, d)  # [3D] -> [q | k | v, D]
             q, k, v = (Linear(upload_rows(ckpt, qkv, (3 * d, d), j, 3),
-                              runtime().upload(np.ascontiguousarray(qkv_b[j]), "f32", label=f"{qkv}[{j}]"))
+                              checked(ckpt, f"{qkv}[{j}]".replace(".weight", ".bias"),
+                                      runtime().upload(np.ascontiguousarray(qkv_b[j]), "f32", label=f"{qkv}[{j}]")))
                        for j in range(3))
             self.blocks.append(Block(ln(f"{p}.norm1"), q, k, v, lin(f"{p}.attn.proj", d, d), ln(f"{p}.norm2"),
                                      lin(f"{p}.mlp.linear_fc1", fi, d), lin(f"{p}.mlp.linear_fc2", d, fi),
@@ -395,7 +397,7 @@ class VisionEncoder(Component):
         self.merger = merger("merger", False)
         bar.update()
         bar.close()
-        self._init_component()
+        self._init_component(ckpt)
         self._buffers: dict[tuple, Buffers] = {}
 
     def activations(self, t) -> list[Activation]:

@@ -28,7 +28,7 @@ import numpy as np
 from ..gpu import Tensor, runtime
 from ..gpu.runtime import SHADER_DIR, shader_source
 
-FAMILIES = ("attention", "conv", "copy", "elementwise", "embedding", "linear", "logits", "moe", "norm", "q8_0", "rope", "select",
+FAMILIES = ("attention", "conv", "copy", "elementwise", "embedding", "finite", "linear", "logits", "moe", "norm", "q8_0", "rope", "select",
             "snake", "softmax", "tiles", "transpose")
 
 # Per-op NMSE bounds (sum((a-b)^2) / sum(b^2)) start from these two (DESIGN.md, Kernels); each family
