@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from decode import profile_decode_step  # noqa: E402
 from kernels import emit  # noqa: E402
-from thinker import RandomCheckpoint, text_config, timed_decode  # noqa: E402
+from thinker import RandomCheckpoint, add_shape_args, text_config, timed_decode  # noqa: E402
 from omni_lab.gpu import runtime, tuning  # noqa: E402
 from omni_lab.models.thinker import Qwen3OmniThinkerText  # noqa: E402
 
@@ -33,14 +33,7 @@ SETTINGS = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--layers", type=int, default=48)
-    ap.add_argument("--experts", type=int, default=128)
-    ap.add_argument("--top-k", type=int, default=8)
-    ap.add_argument("--hidden", type=int, default=2048)
-    ap.add_argument("--moe-ffn", type=int, default=768)
-    ap.add_argument("--vocab", type=int, default=152064)
-    ap.add_argument("--prompt-len", type=int, default=64)
-    ap.add_argument("--new-tokens", type=int, default=32)
+    add_shape_args(ap)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()

@@ -212,8 +212,8 @@ def bench_hf(text: dict, prompt: np.ndarray, new_tokens: int, reps: int, device:
     return result
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_shape_args(ap: argparse.ArgumentParser) -> None:
+    """The thinker's shape (the released one by default) and the decode run's lengths, for text_config."""
     ap.add_argument("--layers", type=int, default=48)
     ap.add_argument("--experts", type=int, default=128)
     ap.add_argument("--top-k", type=int, default=8)
@@ -222,6 +222,11 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=152064)
     ap.add_argument("--prompt-len", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=32)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_shape_args(ap)
     ap.add_argument("--prefill-lens", type=int, nargs="*", default=[64, 512])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--weights", nargs="+", choices=("bf16", "q8_0"), default=["bf16", "q8_0"])

@@ -297,9 +297,10 @@ class Linear:
 class LayerNorm:
     weight: Tensor
     bias: Tensor
+    eps: float = LN_EPS  # the vision encoder's are 1e-6
 
     def __call__(self, x: Tensor, out: Tensor) -> Tensor:
-        return norm.layernorm(x, self.weight, self.bias, LN_EPS, out=out)
+        return norm.layernorm(x, self.weight, self.bias, self.eps, out=out)
 
 
 @dataclass

@@ -38,8 +38,8 @@ from ..activations import Activation
 from ..formats import omni_names as names
 from ..gpu import Tensor, runtime
 from ..ops import attention as attn_ops
-from ..ops import elementwise, embedding, norm, rope
-from .audio_encoder import Linear
+from ..ops import elementwise, embedding, rope
+from .audio_encoder import LayerNorm, Linear
 from .component import Buffers, Component, ModelInputError, StepContext
 from .config import ConfigError, Fields, sub_dict
 from .loaders import Keys, checked, progress_bar, upload_f32, upload_unquantized, upload_weight
@@ -241,15 +241,6 @@ def hf_activations(model, activation_names, pixel_values, image_grid_thw) -> dic
 # -- on our kernels ----------------------------------------------------------------------------------
 
 @dataclass
-class LayerNorm:
-    weight: Tensor
-    bias: Tensor
-
-    def __call__(self, x: Tensor, out: Tensor) -> Tensor:
-        return norm.layernorm(x, self.weight, self.bias, LN_EPS, out=out)
-
-
-@dataclass
 class Block:
     """Qwen3OmniMoeVisionBlock: h += proj(attention in segments(rotary(qkv(norm1(h))))); h += mlp(norm2(h))."""
     norm1: LayerNorm
@@ -363,7 +354,7 @@ class VisionEncoder(Component):
 
         def ln(name, width=d):
             return LayerNorm(upload_f32(ckpt, keys(f"{name}.weight"), (width,)),
-                             upload_f32(ckpt, keys(f"{name}.bias"), (width,)))
+                             upload_f32(ckpt, keys(f"{name}.bias"), (width,)), LN_EPS)
 
         def merger(name, postshuffle):
             return Merger(ln(f"{name}.ln_q", d * u if postshuffle else d), lin(f"{name}.mlp.0", d * u, d * u),
