@@ -258,7 +258,9 @@ def main() -> None:
 
     cfg = tiny_config() if args.shapes == "tiny" else released_config(args.thinker_layers)
     ids = prompt_of(cfg, 16)
-    device = args.hf_device if args.hf_device != "none" else "cpu"
+    # The random weights are made by Transformers on this device even without its run: on the CPU, 35B
+    # parameters take minutes (two runs on the H200 timed out there), so a GPU builds them where there is one.
+    device = args.hf_device if args.hf_device != "none" else ("cuda" if torch.cuda.is_available() else "cpu")
     report = {"bench": "speech", "shapes": args.shapes, "thinker_layers": cfg.thinker_config.text_config.num_hidden_layers,
               "answer_tokens": args.answer_tokens, "frames": args.frames, "audio_s": args.frames / FRAMES_PER_SECOND,
               "prompt_tokens": len(ids), "reps": args.reps, "greedy": True,
