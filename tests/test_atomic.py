@@ -204,3 +204,46 @@ def test_a_report_rewritten_over_an_old_one_is_swapped_in_whole(tmp_path, monkey
     (mine / "notes.txt").write_text("keep")
     write_report(compare_sets(worse, ref), mine)
     assert (mine / "notes.txt").read_text() == "keep" and (mine / "report.json").is_file()
+
+
+def test_a_quantization_report_over_an_old_one_is_swapped_in_whole(tmp_path):
+    """quant_report.write_pages (the text, vocoder and speech reports): killed between its files, the old report
+    stays whole; a finished one replaces it whole (an old figure the new report does not draw is gone); a
+    folder holding the user's files keeps them."""
+    import matplotlib.pyplot as plt
+
+    from omni_lab.report.quant_report import write_pages
+
+    class Report:
+        def __init__(self, value):
+            self.value = value
+
+        def to_json(self):
+            return {"value": self.value}
+
+    def figure(report):
+        fig, ax = plt.subplots()
+        ax.plot([0, report.value])
+        return fig
+
+    def page(report, images, title):
+        return f"<h1>{title} {report.value}</h1>" + "".join(f"<img src={f}>" for f, _ in images)
+
+    out = tmp_path / "q"
+    write_pages(Report(1), out, [("a.png", "A", figure), ("old.png", "old", figure)], page, "t")
+    old = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def killed(report):
+        raise KeyboardInterrupt  # a kill after the first figure, before report.json and the page
+
+    with pytest.raises(KeyboardInterrupt):
+        write_pages(Report(2), out, [("a.png", "A", figure), ("b.png", "B", killed)], page, "t")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old and [p.name for p in tmp_path.iterdir()] == ["q"]
+    write_pages(Report(3), out, [("a.png", "A", figure)], page, "t", sounds=[("s.wav", np.zeros(160), 16000)])
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "index.html", "report.json", "s.wav"]
+    assert json.loads((out / "report.json").read_text()) == {"value": 3}
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    write_pages(Report(4), mine, [("a.png", "A", figure)], page, "t")
+    assert (mine / "notes.txt").read_text() == "keep" and (mine / "index.html").is_file()

@@ -299,7 +299,7 @@ def write_report(comparison, out_dir: str | Path, *, title: str = "omni_lab: our
         raise ValueError(f"sample_rate {sample_rate} Hz: the comparison's waveforms were measured at "
                          f"{comparison.sample_rate} Hz (compare_sets(..., sample_rate=))")
     out = Path(out_dir)
-    if not _holds_only_a_report(out):  # the user's own files beside it: not ours to swap away
+    if not holds_only_a_report(out):  # the user's own files beside it: not ours to swap away
         out.mkdir(parents=True, exist_ok=True)
         return _write_report_files(comparison, out, histogram, title, extra)
     with atomic_dir(out) as tmp:
@@ -310,7 +310,7 @@ def write_report(comparison, out_dir: str | Path, *, title: str = "omni_lab: our
 REPORT_SUFFIXES = (".png", ".wav", ".html", ".json")
 
 
-def _holds_only_a_report(out: Path) -> bool:
+def holds_only_a_report(out: Path) -> bool:
     """Whether `out` is absent, or a folder of nothing but report files (a previous report): then the new
     report is built beside it and swapped in whole (atomic.atomic_dir), so a run killed at any moment leaves
     the old report or the new one, never the new page over the old report.json or the old run's figures."""

@@ -35,7 +35,6 @@ from ..formats.q8_0 import QK
 from ..formats.quantize import kept_by
 from ..models.code2wav import PREFIX, SAMPLE_RATE
 from . import figures
-from .audio import write_wav
 from .html import player
 from .quant_report import (BothSides, both_ours_html, drift_json, drift_table, finite_or_none, fmt, images_html,
                            low_sqnr_notes, meta_table, page, run_side, sides_note, sqnr_figure, sqnr_section,
@@ -317,10 +316,7 @@ def render_html(report: Code2WavQuantReport, images: list[tuple[str, str]], titl
 
 
 def write_code2wav_quant_report(report: Code2WavQuantReport, out_dir: str | Path, *, title: str = TITLE) -> Path:
-    """Both WAV files, the PNGs, report.json and index.html into out_dir (created), each atomically; returns
-    index.html, written last."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_wav(out / WAV_FILES["bf16"], report.wave_ref, report.sample_rate)
-    write_wav(out / WAV_FILES["q8_0"], report.wave_q, report.sample_rate)
-    return write_pages(report, out, FIGURES, render_html, title)
+    """Both WAV files, the PNGs, report.json and index.html into out_dir (quant_report.write_pages); returns
+    index.html."""
+    sounds = [(WAV_FILES["bf16"], report.wave_ref, report.sample_rate), (WAV_FILES["q8_0"], report.wave_q, report.sample_rate)]
+    return write_pages(report, Path(out_dir), FIGURES, render_html, title, sounds)

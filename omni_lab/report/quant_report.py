@@ -34,13 +34,13 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from ..atomic import write_bytes
+from ..atomic import atomic_dir, write_bytes
 from ..compare import Bounds, compare_sets
 from ..compare.quant import (ExpertAgreement, LogitStats, TensorSqnr, logit_stats, moe_agreement, sqnr_summary,
                              weight_sqnr)
 from ..gpu import tuning
 from . import figures
-from .html import CSS
+from .html import CSS, holds_only_a_report
 
 # llama.cpp's Q8_0 scoreboard (perplexity --kl-divergence on real models), for the reader's scale.
 LLAMA_CPP_Q8_0 = {"kl_mean": (2e-4, 1.4e-3), "same_top_rate": (0.977, 0.992)}
@@ -555,21 +555,34 @@ def render_html(report: QuantReport, images: list[tuple[str, str]], title: str) 
 
 def write_quant_report(report: QuantReport, out_dir: str | Path, *,
                        title: str = "omni_lab: Q8_0 against BF16 (both on our kernels)") -> Path:
-    """report.json, the PNGs and index.html into out_dir (created), each atomically; returns index.html."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """report.json, the PNGs and index.html into out_dir (quant_report.write_pages); returns index.html."""
     made = [f for f in FIGURES if f[0] != "experts.png" or report.moe]
-    return write_pages(report, out, made, render_html, title)
+    return write_pages(report, Path(out_dir), made, render_html, title)
 
 
-def write_pages(report, out: Path, made, render, title: str) -> Path:
-    """What every quantization report writes last, each atomically: the figures `made` ((file, caption,
-    make(report) -> Figure)), report.json (report.to_json()) and index.html (render(report, images, title)),
-    the page last, so a reader never finds it before what it shows. Returns index.html."""
-    images = []
-    for fname, caption, make in made:
-        write_bytes(out / fname, figures.png_bytes(make(report), dpi=110))
-        images.append((fname, caption))
+def write_pages(report, out: Path, made, render, title: str, sounds=()) -> Path:
+    """What every quantization report writes: the WAV files `sounds` ((file, wave, sample rate)), the figures
+    `made` ((file, caption, make(report) -> Figure)), report.json (report.to_json()) and index.html (render(report,
+    images, title)). A new `out`, or one holding only a previous report, is built beside and swapped in whole
+    (as compare's report: a reader or a killed run sees the old report or the new one); into a folder holding
+    other files they are written one by one, each atomically, the page last. Returns index.html."""
+    from .audio import write_wav
+
+    def write(into: Path) -> None:
+        for fname, wave, rate in sounds:
+            write_wav(into / fname, wave, rate)
+        images = []
+        for fname, caption, make in made:
+            write_bytes(into / fname, figures.png_bytes(make(report), dpi=110))
+            images.append((fname, caption))
+        write_bytes(into / "report.json", (json.dumps(report.to_json(), indent=1, allow_nan=False) + "\n").encode())
+        write_bytes(into / "index.html", render(report, images, title).encode("utf-8"))
+
     report.index = out / "index.html"
-    write_bytes(out / "report.json", (json.dumps(report.to_json(), indent=1, allow_nan=False) + "\n").encode())
-    return write_bytes(report.index, render(report, images, title).encode("utf-8"))
+    if holds_only_a_report(out):
+        with atomic_dir(out) as tmp:
+            write(tmp)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write(out)
+    return report.index

@@ -38,7 +38,6 @@ from ..compare import WAVEFORM_BOUNDS, waveform_metrics
 from ..compare.quant import TensorSqnr, sqnr_summary, weight_sqnr
 from ..models.code2wav import SAMPLE_RATE
 from . import figures
-from .audio import write_wav
 from .html import player
 from .quant_report import (BothSides, both_ours_html, finite_or_none, fmt, images_html, low_sqnr_notes, meta_table,
                            page, sides_note, sqnr_figure, sqnr_section, write_pages)
@@ -445,16 +444,13 @@ q8_0 bounds.</p>
 
 
 def write_speech_quant_report(report: SpeechQuantReport, out_dir: str | Path, *, title: str = TITLE) -> Path:
-    """The WAV files, the PNGs, report.json and index.html into out_dir (created), each atomically; returns
-    index.html, written last."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_wav(out / WAV_FILE.format("bf16"), report.bf16.wave, SAMPLE_RATE)
-    for v in report.variants:
-        write_wav(out / WAV_FILE.format(v.name.lower()), v.spoken.wave, SAMPLE_RATE)
+    """The WAV files, the PNGs, report.json and index.html into out_dir (quant_report.write_pages); returns
+    index.html."""
+    sounds = [(WAV_FILE.format("bf16"), report.bf16.wave, SAMPLE_RATE)]
+    sounds += [(WAV_FILE.format(v.name.lower()), v.spoken.wave, SAMPLE_RATE) for v in report.variants]
     made = [("agreement.png", "Codec-token agreement with BF16, per codebook and per frame", agreement_figure),
             ("sqnr.png", "Weight SQNR per tensor, sorted", sqnr_figure)]
     if report.q8.compared_samples:
         made.insert(1, ("waveform.png", "The waveform, Q8_0 against BF16 over the samples both made: overlay, zoom, "
                                         "difference, log-mel spectrograms", waveform_png))
-    return write_pages(report, out, made, render_html, title)
+    return write_pages(report, Path(out_dir), made, render_html, title, sounds)
