@@ -327,3 +327,14 @@ def test_a_non_finite_weight_is_named_at_load_even_where_the_logits_stay_finite(
         load_ours(path, max_len=16, progress=False)
     assert [w.category for w in got] == [NonFiniteWarning], got
     assert f"the weights '{name}' hold NaN or inf" in str(got[0].message)
+
+
+def test_quantize_says_which_weights_it_copied_with_nan(nan_norm, tmp_path):
+    """quantize reads every weight anyway: a NaN one is written as it is (the GGUF then warns where it loads),
+    and one warning names it."""
+    from omni_lab.errors import NonFiniteWarning
+    from omni_lab.formats.quantize import quantize_checkpoint
+
+    with pytest.warns(NonFiniteWarning, match=r"the weights 'model\.norm\.weight' \(copied into .*q\.gguf\) hold NaN"):
+        out = quantize_checkpoint(nan_norm, tmp_path / "q.gguf", progress=False)
+    assert out.is_file()

@@ -129,16 +129,28 @@ def raw_rows(p: TensorPlan, f, rows_per_chunk: int):
         yield raw.reshape(c, row)  # [rows, K]
 
 
-def _chunks(p: TensorPlan, f, progress_update):
-    """The tensor's stored bytes for the GGUF, in chunks of whole rows."""
+def _chunks(p: TensorPlan, f, progress_update, non_finite: set):
+    """The tensor's stored bytes for the GGUF, in chunks of whole rows; its name goes into `non_finite` if it
+    holds a NaN or an inf (it is written as it is: the GGUF then warns where it is loaded, as the source would)."""
     row = p.shape[-1] if p.shape else 1
     for raw in raw_rows(p, f, max(1, CHUNK_ELEMENTS // max(row, 1))):
         if p.target == p.source:
             yield raw
+            finite = _finite_bits(raw, p.source)
         else:
             wide = bf16_to_f32(raw) if p.source == "bf16" else raw.astype(np.float32)
+            finite = bool(np.isfinite(wide).all())
             yield quantize_q8_0(wide) if p.target == "q8_0" else wide.astype(_NP[p.target])
+        if not finite:
+            non_finite.add(p.name)
         progress_update(raw.nbytes)
+
+
+def _finite_bits(raw: np.ndarray, dtype: str) -> bool:
+    """No NaN or inf among stored values (bf16 as its uint16 bits): an exponent of all ones is either."""
+    if dtype == "bf16":
+        return not ((raw.view(np.uint16) & 0x7F80) == 0x7F80).any()
+    return bool(np.isfinite(raw).all()) if raw.dtype.kind == "f" else True
 
 
 def quantize_checkpoint(src_dir: str | Path, out_path: str | Path, qtype: str = "q8_0", keep=(),
@@ -155,7 +167,7 @@ def quantize_checkpoint(src_dir: str | Path, out_path: str | Path, qtype: str = 
 
     bar = tqdm(total=sum(t.nbytes_in for t in tensors), unit="B", unit_scale=True, desc=f"quantize {src_dir.name}",
                disable=not progress)
-    handles = {}
+    handles, non_finite = {}, set()
     try:
         with GGUFStreamWriter(out_path, ckpt.config, src_dir, file_type) as w:
             for t in tensors:
@@ -164,12 +176,19 @@ def quantize_checkpoint(src_dir: str | Path, out_path: str | Path, qtype: str = 
             for t in tensors:
                 if t.path not in handles:
                     handles[t.path] = open(t.path, "rb", buffering=0)
-                w.write(t.name, _chunks(t, handles[t.path], bar.update))
-            return w.close()
+                w.write(t.name, _chunks(t, handles[t.path], bar.update, non_finite))
+            written = w.close()
     finally:
         bar.close()
         for h in handles.values():
             h.close()
+    if non_finite:
+        from ..errors import warn_non_finite
+
+        bad = sorted(non_finite)
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        warn_non_finite(src_dir, f"the weights {', '.join(repr(n) for n in bad[:3])}{more} (copied into {written})")
+    return written
 
 
 # ---- CLI ------------------------------------------------------------------------------------------------
