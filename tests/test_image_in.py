@@ -66,10 +66,8 @@ def test_every_deepstack_injection_moves_the_thinker(checkpoint, photos):
     assert len(moved) >= 2 and min(moved) > 1e-3, moved
 
 
-def test_audio_and_images_in_one_prompt(checkpoint, photos, tmp_path):
-    path, hf = checkpoint
-    if "dense" in path.parent.name:
-        pytest.skip("one shape is enough for the mixed prompt")
+def test_audio_and_images_in_one_prompt(omni_media_tiny, photos, tmp_path):
+    path, hf = omni_media_tiny
     t = np.arange(8000) / 16000
     wav = tmp_path / "chirp.wav"
     sf.write(wav, (0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t)).astype(np.float32), 16000)
@@ -150,15 +148,13 @@ def test_cmyk_and_huge_images_are_converted_and_resized(checkpoint, tmp_path):
     assert np.isfinite(pv).all()
 
 
-def test_quant_report_with_an_image(checkpoint, photos, tmp_path):
+def test_quant_report_with_an_image(omni_media_tiny, photos, tmp_path):
     """The Q8_0 drift through the vision encoder and DeepStack into the thinker: the report runs both sides
     over the image prompt and says so."""
     from omni_lab.formats.quantize import quantize_checkpoint
     from omni_lab.report.quant_report import quant_report
 
-    path, _ = checkpoint
-    if "dense" in path.parent.name:
-        pytest.skip("one shape is enough")
+    path, _ = omni_media_tiny
     gguf = tmp_path / "q8.gguf"
     quantize_checkpoint(path, gguf, progress=False)
     report = quant_report(path, gguf, text="hi", images=load_image_inputs(path, [photos["crop"]]))
@@ -167,16 +163,14 @@ def test_quant_report_with_an_image(checkpoint, photos, tmp_path):
     assert report.logits.kl_mean < 1e-2
 
 
-def test_command_line_generate_and_compare_with_images(checkpoint, photos, tmp_path, capsys):
+def test_command_line_generate_and_compare_with_images(omni_media_tiny, photos, tmp_path, capsys):
     """`generate --image --image --json` gives HF's greedy tokens; `compare --component vision` passes; a file
     that is not an image exits 2 naming it."""
     import json
 
     from omni_lab import cli
 
-    path, hf = checkpoint
-    if "dense" in path.parent.name:
-        pytest.skip("one shape is enough")
+    path, hf = omni_media_tiny
     files = [str(photos["hopper"]), str(photos["crop"])]
     args = ["generate", "--model", str(path), "--image", files[0], "--image", files[1], "--prompt", "hi",
             "--greedy", "--max-new-tokens", "4", "--json"]
