@@ -16,7 +16,8 @@ from ..ops import elementwise
 from ..ops import linear as linear_ops
 from ..ops import moe, norm, rope
 from ..ops.q8_0 import (fuses_quantization, q8_decode_path, q8_linear, q8_linears, q8_matvec_multi_norm,
-                         q8_matvec_quantized, q8_matvec_swiglu, q8_norm_linears, q8_norm_multi_ok)
+                         q8_matvec_multi_quantized, q8_matvec_quantized, q8_matvec_swiglu, q8_multi_quantized_ok,
+                         q8_norm_multi_ok)
 from .component import StepContext
 
 
@@ -75,11 +76,14 @@ class Normed:
             return None
         elif all(isinstance(w, Q8Weight) for w in ws) and q8_decode_path() == "dot4" and q8_norm_multi_ok(self.h, ws):
             fused = q8_matvec_multi_norm
-        elif all(isinstance(w, Q8Weight) for w in ws) and self.delta is not None:
-            # x quantized by the norm's own dispatch where the table keeps the separate pass: x is in out too
-            ys = q8_norm_linears(self.h, self.delta, self.weight, self.eps, self.h_out, self.out, ws, outs)
-            if ys is not None:
-                self.state = "value"
+        elif all(isinstance(w, Q8Weight) for w in ws) and q8_multi_quantized_ok(self.h, ws):
+            # x quantized by the norm's own dispatch where the table keeps the separate pass (x is in out too)
+            xq = self.quantized()
+            if xq is None:
+                return None
+            ys = q8_matvec_multi_quantized(*xq, ws, outs)
+            for scratch in xq:
+                scratch.release()  # later dispatches run after this one: the scratch is free again
             return ys
         else:
             return None

@@ -442,8 +442,7 @@ def q8_linears(x: Tensor, ws: tuple, outs: tuple, path: str = "auto") -> tuple[T
     rt = runtime()
     xq, xd = rt.scratch((k // 4,), "u32"), rt.scratch((k // QK,), "f32")
     quantize_activations(x.view((k,)), out=(xq, xd))
-    # One multi dispatch where the weights fit one (q8_multi_ok's "f32": no staging) and 11 storage bindings
-    if q8_multi_ok(x, ws, "f32") and runtime().gpu.limits.get("max-storage-buffers-per-shader-stage", 8) >= 11:
+    if q8_multi_quantized_ok(x, ws):
         ys = q8_matvec_multi_quantized(xq, xd, ws, outs)
     else:
         ys = tuple(q8_matvec_quantized(xq, xd, w, out, vector_shape=x.shape) for w, out in zip(ws, outs))
@@ -452,24 +451,10 @@ def q8_linears(x: Tensor, ws: tuple, outs: tuple, path: str = "auto") -> tuple[T
     return ys
 
 
-def q8_norm_linears(h: Tensor, delta: Tensor, norm_w: Tensor, eps: float, h_out: Tensor, out: Tensor, ws: tuple,
-                    outs: tuple) -> tuple[Tensor, ...] | None:
-    """At one token on the dot4 path with the separate quantize pass: out = rmsnorm(h + delta) * norm_w and its
-    int8 blocks in one dispatch (ops/norm.py's add_rmsnorm_q8; h_out = h + delta), then the 2-3 Q8_0
-    projections of it in one (q8_matvec_multi_quantized). None where that does not apply."""
-    from .norm import add_rmsnorm_q8
-
-    k = h.shape[-1]
-    rt = runtime()
-    if not (h.numel == k and k % QK == 0 and _decode_path("auto") == "dot4" and not fuses_quantization(k)
-            and q8_multi_ok(h, ws, "f32") and rt.gpu.limits.get("max-storage-buffers-per-shader-stage", 8) >= 11):
-        return None
-    xq, xd = rt.scratch((k // 4,), "u32"), rt.scratch((k // QK,), "f32")
-    add_rmsnorm_q8(h, delta, norm_w, eps, out_h=h_out, out=out, quantized=(xq, xd))
-    ys = q8_matvec_multi_quantized(xq, xd, ws, outs)
-    xq.release()
-    xd.release()
-    return ys
+def q8_multi_quantized_ok(x: Tensor, ws) -> bool:
+    """Whether q8_matvec_multi_quantized takes these weights: q8_multi_ok's (on "f32": x is quantized already,
+    nothing is staged), with its 11 storage bindings."""
+    return q8_multi_ok(x, ws, "f32") and runtime().gpu.limits.get("max-storage-buffers-per-shader-stage", 8) >= 11
 
 
 def q8_matvec_multi_quantized(xq: Tensor, xd: Tensor, ws: tuple, outs: tuple) -> tuple[Tensor, ...]:
