@@ -1,7 +1,8 @@
 """Q8_0 thinker decode under each choice of the Q8_0 decode kernels, at the released shapes with random
-weights: x quantized inside each matvec's workgroups (the default where K fits), the separate quantize
-pass (q8_fuse_max_k = 0), the f32 matvecs, and wider launches of the fused ones; tok/s, dispatches and GPU
-time by kernel for each, one model loaded once (each setting records its own decode plan).
+weights: the adapter's tuning table as it stands, x quantized inside each matvec's workgroups (where K
+fits the workgroup storage), the separate quantize pass (q8_fuse_max_k = 0), the f32 matvecs, and wider
+launches of the fused ones; tok/s, dispatches and GPU time by kernel for each, one model loaded once (each
+setting records its own decode plan).
 
     python bench/q8_paths.py [--layers 48] [--new-tokens 32] [--reps 3] [--out FILE]
 """
@@ -23,11 +24,13 @@ from thinker import RandomCheckpoint, add_shape_args, text_config, timed_decode 
 from omni_lab.gpu import runtime, tuning  # noqa: E402
 from omni_lab.models.thinker import Qwen3OmniThinkerText  # noqa: E402
 
+FUSED = 16384  # any K of the thinker (what ops/q8_0.staging(True) sets)
 SETTINGS = {
-    "fused (default)": {},
+    "the adapter's table": {},
+    "fused": {"q8_fuse_max_k": FUSED},
     "separate quantize pass": {"q8_fuse_max_k": 0},
     "f32 matvecs": {"q8_matvec_path": "f32"},
-    "fused, 32 threads a row": {"q8_fused_min_tpr": 32},
+    "fused, 32 threads a row": {"q8_fuse_max_k": FUSED, "q8_fused_min_tpr": 32},
 }
 
 

@@ -386,9 +386,9 @@ fn down_q8(grid: Grid, @builtin(local_invocation_index) lid: u32) {
 // the workgroup calls it.
 fn stage_input(lid: u32, nb: u32) {
     for (var b = lid; b < nb; b += WG) {
-        var v: array<vec4<f32>, 8>;
-        for (var i = 0u; i < 8u; i++) { v[i] = x[8u * b + i]; }
-        stage_block(b, v);
+        let i = 8u * b;
+        stage_block(b, array<vec4<f32>, 8>(x[i], x[i + 1u], x[i + 2u], x[i + 3u], x[i + 4u], x[i + 5u], x[i + 6u],
+                                           x[i + 7u]));
     }
     workgroupBarrier();
 }

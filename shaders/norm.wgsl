@@ -121,15 +121,17 @@ fn add_rmsnorm_row(base: u32, lid: u32) {
 @group(0) @binding(6) var<storage, read_write> yq: array<u32>;
 @group(0) @binding(7) var<storage, read_write> yd: array<f32>;
 
+fn y_quad(o: u32) -> vec4<f32> {
+    return vec4<f32>(y[o], y[o + 1u], y[o + 2u], y[o + 3u]);
+}
+
 // The row's y (written by the whole workgroup) quantized per block of 32, one block a thread.
 fn quantize_row(base: u32, lid: u32) {
     storageBarrier();  // y's row, written by the other threads of this workgroup
     for (var b = lid; b < p.d / 32u; b += WG) {
-        var v: array<vec4<f32>, 8>;
-        for (var j = 0u; j < 8u; j++) {
-            let o = base + 32u * b + 4u * j;
-            v[j] = vec4<f32>(y[o], y[o + 1u], y[o + 2u], y[o + 3u]);
-        }
+        let o = base + 32u * b;
+        let v = array<vec4<f32>, 8>(y_quad(o), y_quad(o + 4u), y_quad(o + 8u), y_quad(o + 12u), y_quad(o + 16u),
+                                    y_quad(o + 20u), y_quad(o + 24u), y_quad(o + 28u));
         let qb = quant_block(v);
         let q = base / 4u + 8u * b;
         yq[q] = qb.q0.x;

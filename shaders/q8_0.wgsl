@@ -73,9 +73,9 @@ struct Params { a: u32, b: u32, c: u32, d: u32, e: u32, _p0: u32, _p1: u32, _p2:
 fn quantize_act(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let blk = group_index(grid) * WG + lid;
     if (blk >= p.a) { return; }
-    var v: array<vec4<f32>, 8>;
-    for (var i = 0u; i < 8u; i++) { v[i] = qa_x[8u * blk + i]; }
-    let qb = quant_block(v);
+    let i = 8u * blk;
+    let qb = quant_block(array<vec4<f32>, 8>(qa_x[i], qa_x[i + 1u], qa_x[i + 2u], qa_x[i + 3u], qa_x[i + 4u],
+                                             qa_x[i + 5u], qa_x[i + 6u], qa_x[i + 7u]));
     qa_q[8u * blk] = qb.q0.x;
     qa_q[8u * blk + 1u] = qb.q0.y;
     qa_q[8u * blk + 2u] = qb.q0.z;
@@ -151,9 +151,9 @@ fn matvec_f32(grid: Grid, @builtin(local_invocation_index) lid: u32) {
 // x (binding 1, mf_x) quantized into workgroup memory; every thread of the workgroup must call it.
 fn stage_x(lid: u32, nb: u32) {
     for (var b = lid; b < nb; b += WG) {
-        var v: array<vec4<f32>, 8>;
-        for (var i = 0u; i < 8u; i++) { v[i] = mf_x[8u * b + i]; }
-        stage_block(b, v);
+        let i = 8u * b;
+        stage_block(b, array<vec4<f32>, 8>(mf_x[i], mf_x[i + 1u], mf_x[i + 2u], mf_x[i + 3u], mf_x[i + 4u],
+                                           mf_x[i + 5u], mf_x[i + 6u], mf_x[i + 7u]));
     }
     workgroupBarrier();
 }
@@ -165,9 +165,9 @@ fn f32_block(w0: vec4<u32>, w1: vec4<u32>, s: f32, x: array<vec4<f32>, 8>) -> f3
 }
 
 fn x_block(b: u32) -> array<vec4<f32>, 8> {
-    var v: array<vec4<f32>, 8>;
-    for (var i = 0u; i < 8u; i++) { v[i] = mf_x[8u * b + i]; }
-    return v;
+    let i = 8u * b;
+    return array<vec4<f32>, 8>(mf_x[i], mf_x[i + 1u], mf_x[i + 2u], mf_x[i + 3u], mf_x[i + 4u], mf_x[i + 5u],
+                               mf_x[i + 6u], mf_x[i + 7u]);
 }
 
 @compute @workgroup_size(WG)
@@ -286,6 +286,13 @@ fn residual4(i: u32) -> vec4<f32> {
     return mf_x[i];
 }
 
+// x's vec4 i normed (h = h + delta kept by workgroup 0, which writes out_h).
+fn normed4(i: u32, r: f32, first: bool) -> vec4<f32> {
+    let h = residual4(i);
+    if (DELTA == 1u && first) { mn_h[i] = h; }
+    return (h * r) * mn_w[i];
+}
+
 @compute @workgroup_size(WG)
 fn multi_dot4_norm(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let nb = p.b / QK;
@@ -298,13 +305,10 @@ fn multi_dot4_norm(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     workgroupBarrier();  // row_sum's array is reused by the rows' sums
     let first = group_index(grid) == 0u;
     for (var b = lid; b < nb; b += WG) {
-        var v: array<vec4<f32>, 8>;
-        for (var i = 0u; i < 8u; i++) {
-            let h = residual4(8u * b + i);
-            if (DELTA == 1u && first) { mn_h[8u * b + i] = h; }
-            v[i] = (h * r) * mn_w[8u * b + i];
-        }
-        stage_block(b, v);
+        let i = 8u * b;
+        stage_block(b, array<vec4<f32>, 8>(normed4(i, r, first), normed4(i + 1u, r, first), normed4(i + 2u, r, first),
+                                           normed4(i + 3u, r, first), normed4(i + 4u, r, first), normed4(i + 5u, r, first),
+                                           normed4(i + 6u, r, first), normed4(i + 7u, r, first)));
     }
     workgroupBarrier();
     multi_dot4_rows(grid, lid);
@@ -324,9 +328,9 @@ fn swiglu4(j: u32) -> vec4<f32> {
 }
 
 fn swiglu_block(b: u32) -> array<vec4<f32>, 8> {
-    var v: array<vec4<f32>, 8>;
-    for (var i = 0u; i < 8u; i++) { v[i] = swiglu4(8u * b + i); }
-    return v;
+    let i = 8u * b;
+    return array<vec4<f32>, 8>(swiglu4(i), swiglu4(i + 1u), swiglu4(i + 2u), swiglu4(i + 3u), swiglu4(i + 4u),
+                               swiglu4(i + 5u), swiglu4(i + 6u), swiglu4(i + 7u));
 }
 
 @compute @workgroup_size(WG)
