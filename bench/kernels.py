@@ -1,7 +1,7 @@
 """Kernel benchmark: time per op, GB/s or GFLOP/s, and the fraction of the copy bandwidth measured in
 the same run. Prints one JSON object (and writes it with --out).
 
-    python bench/kernels.py [--weights-mb 256 1024] [--reps 20] [--quick] [--decode] [--out FILE]
+    python bench/kernels.py [--weights-mb 256 1024] [--reps 20] [--quick] [--decode | --moe | --matmul] [--out FILE]
 
 Times are GPU timestamps where the adapter has them (median of --reps runs after a warm-up), wall clock
 otherwise; the JSON says which. Inputs are random, never zeros. Each benchmarked case is first checked
@@ -334,6 +334,10 @@ def bench_moe(dtype: str, reps: int, rng, tokens=MOE_TOKENS, shape=MOE_SHAPE) ->
     return results
 
 
+# [M, N, K] of the thinker's prefill of 512 tokens: q_proj, o_proj, and the square case of earlier reports.
+MATMUL_SHAPES = [(512, 4096, 2048), (512, 2048, 4096), (512, 4096, 4096)]
+
+
 def bench_matmul(m: int, n: int, k: int, dtype: str, reps: int, rng) -> dict:
     rt = runtime()
     host, seen = random_weight(rng, n, k, dtype)
@@ -359,6 +363,8 @@ def main() -> None:
     ap.add_argument("--moe", action="store_true",
                     help="only one MoE layer's experts at the thinker's shapes, per pair and grouped, bf16 and Q8_0, "
                          f"at {', '.join(map(str, MOE_TOKENS))} tokens")
+    ap.add_argument("--matmul", action="store_true",
+                    help="only the prefill matmul (lib/tiles.wgsl) at the thinker's prefill shapes, bf16 and f32 weights")
     ap.add_argument("--flush-mb", type=int, default=256,
                     help="MB copied before each timed run of a decode-step case, to evict its inputs from the cache")
     ap.add_argument("--out", type=Path)
@@ -374,6 +380,13 @@ def main() -> None:
         emit({"bench": "kernels.moe", "adapter": rt.gpu.describe()["adapter"], "backend": rt.gpu.info.get("backend_type"),
               "host": platform.node(), "copy_gb_per_s": bench_copy(min(256, rt.gpu.max_binding // 2**20), args.reps)["gb_per_s"],
               "results": [r for dtype in ("bf16", "q8_0") for r in bench_moe(dtype, args.reps, rng, tokens, shape)],
+              "wall_seconds": time.time() - t0}, args.out)
+        return
+    if args.matmul:
+        shapes = [(128, 1024, 1024)] if args.quick else MATMUL_SHAPES
+        emit({"bench": "kernels.matmul", "adapter": rt.gpu.describe()["adapter"],
+              "backend": rt.gpu.info.get("backend_type"), "host": platform.node(),
+              "results": [bench_matmul(*mm, dtype, args.reps, rng) for mm in shapes for dtype in ("bf16", "f32")],
               "wall_seconds": time.time() - t0}, args.out)
         return
     if args.decode:

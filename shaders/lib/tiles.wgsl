@@ -117,6 +117,29 @@ fn store_row(pair: u32, n: u32, g: vec4<f32>, u: vec4<f32>) {
     if (n + 3u < tp.n) { out[o + 3u] = v.w; }
 }
 
+// A thread's 4 x 4 block (twice with GATE_UP): gate (or down) rows g0..g3 and up rows u0..u3.
+struct Acc { g0: vec4<f32>, g1: vec4<f32>, g2: vec4<f32>, g3: vec4<f32>,
+             u0: vec4<f32>, u1: vec4<f32>, u2: vec4<f32>, u3: vec4<f32> }
+
+// Step k of the staged tiles into a thread's block (x column lid.y, weight column lid.x).
+fn mac(acc: Acc, k: u32, ly: u32, lx: u32) -> Acc {
+    let a = tiles[X_TILE + k * STRIDE + ly];
+    let b = tiles[G_TILE + k * STRIDE + lx];
+    var r = acc;
+    r.g0 = fma(vec4<f32>(a.x), b, r.g0);
+    r.g1 = fma(vec4<f32>(a.y), b, r.g1);
+    r.g2 = fma(vec4<f32>(a.z), b, r.g2);
+    r.g3 = fma(vec4<f32>(a.w), b, r.g3);
+    if (GATE_UP) {
+        let bu = tiles[U_TILE + k * STRIDE + lx];
+        r.u0 = fma(vec4<f32>(a.x), bu, r.u0);
+        r.u1 = fma(vec4<f32>(a.y), bu, r.u1);
+        r.u2 = fma(vec4<f32>(a.z), bu, r.u2);
+        r.u3 = fma(vec4<f32>(a.w), bu, r.u3);
+    }
+    return r;
+}
+
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
            @builtin(local_invocation_index) li: u32) {
@@ -134,14 +157,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let at = 4u * rows.qi * STRIDE + r / 4u;
     let c = r % 4u;
     // g_i, u_i: pair 4 * lid.y + i of the tile, outputs 4 * lid.x .. + 3.
-    var g0 = vec4<f32>(0.0);
-    var g1 = vec4<f32>(0.0);
-    var g2 = vec4<f32>(0.0);
-    var g3 = vec4<f32>(0.0);
-    var u0 = vec4<f32>(0.0);
-    var u1 = vec4<f32>(0.0);
-    var u2 = vec4<f32>(0.0);
-    var u3 = vec4<f32>(0.0);
+    let z = vec4<f32>(0.0);
+    var acc = Acc(z, z, z, z, z, z, z, z);
     var st = load_step(0u, rows, quads);
     for (var k0 = 0u; k0 < quads; k0 += QS) {
         put_quad(X_TILE + at, c, st.x0);
@@ -155,27 +172,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         workgroupBarrier();
         // The next step's loads go out now and land while this step computes.
         if (k0 + QS < quads) { st = load_step(k0 + QS, rows, quads); }
-        for (var k = 0u; k < TK; k++) {
-            let a = tiles[X_TILE + k * STRIDE + lid.y];
-            let b = tiles[G_TILE + k * STRIDE + lid.x];
-            g0 = fma(vec4<f32>(a.x), b, g0);
-            g1 = fma(vec4<f32>(a.y), b, g1);
-            g2 = fma(vec4<f32>(a.z), b, g2);
-            g3 = fma(vec4<f32>(a.w), b, g3);
-            if (GATE_UP) {
-                let bu = tiles[U_TILE + k * STRIDE + lid.x];
-                u0 = fma(vec4<f32>(a.x), bu, u0);
-                u1 = fma(vec4<f32>(a.y), bu, u1);
-                u2 = fma(vec4<f32>(a.z), bu, u2);
-                u3 = fma(vec4<f32>(a.w), bu, u3);
-            }
+        // Four steps of k a trip: the loop's counter, compare and branch are a fifth of its instructions
+        // at one step a trip (naga's while loops are not unrolled by the driver).
+        for (var k = 0u; k < TK; k += 4u) {
+            acc = mac(acc, k, lid.y, lid.x);
+            acc = mac(acc, k + 1u, lid.y, lid.x);
+            acc = mac(acc, k + 2u, lid.y, lid.x);
+            acc = mac(acc, k + 3u, lid.y, lid.x);
         }
         workgroupBarrier();
     }
     let row = slot0 + 4u * lid.y;
     let n = n0 + 4u * lid.x;
-    store_row(order[row], n, g0, u0);
-    store_row(order[row + 1u], n, g1, u1);
-    store_row(order[row + 2u], n, g2, u2);
-    store_row(order[row + 3u], n, g3, u3);
+    store_row(order[row], n, acc.g0, acc.u0);
+    store_row(order[row + 1u], n, acc.g1, acc.u1);
+    store_row(order[row + 2u], n, acc.g2, acc.u2);
+    store_row(order[row + 3u], n, acc.g3, acc.u3);
 }
