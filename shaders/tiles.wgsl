@@ -1,5 +1,5 @@
-// tiles: the prefill's tiled matmul with a row gather (dense linears and the MoE experts; lib/tiles.wgsl
-// has the entry, its bindings and dispatch), with f32/f16/bf16 weights.
+// tiles: the prefill's tiled matmul with a row gather (dense linears and the MoE experts; lib/tile_gather.wgsl
+// has the contract, bindings and dispatch, lib/tiles.wgsl the entry), with f32/f16/bf16 weights.
 //   Binding 5 w: [E_piece, rows per matrix, kdim] packed per WTYPE (f32 one per u32; f16 and bf16 two
 //   per u32, element 2j in the low half).
 
