@@ -1,6 +1,7 @@
-// tiles_q8: the prefill's tiled matmul with a row gather (dense linears and the MoE experts; lib/tiles.wgsl
-// has the entry, its bindings and dispatch), with Q8_0 weights dequantized into the tile: activations stay
-// f32, so prefill's error is the weights' alone. kdim % 32 == 0.
+// tiles_q8: the prefill's tiled matmul with a row gather (dense linears and the MoE experts; lib/tile_gather.wgsl
+// has the contract, bindings and dispatch, lib/tiles.wgsl the entry), with Q8_0 weights dequantized into the
+// tile: activations stay f32, so the error is the weights' alone (the tuning table's q8_prefill_path "f32";
+// tiles_dot4.wgsl is the int8 path). kdim % 32 == 0.
 //   Bindings 5 wq: [E_piece, rows per matrix, kdim/4] u32 (int8 x4); 6 ws: [E_piece, rows, kdim/32] f16
 //   scales packed two per u32.
 

@@ -112,7 +112,9 @@ def test_q8_linear_chooses_once_and_obeys_overrides(rt, rng, monkeypatch):
     assert nmse(q8.q8_linear(rt.upload(x), w, path="dot4").numpy(), q8.q8_matvec_ref(x, wq, wd)) < NMSE_Q8_EXACT
     assert nmse(q8.q8_linear(rt.upload(x), w, path="f32").numpy(), q8.q8_matvec_f32_ref(x, wq, wd)) < NMSE_Q8_EXACT
     xm = rand(rng, 3, 256)
-    assert nmse(q8.q8_linear(rt.upload(xm), w).numpy(), q8.q8_matmul_ref(xm, wq, wd)) < NMSE_Q8_EXACT
+    for path in q8.PATHS:  # several tokens: the prefill matmul on the table's q8_prefill_path
+        with tuning.override(q8_prefill_path=path):
+            assert nmse(q8.q8_linear(rt.upload(xm), w).numpy(), q8.q8_matmul_ref(xm, wq, wd, path)) < NMSE_Q8_EXACT
     with pytest.raises(KernelError, match="q8_linear: path must be"):
         q8.q8_linear(rt.upload(x), w, path="int4")
 
@@ -193,7 +195,7 @@ def test_q8_linears_take_one_dispatch_at_decode(rt, rng):
     xm = rand(rng, 3, 256)
     ys = q8.q8_linears(rt.upload(xm), tuple(w for w, _, _ in ws), tuple(rt.empty((3, w.shape[0]), "f32") for w, _, _ in ws))
     for y, (_, wq, wd) in zip(ys, ws):
-        assert nmse(y.numpy(), q8.q8_matmul_ref(xm, wq, wd)) < NMSE_Q8_EXACT
+        assert nmse(y.numpy(), q8.q8_matmul_ref(xm, wq, wd, q8.q8_prefill_path())) < NMSE_Q8_EXACT
 
 
 def test_q8_linears_past_the_fused_k_share_one_quantization(rt, rng):

@@ -81,6 +81,7 @@ def test_override_and_use_round_trip():
     (lambda: tuning.override(launch_thread=1), r"tuning.override: no field launch_thread \(fields: "),
     (lambda: tuning.override(family="nvidia"), r"tuning.override: no field family"),
     (lambda: tuning.override(q8_matvec_path="int4"), r"q8_matvec_path must be one of auto, dot4, f32, got 'int4'"),
+    (lambda: tuning.override(q8_prefill_path="auto"), r"q8_prefill_path must be one of dot4, f32, got 'auto'"),
     (lambda: tuning.override(matvec_wg=100), r"matvec_wg must be a power of two, got 100"),
     (lambda: tuning.override(matvec_wg=8), r"matvec threads per row must not exceed matvec_wg"),
     (lambda: tuning.override(attention_split_steps=((4096, 32), (1024, 64))), r"attention_split_steps must rise"),

@@ -5,10 +5,10 @@ opens (gpu/device.py): "nvidia" for NVIDIA GPUs, "amd-rdna3" for AMD GPUs, "defa
 (lavapipe and other CPU adapters included). `omni-lab doctor` prints which table is in use.
 
 Only performance lives here: each field changes a launch shape (results differ by f32 summation order at
-most) or which of two tested kernels runs an op (the grouped MoE path and f32 Q8_0 matvec keep activations
-in f32 where the per-pair kernels and dot4 round them to int8). A value that bounds correctness (workgroup
-memory sizes such as select.MAX_CHUNK, tiles' shader constants) stays next to its kernel; attention_wg
-also bounds the head dim, and attention checks it at call time.
+most) or which of two tested kernels runs an op (the f32 paths of the Q8_0 matvec and of the Q8_0 prefill
+matmul, grouped MoE experts included, keep activations in f32 where dot4 rounds them to int8). A value that
+bounds correctness (workgroup memory sizes such as select.MAX_CHUNK, tiles' shader constants) stays next to
+its kernel; attention_wg also bounds the head dim, and attention checks it at call time.
 
 Tests and benchmarks change the table for a block:
 
@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 
 Q8_PATHS = ("auto", "dot4", "f32")
+Q8_PREFILL_PATHS = ("dot4", "f32")
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,10 @@ class Tuning:
     # (and what the adapter's workgroup storage holds), the separate pass above it.
     q8_fuse_max_k: int
     q8_fused_min_tpr: int      # threads per row of those entries at least, before launch_tpr widens
+    # Prefill's Q8_0 matmul (q8_matmul, the grouped MoE experts): "dot4" (int8 activations, quantized once
+    # per matmul input, through tiles_dot4.wgsl) or "f32" (f32 activations, weights widened into the tile:
+    # tiles_q8.wgsl).
+    q8_prefill_path: str
 
     def __post_init__(self):
         def need(ok: bool, what: str) -> None:
@@ -98,6 +103,8 @@ class Tuning:
         need(self.q8_fused_min_tpr <= self.q8_matvec_wg, "q8_fused_min_tpr must not exceed q8_matvec_wg")
         need(self.q8_fuse_max_k >= 0 and self.q8_fuse_max_k % 32 == 0,
              f"q8_fuse_max_k must be a non-negative multiple of 32, got {self.q8_fuse_max_k!r}")
+        need(self.q8_prefill_path in Q8_PREFILL_PATHS, f"q8_prefill_path must be one of "
+                                                       f"{', '.join(Q8_PREFILL_PATHS)}, got {self.q8_prefill_path!r}")
         lens = [n for n, _ in self.attention_split_steps]
         need(lens == sorted(lens) and all(k > 0 for _, k in self.attention_split_steps) and self.attention_split_long > 0,
              "attention_split_steps must rise by max_len, with positive key counts")
@@ -154,6 +161,10 @@ NVIDIA = Tuning(
     # The fused entries' width where a table turns them on: 8 threads a row puts 32 rows in a 256-thread
     # workgroup (x's re-read ~1/8 of the weight bytes); launch_tpr widens short launches toward launch_threads.
     q8_fused_min_tpr=8,
+    # dot4, to be measured on the H200 (bench/kernels.py --matmul and --moe time both paths in one run): the
+    # f32 path took 0.258 s of a 512-token thinker prefill in Q8_0 (llama.cpp: 58 ms for the whole prefill,
+    # on int8 products as here); dot4 does 4 MACs an instruction and stages a quarter of the x bytes.
+    q8_prefill_path="dot4",
 )
 
 # An unknown adapter gets the values measured somewhere rather than values guessed for it: the H200's.
@@ -197,6 +208,8 @@ AMD_RDNA3 = replace(
     # q8_fuse_max_k keeps the H200's 0 (the separate quantize pass): the one measurement says the fused
     # entries' staging costs more than a dispatch; RDNA's 64 KB of LDS would hold x (16384 values are ~18
     # KB), so this is the first thing to measure there (bench/q8_paths.py).
+    # q8_prefill_path keeps dot4: RDNA 3.5 has v_dot4_i32_iu8 where naga and the driver lower dot4I8Packed
+    # to it; unmeasured, like the decode path.
 )
 
 TABLES = {t.family: t for t in (NVIDIA, AMD_RDNA3, DEFAULT)}

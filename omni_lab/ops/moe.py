@@ -14,8 +14,10 @@ Prefill (many tokens) groups the pairs by expert first (`group_pairs`), and the 
 prefill's tiled matmul (ops/tiles.py) over those groups: each expert's weight tile meets a tile of the pairs
 that chose it, so an expert's weights are read once per tile of pairs instead of once per pair; down's
 weighted sum over the slots becomes its own `combine` dispatch. Pass the groups to experts_gate_up /
-experts_down to take that path. Q8_0 weights there are dequantized into the tile and multiply f32
-activations, as in every prefill projection.
+experts_down to take that path. Q8_0 weights there take the tuning table's q8_prefill_path, as every prefill
+projection does: "dot4" quantizes the activations once (gate_up: each token's x row, read by all k pairs of
+that token; down: the act rows) and takes int8 products; "f32" dequantizes the weights into the tile and
+multiplies f32 activations.
 """
 
 from __future__ import annotations
@@ -122,6 +124,23 @@ def _quantized(x: Tensor) -> tuple[Tensor, Tensor]:
     return quantize_activations(x, out=(rt.scratch((r, k // 4), "u32"), rt.scratch((r, k // QK), "f32")))
 
 
+def _grouped(x: Tensor, w, groups: "Groups", out: Tensor, n: int, kdim: int, x_div: int, gate_up: bool,
+             quantized: tuple[Tensor, Tensor] | None = None) -> None:
+    """The grouped projection (ops/tiles.py) of x's rows [R, kdim] for the groups' pairs (pair p reads row
+    p // x_div). Q8_0 weights on the dot4 prefill path read x's int8 blocks: `quantized` where the caller made
+    them, otherwise quantized here, once for all the pairs."""
+    from .q8_0 import q8_prefill_path, quantized_rows
+
+    if not isinstance(w, Q8Weight) or q8_prefill_path() == "f32":
+        gathered_matmul(x, w, groups.order, groups.tile_expert, out, groups.pairs, n, kdim, x_div=x_div, gate_up=gate_up)
+        return
+    xq = quantized or quantized_rows(x)
+    gathered_matmul(xq, w, groups.order, groups.tile_expert, out, groups.pairs, n, kdim, x_div=x_div, gate_up=gate_up)
+    if quantized is None:
+        for t in xq:
+            t.release()
+
+
 @dataclass
 class Groups:
     """The (token, slot) pairs of one routing, grouped by expert in tiles of TILE_ROWS pairs (group_pairs).
@@ -181,7 +200,8 @@ def experts_gate_up(x: Tensor, w, experts: Tensor, out: Tensor | None = None, gr
     x [T, D] f32; w [E, 2F, D] (per expert F gate rows, then F up rows), f32/f16/bf16 or Q8_0; experts
     [T, k] i32; returns act [T, k, F] f32. A pair whose expert id is outside [0, E) is left unwritten.
     groups: group_pairs(experts, E) to take the grouped (prefill) path. quantized: x's int8 blocks already
-    made (quantize_activations' (xq, xd), by the norm before), which the per-pair Q8_0 path then reads."""
+    made (quantize_activations' (xq, xd), by the norm before), which the per-pair Q8_0 path and the grouped
+    dot4 path then read."""
     kernel = "moe.experts_gate_up"
     dtype_in(kernel, "x", x, ("f32",))
     expect(kernel, len(x.shape) == 2, "x must be [T, D]", x=x)
@@ -194,9 +214,12 @@ def experts_gate_up(x: Tensor, w, experts: Tensor, out: Tensor | None = None, gr
     expect(kernel, out.shape == (t, k, f) and out.dtype == "f32", f"out must be ({t}, {k}, {f}) f32", out=out)
     if t * k * f == 0:
         return out
+    if quantized is not None and isinstance(w, Q8Weight):
+        expect(kernel, quantized[0].numel == t * d // 4 and quantized[1].numel == t * d // QK,
+               f"quantized must be x's blocks: ([{t}, {d // 4}] u32, [{t}, {d // QK}] f32)", xq=quantized[0])
     if groups is not None:
         _check_groups(kernel, groups, e, t, k)
-        gathered_matmul(x, w, groups.order, groups.tile_expert, out, t * k, f, d, x_div=k, gate_up=True)
+        _grouped(x, w, groups, out, f, d, k, True, quantized)
         return out
     rows = t * k * f
 
@@ -206,8 +229,6 @@ def experts_gate_up(x: Tensor, w, experts: Tensor, out: Tensor | None = None, gr
     if isinstance(w, Q8Weight) and _stages(t, d):
         _dispatch(kernel, "gate_up", w, rows, d // QK, params, (x,), (experts, out), staged=d // QK)
     elif isinstance(w, Q8Weight) and quantized is not None:
-        expect(kernel, quantized[0].numel == t * d // 4 and quantized[1].numel == t * d // QK,
-               f"quantized must be x's blocks: ([{t}, {d // 4}] u32, [{t}, {d // QK}] f32)", xq=quantized[0])
         _dispatch(kernel, "gate_up", w, rows, d // QK, params, quantized, (experts, out))
     elif isinstance(w, Q8Weight):
         xq, xs = _quantized(x)
@@ -248,7 +269,7 @@ def experts_down(act: Tensor, w, experts: Tensor, weights: Tensor, out: Tensor |
         _check_groups(kernel, groups, e, t, k)
         rt = runtime()
         y = rt.scratch((t * k, d))  # [T*k, D]: each pair's projection, before the weights
-        gathered_matmul(flat, w, groups.order, groups.tile_expert, y, t * k, d, f)
+        _grouped(flat, w, groups, y, d, f, 1, False)
         wg = tuning.current().moe_expert_wg
         rt.kernel("moe", "combine", WG=wg)(-(-t * d // wg), pack_params(t, d, k, e), y, experts, weights, out)
         y.release()
@@ -344,29 +365,36 @@ def random_stack(rng, e, n, d, dtype):
 
 
 # Per pair, Q8_0 experts take int8 activations: exact block sums, so q8_seen of the activations is the
-# reference's input; grouped, they dequantize the weights into the tile and multiply f32 activations.
-def _gate_up_case(rng, t, k, e, f, d, dtype, grouped, staged=False):
+# reference's input. Grouped, they take the prefill path `path` (the tuning table's q8_prefill_path): dot4
+# likewise (q8_seen), f32 dequantizes the weights into the tile and multiplies f32 activations.
+def int8_activations(dtype: str, grouped: bool, path: str) -> bool:
+    """Whether Q8_0 experts on this path see their activations rounded to int8 (q8_seen)."""
+    return dtype == "q8_0" and (not grouped or path == "dot4")
+
+
+def _gate_up_case(rng, t, k, e, f, d, dtype, grouped, staged=False, path="dot4"):
     w, w_seen = random_stack(rng, e, 2 * f, d, dtype)
     experts = expert_ids(rng, t, k, e)
     x = rand(rng, t, d)
     out = padded_output((t, k, f))
     ex, groups = grouping(experts, e, grouped)
-    with staging(staged):  # staged: the Q8_0 entries that quantize x in their workgroups at one token
+    # staged: the Q8_0 entries that quantize x in their workgroups at one token
+    with staging(staged), tuning.override(q8_prefill_path=path):
         experts_gate_up(runtime().upload(x), w, ex, out=out, groups=groups)
-    x_seen = q8_seen(x) if dtype == "q8_0" and not grouped else x
+    x_seen = q8_seen(x) if int8_activations(dtype, grouped, path) else x
     return out.numpy(), experts_gate_up_ref(x_seen, w_seen, experts)
 
 
-def _down_case(rng, t, k, e, f, d, dtype, grouped, staged=False):
+def _down_case(rng, t, k, e, f, d, dtype, grouped, staged=False, path="dot4"):
     rt = runtime()
     w, w_seen = random_stack(rng, e, d, f, dtype)
     experts = expert_ids(rng, t, k, e)
     act, rw = rand(rng, t, k, f), rng.random((t, k)).astype(np.float32)
     out = padded_output((t, d))
     ex, groups = grouping(experts, e, grouped)
-    with staging(staged):
+    with staging(staged), tuning.override(q8_prefill_path=path):
         experts_down(rt.upload(act), w, ex, rt.upload(rw), out=out, groups=groups)
-    act_seen = q8_seen(act) if dtype == "q8_0" and not grouped else act
+    act_seen = q8_seen(act) if int8_activations(dtype, grouped, path) else act
     return out.numpy(), experts_down_ref(act_seen, w_seen, experts, rw)
 
 
@@ -375,7 +403,7 @@ def _down_case(rng, t, k, e, f, d, dtype, grouped, staged=False):
 SPLIT_EXPERTS = np.array([[0, 8], [4, 7], [8, 1]], np.int32)
 
 
-def _split_gate_up_case(rng, e, f, d, dtype):
+def _split_gate_up_case(rng, e, f, d, dtype, path="dot4"):
     rt = runtime()
     if dtype == "q8_0":
         wq = rng.integers(-127, 128, size=(e, 2 * f, d), dtype=np.int8)
@@ -385,7 +413,8 @@ def _split_gate_up_case(rng, e, f, d, dtype):
         seen = dequantize_ref(wq[used].reshape(-1, d), ws[used].reshape(len(used) * 2 * f, -1)).reshape(len(used), 2 * f, d)
         local = np.searchsorted(used, SPLIT_EXPERTS).astype(np.int32)
         x = rand(rng, 3, d)
-        refs = (experts_gate_up_ref(q8_seen(x), seen, local), experts_gate_up_ref(x, seen, local))
+        refs = (experts_gate_up_ref(q8_seen(x), seen, local),
+                experts_gate_up_ref(q8_seen(x) if path == "dot4" else x, seen, local))
     else:
         bits = rng.integers(0x3C00, 0x3D00, size=(e, 2 * f, d), dtype=np.uint16) ^ (
             rng.integers(0, 2, size=(e, 2 * f, d), dtype=np.uint16) << 15)
@@ -396,9 +425,10 @@ def _split_gate_up_case(rng, e, f, d, dtype):
     require(len(w.row_pieces(rt.gpu.max_binding, rt.gpu.offset_alignment)) > 1, "the stack is bound in one piece")
     ex, groups = grouping(SPLIT_EXPERTS, e, True)
     outs = []
-    for g in (None, groups):
-        outs.append(padded_output((3, 2, f)))
-        experts_gate_up(rt.upload(x), w, ex, out=outs[-1], groups=g)
+    with tuning.override(q8_prefill_path=path):
+        for g in (None, groups):
+            outs.append(padded_output((3, 2, f)))
+            experts_gate_up(rt.upload(x), w, ex, out=outs[-1], groups=g)
     return tuple(o.numpy() for o in outs), refs
 
 
@@ -430,21 +460,25 @@ def cases():
     dense = [dict(zip(_KEYS, s), dtype=dt, grouped=g) for dt in WEIGHT_DTYPES for s in EXPERT_SHAPES for g in (False, True)]
     q8 = [dict(zip(_KEYS, s), dtype="q8_0", grouped=False) for s in Q8_SHAPES]
     q8 += [dict(zip(_KEYS, s), dtype="q8_0", grouped=False, staged=True) for s in Q8_SHAPES if s[0] == 1]
-    q8 += [dict(zip(_KEYS, s), dtype="q8_0", grouped=True) for s in Q8_SHAPES + [(40, 8, 16, 64, 96)]]
+    # Grouped on both prefill paths: int8 activations (tiles_dot4) and f32 (tiles_q8).
+    q8 += [dict(zip(_KEYS, s), dtype="q8_0", grouped=True, path=pa) for s in Q8_SHAPES + [(40, 8, 16, 64, 96)]
+           for pa in ("dot4", "f32")]
     quick = [dict(t=9, k=8, e=16, f=17, d=31, dtype="bf16", grouped=g) for g in (False, True)]
     # t=3 per pair quantizes in its own dispatch (gate_up_q8, down_q8); t=1 in the experts' workgroups (*_q8x).
-    quick_q8 = [dict(t=3, k=3, e=8, f=96, d=32, dtype="q8_0", grouped=g) for g in (False, True)]
+    quick_q8 = [dict(t=3, k=3, e=8, f=96, d=32, dtype="q8_0", grouped=False)]
+    quick_q8 += [dict(t=3, k=3, e=8, f=96, d=32, dtype="q8_0", grouped=True, path=pa) for pa in ("dot4", "f32")]
     quick_q8 += [dict(t=1, k=2, e=8, f=32, d=64, dtype="q8_0", grouped=False, staged=True)]
     return [
         *sweep("moe", "route", NMSE_ELEMENTWISE * 1e-2, _route_case,
                [dict(t=t, e=e, k=k, norm=n) for t, e, k, n in ROUTE_CASES], quick=[dict(t=37, e=128, k=8, norm=True)]),
         *sweep("moe", "experts_gate_up", NMSE_MATMUL * 1e-3, _gate_up_case, dense, quick=quick),
         *sweep("moe", "experts_down", NMSE_MATMUL * 1e-3, _down_case, dense, quick=quick),
-        # Q8_0: exact weights and exact int8 block sums (per pair), so only f32 sums differ.
+        # Q8_0: exact weights and exact int8 block sums (per pair and grouped dot4), so only f32 sums differ.
         *sweep("moe", "experts_gate_up", 1e-11, _gate_up_case, q8, quick=quick_q8),
         *sweep("moe", "experts_down", 1e-11, _down_case, q8, quick=quick_q8),
         # 9 experts of [2048, 4096] bf16 or [2048, 8192] int8 are 151 MB; down [9, 4096, 2048] bf16 likewise.
         *sweep("moe", "experts_gate_up", 1e-9, _split_gate_up_case, [dict(e=9, f=1024, d=4096, dtype="bf16")], large=True),
-        *sweep("moe", "experts_gate_up", 1e-11, _split_gate_up_case, [dict(e=9, f=1024, d=8192, dtype="q8_0")], large=True),
+        *sweep("moe", "experts_gate_up", 1e-11, _split_gate_up_case,
+               [dict(e=9, f=1024, d=8192, dtype="q8_0", path=pa) for pa in ("dot4", "f32")], large=True),
         *sweep("moe", "experts_down", 1e-9, _split_down_case, [dict(e=9, f=2048, d=4096, dtype="bf16")], large=True),
     ]

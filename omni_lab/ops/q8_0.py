@@ -1,10 +1,14 @@
 """Q8_0 linear layers: activations quantized on the GPU, int8 matvec through dot4I8Packed, a
-dequantize-in-registers f32 matvec, the tiled matmul for prefill, and a chooser between the two matvecs.
+dequantize-in-registers f32 matvec, the tiled matmul for prefill on either path, and a chooser between the
+two matvecs.
 
-Prefill (`q8_matmul`, ops/tiles.py) dequantizes the weight into the shared tile and keeps X in f32, instead
-of taking int8 dot products: prefill's error then stays that of the weights alone (no activation rounding
-on top), it is the same tiled kernel as every other prefill projection, and packed int8 dot products only
-pay where the backend lowers dot4I8Packed to a hardware instruction, which WGSL does not promise.
+Prefill (`q8_matmul`, ops/tiles.py) takes the tuning table's q8_prefill_path. "dot4": X quantized once per
+matmul input by llama.cpp's q8_0 rule (quantize_activations; q8_linears shares one quantization among the
+projections of an x, and a norm before them may make it, ops/norm.add_rmsnorm_q8), then int8 x int8 block
+sums through dot4I8Packed in the tile (tiles_dot4.wgsl), as llama.cpp's mmq and our decode matvec do: the
+activations round as decode's do. "f32": the weight dequantized into the shared tile and X kept in f32
+(tiles_q8.wgsl): the error is that of the weights alone, and no int8 product is needed, which pays only
+where the backend lowers dot4I8Packed to a hardware instruction (WGSL does not promise it).
 
 Decode has both: `q8_matvec` (int8 x int8, activations quantized with llama.cpp's q8_0 rule) and
 `q8_matvec_f32` (f32 activations, weights widened in registers). Which is faster depends on the adapter
@@ -198,16 +202,58 @@ def q8_matvec_f32(x: Tensor, w: Q8Weight, out: Tensor | None = None) -> Tensor:
 
 
 # ---- prefill --------------------------------------------------------------------------------------------
-def q8_matmul(x: Tensor, w: Q8Weight, out: Tensor | None = None) -> Tensor:
-    """Y = X W^T. x: [M, K] f32; w: Q8Weight [N, K]; returns [M, N] f32 (ops/tiles.py's tiled matmul)."""
+def q8_prefill_path() -> str:
+    """The prefill matmul's path on this adapter (the tuning table's q8_prefill_path): 'dot4' or 'f32'."""
+    return tuning.current().q8_prefill_path
+
+
+def prefill_note() -> str:
+    """What the Q8_0 prefill matmul does on the tuning table's q8_prefill_path, in words for the reports."""
+    if q8_prefill_path() == "dot4":
+        return ("activations rounded to int8 per block of 32 by llama.cpp's rule, int8 products, as decode's dot4 "
+                "matvec: its error is the weights' and that rounding")
+    return "weights widened in the tile, f32 activations: its error is the weights' alone"
+
+
+def quantized_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+    """x [M, K] f32 -> quantize_activations(x) into scratch (xq [M, K/4] u32, xd [M, K/32] f32), which the
+    caller releases (later dispatches run after the reader in queue order, so at once after it)."""
+    rt = runtime()
+    m, k = x.shape
+    return quantize_activations(x, out=(rt.scratch((m, k // 4), "u32"), rt.scratch((m, k // QK), "f32")))
+
+
+def _check_quantized(kernel: str, quantized: tuple[Tensor, Tensor], m: int, k: int) -> None:
+    xq, xd = quantized
+    expect(kernel, xq.dtype == "u32" and xq.numel == m * k // 4 and xd.dtype == "f32" and xd.numel == m * k // QK,
+           f"quantized must be x's blocks: ([{m}, {k // 4}] u32, [{m}, {k // QK}] f32)", xq=xq, xd=xd)
+
+
+def q8_matmul(x: Tensor, w: Q8Weight, out: Tensor | None = None,
+              quantized: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Y = X W^T. x: [M, K] f32; w: Q8Weight [N, K]; returns [M, N] f32 (ops/tiles.py's tiled matmul) on the
+    tuning table's q8_prefill_path: 'dot4' quantizes x (or reads `quantized`, x's quantize_activations
+    blocks made already, e.g. shared by several projections of x) and takes int8 products; 'f32' widens
+    the weights into the tile (and ignores `quantized`)."""
     kernel = "q8_matmul"
     n, k = _check_weight(kernel, w)
     dtype_in(kernel, "x", x, ("f32",))
     expect(kernel, len(x.shape) == 2 and x.shape[1] == k, f"x must be [M, K] with K = {k} (w shape {w.shape})", x=x)
     m = x.shape[0]
     y = _out(out, (m, n), kernel)
-    if m:
+    if not m:
+        return y
+    if q8_prefill_path() == "f32":
         gathered_matmul(x, w, *rows_in_order(m), y, m, n, k)
+        return y
+    if quantized is not None:
+        _check_quantized(kernel, quantized, m, k)
+        gathered_matmul(quantized, w, *rows_in_order(m), y, m, n, k)
+        return y
+    xq = quantized_rows(x)
+    gathered_matmul(xq, w, *rows_in_order(m), y, m, n, k)
+    for t in xq:
+        t.release()
     return y
 
 
@@ -425,12 +471,24 @@ def q8_matvec_swiglu(gate: Tensor, up: Tensor, w: Q8Weight, out: Tensor | None =
     return y
 
 
-def q8_linears(x: Tensor, ws: tuple, outs: tuple, path: str = "auto") -> tuple[Tensor, ...]:
+def q8_linears(x: Tensor, ws: tuple, outs: tuple, path: str = "auto",
+               quantized: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, ...]:
     """Several Q8_0 projections of the same x (q/k/v, gate/up). At one token: one q8_matvec_multi dispatch
     where q8_multi_ok; otherwise, on the dot4 path, one matvec each, quantizing x in their workgroups where
     K allows, or else one quantization of x shared by all of them: a decode step is bound by dispatches
-    more than by bytes. Several tokens: q8_matmul per weight."""
+    more than by bytes. Several tokens: q8_matmul per weight, on the dot4 prefill path all reading one
+    quantization of x (`quantized`, where the caller made it, e.g. with the norm before)."""
     one = len(x.shape) == 1 or x.shape[0] == 1
+    if not one:
+        if q8_prefill_path() != "dot4" or quantized is not None or len(x.shape) != 2 or not x.shape[0]:
+            return tuple(q8_matmul(x, w, out, quantized=quantized) for w, out in zip(ws, outs))
+        dtype_in("q8_linears", "x", x, ("f32",))
+        expect("q8_linears", x.shape[1] % QK == 0, f"K must be a multiple of {QK}", x=x)
+        xq = quantized_rows(x)
+        ys = tuple(q8_matmul(x, w, out, quantized=xq) for w, out in zip(ws, outs))
+        for t in xq:
+            t.release()
+        return ys
     if one and q8_multi_ok(x, ws, _decode_path(path)):
         return q8_matvec_multi(x, ws, outs, path)
     if not (one and _decode_path(path) == "dot4") or fuses_quantization(x.shape[-1]):
@@ -500,14 +558,29 @@ def quantize_activations_ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q.reshape(x.shape), d.reshape(x.shape[:-1] + (x.shape[-1] // QK,))
 
 
-def q8_matvec_ref(x: np.ndarray, wq: np.ndarray, wd: np.ndarray) -> np.ndarray:
-    """The dot4 path: x quantized as quantize_activations_ref, exact integer block sums, then scaled.
-    wq int8 [N, K], wd [N, K/32] (float16 scales as stored)."""
-    xq, xd = quantize_activations_ref(np.asarray(x, np.float32).reshape(-1))
+def q8_dot4_ref(x: np.ndarray, wq: np.ndarray, wd: np.ndarray) -> np.ndarray:
+    """The dot4 path, decode's matvec and prefill's matmul alike: x [..., K] quantized as
+    quantize_activations_ref, each block's 32 int8 x int8 products summed exactly (the GPU's i32 sums are
+    exact within a block: |sum| <= 32 * 127^2), each block sum times (x's f32 scale * the weight's f16 scale)
+    in f32 as the GPU forms it, summed over the blocks in float64 (the GPU in f32). wq int8 [N, K], wd
+    [N, K/32] (float16 scales as stored); returns [..., N] float32."""
+    x = np.asarray(x, np.float32)
+    xq, xd = quantize_activations_ref(x)
     n, k = wq.shape
-    sums = np.einsum("nbj,bj->nb", wq.reshape(n, k // QK, QK).astype(np.int64), xq.reshape(k // QK, QK).astype(np.int64))
-    y = (sums * wd.astype(np.float64) * xd.astype(np.float64)).sum(axis=1)  # [N]
-    return y.astype(np.float32).reshape(np.shape(x)[:-1] + (n,))
+    xb = xq.reshape(-1, k // QK, QK).astype(np.float64)  # [M, B, 32]: int8 values, exact in float64
+    wb = wq.reshape(n, k // QK, QK).astype(np.float64)
+    xs = xd.reshape(-1, k // QK).astype(np.float32)      # [M, B]
+    ws = wd.astype(np.float32)                           # [N, B]
+    y = np.zeros((xb.shape[0], n))
+    for b in range(k // QK):  # per block: integer sums below 2^53, so the float64 matmul is exact
+        sums = xb[:, b] @ wb[:, b].T  # [M, N]
+        y += sums * (xs[:, b, None] * ws[None, :, b]).astype(np.float64)
+    return y.astype(np.float32).reshape(x.shape[:-1] + (n,))
+
+
+def q8_matvec_ref(x: np.ndarray, wq: np.ndarray, wd: np.ndarray) -> np.ndarray:
+    """The dot4 decode path (q8_dot4_ref): x [K] or [1, K]."""
+    return q8_dot4_ref(x, wq, wd)
 
 
 def dequantize_ref(wq: np.ndarray, wd: np.ndarray) -> np.ndarray:
@@ -522,7 +595,11 @@ def q8_matvec_f32_ref(x: np.ndarray, wq: np.ndarray, wd: np.ndarray) -> np.ndarr
     return y.astype(np.float32).reshape(np.shape(x)[:-1] + (wq.shape[0],))
 
 
-def q8_matmul_ref(x: np.ndarray, wq: np.ndarray, wd: np.ndarray) -> np.ndarray:
+def q8_matmul_ref(x: np.ndarray, wq: np.ndarray, wd: np.ndarray, path: str = "dot4") -> np.ndarray:
+    """x [M, K] -> [M, N] on prefill path `path`: 'dot4' (q8_dot4_ref: int8 activations) or 'f32' (x times
+    the dequantized weights in float64)."""
+    if path == "dot4":
+        return q8_dot4_ref(x, wq, wd)
     return (np.asarray(x, np.float64) @ dequantize_ref(wq, wd).T).astype(np.float32)
 
 
@@ -583,12 +660,50 @@ def _q8_matvec_f32_case(rng, n, k):
     return out.numpy()[0], q8_matvec_f32_ref(x, wq, wd)
 
 
-def _q8_matmul_case(rng, m, n, k):
-    w, wq, wd = random_q8_weights(rng, n, k)
+def rounding_rows(rng, m: int, k: int) -> np.ndarray:
+    """[M, K] f32 rows whose int8 rounding matters: in every block one value 40 times the others, so that
+    most round to a few levels or to zero (dot4 then far from the f32 product), and every fourth block on
+    exact halves of its scale (d = 1/8: x / d = j + 1/2, which q8_0 rounds away from zero)."""
     x = rand(rng, m, k)
+    blocks = x.reshape(m, k // QK, QK)
+    blocks[:, :, 0] = np.where(blocks[:, :, 0] < 0, -40.0, 40.0)
+    halves = (rng.integers(-127, 127, size=blocks[:, ::4].shape) + 0.5) / 8
+    halves[..., 0] = 127 / 8  # max |x| = 127 d
+    blocks[:, ::4] = halves
+    return x
+
+
+def _q8_matmul_case(rng, m, n, k, path="dot4", rounding=False):
+    """path: the tuning table's q8_prefill_path for the call. dot4 is also held to the f32 product of the
+    same weights by the statistical bound (NMSE_DOT4_VS_F32), except on rounding rows (rounding_rows),
+    where it must be far from it: the int8 rounding is really there, and it is the reference's."""
+    w, wq, wd = random_q8_weights(rng, n, k)
+    x = rounding_rows(rng, m, k) if rounding else rand(rng, m, k)
     out = padded_output((m, n))
-    q8_matmul(runtime().upload(x), w, out=out)
-    return out.numpy(), q8_matmul_ref(x, wq, wd)
+    with tuning.override(q8_prefill_path=path):
+        q8_matmul(runtime().upload(x), w, out=out)
+    y = out.numpy()
+    if path == "dot4" and m * n >= 64:
+        err = nmse(y, q8_matmul_ref(x, wq, wd, "f32"))
+        if rounding:
+            require(err > 100 * NMSE_Q8_EXACT, f"dot4 on rounding rows within NMSE {err:.3g} of the f32 product")
+        else:
+            require(err < NMSE_DOT4_VS_F32, f"dot4 against the f32 product: NMSE {err:.3g} over {NMSE_DOT4_VS_F32:g}")
+    return y, q8_matmul_ref(x, wq, wd, path)
+
+
+def _q8_linears_prefill_case(rng, rows, m, k, path):
+    """Several projections of one x at prefill: on dot4 one quantize_act shared by their matmuls."""
+    rt = runtime()
+    made = [random_q8_weights(rng, n, k) for n in rows]
+    x = rand(rng, m, k)
+    outs = tuple(padded_output((m, n)) for n in rows)
+    with tuning.override(q8_prefill_path=path), rt.profile() as prof:
+        q8_linears(rt.upload(x), tuple(w for w, _, _ in made), outs)
+    kernels = [t.kernel.split("[")[0] for t in prof.timings]
+    want = ["q8_0.quantize_act"] + ["tiles_dot4.main"] * len(rows) if path == "dot4" else ["tiles_q8.main"] * len(rows)
+    require(kernels == want, f"q8_linears at prefill ran {kernels}, not {want}")
+    return tuple(o.numpy() for o in outs), tuple(q8_matmul_ref(x, wq, wd, path) for _, wq, wd in made)
 
 
 def _q8_multi_case(rng, rows, k, path):
@@ -660,7 +775,7 @@ def _q8_swiglu_case(rng, n, k, path, fused=True):
     return y, q8_matvec_swiglu_ref(act, wq, wd, path)
 
 
-def _split_binding_case(rng, n, k, op):
+def _split_binding_case(rng, n, k, op, path="dot4"):
     """int8 quants of 134 MB need two bindings on lavapipe: rows on both sides of each split."""
     rt = runtime()
     require(n * k > rt.gpu.max_binding, f"{n} x {k} int8 fits one binding")
@@ -674,8 +789,9 @@ def _split_binding_case(rng, n, k, op):
     if op == "q8_matmul":
         x = rand(rng, 3, k)
         out = padded_output((3, n))
-        q8_matmul(rt.upload(x), w, out=out)
-        return out.numpy()[:, rows], q8_matmul_ref(x, sub_q, sub_d)
+        with tuning.override(q8_prefill_path=path):
+            q8_matmul(rt.upload(x), w, out=out)
+        return out.numpy()[:, rows], q8_matmul_ref(x, sub_q, sub_d, path)
     x = rand(rng, k)
     out = padded_output((n,))
     if op == "q8_matvec_swiglu":  # each row piece quantizes silu(gate) * up itself
@@ -713,9 +829,16 @@ def cases():
                + [dict(n=n, k=k, path="dot4", fused=False) for n, k in [(33, 96), (40, 32768)]],
                quick=[dict(n=33, k=96, path=pa) for pa in PATHS]),
         *sweep("q8_0", "q8_matvec_f32", NMSE_Q8_EXACT, _q8_matvec_f32_case, matvec, quick=[dict(n=33, k=96)]),
-        *sweep("q8_0", "q8_matmul", NMSE_Q8_EXACT, _q8_matmul_case, [dict(m=m, n=n, k=k) for m, n, k in MATMUL_SHAPES],
-               quick=[dict(m=17, n=33, k=96)]),
-        *[case for op in ("q8_matvec", "q8_matvec_f32", "q8_matmul", "q8_matvec_swiglu")
+        # Both prefill paths (the tuning table's q8_prefill_path), and dot4 on rows whose rounding matters.
+        *sweep("q8_0", "q8_matmul", NMSE_Q8_EXACT, _q8_matmul_case,
+               [dict(m=m, n=n, k=k, path=pa) for m, n, k in MATMUL_SHAPES for pa in PATHS]
+               + [dict(m=m, n=n, k=k, path="dot4", rounding=True) for m, n, k in [(17, 33, 96), (70, 130, 1056)]],
+               quick=[dict(m=17, n=33, k=96, path=pa) for pa in PATHS]),
+        *sweep("q8_0", "q8_linears", NMSE_Q8_EXACT, _q8_linears_prefill_case,
+               [dict(rows=r, m=m, k=k, path=pa) for r, m, k in [((37, 5, 5), 3, 96), ((64, 130), 70, 256)] for pa in PATHS]),
+        *[case for op in ("q8_matvec", "q8_matvec_f32", "q8_matvec_swiglu")
           for case in sweep("q8_0", op, NMSE_Q8_EXACT, partial(_split_binding_case, op=op), [dict(n=16400, k=8192)],
                             large=True)],
+        *sweep("q8_0", "q8_matmul", NMSE_Q8_EXACT, partial(_split_binding_case, op="q8_matmul"),
+               [dict(n=16400, k=8192, path=pa) for pa in PATHS], large=True),
     ]
