@@ -203,6 +203,31 @@ def test_moe_report_end_to_end(moe_report, models):
     assert any("per-pair kernels, which take int8 activations" in n for n in data["notes"])
 
 
+@pytest.mark.parametrize("name,grouped", [("qwen3", False), ("omni", False), ("omni", True)],
+                         ids=["dense", "moe-pairs", "moe-grouped"])
+def test_q8_0_prefill_on_either_path(rt, models, name, grouped):
+    """A Q8_0 prefill on each q8_prefill_path: dot4 runs tiles_dot4 only, each matmul input quantized once (a
+    norm's output by the norm's own dispatch, add_rmsnorm_q8, shared by the projections, the router and the
+    experts); f32 runs tiles_q8 only and no norm quantizes. The logits differ by the activations' rounding."""
+    from omni_lab.workbench import load_ours
+
+    ids = np.arange(3, 40)  # 37 tokens
+    logits, kernels = {}, {}
+    for path in ("dot4", "f32"):
+        with tuning.override(q8_prefill_path=path, moe_grouped_min_tokens_q8=2 if grouped else 10**6):
+            model = load_ours(models[name][1], max_len=64, progress=False)
+            with rt.profile() as prof:
+                logits[path] = model.forward(ids, start=0)["logits"].astype(np.float64)
+        kernels[path] = [t.kernel.split("[")[0] for t in prof.timings]
+    dot4, f32 = kernels["dot4"], kernels["f32"]
+    assert "tiles_dot4.main" in dot4 and "tiles_q8.main" not in dot4
+    assert "tiles_q8.main" in f32 and "tiles_dot4.main" not in f32 and "norm.add_rmsnorm_q8" not in f32
+    quantized = dot4.count("q8_0.quantize_act") + dot4.count("norm.add_rmsnorm_q8")
+    assert dot4.count("norm.add_rmsnorm_q8") > 0 and quantized < dot4.count("tiles_dot4.main")
+    a, b = logits["dot4"], logits["f32"]
+    assert float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b))) > 0.999
+
+
 def test_cli(models, tmp_path, capsys):
     from omni_lab.cli import main
 

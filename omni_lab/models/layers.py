@@ -15,9 +15,9 @@ from ..ops import attention as attn_ops
 from ..ops import elementwise
 from ..ops import linear as linear_ops
 from ..ops import moe, norm, rope
-from ..ops.q8_0 import (fuses_quantization, q8_decode_path, q8_linear, q8_linears, q8_matvec_multi_norm,
+from ..ops.q8_0 import (fuses_quantization, q8_decode_path, q8_linear, q8_linears, q8_matmul, q8_matvec_multi_norm,
                          q8_matvec_multi_quantized, q8_matvec_quantized, q8_matvec_swiglu, q8_multi_quantized_ok,
-                         q8_norm_multi_ok)
+                         q8_norm_multi_ok, q8_prefill_path)
 from .component import StepContext
 
 
@@ -48,15 +48,21 @@ class Normed:
         return self.out
 
     def quantized(self) -> tuple[Tensor, Tensor] | None:
-        """x's value and its Q8_0 int8 blocks in one dispatch (ops.norm.add_rmsnorm_q8), for several Q8_0
-        readers of one x (the router and the experts) where the tuning table keeps the separate quantize
-        pass; scratch (xq, xd) the caller releases. None where that does not apply (x is then pending)."""
-        k = self.h.shape[-1]
-        if (self.state != "pending" or self.delta is None or self.h.shape[0] != 1 or k % 32
-                or q8_decode_path() != "dot4" or fuses_quantization(k)):
+        """x's value and its Q8_0 int8 blocks in one dispatch (ops.norm.add_rmsnorm_q8), for Q8_0 readers of
+        x that take int8 activations: at one token the router and the experts, where the tuning table keeps
+        the separate quantize pass; over several tokens (prefill on the dot4 q8_prefill_path) every Q8_0
+        projection of x. Scratch (xq, xd) the caller releases ([K/4], [K/32] at one token, [T, K/4], [T, K/32]
+        over T). None where that does not apply (x is then pending)."""
+        t, k = self.h.shape[0], self.h.shape[-1]
+        if self.state != "pending" or self.delta is None or k % 32 or not t:
+            return None
+        if t == 1 and (q8_decode_path() != "dot4" or fuses_quantization(k)):
+            return None
+        if t > 1 and q8_prefill_path() != "dot4":
             return None
         rt = runtime()
-        xq, xd = rt.scratch((k // 4,), "u32"), rt.scratch((k // 32,), "f32")
+        lead = () if t == 1 else (t,)
+        xq, xd = rt.scratch(lead + (k // 4,), "u32"), rt.scratch(lead + (k // 32,), "f32")
         norm.add_rmsnorm_q8(self.h, self.delta, self.weight, self.eps, self.h_out, self.out, (xq, xd))
         self.state = "value"
         return xq, xd
@@ -111,6 +117,13 @@ def linears(x: Tensor, ws: tuple, outs: tuple[Tensor, ...]) -> tuple[Tensor, ...
         fused = x.project(ws, outs)
         if fused is not None:
             return fused
+        if x.h.shape[0] > 1 and all(isinstance(w, Q8Weight) for w in ws):
+            xq = x.quantized()  # prefill on the dot4 path: the norm quantizes x for all the projections
+            if xq is not None:
+                ys = q8_linears(x.value(), ws, outs, quantized=xq)
+                for scratch in xq:
+                    scratch.release()  # later dispatches run after these: the scratch is free again
+                return ys
         x = x.value()
     if x.shape[0] == 1 and linear_ops.multi_ok(x, ws):
         return linear_ops.matvec_multi(x, ws, outs)
@@ -223,13 +236,14 @@ class MoeMlp:
             (logits,) = routed
         elif xq is None:
             logits = linear(x, self.gate, s.router_logits)  # [T, E]
-        else:
+        elif t == 1:
             logits = q8_matvec_quantized(*xq, self.gate, s.router_logits, vector_shape=x.shape)
+        else:
+            logits = q8_matmul(x, self.gate, s.router_logits, quantized=xq)
         weights, experts = moe.route(logits, self.top_k, self.norm_topk_prob, out_weights=w_buf, out_experts=e_buf)
         grouped = t >= (self.grouped_from or moe.grouped_from(self.gate_up_proj))
         groups = moe.group_pairs(experts, self.num_experts) if grouped else None
-        act = moe.experts_gate_up(x, self.gate_up_proj, experts, out=s.e_act, groups=groups,
-                                  quantized=None if grouped else xq)  # [T, k, F]
+        act = moe.experts_gate_up(x, self.gate_up_proj, experts, out=s.e_act, groups=groups, quantized=xq)  # [T, k, F]
         out = moe.experts_down(act, self.down_proj, experts, weights, out=out, groups=groups)
         for scratch in (groups, *(xq or ())):
             if scratch:
