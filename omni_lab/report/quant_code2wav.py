@@ -14,9 +14,10 @@ both on OUR kernels, over the same codec codes.
 4. report.json, both waveforms as 32-bit float WAV files, PNG figures and index.html with two players in
    out_dir, each written under a temporary name and renamed.
 
-Which kernels ran: a Q8_0 linear over two or more rows runs q8_matmul, which widens the weights in the tile and
-keeps the activations f32, so its error is the weights' alone; over one row (the transformer of a one-frame
-decode) it runs the decode matvec, whose dot4 path rounds the activations to int8 too. The notes say which.
+Which kernels ran: a Q8_0 linear over two or more rows runs q8_matmul on the tuning table's q8_prefill_path
+(dot4: the activations rounded to int8 as well; f32: the weights widened in the tile, f32 activations, so the
+error is the weights' alone); over one row (the transformer of a one-frame decode) it runs the decode matvec,
+whose dot4 path rounds the activations to int8 too. The notes say which.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ..compare.quant import TensorSqnr, sqnr_summary, weight_sqnr
 from ..formats.q8_0 import QK
 from ..formats.quantize import kept_by
 from ..models.code2wav import PREFIX, SAMPLE_RATE
+from ..ops.q8_0 import prefill_note
 from . import figures
 from .html import player
 from .quant_report import (BothSides, both_ours_html, drift_json, drift_table, finite_or_none, fmt, images_html,
@@ -175,8 +177,7 @@ class Code2WavQuantReport(BothSides):
 def _kernel_note(frames: int) -> str:
     if frames >= 2:
         return (f"{frames} frames: every Q8_0 linear ran q8_matmul over {frames} rows (the transformer's) or more (the "
-                "ConvNeXt's, over the upsampled frames), which widens the weights in the tile and keeps activations "
-                "f32, so the error measured is the weights' alone.")
+                f"ConvNeXt's, over the upsampled frames): {prefill_note()}.")
     return ("One frame: the transformer's Q8_0 linears ran the one-row decode matvec (the tuning table's path; dot4 "
             "rounds the activations to int8 as well), the ConvNeXt's q8_matmul over the upsampled frames.")
 

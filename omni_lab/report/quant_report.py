@@ -13,12 +13,12 @@ With `codes` (codec codes [16, frames]) it reports on the vocoder instead: quant
 here (running a side, the weights' table and figure, the drift table, the page).
 
 Neither side is Transformers: this measures what Q8_0 weights cost, not how close our kernels are to
-Transformers (that is `omni-lab compare`). With several tokens every Q8_0 linear runs our prefill matmul,
-which widens the weights in the tile and keeps activations in f32, so the error measured is the weights'
-alone; decode's int8 matvec (dot4) also rounds activations and is not measured by one prefill. MoE experts
-follow the same rule from the tuning table's moe_grouped_min_tokens_q8 tokens on, where they run grouped by
-expert with the weights widened in the tile; shorter prompts take their per-pair kernels, which round
-activations to int8, and the report's notes say which ran.
+Transformers (that is `omni-lab compare`). With several tokens every Q8_0 linear runs our prefill matmul on
+the tuning table's q8_prefill_path: "dot4" rounds the activations to int8 per block of 32 (llama.cpp's rule,
+as decode's dot4 matvec does), so the error measured is the weights' and that rounding; "f32" widens the
+weights in the tile and keeps activations in f32, so it is the weights' alone. MoE experts run grouped by
+expert from the tuning table's moe_grouped_min_tokens_q8 tokens on, on the same path; shorter prompts take
+their per-pair kernels, which round activations to int8; the report's notes say which ran.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from ..compare import Bounds, compare_sets
 from ..compare.quant import (ExpertAgreement, LogitStats, TensorSqnr, logit_stats, moe_agreement, sqnr_summary,
                              weight_sqnr)
 from ..gpu import tuning
+from ..ops.q8_0 import prefill_note, q8_prefill_path
 from . import figures
 from .html import CSS, holds_only_a_report
 
@@ -256,12 +257,12 @@ def quant_report(src_dir: str | Path, gguf_path: str | Path, ids=None, text: str
     gpu = runtime().gpu.describe()
     notes = [
         sides_note(gpu),
-        f"One prefill over {len(ids)} tokens: every Q8_0 linear ran the prefill matmul (weights widened in the tile, "
-        "f32 activations), so its error is the weights' alone; decode's int8 matvec (dot4) also rounds activations "
-        "and is not measured here.",
+        f"One prefill over {len(ids)} tokens: every Q8_0 linear ran the prefill matmul ({prefill_note()})"
+        + ("." if q8_prefill_path() == "dot4" else "; decode's int8 matvec (dot4) also rounds activations and is "
+           "not measured here."),
     ]
     if any(n.endswith(ROUTER_SUFFIX) for n in names):
-        notes.append("MoE experts ran grouped by expert, widening their weights in the tile the same way."
+        notes.append("MoE experts ran grouped by expert, on the same prefill path."
                      if len(ids) >= tuning.current().moe_grouped_min_tokens_q8 else
                      "MoE experts ran their per-pair kernels, which take int8 activations (blocks of 32, llama.cpp's "
                      "rule): their error includes that rounding.")

@@ -37,6 +37,7 @@ import numpy as np
 from ..compare import WAVEFORM_BOUNDS, waveform_metrics
 from ..compare.quant import TensorSqnr, sqnr_summary, weight_sqnr
 from ..models.code2wav import SAMPLE_RATE
+from ..ops.q8_0 import prefill_note
 from . import figures
 from .html import player
 from .quant_report import (BothSides, both_ours_html, finite_or_none, fmt, images_html, low_sqnr_notes, meta_table,
@@ -331,10 +332,10 @@ def speech_quant_report(src_dir: str | Path, gguf_path: str | Path, ids, out_dir
 
 
 def _notes(report: SpeechQuantReport) -> list[str]:
-    out = ["Greedy thinker and talker. The thinker's prompt ran the prefill matmul (weights widened in the tile, "
-           "f32 activations); every later step (the answer's tokens, the talker's frames, the code predictor's 15 "
-           "steps a frame) is one row and ran the Q8_0 decode matvec the tuning table picks, whose dot4 path rounds "
-           "the activations to int8 too: this is Q8_0 as it speaks, not the weights' error alone."]
+    out = [f"Greedy thinker and talker. The thinker's prompt ran the prefill matmul ({prefill_note()}); every later "
+           "step (the answer's tokens, the talker's frames, the code predictor's 15 steps a frame) is one row and "
+           "ran the Q8_0 decode matvec the tuning table picks, whose dot4 path rounds the activations to int8 too: "
+           "this is Q8_0 as it speaks, not the weights' error alone."]
     for v in report.variants:
         f = v.agreement["frames"]
         if f[0] != f[1]:
