@@ -14,7 +14,9 @@ memory, not cache): the bf16 matvecs of the Qwen3-Omni thinker (router 128 x 204
 4096 + 512 + 512 rows x 2048, o_proj 2048 x 4096) and of Qwen3-0.6B at 16, 32, 64, 128 and 256 threads
 per row and at linear.matvec_tpr's choice, and the thinker's attention (32 q / 4 kv heads, head dim 128)
 over 100 keys in caches of 104 and 2048 rows (split_partial + split_combine, and the single pass).
---decode runs only those: seconds on an H200.
+--decode runs only those: seconds on an H200. --matmul times the prefill matmul alone at the thinker's
+prefill shapes (bf16 and f32 weights, and Q8_0 on both q8_prefill_paths: dot4 = quantize_act + tiles_dot4,
+f32 = tiles_q8); --moe one MoE layer's experts per pair and grouped (Q8_0 grouped on both prefill paths).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from omni_lab.atomic import write_text  # noqa: E402
-from omni_lab.gpu import runtime  # noqa: E402
+from omni_lab.gpu import runtime, tuning  # noqa: E402
 from omni_lab.ops import copy as copy_op  # noqa: E402
 from omni_lab.ops import linear  # noqa: E402
 from omni_lab.ops.registry import nmse, reference  # noqa: E402
@@ -318,16 +320,22 @@ def bench_moe(dtype: str, reps: int, rng, tokens=MOE_TOKENS, shape=MOE_SHAPE) ->
         used = len(np.unique(experts))
         nbytes = int(used * 3 * f * d * per_weight)
         flops = 2 * t * k * 3 * f * d
-        for grouped in (False, True):
-            rt.write(out, np.full(out.shape, np.nan, np.float32))
-            run(grouped)
-            err = nmse(out.numpy()[:2], y_ref)
-            # Per pair, Q8_0 rounds the activations to int8 (decode's rule); grouped keeps them in f32.
-            assert err < (1e-3 if dtype == "q8_0" and not grouped else 1e-9), f"moe {dtype} T={t} grouped={grouped}: nmse {err}"
-            profs = profiles(lambda: run(grouped), reps)
+        # Q8_0 grouped runs on both prefill paths (the tuning table's q8_prefill_path), in the same run.
+        variants = [(False, None), (True, "dot4"), (True, "f32")] if dtype == "q8_0" else [(False, None), (True, None)]
+        for grouped, prefill in variants:
+            with tuning.override(**({"q8_prefill_path": prefill} if prefill else {})):
+                rt.write(out, np.full(out.shape, np.nan, np.float32))
+                run(grouped)
+                err = nmse(out.numpy()[:2], y_ref)
+                # Per pair, and grouped on dot4, Q8_0 rounds the activations to int8 (decode's rule); grouped on
+                # f32 keeps them in f32.
+                int8 = dtype == "q8_0" and prefill != "f32"
+                assert err < (1e-3 if int8 else 1e-9), f"moe {dtype} T={t} grouped={grouped} {prefill}: nmse {err}"
+                profs = profiles(lambda: run(grouped), reps)
             secs = statistics.median(sum(x.seconds for x in p.timings) for p in profs)
             by_kernel = {n: statistics.median(p.by_kernel()[n] for p in profs) * 1e6 for n in profs[0].by_kernel()}
-            results.append({"op": f"moe.experts.{dtype}", "path": "grouped" if grouped else "pairs", "tokens": t,
+            results.append({"op": f"moe.experts.{dtype}", "path": "grouped" if grouped else "pairs",
+                            **({"q8_prefill_path": prefill} if prefill else {}), "tokens": t,
                             "shape": shape, "experts_used": used, "bytes": nbytes, "flops": flops, "seconds": secs,
                             "gb_per_s": nbytes / secs / 1e9, "gflop_per_s": flops / secs / 1e9,
                             "us_by_kernel": by_kernel, "nmse_first_tokens": err, "clock": profs[0].clock})
@@ -350,6 +358,26 @@ def bench_matmul(m: int, n: int, k: int, dtype: str, reps: int, rng) -> dict:
             "gflop_per_s": 2 * m * n * k / t / 1e9, "nmse": err, "clock": clock}
 
 
+def bench_q8_matmul(m: int, n: int, k: int, path: str, reps: int, rng) -> dict:
+    """The Q8_0 prefill matmul (q8_matmul) on prefill path `path`: 'dot4' (quantize_act, then tiles_dot4:
+    both dispatches timed, us_by_kernel splits them) or 'f32' (tiles_q8). Checked on its first 64 rows."""
+    from omni_lab.ops import q8_0 as q8
+
+    w, wq, wd = q8.random_q8_weights(rng, n, k)
+    x = rng.standard_normal((m, k), dtype=np.float32)
+    xt, y = runtime().upload(x), runtime().empty((m, n))
+    rows = slice(0, min(m, 64))  # the reference on a slice of rows keeps the host work small
+    with tuning.override(q8_prefill_path=path):
+        err = nmse(q8.q8_matmul(xt, w, out=y).numpy()[rows], reference("q8_0.q8_matmul")(x[rows], wq, wd, path))
+        assert err < 1e-9, f"q8_matmul {path} {m}x{n}x{k}: nmse {err}"
+        profs = profiles(lambda: q8.q8_matmul(xt, w, out=y), reps)
+    t = statistics.median(sum(x.seconds for x in p.timings) for p in profs)
+    by_kernel = {name: statistics.median(p.by_kernel()[name] for p in profs) * 1e6 for name in profs[0].by_kernel()}
+    return {"op": "matmul.q8_0", "q8_prefill_path": path, "shape": [m, n, k], "flops": 2 * m * n * k, "seconds": t,
+            "gflop_per_s": 2 * m * n * k / t / 1e9, "us_by_kernel": by_kernel, "nmse_first_rows": err,
+            "clock": profs[0].clock}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights-mb", type=int, nargs="+", default=[256, 1024])
@@ -361,10 +389,11 @@ def main() -> None:
                     help="only the decode-step cases (small matvecs at several threads per row, decode "
                          "attention); a default run includes them after the weight sweep")
     ap.add_argument("--moe", action="store_true",
-                    help="only one MoE layer's experts at the thinker's shapes, per pair and grouped, bf16 and Q8_0, "
-                         f"at {', '.join(map(str, MOE_TOKENS))} tokens")
+                    help="only one MoE layer's experts at the thinker's shapes, per pair and grouped (Q8_0 grouped on "
+                         f"both prefill paths), bf16 and Q8_0, at {', '.join(map(str, MOE_TOKENS))} tokens")
     ap.add_argument("--matmul", action="store_true",
-                    help="only the prefill matmul (lib/tiles.wgsl) at the thinker's prefill shapes, bf16 and f32 weights")
+                    help="only the prefill matmul (lib/tile_gather.wgsl) at the thinker's prefill shapes: bf16 and f32 "
+                         "weights, and Q8_0 on both prefill paths (dot4, f32)")
     ap.add_argument("--flush-mb", type=int, default=256,
                     help="MB copied before each timed run of a decode-step case, to evict its inputs from the cache")
     ap.add_argument("--out", type=Path)
@@ -386,7 +415,8 @@ def main() -> None:
         shapes = [(128, 1024, 1024)] if args.quick else MATMUL_SHAPES
         emit({"bench": "kernels.matmul", "adapter": rt.gpu.describe()["adapter"],
               "backend": rt.gpu.info.get("backend_type"), "host": platform.node(),
-              "results": [bench_matmul(*mm, dtype, args.reps, rng) for mm in shapes for dtype in ("bf16", "f32")],
+              "results": [r for mm in shapes for r in [bench_matmul(*mm, dtype, args.reps, rng) for dtype in ("bf16", "f32")]
+                          + [bench_q8_matmul(*mm, path, args.reps, rng) for path in ("dot4", "f32")]],
               "wall_seconds": time.time() - t0}, args.out)
         return
     if args.decode:
