@@ -7,7 +7,7 @@ ours on wgpu in BF16 and in Q8_0 against Transformers eager BF16 on CUDA, in the
 
 Prefill is one forward over a prompt of each --prefill-lens length (last position's logits), ours with
 the MoE experts grouped by expert (as the model runs it) and per pair (the decode kernels), to show what
-grouping buys.
+grouping buys; Q8_0 also on each q8_prefill_path (dot4, f32) with its GPU profile (`prefill_by_q8_path`).
 
 No 61 GB checkpoint is written: our side loads from RandomCheckpoint, which serves random tensors under
 the released checkpoint's keys (one random host array per distinct shape, uploaded into separate GPU
@@ -37,7 +37,7 @@ from kernels import median_seconds  # noqa: E402
 from omni_lab.formats import omni_names as names  # noqa: E402
 from omni_lab.formats.q8_0 import BLOCK_BYTES, QK, dequantize_q8_0, join_q8_0  # noqa: E402
 from omni_lab.formats.safetensors_io import CheckpointError  # noqa: E402
-from omni_lab.gpu import bf16_bits, bf16_to_f32, runtime  # noqa: E402
+from omni_lab.gpu import bf16_bits, bf16_to_f32, runtime, tuning  # noqa: E402
 from omni_lab.models.thinker import Qwen3OmniThinkerText  # noqa: E402
 
 
@@ -278,8 +278,22 @@ def main() -> None:
                     ours[f"prefill_{n}_{path}_vs_transformers"] = tok_s / hf[f"prefill_{n}_tok_per_s"]
         if args.prefill_lens:
             model.grouped_min_tokens = 2
-            ours["prefill_profile"] = dict(profile_prefill(model, prompt_of(max(args.prefill_lens), args.vocab)),
-                                           experts="grouped")
+            longest = prompt_of(max(args.prefill_lens), args.vocab)
+            ours["prefill_profile"] = dict(profile_prefill(model, longest), experts="grouped")
+        if weights == "q8_0" and args.prefill_lens:
+            # The keys above ran the tuning table's q8_prefill_path; here each path in turn (a prefill records
+            # no plan, so the override reaches every dispatch), experts grouped.
+            ours["q8_prefill_path"] = tuning.current().q8_prefill_path
+            ours["prefill_by_q8_path"] = {}
+            for q8_path in ("dot4", "f32"):
+                by = {}
+                with tuning.override(q8_prefill_path=q8_path):
+                    for n in args.prefill_lens:
+                        ids = prompt_of(n, args.vocab)
+                        by[f"prefill_{n}_grouped_tok_per_s"] = n / median_seconds(
+                            lambda: model.forward(ids, start=0, all_logits=False), args.reps)
+                    by["profile"] = dict(profile_prefill(model, longest), experts="grouped")
+                ours["prefill_by_q8_path"][q8_path] = by
         report[f"ours_wgpu_{weights}"] = ours
         model = None  # the closure above holds the name; this frees the weights
         gc.collect()
