@@ -46,24 +46,33 @@ var<workgroup> sd: array<vec4<f32>, 2u * 3u * OP_SCALES>;
 // branches do not diverge within it.
 struct Staged { a: vec4<u32>, b: vec4<u32>, s: f32 }
 
-fn load_step(blk: u32, r: Rows, part: u32) -> Staged {
+// Where a thread's loads come from, the same rows every step: step blk reads vec4 a + 2 blk (x or weight
+// row), b + 2 blk (the up row) and scale s + blk; ok false for a padding row or an output past N.
+struct Source { a: u32, b: u32, s: u32, ok: bool }
+
+fn source_of(r: Rows, part: u32) -> Source {
+    let h = part & 1u;
+    let words = tp.kdim / 16u;  // vec4s per row
+    let blocks = tp.kdim / QK;  // scales per row
+    if (part < 2u) { return Source(r.x * words + h, 0u, r.x * blocks, r.has_x); }
+    // part 2: the weight row's scale; part 3: the up row's
+    return Source(r.w * words + h, (r.w + tp.n) * words + h, (r.w + h * tp.n) * blocks, r.has_w);
+}
+
+fn load_step(blk: u32, src: Source, part: u32) -> Staged {
     // Zeros written out, not left to `var v: Staged;` (naga does not re-zero such a var on every call):
     // padding rows and outputs past N stage zeros.
     var v = Staged(vec4<u32>(0u), vec4<u32>(0u), 0.0);
+    if (!src.ok) { return v; }
     let h = part & 1u;
-    let words = tp.kdim / 16u;    // vec4s per row
-    let blocks = tp.kdim / QK;    // scales per row
     if (part < 2u) {
-        if (r.has_x) {
-            v.a = xq[r.x * words + 2u * blk + h];
-            if (h == 0u) { v.s = xs[r.x * blocks + blk]; }
-        }
-    } else if (r.has_w) {
-        let i = r.w * words + 2u * blk + h;
-        v.a = wq[i];
-        if (GATE_UP) { v.b = wq[i + tp.n * words]; }
+        v.a = xq[src.a + 2u * blk];
+        if (h == 0u) { v.s = xs[src.s + blk]; }
+    } else {
+        v.a = wq[src.a + 2u * blk];
+        if (GATE_UP) { v.b = wq[src.b + 2u * blk]; }
         if (h == 0u || GATE_UP) {
-            let si = (r.w + h * tp.n) * blocks + blk;  // part 2: the weight row's scale; part 3: the up row's
+            let si = src.s + blk;
             v.s = block_scale(ws[si >> 1u], si);
         }
     }
@@ -165,16 +174,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     if (!t.ok) { return; }  // the same for the whole workgroup
     let r = li % TM;
     let part = li / TM;
-    let rows = staged_rows(t, r);
+    let src = source_of(staged_rows(t, r), part);
     let blocks = tp.kdim / QK;
     var acc = zero_acc();
-    var st = load_step(0u, rows, part);
+    var st = load_step(0u, src, part);
     for (var blk = 0u; blk < blocks; blk++) {
         let half = blk & 1u;
         put_step(half, r, part, st);
         workgroupBarrier();
         // The next step's loads go out now and land while this step computes.
-        if (blk + 1u < blocks) { st = load_step(blk + 1u, rows, part); }
+        if (blk + 1u < blocks) { st = load_step(blk + 1u, src, part); }
         acc = dot_step(acc, half, lid.y, lid.x);
     }
     store_block(t, lid, acc);
