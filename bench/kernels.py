@@ -415,7 +415,8 @@ def main() -> None:
         shapes = [(128, 1024, 1024)] if args.quick else MATMUL_SHAPES
         emit({"bench": "kernels.matmul", "adapter": rt.gpu.describe()["adapter"],
               "backend": rt.gpu.info.get("backend_type"), "host": platform.node(),
-              "results": [r for mm in shapes for r in [bench_matmul(*mm, dtype, args.reps, rng) for dtype in ("bf16", "f32")]
+              "results": [r for mm in shapes
+                          for r in [bench_matmul(*mm, dtype, args.reps, rng) for dtype in ("bf16", "f32")]
                           + [bench_q8_matmul(*mm, path, args.reps, rng) for path in ("dot4", "f32")]],
               "wall_seconds": time.time() - t0}, args.out)
         return

@@ -131,11 +131,12 @@ def _grouped(x: Tensor, w, groups: "Groups", out: Tensor, n: int, kdim: int, x_d
     them, otherwise quantized here, once for all the pairs."""
     from .q8_0 import q8_prefill_path, quantized_rows
 
+    rows = (groups.order, groups.tile_expert, out, groups.pairs, n, kdim)
     if not isinstance(w, Q8Weight) or q8_prefill_path() == "f32":
-        gathered_matmul(x, w, groups.order, groups.tile_expert, out, groups.pairs, n, kdim, x_div=x_div, gate_up=gate_up)
+        gathered_matmul(x, w, *rows, x_div=x_div, gate_up=gate_up)
         return
     xq = quantized or quantized_rows(x)
-    gathered_matmul(xq, w, groups.order, groups.tile_expert, out, groups.pairs, n, kdim, x_div=x_div, gate_up=gate_up)
+    gathered_matmul(xq, w, *rows, x_div=x_div, gate_up=gate_up)
     if quantized is None:
         for t in xq:
             t.release()

@@ -835,7 +835,8 @@ def cases():
                + [dict(m=m, n=n, k=k, path="dot4", rounding=True) for m, n, k in [(17, 33, 96), (70, 130, 1056)]],
                quick=[dict(m=17, n=33, k=96, path=pa) for pa in PATHS]),
         *sweep("q8_0", "q8_linears", NMSE_Q8_EXACT, _q8_linears_prefill_case,
-               [dict(rows=r, m=m, k=k, path=pa) for r, m, k in [((37, 5, 5), 3, 96), ((64, 130), 70, 256)] for pa in PATHS]),
+               [dict(rows=r, m=m, k=k, path=pa) for r, m, k in [((37, 5, 5), 3, 96), ((64, 130), 70, 256)]
+                for pa in PATHS]),
         *[case for op in ("q8_matvec", "q8_matvec_f32", "q8_matvec_swiglu")
           for case in sweep("q8_0", op, NMSE_Q8_EXACT, partial(_split_binding_case, op=op), [dict(n=16400, k=8192)],
                             large=True)],
