@@ -163,7 +163,7 @@ NVIDIA = Tuning(
     q8_fused_min_tpr=8,
     # dot4, to be measured on the H200 (bench/kernels.py --matmul and --moe time both paths in one run): the
     # f32 path took 0.258 s of a 512-token thinker prefill in Q8_0 (llama.cpp: 58 ms for the whole prefill,
-    # on int8 products as here); dot4 does 4 MACs an instruction and stages a quarter of the x bytes.
+    # int8 products too, on tensor cores); dot4 does 4 MACs an instruction and stages a quarter of the x bytes.
     q8_prefill_path="dot4",
 )
 

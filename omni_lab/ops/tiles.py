@@ -20,7 +20,7 @@ from ..gpu import KernelError, Tensor, pack_params, runtime
 from .linear import WTYPE
 from .registry import NMSE_MATMUL, padded_output, rand, require, sweep
 
-TILE_ROWS, TILE_N = 64, 64  # lib/tiles.wgsl's TM, TN
+TILE_ROWS, TILE_N = 64, 64  # lib/tile_gather.wgsl's TM, TN
 NO_ROW = 0xFFFFFFFF         # padding in a tile's row list
 
 _IN_ORDER: dict[tuple, tuple[Tensor, Tensor]] = {}
