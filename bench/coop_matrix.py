@@ -25,7 +25,7 @@ import wgpu
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from omni_lab.atomic import write_text  # noqa: E402
+from omni_lab.atomic import write_text
 
 report: dict = {}
 
