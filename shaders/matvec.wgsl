@@ -132,10 +132,11 @@ fn trip(r: MultiRow, j: u32) -> Trip {
                 load_multi(r.seg, r.base + j + 2u * TPR), load_multi(r.seg, r.base + j + 3u * TPR));
 }
 
-// The rows of `multi` and `multi_norm`: x from binding 1, or (normed) the workgroup's xs. `first` is the
-// row's first trip, loaded by the caller (multi_norm before its norm, so that the loads' latency overlaps
-// it); each trip's math runs while the next trip's loads are in flight.
-fn multi_rows(lid: u32, r: MultiRow, first: Trip, normed: bool) {
+// A thread's share of its row's dot product (the rows of `multi` and `multi_norm`): x from binding 1, or
+// (normed) the workgroup's xs. `first` is the row's first trip, loaded by the caller (multi_norm
+// before its norm, so that the loads' latency overlaps it); each trip's math runs while the next trip's
+// loads are in flight.
+fn row_dots(r: MultiRow, first: Trip, normed: bool) -> f32 {
     var acc = vec4<f32>(0.0);
     if (r.ok) {
         var t = first;
@@ -148,7 +149,12 @@ fn multi_rows(lid: u32, r: MultiRow, first: Trip, normed: bool) {
         }
         for (; j < r.words; j += TPR) { acc.x += dot_in(load_multi(r.seg, r.base + j), j, normed); }
     }
-    let sum = row_sum(lid, TPR, acc.x + acc.y + acc.z + acc.w);
+    return acc.x + acc.y + acc.z + acc.w;
+}
+
+// The rows of `multi` and `multi_norm`, summed and stored into y, y1 or y2 by segment.
+fn multi_rows(lid: u32, r: MultiRow, first: Trip, normed: bool) {
+    let sum = row_sum(lid, TPR, row_dots(r, first, normed));
     if (r.lane == 0u && r.ok) {
         if (r.seg == 0u) { y[r.local] = sum; } else if (r.seg == 1u) { y1[r.local] = sum; } else { y2[r.local] = sum; }
     }
