@@ -54,6 +54,9 @@ class Tuning:
     # then attention_split_long keys past the last step.
     attention_split_steps: tuple[tuple[int, int], ...]
     attention_split_long: int
+    # ops/attention.use_flash: multi-token attention (prefill, encoder windows) from this many tokens runs
+    # shaders/flash.wgsl (blocks of 32 tokens sharing their key loads) instead of a workgroup per (token, head).
+    attention_flash_min_tokens: int
     # norm.workgroup_for: threads of the one-workgroup-per-row kernels (norms, softmax, argmax, embedding),
     # about one per 4 elements, clamped to [row_wg_min, row_wg_max].
     row_wg_min: int
@@ -103,6 +106,10 @@ class Tuning:
              "attention_split_steps must rise by max_len, with positive key counts")
 
 
+# A block of flash.wgsl is 32 tokens; below half a block most of its threads would hold no token. Reasoned,
+# the same for every family until measured (bench/kernels.py --attention).
+FLASH_MIN_TOKENS = 16
+
 # Measured on an H200 through Vulkan; each value's comment names the benchmark and its stored result.
 NVIDIA = Tuning(
     family="nvidia",
@@ -131,6 +138,7 @@ NVIDIA = Tuning(
     # fastest there (bench/results/kernels_decode_h200_vulkan.json, attention.split vs attention.single).
     attention_split_steps=((2048, 32), (8192, 64)),
     attention_split_long=128,
+    attention_flash_min_tokens=FLASH_MIN_TOKENS,
     row_wg_min=32,
     row_wg_max=256,
     # One workgroup took 236 us for a row of 152k logits; the multi-workgroup top-1 spreads it.
