@@ -2,12 +2,13 @@
 // share every key they read. attention.wgsl's `main` and `segments` give each (token, head) a workgroup of
 // its own, which reads all of its keys from memory: a 512-token prefill reads the cache ~256 times over.
 // Here a workgroup of WGF = 128 threads takes BQ = 32 consecutive tokens of one head, TPQ = 4 threads a
-// token, each thread holding a quarter of its query's vec4s (slots lane, lane + 4, ...; D <= 4 * 4 * SLOTS
-// = 128) in registers, and walks the block's keys BK = 16 at a time: each thread's partial dot of every
-// key of the tile goes to workgroup memory, a token's 4 threads add their partials into the tile's scores,
-// and an online softmax (running max, sum and output, rescaled when the max rises) adds p_j v_j into each
-// thread's slots of the output. A key is read by the 32 tokens of the block from one load each of 8 warps,
-// which the cache serves. Same results as attention.wgsl's entries up to f32 summation order.
+// token, each thread holding a quarter of its query's vec4s (slots lane, lane + 4, ..., lane + 28: D <= 128)
+// in registers, and walks the block's keys BK = 8 at a time: the tile's keys and values are staged in
+// workgroup memory by all threads at once (and the next tile's loads go out before this tile is computed,
+// so a tile costs one memory latency, not one per key), each thread's partial dot of every key of the tile
+// goes to workgroup memory, a token's 4 threads add their partials into the tile's scores, and an online
+// softmax (running max, sum and output, rescaled when the max rises) adds p_j v_j into each thread's slots
+// of the output. Same results as attention.wgsl's entries up to f32 summation order.
 //
 // Entry `causal`: out[t, h] = softmax_j(scale q[t, h] . k[j, g]) v[j, g] over keys j in [lo, start + t],
 //   lo = 0, or with a window W > 0 max(0, start + t - W + 1) (attention.wgsl's `main`); g = h / (Hq / n_kv).
@@ -19,7 +20,8 @@
 
 const BQ: u32 = 32u;      // tokens a workgroup
 const TPQ: u32 = 4u;      // threads a token
-const BK: u32 = 16u;      // keys a tile
+const BK: u32 = 8u;       // keys a tile
+const D4: u32 = 32u;      // vec4s of a staged key or value row (D <= 128)
 const WGF: u32 = 128u;    // BQ * TPQ
 const NEG_BIG: f32 = -3.0e38;  // stands in for -inf: WGSL lets implementations assume no infinities
 
@@ -39,7 +41,9 @@ struct AttnParams {
 
 // #include "lib/grid.wgsl"
 
-var<workgroup> part: array<f32, BK * WGF>;  // [key of the tile][thread]: partial dots
+var<workgroup> kt: array<vec4<f32>, BK * D4>;  // [key of the tile][vec4]: the tile's keys
+var<workgroup> vt: array<vec4<f32>, BK * D4>;  // and values
+var<workgroup> part: array<f32, BK * WGF>;     // [key of the tile][thread]: partial dots
 var<workgroup> span: array<atomic<u32>, 2>;  // the block's key range: min lo, max hi
 
 // A thread's place: its token t, head h (kv head kvh), lane, and its token's key range [lo, hi).
@@ -71,38 +75,53 @@ fn load_q(pl: Place) -> Slots {
                  slot_of(b, pl.lane, 6u, pl.ok), slot_of(b, pl.lane, 7u, pl.ok));
 }
 
-// Row `base` of the cache (a key's or value's vec4s for one kv head) at the thread's slot s, zero past D / 4.
-fn k_at(base: u32, lane: u32, s: u32) -> vec4<f32> {
+// The staged tile's key jj (or value) at the thread's slot s, zero past D / 4.
+fn k_at(jj: u32, lane: u32, s: u32) -> vec4<f32> {
     let i = lane + TPQ * s;
     if (i >= p.d4) { return vec4<f32>(0.0); }
-    return cache_k[base + i];
+    return kt[jj * D4 + i];
 }
 
-fn v_at(base: u32, lane: u32, s: u32) -> vec4<f32> {
+fn v_at(jj: u32, lane: u32, s: u32) -> vec4<f32> {
     let i = lane + TPQ * s;
     if (i >= p.d4) { return vec4<f32>(0.0); }
-    return cache_v[base + i];
+    return vt[jj * D4 + i];
 }
 
-fn partial_dot(qs: Slots, base: u32, lane: u32) -> f32 {
-    // All eight loads are issued before the first product.
-    let k0 = k_at(base, lane, 0u);
-    let k1 = k_at(base, lane, 1u);
-    let k2 = k_at(base, lane, 2u);
-    let k3 = k_at(base, lane, 3u);
-    let k4 = k_at(base, lane, 4u);
-    let k5 = k_at(base, lane, 5u);
-    let k6 = k_at(base, lane, 6u);
-    let k7 = k_at(base, lane, 7u);
-    return (dot(qs.s0, k0) + dot(qs.s1, k1) + dot(qs.s2, k2) + dot(qs.s3, k3))
-         + (dot(qs.s4, k4) + dot(qs.s5, k5) + dot(qs.s6, k6) + dot(qs.s7, k7));
+// A thread's two vec4s of a tile's keys and of its values (BK * D4 = 2 * WGF), as loaded from the cache.
+struct Stage { k0: vec4<f32>, k1: vec4<f32>, v0: vec4<f32>, v1: vec4<f32> }
+
+fn stage_at(pl: Place, c0: u32, k1: u32, e: u32) -> vec2<u32> {
+    // (cache vec4 index, 1 if it exists) of tile element e = key * D4 + vec4
+    let jj = e / D4;
+    let c = e % D4;
+    let ok = c < p.d4 && c0 + jj < k1;
+    return vec2<u32>(((c0 + jj) * p.n_kv + pl.kvh) * p.d4 + c, u32(ok));
 }
 
-fn add_v(acc: Slots, pj: f32, base: u32, lane: u32) -> Slots {
-    return Slots(acc.s0 + pj * v_at(base, lane, 0u), acc.s1 + pj * v_at(base, lane, 1u),
-                 acc.s2 + pj * v_at(base, lane, 2u), acc.s3 + pj * v_at(base, lane, 3u),
-                 acc.s4 + pj * v_at(base, lane, 4u), acc.s5 + pj * v_at(base, lane, 5u),
-                 acc.s6 + pj * v_at(base, lane, 6u), acc.s7 + pj * v_at(base, lane, 7u));
+fn load_stage(pl: Place, lid: u32, c0: u32, k1: u32) -> Stage {
+    let z = vec4<f32>(0.0);
+    var st = Stage(z, z, z, z);
+    if (c0 >= k1) { return st; }
+    let a = stage_at(pl, c0, k1, lid);
+    let b = stage_at(pl, c0, k1, lid + WGF);
+    if (a.y == 1u) { st.k0 = cache_k[a.x]; st.v0 = cache_v[a.x]; }
+    if (b.y == 1u) { st.k1 = cache_k[b.x]; st.v1 = cache_v[b.x]; }
+    return st;
+}
+
+fn partial_dot(qs: Slots, jj: u32, lane: u32) -> f32 {
+    return (dot(qs.s0, k_at(jj, lane, 0u)) + dot(qs.s1, k_at(jj, lane, 1u)) + dot(qs.s2, k_at(jj, lane, 2u))
+          + dot(qs.s3, k_at(jj, lane, 3u)))
+         + (dot(qs.s4, k_at(jj, lane, 4u)) + dot(qs.s5, k_at(jj, lane, 5u)) + dot(qs.s6, k_at(jj, lane, 6u))
+          + dot(qs.s7, k_at(jj, lane, 7u)));
+}
+
+fn add_v(acc: Slots, pj: f32, jj: u32, lane: u32) -> Slots {
+    return Slots(acc.s0 + pj * v_at(jj, lane, 0u), acc.s1 + pj * v_at(jj, lane, 1u),
+                 acc.s2 + pj * v_at(jj, lane, 2u), acc.s3 + pj * v_at(jj, lane, 3u),
+                 acc.s4 + pj * v_at(jj, lane, 4u), acc.s5 + pj * v_at(jj, lane, 5u),
+                 acc.s6 + pj * v_at(jj, lane, 6u), acc.s7 + pj * v_at(jj, lane, 7u));
 }
 
 fn scaled(a: Slots, f: f32) -> Slots {
@@ -124,16 +143,20 @@ fn score(pl: Place, jj: u32, j: u32) -> f32 {
 // The online softmax of every token of the block over keys [k0, k1) (uniform over the workgroup), stored.
 fn attend_block(pl: Place, lid: u32, k0: u32, k1: u32) {
     let qs = load_q(pl);
-    let ks = p.n_kv * p.d4;  // vec4s from one key's row to the next
     let z = vec4<f32>(0.0);
     var acc = Slots(z, z, z, z, z, z, z, z);
     var m = NEG_BIG;
     var l = 0.0;
+    var st = load_stage(pl, lid, k0, k1);
     for (var c0 = k0; c0 < k1; c0 += BK) {
         let n = min(BK, k1 - c0);
-        for (var jj = 0u; jj < n; jj++) {
-            part[jj * WGF + lid] = partial_dot(qs, (c0 + jj) * ks + pl.kvh * p.d4, pl.lane);
-        }
+        kt[lid] = st.k0;
+        kt[lid + WGF] = st.k1;
+        vt[lid] = st.v0;
+        vt[lid + WGF] = st.v1;
+        st = load_stage(pl, lid, c0 + BK, k1);  // in flight while this tile is computed
+        workgroupBarrier();
+        for (var jj = 0u; jj < n; jj++) { part[jj * WGF + lid] = partial_dot(qs, jj, pl.lane); }
         workgroupBarrier();
         var mt = NEG_BIG;
         for (var jj = 0u; jj < n; jj++) { mt = max(mt, score(pl, jj, c0 + jj)); }
@@ -148,12 +171,12 @@ fn attend_block(pl: Place, lid: u32, k0: u32, k1: u32) {
                 if (s > NEG_BIG) {
                     let pj = exp(s - m_new);
                     l += pj;
-                    acc = add_v(acc, pj, (c0 + jj) * ks + pl.kvh * p.d4, pl.lane);
+                    acc = add_v(acc, pj, jj, pl.lane);
                 }
             }
             m = m_new;
         }
-        workgroupBarrier();  // the next tile's partials overwrite `part` only after every score is read
+        workgroupBarrier();  // the next tile overwrites kt, vt and part only after every read of this one
     }
     if (pl.ok) {
         let r = scaled(acc, select(0.0, 1.0 / l, l > 0.0));  // a token left with no key writes 0
