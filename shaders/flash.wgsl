@@ -22,6 +22,7 @@ const BQ: u32 = 32u;      // tokens a workgroup
 const TPQ: u32 = 4u;      // threads a token
 const BK: u32 = 8u;       // keys a tile
 const D4: u32 = 32u;      // vec4s of a staged key or value row (D <= 128)
+override HD4: u32 = 32u;  // D / 4 (params' d4 is not read): a constant, so the slots past it fold away
 const WGF: u32 = 128u;    // BQ * TPQ
 const NEG_BIG: f32 = -3.0e38;  // stands in for -inf: WGSL lets implementations assume no infinities
 
@@ -45,6 +46,7 @@ var<workgroup> kt: array<vec4<f32>, BK * D4>;  // [key of the tile][vec4]: the t
 var<workgroup> vt: array<vec4<f32>, BK * D4>;  // and values
 var<workgroup> part: array<f32, BK * WGF>;     // [key of the tile][thread]: partial dots
 var<workgroup> span: array<atomic<u32>, 2>;  // the block's key range: min lo, max hi
+var<workgroup> span_u: vec2<u32>;            // the same, read back as a uniform value
 
 // A thread's place: its token t, head h (kv head kvh), lane, and its token's key range [lo, hi).
 struct Place { ok: bool, t: u32, h: u32, kvh: u32, lane: u32, row: u32, lo: u32, hi: u32 }
@@ -64,12 +66,12 @@ struct Slots { s0: vec4<f32>, s1: vec4<f32>, s2: vec4<f32>, s3: vec4<f32>,
 
 fn slot_of(base: u32, lane: u32, s: u32, ok: bool) -> vec4<f32> {
     let i = lane + TPQ * s;
-    if (!ok || i >= p.d4) { return vec4<f32>(0.0); }
+    if (!ok || i >= HD4) { return vec4<f32>(0.0); }
     return q[base + i];
 }
 
 fn load_q(pl: Place) -> Slots {
-    let b = (pl.t * p.n_heads + pl.h) * p.d4;
+    let b = (pl.t * p.n_heads + pl.h) * HD4;
     return Slots(slot_of(b, pl.lane, 0u, pl.ok), slot_of(b, pl.lane, 1u, pl.ok), slot_of(b, pl.lane, 2u, pl.ok),
                  slot_of(b, pl.lane, 3u, pl.ok), slot_of(b, pl.lane, 4u, pl.ok), slot_of(b, pl.lane, 5u, pl.ok),
                  slot_of(b, pl.lane, 6u, pl.ok), slot_of(b, pl.lane, 7u, pl.ok));
@@ -78,13 +80,13 @@ fn load_q(pl: Place) -> Slots {
 // The staged tile's key jj (or value) at the thread's slot s, zero past D / 4.
 fn k_at(jj: u32, lane: u32, s: u32) -> vec4<f32> {
     let i = lane + TPQ * s;
-    if (i >= p.d4) { return vec4<f32>(0.0); }
+    if (i >= HD4) { return vec4<f32>(0.0); }
     return kt[jj * D4 + i];
 }
 
 fn v_at(jj: u32, lane: u32, s: u32) -> vec4<f32> {
     let i = lane + TPQ * s;
-    if (i >= p.d4) { return vec4<f32>(0.0); }
+    if (i >= HD4) { return vec4<f32>(0.0); }
     return vt[jj * D4 + i];
 }
 
@@ -95,8 +97,8 @@ fn stage_at(pl: Place, c0: u32, k1: u32, e: u32) -> vec2<u32> {
     // (cache vec4 index, 1 if it exists) of tile element e = key * D4 + vec4
     let jj = e / D4;
     let c = e % D4;
-    let ok = c < p.d4 && c0 + jj < k1;
-    return vec2<u32>(((c0 + jj) * p.n_kv + pl.kvh) * p.d4 + c, u32(ok));
+    let ok = c < HD4 && c0 + jj < k1;
+    return vec2<u32>(((c0 + jj) * p.n_kv + pl.kvh) * HD4 + c, u32(ok));
 }
 
 fn load_stage(pl: Place, lid: u32, c0: u32, k1: u32) -> Stage {
@@ -130,7 +132,7 @@ fn scaled(a: Slots, f: f32) -> Slots {
 
 fn store_slot(base: u32, lane: u32, s: u32, v: vec4<f32>) {
     let i = lane + TPQ * s;
-    if (i < p.d4) { out[base + i] = v; }
+    if (i < HD4) { out[base + i] = v; }
 }
 
 // Key j's score for the thread's token (its 4 threads' partials added), NEG_BIG outside [lo, hi).
@@ -180,7 +182,7 @@ fn attend_block(pl: Place, lid: u32, k0: u32, k1: u32) {
     }
     if (pl.ok) {
         let r = scaled(acc, select(0.0, 1.0 / l, l > 0.0));  // a token left with no key writes 0
-        let b = (pl.t * p.n_heads + pl.h) * p.d4;
+        let b = (pl.t * p.n_heads + pl.h) * HD4;
         store_slot(b, pl.lane, 0u, r.s0);
         store_slot(b, pl.lane, 1u, r.s1);
         store_slot(b, pl.lane, 2u, r.s2);
@@ -204,9 +206,12 @@ fn block_span(pl: Place, lid: u32) -> vec2<u32> {
         atomicMax(&span[1], pl.hi);
     }
     workgroupBarrier();
-    let lo = atomicLoad(&span[0]);
-    let hi = atomicLoad(&span[1]);
-    return vec2<u32>(lo, max(lo, hi));
+    if (lid == 0u) {
+        let lo = atomicLoad(&span[0]);
+        span_u = vec2<u32>(lo, max(lo, atomicLoad(&span[1])));
+    }
+    // Uniform, so the key loop's bounds are too (its barriers stay in uniform control flow).
+    return workgroupUniformLoad(&span_u);
 }
 
 @compute @workgroup_size(WGF)

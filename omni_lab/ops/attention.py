@@ -93,8 +93,8 @@ def use_flash(flash: bool | None, t: int, d: int, kernel: str, **named) -> bool:
     return flash
 
 
-def _flash(entry: str, params: bytes, t: int, hq: int, *tensors: Tensor) -> None:
-    runtime().kernel("flash", entry)(-(-t // FLASH_BLOCK) * hq, params, *tensors)
+def _flash(entry: str, params: bytes, t: int, hq: int, d: int, *tensors: Tensor) -> None:
+    runtime().kernel("flash", entry, HD4=d // 4)(-(-t // FLASH_BLOCK) * hq, params, *tensors)
 
 
 def attention(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor, scale: float, window: int = 0,
@@ -129,7 +129,7 @@ def attention(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor, scale: 
     table = tuning.current()
     if not split:
         if use_flash(flash, t, d, "attention", q=q):
-            _flash("causal", params, t, hq, q, cache_k, cache_v, step, out)
+            _flash("causal", params, t, hq, d, q, cache_k, cache_v, step, out)
         else:
             rt.kernel("attention", "main", WG=table.attention_wg)(t * hq, params, q, cache_k, cache_v, step, out)
         return out
@@ -176,7 +176,7 @@ def attention_segments(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor
     expect("attention_segments", out.shape == q.shape and out.dtype == "f32", f"out must be {q.shape} f32", out=out)
     params = pack_params(t, hq, n_kv, d // 4, max_len, 0, float(scale), 0, 0)
     if use_flash(flash, t, d, "attention_segments", q=q):
-        _flash("segments", params, t, hq, q, cache_k, cache_v, bounds, out)  # keys from row 0: no step
+        _flash("segments", params, t, hq, d, q, cache_k, cache_v, bounds, out)  # keys from row 0: no step
     else:
         rt.kernel("attention", "segments", WG=tuning.current().attention_wg)(t * hq, params, q, cache_k, cache_v, step,
                                                                              out, bounds)
