@@ -3,7 +3,7 @@
 // its own, which reads all of its keys from memory: a 512-token prefill reads the cache ~256 times over.
 // Here a workgroup of WGF = 128 threads takes BQ = 32 consecutive tokens of one head, TPQ = 4 threads a
 // token, each thread holding a quarter of its query's vec4s (slots lane, lane + 4, ..., lane + 28: D <= 128)
-// in registers, and walks the block's keys BK = 8 at a time: the tile's keys and values are staged in
+// in registers, and walks the block's keys BK (8 or 16, an override) at a time: the tile's keys and values are staged in
 // workgroup memory by all threads at once (and the next tile's loads go out before this tile is computed,
 // so a tile costs one memory latency, not one per key), each thread's partial dot of every key of the tile
 // goes to workgroup memory, a token's 4 threads add their partials into the tile's scores, and an online
@@ -20,8 +20,8 @@
 
 const BQ: u32 = 32u;      // tokens a workgroup
 const TPQ: u32 = 4u;      // threads a token
-const BK: u32 = 8u;       // keys a tile
 const D4: u32 = 32u;      // vec4s of a staged key or value row (D <= 128)
+override BK: u32 = 8u;    // keys a tile: 8 or 16 (BK * D4 <= 4 * WGF: a thread stages at most 4 vec4s of each)
 override HD4: u32 = 32u;  // D / 4 (params' d4 is not read): a constant, so the slots past it fold away
 const WGF: u32 = 128u;    // BQ * TPQ
 const NEG_BIG: f32 = -3.0e38;  // stands in for -inf: WGSL lets implementations assume no infinities
@@ -90,25 +90,30 @@ fn v_at(jj: u32, lane: u32, s: u32) -> vec4<f32> {
     return vt[jj * D4 + i];
 }
 
-// A thread's two vec4s of a tile's keys and of its values (BK * D4 = 2 * WGF), as loaded from the cache.
-struct Stage { k0: vec4<f32>, k1: vec4<f32>, v0: vec4<f32>, v1: vec4<f32> }
+// A thread's vec4s e = lid + i WGF of a tile's keys and of its values (i < BK * D4 / WGF), as loaded.
+struct Stage { k0: vec4<f32>, k1: vec4<f32>, k2: vec4<f32>, k3: vec4<f32>,
+               v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32> }
 
 fn stage_at(pl: Place, c0: u32, k1: u32, e: u32) -> vec2<u32> {
     // (cache vec4 index, 1 if it exists) of tile element e = key * D4 + vec4
     let jj = e / D4;
     let c = e % D4;
-    let ok = c < HD4 && c0 + jj < k1;
+    let ok = e < BK * D4 && c < HD4 && c0 + jj < k1;
     return vec2<u32>(((c0 + jj) * p.n_kv + pl.kvh) * HD4 + c, u32(ok));
 }
 
 fn load_stage(pl: Place, lid: u32, c0: u32, k1: u32) -> Stage {
     let z = vec4<f32>(0.0);
-    var st = Stage(z, z, z, z);
+    var st = Stage(z, z, z, z, z, z, z, z);
     if (c0 >= k1) { return st; }
     let a = stage_at(pl, c0, k1, lid);
     let b = stage_at(pl, c0, k1, lid + WGF);
+    let c = stage_at(pl, c0, k1, lid + 2u * WGF);
+    let d = stage_at(pl, c0, k1, lid + 3u * WGF);
     if (a.y == 1u) { st.k0 = cache_k[a.x]; st.v0 = cache_v[a.x]; }
     if (b.y == 1u) { st.k1 = cache_k[b.x]; st.v1 = cache_v[b.x]; }
+    if (c.y == 1u) { st.k2 = cache_k[c.x]; st.v2 = cache_v[c.x]; }
+    if (d.y == 1u) { st.k3 = cache_k[d.x]; st.v3 = cache_v[d.x]; }
     return st;
 }
 
@@ -156,6 +161,12 @@ fn attend_block(pl: Place, lid: u32, k0: u32, k1: u32) {
         kt[lid + WGF] = st.k1;
         vt[lid] = st.v0;
         vt[lid + WGF] = st.v1;
+        if (BK == 16u) {
+            kt[lid + 2u * WGF] = st.k2;
+            kt[lid + 3u * WGF] = st.k3;
+            vt[lid + 2u * WGF] = st.v2;
+            vt[lid + 3u * WGF] = st.v3;
+        }
         st = load_stage(pl, lid, c0 + BK, k1);  // in flight while this tile is computed
         workgroupBarrier();
         for (var jj = 0u; jj < n; jj++) { part[jj * WGF + lid] = partial_dot(qs, jj, pl.lane); }

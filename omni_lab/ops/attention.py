@@ -94,7 +94,12 @@ def use_flash(flash: bool | None, t: int, d: int, kernel: str, **named) -> bool:
 
 
 def _flash(entry: str, params: bytes, t: int, hq: int, d: int, *tensors: Tensor) -> None:
-    runtime().kernel("flash", entry, HD4=d // 4)(-(-t // FLASH_BLOCK) * hq, params, *tensors)
+    rt = runtime()
+    keys = tuning.current().attention_flash_keys
+    words = keys * FLASH_MAX_D // 4 * 8 + keys * 4 * FLASH_BLOCK  # f32 words of its workgroup memory
+    if 4 * words > rt.gpu.limits.get("max-compute-workgroup-storage-size", 16384):
+        keys = 8  # 12 KB: within WebGPU's 16 KB minimum
+    rt.kernel("flash", entry, HD4=d // 4, BK=keys)(-(-t // FLASH_BLOCK) * hq, params, *tensors)
 
 
 def attention(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor, scale: float, window: int = 0,
@@ -274,13 +279,14 @@ def filled_cache(rng, max_len: int, n_kv: int, d: int, start: int, t: int):
     return ck, cv, hk, hv
 
 
-def _attention_case(rng, t, n_kv, group, d, start, window, max_len=None, split=False, flash=False):
+def _attention_case(rng, t, n_kv, group, d, start, window, max_len=None, split=False, flash=False, keys=8):
     max_len = max_len or start + t + 5
     ck, cv, hk, hv = filled_cache(rng, max_len, n_kv, d, start, t)
     q = rand(rng, t, n_kv * group, d)
     out = padded_output(q.shape)
-    attention(runtime().upload(q), ck, cv, start_step(start), d ** -0.5, window=window, out=out, split=split,
-              flash=flash)
+    with tuning.override(attention_flash_keys=keys):
+        attention(runtime().upload(q), ck, cv, start_step(start), d ** -0.5, window=window, out=out, split=split,
+                  flash=flash)
     return out.numpy(), attention_ref(q, hk, hv, start, d ** -0.5, window)
 
 
@@ -344,7 +350,8 @@ SEGMENTS_FLASH = [dict(seg, flash=True) for seg in SEGMENTS] + [
 def cases():
     return [
         *sweep("attention", "attention", NMSE_ATTN, _attention_case,
-               [dict(zip(_KEYS, c), flash=True) for c in FLASH], quick=[dict(zip(_KEYS, FLASH[3]), flash=True)]),
+               [dict(zip(_KEYS, c), flash=True, keys=keys) for c in FLASH for keys in (8, 16)],
+               quick=[dict(zip(_KEYS, FLASH[3]), flash=True, keys=8)]),
         *sweep("attention", "attention_segments", NMSE_ATTN, _segments_case, SEGMENTS_FLASH,
                quick=[SEGMENTS_FLASH[-1]]),
         *sweep("attention", "attention_segments", NMSE_ATTN, _segments_case, SEGMENTS, quick=[SEGMENTS[1]]),
