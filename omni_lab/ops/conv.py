@@ -372,16 +372,20 @@ CONV1D_SWEEP = [
 ]
 
 # conv1d_tiled, groups 1: (C_in, C_out, T, K, stride, dilation, weight dtype). Partial tiles in both
-# directions, C_in not a multiple of CI, windows from K 1 to K 7 dilation 9 stride 8.
+# directions, C_in K not a multiple of the 32 kk of a step, K 1 to 33, dilation 9, stride 8 (past K).
 TILED_SWEEP = [
     (40, 70, 300, 7, 1, 9, "bf16"),     # the residual unit's dilation-9 conv
-    (33, 65, 130, 1, 1, 1, "f32"),      # its 1x1 conv: CI = 32 steps over 33 channels
+    (33, 65, 130, 1, 1, 1, "f32"),      # its 1x1 conv: kk = ci, one step and one channel more
     (70, 33, 257, 7, 8, 9, "f16"),      # the widest window
     (129, 67, 61, 3, 1, 3, "bf16"),
     (17, 130, 97, 5, 2, 1, "f32"),
     (64, 64, 256, 7, 1, 1, "bf16"),     # whole tiles only
     (25, 18, 75, 3, 5, 1, "bf16"),
     (5, 16, 9, 7, 4, 3, "f32"),         # T shorter than the tile's taps
+    (3, 20, 70, 7, 1, 3, "bf16"),       # C_in K = 21: one partial step whose kk cross two channel boundaries
+    (6, 17, 40, 33, 1, 1, "f32"),       # K past a step: one channel's taps span two steps
+    (96, 70, 130, 7, 1, 1, "bf16"),     # the last decoder block's width: C_in K = 672, 21 whole steps
+    (4, 18, 50, 1, 2, 1, "f16"),        # stride past K: a negative left pad crops
 ]
 
 TRANSPOSE_SWEEP = [  # (C_in, C_out, T, K, stride, weight dtype): the code2wav K = stride and K = 2 stride
@@ -396,14 +400,17 @@ TRANSPOSE_SWEEP = [  # (C_in, C_out, T, K, stride, weight dtype): the code2wav K
 ]
 
 
-TRANSPOSE_SWEEP_TILED = [  # conv_transpose1d_tiled: partial tiles, C_in not a multiple of CI
+# conv_transpose1d_tiled: the code2wav (K, S) and others; partial tiles, C_in ceil(K / S) not a multiple of
+# the 32 kk of a step, phases with fewer taps (K = 7, S = 3), several q tiles, T shorter than a tile.
+TRANSPOSE_SWEEP_TILED = [
     (70, 65, 33, 16, 8, "bf16"),        # decoder block 1's K, stride
     (33, 40, 61, 10, 5, "f16"),
     (20, 130, 50, 8, 4, "bf16"),
     (17, 18, 97, 6, 3, "f32"),
     (64, 64, 64, 2, 2, "bf16"),         # the upsampling stages' K = stride; whole tiles
     (9, 20, 40, 7, 3, "f32"),           # K neither S nor 2 S
-    (5, 16, 9, 4, 1, "f32"),
+    (5, 16, 9, 4, 1, "f32"),            # stride 1: one phase of K taps
+    (11, 20, 150, 5, 5, "bf16"),        # K = S: one tap a phase, no trim; three q tiles
 ]
 
 
