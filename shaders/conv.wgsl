@@ -260,21 +260,25 @@ fn transpose_step(kk: u32, nk: u32, row: u32, has_w: bool, r: u32, q: u32) -> St
         vec4<f32>(xt_tap(k1, nk, q), xt_tap(k1 + 1u, nk, q), xt_tap(k1 + 2u, nk, q), xt_tap(k1 + 3u, nk, q)));
 }
 
-// One step's 32 kk of a thread's 4 x 4 block from the staged tiles: 2 vec4 reads per 16 FMAs.
+// kk row k of the staged tiles into a thread's 4 x 4 block: 2 vec4 reads, 16 FMAs.
+fn mac(acc: Acc, k: u32, ly: u32, lx: u32) -> Acc {
+    let a = wtile[k * QUADS + ly];
+    let b = btile[k * QUADS + lx];
+    return Acc(fma(vec4<f32>(a.x), b, acc.g0), fma(vec4<f32>(a.y), b, acc.g1), fma(vec4<f32>(a.z), b, acc.g2),
+               fma(vec4<f32>(a.w), b, acc.g3));
+}
+
+// One step's 32 kk of a thread's block, four a loop trip (naga's while loop is not unrolled by the driver,
+// so at one a trip its counter and branch are a fifth of the loop; lib/tiles.wgsl's `mac` likewise).
 fn compute_step(acc: Acc, ly: u32, lx: u32) -> Acc {
-    var g0 = acc.g0;
-    var g1 = acc.g1;
-    var g2 = acc.g2;
-    var g3 = acc.g3;
-    for (var k = 0u; k < TK; k++) {
-        let a = wtile[k * QUADS + ly];
-        let b = btile[k * QUADS + lx];
-        g0 = fma(vec4<f32>(a.x), b, g0);
-        g1 = fma(vec4<f32>(a.y), b, g1);
-        g2 = fma(vec4<f32>(a.z), b, g2);
-        g3 = fma(vec4<f32>(a.w), b, g3);
+    var r = acc;
+    for (var k = 0u; k < TK; k += 4u) {
+        r = mac(r, k, ly, lx);
+        r = mac(r, k + 1u, ly, lx);
+        r = mac(r, k + 2u, ly, lx);
+        r = mac(r, k + 3u, ly, lx);
     }
-    return Acc(g0, g1, g2, g3);
+    return r;
 }
 
 // Four consecutive outputs t .. t + 3 of dispatch row co_l (conv1d_tiled), those inside rows and T_out.
