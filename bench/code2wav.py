@@ -2,7 +2,7 @@
 against Transformers eager BF16 on CUDA, the same weights, in the same run.
 
     python bench/code2wav.py [--seconds 30] [--chunk 25] [--left-context 25] [--reps 5] [--hf-device cuda|none]
-                             [--shapes released|tiny] [--out FILE]
+                             [--shapes released|tiny] [--convs] [--out FILE]
 
 `--shapes tiny` runs the same measurements on the tiny vocoder's shapes: a dry run of the script on a
 machine without a GPU, not a figure.
@@ -22,6 +22,16 @@ Measured, each the median of --reps runs after a warm-up:
   frame) and the real-time factor; the first chunk's latency (codes to its audio).
 Ours: wall clock (what a caller waits for, read-back included) and GPU time from timestamp queries of one
 replayed forward (each dispatch in its own timed pass, which overstates the total a little).
+
+`--convs` times only the vocoder's convolutions, each on its own (random inputs, BF16 weights, no model
+built, no Transformers run): every conv of one forward over --seconds of frames and over one streamed chunk
+(--chunk + --left-context frames), in execution order, with its kernel, GPU seconds (median of --reps),
+GFLOP/s (2 C_in C_out K per output step of conv1d, per input step of the transpose: padding taps counted,
+a depthwise conv's C_in is 1) and the NMSE of a sample of its outputs (8 rows, the first 8192 steps)
+against the numpy reference; then the totals by kernel entry and K, and ms per frame (one-shot: per frame
+decoded; the chunk: per new frame, --chunk, as `stream_gpu_ms_per_frame` counts it). The shapes are
+checked against Transformers' module built on the meta device. Each conv's inputs stay in the GPU's cache
+between reps where they fit (the small streamed ones do), which a forward does not give them.
 """
 
 from __future__ import annotations
@@ -37,11 +47,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kernels import emit, median_seconds  # noqa: E402
+from kernels import emit, median_seconds, profiles  # noqa: E402
 
 from omni_lab.formats.safetensors_io import CheckpointError  # noqa: E402
 from omni_lab.gpu import bf16_to_f32, runtime  # noqa: E402
-from omni_lab.models.code2wav import PREFIX, Code2Wav, Code2WavConfig  # noqa: E402
+from omni_lab.models.code2wav import DILATIONS, PREFIX, Code2Wav, Code2WavConfig  # noqa: E402
+from omni_lab.ops import conv  # noqa: E402
+from omni_lab.ops.registry import nmse  # noqa: E402
 
 FRAMES_PER_SECOND = 12.5
 
@@ -143,6 +155,104 @@ def bench_hf(module, codes: np.ndarray, seconds: float, chunk: int, left: int, r
             "attn_implementation": "eager"}
 
 
+def conv_shapes(cfg: Code2WavConfig, frames: int) -> list[dict]:
+    """Every convolution of one code2wav forward over `frames` frames, in execution order, each named by its
+    module path under code2wav: C_in, C_out, T_in, K, stride, dilation, groups, transposed, residual."""
+    h, ch = cfg.hidden_size, cfg.decoder_channels
+    one = dict(stride=1, dilation=1, groups=1, transposed=False, residual=False)
+    out, t = [], frames
+    for i, f in enumerate(cfg.upsampling_ratios):
+        out.append({**one, "name": f"upsample.{i}.0", "c_in": h, "c_out": h, "t": t, "k": f, "stride": f, "transposed": True})
+        t = conv.transposed_length(t, f, f)
+        out.append({**one, "name": f"upsample.{i}.1.dwconv", "c_in": h, "c_out": h, "t": t, "k": 7, "groups": h})
+    out.append({**one, "name": "decoder.0", "c_in": h, "c_out": ch[0], "t": t, "k": 7})
+    for b, r in enumerate(cfg.upsample_rates):
+        name = f"decoder.{b + 1}.block"
+        out.append({**one, "name": f"{name}.1", "c_in": ch[b], "c_out": ch[b + 1], "t": t, "k": 2 * r, "stride": r,
+                    "transposed": True})
+        t = conv.transposed_length(t, 2 * r, r)
+        for j, d in enumerate(DILATIONS):
+            c = ch[b + 1]
+            out.append({**one, "name": f"{name}.{j + 2}.conv1", "c_in": c, "c_out": c, "t": t, "k": 7, "dilation": d})
+            out.append({**one, "name": f"{name}.{j + 2}.conv2", "c_in": c, "c_out": c, "t": t, "k": 1, "residual": True})
+    out.append({**one, "name": f"decoder.{len(cfg.upsample_rates) + 2}", "c_in": ch[-1], "c_out": 1, "t": t, "k": 7})
+    return out
+
+
+def check_conv_shapes(hf_cfg, shapes: list[dict]) -> None:
+    """Each conv's weight shape is Transformers' own (its module built on the meta device: no memory)."""
+    import torch
+    from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import Qwen3OmniMoeCode2Wav
+
+    with torch.device("meta"):
+        params = dict(Qwen3OmniMoeCode2Wav._from_config(hf_cfg).named_parameters())
+    for c in shapes:
+        want = ((c["c_in"], c["c_out"], c["k"]) if c["transposed"] else (c["c_out"], c["c_in"] // c["groups"], c["k"]))
+        got = tuple(params[f"{c['name']}.conv.weight"].shape)
+        assert got == want, f"{c['name']}: Transformers' weight is {got}, conv_shapes says {want}"
+
+
+CHECK_STEPS = 8192  # outputs of each sampled row checked against the reference (float64 numpy is slow at 720k)
+
+
+def bench_conv(c: dict, reps: int, rng) -> dict:
+    """One conv of conv_shapes on random inputs and BF16 weights: its GPU time, GFLOP/s, and the NMSE of up to
+    8 of its output rows (spread over the channel tiles, the last included), their first CHECK_STEPS
+    outputs, against the numpy reference."""
+    rt = runtime()
+    x = rng.standard_normal((c["c_in"], c["t"]), dtype=np.float32)
+    shape = (c["c_in"], c["c_out"], c["k"]) if c["transposed"] else (c["c_out"], c["c_in"] // c["groups"], c["k"])
+    host, seen = conv._stored(rng, shape, "bf16")  # seen: the f32 values of the stored bf16 weights
+    b = rng.standard_normal(c["c_out"], dtype=np.float32)
+    xt, wt, bt = rt.upload(x), rt.upload(host, "bf16"), rt.upload(b)
+    if c["transposed"]:
+        t_out = conv.transposed_length(c["t"], c["k"], c["stride"])
+        run = lambda: conv.conv_transpose1d(xt, wt, bt, stride=c["stride"], out=y)  # noqa: E731
+        steps = c["t"]
+    else:
+        t_out = conv.causal_padding(c["t"], c["k"], c["stride"], c["dilation"])[2]
+        r = rng.standard_normal((c["c_out"], t_out), dtype=np.float32) if c["residual"] else None
+        res = rt.upload(r) if r is not None else None
+        run = lambda: conv.conv1d(xt, wt, bt, stride=c["stride"], dilation=c["dilation"], groups=c["groups"],  # noqa: E731
+                                  residual=res, out=y)
+        steps = t_out
+    y = rt.empty((c["c_out"], t_out))
+    got = run().numpy()
+    # The reference on a sample of rows and the first n outputs, from the prefix of x those outputs read
+    # (causal: conv1d's output t reads x up to t S + S - 1; the transpose's up to (t + K - S) / S).
+    rows = np.unique(np.linspace(0, c["c_out"] - 1, min(8, c["c_out"])).round().astype(int))
+    n = min(t_out, CHECK_STEPS)
+    if c["transposed"]:
+        xs = x[:, :(n + c["k"] - c["stride"]) // c["stride"] + 1]
+        want = conv.conv_transpose1d_ref(xs, seen[:, rows], b[rows], stride=c["stride"])[:, :n]
+    else:
+        g = c["groups"] > 1  # depthwise: row o reads input channel o alone
+        xs = (x[rows] if g else x)[:, :n * c["stride"]]
+        want = conv.conv1d_ref(xs, seen[rows], b[rows], stride=c["stride"], dilation=c["dilation"],
+                               groups=len(rows) if g else 1, residual=None if r is None else r[rows, :n])
+    profs = profiles(run, reps)
+    secs = statistics.median(sum(t.seconds for t in p.timings) for p in profs)
+    flops = 2 * (c["c_in"] // c["groups"]) * c["c_out"] * c["k"] * steps
+    return {**c, "t_out": t_out, "kernels": sorted(profs[0].by_kernel()), "seconds": secs, "flops": flops,
+            "gflop_per_s": flops / secs / 1e9, "nmse_sampled": float(nmse(got[rows, :n], want)),
+            "clock": profs[0].clock}
+
+
+def bench_convs(cfg: Code2WavConfig, frames: int, per_frame: int, reps: int) -> dict:
+    """Every conv of a forward over `frames` frames (bench_conv), the totals by kernel entry and K, and the
+    total in ms per frame of `per_frame` frames."""
+    rng = np.random.default_rng(0)
+    results = [bench_conv(c, reps, rng) for c in conv_shapes(cfg, frames)]
+    by_kind: dict[str, float] = {}
+    for r in results:
+        kind = f"{'+'.join(k.split('[')[0] for k in r['kernels'])} K={r['k']}"
+        by_kind[kind] = by_kind.get(kind, 0.0) + r["seconds"]
+    total = sum(r["seconds"] for r in results)
+    return {"frames": frames, "convs": results, "seconds_by_kind": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
+            "total_s": total, "ms_per_frame": 1e3 * total / per_frame, "per_frame_of": per_frame,
+            "worst_nmse": max(r["nmse_sampled"] for r in results)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=30.0)
@@ -151,6 +261,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--hf-device", default="cuda", help="cuda, cpu, or none to skip Transformers")
     ap.add_argument("--shapes", choices=("released", "tiny"), default="released")
+    ap.add_argument("--convs", action="store_true",
+                    help="only the convolutions, each timed on its own: one-shot over --seconds and one streamed chunk")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
@@ -160,8 +272,18 @@ def main() -> None:
 
     from omni_lab.models.tiny_omni import CODE2WAV_PRESETS, draw_code2wav
 
-    torch.manual_seed(0)
     hf_cfg = Qwen3OmniMoeCode2WavConfig(**(CODE2WAV_PRESETS["tiny"] if args.shapes == "tiny" else {}))
+    if args.convs:
+        cfg = Code2WavConfig.from_dict({"model_type": "qwen3_omni_moe", "code2wav_config": hf_cfg.to_dict()}, "defaults")
+        frames, chunk = int(round(args.seconds * FRAMES_PER_SECOND)), args.chunk + args.left_context
+        check_conv_shapes(hf_cfg, conv_shapes(cfg, frames))
+        rt = runtime()
+        emit({"bench": "code2wav.convs", "shapes": args.shapes, "adapter": rt.gpu.describe()["adapter"],
+              "seconds": frames / FRAMES_PER_SECOND, "reps": args.reps, "weights": "random, BF16",
+              "one_shot": bench_convs(cfg, frames, frames, args.reps),
+              "stream_chunk": bench_convs(cfg, chunk, args.chunk, args.reps)}, args.out)
+        return
+    torch.manual_seed(0)
     module = Qwen3OmniMoeCode2Wav._from_config(hf_cfg, attn_implementation="eager").eval()
     draw_code2wav(module, seed=0)
     # The float32 reference holds the BF16 weights both sides read, but keeps its rotary inv_freq in float32:

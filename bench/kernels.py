@@ -1,7 +1,7 @@
 """Kernel benchmark: time per op, GB/s or GFLOP/s, and the fraction of the copy bandwidth measured in
 the same run. Prints one JSON object (and writes it with --out).
 
-    python bench/kernels.py [--weights-mb 256 1024] [--reps 20] [--quick] [--decode | --moe | --matmul] [--out FILE]
+    python bench/kernels.py [--weights-mb 256 1024] [--reps 20] [--quick] [--decode | --moe | --matmul | --attention] [--out FILE]
 
 Times are GPU timestamps where the adapter has them (median of --reps runs after a warm-up), wall clock
 otherwise; the JSON says which. Inputs are random, never zeros. Each benchmarked case is first checked
@@ -342,6 +342,42 @@ def bench_moe(dtype: str, reps: int, rng, tokens=MOE_TOKENS, shape=MOE_SHAPE) ->
     return results
 
 
+def bench_attention(reps: int, rng, quick: bool) -> list[dict]:
+    """Causal prefill attention at the thinker's heads (32 q / 4 kv, D 128) and the vision encoder's
+    bidirectional attention over one image's patches (16 heads, D 72), each through attention.wgsl's
+    workgroup per (token, head) and flash.wgsl's blocks; FLOPs count QK^T and PV over the kept keys."""
+    from omni_lab.ops import attention as A
+
+    rt = runtime()
+    out = []
+    cases = [("causal", 512 if not quick else 64, 4, 8, 128), ("segments", 3072 if not quick else 96, 16, 1, 72)]
+    for kind, t, n_kv, group, d in cases:
+        q = rng.standard_normal((t, n_kv * group, d), dtype=np.float32)
+        k = rng.standard_normal((t, n_kv, d), dtype=np.float32)
+        v = rng.standard_normal((t, n_kv, d), dtype=np.float32)
+        ck, cv = A.kv_cache(t, n_kv, d)
+        step = A.start_step(0)
+        A.kv_append(rt.upload(k), rt.upload(v), ck, cv, step)
+        qt, o = rt.upload(q), rt.empty(q.shape)
+        if kind == "causal":
+            ref = A.attention_ref(q, k, v, 0, d ** -0.5)
+            run = lambda flash: A.attention(qt, ck, cv, step, d ** -0.5, out=o, flash=flash)  # noqa: E731
+            keys = t * (t + 1) / 2
+        else:
+            bounds = rt.upload(A.segment_bounds([0, t], t))
+            ref = A.attention_segments_ref(q, k, v, [0, t], d ** -0.5)
+            run = lambda flash: A.attention_segments(qt, ck, cv, step, bounds, d ** -0.5, out=o, flash=flash)  # noqa: E731
+            keys = t * t
+        flops = 4 * keys * n_kv * group * d
+        for flash in (False, True):
+            err = nmse(run(flash).numpy(), ref)
+            secs, clock = timed(lambda: run(flash), reps)
+            out.append({"op": f"attention.{kind}", "kernel": "flash" if flash else "per (token, head)", "tokens": t,
+                        "heads": [n_kv * group, n_kv], "head_dim": d, "seconds": secs,
+                        "gflop_per_s": flops / secs / 1e9, "nmse": err, "clock": clock})
+    return out
+
+
 # [M, N, K] of the thinker's prefill of 512 tokens: q_proj, o_proj, and the square case of earlier reports.
 MATMUL_SHAPES = [(512, 4096, 2048), (512, 2048, 4096), (512, 4096, 4096)]
 
@@ -394,6 +430,9 @@ def main() -> None:
     ap.add_argument("--matmul", action="store_true",
                     help="only the prefill matmul (lib/tile_gather.wgsl) at the thinker's prefill shapes: bf16 and f32 "
                          "weights, and Q8_0 on both prefill paths (dot4, f32)")
+    ap.add_argument("--attention", action="store_true",
+                    help="only multi-token attention, per (token, head) and flash: the thinker's prefill of 512 "
+                         "tokens and the vision encoder's 3072 patches of one image")
     ap.add_argument("--flush-mb", type=int, default=256,
                     help="MB copied before each timed run of a decode-step case, to evict its inputs from the cache")
     ap.add_argument("--out", type=Path)
@@ -410,6 +449,11 @@ def main() -> None:
               "host": platform.node(), "copy_gb_per_s": bench_copy(min(256, rt.gpu.max_binding // 2**20), args.reps)["gb_per_s"],
               "results": [r for dtype in ("bf16", "q8_0") for r in bench_moe(dtype, args.reps, rng, tokens, shape)],
               "wall_seconds": time.time() - t0}, args.out)
+        return
+    if args.attention:
+        emit({"bench": "kernels.attention", "adapter": rt.gpu.describe()["adapter"],
+              "backend": rt.gpu.info.get("backend_type"), "host": platform.node(),
+              "results": bench_attention(args.reps, rng, args.quick), "wall_seconds": time.time() - t0}, args.out)
         return
     if args.matmul:
         shapes = [(128, 1024, 1024)] if args.quick else MATMUL_SHAPES

@@ -27,17 +27,23 @@
 // Dispatch (conv1d, conv_transpose1d): one thread per output element of the dispatch's rows, flat index
 //   group_index(grid) * WG + lid over rows x T_out (groups_for), time fastest, so a workgroup's
 //   threads mostly share one output channel (its weights are one broadcast load) and read neighbouring x.
-// Entry `conv1d_tiled` (groups = 1): the same sums as conv1d, one workgroup per tile of TCO output
-//   channels x TT output steps, flat tile index wid.x + wid.y * nwg.x (groups_for) = time tile *
-//   ceil(rows / TCO) + channel tile. It walks the input channels CI at a time: the CI x XW window of x
-//   the tile's taps read, and the tile's TCO x CI x K weights (widened to f32), go to workgroup memory
-//   once, and every thread then computes PC x PT outputs from them, so each x value loaded is used by
-//   TCO output channels and each weight by TT steps. K, stride and dilation are override constants
-//   (KT, ST, DT) here: they size the window and unroll the tap loop; params' k, stride, dilation must
-//   match them. Threads TCP x TTP; thread (c, s) owns channels c + i TCP and steps s + j TTP.
-// Entry `conv_transpose1d_tiled`: conv_transpose1d's sums with conv1d_tiled's tiles, walk and threads,
-//   where TTP must be a multiple of the stride ST (so a thread's PT outputs share their taps); the
-//   window is the XWT input positions a tile's outputs read, about (TT + K) / S. DT unused.
+// Entry `conv1d_tiled` (groups = 1): the same sums as an implicit GEMM, y[co, t] = sum_kk W[co, kk] B[kk, t]
+//   over this dispatch's kk = (ci - ci0) K + k, with W = the weight rows [C_out, C_in K] as torch stores them
+//   and B[kk, t] = x[ci, t S + k D - P] gathered from x as the tiles are staged (im2col, never stored).
+// Entry `conv_transpose1d_tiled`: polyphase. Output t is phase r = (t + P) % S, position q = (t + P) / S;
+//   its taps are k = r + m S < K on input q - m, so each phase is a GEMM over kk = (ci - ci0) MT + m (MT =
+//   ceil(K / S) taps a phase; the weight is 0 where r + m S >= K): W_r[co, kk] = w[ci, co, r + m S],
+//   B[kk, q] = x[ci, q - m]; outputs q S + r - P outside [0, T_out) are computed and dropped.
+// Both tiled entries (the structure of lib/tiles.wgsl): one workgroup of 16 x 16 threads per tile of 64 output
+//   channels x 64 columns (steps t, or one phase's positions q from qb = P / S on); flat workgroup index
+//   (groups_for) = column tile * ceil(rows / 64) + channel tile, for the transpose (q tile * S + r) *
+//   ceil(rows / 64) + channel tile. The K loop stages 32 kk a step: W as [kk][co] and B as [kk][column]
+//   vec4 tiles in workgroup memory (16 KiB), each thread then reads 2 vec4 per 16 FMAs for its 4 consecutive
+//   channels x 4 consecutive columns; the next step's global loads are issued while this one computes. K,
+//   stride and dilation are override constants (KT, ST, DT) so that kk -> (ci, k) divides by constants;
+//   params' k, stride, dilation must match them. Every loop over a vector's components or a small array
+//   is written out: naga emits WGSL loops as while loops that drivers do not unroll, and such a loop puts
+//   the array in slow local memory (only the 32-step kk loop over the staged tiles stays a loop).
 
 override WG: u32 = 256;
 override WTYPE: u32 = 0u;  // 0 f32, 1 f16, 2 bf16
@@ -144,146 +150,231 @@ fn conv_transpose1d(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     store(o.co_l, o.t, acc);
 }
 
-// ---- conv1d_tiled ---------------------------------------------------------------------------------
+// ---- the tiled kernels: implicit GEMMs --------------------------------------------------------------
 
-const PC: u32 = 4u;                    // output channels per thread
-const PT: u32 = 4u;                    // output steps per thread
-override TCP: u32 = 16u;               // threads along channels
-override TTP: u32 = 16u;               // threads along time
-override CI: u32 = 4u;                 // input channels per step of the walk
-override KT: u32 = 7u;                 // K
-override ST: u32 = 1u;                 // stride
-override DT: u32 = 1u;                 // dilation
-override TCO: u32 = PC * TCP;          // output channels per tile
-override TT: u32 = PT * TTP;           // output steps per tile
-override TWG: u32 = TCP * TTP;         // threads per workgroup
-override XW: u32 = (TT - 1u) * ST + (KT - 1u) * DT + 1u;  // x positions one input channel's taps read
-override XWT: u32 = (TT + KT - 2u) / ST + 2u;            // conv_transpose1d_tiled's: input positions a tile reads
-// Every named override stays above the first override-sized array: naga 29 gives such an array's size an
-// unnamed override of its own, and panics when it meets one before a named override it still has to resolve.
+const TCO: u32 = 64u;               // output channels per tile
+const TQ: u32 = 64u;                // columns per tile: output steps (conv1d), positions q of one phase (transpose)
+const TK: u32 = 32u;                // kk values per step of the K loop
+const TX: u32 = TQ / 4u;            // threads along columns, 4 columns each
+const TY: u32 = TCO / 4u;           // threads along channels, 4 channels each
+const QUADS: u32 = TCO / 4u;        // vec4s per kk row of a staged tile (TCO = TQ)
+const TILE: u32 = TK * QUADS;       // vec4s per staged tile (8 KiB)
+const HALF: u32 = TILE / 2u;        // from kk row 4 qi to row 4 qi + TK / 2 of a staged tile
+override KT: u32 = 7u;              // K
+override ST: u32 = 1u;              // stride
+override DT: u32 = 1u;              // dilation (conv1d_tiled)
+override MT: u32 = (KT + ST - 1u) / ST;  // taps per phase (conv_transpose1d_tiled)
 
-var<workgroup> ws: array<f32, CI * KT * TCO>;  // [CI * KT][TCO]: weight (co, ci, k) at (ci * KT + k) * TCO + co
-var<workgroup> xs: array<f32, CI * XW>;        // [CI][XW]: x (ci, window position)
+// The step's W and B tiles, [kk][column / 4]: W[co, kk] at wtile[kk * QUADS + co / 4][co % 4], B[kk, t] at
+// btile[kk * QUADS + t / 4][t % 4], so a thread reads its 4 channels (or 4 columns) of one kk as one vec4.
+var<workgroup> wtile: array<vec4<f32>, TILE>;
+var<workgroup> btile: array<vec4<f32>, TILE>;
 
-// The tile of flat workgroup index `flat` and thread lid's place in it (both kernels' tiling).
-struct Tile {
-    ok: bool,    // the tile starts before T_out (uniform per workgroup)
-    co: u32,     // first output row (in this dispatch) of the tile
-    t0: u32,     // first output step of the tile
-    tc: u32,     // the thread's channel: it owns channels co + tc + i TCP
-    tt: u32,     // the thread's step: it owns steps t0 + tt + j TTP
+// One step's staged values of a thread: W row r's kk quads qi and qi + 4 (w0, w1) and B column r's (b0, b1).
+struct Step { w0: vec4<f32>, w1: vec4<f32>, b0: vec4<f32>, b1: vec4<f32> }
+
+// A quad's four values into kk rows i, i + QUADS, ... of a staged tile, at component c.
+fn put_w(i: u32, c: u32, v: vec4<f32>) {
+    wtile[i][c] = v.x;
+    wtile[i + QUADS][c] = v.y;
+    wtile[i + 2u * QUADS][c] = v.z;
+    wtile[i + 3u * QUADS][c] = v.w;
 }
 
-fn tile_of(flat: u32, lid: u32) -> Tile {
+fn put_b(i: u32, c: u32, v: vec4<f32>) {
+    btile[i][c] = v.x;
+    btile[i + QUADS][c] = v.y;
+    btile[i + 2u * QUADS][c] = v.z;
+    btile[i + 3u * QUADS][c] = v.w;
+}
+
+fn put_step(at: u32, c: u32, s: Step) {
+    put_w(at, c, s.w0);
+    put_w(at + HALF, c, s.w1);
+    put_b(at, c, s.b0);
+    put_b(at + HALF, c, s.b1);
+}
+
+// A thread's 4 x 4 outputs: channel rows 4 ly + i of the tile in g_i, 4 columns each.
+struct Acc { g0: vec4<f32>, g1: vec4<f32>, g2: vec4<f32>, g3: vec4<f32> }
+
+// Both kernels run the same K loop: stage a step, issue the next step's global loads, compute this one.
+// Staging thread li takes W row (and B column) r = li % 64 and kk quads qi = li / 64 and qi + 4:
+// consecutive threads take consecutive rows and columns, so the workgroup-memory stores fall in distinct
+// banks and the x gathers of neighbouring B columns are neighbouring positions of one x row.
+
+// Weight element kk of the W row starting at `row` (conv1d: the row is contiguous in kk), 0 where !ok.
+fn w_el(row: u32, ok: bool, kk: u32) -> f32 {
+    var v = 0.0;
+    if (ok) { v = weight(row + kk); }
+    return v;
+}
+
+// B[kk, t] of conv1d for the column whose tap 0 reads x position tpos: x[ci0 + kk / K, tpos + (kk % K) D],
+// 0 outside [0, T_in) and past the dispatch's nk = (ci1 - ci0) K values.
+fn x_tap(kk: u32, nk: u32, tpos: i32) -> f32 {
+    let pos = tpos + i32((kk % KT) * DT);
+    var v = 0.0;
+    if (kk < nk && pos >= 0 && pos < i32(p.t_in)) { v = x[p.x_off + (kk / KT) * p.t_in + u32(pos)]; }
+    return v;
+}
+
+// The W and B quads from kk on (kk and kk + TK / 2) of a conv1d thread: W row `row` (has_w: inside the
+// dispatch's rows), B column with tap-0 position tpos.
+fn conv1d_step(kk: u32, nk: u32, row: u32, has_w: bool, tpos: i32) -> Step {
+    let k1 = kk + TK / 2u;
+    return Step(
+        vec4<f32>(w_el(row, has_w && kk < nk, kk), w_el(row, has_w && kk + 1u < nk, kk + 1u),
+                  w_el(row, has_w && kk + 2u < nk, kk + 2u), w_el(row, has_w && kk + 3u < nk, kk + 3u)),
+        vec4<f32>(w_el(row, has_w && k1 < nk, k1), w_el(row, has_w && k1 + 1u < nk, k1 + 1u),
+                  w_el(row, has_w && k1 + 2u < nk, k1 + 2u), w_el(row, has_w && k1 + 3u < nk, k1 + 3u)),
+        vec4<f32>(x_tap(kk, nk, tpos), x_tap(kk + 1u, nk, tpos), x_tap(kk + 2u, nk, tpos), x_tap(kk + 3u, nk, tpos)),
+        vec4<f32>(x_tap(k1, nk, tpos), x_tap(k1 + 1u, nk, tpos), x_tap(k1 + 2u, nk, tpos), x_tap(k1 + 3u, nk, tpos)));
+}
+
+// W_r[co, kk] of the transpose: w[ci0 + kk / MT, co, r + (kk % MT) S] from `row` = the element of (ci0,
+// co, r), 0 where the tap is past K (a phase with fewer taps), past nk or past the dispatch's rows.
+fn wt_el(row: u32, has_w: bool, kk: u32, nk: u32, r: u32) -> f32 {
+    let m = kk % MT;
+    var v = 0.0;
+    if (has_w && kk < nk && r + m * ST < KT) { v = weight(row + (kk / MT) * p.cout_g * KT + m * ST); }
+    return v;
+}
+
+// B[kk, q] of the transpose: x[ci0 + kk / MT, q - kk % MT], 0 outside [0, T_in) and past nk.
+fn xt_tap(kk: u32, nk: u32, q: u32) -> f32 {
+    let l = i32(q) - i32(kk % MT);
+    var v = 0.0;
+    if (kk < nk && l >= 0 && l < i32(p.t_in)) { v = x[p.x_off + (kk / MT) * p.t_in + u32(l)]; }
+    return v;
+}
+
+fn transpose_step(kk: u32, nk: u32, row: u32, has_w: bool, r: u32, q: u32) -> Step {
+    let k1 = kk + TK / 2u;
+    return Step(
+        vec4<f32>(wt_el(row, has_w, kk, nk, r), wt_el(row, has_w, kk + 1u, nk, r),
+                  wt_el(row, has_w, kk + 2u, nk, r), wt_el(row, has_w, kk + 3u, nk, r)),
+        vec4<f32>(wt_el(row, has_w, k1, nk, r), wt_el(row, has_w, k1 + 1u, nk, r),
+                  wt_el(row, has_w, k1 + 2u, nk, r), wt_el(row, has_w, k1 + 3u, nk, r)),
+        vec4<f32>(xt_tap(kk, nk, q), xt_tap(kk + 1u, nk, q), xt_tap(kk + 2u, nk, q), xt_tap(kk + 3u, nk, q)),
+        vec4<f32>(xt_tap(k1, nk, q), xt_tap(k1 + 1u, nk, q), xt_tap(k1 + 2u, nk, q), xt_tap(k1 + 3u, nk, q)));
+}
+
+// kk row k of the staged tiles into a thread's 4 x 4 block: 2 vec4 reads, 16 FMAs.
+fn mac(acc: Acc, k: u32, ly: u32, lx: u32) -> Acc {
+    let a = wtile[k * QUADS + ly];
+    let b = btile[k * QUADS + lx];
+    return Acc(fma(vec4<f32>(a.x), b, acc.g0), fma(vec4<f32>(a.y), b, acc.g1), fma(vec4<f32>(a.z), b, acc.g2),
+               fma(vec4<f32>(a.w), b, acc.g3));
+}
+
+// One step's 32 kk of a thread's block, four a loop trip (naga's while loop is not unrolled by the driver,
+// so at one a trip its counter and branch are a fifth of the loop; lib/tiles.wgsl's `mac` likewise).
+fn compute_step(acc: Acc, ly: u32, lx: u32) -> Acc {
+    var r = acc;
+    for (var k = 0u; k < TK; k += 4u) {
+        r = mac(r, k, ly, lx);
+        r = mac(r, k + 1u, ly, lx);
+        r = mac(r, k + 2u, ly, lx);
+        r = mac(r, k + 3u, ly, lx);
+    }
+    return r;
+}
+
+// Four consecutive outputs t .. t + 3 of dispatch row co_l (conv1d_tiled), those inside rows and T_out.
+fn store_run(co_l: u32, t: u32, v: vec4<f32>) {
+    if (co_l >= p.rows) { return; }
+    if (t < p.t_out) { store(co_l, t, v.x); }
+    if (t + 1u < p.t_out) { store(co_l, t + 1u, v.y); }
+    if (t + 2u < p.t_out) { store(co_l, t + 2u, v.z); }
+    if (t + 3u < p.t_out) { store(co_l, t + 3u, v.w); }
+}
+
+@compute @workgroup_size(TX, TY)
+fn conv1d_tiled(grid: Grid, @builtin(local_invocation_id) lid: vec3<u32>,
+                @builtin(local_invocation_index) li: u32) {
+    // Flat tile index = time tile * ceil(rows / TCO) + channel tile.
+    let flat = group_index(grid);
     let tiles_co = (p.rows + TCO - 1u) / TCO;
-    let t0 = (flat / tiles_co) * TT;
-    return Tile(t0 < p.t_out, (flat % tiles_co) * TCO, t0, lid / TTP, lid % TTP);
-}
-
-// Element e of a tile's x window [CI][width] for the input channels from c0: x of channel c0 + e / width
-// at position first + e % width, 0 outside [0, T_in) and past the dispatch's channels.
-fn x_window(c0: u32, e: u32, width: u32, first: i32) -> f32 {
-    let ci = c0 + e / width;
-    let pos = first + i32(e % width);
-    if (ci < p.ci1 && pos >= 0 && pos < i32(p.t_in)) {
-        return x[p.x_off + (ci - p.ci0) * p.t_in + u32(pos)];
-    }
-    return 0.0;
-}
-
-// Stores a thread's PC x PT outputs, those inside the dispatch's rows and T_out.
-fn store_tile(tile: Tile, acc: array<array<f32, PT>, PC>) {
-    for (var i = 0u; i < PC; i++) {
-        let co_l = tile.co + tile.tc + i * TCP;
-        if (co_l >= p.rows) { continue; }
-        for (var j = 0u; j < PT; j++) {
-            let t = tile.t0 + tile.tt + j * TTP;
-            if (t < p.t_out) { store(co_l, t, acc[i][j]); }
-        }
-    }
-}
-
-@compute @workgroup_size(TWG)
-fn conv1d_tiled(grid: Grid, @builtin(local_invocation_index) lid: u32) {
-    let tile = tile_of(group_index(grid), lid);
-    if (!tile.ok) { return; }                    // uniform per workgroup: the barriers below stay uniform
-    let x0 = i32(tile.t0 * ST) - p.pad;          // x position of window element 0
-    let row_w = p.cin_g * KT;                    // weights per output channel
-    var acc: array<array<f32, PT>, PC>;
-    for (var c0 = p.ci0; c0 < p.ci1; c0 += CI) {
-        workgroupBarrier();                      // the previous step's reads of ws and xs are done
-        for (var e = lid; e < CI * KT * TCO; e += TWG) {
-            let co_l = e / (CI * KT);
-            let r = e % (CI * KT);               // ci * KT + k within the step
-            let ci = c0 + r / KT;
-            var v = 0.0;
-            if (tile.co + co_l < p.rows && ci < p.ci1) {
-                v = weight(p.w_off + (tile.co + co_l) * row_w + ci * KT + r % KT);
-            }
-            ws[r * TCO + co_l] = v;
-        }
-        for (var e = lid; e < CI * XW; e += TWG) { xs[e] = x_window(c0, e, XW, x0); }
+    let co = (flat % tiles_co) * TCO;            // first dispatch row of the tile
+    let t0 = (flat / tiles_co) * TQ;             // first output step of the tile
+    if (t0 >= p.t_out) { return; }               // uniform per workgroup: the barriers below stay uniform
+    let nk = (p.ci1 - p.ci0) * KT;               // this dispatch's kk = (ci - ci0) K + k
+    let r = li % TCO;
+    let qi = li / TCO;
+    let row = p.w_off + (co + r) * p.cin_g * KT + p.ci0 * KT;  // W row r of the tile at this dispatch's kk 0
+    let has_w = co + r < p.rows;
+    let tpos = i32((t0 + r) * ST) - p.pad;       // x position of B column r's tap 0
+    let at = 4u * qi * QUADS + r / 4u;
+    let c = r % 4u;
+    let z = vec4<f32>(0.0);
+    var acc = Acc(z, z, z, z);
+    var st = conv1d_step(4u * qi, nk, row, has_w, tpos);
+    for (var k0 = 0u; k0 < nk; k0 += TK) {
+        put_step(at, c, st);
         workgroupBarrier();
-        for (var ci = 0u; ci < CI; ci++) {
-            for (var k = 0u; k < KT; k++) {
-                var wv: array<f32, PC>;
-                for (var i = 0u; i < PC; i++) { wv[i] = ws[(ci * KT + k) * TCO + tile.tc + i * TCP]; }
-                for (var j = 0u; j < PT; j++) {
-                    let xv = xs[ci * XW + (tile.tt + j * TTP) * ST + k * DT];
-                    for (var i = 0u; i < PC; i++) { acc[i][j] += wv[i] * xv; }
-                }
-            }
-        }
+        // The next step's loads go out now and land while this step computes.
+        if (k0 + TK < nk) { st = conv1d_step(k0 + TK + 4u * qi, nk, row, has_w, tpos); }
+        acc = compute_step(acc, lid.y, lid.x);
+        workgroupBarrier();                      // this step's reads are done before the next stores
     }
-    store_tile(tile, acc);
+    let co_l = co + 4u * lid.y;
+    let t = t0 + 4u * lid.x;
+    store_run(co_l, t, acc.g0);
+    store_run(co_l + 1u, t, acc.g1);
+    store_run(co_l + 2u, t, acc.g2);
+    store_run(co_l + 3u, t, acc.g3);
 }
 
-// ---- conv_transpose1d_tiled -------------------------------------------------------------------------
-
-fn floor_div(n: i32, d: i32) -> i32 {
-    return select(-((-n + d - 1) / d), n / d, n >= 0);
+// Output (co_l, q S + r - P) of the transpose, if inside rows and [0, T_out).
+fn store_phase(co_l: u32, q: u32, r: u32, v: f32) {
+    let t = i32(q * ST + r) - p.pad;
+    if (co_l < p.rows && t >= 0 && t < i32(p.t_out)) { store(co_l, u32(t), v); }
 }
-var<workgroup> xst: array<f32, CI * XWT>;       // [CI][XWT]
 
-@compute @workgroup_size(TWG)
-fn conv_transpose1d_tiled(grid: Grid, @builtin(local_invocation_index) lid: u32) {
-    let tile = tile_of(group_index(grid), lid);
-    if (!tile.ok) { return; }                    // uniform per workgroup
-    // Input position of window element 0: that of the tile's first output's last tap (k = K - 1), floored.
-    let l_min = floor_div(i32(tile.t0) + p.pad - i32(KT - 1u), i32(ST));
-    let row_w = p.cout_g * KT;                   // weights per input channel: [C_out, K]
-    var acc: array<array<f32, PT>, PC>;
-    for (var c0 = p.ci0; c0 < p.ci1; c0 += CI) {
+fn store_phase_run(co_l: u32, q: u32, r: u32, v: vec4<f32>) {
+    store_phase(co_l, q, r, v.x);
+    store_phase(co_l, q + 1u, r, v.y);
+    store_phase(co_l, q + 2u, r, v.z);
+    store_phase(co_l, q + 3u, r, v.w);
+}
+
+@compute @workgroup_size(TX, TY)
+fn conv_transpose1d_tiled(grid: Grid, @builtin(local_invocation_id) lid: vec3<u32>,
+                          @builtin(local_invocation_index) li: u32) {
+    // Flat tile index = (q tile * S + phase) * ceil(rows / TCO) + channel tile. Outputs t = q S + r - P
+    // for t in [0, T_out) have q from qb = P / S (floored) on, nq of them.
+    let flat = group_index(grid);
+    let tiles_co = (p.rows + TCO - 1u) / TCO;
+    let co = (flat % tiles_co) * TCO;
+    let phase = (flat / tiles_co) % ST;
+    let qb = u32(p.pad) / ST;
+    let nq = (p.t_out - 1u + u32(p.pad)) / ST + 1u - qb;
+    let qt = (flat / tiles_co / ST) * TQ;        // the tile's first q, less qb
+    if (qt >= nq) { return; }                    // uniform per workgroup
+    let q0 = qb + qt;
+    let nk = (p.ci1 - p.ci0) * MT;               // this dispatch's kk = (ci - ci0) MT + m
+    let r = li % TCO;
+    let qi = li / TCO;
+    let row = p.w_off + (p.co0 + co + r) * KT + phase;  // w window element (ci0, co, r): w's rows are [C_out, K]
+    let has_w = co + r < p.rows;
+    let q = q0 + r;                              // B column r
+    let at = 4u * qi * QUADS + r / 4u;
+    let c = r % 4u;
+    let z = vec4<f32>(0.0);
+    var acc = Acc(z, z, z, z);
+    var st = transpose_step(4u * qi, nk, row, has_w, phase, q);
+    for (var k0 = 0u; k0 < nk; k0 += TK) {
+        put_step(at, c, st);
         workgroupBarrier();
-        for (var e = lid; e < CI * KT * TCO; e += TWG) {
-            let ci = c0 + e / (KT * TCO);
-            let r = e % (KT * TCO);              // co_l * KT + k: a row of w is [C_out, K]
-            let co_l = r / KT;
-            let kk = r % KT;
-            var v = 0.0;
-            if (tile.co + co_l < p.rows && ci < p.ci1) {
-                v = weight(p.w_off + (ci - p.ci0) * row_w + (p.co0 + tile.co + co_l) * KT + kk);
-            }
-            ws[((e / (KT * TCO)) * KT + kk) * TCO + co_l] = v;
-        }
-        for (var e = lid; e < CI * XWT; e += TWG) { xst[e] = x_window(c0, e, XWT, l_min); }
+        if (k0 + TK < nk) { st = transpose_step(k0 + TK + 4u * qi, nk, row, has_w, phase, q); }
+        acc = compute_step(acc, lid.y, lid.x);
         workgroupBarrier();
-        // TTP is a multiple of the stride, so all PT outputs of a thread have the same phase r and the
-        // same taps k = r + m S: each weight read serves PT outputs, each x read PC channels.
-        let tp = tile.t0 + tile.tt + u32(p.pad);
-        let r = tp % ST;
-        let lr = i32(tp / ST) - l_min;           // window index of output j = 0's tap m = 0
-        for (var ci = 0u; ci < CI; ci++) {
-            for (var m = 0u; m * ST + r < KT; m++) {
-                var wv: array<f32, PC>;
-                for (var i = 0u; i < PC; i++) { wv[i] = ws[(ci * KT + m * ST + r) * TCO + tile.tc + i * TCP]; }
-                let xb = i32(ci * XWT) + lr - i32(m);
-                for (var j = 0u; j < PT; j++) {
-                    let xv = xst[u32(xb + i32(j * (TTP / ST)))];
-                    for (var i = 0u; i < PC; i++) { acc[i][j] += wv[i] * xv; }
-                }
-            }
-        }
     }
-    store_tile(tile, acc);
+    let co_l = co + 4u * lid.y;
+    let qo = q0 + 4u * lid.x;
+    store_phase_run(co_l, qo, phase, acc.g0);
+    store_phase_run(co_l + 1u, qo, phase, acc.g1);
+    store_phase_run(co_l + 2u, qo, phase, acc.g2);
+    store_phase_run(co_l + 3u, qo, phase, acc.g3);
 }

@@ -37,7 +37,8 @@ def test_prefill_then_decode_equals_one_prefill(rt, rng, window, max_len):
     """Prefill 15 tokens, then decode 9 one at a time with the same step tensor: each decode output is the
     matching row of one prefill over all 24 tokens, and decode steps reuse one params buffer and one bind
     group per kernel. With max_len 32 decode takes the single-pass path and the rows agree bit for bit
-    (the same keys in the same chunks); with 600 it takes the split path (19 slices of 32 keys)."""
+    (the same keys in the same chunks: both prefills take `main` too, flash=False; the flash kernel's own
+    prefills are the op registry's); with 600 it takes the split path (19 slices of 32 keys)."""
     n, p, n_kv, group, d = 24, 15, 2, 4, 64
     split = max_len > A.split_size(max_len)
     hq = n_kv * group
@@ -47,7 +48,7 @@ def test_prefill_then_decode_equals_one_prefill(rt, rng, window, max_len):
     ck, cv = sentinel_cache(max_len, n_kv, d)
     step = start_step(0)
     A.kv_append(rt.upload(k), rt.upload(v), ck, cv, step)
-    full = A.attention(rt.upload(q), ck, cv, step, scale, window).numpy()
+    full = A.attention(rt.upload(q), ck, cv, step, scale, window, flash=False).numpy()
     hk = np.zeros((max_len, n_kv, d), np.float32)
     hv = hk.copy()
     A.kv_append_ref(k, v, hk, hv, 0)
@@ -55,7 +56,7 @@ def test_prefill_then_decode_equals_one_prefill(rt, rng, window, max_len):
 
     ck, cv = sentinel_cache(max_len, n_kv, d)
     A.kv_append(rt.upload(k[:p]), rt.upload(v[:p]), ck, cv, step)
-    pre = A.attention(rt.upload(q[:p]), ck, cv, step, scale, window).numpy()
+    pre = A.attention(rt.upload(q[:p]), ck, cv, step, scale, window, flash=False).numpy()
     assert np.array_equal(pre, full[:p])
     q1, k1, v1 = rt.empty((1, hq, d)), rt.empty((1, n_kv, d)), rt.empty((1, n_kv, d))
     out = rt.empty((1, hq, d))

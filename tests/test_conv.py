@@ -137,6 +137,23 @@ def test_causal_transconv_matches_transformers(rt, rng, c_in, c_out, t, k, strid
         assert nmse(got, want) < BOUND_TORCH
 
 
+@pytest.mark.parametrize("k,stride", [(16, 8), (10, 5), (8, 4), (6, 3), (2, 2), (7, 3)])
+def test_transpose_tiled_every_phase(rt, rng, k, stride):
+    """conv_transpose1d_tiled computes each output phase r = (t + K - S) % S as its own GEMM over the taps
+    k = r + m S < K: every phase of code2wav's transposes checked on its own (a wrong phase would be one S-th
+    of the output's error), and K = 7, S = 3, whose phase 0 has three taps and the others two. Several q
+    tiles, a partial channel tile, C_in ceil(K / S) not a multiple of a step's 32 kk."""
+    c_in, c_out, t = 37, 70, 150
+    x, w, b = rand(rng, c_in, t), rand(rng, c_in, c_out, k, scale=0.1), rand(rng, c_out)
+    got = conv.conv_transpose1d(rt.upload(x), rt.upload(w), rt.upload(b), stride=stride, tiled=True).numpy()
+    want = conv.conv_transpose1d_ref(x, w, b, stride=stride)
+    assert got.shape == want.shape
+    pad = k - stride
+    for r in range(stride):
+        first = (r - pad) % stride  # the first output of phase r
+        assert nmse(got[:, first::stride], want[:, first::stride]) <= conv.BOUND, f"phase {r}"
+
+
 @pytest.mark.parametrize("c,t,x_scale", [(5, 33, 1.0), (96, 200, 3.0), (16, 1001, 10.0)])
 def test_snake_beta_matches_transformers(rt, rng, c, t, x_scale):
     m = hf.Qwen3OmniMoeSnakeBeta(c)
@@ -342,14 +359,20 @@ def small_binding(monkeypatch):
     (12, 9, 95, 3, 2, 1, 3, "f16", False),      # grouped, strided: output rows are half the input's
     (6, 40, 33, 5, 1, 9, 1, "f32", True),
     (30, 21, 101, 7, 1, 3, 1, "bf16", True),    # 4 input pieces into each of 5 output pieces
+    (25, 19, 130, 1, 1, 1, 1, "f16", True),     # 1x1: pieces of a few channels, kk = ci - ci0
+    (14, 23, 90, 3, 2, 1, 1, "f32", True),      # strided: pieces whose kk range starts mid-weight-row
 ])
 def test_conv1d_split(rt, small_binding, c_in, c_out, t, k, stride, dilation, groups, dtype, tiled):
     check("conv", "conv1d", conv.BOUND, conv._conv1d_case, c_in=c_in, c_out=c_out, t=t, k=k, stride=stride,
           dilation=dilation, groups=groups, dtype=dtype, residual=True, tiled=tiled)
 
 
-@pytest.mark.parametrize("c_in,c_out,t,k,stride,dtype,tiled", [(11, 7, 60, 16, 8, "bf16", False), (9, 13, 150, 6, 3, "f32", False),
-                                                           (20, 17, 40, 10, 5, "bf16", True)])
+@pytest.mark.parametrize("c_in,c_out,t,k,stride,dtype,tiled", [
+    (11, 7, 60, 16, 8, "bf16", False), (9, 13, 150, 6, 3, "f32", False), (20, 17, 40, 10, 5, "bf16", True),
+    (11, 21, 60, 16, 8, "f16", True),    # weight rows C_out K: a piece of one or two input channels
+    (13, 19, 150, 7, 3, "f32", True),    # a phase with fewer taps, over input pieces
+    (17, 30, 100, 2, 2, "bf16", True),   # the upsampling's K = S
+])
 def test_conv_transpose1d_split(rt, small_binding, c_in, c_out, t, k, stride, dtype, tiled):
     check("conv", "conv_transpose1d", conv.BOUND, conv._transpose_case, c_in=c_in, c_out=c_out, t=t, k=k,
           stride=stride, dtype=dtype, tiled=tiled)

@@ -55,6 +55,10 @@ class Tuning:
     # then attention_split_long keys past the last step.
     attention_split_steps: tuple[tuple[int, int], ...]
     attention_split_long: int
+    # ops/attention.use_flash: multi-token attention (prefill, encoder windows) from this many tokens runs
+    # shaders/flash.wgsl (blocks of 32 tokens sharing their key loads) instead of a workgroup per (token, head).
+    attention_flash_min_tokens: int
+    attention_flash_keys: int  # keys a tile of flash.wgsl: 8 (12 KB of workgroup memory) or 16 (24 KB)
     # norm.workgroup_for: threads of the one-workgroup-per-row kernels (norms, softmax, argmax, embedding),
     # about one per 4 elements, clamped to [row_wg_min, row_wg_max].
     row_wg_min: int
@@ -103,12 +107,17 @@ class Tuning:
         need(self.q8_fused_min_tpr <= self.q8_matvec_wg, "q8_fused_min_tpr must not exceed q8_matvec_wg")
         need(self.q8_fuse_max_k >= 0 and self.q8_fuse_max_k % 32 == 0,
              f"q8_fuse_max_k must be a non-negative multiple of 32, got {self.q8_fuse_max_k!r}")
+        need(self.attention_flash_keys in (8, 16), f"attention_flash_keys must be 8 or 16, got {self.attention_flash_keys!r}")
         need(self.q8_prefill_path in Q8_PREFILL_PATHS, f"q8_prefill_path must be one of "
                                                        f"{', '.join(Q8_PREFILL_PATHS)}, got {self.q8_prefill_path!r}")
         lens = [n for n, _ in self.attention_split_steps]
         need(lens == sorted(lens) and all(k > 0 for _, k in self.attention_split_steps) and self.attention_split_long > 0,
              "attention_split_steps must rise by max_len, with positive key counts")
 
+
+# A block of flash.wgsl is 32 tokens; below half a block most of its threads would hold no token. Reasoned,
+# the same for every family until measured (bench/kernels.py --attention).
+FLASH_MIN_TOKENS = 16
 
 # Measured on an H200 through Vulkan; each value's comment names the benchmark and its stored result.
 NVIDIA = Tuning(
@@ -138,6 +147,8 @@ NVIDIA = Tuning(
     # fastest there (bench/results/kernels_decode_h200_vulkan.json, attention.split vs attention.single).
     attention_split_steps=((2048, 32), (8192, 64)),
     attention_split_long=128,
+    attention_flash_min_tokens=FLASH_MIN_TOKENS,
+    attention_flash_keys=8,
     row_wg_min=32,
     row_wg_max=256,
     # One workgroup took 236 us for a row of 152k logits; the multi-workgroup top-1 spreads it.

@@ -80,14 +80,37 @@ def kv_append(k_new: Tensor, v_new: Tensor, cache_k: Tensor, cache_v: Tensor, st
     kern(-(-(t * row4) // wg), pack_params(t, row4, max_len), k_new, v_new, cache_k, cache_v, step)
 
 
+FLASH_BLOCK, FLASH_MAX_D = 32, 128  # shaders/flash.wgsl: tokens a workgroup, the head dims its slots hold
+
+
+def use_flash(flash: bool | None, t: int, d: int, kernel: str, **named) -> bool:
+    """Whether a multi-token attention runs shaders/flash.wgsl (blocks of FLASH_BLOCK tokens sharing their
+    key loads) rather than attention.wgsl's workgroup per (token, head). None: from the tuning table's
+    attention_flash_min_tokens, where D fits its slots."""
+    if flash is None:
+        return d <= FLASH_MAX_D and t >= tuning.current().attention_flash_min_tokens
+    expect(kernel, not flash or d <= FLASH_MAX_D, f"the flash kernel holds head dims up to {FLASH_MAX_D}", **named)
+    return flash
+
+
+def _flash(entry: str, params: bytes, t: int, hq: int, d: int, *tensors: Tensor) -> None:
+    rt = runtime()
+    keys = tuning.current().attention_flash_keys
+    words = keys * FLASH_MAX_D // 4 * 8 + keys * 4 * FLASH_BLOCK  # f32 words of its workgroup memory
+    if 4 * words > rt.gpu.limits.get("max-compute-workgroup-storage-size", 16384):
+        keys = 8  # 12 KB: within WebGPU's 16 KB minimum
+    rt.kernel("flash", entry, HD4=d // 4, BK=keys)(-(-t // FLASH_BLOCK) * hq, params, *tensors)
+
+
 def attention(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor, scale: float, window: int = 0,
-              out: Tensor | None = None, split: bool | None = None) -> Tensor:
+              out: Tensor | None = None, split: bool | None = None, flash: bool | None = None) -> Tensor:
     """Causal GQA: q [T, Hq, D] f32 for the tokens at positions start .. start + T - 1 (start = step[0]),
     keys and values from cache rows 0 .. start + t (only the last `window` of them when window > 0).
     Query head h reads kv head h // (Hq // n_kv). Returns out [T, Hq, D] f32.
 
     split: slice the keys into ceil(max_len / split_size(max_len)) pieces attended in parallel and merged by a second
-    dispatch (flash-decoding). None picks it for decode (T = 1) over a cache longer than one slice."""
+    dispatch (flash-decoding). None picks it for decode (T = 1) over a cache longer than one slice.
+    flash: without split, the blocked kernel (use_flash; None: from the tuning table)."""
     max_len, n_kv, d = _check_cache("attention", cache_k, cache_v, step)
     dtype_in("attention", "q", q, ("f32",))
     expect("attention", len(q.shape) == 3 and q.shape[2] == d and q.shape[0] > 0,
@@ -110,7 +133,10 @@ def attention(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor, scale: 
     params = pack_params(t, hq, n_kv, d // 4, max_len, window, float(scale), split_keys, n_splits)
     table = tuning.current()
     if not split:
-        rt.kernel("attention", "main", WG=table.attention_wg)(t * hq, params, q, cache_k, cache_v, step, out)
+        if use_flash(flash, t, d, "attention", q=q):
+            _flash("causal", params, t, hq, d, q, cache_k, cache_v, step, out)
+        else:
+            rt.kernel("attention", "main", WG=table.attention_wg)(t * hq, params, q, cache_k, cache_v, step, out)
         return out
     rows = t * hq
     expect("attention", max(rows, n_splits) <= rt.gpu.limits["max-compute-workgroups-per-dimension"]
@@ -138,10 +164,10 @@ def segment_bounds(cu_seqlens, t: int) -> np.ndarray:
 
 
 def attention_segments(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor, bounds: Tensor, scale: float,
-                       out: Tensor | None = None) -> Tensor:
+                       out: Tensor | None = None, flash: bool | None = None) -> Tensor:
     """Bidirectional GQA inside segments: q [T, Hq, D] f32, keys and values in cache rows 0 .. T - 1 (step[0]
     = 0: kv_append them first), token t attending to rows bounds[t, 0] .. bounds[t, 1] - 1 (segment_bounds of
-    the cu_seqlens). Returns out [T, Hq, D] f32."""
+    the cu_seqlens). Returns out [T, Hq, D] f32. flash: the blocked kernel (use_flash)."""
     max_len, n_kv, d = _check_cache("attention_segments", cache_k, cache_v, step)
     dtype_in("attention_segments", "q", q, ("f32",))
     expect("attention_segments", len(q.shape) == 3 and q.shape[2] == d and 0 < q.shape[0] <= max_len
@@ -154,8 +180,11 @@ def attention_segments(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor
         out = rt.empty(q.shape, "f32", label="attention_segments")
     expect("attention_segments", out.shape == q.shape and out.dtype == "f32", f"out must be {q.shape} f32", out=out)
     params = pack_params(t, hq, n_kv, d // 4, max_len, 0, float(scale), 0, 0)
-    rt.kernel("attention", "segments", WG=tuning.current().attention_wg)(t * hq, params, q, cache_k, cache_v, step, out,
-                                                                         bounds)
+    if use_flash(flash, t, d, "attention_segments", q=q):
+        _flash("segments", params, t, hq, d, q, cache_k, cache_v, bounds, out)  # keys from row 0: no step
+    else:
+        rt.kernel("attention", "segments", WG=tuning.current().attention_wg)(t * hq, params, q, cache_k, cache_v, step,
+                                                                             out, bounds)
     return out
 
 
@@ -250,12 +279,14 @@ def filled_cache(rng, max_len: int, n_kv: int, d: int, start: int, t: int):
     return ck, cv, hk, hv
 
 
-def _attention_case(rng, t, n_kv, group, d, start, window, max_len=None, split=False):
+def _attention_case(rng, t, n_kv, group, d, start, window, max_len=None, split=False, flash=False, keys=8):
     max_len = max_len or start + t + 5
     ck, cv, hk, hv = filled_cache(rng, max_len, n_kv, d, start, t)
     q = rand(rng, t, n_kv * group, d)
     out = padded_output(q.shape)
-    attention(runtime().upload(q), ck, cv, start_step(start), d ** -0.5, window=window, out=out, split=split)
+    with tuning.override(attention_flash_keys=keys):
+        attention(runtime().upload(q), ck, cv, start_step(start), d ** -0.5, window=window, out=out, split=split,
+                  flash=flash)
     return out.numpy(), attention_ref(q, hk, hv, start, d ** -0.5, window)
 
 
@@ -281,7 +312,7 @@ SPLIT = [
 _KEYS = ("t", "n_kv", "group", "d", "start", "window")
 
 
-def _segments_case(rng, cu, n_kv, group, d, max_len):
+def _segments_case(rng, cu, n_kv, group, d, max_len, flash=False):
     t = cu[-1]
     rt = runtime()
     q = rand(rng, t, n_kv * group, d)
@@ -290,7 +321,7 @@ def _segments_case(rng, cu, n_kv, group, d, max_len):
     step = rt.upload(np.zeros(4, np.uint32))
     kv_append(rt.upload(k), rt.upload(v), ck, cv, step)
     out = padded_output(q.shape)
-    attention_segments(rt.upload(q), ck, cv, step, rt.upload(segment_bounds(cu, t)), d ** -0.5, out=out)
+    attention_segments(rt.upload(q), ck, cv, step, rt.upload(segment_bounds(cu, t)), d ** -0.5, out=out, flash=flash)
     return out.numpy(), attention_segments_ref(q, k, v, cu, d ** -0.5)
 
 
@@ -304,8 +335,25 @@ SEGMENTS = [
 ]
 
 
+# The flash kernel, (T, n_kv, group, D, start, window): one block and several with a partial last one, a
+# tile's worth of keys and fewer, prefill after earlier rows (a block's tokens with different key counts),
+# windows inside and across tiles and blocks, D 4 .. 128 not a multiple of 16 (slots left empty), GQA 1 .. 8.
+FLASH = [
+    (1, 1, 1, 16, 0, 0), (32, 2, 4, 128, 0, 0), (33, 1, 2, 64, 0, 0), (70, 4, 8, 128, 5, 0), (100, 2, 1, 72, 0, 0),
+    (17, 1, 3, 4, 40, 0), (64, 2, 2, 36, 17, 9), (45, 1, 4, 128, 100, 30), (96, 2, 2, 20, 0, 16), (5, 1, 1, 128, 300, 1),
+]
+SEGMENTS_FLASH = [dict(seg, flash=True) for seg in SEGMENTS] + [
+    dict(cu=(0, 31, 32, 70, 140), n_kv=2, group=4, d=128, max_len=140, flash=True),  # a block across segments
+]
+
+
 def cases():
     return [
+        *sweep("attention", "attention", NMSE_ATTN, _attention_case,
+               [dict(zip(_KEYS, c), flash=True, keys=keys) for c in FLASH for keys in (8, 16)],
+               quick=[dict(zip(_KEYS, FLASH[3]), flash=True, keys=8)]),
+        *sweep("attention", "attention_segments", NMSE_ATTN, _segments_case, SEGMENTS_FLASH,
+               quick=[SEGMENTS_FLASH[-1]]),
         *sweep("attention", "attention_segments", NMSE_ATTN, _segments_case, SEGMENTS, quick=[SEGMENTS[1]]),
         *sweep("attention", "attention", NMSE_ATTN, _attention_case, [dict(zip(_KEYS, c)) for c in SINGLE_PASS],
                quick=[dict(t=11, n_kv=1, group=2, d=128, start=40, window=16)]),

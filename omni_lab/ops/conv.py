@@ -7,9 +7,13 @@ makes T_out = ceil(T_in / stride). conv_transpose1d: nn.ConvTranspose1d (groups 
 last K - stride outputs trimmed, T_out = T_in * stride + stride - K.
 
 Weights are in torch's layouts ([C_out, C_in / groups, K] and [C_in, C_out, K]), f32, f16 or bf16. Each op
-has a direct kernel (one thread per output, any groups) and a tiled one (64 x 64 output tiles staging the
-x window and the weights in workgroup memory; groups 1), picked by `tiled` (default: tiled from
-TILED_MIN_ROWS output channels). A tensor past the storage-binding limit (a long utterance's [C, T]
+has a direct kernel (one thread per output, any groups) and a tiled one (groups 1), picked by `tiled`
+(default: tiled from TILED_MIN_ROWS output channels). The tiled kernels are implicit GEMMs with the prefill
+matmul's structure (lib/tiles.wgsl: 64 x 64 output tiles, 16 x 16 threads of 4 x 4 outputs, 32 values of
+the reduction staged a step in workgroup memory, the next step's loads in flight): conv1d reduces over
+kk = ci * K + k, the weight's own rows, against the im2col matrix x[ci, t * stride + k * dilation - P],
+gathered while staging; conv_transpose1d is polyphase, one GEMM per output phase t = q * stride + r - P
+over kk = ci * ceil(K / stride) + m (taps k = r + m * stride < K on input q - m). A tensor past the storage-binding limit (a long utterance's [C, T]
 activations) is bound in windows of channel rows (ops/pieces.py): one dispatch per (output rows, input
 rows) pair, the first of a row's input pieces writing bias (+ residual) and the rest adding their partial
 sums.
@@ -81,53 +85,35 @@ def _bias(kernel: str, bias: Tensor | None, c_out: int) -> None:
         expect(kernel, bias.shape == (c_out,), f"bias must be [{c_out}] (C_out)", bias=bias)
 
 
-# The tiled kernels (shaders/conv.wgsl): PC x PT = 4 x 4 outputs a thread (the shader's consts), TCP x TTP
-# threads, so 64 x 64 tiles; CI input channels a step, about TAPS_PER_STEP weights per output channel a step.
-TILE_THREADS = (16, 16)
-TILE_PER_THREAD = (4, 4)
-TAPS_PER_STEP = 32
+# The tiled kernels (shaders/conv.wgsl): implicit GEMMs on tiles of TILE output channels x TILE columns
+# (output steps; for the transpose, positions q of one phase), 16 x 16 threads of 4 x 4 outputs, the K loop
+# staging TILE_K values of kk a step as two [TILE_K][TILE] f32 tiles (W and B) in workgroup memory.
+TILE = 64
+TILE_K = 32
+TILE_THREADS = 256
+TILE_MEMORY = 2 * TILE_K * TILE * 4  # bytes: the shader's wtile and btile
 TILED_MIN_ROWS = 16  # below this a 64-channel tile is mostly idle (the final conv to 1 channel)
 
 
-def _tiles(k: int, stride: int, dilation: int | None) -> tuple[dict, int, int] | None:
-    """Override constants of conv1d_tiled (dilation given) or conv_transpose1d_tiled (dilation None) for
-    this geometry, and the tile (output channels, steps); None when its workgroup memory or threads would
-    not fit the adapter. The transposed kernel's threads along time are a multiple of the stride (16
-    rounded down to one: 15 for strides 3 and 5) so that a thread's outputs share their taps."""
+def _tiled_fits() -> bool:
+    """Whether the tiled kernels' fixed workgroup (threads, workgroup memory) fits the adapter."""
     limits = runtime().gpu.limits
-    tcp, ttp = TILE_THREADS
-    if dilation is None:
-        ttp = max(1, ttp // stride) * stride
-    if tcp * ttp > limits.get("max-compute-invocations-per-workgroup", 256):
-        return None
-    tco, tt = TILE_PER_THREAD[0] * tcp, TILE_PER_THREAD[1] * ttp
-    # the x positions one input channel's taps read across a tile (the shader's XW, XWT)
-    xw = (tt - 1) * stride + (k - 1) * dilation + 1 if dilation is not None else (tt + k - 2) // stride + 2
-    ci = max(1, TAPS_PER_STEP // k)
-    words = lambda ci: ci * k * tco + ci * xw  # noqa: E731  f32 words of workgroup memory
-    memory = limits.get("max-compute-workgroup-storage-size", 16384)
-    while ci > 1 and 4 * words(ci) > memory:
-        ci //= 2
-    if 4 * words(ci) > memory:
-        return None
-    constants = dict(TCP=tcp, TTP=ttp, CI=ci, KT=k, ST=stride)
-    if dilation is not None:
-        constants["DT"] = dilation
-    return constants, tco, tt
+    return (TILE_THREADS <= limits.get("max-compute-invocations-per-workgroup", 256)
+            and TILE_MEMORY <= limits.get("max-compute-workgroup-storage-size", 16384))
 
 
-def _kernel(kn: str, tiled: bool | None, config: tuple[dict, int, int] | None, weight: Tensor, x: Tensor,
-            c_out: int, t_out: int, no_tile: str):
+def _kernel(kn: str, tiled: bool | None, constants: dict | None, weight: Tensor, x: Tensor, c_out: int, t_out: int,
+            column_tiles: int, no_tile: str):
     """The kernel of op kn (conv1d or conv_transpose1d) for its `tiled` argument, its direct or tiled entry
-    (None: tiled from TILED_MIN_ROWS output channels where `config`, _tiles' answer, fits), and the
-    workgroup count of a dispatch of n output rows."""
+    (None: tiled from TILED_MIN_ROWS output channels where `constants`, the tiled entry's override
+    constants, are given), and the workgroup count of a dispatch of n output rows: for the tiled entry,
+    channel tiles x `column_tiles`."""
     if tiled is None:
-        tiled = config is not None and c_out >= TILED_MIN_ROWS
-    expect(kn, not tiled or config is not None, no_tile, x=x, weight=weight)
+        tiled = constants is not None and c_out >= TILED_MIN_ROWS
+    expect(kn, not tiled or constants is not None, no_tile, x=x, weight=weight)
     if tiled:
-        constants, tco, tt = config
         kern = runtime().kernel("conv", f"{kn}_tiled", WTYPE=WTYPE[weight.dtype], **constants)
-        return kern, lambda n: -(-n // tco) * -(-t_out // tt)  # one workgroup per tile
+        return kern, lambda n: -(-n // TILE) * column_tiles  # one workgroup per tile
     kern = runtime().kernel("conv", kn, WG=WG, WTYPE=WTYPE[weight.dtype])
     return kern, lambda n: -(-n * t_out // WG)  # one thread per output
 
@@ -169,9 +155,9 @@ def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int
     rows_out = min(rows_per_window(kn, "out", out, t_out), rows_per_window(kn, "weight", weight, cin_g * k))
     if residual is not None:
         rows_out = min(rows_out, rows_per_window(kn, "residual", residual, t_out))
-    config = _tiles(k, stride, dilation) if groups == 1 else None
-    kern, n_groups = _kernel(kn, tiled, config, weight, x, c_out, t_out,
-                             "the tiled kernel needs groups = 1 and a tile whose workgroup memory fits the adapter")
+    constants = dict(KT=k, ST=stride, DT=dilation) if groups == 1 and _tiled_fits() else None
+    kern, n_groups = _kernel(kn, tiled, constants, weight, x, c_out, t_out, -(-t_out // TILE),
+                             "the tiled kernel needs groups = 1 and a workgroup that fits the adapter")
     b = bias if bias is not None else _dummy("bias")
     for o0, o1 in spans(0, c_out, rows_out):
         n = o1 - o0
@@ -214,8 +200,10 @@ def conv_transpose1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, s
         return out
     rows_in = min(rows_per_window(kn, "x", x, t_in), rows_per_window(kn, "weight", weight, c_out * k))
     rows_out = rows_per_window(kn, "out", out, t_out)
-    kern, n_groups = _kernel(kn, tiled, _tiles(k, stride, None), weight, x, c_out, t_out,
-                             "the tiled kernel's workgroup memory does not fit the adapter")
+    # Polyphase: output t = q S + r - P is phase r's position q; the outputs' q run from P // S on.
+    n_q = (t_out - 1 + pad) // stride + 1 - pad // stride
+    kern, n_groups = _kernel(kn, tiled, dict(KT=k, ST=stride) if _tiled_fits() else None, weight, x, c_out, t_out,
+                             stride * -(-n_q // TILE), "the tiled kernel's workgroup does not fit the adapter")
     b = bias if bias is not None else _dummy("bias")
     r = _dummy("residual")
     for o0, o1 in spans(0, c_out, rows_out):
@@ -384,16 +372,20 @@ CONV1D_SWEEP = [
 ]
 
 # conv1d_tiled, groups 1: (C_in, C_out, T, K, stride, dilation, weight dtype). Partial tiles in both
-# directions, C_in not a multiple of CI, windows from K 1 to K 7 dilation 9 stride 8.
+# directions, C_in K not a multiple of the 32 kk of a step, K 1 to 33, dilation 9, stride 8 (past K).
 TILED_SWEEP = [
     (40, 70, 300, 7, 1, 9, "bf16"),     # the residual unit's dilation-9 conv
-    (33, 65, 130, 1, 1, 1, "f32"),      # its 1x1 conv: CI = 32 steps over 33 channels
+    (33, 65, 130, 1, 1, 1, "f32"),      # its 1x1 conv: kk = ci, one step and one channel more
     (70, 33, 257, 7, 8, 9, "f16"),      # the widest window
     (129, 67, 61, 3, 1, 3, "bf16"),
     (17, 130, 97, 5, 2, 1, "f32"),
     (64, 64, 256, 7, 1, 1, "bf16"),     # whole tiles only
     (25, 18, 75, 3, 5, 1, "bf16"),
     (5, 16, 9, 7, 4, 3, "f32"),         # T shorter than the tile's taps
+    (3, 20, 70, 7, 1, 3, "bf16"),       # C_in K = 21: one partial step whose kk cross two channel boundaries
+    (6, 17, 40, 33, 1, 1, "f32"),       # K past a step: one channel's taps span two steps
+    (96, 70, 130, 7, 1, 1, "bf16"),     # the last decoder block's width: C_in K = 672, 21 whole steps
+    (4, 18, 50, 1, 2, 1, "f16"),        # stride past K: a negative left pad crops
 ]
 
 TRANSPOSE_SWEEP = [  # (C_in, C_out, T, K, stride, weight dtype): the code2wav K = stride and K = 2 stride
@@ -408,14 +400,17 @@ TRANSPOSE_SWEEP = [  # (C_in, C_out, T, K, stride, weight dtype): the code2wav K
 ]
 
 
-TRANSPOSE_SWEEP_TILED = [  # conv_transpose1d_tiled: partial tiles, C_in not a multiple of CI
+# conv_transpose1d_tiled: the code2wav (K, S) and others; partial tiles, C_in ceil(K / S) not a multiple of
+# the 32 kk of a step, phases with fewer taps (K = 7, S = 3), several q tiles, T shorter than a tile.
+TRANSPOSE_SWEEP_TILED = [
     (70, 65, 33, 16, 8, "bf16"),        # decoder block 1's K, stride
     (33, 40, 61, 10, 5, "f16"),
     (20, 130, 50, 8, 4, "bf16"),
     (17, 18, 97, 6, 3, "f32"),
     (64, 64, 64, 2, 2, "bf16"),         # the upsampling stages' K = stride; whole tiles
     (9, 20, 40, 7, 3, "f32"),           # K neither S nor 2 S
-    (5, 16, 9, 4, 1, "f32"),
+    (5, 16, 9, 4, 1, "f32"),            # stride 1: one phase of K taps
+    (11, 20, 150, 5, 5, "bf16"),        # K = S: one tap a phase, no trim; three q tiles
 ]
 
 
