@@ -28,6 +28,38 @@ WANTED_LIMITS = (
 )
 
 
+# naga's runtime checks: an index clamp on every array access and a 64-bit counter on every loop (so that
+# a shader cannot hang the GPU). Our kernels' indices are bounded by the checks in ops/ before a dispatch
+# and by the op registry's sentinel-padded sweeps, and Vulkan's robust buffer access still bounds every
+# access to its binding, so by default they are left out (wgpu-native's trusted module entry);
+# OMNI_LAB_SHADER_CHECKS=1 puts them back (bench/kernels.py measures both).
+SHADER_CHECKS_ENV = "OMNI_LAB_SHADER_CHECKS"
+
+
+def shader_checks() -> bool:
+    return os.environ.get(SHADER_CHECKS_ENV, "0") not in ("", "0")
+
+
+def create_module(device: wgpu.GPUDevice, code: str, label: str):
+    """A WGSL shader module, without naga's runtime checks unless shader_checks() (see above)."""
+    if shader_checks():
+        return device.create_shader_module(label=label, code=code)
+    try:
+        from wgpu.backends.wgpu_native import _api
+    except ImportError:  # another wgpu backend: the public entry, checks included
+        return device.create_shader_module(label=label, code=code)
+    source = _api.new_struct_p("WGPUShaderSourceWGSL *", code=_api.to_c_string_view(code))
+    source[0].chain.next = _api.ffi.NULL
+    source[0].chain.sType = _api.lib.WGPUSType_ShaderSourceWGSL
+    desc = _api.new_struct_p("WGPUShaderModuleDescriptor *",
+                             nextInChain=_api.ffi.cast("WGPUChainedStruct *", source),
+                             label=_api.to_c_string_view(label))
+    handle = _api.libf.wgpuDeviceCreateShaderModuleTrusted(device._internal, desc, 0)  # WGPUShaderRuntimeChecks_None
+    if handle == _api.ffi.NULL:
+        raise KernelError(f"{label}: wgpu-native could not create the shader module")
+    return _api.GPUShaderModule(label, handle, device)
+
+
 class NoAdapterError(OmniLabError, RuntimeError):
     """No usable wgpu adapter on this machine."""
 

@@ -22,7 +22,7 @@ import numpy as np
 import wgpu
 
 from .buffers import STORAGE, Buffer, BufferPool, Tensor, bf16_bits, decode, host_dtype
-from .device import Gpu, KernelError, naming, open_gpu
+from .device import Gpu, KernelError, create_module, naming, open_gpu
 
 try:  # wgpu-native's raw entry points, for replaying already-validated steps (see Runtime.replay)
     from wgpu.backends.wgpu_native._ffi import ffi as _native_ffi, lib as _native
@@ -89,7 +89,7 @@ class Kernel:
         self.label = name if not constants else f"{name}[{','.join(f'{k}={v}' for k, v in sorted(constants.items()))}]"
         device = rt.gpu.device
         with naming(self.label):
-            module = device.create_shader_module(label=name, code=source)
+            module = create_module(device, source, name)
             self.pipeline = device.create_compute_pipeline(
                 label=self.label,
                 layout="auto",
