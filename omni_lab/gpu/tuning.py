@@ -135,11 +135,11 @@ NVIDIA = Tuning(
     moe_expert_wg=256,
     moe_min_tpr=16,
     # One MoE layer at the thinker's shapes (bench/results/kernels_moe_h200_vulkan.json): per-pair kernels
-    # win up to 128 tokens; at 512 grouped takes half their time with BF16 experts, 1.1 times it with
-    # Q8_0 (whose per-pair kernels read half the bytes). Grouped time stays flat until an expert's tiles
-    # fill (64 pairs each, about 1024 tokens at top-8 of 128).
+    # win up to 128 tokens; at 512 grouped takes 0.37 of their time with BF16 experts (3.3 against 8.8 ms).
+    # Q8_0 grouped on int8 products (tiles_dot4) ties the per-pair kernels at 128 tokens (1.13 against
+    # 1.09 ms) and takes 0.29 of their time at 512 (1.2 against 4.2 ms); 256 lies between.
     moe_grouped_min_tokens=512,
-    moe_grouped_min_tokens_q8=1024,
+    moe_grouped_min_tokens_q8=256,
     attention_wg=64,
     attention_combine_wg=256,
     # Of 64, 128 and 256 keys a slice, 128 was fastest at 4k-32k keys; with short caches 128 leaves a few
@@ -172,9 +172,9 @@ NVIDIA = Tuning(
     # The fused entries' width where a table turns them on: 8 threads a row puts 32 rows in a 256-thread
     # workgroup (x's re-read ~1/8 of the weight bytes); launch_tpr widens short launches toward launch_threads.
     q8_fused_min_tpr=8,
-    # dot4, to be measured on the H200 (bench/kernels.py --matmul and --moe time both paths in one run): the
-    # f32 path took 0.258 s of a 512-token thinker prefill in Q8_0 (llama.cpp: 58 ms for the whole prefill,
-    # int8 products too, on tensor cores); dot4 does 4 MACs an instruction and stages a quarter of the x bytes.
+    # bench/kernels.py --matmul (bench/results/kernels_matmul_h200_vulkan.json): 512 x 4096 x 2048 in 0.167 ms
+    # on int8 products with its quantize pass against 0.486 ms widened to f32 (2.9x); the grouped experts
+    # at 512 tokens 1.2 against 3.5 ms (--moe).
     q8_prefill_path="dot4",
 )
 
