@@ -2,7 +2,7 @@
 against Transformers eager BF16 on CUDA, the same weights, in the same run.
 
     python bench/code2wav.py [--seconds 30] [--chunk 25] [--left-context 25] [--reps 5] [--hf-device cuda|none]
-                             [--shapes released|tiny] [--convs] [--out FILE]
+                             [--shapes released|tiny] [--convs] [--tuning FIELD=VALUE ...] [--out FILE]
 
 `--shapes tiny` runs the same measurements on the tiny vocoder's shapes: a dry run of the script on a
 machine without a GPU, not a figure.
@@ -32,11 +32,17 @@ against the numpy reference; then the totals by kernel entry and K, and ms per f
 decoded; the chunk: per new frame, --chunk, as `stream_gpu_ms_per_frame` counts it). The shapes are
 checked against Transformers' module built on the meta device. Each conv's inputs stay in the GPU's cache
 between reps where they fit (the small streamed ones do), which a forward does not give them.
+
+`--tuning FIELD=VALUE` (repeatable) changes a field of the adapter's tuning table for the run, and the
+report says so (`tuning_overrides`): e.g. `conv_wide_min_tiles=0` puts every conv of more than 64 output
+channels on the wide 128 x 128 tiles, `conv_wide_min_tiles=1000000` every one on the 64 x 64 tiles,
+`conv_wide_k_step=16` the wide tiles on 16 kk a step.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import statistics
 import sys
 import time
@@ -50,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kernels import emit, median_seconds, profiles  # noqa: E402
 
 from omni_lab.formats.safetensors_io import CheckpointError  # noqa: E402
-from omni_lab.gpu import bf16_to_f32, runtime  # noqa: E402
+from omni_lab.gpu import bf16_to_f32, runtime, tuning  # noqa: E402
 from omni_lab.models.code2wav import DILATIONS, PREFIX, Code2Wav, Code2WavConfig  # noqa: E402
 from omni_lab.ops import conv  # noqa: E402
 from omni_lab.ops.registry import nmse  # noqa: E402
@@ -263,9 +269,21 @@ def main() -> None:
     ap.add_argument("--shapes", choices=("released", "tiny"), default="released")
     ap.add_argument("--convs", action="store_true",
                     help="only the convolutions, each timed on its own: one-shot over --seconds and one streamed chunk")
+    ap.add_argument("--tuning", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a field of the tuning table changed for the run (repeatable), e.g. conv_wide_min_tiles=0")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    overrides = {}
+    for item in args.tuning:
+        field, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--tuning takes FIELD=VALUE, got {item!r}")
+        overrides[field] = ast.literal_eval(value)
+    with tuning.override(**overrides):  # on top of the adapter's table, whenever the device opens
+        run(args, overrides)
 
+
+def run(args, overrides: dict) -> None:
     import torch
     from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeCode2WavConfig
     from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import Qwen3OmniMoeCode2Wav
@@ -279,7 +297,8 @@ def main() -> None:
         check_conv_shapes(hf_cfg, conv_shapes(cfg, frames))
         rt = runtime()
         emit({"bench": "code2wav.convs", "shapes": args.shapes, "adapter": rt.gpu.describe()["adapter"],
-              "seconds": frames / FRAMES_PER_SECOND, "reps": args.reps, "weights": "random, BF16",
+              "tuning": rt.gpu.tuning, "tuning_overrides": overrides, "seconds": frames / FRAMES_PER_SECOND,
+              "reps": args.reps, "weights": "random, BF16",
               "one_shot": bench_convs(cfg, frames, frames, args.reps),
               "stream_chunk": bench_convs(cfg, chunk, args.chunk, args.reps)}, args.out)
         return
@@ -297,7 +316,7 @@ def main() -> None:
     frames = int(round(args.seconds * FRAMES_PER_SECOND))
     seconds = frames / FRAMES_PER_SECOND
     codes = np.random.default_rng(0).integers(0, cfg.codebook_size, (cfg.num_quantizers, frames), dtype=np.int64)
-    report = {"bench": "code2wav", "shapes": args.shapes, "seconds": seconds, "frames": frames, "chunk": args.chunk,
+    report = {"bench": "code2wav", "shapes": args.shapes, "tuning_overrides": overrides, "seconds": seconds, "frames": frames, "chunk": args.chunk,
               "left_context": args.left_context, "reps": args.reps, "samples_per_frame": cfg.samples_per_frame,
               "weights": "random (Transformers' init, LayerScale / gamma / SnakeBeta drawn), BF16"}
 

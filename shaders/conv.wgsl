@@ -43,7 +43,9 @@
 //   stride and dilation are override constants (KT, ST, DT) so that kk -> (ci, k) divides by constants;
 //   params' k, stride, dilation must match them. Every loop over a vector's components or a small array
 //   is written out: naga emits WGSL loops as while loops that drivers do not unroll, and such a loop puts
-//   the array in slow local memory (only the 32-step kk loop over the staged tiles stays a loop).
+//   the array in slow local memory (only the 32-step kk loop over the staged tiles stays a loop, four kk
+//   a trip). Entries `conv1d_tiled_wide` and `conv_transpose1d_tiled_wide`: the same on 128 x 128 tiles,
+//   8 x 8 outputs a thread, TKW (16 or 32) kk a step (see "wide tiles" below).
 
 override WG: u32 = 256;
 override WTYPE: u32 = 0u;  // 0 f32, 1 f16, 2 bf16
@@ -377,4 +379,255 @@ fn conv_transpose1d_tiled(grid: Grid, @builtin(local_invocation_id) lid: vec3<u3
     store_phase_run(co_l + 1u, qo, phase, acc.g1);
     store_phase_run(co_l + 2u, qo, phase, acc.g2);
     store_phase_run(co_l + 3u, qo, phase, acc.g3);
+}
+
+// ---- wide tiles: 128 x 128 outputs a workgroup, 8 x 8 a thread ---------------------------------------
+// conv1d_tiled_wide and conv_transpose1d_tiled_wide compute what conv1d_tiled and conv_transpose1d_tiled do
+// (the same GEMMs, the same flat tile index with 128 for 64), on tiles of 128 output channels x 128
+// columns by 16 x 16 threads. Thread (lx, ly) holds 8 channels x 8 columns: channel rows 4 ly .. 4 ly + 3
+// and 64 + 4 ly .. 64 + 4 ly + 3 of the tile, columns 4 lx .. 4 lx + 3 and 64 + 4 lx .. 64 + 4 lx + 3, so
+// a kk row of the staged tiles gives it 4 vec4 reads for 64 FMAs (a 4 x 4 block: 2 for 16), and the 16
+// lx of a warp read 16 consecutive vec4 of a row (no bank conflicts; its 2 ly are broadcasts). The K
+// loop stages TKW kk a step: W and B as [kk][128] f32 tiles, 16 KiB at TKW = 16 (WebGPU's minimum
+// workgroup storage) or 32 KiB at TKW = 32 (ops/conv.py picks it where the adapter allows). Staging
+// thread li takes W row (and B column) r = li % 128 and the kk quads 2 i + li / 128 (i < TKW / 8).
+
+const WCO: u32 = 128u;              // output channels per wide tile
+const WQ: u32 = 128u;               // columns per wide tile
+const WX: u32 = WQ / 8u;            // threads along columns, 8 columns each
+const WY: u32 = WCO / 8u;           // threads along channels, 8 channels each
+const WQUADS: u32 = WCO / 4u;       // vec4s per kk row of a staged wide tile (WCO = WQ)
+const WHALF: u32 = WQUADS / 2u;     // vec4s from a thread's first 4 channels (or columns) to its second 4
+override TKW: u32 = 32u;            // kk values per step of the wide tiles' K loop: 16 or 32
+
+var<workgroup> wide_w: array<vec4<f32>, TKW * WQUADS>;  // W[co, kk] at wide_w[kk * WQUADS + co / 4][co % 4]
+var<workgroup> wide_b: array<vec4<f32>, TKW * WQUADS>;  // B[kk, column] likewise
+
+// One step's staged values of a wide-tile thread: W row r's kk quads 2 i + h (w_i, kk 8 i + 4 h ..) and B
+// column r's (b_i), i < TKW / 8; w2, w3, b2, b3 are used at TKW = 32 only.
+struct WideStep { w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>,
+                  b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32> }
+
+fn put_wide_w(i: u32, c: u32, v: vec4<f32>) {
+    wide_w[i][c] = v.x;
+    wide_w[i + WQUADS][c] = v.y;
+    wide_w[i + 2u * WQUADS][c] = v.z;
+    wide_w[i + 3u * WQUADS][c] = v.w;
+}
+
+fn put_wide_b(i: u32, c: u32, v: vec4<f32>) {
+    wide_b[i][c] = v.x;
+    wide_b[i + WQUADS][c] = v.y;
+    wide_b[i + 2u * WQUADS][c] = v.z;
+    wide_b[i + 3u * WQUADS][c] = v.w;
+}
+
+// A step's values into the staged tiles: `at` = kk row 4 h, vec4 r / 4 of the tile; quad i is 8 i rows on.
+fn put_wide(at: u32, c: u32, s: WideStep) {
+    put_wide_w(at, c, s.w0);
+    put_wide_w(at + 8u * WQUADS, c, s.w1);
+    put_wide_b(at, c, s.b0);
+    put_wide_b(at + 8u * WQUADS, c, s.b1);
+    if (TKW == 32u) {
+        put_wide_w(at + 16u * WQUADS, c, s.w2);
+        put_wide_w(at + 24u * WQUADS, c, s.w3);
+        put_wide_b(at + 16u * WQUADS, c, s.b2);
+        put_wide_b(at + 24u * WQUADS, c, s.b3);
+    }
+}
+
+// kk .. kk + 3 of conv1d's W row `row` and of its B column with tap-0 position tpos (w_el, x_tap).
+fn w_quad(row: u32, has_w: bool, kk: u32, nk: u32) -> vec4<f32> {
+    return vec4<f32>(w_el(row, has_w && kk < nk, kk), w_el(row, has_w && kk + 1u < nk, kk + 1u),
+                     w_el(row, has_w && kk + 2u < nk, kk + 2u), w_el(row, has_w && kk + 3u < nk, kk + 3u));
+}
+
+fn x_quad(kk: u32, nk: u32, tpos: i32) -> vec4<f32> {
+    return vec4<f32>(x_tap(kk, nk, tpos), x_tap(kk + 1u, nk, tpos), x_tap(kk + 2u, nk, tpos), x_tap(kk + 3u, nk, tpos));
+}
+
+// A conv1d wide-tile thread's quads of the step whose kk start at kk - 4 h.
+fn conv1d_wide_step(kk: u32, nk: u32, row: u32, has_w: bool, tpos: i32) -> WideStep {
+    let z = vec4<f32>(0.0);
+    var s = WideStep(w_quad(row, has_w, kk, nk), w_quad(row, has_w, kk + 8u, nk), z, z,
+                     x_quad(kk, nk, tpos), x_quad(kk + 8u, nk, tpos), z, z);
+    if (TKW == 32u) {
+        s.w2 = w_quad(row, has_w, kk + 16u, nk);
+        s.w3 = w_quad(row, has_w, kk + 24u, nk);
+        s.b2 = x_quad(kk + 16u, nk, tpos);
+        s.b3 = x_quad(kk + 24u, nk, tpos);
+    }
+    return s;
+}
+
+// The same for the transpose (wt_el, xt_tap): phase r, B column q.
+fn wt_quad(row: u32, has_w: bool, kk: u32, nk: u32, r: u32) -> vec4<f32> {
+    return vec4<f32>(wt_el(row, has_w, kk, nk, r), wt_el(row, has_w, kk + 1u, nk, r),
+                     wt_el(row, has_w, kk + 2u, nk, r), wt_el(row, has_w, kk + 3u, nk, r));
+}
+
+fn xt_quad(kk: u32, nk: u32, q: u32) -> vec4<f32> {
+    return vec4<f32>(xt_tap(kk, nk, q), xt_tap(kk + 1u, nk, q), xt_tap(kk + 2u, nk, q), xt_tap(kk + 3u, nk, q));
+}
+
+fn transpose_wide_step(kk: u32, nk: u32, row: u32, has_w: bool, r: u32, q: u32) -> WideStep {
+    let z = vec4<f32>(0.0);
+    var s = WideStep(wt_quad(row, has_w, kk, nk, r), wt_quad(row, has_w, kk + 8u, nk, r), z, z,
+                     xt_quad(kk, nk, q), xt_quad(kk + 8u, nk, q), z, z);
+    if (TKW == 32u) {
+        s.w2 = wt_quad(row, has_w, kk + 16u, nk, r);
+        s.w3 = wt_quad(row, has_w, kk + 24u, nk, r);
+        s.b2 = xt_quad(kk + 16u, nk, q);
+        s.b3 = xt_quad(kk + 24u, nk, q);
+    }
+    return s;
+}
+
+// A wide-tile thread's 8 x 8 outputs: cI_l holds channel row I (4 ly + I for I < 4, 64 + 4 ly + I - 4
+// after) at columns 4 lx .. 4 lx + 3, cI_h at columns 64 + 4 lx .. 64 + 4 lx + 3.
+struct WideAcc {
+    c0l: vec4<f32>, c0h: vec4<f32>, c1l: vec4<f32>, c1h: vec4<f32>,
+    c2l: vec4<f32>, c2h: vec4<f32>, c3l: vec4<f32>, c3h: vec4<f32>,
+    c4l: vec4<f32>, c4h: vec4<f32>, c5l: vec4<f32>, c5h: vec4<f32>,
+    c6l: vec4<f32>, c6h: vec4<f32>, c7l: vec4<f32>, c7h: vec4<f32>,
+}
+
+// kk row k of the staged wide tiles into a thread's 8 x 8 block: 4 vec4 reads, 64 FMAs.
+fn mac_wide(acc: WideAcc, k: u32, ly: u32, lx: u32) -> WideAcc {
+    let i = k * WQUADS;
+    let a0 = wide_w[i + ly];
+    let a1 = wide_w[i + WHALF + ly];
+    let b0 = wide_b[i + lx];
+    let b1 = wide_b[i + WHALF + lx];
+    return WideAcc(
+        fma(vec4<f32>(a0.x), b0, acc.c0l), fma(vec4<f32>(a0.x), b1, acc.c0h),
+        fma(vec4<f32>(a0.y), b0, acc.c1l), fma(vec4<f32>(a0.y), b1, acc.c1h),
+        fma(vec4<f32>(a0.z), b0, acc.c2l), fma(vec4<f32>(a0.z), b1, acc.c2h),
+        fma(vec4<f32>(a0.w), b0, acc.c3l), fma(vec4<f32>(a0.w), b1, acc.c3h),
+        fma(vec4<f32>(a1.x), b0, acc.c4l), fma(vec4<f32>(a1.x), b1, acc.c4h),
+        fma(vec4<f32>(a1.y), b0, acc.c5l), fma(vec4<f32>(a1.y), b1, acc.c5h),
+        fma(vec4<f32>(a1.z), b0, acc.c6l), fma(vec4<f32>(a1.z), b1, acc.c6h),
+        fma(vec4<f32>(a1.w), b0, acc.c7l), fma(vec4<f32>(a1.w), b1, acc.c7h));
+}
+
+// One step's TKW kk of a thread's block, four a loop trip (as compute_step).
+fn compute_wide(acc: WideAcc, ly: u32, lx: u32) -> WideAcc {
+    var r = acc;
+    for (var k = 0u; k < TKW; k += 4u) {
+        r = mac_wide(r, k, ly, lx);
+        r = mac_wide(r, k + 1u, ly, lx);
+        r = mac_wide(r, k + 2u, ly, lx);
+        r = mac_wide(r, k + 3u, ly, lx);
+    }
+    return r;
+}
+
+fn wide_zero() -> WideAcc {
+    let z = vec4<f32>(0.0);
+    return WideAcc(z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z);
+}
+
+// A conv1d wide-tile thread's outputs from dispatch row co_l = co + 4 ly and step t = t0 + 4 lx: two runs
+// of 4 consecutive steps per channel row (store_run), the runs of a warp's 16 lx contiguous.
+fn store_wide(co_l: u32, t: u32, a: WideAcc) {
+    let t1 = t + WQ / 2u;
+    let c1 = co_l + WCO / 2u;
+    store_run(co_l, t, a.c0l);
+    store_run(co_l, t1, a.c0h);
+    store_run(co_l + 1u, t, a.c1l);
+    store_run(co_l + 1u, t1, a.c1h);
+    store_run(co_l + 2u, t, a.c2l);
+    store_run(co_l + 2u, t1, a.c2h);
+    store_run(co_l + 3u, t, a.c3l);
+    store_run(co_l + 3u, t1, a.c3h);
+    store_run(c1, t, a.c4l);
+    store_run(c1, t1, a.c4h);
+    store_run(c1 + 1u, t, a.c5l);
+    store_run(c1 + 1u, t1, a.c5h);
+    store_run(c1 + 2u, t, a.c6l);
+    store_run(c1 + 2u, t1, a.c6h);
+    store_run(c1 + 3u, t, a.c7l);
+    store_run(c1 + 3u, t1, a.c7h);
+}
+
+// The same for the transpose: positions q = q0 + 4 lx .. of phase r (store_phase_run).
+fn store_wide_phase(co_l: u32, q: u32, r: u32, a: WideAcc) {
+    let q1 = q + WQ / 2u;
+    let c1 = co_l + WCO / 2u;
+    store_phase_run(co_l, q, r, a.c0l);
+    store_phase_run(co_l, q1, r, a.c0h);
+    store_phase_run(co_l + 1u, q, r, a.c1l);
+    store_phase_run(co_l + 1u, q1, r, a.c1h);
+    store_phase_run(co_l + 2u, q, r, a.c2l);
+    store_phase_run(co_l + 2u, q1, r, a.c2h);
+    store_phase_run(co_l + 3u, q, r, a.c3l);
+    store_phase_run(co_l + 3u, q1, r, a.c3h);
+    store_phase_run(c1, q, r, a.c4l);
+    store_phase_run(c1, q1, r, a.c4h);
+    store_phase_run(c1 + 1u, q, r, a.c5l);
+    store_phase_run(c1 + 1u, q1, r, a.c5h);
+    store_phase_run(c1 + 2u, q, r, a.c6l);
+    store_phase_run(c1 + 2u, q1, r, a.c6h);
+    store_phase_run(c1 + 3u, q, r, a.c7l);
+    store_phase_run(c1 + 3u, q1, r, a.c7h);
+}
+
+@compute @workgroup_size(WX, WY)
+fn conv1d_tiled_wide(grid: Grid, @builtin(local_invocation_id) lid: vec3<u32>,
+                     @builtin(local_invocation_index) li: u32) {
+    let flat = group_index(grid);                // time tile * ceil(rows / WCO) + channel tile
+    let tiles_co = (p.rows + WCO - 1u) / WCO;
+    let co = (flat % tiles_co) * WCO;
+    let t0 = (flat / tiles_co) * WQ;
+    if (t0 >= p.t_out) { return; }               // uniform per workgroup
+    let nk = (p.ci1 - p.ci0) * KT;
+    let r = li % WCO;
+    let h = li / WCO;
+    let row = p.w_off + (co + r) * p.cin_g * KT + p.ci0 * KT;
+    let has_w = co + r < p.rows;
+    let tpos = i32((t0 + r) * ST) - p.pad;
+    let at = 4u * h * WQUADS + r / 4u;
+    let c = r % 4u;
+    var acc = wide_zero();
+    var st = conv1d_wide_step(4u * h, nk, row, has_w, tpos);
+    for (var k0 = 0u; k0 < nk; k0 += TKW) {
+        put_wide(at, c, st);
+        workgroupBarrier();
+        if (k0 + TKW < nk) { st = conv1d_wide_step(k0 + TKW + 4u * h, nk, row, has_w, tpos); }
+        acc = compute_wide(acc, lid.y, lid.x);
+        workgroupBarrier();
+    }
+    store_wide(co + 4u * lid.y, t0 + 4u * lid.x, acc);
+}
+
+@compute @workgroup_size(WX, WY)
+fn conv_transpose1d_tiled_wide(grid: Grid, @builtin(local_invocation_id) lid: vec3<u32>,
+                               @builtin(local_invocation_index) li: u32) {
+    let flat = group_index(grid);                // (q tile * S + phase) * ceil(rows / WCO) + channel tile
+    let tiles_co = (p.rows + WCO - 1u) / WCO;
+    let co = (flat % tiles_co) * WCO;
+    let phase = (flat / tiles_co) % ST;
+    let qb = u32(p.pad) / ST;
+    let nq = (p.t_out - 1u + u32(p.pad)) / ST + 1u - qb;
+    let qt = (flat / tiles_co / ST) * WQ;
+    if (qt >= nq) { return; }                    // uniform per workgroup
+    let q0 = qb + qt;
+    let nk = (p.ci1 - p.ci0) * MT;
+    let r = li % WCO;
+    let h = li / WCO;
+    let row = p.w_off + (p.co0 + co + r) * KT + phase;
+    let has_w = co + r < p.rows;
+    let q = q0 + r;
+    let at = 4u * h * WQUADS + r / 4u;
+    let c = r % 4u;
+    var acc = wide_zero();
+    var st = transpose_wide_step(4u * h, nk, row, has_w, phase, q);
+    for (var k0 = 0u; k0 < nk; k0 += TKW) {
+        put_wide(at, c, st);
+        workgroupBarrier();
+        if (k0 + TKW < nk) { st = transpose_wide_step(k0 + TKW + 4u * h, nk, row, has_w, phase, q); }
+        acc = compute_wide(acc, lid.y, lid.x);
+        workgroupBarrier();
+    }
+    store_wide_phase(co + 4u * lid.y, q0 + 4u * lid.x, phase, acc);
 }

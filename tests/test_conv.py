@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from omni_lab.gpu import KernelError
+from omni_lab.gpu import KernelError, tuning
 from omni_lab.ops import attention as A
 from omni_lab.ops import conv, elementwise as ew, linear, norm, pieces, registry, snake
 from omni_lab.ops import transpose as tr
@@ -137,21 +137,53 @@ def test_causal_transconv_matches_transformers(rt, rng, c_in, c_out, t, k, strid
         assert nmse(got, want) < BOUND_TORCH
 
 
+@pytest.mark.parametrize("tile", conv.TILES)
 @pytest.mark.parametrize("k,stride", [(16, 8), (10, 5), (8, 4), (6, 3), (2, 2), (7, 3)])
-def test_transpose_tiled_every_phase(rt, rng, k, stride):
-    """conv_transpose1d_tiled computes each output phase r = (t + K - S) % S as its own GEMM over the taps
-    k = r + m S < K: every phase of code2wav's transposes checked on its own (a wrong phase would be one S-th
-    of the output's error), and K = 7, S = 3, whose phase 0 has three taps and the others two. Several q
-    tiles, a partial channel tile, C_in ceil(K / S) not a multiple of a step's 32 kk."""
+def test_transpose_tiled_every_phase(rt, rng, k, stride, tile):
+    """conv_transpose1d_tiled (and its wide entry) computes each output phase r = (t + K - S) % S as its
+    own GEMM over the taps k = r + m S < K: every phase of code2wav's transposes checked on its own (a wrong
+    phase would be one S-th of the output's error), and K = 7, S = 3, whose phase 0 has three taps and the
+    others two. Several q tiles of 64, a partial channel tile, C_in ceil(K / S) not a multiple of a step's
+    kk."""
     c_in, c_out, t = 37, 70, 150
     x, w, b = rand(rng, c_in, t), rand(rng, c_in, c_out, k, scale=0.1), rand(rng, c_out)
-    got = conv.conv_transpose1d(rt.upload(x), rt.upload(w), rt.upload(b), stride=stride, tiled=True).numpy()
+    got = conv.conv_transpose1d(rt.upload(x), rt.upload(w), rt.upload(b), stride=stride, tiled=True, tile=tile).numpy()
     want = conv.conv_transpose1d_ref(x, w, b, stride=stride)
     assert got.shape == want.shape
     pad = k - stride
     for r in range(stride):
         first = (r - pad) % stride  # the first output of phase r
         assert nmse(got[:, first::stride], want[:, first::stride]) <= conv.BOUND, f"phase {r}"
+
+
+def test_tile_rule(rt):
+    """tile_for: wide tiles for more than 64 output channels where they number conv_wide_min_tiles, else
+    64-tiles; and the tiled conv dispatches the entry it names."""
+    with tuning.override(conv_wide_min_tiles=12):
+        assert conv.tile_for(96, 1500) == conv.WIDE                   # 12 wide tiles
+        assert conv.tile_for(96, 1400) == conv.TILE                   # 11
+        assert conv.tile_for(200, 3 * 128, phases=2) == conv.WIDE     # 2 x 2 x 3
+        assert conv.tile_for(64, 10**6) == conv.TILE                  # a wide tile would be half padding
+    with tuning.override(conv_wide_min_tiles=0):
+        assert conv.tile_for(65, 1) == conv.WIDE
+        x = rt.upload(np.zeros((4, 30), np.float32))
+        for c_out, entry in ((65, "conv.conv1d_tiled_wide"), (64, "conv.conv1d_tiled")):
+            with rt.profile() as prof:
+                conv.conv1d(x, rt.upload(np.zeros((c_out, 4, 3), np.float32)))
+            assert [t.kernel.split("[")[0] for t in prof.timings] == [entry]
+    with pytest.raises(KernelError, match=r"conv1d: tile must be one of \(64, 128\) or None, got 32"):
+        conv.conv1d(rt.upload(np.zeros((4, 30), np.float32)), rt.upload(np.zeros((20, 4, 3), np.float32)), tile=32)
+
+
+def test_wide_k_step_follows_the_limit(rt, monkeypatch):
+    """32 kk a step where the adapter's workgroup storage holds the wide entries' two 16 KiB tiles, else 16."""
+    with tuning.override(conv_wide_k_step=32):
+        assert conv.wide_k_step() == (32 if rt.gpu.limits["max-compute-workgroup-storage-size"] >= 32768 else 16)
+        monkeypatch.setitem(rt.gpu.limits, "max-compute-workgroup-storage-size", 16384)
+        assert conv.wide_k_step() == 16
+    with tuning.override(conv_wide_k_step=16):
+        monkeypatch.setitem(rt.gpu.limits, "max-compute-workgroup-storage-size", 65536)
+        assert conv.wide_k_step() == 16
 
 
 @pytest.mark.parametrize("c,t,x_scale", [(5, 33, 1.0), (96, 200, 3.0), (16, 1001, 10.0)])
@@ -353,29 +385,33 @@ def small_binding(monkeypatch):
     monkeypatch.setattr(pieces, "binding_limit", lambda: 4096)
 
 
-@pytest.mark.parametrize("c_in,c_out,t,k,stride,dilation,groups,dtype,tiled", [
-    (13, 11, 101, 7, 1, 3, 1, "bf16", False),   # 3 input and 4 output pieces of odd-length rows
-    (20, 20, 77, 7, 1, 1, 20, "f32", False),    # depthwise
-    (12, 9, 95, 3, 2, 1, 3, "f16", False),      # grouped, strided: output rows are half the input's
-    (6, 40, 33, 5, 1, 9, 1, "f32", True),
-    (30, 21, 101, 7, 1, 3, 1, "bf16", True),    # 4 input pieces into each of 5 output pieces
-    (25, 19, 130, 1, 1, 1, 1, "f16", True),     # 1x1: pieces of a few channels, kk = ci - ci0
-    (14, 23, 90, 3, 2, 1, 1, "f32", True),      # strided: pieces whose kk range starts mid-weight-row
+@pytest.mark.parametrize("c_in,c_out,t,k,stride,dilation,groups,dtype,tile", [
+    (13, 11, 101, 7, 1, 3, 1, "bf16", None),    # 3 input and 4 output pieces of odd-length rows
+    (20, 20, 77, 7, 1, 1, 20, "f32", None),     # depthwise
+    (12, 9, 95, 3, 2, 1, 3, "f16", None),       # grouped, strided: output rows are half the input's
+    (6, 40, 33, 5, 1, 9, 1, "f32", 64),
+    (30, 21, 101, 7, 1, 3, 1, "bf16", 64),      # 4 input pieces into each of 5 output pieces
+    (25, 19, 130, 1, 1, 1, 1, "f16", 64),       # 1x1: pieces of a few channels, kk = ci - ci0
+    (14, 23, 90, 3, 2, 1, 1, "f32", 64),        # strided: pieces whose kk range starts mid-weight-row
+    (30, 70, 101, 7, 1, 3, 1, "bf16", 128),     # wide tiles: a piece of a few rows of a tile
+    (25, 66, 130, 1, 1, 1, 1, "f16", 128),
 ])
-def test_conv1d_split(rt, small_binding, c_in, c_out, t, k, stride, dilation, groups, dtype, tiled):
+def test_conv1d_split(rt, small_binding, c_in, c_out, t, k, stride, dilation, groups, dtype, tile):
     check("conv", "conv1d", conv.BOUND, conv._conv1d_case, c_in=c_in, c_out=c_out, t=t, k=k, stride=stride,
-          dilation=dilation, groups=groups, dtype=dtype, residual=True, tiled=tiled)
+          dilation=dilation, groups=groups, dtype=dtype, residual=True, tiled=tile is not None, tile=tile)
 
 
-@pytest.mark.parametrize("c_in,c_out,t,k,stride,dtype,tiled", [
-    (11, 7, 60, 16, 8, "bf16", False), (9, 13, 150, 6, 3, "f32", False), (20, 17, 40, 10, 5, "bf16", True),
-    (11, 21, 60, 16, 8, "f16", True),    # weight rows C_out K: a piece of one or two input channels
-    (13, 19, 150, 7, 3, "f32", True),    # a phase with fewer taps, over input pieces
-    (17, 30, 100, 2, 2, "bf16", True),   # the upsampling's K = S
+@pytest.mark.parametrize("c_in,c_out,t,k,stride,dtype,tile", [
+    (11, 7, 60, 16, 8, "bf16", None), (9, 13, 150, 6, 3, "f32", None), (20, 17, 40, 10, 5, "bf16", 64),
+    (11, 21, 60, 16, 8, "f16", 64),      # weight rows C_out K: a piece of one or two input channels
+    (13, 19, 150, 7, 3, "f32", 64),      # a phase with fewer taps, over input pieces
+    (17, 30, 100, 2, 2, "bf16", 64),     # the upsampling's K = S
+    (20, 70, 40, 10, 5, "bf16", 128),    # wide tiles over input and output pieces
+    (13, 66, 150, 7, 3, "f32", 128),
 ])
-def test_conv_transpose1d_split(rt, small_binding, c_in, c_out, t, k, stride, dtype, tiled):
+def test_conv_transpose1d_split(rt, small_binding, c_in, c_out, t, k, stride, dtype, tile):
     check("conv", "conv_transpose1d", conv.BOUND, conv._transpose_case, c_in=c_in, c_out=c_out, t=t, k=k,
-          stride=stride, dtype=dtype, tiled=tiled)
+          stride=stride, dtype=dtype, tiled=tile is not None, tile=tile)
 
 
 def test_snake_and_transpose_split(rt, small_binding):

@@ -10,7 +10,9 @@ Weights are in torch's layouts ([C_out, C_in / groups, K] and [C_in, C_out, K]),
 has a direct kernel (one thread per output, any groups) and a tiled one (groups 1), picked by `tiled`
 (default: tiled from TILED_MIN_ROWS output channels). The tiled kernels are implicit GEMMs with the prefill
 matmul's structure (lib/tiles.wgsl: 64 x 64 output tiles, 16 x 16 threads of 4 x 4 outputs, 32 values of
-the reduction staged a step in workgroup memory, the next step's loads in flight): conv1d reduces over
+the reduction staged a step in workgroup memory, the next step's loads in flight), and wide entries of
+128 x 128 tiles, 16 x 16 threads of 8 x 8 outputs (twice the FMAs per workgroup-memory read), 16 or 32 values
+a step, for more than 64 output channels where there are enough such tiles (tile_for): conv1d reduces over
 kk = ci * K + k, the weight's own rows, against the im2col matrix x[ci, t * stride + k * dilation - P],
 gathered while staging; conv_transpose1d is polyphase, one GEMM per output phase t = q * stride + r - P
 over kk = ci * ceil(K / stride) + m (taps k = r + m * stride < K on input q - m). A tensor past the storage-binding limit (a long utterance's [C, T]
@@ -29,7 +31,7 @@ import math
 
 import numpy as np
 
-from ..gpu import Tensor, pack_params, runtime
+from ..gpu import Tensor, pack_params, runtime, tuning
 from ._check import dtype_in, expect
 from .pieces import rows_per_window, spans, window
 from .registry import Case, padded_output, sweep
@@ -87,46 +89,83 @@ def _bias(kernel: str, bias: Tensor | None, c_out: int) -> None:
 
 # The tiled kernels (shaders/conv.wgsl): implicit GEMMs on tiles of TILE output channels x TILE columns
 # (output steps; for the transpose, positions q of one phase), 16 x 16 threads of 4 x 4 outputs, the K loop
-# staging TILE_K values of kk a step as two [TILE_K][TILE] f32 tiles (W and B) in workgroup memory.
+# staging TILE_K values of kk a step as two [TILE_K][TILE] f32 tiles (W and B) in workgroup memory; and
+# their wide entries, tiles of WIDE x WIDE by 16 x 16 threads of 8 x 8 outputs, WIDE_K_STEPS kk a step.
 TILE = 64
 TILE_K = 32
+WIDE = 128
+WIDE_K_STEPS = (16, 32)  # tuning's conv_wide_k_step: 16 KiB (WebGPU's minimum) or 32 KiB of staged tiles
+TILES = (TILE, WIDE)
 TILE_THREADS = 256
 TILE_MEMORY = 2 * TILE_K * TILE * 4  # bytes: the shader's wtile and btile
 TILED_MIN_ROWS = 16  # below this a 64-channel tile is mostly idle (the final conv to 1 channel)
 
 
 def _tiled_fits() -> bool:
-    """Whether the tiled kernels' fixed workgroup (threads, workgroup memory) fits the adapter."""
+    """Whether the tiled kernels' fixed workgroup (threads, workgroup memory) fits the adapter (the wide
+    entries at 16 kk a step take the same 16 KiB)."""
     limits = runtime().gpu.limits
     return (TILE_THREADS <= limits.get("max-compute-invocations-per-workgroup", 256)
             and TILE_MEMORY <= limits.get("max-compute-workgroup-storage-size", 16384))
 
 
-def _kernel(kn: str, tiled: bool | None, constants: dict | None, weight: Tensor, x: Tensor, c_out: int, t_out: int,
-            column_tiles: int, no_tile: str):
+def wide_k_step() -> int:
+    """kk a step of the wide entries: the tuning table's conv_wide_k_step, 16 where the adapter's workgroup
+    storage does not hold the two [32][128] f32 tiles of 32."""
+    k = tuning.current().conv_wide_k_step
+    if 2 * k * WIDE * 4 > runtime().gpu.limits.get("max-compute-workgroup-storage-size", 16384):
+        k = WIDE_K_STEPS[0]
+    return k
+
+
+def tile_for(c_out: int, columns: int, phases: int = 1) -> int:
+    """The tile of a tiled conv of c_out output channels over `columns` columns in each of `phases` phases
+    (conv1d: T_out steps, 1 phase; the transpose: the q positions of each of its S phases).
+
+    A wide tile's thread reads 4 vec4 of workgroup memory per 64 FMAs, a 64-tile's 2 per 16: twice the FMAs
+    a read. But a wide tile covers four times the outputs, so it is the choice only where it is not mostly
+    idle and there are enough of them: C_out > 64 (at 64 or fewer channels a 128-channel tile is at least
+    half padding, a 64-channel one is not), and at least the tuning table's conv_wide_min_tiles of them
+    (fewer would leave some of the GPU's cores without a workgroup, where four times as many 64-tiles
+    would reach them all: a streamed chunk's first decoder block has 78 wide tiles, 300 narrow ones)."""
+    wide_tiles = -(-c_out // WIDE) * phases * -(-columns // WIDE)
+    return WIDE if c_out > TILE and wide_tiles >= tuning.current().conv_wide_min_tiles else TILE
+
+
+def _kernel(kn: str, tiled: bool | None, tile: int | None, constants: dict | None, weight: Tensor, x: Tensor,
+            c_out: int, t_out: int, columns: int, phases: int, no_tile: str):
     """The kernel of op kn (conv1d or conv_transpose1d) for its `tiled` argument, its direct or tiled entry
     (None: tiled from TILED_MIN_ROWS output channels where `constants`, the tiled entry's override
-    constants, are given), and the workgroup count of a dispatch of n output rows: for the tiled entry,
-    channel tiles x `column_tiles`."""
+    constants, are given), and the workgroup count of a dispatch of n output rows: for a tiled entry,
+    channel tiles x phases x column tiles of `columns`. `tile`: the tiled entry's tile, TILE or WIDE (None:
+    tile_for)."""
     if tiled is None:
         tiled = constants is not None and c_out >= TILED_MIN_ROWS
     expect(kn, not tiled or constants is not None, no_tile, x=x, weight=weight)
+    expect(kn, tile is None or tile in TILES, f"tile must be one of {TILES} or None, got {tile!r}")
     if tiled:
-        kern = runtime().kernel("conv", f"{kn}_tiled", WTYPE=WTYPE[weight.dtype], **constants)
-        return kern, lambda n: -(-n // TILE) * column_tiles  # one workgroup per tile
+        tile = tile or tile_for(c_out, columns, phases)
+        column_tiles = phases * -(-columns // tile)
+        if tile == WIDE:
+            kern = runtime().kernel("conv", f"{kn}_tiled_wide", WTYPE=WTYPE[weight.dtype], TKW=wide_k_step(),
+                                    **constants)
+        else:
+            kern = runtime().kernel("conv", f"{kn}_tiled", WTYPE=WTYPE[weight.dtype], **constants)
+        return kern, lambda n: -(-n // tile) * column_tiles  # one workgroup per tile
     kern = runtime().kernel("conv", kn, WG=WG, WTYPE=WTYPE[weight.dtype])
     return kern, lambda n: -(-n * t_out // WG)  # one thread per output
 
 
 def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int = 1, dilation: int = 1,
            groups: int = 1, residual: Tensor | None = None, out: Tensor | None = None,
-           tiled: bool | None = None) -> Tensor:
+           tiled: bool | None = None, tile: int | None = None) -> Tensor:
     """Qwen3OmniMoeCausalConvNet: x [C_in, T_in] f32, weight [C_out, C_in / groups, K] f32/f16/bf16, bias
     [C_out] f32 or None -> [C_out, ceil(T_in / stride)] f32. residual [C_out, T_out] f32, if given, is added
     to the result (out may be residual: y += conv(x)); it must not share x's buffer.
 
     tiled: the workgroup-tiled kernel (groups = 1 only) or the one-thread-per-output one; None picks tiled
-    for groups = 1 with at least TILED_MIN_ROWS output channels where its workgroup memory fits."""
+    for groups = 1 with at least TILED_MIN_ROWS output channels where its workgroup memory fits. tile: the
+    tiled kernel's tile, 64 or 128 channels x steps (None: tile_for)."""
     kn = "conv1d"
     dtype_in(kn, "x", x, ("f32",))
     dtype_in(kn, "weight", weight, WEIGHT_DTYPES)
@@ -156,7 +195,7 @@ def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int
     if residual is not None:
         rows_out = min(rows_out, rows_per_window(kn, "residual", residual, t_out))
     constants = dict(KT=k, ST=stride, DT=dilation) if groups == 1 and _tiled_fits() else None
-    kern, n_groups = _kernel(kn, tiled, constants, weight, x, c_out, t_out, -(-t_out // TILE),
+    kern, n_groups = _kernel(kn, tiled, tile, constants, weight, x, c_out, t_out, t_out, 1,
                              "the tiled kernel needs groups = 1 and a workgroup that fits the adapter")
     b = bias if bias is not None else _dummy("bias")
     for o0, o1 in spans(0, c_out, rows_out):
@@ -176,12 +215,13 @@ def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int
 
 
 def conv_transpose1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int = 1,
-                     out: Tensor | None = None, tiled: bool | None = None) -> Tensor:
+                     out: Tensor | None = None, tiled: bool | None = None, tile: int | None = None) -> Tensor:
     """Qwen3OmniMoeCausalTransConvNet: x [C_in, T_in] f32, weight [C_in, C_out, K] f32/f16/bf16 (K >= stride),
     bias [C_out] f32 or None -> [C_out, T_in * stride + stride - K] f32.
 
     tiled: the workgroup-tiled kernel or the one-thread-per-output one; None picks tiled for at least
-    TILED_MIN_ROWS output channels where its workgroup memory fits."""
+    TILED_MIN_ROWS output channels where its workgroup memory fits. tile: the tiled kernel's tile, 64 or 128
+    channels x positions of a phase (None: tile_for)."""
     kn = "conv_transpose1d"
     dtype_in(kn, "x", x, ("f32",))
     dtype_in(kn, "weight", weight, WEIGHT_DTYPES)
@@ -202,8 +242,8 @@ def conv_transpose1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, s
     rows_out = rows_per_window(kn, "out", out, t_out)
     # Polyphase: output t = q S + r - P is phase r's position q; the outputs' q run from P // S on.
     n_q = (t_out - 1 + pad) // stride + 1 - pad // stride
-    kern, n_groups = _kernel(kn, tiled, dict(KT=k, ST=stride) if _tiled_fits() else None, weight, x, c_out, t_out,
-                             stride * -(-n_q // TILE), "the tiled kernel's workgroup does not fit the adapter")
+    kern, n_groups = _kernel(kn, tiled, tile, dict(KT=k, ST=stride) if _tiled_fits() else None, weight, x, c_out,
+                             t_out, n_q, stride, "the tiled kernel's workgroup does not fit the adapter")
     b = bias if bias is not None else _dummy("bias")
     r = _dummy("residual")
     for o0, o1 in spans(0, c_out, rows_out):
@@ -326,7 +366,7 @@ def _stored(rng: np.random.Generator, shape, dtype: str) -> tuple[np.ndarray, np
 
 
 def _conv1d_case(rng, c_in, c_out, t, k, stride=1, dilation=1, groups=1, dtype="f32", bias=True, residual=False,
-                 tiled=False):
+                 tiled=False, tile=None, k_step=32):
     rt = runtime()
     x = rng.standard_normal((c_in, t)).astype(np.float32)
     host, seen = _stored(rng, (c_out, c_in // groups, k), dtype)
@@ -334,19 +374,22 @@ def _conv1d_case(rng, c_in, c_out, t, k, stride=1, dilation=1, groups=1, dtype="
     t_out = causal_padding(t, k, stride, dilation)[2]
     r = rng.standard_normal((c_out, t_out)).astype(np.float32) if residual else None
     out = padded_output((c_out, t_out))
-    conv1d(rt.upload(x), rt.upload(host, dtype), None if b is None else rt.upload(b), stride=stride,
-           dilation=dilation, groups=groups, residual=None if r is None else rt.upload(r), out=out, tiled=tiled)
+    with tuning.override(conv_wide_k_step=k_step):
+        conv1d(rt.upload(x), rt.upload(host, dtype), None if b is None else rt.upload(b), stride=stride,
+               dilation=dilation, groups=groups, residual=None if r is None else rt.upload(r), out=out, tiled=tiled,
+               tile=tile)
     return out.numpy(), conv1d_ref(x, seen, b, stride=stride, dilation=dilation, groups=groups, residual=r)
 
 
-def _transpose_case(rng, c_in, c_out, t, k, stride, dtype="f32", bias=True, tiled=False):
+def _transpose_case(rng, c_in, c_out, t, k, stride, dtype="f32", bias=True, tiled=False, tile=None, k_step=32):
     rt = runtime()
     x = rng.standard_normal((c_in, t)).astype(np.float32)
     host, seen = _stored(rng, (c_in, c_out, k), dtype)
     b = rng.standard_normal(c_out).astype(np.float32) if bias else None
     out = padded_output((c_out, transposed_length(t, k, stride)))
-    conv_transpose1d(rt.upload(x), rt.upload(host, dtype), None if b is None else rt.upload(b), stride=stride,
-                     out=out, tiled=tiled)
+    with tuning.override(conv_wide_k_step=k_step):
+        conv_transpose1d(rt.upload(x), rt.upload(host, dtype), None if b is None else rt.upload(b), stride=stride,
+                         out=out, tiled=tiled, tile=tile)
     return out.numpy(), conv_transpose1d_ref(x, seen, b, stride=stride)
 
 
@@ -388,6 +431,21 @@ TILED_SWEEP = [
     (4, 18, 50, 1, 2, 1, "f16"),        # stride past K: a negative left pad crops
 ]
 
+# The wide entries (tile = 128): (C_in, C_out, T, K, stride, dilation, weight dtype, kk a step). Partial
+# tiles both ways (C_out 200 = 128 + 72, 130, T 300 = 2 x 128 + 44), the last decoder block's C_out 96 (a
+# quarter of each tile padding), steps whose kk cross channel boundaries, a partial last step and one
+# of a single kk, whole tiles, a channel's taps across steps, both K steps.
+WIDE_SWEEP = [
+    (40, 200, 300, 7, 1, 9, "bf16", 32),   # C_in K = 280: 8 steps and a quarter, steps cross channels
+    (33, 130, 130, 1, 1, 1, "f32", 16),    # 1x1: one channel, one step (of 16 kk) and one column more
+    (96, 96, 257, 7, 1, 3, "bf16", 16),    # the last decoder block: C_in K = 672, 42 whole steps of 16
+    (64, 96, 200, 7, 1, 1, "f16", 32),     # its width again at 32 kk a step: 14 whole steps
+    (17, 200, 97, 5, 2, 1, "f16", 32),     # strided: C_in K = 85
+    (3, 129, 70, 7, 1, 3, "bf16", 16),     # C_in K = 21: one step and a partial one, across channels
+    (6, 128, 256, 33, 1, 1, "f32", 32),    # whole tiles only; K past a step
+    (4, 100, 50, 1, 2, 1, "f32", 16),      # stride past K: a negative left pad crops; T < a tile
+]
+
 TRANSPOSE_SWEEP = [  # (C_in, C_out, T, K, stride, weight dtype): the code2wav K = stride and K = 2 stride
     (8, 8, 33, 2, 2, "f32"),
     (13, 7, 29, 16, 8, "bf16"),
@@ -411,6 +469,18 @@ TRANSPOSE_SWEEP_TILED = [
     (9, 20, 40, 7, 3, "f32"),           # K neither S nor 2 S
     (5, 16, 9, 4, 1, "f32"),            # stride 1: one phase of K taps
     (11, 20, 150, 5, 5, "bf16"),        # K = S: one tap a phase, no trim; three q tiles
+]
+
+# conv_transpose1d's wide entry (tile = 128): (C_in, C_out, T, K, stride, weight dtype, kk a step): the
+# decoder blocks' (K, S) at C_out 96 and 200 (partial channel tiles), partial and several q tiles, C_in
+# ceil(K / S) not a multiple of a step, phases with fewer taps, both K steps.
+WIDE_TRANSPOSE_SWEEP = [
+    (70, 130, 33, 16, 8, "bf16", 32),   # decoder block 1's K, S: 140 kk, 4 steps and a partial one
+    (33, 200, 61, 10, 5, "f16", 16),    # 66 kk: 4 steps of 16 and 2
+    (40, 96, 150, 6, 3, "bf16", 32),    # the last block's K, S and width
+    (9, 96, 140, 7, 3, "f32", 16),      # K neither S nor 2 S: a phase with fewer taps
+    (20, 128, 300, 2, 2, "bf16", 32),   # the upsampling's K = S: 3 q tiles a phase, the last partial
+    (5, 150, 150, 4, 1, "f32", 16),     # stride 1: one phase of K taps
 ]
 
 
@@ -439,18 +509,24 @@ CONV2D_SWEEP = [
 
 
 def cases() -> list[Case]:
-    """Both kernels of each op: conv1d direct (any groups) and tiled (groups 1, `tiled=True`), and the same
-    for conv_transpose1d."""
+    """Every kernel of each op: conv1d direct (any groups), tiled (groups 1, `tiled=True`) on 64-tiles and
+    on wide ones at both K steps, and the same for conv_transpose1d. Quick: one case of each."""
     conv = [dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dilation=d, groups=g, dtype=dt, bias=i % 4 != 3)
             for i, (c_in, c_out, t, k, s, d, g, dt) in enumerate(CONV1D_SWEEP)]
     conv.append(dict(c_in=11, c_out=11, t=70, k=7, dilation=3, dtype="bf16", residual=True))
-    conv += [dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dilation=d, dtype=dt, bias=i % 4 != 2,
-                  residual=i % 3 == 0, tiled=True) for i, (c_in, c_out, t, k, s, d, dt) in enumerate(TILED_SWEEP)]
+    tiled = [dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dilation=d, dtype=dt, bias=i % 4 != 2,
+                  residual=i % 3 == 0, tiled=True, tile=TILE) for i, (c_in, c_out, t, k, s, d, dt) in enumerate(TILED_SWEEP)]
+    wide = [dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dilation=d, dtype=dt, bias=i % 4 != 1,
+                 residual=i % 3 == 0, tiled=True, tile=WIDE, k_step=ks)
+            for i, (c_in, c_out, t, k, s, d, dt, ks) in enumerate(WIDE_SWEEP)]
+    trans = [dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dtype=dt, bias=i != 2, tiled=False)
+             for i, (c_in, c_out, t, k, s, dt) in enumerate(TRANSPOSE_SWEEP)]
+    trans_tiled = [dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dtype=dt, bias=i != 2, tiled=True, tile=TILE)
+                   for i, (c_in, c_out, t, k, s, dt) in enumerate(TRANSPOSE_SWEEP_TILED)]
+    trans_wide = [dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dtype=dt, bias=i != 1, tiled=True, tile=WIDE,
+                       k_step=ks) for i, (c_in, c_out, t, k, s, dt, ks) in enumerate(WIDE_TRANSPOSE_SWEEP)]
     conv2d = [dict(zip(("n", "c_in", "c_out", "h", "w", "k", "stride", "pad", "dtype", "frames"), c)) for c in CONV2D_SWEEP]
-    trans = [dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dtype=dt, bias=i != 2, tiled=tiled)
-             for tiled in (False, True)
-             for i, (c_in, c_out, t, k, s, dt) in enumerate(TRANSPOSE_SWEEP_TILED if tiled else TRANSPOSE_SWEEP)]
-    return (sweep("conv", "conv1d", BOUND, _conv1d_case, conv, quick=[conv[1], conv[len(CONV1D_SWEEP) + 1]])
-            + sweep("conv", "conv_transpose1d", BOUND, _transpose_case, trans,
-                    quick=[trans[1], trans[len(TRANSPOSE_SWEEP) + 1]])
+    return (sweep("conv", "conv1d", BOUND, _conv1d_case, conv + tiled + wide, quick=[conv[1], tiled[0], wide[0]])
+            + sweep("conv", "conv_transpose1d", BOUND, _transpose_case, trans + trans_tiled + trans_wide,
+                    quick=[trans[1], trans_tiled[1], trans_wide[0]])
             + sweep("conv", "conv2d", BOUND, _conv2d_case, conv2d, quick=[conv2d[2]]))
