@@ -3,7 +3,7 @@
 // feature: a shader includes one of the two, and its entry points take their builtins as `ln: Lanes`, so
 // the kernels between them are the same text (shaders/<op>.wgsl and shaders/<op>_sg.wgsl).
 //
-// Two levels instead of a log2(WG)-deep tree: WG / 16 threads each add 16 values (four vec4 reads), then
+// Two levels instead of a log2(WG)-deep tree: WG / 16 threads each add 16 values (16 independent reads), then
 // every thread adds the WG / 16 partials itself (WG / 64 vec4 reads, the same order in every thread, so
 // every thread gets the same bits): two barriers in all, where a tree takes log2(WG) + 1, each waiting on
 // the workgroup-memory round trip before it.
@@ -17,26 +17,30 @@ struct Lanes { @builtin(local_invocation_index) lid: u32 }
 const RED_FIRST: u32 = 16u;  // values each first-level thread adds
 const RED_NEG_BIG: f32 = -3.0e38;  // max's identity (WGSL lets implementations assume no infinities)
 
-// Sized for WG up to 1024 (4.3 KB) rather than by WG: naga 29 panics on a pipeline whose module declares an
-// override after an array sized by an override expression (such as WG / 4u), and the including shaders
-// declare theirs after this file.
-var<workgroup> red_in: array<vec4<f32>, 256>;  // one value a thread
+var<workgroup> red_in: array<f32, WG>;        // one value a thread
+// Sized for WG up to 1024 rather than by WG / 64: naga 29 panics on a pipeline whose module declares an
+// override after an array sized by an override expression, and the including shaders declare theirs after
+// this file. (wgpu zero-fills a kernel's workgroup memory at its start, so the arrays stay small.)
 var<workgroup> red_mid: array<vec4<f32>, 16>;  // one value a first-level thread
 
-// Thread lid's value into red_in, visible to the first-level threads (thread g < WG / 16 reads vec4s 4g .. 4g + 3).
+// Thread lid's value into red_in, visible to the first-level threads (thread g < WG / 16 reads 16g .. 16g + 15).
 fn red_stage(lid: u32, v: f32) {
-    red_in[lid / 4u][lid % 4u] = v;
+    red_in[lid] = v;
     workgroupBarrier();
 }
 
+// Values 16g + 4i .. 16g + 4i + 3 of red_in.
+fn red_in4(g: u32, i: u32) -> vec4<f32> {
+    let b = 16u * g + 4u * i;
+    return vec4<f32>(red_in[b], red_in[b + 1u], red_in[b + 2u], red_in[b + 3u]);
+}
+
 fn red_first_sum(g: u32) -> f32 {
-    let b = 4u * g;
-    return dot((red_in[b] + red_in[b + 1u]) + (red_in[b + 2u] + red_in[b + 3u]), vec4<f32>(1.0));
+    return dot((red_in4(g, 0u) + red_in4(g, 1u)) + (red_in4(g, 2u) + red_in4(g, 3u)), vec4<f32>(1.0));
 }
 
 fn red_first_max(g: u32) -> f32 {
-    let b = 4u * g;
-    let m = max(max(red_in[b], red_in[b + 1u]), max(red_in[b + 2u], red_in[b + 3u]));
+    let m = max(max(red_in4(g, 0u), red_in4(g, 1u)), max(red_in4(g, 2u), red_in4(g, 3u)));
     return max(max(m.x, m.y), max(m.z, m.w));
 }
 
