@@ -8,11 +8,12 @@
 //
 // Entry `decode`: `main` for decode rows, with more threads and a shorter chain a chunk.
 //   Dispatch: one workgroup of WG threads per row t * Hq + h, flat index (groups_for).
-//   Chunks of WG keys: thread i scores key i of the chunk (q and the key's row read together: one round of
-//   loads), one max reduction gives the chunk's new running max, p_j goes to workgroup memory, then
-//   WG / D4 key groups each accumulate p_j v_j[d] and p_j for every (WG / D4)-th key, 16 keys a turn in
-//   flight. The groups' sums are added once, after the last chunk. At 100 keys and WG = 256 that is one
-//   chunk: the score loads, a reduction, one barrier, the value loads, one barrier.
+//   Chunks of WG keys: thread i scores key i of the chunk (q and the key's row read together), one max
+//   reduction gives the chunk's new running max, p_j goes to workgroup memory, then WG / D4 key groups
+//   each accumulate p_j v_j[d] and p_j for every (WG / D4)-th key, 16 keys a turn; the first turn's value
+//   loads are issued with the score loads, before the reduction. The groups' sums are added once, after
+//   the last chunk. At 100 keys and WG = 256 that is one chunk, one round of loads (keys and values
+//   together), a reduction, one barrier, and the final barrier.
 //
 // Split-K decode ("flash decoding"), for caches too long for one workgroup a row: the keys are cut into
 // n_splits = ceil(max_len / split) fixed slices, so the grid and params do not change as the context
@@ -67,11 +68,40 @@ fn dec_p(j: u32, n: u32) -> f32 {
     return select(0.0, dec_probs[min(j, n - 1u)], j < n);
 }
 
-// p_j v_j[d] for the thread whose vec4 of the chunk's first key is vb (ks vec4s from a key's row to the
-// next); past the chunk's n keys 0, reading its last key instead (in bounds, and already in cache).
-fn dec_pv(vb: u32, ks: u32, j: u32, n: u32) -> vec4<f32> {
-    let jc = min(j, n - 1u);
-    return dec_p(j, n) * cache_v[vb + jc * ks];
+// A thread's 16 value vec4s of one turn: vec4 d of keys j, j + g, ..., j + 15 g of the chunk.
+struct Vals {
+    v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, v4: vec4<f32>, v5: vec4<f32>, v6: vec4<f32>, v7: vec4<f32>,
+    v8: vec4<f32>, v9: vec4<f32>, v10: vec4<f32>, v11: vec4<f32>, v12: vec4<f32>, v13: vec4<f32>, v14: vec4<f32>, v15: vec4<f32>,
+}
+
+// Vec4 d of chunk key j for the thread whose vec4 of the chunk's first key is vb (ks vec4s from a key's row
+// to the next); past the chunk's n keys its last key instead (in bounds, already in cache; weighted 0).
+fn dec_v(vb: u32, ks: u32, j: u32, n: u32) -> vec4<f32> {
+    return cache_v[vb + min(j, n - 1u) * ks];
+}
+
+fn load_vals(vb: u32, ks: u32, j: u32, g: u32, n: u32) -> Vals {
+    return Vals(dec_v(vb, ks, j, n), dec_v(vb, ks, j + g, n), dec_v(vb, ks, j + 2u * g, n), dec_v(vb, ks, j + 3u * g, n),
+                dec_v(vb, ks, j + 4u * g, n), dec_v(vb, ks, j + 5u * g, n), dec_v(vb, ks, j + 6u * g, n), dec_v(vb, ks, j + 7u * g, n),
+                dec_v(vb, ks, j + 8u * g, n), dec_v(vb, ks, j + 9u * g, n), dec_v(vb, ks, j + 10u * g, n), dec_v(vb, ks, j + 11u * g, n),
+                dec_v(vb, ks, j + 12u * g, n), dec_v(vb, ks, j + 13u * g, n), dec_v(vb, ks, j + 14u * g, n), dec_v(vb, ks, j + 15u * g, n));
+}
+
+// sum_i p_(j + i g) v_i of a turn's values.
+fn weigh_vals(x: Vals, j: u32, g: u32, n: u32) -> vec4<f32> {
+    let a = ((dec_p(j, n) * x.v0 + dec_p(j + g, n) * x.v1) + (dec_p(j + 2u * g, n) * x.v2 + dec_p(j + 3u * g, n) * x.v3))
+          + ((dec_p(j + 4u * g, n) * x.v4 + dec_p(j + 5u * g, n) * x.v5) + (dec_p(j + 6u * g, n) * x.v6 + dec_p(j + 7u * g, n) * x.v7));
+    let b = ((dec_p(j + 8u * g, n) * x.v8 + dec_p(j + 9u * g, n) * x.v9) + (dec_p(j + 10u * g, n) * x.v10 + dec_p(j + 11u * g, n) * x.v11))
+          + ((dec_p(j + 12u * g, n) * x.v12 + dec_p(j + 13u * g, n) * x.v13) + (dec_p(j + 14u * g, n) * x.v14 + dec_p(j + 15u * g, n) * x.v15));
+    return a + b;
+}
+
+// sum_i p_(j + i g) of a turn.
+fn weigh_sum(j: u32, g: u32, n: u32) -> f32 {
+    return (((dec_p(j, n) + dec_p(j + g, n)) + (dec_p(j + 2u * g, n) + dec_p(j + 3u * g, n)))
+          + ((dec_p(j + 4u * g, n) + dec_p(j + 5u * g, n)) + (dec_p(j + 6u * g, n) + dec_p(j + 7u * g, n))))
+          + (((dec_p(j + 8u * g, n) + dec_p(j + 9u * g, n)) + (dec_p(j + 10u * g, n) + dec_p(j + 11u * g, n)))
+          + ((dec_p(j + 12u * g, n) + dec_p(j + 13u * g, n)) + (dec_p(j + 14u * g, n) + dec_p(j + 15u * g, n))));
 }
 
 // Online softmax of row r's query over keys [k0, k1), in chunks of WG keys. Call in uniform control flow
@@ -87,6 +117,10 @@ fn attend_dec(ln: Lanes, r: Row, k0: u32, k1: u32) -> DecPartial {
     var st = DecPartial(NEG_BIG, 0.0, vec4<f32>(0.0));
     for (var c0 = k0; c0 < k1; c0 += WG) {
         let n = min(WG, k1 - c0);
+        // The value loads of the thread's first turn go out before the scores: they wait on nothing, and
+        // the scores' loads and the max reduction then hide them.
+        let vb = (c0 * p.n_kv + r.kvh) * D4 + d;
+        var x = load_vals(vb, ks, gi, g, n);
         var s = NEG_BIG;
         if (lid < n) { s = qk_dot(qb, ((c0 + lid) * p.n_kv + r.kvh) * D4) * p.scale; }
         let m_new = max(st.m, wg_max(ln, s));
@@ -98,21 +132,14 @@ fn attend_dec(ln: Lanes, r: Row, k0: u32, k1: u32) -> DecPartial {
         let alpha = select(exp(st.m - m_new), 0.0, c0 == k0);
         st.m = m_new;
         if (gi < g) {
-            let vb = (c0 * p.n_kv + r.kvh) * D4 + d;
             var a = vec4<f32>(0.0);
-            var b = vec4<f32>(0.0);
             var l = 0.0;
             for (var j = gi; j < n; j += 16u * g) {  // keys j, j + g, ..., j + 15 g: 16 loads in flight
-                a += ((dec_pv(vb, ks, j, n) + dec_pv(vb, ks, j + g, n)) + (dec_pv(vb, ks, j + 2u * g, n) + dec_pv(vb, ks, j + 3u * g, n)))
-                   + ((dec_pv(vb, ks, j + 4u * g, n) + dec_pv(vb, ks, j + 5u * g, n)) + (dec_pv(vb, ks, j + 6u * g, n) + dec_pv(vb, ks, j + 7u * g, n)));
-                b += ((dec_pv(vb, ks, j + 8u * g, n) + dec_pv(vb, ks, j + 9u * g, n)) + (dec_pv(vb, ks, j + 10u * g, n) + dec_pv(vb, ks, j + 11u * g, n)))
-                   + ((dec_pv(vb, ks, j + 12u * g, n) + dec_pv(vb, ks, j + 13u * g, n)) + (dec_pv(vb, ks, j + 14u * g, n) + dec_pv(vb, ks, j + 15u * g, n)));
-                l += (((dec_p(j, n) + dec_p(j + g, n)) + (dec_p(j + 2u * g, n) + dec_p(j + 3u * g, n)))
-                   + ((dec_p(j + 4u * g, n) + dec_p(j + 5u * g, n)) + (dec_p(j + 6u * g, n) + dec_p(j + 7u * g, n))))
-                   + (((dec_p(j + 8u * g, n) + dec_p(j + 9u * g, n)) + (dec_p(j + 10u * g, n) + dec_p(j + 11u * g, n)))
-                   + ((dec_p(j + 12u * g, n) + dec_p(j + 13u * g, n)) + (dec_p(j + 14u * g, n) + dec_p(j + 15u * g, n))));
+                if (j != gi) { x = load_vals(vb, ks, j, g, n); }
+                a += weigh_vals(x, j, g, n);
+                l += weigh_sum(j, g, n);
             }
-            st.acc = st.acc * alpha + (a + b);
+            st.acc = st.acc * alpha + a;
             st.l = st.l * alpha + l;
         }
         // The next chunk writes dec_probs and the reduction's memory only after the barriers of its
