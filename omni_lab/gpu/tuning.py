@@ -195,7 +195,10 @@ DEFAULT = replace(NVIDIA, family="default",
 # last-level cache; FP32 ~15 TFLOP/s (single issue). Fields not set here keep the H200's values because
 # nothing above argues for another: matvec and MoE threads per row (16 threads x 16 B is two 128-byte
 # cache lines a row step on RDNA as on NVIDIA), workgroup sizes of 64-256 (whole waves in either wave
-# size; none of these kernels comes near 64 KB of LDS), the argmax split, and the Q8_0 margin.
+# size; none of these kernels comes near 64 KB of LDS), the argmax split, and the Q8_0 margin. Also the
+# decode-latency fields: subgroup reductions (cross-lane DPP / permute on RDNA, as cheap as NVIDIA's
+# shuffles; the kernels assume no subgroup size), and the single-pass attention's 256 threads and 2048-row
+# reach (its 32 workgroups at the thinker's heads fit 40 CUs as they fit 132 SMs).
 AMD_RDNA3 = replace(
     NVIDIA,
     family="amd-rdna3",
