@@ -1,7 +1,8 @@
 """Kernel benchmark: time per op, GB/s or GFLOP/s, and the fraction of the copy bandwidth measured in
 the same run. Prints one JSON object (and writes it with --out).
 
-    python bench/kernels.py [--weights-mb 256 1024] [--reps 20] [--quick] [--decode | --moe | --matmul | --attention] [--out FILE]
+    python bench/kernels.py [--weights-mb 256 1024] [--reps 20] [--quick]
+                            [--decode | --latency | --moe | --matmul | --attention] [--out FILE]
 
 Times are GPU timestamps where the adapter has them (median of --reps runs after a warm-up), wall clock
 otherwise; the JSON says which. Inputs are random, never zeros. Each benchmarked case is first checked
@@ -12,11 +13,16 @@ Besides the bandwidth sweep over large weights, every run times the small launch
 with the cache flushed before every run (a decode step reads gigabytes, so its small weights come from
 memory, not cache): the bf16 matvecs of the Qwen3-Omni thinker (router 128 x 2048, fused q/k/v
 4096 + 512 + 512 rows x 2048, o_proj 2048 x 4096) and of Qwen3-0.6B at 16, 32, 64, 128 and 256 threads
-per row and at linear.matvec_tpr's choice, and the thinker's attention (32 q / 4 kv heads, head dim 128)
-over 100 keys in caches of 104 and 2048 rows (split_partial + split_combine, and the single pass).
---decode runs only those: seconds on an H200. --matmul times the prefill matmul alone at the thinker's
-prefill shapes (bf16 and f32 weights, and Q8_0 on both q8_prefill_paths: dot4 = quantize_act + tiles_dot4,
-f32 = tiles_q8); --moe one MoE layer's experts per pair and grouped (Q8_0 grouped on both prefill paths).
+per row and at linear.matvec_tpr's choice, and the latency-bound decode kernels at the thinker's shapes
+(issue 16), each as it was before that issue's rework (frozen in bench/baseline/) and as it is now, with and
+without subgroup operations: attention (32 q / 4 kv heads, head dim 128) over 100 to 4000 keys through the old
+split pair, the split pair now and the single pass `decode` at 128, 256 and 512 threads; the QK RMSNorm +
+MRoPE + cache append (rope.norm_rope_append); the router's softmax + top-8 of 128 (moe.route). The JSON's
+`us_per_call` lists those per-call times. --decode runs only the decode cases, --latency only the latter:
+seconds on an H200. --matmul times the prefill matmul alone at the thinker's prefill shapes (bf16 and f32
+weights, and Q8_0 on both q8_prefill_paths: dot4 = quantize_act + tiles_dot4, f32 = tiles_q8); --moe one MoE
+layer's experts per pair and grouped (Q8_0 grouped on both prefill paths); --attention multi-token attention
+per (token, head) and flash.
 """
 
 from __future__ import annotations
@@ -224,13 +230,57 @@ def bench_decode_matvec(name: str, reps: int, rng, flush) -> dict:
             "cache": "flushed before each run"}
 
 
-def bench_decode_attention(max_len: int, reps: int, rng, flush) -> list[dict]:
-    """Decode attention at the thinker's shapes (32 q / 4 kv heads, head dim 128) over 100 keys in a
-    cache of max_len rows, through the split path (as decode runs it) and the single pass."""
+BASELINE = Path(__file__).resolve().parent / "baseline"
+_baseline_kernels: dict = {}
+
+
+def baseline_kernel(shader: str, entry: str, **constants):
+    """An entry of bench/baseline/<shader>.wgsl (the decode kernels before issue 16's rework, frozen there
+    for this comparison), built once; its profile name is baseline.<shader>.<entry>[constants]."""
+    from omni_lab.gpu import Kernel
+    from omni_lab.gpu.runtime import shader_source
+
+    key = (shader, entry, tuple(sorted(constants.items())))
+    if key not in _baseline_kernels:
+        _baseline_kernels[key] = Kernel(runtime(), f"baseline.{shader}.{entry}",
+                                        shader_source(BASELINE / f"{shader}.wgsl"), entry, constants)
+    return _baseline_kernels[key]
+
+
+def time_variant(run, reps: int, flush) -> tuple[float, dict, str]:
+    """(median seconds of run's dispatches, median us by kernel, clock) over reps flushed runs."""
+    profs = profiles(run, reps, flush)
+    t = statistics.median(sum(x.seconds for x in p.timings) for p in profs)
+    by_kernel = {name: statistics.median(p.by_kernel()[name] for p in profs) * 1e6 for name in profs[0].by_kernel()}
+    return t, by_kernel, profs[0].clock
+
+
+def in_table(fn, **changes):
+    """fn run with these tuning-table fields (an op reads the table when called, so each timed run does)."""
+    from omni_lab.gpu import tuning
+
+    def run():
+        with tuning.override(**changes):
+            return fn()
+    return run
+
+
+# Decode attention cases (keys in the cache, max_len): the thinker's usual ~100 keys in short and 2048-row
+# caches, the longest cache the single pass takes by default (1000 and 2000 keys), and one past it.
+DECODE_ATTENTION = ((100, 104), (100, 2048), (1000, 2048), (2000, 2048), (4000, 4096))
+DECODE_WGS = (128, 256, 512)  # attention_decode_wg values swept for the single pass
+
+
+def bench_decode_attention(n_keys: int, max_len: int, reps: int, rng, flush) -> list[dict]:
+    """Decode attention at the thinker's shapes (32 q / 4 kv heads, head dim 128) over n_keys keys in a cache
+    of max_len rows: the split pair as it was before issue 16 (bench/baseline/attention.wgsl), the split pair
+    now, and the single pass `decode` at each of DECODE_WGS threads, each with and without subgroup
+    operations (where the adapter has them)."""
+    from omni_lab.gpu import pack_params
     from omni_lab.ops import attention as A
 
     rt = runtime()
-    hq, n_kv, d, n_keys = 32, 4, 128, 100
+    hq, n_kv, d = 32, 4, 128
     k, v = (rng.standard_normal((max_len, n_kv, d), dtype=np.float32) for _ in range(2))
     q = rng.standard_normal((1, hq, d), dtype=np.float32)
     ck, cv, qt, out = rt.upload(k), rt.upload(v), rt.upload(q), rt.empty(q.shape)
@@ -238,28 +288,141 @@ def bench_decode_attention(max_len: int, reps: int, rng, flush) -> list[dict]:
     scale = d ** -0.5
     ref = reference("attention.attention")(q, k, v, n_keys - 1, scale)
     nbytes = 2 * n_keys * n_kv * d * 4  # the keys and values read, each once
+
+    split_keys = A.split_size(max_len)
+    n_splits = -(-max_len // split_keys)
+    part = rt.empty((hq, n_splits, d // 4 + 1, 4))
+    params = pack_params(1, hq, n_kv, d // 4, max_len, 0, float(scale), split_keys, n_splits)
+
+    def old_split():
+        baseline_kernel("attention", "split_partial", WG=64)((hq, n_splits, 1), params, qt, ck, cv, step, part)
+        baseline_kernel("attention", "split_combine", WGC=256)(hq, params, part, out)
+
+    variants = {"old.split": old_split}
+    for sg in (True, False) if rt.gpu.has_subgroups else (False,):
+        tag = "sg" if sg else "wg"
+        variants[f"split.{tag}"] = in_table(lambda: A.attention(qt, ck, cv, step, scale, out=out, split=True), subgroups=sg)
+        for wg in DECODE_WGS:
+            variants[f"decode.{tag}.{wg}"] = in_table(lambda: A.attention(qt, ck, cv, step, scale, out=out, split=False),
+                                                      subgroups=sg, attention_decode_wg=wg)
     results = []
-    for split in (True, False):
+    for name, run in variants.items():
         rt.write(out, np.full(q.shape, np.nan, np.float32))
-        err = nmse(A.attention(qt, ck, cv, step, scale, out=out, split=split).numpy(), ref)
-        assert err < 1e-9, f"decode attention max_len={max_len} split={split}: nmse {err}"
-        profs = profiles(lambda: A.attention(qt, ck, cv, step, scale, out=out, split=split), reps, flush)
-        t = statistics.median(sum(x.seconds for x in p.timings) for p in profs)
-        by_kernel = {name: statistics.median(p.by_kernel()[name] for p in profs) * 1e6 for name in profs[0].by_kernel()}
-        results.append({"op": "attention.split" if split else "attention.single", "case": "decode",
+        run()
+        err = nmse(out.numpy(), ref)
+        assert err < 1e-9, f"decode attention {name} keys={n_keys} max_len={max_len}: nmse {err}"
+        t, by_kernel, clock = time_variant(run, reps, flush)
+        results.append({"op": "attention", "case": "decode", "variant": name,
                         "shape": {"q_heads": hq, "kv_heads": n_kv, "head_dim": d, "keys": n_keys, "max_len": max_len},
-                        "split_keys": A.split_size(max_len) if split else None, "bytes": nbytes, "seconds": t,
-                        "gb_per_s": nbytes / t / 1e9, "us_by_kernel": by_kernel, "nmse": err, "clock": profs[0].clock,
-                        "cache": "flushed before each run"})
+                        "split_keys": split_keys if "split" in name else None, "bytes": nbytes, "seconds": t,
+                        "gb_per_s": nbytes / t / 1e9, "dispatches": 2 if "split" in name else 1, "us_by_kernel": by_kernel,
+                        "nmse": err, "clock": clock, "cache": "flushed before each run"})
     return results
+
+
+def bench_decode_norm_rope(reps: int, rng, flush, start: int = 99, max_len: int = 2048) -> list[dict]:
+    """The thinker's QK RMSNorm + interleaved MRoPE + cache append of one token (32 q / 4 kv heads, head dim
+    128, sections [24, 20, 20]): rope.norm_rope_append as it was (bench/baseline/rope.wgsl) and now, with
+    and without subgroup operations."""
+    import struct
+
+    from omni_lab.gpu import pack_params
+    from omni_lab.ops import rope
+    from omni_lab.ops.norm import rmsnorm_ref
+
+    rt = runtime()
+    hq, hk, d, sections, eps = 32, 4, 128, (24, 20, 20), 1e-6
+    q, k, v = (rng.standard_normal((1, h, d), dtype=np.float32) * 3 for h in (hq, hk, hk))
+    wq, wk = (rng.standard_normal(d, dtype=np.float32) for _ in range(2))
+    pos = np.full((3, 1), start, np.int32)
+    inv = rope.rope_inv_freq(d, 1e6)
+    qt, kt, vt = rt.upload(q), rt.upload(k), rt.upload(v)
+    wqt, wkt, post, invt = rt.upload(wq), rt.upload(wk), rt.upload(pos), rt.upload(inv)
+    ck, cv = rt.upload(np.zeros((max_len, hk, d), np.float32)), rt.upload(np.zeros((max_len, hk, d), np.float32))
+    step = rt.upload(np.array([start, 0, 0, 0], np.uint32))
+    def normed_rotated(x, w):
+        return reference("rope.mrope")(rmsnorm_ref(x.reshape(-1, d), w, eps).reshape(x.shape), pos, inv, sections)
+
+    ref_q, ref_k = normed_rotated(q, wq), normed_rotated(k, wk)
+    eps_bits = struct.unpack("<I", struct.pack("<f", eps))[0]
+    params = pack_params(1, hq, d // 2, 1, sections[1], sections[2], 0, 0, 0, hk, eps_bits, max_len)
+
+    def old():
+        baseline_kernel("rope", "norm_rope_append", WG=rope.WG)(hq + 2 * hk, params, qt, post, invt, kt, wqt, wkt, vt,
+                                                               ck, cv, step)
+
+    def new():
+        rope.qk_norm_rope(qt, kt, wqt, wkt, eps, post, invt, sections, append=(vt, ck, cv, step))
+
+    variants = {"old": old}
+    for sg in (True, False) if rt.gpu.has_subgroups else (False,):
+        variants["new.sg" if sg else "new.wg"] = in_table(new, subgroups=sg)
+    results = []
+    for name, run in variants.items():
+        rt.write(qt, q)  # q is rotated in place: fresh for the check
+        run()
+        err = max(nmse(qt.numpy(), ref_q), nmse(ck.numpy()[start:start + 1], ref_k), nmse(cv.numpy()[start:start + 1], v))
+        assert err < 1e-12, f"norm_rope_append {name}: nmse {err}"
+        t, by_kernel, clock = time_variant(run, reps, flush)
+        results.append({"op": "rope.norm_rope_append", "case": "decode", "variant": name,
+                        "shape": {"q_heads": hq, "kv_heads": hk, "head_dim": d, "mrope_section": list(sections)},
+                        "seconds": t, "us_by_kernel": by_kernel, "nmse": err, "clock": clock, "cache": "flushed before each run"})
+    return results
+
+
+def bench_decode_route(reps: int, rng, flush, e: int = 128, k: int = 8) -> list[dict]:
+    """The thinker's router top-k of one token (softmax and top-8 of 128 logits, renormalised): moe.route as
+    it was (bench/baseline/moe_route.wgsl) and now, with and without subgroup operations."""
+    from omni_lab.gpu import pack_params
+    from omni_lab.ops import moe
+
+    rt = runtime()
+    logits = rng.standard_normal((1, e), dtype=np.float32) * 2
+    lt, ow, oe = rt.upload(logits), rt.empty((1, k)), rt.empty((1, k), "i32")
+    ref_w, ref_e = reference("moe.route")(logits, k, True)
+    wg = min(moe.ROUTE_WG_MAX, max(moe.WG, e))
+
+    def old():
+        baseline_kernel("moe_route", "route", WG=wg, E_MAX=max(wg, e), K_MAX=k)(1, pack_params(1, e, k, 1), lt, ow, oe)
+
+    variants = {"old": old}
+    for sg in (True, False) if rt.gpu.has_subgroups else (False,):
+        variants["new.sg" if sg else "new.wg"] = in_table(lambda: moe.route(lt, k, True, out_weights=ow, out_experts=oe),
+                                                          subgroups=sg)
+    results = []
+    for name, run in variants.items():
+        rt.write(oe, np.full((1, k), -1, np.int32))
+        run()
+        assert np.array_equal(oe.numpy(), ref_e), f"route {name}: experts differ"
+        err = nmse(ow.numpy(), ref_w)
+        assert err < 1e-9, f"route {name}: nmse {err}"
+        t, by_kernel, clock = time_variant(run, reps, flush)
+        results.append({"op": "moe.route", "case": "decode", "variant": name, "shape": {"experts": e, "top_k": k},
+                        "seconds": t, "us_by_kernel": by_kernel, "nmse": err, "clock": clock, "cache": "flushed before each run"})
+    return results
+
+
+def bench_decode_latency(reps: int, rng, flush) -> list[dict]:
+    """The latency-bound decode kernels of issue 16, old (bench/baseline/) against new, at the thinker's shapes."""
+    results = []
+    for n_keys, max_len in DECODE_ATTENTION:
+        results += bench_decode_attention(n_keys, max_len, reps, rng, flush)
+    return results + bench_decode_norm_rope(reps, rng, flush) + bench_decode_route(reps, rng, flush)
+
+
+def latency_summary(results: list[dict]) -> dict:
+    """{"<op> <shape> <variant>": microseconds a call} of bench_decode_latency's results, to read at a glance."""
+    out = {}
+    for r in results:
+        shape = f" keys={r['shape']['keys']} max_len={r['shape']['max_len']}" if r["op"] == "attention" else ""
+        out[f"{r['op']}{shape} {r['variant']}"] = round(r["seconds"] * 1e6, 2)
+    return out
 
 
 def bench_decode(reps: int, rng, flush_mb: int) -> list[dict]:
     flush = cache_flush(flush_mb)
     results = [bench_decode_matvec(name, reps, rng, flush) for name in DECODE_MATVECS]
-    for max_len in (104, 2048):
-        results += bench_decode_attention(max_len, reps, rng, flush)
-    return results
+    return results + bench_decode_latency(reps, rng, flush)
 
 
 # The thinker's MoE layer: 128 experts, top-8, hidden 2048, expert FFN 768.
@@ -424,6 +587,9 @@ def main() -> None:
     ap.add_argument("--decode", action="store_true",
                     help="only the decode-step cases (small matvecs at several threads per row, decode "
                          "attention); a default run includes them after the weight sweep")
+    ap.add_argument("--latency", action="store_true",
+                    help="only the latency-bound decode kernels (attention, QK-norm + RoPE + append, MoE route) at the "
+                         "thinker's shapes, as before issue 16 (bench/baseline/) and now, with and without subgroups")
     ap.add_argument("--moe", action="store_true",
                     help="only one MoE layer's experts at the thinker's shapes, per pair and grouped (Q8_0 grouped on "
                          f"both prefill paths), bf16 and Q8_0, at {', '.join(map(str, MOE_TOKENS))} tokens")
@@ -464,10 +630,13 @@ def main() -> None:
                           + [bench_q8_matmul(*mm, path, args.reps, rng) for path in ("dot4", "f32")]],
               "wall_seconds": time.time() - t0}, args.out)
         return
-    if args.decode:
-        emit({"bench": "kernels.decode", "adapter": rt.gpu.describe()["adapter"],
-              "backend": rt.gpu.info.get("backend_type"), "host": platform.node(),
-              "results": bench_decode(args.reps, rng, args.flush_mb), "wall_seconds": time.time() - t0}, args.out)
+    if args.decode or args.latency:
+        results = (bench_decode_latency(args.reps, rng, cache_flush(args.flush_mb)) if args.latency
+                   else bench_decode(args.reps, rng, args.flush_mb))
+        emit({"bench": "kernels.latency" if args.latency else "kernels.decode", "adapter": rt.gpu.describe()["adapter"],
+              "backend": rt.gpu.info.get("backend_type"), "host": platform.node(), "subgroups": rt.gpu.has_subgroups,
+              "us_per_call": latency_summary([r for r in results if "variant" in r]),
+              "results": results, "wall_seconds": time.time() - t0}, args.out)
         return
     copy = bench_copy(max(args.weights_mb), args.reps)
     cuda_copy = torch_copy_gb_per_s(max(args.weights_mb), args.reps)

@@ -24,8 +24,9 @@
 //   the chunk; the groups' sums are added once, after the last chunk. WG must be a power of two, >= D / 4.
 //   Keys past max_len (a step that overflowed the cache) are not read; a query left with no key writes 0.
 //
-// Entries `split_partial` + `split_combine`: the same attention with the keys cut into fixed slices that
-// run in parallel, for decode (described further down).
+// Entries `decode` (one workgroup a row, more threads and a shorter chain than `main`) and `split_partial`
+// + `split_combine` (the keys cut into fixed slices that run in parallel): the same attention for decode,
+// in lib/attn_decode.wgsl (described there), which shaders/attention_sg.wgsl builds on subgroup operations.
 //
 // Entry `segments`: bidirectional attention inside segments (block-diagonal windows, Transformers'
 //   cu_seqlens: an encoder's windows of audio frames or an image's patches). Query t attends to keys
@@ -35,11 +36,6 @@
 override WG: u32 = 64u;
 
 struct AppendParams { n_tokens: u32, row4: u32, max_len: u32, _p0: u32 }
-struct AttnParams {
-    n_tokens: u32, n_heads: u32, n_kv: u32, d4: u32,
-    max_len: u32, window: u32, scale: f32, split: u32,
-    n_splits: u32, _p0: u32, _p1: u32, _p2: u32,
-}
 
 // kv_append's bindings
 @group(0) @binding(0) var<uniform> ap: AppendParams;
@@ -49,15 +45,9 @@ struct AttnParams {
 @group(0) @binding(4) var<storage, read_write> cache_v_w: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> step_a: array<u32>;
 
-// main's bindings
-@group(0) @binding(0) var<uniform> p: AttnParams;
-@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> cache_k: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> cache_v: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> step: array<u32>;
-@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
-
 // #include "lib/grid.wgsl"
+
+// #include "lib/attn_common.wgsl"
 
 @compute @workgroup_size(WG)
 fn kv_append(grid: Grid, @builtin(local_invocation_index) lid: u32) {
@@ -70,8 +60,6 @@ fn kv_append(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     cache_v_w[dst] = v_new[g];
 }
 
-const NEG_BIG: f32 = -3.0e38;  // stands in for -inf: WGSL lets implementations assume no infinities
-
 var<workgroup> qs: array<vec4<f32>, WG>;   // this (token, head)'s query, D/4 vec4s
 var<workgroup> red_max: array<f32, WG>;
 var<workgroup> red_sum: array<f32, WG>;
@@ -79,22 +67,6 @@ var<workgroup> probs: array<f32, WG>;      // p_j of the chunk's keys
 var<workgroup> acc_w: array<vec4<f32>, WG>; // each key group's sum p v, added up at the end of `attend`
 
 struct Partial { m: f32, l: f32, acc: vec4<f32> }  // running max, sum of p, this thread's vec4 of sum p v
-
-struct Row { th: u32, kvh: u32, lo: u32, hi: u32 }
-
-// Query row th = t * Hq + h and its key range [lo, hi).
-fn row_of(th: u32) -> Row {
-    let t = th / p.n_heads;
-    let h = th % p.n_heads;
-    let pos = step[0] + t;
-    var r: Row;
-    r.th = th;
-    r.kvh = h / (p.n_heads / p.n_kv);
-    r.hi = min(pos + 1u, p.max_len);
-    r.lo = 0u;
-    if (p.window > 0u && pos + 1u > p.window) { r.lo = pos + 1u - p.window; }
-    return r;
-}
 
 // Online softmax of row r's query over keys [k0, k1), in chunks of WG keys. Must be called in uniform
 // control flow with k0, k1 uniform over the workgroup.
@@ -197,7 +169,7 @@ fn store_row(th: u32, st: Partial, lid: u32) {
 fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let th = group_index(grid);
     if (th >= p.n_tokens * p.n_heads) { return; }  // uniform per workgroup, so the barriers stay uniform
-    let r = row_of(th);
+    let r = row_of(th, step[0]);
     store_row(th, attend(r, r.lo, r.hi, lid), lid);
 }
 
@@ -207,104 +179,14 @@ fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
 fn segments(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let th = group_index(grid);
     if (th >= p.n_tokens * p.n_heads) { return; }
-    var r = row_of(th);
+    var r = row_of(th, step[0]);
     let t = th / p.n_heads;
     r.lo = bounds[2u * t];
     r.hi = min(bounds[2u * t + 1u], p.max_len);
     store_row(th, attend(r, r.lo, r.hi, lid), lid);
 }
 
-// Split-K decode ("flash decoding"): the keys are cut into n_splits = ceil(max_len / split) fixed slices,
-// so the grid and params do not change as the context grows; slices outside [lo, hi) only mark
-// themselves empty. A second entry merges the slices of each row.
-//
-// Entry `split_partial`: bindings 0 params; 1 q; 2 cache_k; 3 cache_v; 4 step (as `main`);
-//   5 part: [T * Hq, n_splits, D/4 + 1] vec4 f32, per (row, slice) the unnormalised sum p v, then (m, l, 0, 0)
-//   (l = 0 marks an empty slice).
-//   Dispatch: (T * Hq, n_splits) workgroups of WG threads: x = row t * Hq + h, y = slice. Rows vary
-//   fastest so the query heads that share a kv head read the same slice of K and V close together in
-//   time, from cache. (Serving all heads of a kv group from one workgroup reads K and V once, but on an
-//   H200 through Vulkan it ran 1.7x to 4x slower than this: fewer workgroups, longer serial loops.)
-// Entry `split_combine`: bindings 0 params; 1 part (read); 2 out: [T, Hq, D] f32.
-//   Dispatch: one workgroup of WGC threads per row t * Hq + h, flat index (groups_for). Threads stride
-//   over the slices for the max and the sum, then WGC / (D/4) slice groups accumulate D/4 vec4s each.
-// Params: as `main`, with split = keys per slice and n_splits (unused by `main`).
+// The decode entries, with their reductions in workgroup memory.
+// #include "lib/reduce.wgsl"
 
-override WGC: u32 = 256u;  // split_combine's workgroup size (power of two, >= D / 4)
-
-@group(0) @binding(5) var<storage, read_write> part: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> part_r: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> out_c: array<vec4<f32>>;
-
-@compute @workgroup_size(WG)
-fn split_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let th = wid.x;
-    let r = row_of(th);
-    let k0 = max(r.lo, wid.y * p.split);
-    let k1 = min(r.hi, (wid.y + 1u) * p.split);
-    let base = (th * p.n_splits + wid.y) * (p.d4 + 1u);
-    if (k0 >= k1) {  // uniform per workgroup
-        if (lid == 0u) { part[base + p.d4] = vec4<f32>(NEG_BIG, 0.0, 0.0, 0.0); }
-        return;
-    }
-    let st = attend(r, k0, k1, lid);
-    if (lid < p.d4) { part[base + lid] = st.acc; }
-    if (lid == 0u) { part[base + p.d4] = vec4<f32>(st.m, st.l, 0.0, 0.0); }
-}
-
-var<workgroup> red_c: array<f32, WGC>;
-var<workgroup> acc_c: array<vec4<f32>, WGC>;
-
-@compute @workgroup_size(WGC)
-fn split_combine(grid: Grid, @builtin(local_invocation_index) lid: u32) {
-    let th = group_index(grid);
-    if (th >= p.n_tokens * p.n_heads) { return; }  // uniform per workgroup
-    let stride = p.d4 + 1u;
-    let row0 = th * p.n_splits * stride;
-
-    var mx = NEG_BIG;
-    for (var s = lid; s < p.n_splits; s += WGC) {
-        let ml = part_r[row0 + s * stride + p.d4];
-        if (ml.y > 0.0) { mx = max(mx, ml.x); }
-    }
-    red_c[lid] = mx;
-    workgroupBarrier();
-    for (var w = WGC / 2u; w > 0u; w = w / 2u) {
-        if (lid < w) { red_c[lid] = max(red_c[lid], red_c[lid + w]); }
-        workgroupBarrier();
-    }
-    let m = red_c[0];
-    workgroupBarrier();  // every thread has read red_c[0]
-
-    var l = 0.0;
-    for (var s = lid; s < p.n_splits; s += WGC) {
-        let ml = part_r[row0 + s * stride + p.d4];
-        if (ml.y > 0.0) { l += exp(ml.x - m) * ml.y; }
-    }
-    red_c[lid] = l;
-    workgroupBarrier();
-    for (var w = WGC / 2u; w > 0u; w = w / 2u) {
-        if (lid < w) { red_c[lid] += red_c[lid + w]; }
-        workgroupBarrier();
-    }
-    let total = red_c[0];
-
-    // Thread (slice group sgi, vec4 d): slices sgi, sgi + n_sg, ...
-    let n_sg = WGC / p.d4;
-    let sgi = lid / p.d4;
-    let d = lid % p.d4;
-    var acc = vec4<f32>(0.0);
-    if (sgi < n_sg) {
-        for (var s = sgi; s < p.n_splits; s += n_sg) {
-            let ml = part_r[row0 + s * stride + p.d4];
-            if (ml.y > 0.0) { acc += exp(ml.x - m) * part_r[row0 + s * stride + d]; }
-        }
-    }
-    acc_c[lid] = acc;
-    workgroupBarrier();
-    if (lid < p.d4) {
-        var sum = vec4<f32>(0.0);
-        for (var i = 0u; i < n_sg; i++) { sum += acc_c[i * p.d4 + lid]; }
-        out_c[th * p.d4 + lid] = select(vec4<f32>(0.0), sum / total, total > 0.0);
-    }
-}
+// #include "lib/attn_decode.wgsl"

@@ -8,7 +8,7 @@
 //   HF's router: softmax over all E in f32, top-k of the probabilities (descending; ties: lower index
 //   first), then (norm_topk_prob) division by the sum of the k kept probabilities. The top-k is by rank:
 //   each expert counts the experts that beat it, so the whole selection takes one barrier, not K rounds
-//   of a reduction.
+//   of a reduction. Code in lib/moe_route.wgsl (shared with moe_sg.wgsl, the same on subgroup operations).
 //
 // Expert weights are stacked over experts in nn.Linear's [out, in] layout: gate_up [E, 2F, D] (rows
 // [0, F) of an expert are gate_proj, [F, 2F) up_proj: transformers' fused `gate_up_proj`), down
@@ -70,80 +70,17 @@ const QK: u32 = 32u;        // values per Q8_0 block
 const UNROLL: u32 = 4u;
 const NO_PAIR: u32 = 0xffffffffu;  // order[] padding
 
-struct RouteParams { t: u32, e: u32, k: u32, norm: u32 }
 struct GroupParams { pairs: u32, e: u32, tm: u32, tiles: u32 }
 struct CombineParams { t: u32, n: u32, k: u32, e: u32 }
 struct ExpertParams { pairs: u32, n: u32, d: u32, k: u32, e_base: u32, e_count: u32, accumulate: u32, _pad: u32 }
 
 // #include "lib/rows.wgsl"
 
-// ---- route ------------------------------------------------------------------------------------------
+// ---- route (lib/moe_route.wgsl; moe_sg.wgsl builds it on subgroup operations) ------------------------
 
-@group(0) @binding(0) var<uniform> rp: RouteParams;
-@group(0) @binding(1) var<storage, read> r_logits: array<f32>;
-@group(0) @binding(2) var<storage, read_write> r_weights: array<f32>;
-@group(0) @binding(3) var<storage, read_write> r_experts: array<i32>;
+// #include "lib/reduce.wgsl"
 
-var<workgroup> probs: array<f32, E_MAX>;
-var<workgroup> top_v: array<f32, K_MAX>;  // the kept probabilities by rank
-var<workgroup> top_i: array<u32, K_MAX>;
-
-// (value, index) a beats b: larger value, ties by lower index.
-fn beats(va: f32, ia: u32, vb: f32, ib: u32) -> bool {
-    return va > vb || (va == vb && ia < ib);
-}
-
-@compute @workgroup_size(WG)
-fn route(grid: Grid, @builtin(local_invocation_index) lid: u32) {
-    let tok = group_index(grid);
-    if (tok >= rp.t) { return; }  // uniform per workgroup, so the barriers below stay uniform
-    let row = tok * rp.e;
-
-    // Softmax, the way torch computes it: exp(x - max) / sum.
-    var m = -3.4028235e38;
-    for (var e = lid; e < rp.e; e += WG) { m = max(m, r_logits[row + e]); }
-    m = row_max(lid, WG, m);
-    workgroupBarrier();
-    var acc = 0.0;
-    for (var e = lid; e < rp.e; e += WG) {
-        let v = exp(r_logits[row + e] - m);
-        probs[e] = v;
-        acc += v;
-    }
-    let total = row_sum(lid, WG, acc);
-    for (var e = lid; e < rp.e; e += WG) { probs[e] = probs[e] / total; }
-    workgroupBarrier();
-
-    // Rank of each expert = how many experts beat it; ranks are distinct, so rank < K is the top-K in order.
-    // Four comparisons a step and no early exit: the count is a chain of workgroup-memory reads, and a
-    // loop that tests `rank < K` each turn waits on every read in turn.
-    for (var e = lid; e < rp.e; e += WG) {
-        let v = probs[e];
-        var rank = 0u;
-        var o = 0u;
-        for (; o + 4u <= rp.e; o += 4u) {
-            let p0 = probs[o];
-            let p1 = probs[o + 1u];
-            let p2 = probs[o + 2u];
-            let p3 = probs[o + 3u];
-            rank += u32(beats(p0, o, v, e)) + u32(beats(p1, o + 1u, v, e)) + u32(beats(p2, o + 2u, v, e))
-                  + u32(beats(p3, o + 3u, v, e));
-        }
-        for (; o < rp.e; o++) { rank += u32(beats(probs[o], o, v, e)); }
-        if (rank < rp.k) {
-            top_v[rank] = v;
-            top_i[rank] = e;
-        }
-    }
-    workgroupBarrier();
-    // Every writer sums the kept probabilities itself, in rank order: the same f32 sum in each thread.
-    for (var j = lid; j < rp.k; j += WG) {
-        var kept = 0.0;
-        for (var i = 0u; i < rp.k; i++) { kept += top_v[i]; }
-        r_weights[tok * rp.k + j] = select(top_v[j], top_v[j] / kept, rp.norm == 1u);
-        r_experts[tok * rp.k + j] = i32(top_i[j]);
-    }
-}
+// #include "lib/moe_route.wgsl"
 
 // ---- experts ----------------------------------------------------------------------------------------
 

@@ -32,15 +32,16 @@ def test_kv_append_writes_only_its_rows(rt, rng):
     check_sentinels(cv)
 
 
-@pytest.mark.parametrize("window,max_len", [(0, 32), (6, 32), (0, 600), (7, 600)])
-def test_prefill_then_decode_equals_one_prefill(rt, rng, window, max_len):
+@pytest.mark.parametrize("window,max_len,single_max", [(0, 32, None), (6, 32, None), (0, 600, None), (7, 600, 0),
+                                                       (0, 600, 0)])
+def test_prefill_then_decode_equals_one_prefill(rt, rng, window, max_len, single_max):
     """Prefill 15 tokens, then decode 9 one at a time with the same step tensor: each decode output is the
     matching row of one prefill over all 24 tokens, and decode steps reuse one params buffer and one bind
-    group per kernel. With max_len 32 decode takes the single-pass path and the rows agree bit for bit
-    (the same keys in the same chunks: both prefills take `main` too, flash=False; the flash kernel's own
-    prefills are the op registry's); with 600 it takes the split path (19 slices of 32 keys)."""
+    group per kernel. Decode takes the single pass (`decode`) up to attention_single_max_len rows and the
+    split path above (single_max 0 forces it here: 19 slices of 32 keys); both prefills take `main`
+    (flash=False; the flash kernel's own prefills are the op registry's)."""
     n, p, n_kv, group, d = 24, 15, 2, 4, 64
-    split = max_len > A.split_size(max_len)
+    changes = {} if single_max is None else {"attention_single_max_len": single_max}
     hq = n_kv * group
     q, k, v = rand(rng, n, hq, d), rand(rng, n, n_kv, d), rand(rng, n, n_kv, d)
     scale = d ** -0.5
@@ -60,30 +61,29 @@ def test_prefill_then_decode_equals_one_prefill(rt, rng, window, max_len):
     assert np.array_equal(pre, full[:p])
     q1, k1, v1 = rt.empty((1, hq, d)), rt.empty((1, n_kv, d)), rt.empty((1, n_kv, d))
     out = rt.empty((1, hq, d))
-    entries = ("kv_append", "split_partial", "split_combine") if split else ("kv_append", "main")
-    table = tuning.current()
-    kernels = [rt.kernel("attention", e, **({"WGC": table.attention_combine_wg} if e == "split_combine"
-                                            else {"WG": table.attention_wg})) for e in entries]
-    for i in range(p, n):
-        rt.write(step, np.array([i, 0, 0, 0], np.uint32))
-        rt.write(q1, q[i:i + 1])
-        rt.write(k1, k[i:i + 1])
-        rt.write(v1, v[i:i + 1])
-        with rt.step():
-            A.kv_append(k1, v1, ck, cv, step)
-            A.attention(q1, ck, cv, step, scale, window, out=out)
-        if split:
+    with tuning.override(**changes):
+        split = A.decode_split(max_len)
+        for i in range(p, n):
+            rt.write(step, np.array([i, 0, 0, 0], np.uint32))
+            rt.write(q1, q[i:i + 1])
+            rt.write(k1, k[i:i + 1])
+            rt.write(v1, v[i:i + 1])
+            with rt.recording() as names, rt.step():
+                A.kv_append(k1, v1, ck, cv, step)
+                A.attention(q1, ck, cv, step, scale, window, out=out)
             assert nmse(out.numpy(), full[i:i + 1]) < NMSE_ATTN, f"decode step {i}"
-        else:
-            assert np.array_equal(out.numpy(), full[i:i + 1]), f"decode step {i}"
-        if i == p:
-            cached = [len(kern._bind_groups) for kern in kernels]
+            if i == p:
+                entries = {name.split(".")[1] for name in names}
+                assert entries == ({"kv_append", "split_partial", "split_combine"} if split else {"kv_append", "decode"})
+                kernels = [kern for kern in rt._kernels.values() if kern.name in names]
+                cached = [len(kern._bind_groups) for kern in kernels]
+    assert split == (single_max == 0)
     assert [len(kern._bind_groups) for kern in kernels] == cached
 
 
 def test_long_context_decode(rt, rng):
-    """Decode at position 4999 of a 5000-row cache: 79 key chunks of online softmax in one pass, or 40
-    slices merged, with scores spread widely (q scaled up) so the running max moves between chunks."""
+    """Decode at position 4999 of a 5000-row cache: 20 key chunks of online softmax in one pass (`decode`),
+    or 40 slices merged, with scores spread widely (q scaled up) so the running max moves between chunks."""
     max_len, n_kv, group, d = 5000, 2, 4, 128
     k = rand(rng, max_len, n_kv, d)
     v = rand(rng, max_len, n_kv, d)
@@ -97,6 +97,20 @@ def test_long_context_decode(rt, rng):
         for split in (None, False):  # None: decode picks the split path (40 slices)
             out = A.attention(rt.upload(q), ck, cv, step, d ** -0.5, window, split=split).numpy()
             assert nmse(out, ref) < NMSE_ATTN
+
+
+@pytest.mark.parametrize("subgroups", [True, False])
+@pytest.mark.parametrize("split", [False, True])
+def test_a_query_with_no_key_writes_zeros(rt, rng, split, subgroups):
+    """A step past the end of the cache with a window shorter than the overflow: the query's keys all lie
+    past max_len, so it has none (split: every slice empty, split_combine reads none) and writes 0."""
+    max_len, n_kv, group, d = 40, 2, 4, 128
+    ck, cv, _, _ = filled_cache(rng, max_len, n_kv, d, 0, max_len)
+    out = rt.upload(np.full((1, n_kv * group, d), np.nan, np.float32))
+    with tuning.override(subgroups=subgroups):
+        A.attention(rt.upload(rand(rng, 1, n_kv * group, d)), ck, cv, start_step(50), d ** -0.5, window=4,
+                    out=out, split=split)
+    assert (out.numpy() == 0).all()
 
 
 def hf_reference(q, k, v, start, scale, window, group):

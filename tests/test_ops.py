@@ -32,3 +32,15 @@ def test_selfcheck_checks_every_entry_point(rt, capsys):
     failed = [f"{p['kernel']} ({p['case']}: {p['error'] or p['nmse']})" for p in report["entry_points"] if not p["ok"]]
     assert not failed, f"failed: {'; '.join(failed)}"
     assert status == 0 and report["checked"] == report["total"] == len(registry.entry_points())
+
+
+def test_subgroup_variants_are_listed_only_where_they_build(rt):
+    """shaders/*_sg.wgsl (subgroup operations) do not compile without the adapter's `subgroup` feature, so
+    entry_points leaves them out there; each has its workgroup-memory twin of the same entries."""
+    plain = registry.entry_points(subgroups=False)
+    both = registry.entry_points(subgroups=True)
+    sg = [k for k in both if k.split(".")[0].endswith("_sg")]
+    assert sg and not any(k.split(".")[0].endswith("_sg") for k in plain)
+    assert set(both) == set(plain) | set(sg)
+    assert {k.replace("_sg.", ".") for k in sg} <= set(plain)
+    assert registry.entry_points() == (both if rt.gpu.has_subgroups else plain)

@@ -85,6 +85,8 @@ def test_override_and_use_round_trip():
     (lambda: tuning.override(matvec_wg=100), r"matvec_wg must be a power of two, got 100"),
     (lambda: tuning.override(matvec_wg=8), r"matvec threads per row must not exceed matvec_wg"),
     (lambda: tuning.override(attention_split_steps=((4096, 32), (1024, 64))), r"attention_split_steps must rise"),
+    (lambda: tuning.override(attention_decode_wg=2048), r"attention_decode_wg must be in 16 .. 1024"),
+    (lambda: tuning.override(subgroups=1), r"subgroups must be True or False"),
     (lambda: tuning.use("intel"), r"tuning.use: no table 'intel' \(one of nvidia, amd-rdna3, default\)"),
 ])
 def test_bad_overrides_are_refused_and_leave_the_table(call, message):
@@ -133,8 +135,8 @@ def test_matvec_follows_an_override_and_still_matches_numpy(rt, rng, changes, tp
 def test_every_table_computes_what_numpy_does(rt, rng, family):
     """Each family's launch shapes are valid WGSL launches that give numpy's results, checked here on
     whatever adapter runs the tests: the router matvec, norms of short and long rows (row_wg_min and
-    _max), and decode attention over a cache whose slice size differs by table (600 keys: 64 a slice for
-    amd-rdna3, 32 for the H200's steps)."""
+    _max), and decode attention over 600 keys, in one pass (every table's attention_single_max_len) and
+    split (64 keys a slice for amd-rdna3, 32 for the H200's steps)."""
     with tuning.use(family):
         host_w, w_seen = linear.stored(rand(rng, 128, 2048, scale=2048 ** -0.5), "bf16")
         x = rand(rng, 2048)
@@ -149,10 +151,12 @@ def test_every_table_computes_what_numpy_does(rt, rng, family):
         ck, cv = attention.kv_cache(max_len, n_kv, d)
         attention.kv_append(rt.upload(k), rt.upload(v), ck, cv, rt.upload(np.zeros(4, np.uint32)))
         step = rt.upload(np.array([start, 0, 0, 0], np.uint32))
-        with rt.profile() as prof:
-            got = attention.attention(rt.upload(q), ck, cv, step, d ** -0.5).numpy()
-        assert [t.kernel.split("[")[0] for t in prof.timings] == ["attention.split_partial", "attention.split_combine"]
-        assert nmse(got, attention.attention_ref(q, k, v, start, d ** -0.5)) < 1e-10
+        shader = rt.subgroup_variant("attention")
+        for split, entries in ((None, ["decode"]), (True, ["split_partial", "split_combine"])):
+            with rt.profile() as prof:
+                got = attention.attention(rt.upload(q), ck, cv, step, d ** -0.5, split=split).numpy()
+            assert [t.kernel.split("[")[0] for t in prof.timings] == [f"{shader}.{e}" for e in entries]
+            assert nmse(got, attention.attention_ref(q, k, v, start, d ** -0.5)) < 1e-10
 
 
 def test_doctor_names_the_table(rt, capsys):

@@ -22,6 +22,7 @@ import numpy as np
 import wgpu
 
 from .buffers import STORAGE, Buffer, BufferPool, Tensor, bf16_bits, decode, host_dtype
+from . import tuning
 from .device import Gpu, KernelError, create_module, naming, open_gpu
 
 try:  # wgpu-native's raw entry points, for replaying already-validated steps (see Runtime.replay)
@@ -34,6 +35,8 @@ SHADER_DIR = Path(__file__).resolve().parents[2] / "shaders"
 _BIND_CACHE_SIZE = 8192
 _PARAM_CACHE_SIZE = 4096
 MAX_QUERIES = 4096  # timestamps per query set (WebGPU)
+# shaders/<name>_sg.wgsl use subgroup operations: built only where the adapter has the `subgroup` feature.
+SUBGROUP_SUFFIX = "_sg"
 
 
 _INCLUDE = re.compile(r'^// #include "([\w./-]+\.wgsl)"[ \t]*$', re.M)
@@ -203,6 +206,12 @@ class Runtime:
         self._fence = None
 
     # -- kernels -------------------------------------------------------------------------------
+    def subgroup_variant(self, shader: str) -> str:
+        """The shader to build a kernel of `shader` from: its subgroup variant shaders/<shader>_sg.wgsl where the
+        adapter has the `subgroup` feature and the tuning table's `subgroups` is on, else `shader` itself. (A
+        module that uses subgroup operations does not compile on a device without the feature.)"""
+        return shader + SUBGROUP_SUFFIX if self.gpu.has_subgroups and tuning.current().subgroups else shader
+
     def kernel(self, shader: str, entry: str = "main", **constants: int | float | bool) -> Kernel:
         """The kernel `entry` of shaders/<shader>.wgsl with these override constants, built once."""
         key = (shader, entry, tuple(sorted(constants.items())))

@@ -48,9 +48,17 @@ class Tuning:
     moe_min_tpr: int                # threads per output row at least, before launch_tpr widens
     moe_grouped_min_tokens: int     # tokens from which f32/f16/bf16 experts run grouped by expert
     moe_grouped_min_tokens_q8: int  # the same for Q8_0 experts
+    # Subgroup operations: where the adapter has the `subgroup` feature, the kernels that have a subgroup
+    # variant (shaders/*_sg.wgsl: attention's decode entries, rope's norm_rope*, moe's route) run it; False
+    # keeps their workgroup-memory versions (Runtime.subgroup_variant).
+    subgroups: bool
     # ops/attention.py.
     attention_wg: int           # threads of `main` and `split_partial`: keys per softmax chunk; D <= 4 * this
     attention_combine_wg: int   # threads of `split_combine`
+    attention_decode_wg: int    # threads of `decode`, the single-pass decode entry (one workgroup a row)
+    # Decode (T = 1) attends in one dispatch (`decode`) over caches of up to this many rows, and through
+    # split_partial + split_combine over longer ones (0: split-K wherever the cache is longer than a slice).
+    attention_single_max_len: int
     # Keys per slice of the split-K decode path, by cache length: ((max_len up to, keys), ...) ascending,
     # then attention_split_long keys past the last step.
     attention_split_steps: tuple[tuple[int, int], ...]
@@ -94,7 +102,8 @@ class Tuning:
                 raise ValueError(f"tuning {self.family}: {what}")
 
         pow2 = ("matvec_wg", "matvec_tpr_f32", "matvec_tpr_16bit", "moe_expert_wg", "moe_min_tpr", "attention_wg",
-                "attention_combine_wg", "row_wg_min", "row_wg_max", "q8_quant_wg", "q8_matvec_wg", "q8_matvec_rows", "q8_fused_min_tpr")
+                "attention_combine_wg", "attention_decode_wg", "row_wg_min", "row_wg_max", "q8_quant_wg", "q8_matvec_wg",
+                "q8_matvec_rows", "q8_fused_min_tpr")
         for name in pow2:
             v = getattr(self, name)
             need(isinstance(v, int) and v > 0 and v & (v - 1) == 0, f"{name} must be a power of two, got {v!r}")
@@ -102,6 +111,10 @@ class Tuning:
              "matvec threads per row must not exceed matvec_wg")
         need(self.attention_combine_wg >= self.attention_wg,
              "attention_combine_wg must be at least attention_wg (both must cover D / 4 threads)")
+        for name in ("attention_wg", "attention_combine_wg", "attention_decode_wg"):
+            need(16 <= getattr(self, name) <= 1024, f"{name} must be in 16 .. 1024 (lib/reduce.wgsl's reductions)")
+        need(isinstance(self.subgroups, bool), f"subgroups must be True or False, got {self.subgroups!r}")
+        need(self.attention_single_max_len >= 0, "attention_single_max_len must be >= 0")
         need(self.moe_min_tpr <= self.moe_expert_wg, "moe_min_tpr must not exceed moe_expert_wg")
         need(self.row_wg_min <= self.row_wg_max, "row_wg_min must not exceed row_wg_max")
         need(self.q8_matvec_rows <= self.q8_matvec_wg, "q8_matvec_rows must not exceed q8_matvec_wg")
@@ -146,8 +159,23 @@ NVIDIA = Tuning(
     # 1.09 ms) and takes 0.29 of their time at 512 (1.2 against 4.2 ms); 256 lies between.
     moe_grouped_min_tokens=512,
     moe_grouped_min_tokens_q8=256,
+    # Reasoned, to be measured (bench/kernels.py --decode times the subgroup and workgroup-memory variants
+    # of each kernel at the thinker's shapes): subgroupAdd / subgroupMax are warp shuffles on NVIDIA, so a
+    # reduction takes one barrier instead of lib/reduce.wgsl's two.
+    subgroups=True,
     attention_wg=64,
     attention_combine_wg=256,
+    # Reasoned, to be measured (bench/kernels.py --decode sweeps 128, 256 and 512): one chunk covers decode's
+    # usual ~100 keys, eight key groups leave a thread 13 value loads at 100 keys (one turn of 16), and a
+    # thread's 32 key loads (128 registers) still fit 256 threads in the 64K-register file (512 would cap a
+    # thread at 128 registers).
+    attention_decode_wg=256,
+    # Reasoned, to be measured: the single pass costs by the keys present, not by max_len: a chunk of 256
+    # keys is a round of key loads and one of value loads on one SM, ~1.5-2 us, so a full cache of 2048
+    # rows (8 chunks) takes about what split_partial + split_combine took at 100 keys (23 us,
+    # bench/results/kernels_decode_h200_vulkan.json), and decode at a few hundred keys a fraction of it,
+    # in one dispatch instead of two.
+    attention_single_max_len=2048,
     # Of 64, 128 and 256 keys a slice, 128 was fastest at 4k-32k keys; with short caches 128 leaves a few
     # workgroups running ~77 us each (Qwen3-0.6B decode profile, 136 keys, bench/decode.py), 32 is
     # fastest there (bench/results/kernels_decode_h200_vulkan.json, attention.split vs attention.single).
@@ -201,7 +229,10 @@ DEFAULT = replace(NVIDIA, family="default",
 # last-level cache; FP32 ~15 TFLOP/s (single issue). Fields not set here keep the H200's values because
 # nothing above argues for another: matvec and MoE threads per row (16 threads x 16 B is two 128-byte
 # cache lines a row step on RDNA as on NVIDIA), workgroup sizes of 64-256 (whole waves in either wave
-# size; none of these kernels comes near 64 KB of LDS), the argmax split, and the Q8_0 margin.
+# size; none of these kernels comes near 64 KB of LDS), the argmax split, and the Q8_0 margin. Also the
+# decode-latency fields: subgroup reductions (cross-lane DPP / permute on RDNA, as cheap as NVIDIA's
+# shuffles; the kernels assume no subgroup size), and the single-pass attention's 256 threads and 2048-row
+# reach (its 32 workgroups at the thinker's heads fit 40 CUs as they fit 132 SMs).
 AMD_RDNA3 = replace(
     NVIDIA,
     family="amd-rdna3",

@@ -102,6 +102,14 @@ def _flash(entry: str, params: bytes, t: int, hq: int, d: int, *tensors: Tensor)
     rt.kernel("flash", entry, HD4=d // 4, BK=keys)(-(-t // FLASH_BLOCK) * hq, params, *tensors)
 
 
+def decode_split(max_len: int) -> bool:
+    """Whether decode (T = 1) over a cache of max_len rows takes the split-K path (two dispatches) rather
+    than the single pass (`decode`, one): past the tuning table's attention_single_max_len, and only where
+    the cache is longer than one slice. Fixed per cache, so a recorded decode step stays valid."""
+    table = tuning.current()
+    return max_len > table.attention_single_max_len and max_len > split_size(max_len)
+
+
 def attention(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor, scale: float, window: int = 0,
               out: Tensor | None = None, split: bool | None = None, flash: bool | None = None) -> Tensor:
     """Causal GQA: q [T, Hq, D] f32 for the tokens at positions start .. start + T - 1 (start = step[0]),
@@ -109,8 +117,9 @@ def attention(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor, scale: 
     Query head h reads kv head h // (Hq // n_kv). Returns out [T, Hq, D] f32.
 
     split: slice the keys into ceil(max_len / split_size(max_len)) pieces attended in parallel and merged by a second
-    dispatch (flash-decoding). None picks it for decode (T = 1) over a cache longer than one slice.
-    flash: without split, the blocked kernel (use_flash; None: from the tuning table)."""
+    dispatch (flash-decoding). None picks it for decode (T = 1) over caches past the single pass's reach
+    (decode_split). Without it one workgroup attends a row: `decode` for one token (wider, with a shorter
+    chain); several tokens take the blocked kernel (use_flash; flash None: from the tuning table) or `main`."""
     max_len, n_kv, d = _check_cache("attention", cache_k, cache_v, step)
     dtype_in("attention", "q", q, ("f32",))
     expect("attention", len(q.shape) == 3 and q.shape[2] == d and q.shape[0] > 0,
@@ -127,13 +136,17 @@ def attention(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor, scale: 
     split_keys = split_size(max_len)
     n_splits = -(-max_len // split_keys)
     if split is None:
-        # One workgroup per (token, head) leaves most of a GPU idle at decode; slicing the keys fills it
-        # (H200 through Vulkan, 32 q / 4 kv heads, D 128: 4.8 ms -> 0.25 ms at 4k keys, 33 -> 0.29 ms at 32k).
-        split = t == 1 and n_splits > 1
+        # One workgroup per (token, head) leaves most of a GPU idle at decode over a long cache; slicing the
+        # keys fills it (H200 through Vulkan, 32 q / 4 kv heads, D 128: 4.8 ms -> 0.25 ms at 4k keys, 33 ->
+        # 0.29 ms at 32k, with `main`). Short caches take the one-dispatch `decode`.
+        split = t == 1 and decode_split(max_len)
     params = pack_params(t, hq, n_kv, d // 4, max_len, window, float(scale), split_keys, n_splits)
     table = tuning.current()
+    shader = rt.subgroup_variant("attention")  # its decode entries (lib/attn_decode.wgsl)
     if not split:
-        if use_flash(flash, t, d, "attention", q=q):
+        if t == 1 and d // 4 <= table.attention_decode_wg:
+            rt.kernel(shader, "decode", WG=table.attention_decode_wg, D4=d // 4)(hq, params, q, cache_k, cache_v, step, out)
+        elif use_flash(flash, t, d, "attention", q=q):
             _flash("causal", params, t, hq, d, q, cache_k, cache_v, step, out)
         else:
             rt.kernel("attention", "main", WG=table.attention_wg)(t * hq, params, q, cache_k, cache_v, step, out)
@@ -146,8 +159,9 @@ def attention(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor, scale: 
     part = _partials.get(key)
     if part is None:
         part = _partials[key] = rt.empty((rows, n_splits, d // 4 + 1, 4), "f32", label="attention.part")
-    rt.kernel("attention", "split_partial", WG=table.attention_wg)((rows, n_splits, 1), params, q, cache_k, cache_v, step, part)
-    rt.kernel("attention", "split_combine", WGC=table.attention_combine_wg)(rows, params, part, out)
+    rt.kernel(shader, "split_partial", WG=table.attention_wg, D4=d // 4)((rows, n_splits, 1), params, q, cache_k, cache_v,
+                                                                         step, part)
+    rt.kernel(shader, "split_combine", WG=table.attention_combine_wg, D4=d // 4)(rows, params, part, out, step)
     return out
 
 
@@ -279,12 +293,16 @@ def filled_cache(rng, max_len: int, n_kv: int, d: int, start: int, t: int):
     return ck, cv, hk, hv
 
 
-def _attention_case(rng, t, n_kv, group, d, start, window, max_len=None, split=False, flash=False, keys=8):
+def _attention_case(rng, t, n_kv, group, d, start, window, max_len=None, split=False, flash=False, keys=8,
+                    subgroups=None, decode_wg=None):
+    """flash, keys: the blocked kernel and its keys a tile; subgroups: the tuning table's switch for the case
+    (None: the table's); decode_wg: attention_decode_wg."""
     max_len = max_len or start + t + 5
     ck, cv, hk, hv = filled_cache(rng, max_len, n_kv, d, start, t)
     q = rand(rng, t, n_kv * group, d)
     out = padded_output(q.shape)
-    with tuning.override(attention_flash_keys=keys):
+    changes = {k: v for k, v in (("subgroups", subgroups), ("attention_decode_wg", decode_wg)) if v is not None}
+    with tuning.override(attention_flash_keys=keys, **changes):
         attention(runtime().upload(q), ck, cv, start_step(start), d ** -0.5, window=window, out=out, split=split,
                   flash=flash)
     return out.numpy(), attention_ref(q, hk, hv, start, d ** -0.5, window)
@@ -310,6 +328,20 @@ SPLIT = [
     (1, 2, 4, 64, 2999, 0, 3000), (1, 1, 2, 128, 9000, 100, 9001),
 ]
 _KEYS = ("t", "n_kv", "group", "d", "start", "window")
+# Decode (T = 1) through the automatic choice (split=None): the single pass `decode` up to the table's
+# attention_single_max_len (2048) rows, split-K past it. (n_kv, group, D, start, window, max_len,
+# attention_decode_wg or None for the table's 256): the thinker's 100 keys; one chunk exactly, one key past
+# it; a single key; several chunks; head dims not a multiple of 16 (72, 20: idle threads in the value
+# groups), D = 4 and D = 256 (past the unrolled 128); the last single-pass cache and the first split one;
+# windows; 64-thread workgroups for more chunks at small sizes. Each with and without subgroup operations.
+DECODE = [
+    (4, 8, 128, 99, 0, 104, None), (4, 8, 128, 255, 0, 300, None), (4, 8, 128, 256, 0, 300, None),
+    (2, 4, 128, 0, 0, 8, None), (1, 16, 64, 700, 0, 1024, None), (2, 1, 72, 150, 0, 200, None),
+    (2, 2, 4, 40, 0, 64, None), (1, 3, 256, 130, 0, 140, None), (4, 4, 128, 1999, 0, 2048, None),
+    (4, 8, 128, 2047, 0, 2049, None), (2, 4, 128, 500, 64, 600, None), (2, 2, 128, 600, 300, 610, 64),
+    (1, 2, 20, 77, 0, 100, 64), (2, 4, 64, 300, 1, 400, None),
+]
+_DECODE_KEYS = ("n_kv", "group", "d", "start", "window", "max_len", "decode_wg")
 
 
 def _segments_case(rng, cu, n_kv, group, d, max_len, flash=False):
@@ -358,6 +390,11 @@ def cases():
         *sweep("attention", "attention", NMSE_ATTN, _attention_case, [dict(zip(_KEYS, c)) for c in SINGLE_PASS],
                quick=[dict(t=11, n_kv=1, group=2, d=128, start=40, window=16)]),
         *sweep("attention", "attention", NMSE_ATTN, _attention_case,
-               [dict(zip(_KEYS, c), max_len=c[6], split=True) for c in SPLIT],
-               quick=[dict(t=1, n_kv=2, group=12, d=128, start=129, window=50, max_len=200, split=True)]),
+               [dict(zip(_KEYS, c), max_len=c[6], split=True, subgroups=sg) for c in SPLIT for sg in (True, False)],
+               quick=[dict(t=1, n_kv=2, group=12, d=128, start=129, window=50, max_len=200, split=True, subgroups=sg)
+                      for sg in (True, False)]),
+        *sweep("attention", "attention", NMSE_ATTN, _attention_case,
+               [dict(t=1, **dict(zip(_DECODE_KEYS, c)), split=None, subgroups=sg) for c in DECODE for sg in (True, False)],
+               quick=[dict(t=1, n_kv=4, group=8, d=128, start=99, window=0, max_len=104, decode_wg=None, split=None,
+                           subgroups=sg) for sg in (True, False)]),
     ]

@@ -66,7 +66,8 @@ def route(logits: Tensor, k: int, norm_topk_prob: bool, out_weights: Tensor | No
            f"out_experts must be ({t}, {k}) i32", out_experts=out_experts)
     if t:
         wg = min(ROUTE_WG_MAX, max(WG, _pow2_at_least(e)))  # about one thread per expert
-        kern = rt.kernel("moe", "route", WG=wg, E_MAX=max(wg, _pow2_at_least(e)), K_MAX=_pow2_at_least(k))
+        # moe.wgsl's route, or moe_sg.wgsl's on subgroup operations (lib/moe_route.wgsl)
+        kern = rt.kernel(rt.subgroup_variant("moe"), "route", WG=wg, E_MAX=max(wg, _pow2_at_least(e)), K_MAX=_pow2_at_least(k))
         kern(t, pack_params(t, e, k, int(bool(norm_topk_prob))), logits, out_weights, out_experts)
     return out_weights, out_experts
 
@@ -346,11 +347,16 @@ def q8_seen(x):
     return blocks.reshape(x.shape)
 
 
-def _route_case(rng, t, e, k, norm):
+def _route_case(rng, t, e, k, norm, subgroups=None, ties=False):
+    """subgroups: the tuning table's switch for the case (None: the table's). ties: logits drawn from a few
+    values, so that equal probabilities compete for the last kept ranks (HF keeps the lower ids)."""
     rt = runtime()
     logits = rand(rng, t, e, scale=2.0)
+    if ties:
+        logits = rng.integers(0, 4, (t, e)).astype(np.float32)
     ow, oe = padded_output((t, k)), padded_output((t, k), "i32")
-    route(rt.upload(logits), k, norm, out_weights=ow, out_experts=oe)
+    with tuning.override(**({} if subgroups is None else {"subgroups": subgroups})):
+        route(rt.upload(logits), k, norm, out_weights=ow, out_experts=oe)
     ref_w, ref_e = route_ref(logits, k, norm)
     require(np.array_equal(oe.numpy(), ref_e), "selected experts differ")
     return ow.numpy(), ref_w
@@ -448,8 +454,11 @@ def _split_down_case(rng, e, f, d, dtype):
     return tuple(o.numpy() for o in outs), (ref, ref)
 
 
+# route (T, E, k, norm): the thinker's decode (128 experts, top 8), E past the workgroup (1000, 4096: several
+# experts a thread), E not a multiple of 16; then the same with ties (logits of a few values).
 ROUTE_CASES = [(1, 8, 2, True), (5, 8, 3, False), (37, 128, 8, True), (3, 60, 6, True), (2, 3, 3, True),
-               (70, 129, 1, False), (4, 1000, 7, True)]
+               (70, 129, 1, False), (4, 1000, 7, True), (1, 128, 8, True), (1, 4096, 8, True)]
+ROUTE_TIES = [(3, 128, 8, True), (2, 1000, 7, False), (4, 20, 6, True), (1, 4096, 8, True)]
 # (T, k, E, F, D): D and F ragged (not multiples of 8) in some, to take the element-wise path.
 EXPERT_SHAPES = [(1, 2, 8, 32, 64), (3, 3, 8, 7, 24), (5, 2, 4, 33, 40), (9, 8, 16, 17, 31), (2, 1, 3, 5, 5),
                  (4, 6, 128, 12, 128), (1, 8, 128, 96, 256)]
@@ -471,7 +480,9 @@ def cases():
     quick_q8 += [dict(t=1, k=2, e=8, f=32, d=64, dtype="q8_0", grouped=False, staged=True)]
     return [
         *sweep("moe", "route", NMSE_ELEMENTWISE * 1e-2, _route_case,
-               [dict(t=t, e=e, k=k, norm=n) for t, e, k, n in ROUTE_CASES], quick=[dict(t=37, e=128, k=8, norm=True)]),
+               [dict(t=t, e=e, k=k, norm=n, subgroups=sg) for t, e, k, n in ROUTE_CASES for sg in (True, False)]
+               + [dict(t=t, e=e, k=k, norm=n, subgroups=sg, ties=True) for t, e, k, n in ROUTE_TIES for sg in (True, False)],
+               quick=[dict(t=37, e=128, k=8, norm=True, subgroups=sg) for sg in (True, False)]),
         *sweep("moe", "experts_gate_up", NMSE_MATMUL * 1e-3, _gate_up_case, dense, quick=quick),
         *sweep("moe", "experts_down", NMSE_MATMUL * 1e-3, _down_case, dense, quick=quick),
         # Q8_0: exact weights and exact int8 block sums (per pair and grouped dot4), so only f32 sums differ.

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from ..gpu import Tensor, runtime
-from ..gpu.runtime import SHADER_DIR, shader_source
+from ..gpu.runtime import SHADER_DIR, SUBGROUP_SUFFIX, shader_source
 
 FAMILIES = ("attention", "conv", "copy", "elementwise", "embedding", "finite", "linear", "logits", "moe", "norm", "q8_0", "rope", "select",
             "snake", "softmax", "tiles", "transpose")
@@ -215,8 +215,13 @@ _ENTRY = re.compile(r"@compute(?:\s*@\w+(?:\([^)]*\))?)*\s*fn\s+(\w+)")
 _COMMENT = re.compile(r"//[^\n]*")
 
 
-def entry_points() -> list[str]:
+def entry_points(subgroups: bool | None = None) -> list[str]:
     """Every compute entry point of shaders/*.wgsl as its kernels are named ("<shader>.<entry>"), with the
-    shader's includes expanded: lib/tiles.wgsl's `main` is tiles.main and tiles_q8.main."""
+    shader's includes expanded: lib/tiles.wgsl's `main` is tiles.main and tiles_q8.main. The subgroup
+    variants (shaders/*_sg.wgsl) only where `subgroups` (default: the open adapter has the feature), since
+    nothing can build them elsewhere."""
+    if subgroups is None:
+        subgroups = runtime().gpu.has_subgroups
     return [f"{path.stem}.{entry}" for path in sorted(SHADER_DIR.glob("*.wgsl"))
+            if subgroups or not path.stem.endswith(SUBGROUP_SUFFIX)
             for entry in _ENTRY.findall(_COMMENT.sub("", shader_source(path)))]

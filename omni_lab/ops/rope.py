@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..gpu import Tensor, pack_params, runtime
+from ..gpu import Tensor, pack_params, runtime, tuning
 from ._check import dtype_in, expect
 from .registry import SENTINEL, padded_output, rand, require, sweep
 
@@ -118,17 +118,19 @@ def qk_norm_rope(q: Tensor, k: Tensor, q_norm: Tensor, k_norm: Tensor, eps: floa
     sec_h, sec_w = (0, 0) if sections is None else (int(sections[1]), int(sections[2]))
     eps_bits = struct.unpack("<I", struct.pack("<f", eps))[0]
     h2 = k.shape[1]
+    rt = runtime()
+    shader = rt.subgroup_variant("rope")  # the QK-norm entries' (lib/qk_norm_rope.wgsl)
     if append is None:
         params = pack_params(t, h, d // 2, t, sec_h, sec_w, 0, 0, 0, h2, eps_bits)
-        runtime().kernel("rope", "norm_rope", WG=WG)(t * (h + h2), params, q, positions, inv_freq, k, q_norm, k_norm)
+        rt.kernel(shader, "norm_rope", WG=WG)(t * (h + h2), params, q, positions, inv_freq, k, q_norm, k_norm)
         return
     from .attention import check_append
 
     v, cache_k, cache_v, step = append
     max_len = check_append("qk_norm_rope", k, v, cache_k, cache_v, step)
     params = pack_params(t, h, d // 2, t, sec_h, sec_w, 0, 0, 0, h2, eps_bits, max_len)
-    runtime().kernel("rope", "norm_rope_append", WG=WG)(t * (h + 2 * h2), params, q, positions, inv_freq, k, q_norm,
-                                                        k_norm, v, cache_k, cache_v, step)
+    rt.kernel(shader, "norm_rope_append", WG=WG)(t * (h + 2 * h2), params, q, positions, inv_freq, k, q_norm,
+                                                 k_norm, v, cache_k, cache_v, step)
 
 
 # -- numpy references ------------------------------------------------------------------------------
@@ -205,9 +207,15 @@ def _rope_case(rng, t, h, d, theta=1e6, in_place=False):
     return got, want
 
 
-def _qk_norm_rope_case(rng, t, hq, hk, d, sections, append_at=None):
+def _qk_norm_rope_case(rng, t, hq, hk, d, sections, append_at=None, subgroups=None):
     """The same math as rmsnorm then rope / mrope, q and k in place; with append_at = (start, max_len), k
-    and v go to the cache rows from start instead (a sentinel cache: rows it must not write keep it)."""
+    and v go to the cache rows from start instead (a sentinel cache: rows it must not write keep it).
+    subgroups: the tuning table's switch for the case (None: the table's)."""
+    with tuning.override(**({} if subgroups is None else {"subgroups": subgroups})):
+        return _qk_norm_rope_run(rng, t, hq, hk, d, sections, append_at)
+
+
+def _qk_norm_rope_run(rng, t, hq, hk, d, sections, append_at):
     from .attention import sentinel_cache, start_step
     from .norm import rmsnorm_ref
 
@@ -253,14 +261,19 @@ def cases():
                quick=[dict(t=7, h=3, d=64)]),
         *sweep("rope", "rope", NMSE_ROPE, _rope_case, [dict(t=9, h=3, d=32, theta=1e4, in_place=True)],
                quick=[dict(t=9, h=3, d=32, theta=1e4, in_place=True)]),
+        # Each with and without subgroup operations; D = 136 and 200 have pairs past the 64 threads (D / 2 > WG).
         *sweep("rope", "qk_norm_rope", 1e-12, _qk_norm_rope_case,
-               [dict(t=t, hq=hq, hk=hk, d=d, sections=s) for t, hq, hk, d, s in
-                [(1, 16, 8, 128, None), (5, 6, 2, 24, None), (3, 4, 4, 64, None), (1, 32, 4, 128, (24, 20, 20)), (4, 6, 3, 32, (4, 6, 6))]],
-               quick=[dict(t=5, hq=6, hk=2, d=24, sections=None), dict(t=4, hq=6, hk=3, d=32, sections=(4, 6, 6))]),
-        # Fused with the cache append: decode mid-cache, a prefill from 0, rows past max_len dropped, MRoPE.
+               [dict(t=t, hq=hq, hk=hk, d=d, sections=s, subgroups=sg) for t, hq, hk, d, s in
+                [(1, 16, 8, 128, None), (5, 6, 2, 24, None), (3, 4, 4, 64, None), (1, 32, 4, 128, (24, 20, 20)), (4, 6, 3, 32, (4, 6, 6)),
+                 (2, 3, 1, 136, None), (1, 2, 2, 200, (24, 20, 20))] for sg in (True, False)],
+               quick=[dict(t=5, hq=6, hk=2, d=24, sections=None, subgroups=sg) for sg in (True, False)]
+               + [dict(t=4, hq=6, hk=3, d=32, sections=(4, 6, 6), subgroups=True)]),
+        # Fused with the cache append: decode mid-cache, a prefill from 0, rows past max_len dropped, MRoPE,
+        # the thinker's decode (32 q / 4 kv heads, MRoPE [24, 20, 20]), a head past 2 WG.
         *sweep("rope", "qk_norm_rope", 1e-12, _qk_norm_rope_case,
-               [dict(t=t, hq=hq, hk=hk, d=d, sections=s, append_at=a) for t, hq, hk, d, s, a in
+               [dict(t=t, hq=hq, hk=hk, d=d, sections=s, append_at=a, subgroups=sg) for t, hq, hk, d, s, a in
                 [(1, 16, 8, 128, None, (37, 64)), (5, 6, 2, 24, None, (0, 9)), (3, 4, 4, 64, None, (6, 8)),
-                 (1, 32, 4, 128, (24, 20, 20), (0, 1)), (4, 6, 3, 32, (4, 6, 6), (11, 40))]],
-               quick=[dict(t=3, hq=4, hk=4, d=64, sections=None, append_at=(6, 8))]),
+                 (1, 32, 4, 128, (24, 20, 20), (0, 1)), (4, 6, 3, 32, (4, 6, 6), (11, 40)),
+                 (1, 32, 4, 128, (24, 20, 20), (99, 104)), (2, 4, 2, 136, None, (5, 9))] for sg in (True, False)],
+               quick=[dict(t=3, hq=4, hk=4, d=64, sections=None, append_at=(6, 8), subgroups=sg) for sg in (True, False)]),
     ]
