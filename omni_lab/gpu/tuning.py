@@ -159,23 +159,19 @@ NVIDIA = Tuning(
     # 1.09 ms) and takes 0.29 of their time at 512 (1.2 against 4.2 ms); 256 lies between.
     moe_grouped_min_tokens=512,
     moe_grouped_min_tokens_q8=256,
-    # Reasoned, to be measured (bench/kernels.py --decode times the subgroup and workgroup-memory variants
-    # of each kernel at the thinker's shapes): subgroupAdd / subgroupMax are warp shuffles on NVIDIA, so a
-    # reduction takes one barrier instead of lib/reduce.wgsl's two.
+    # bench/kernels.py --latency (per call, with and without subgroups): decode attention at 100 keys 13.1
+    # against 14.3 us, moe.route 31.7 against 33.3; norm_rope_append 21.6 against 19.7 (within its noise).
     subgroups=True,
     attention_wg=64,
     attention_combine_wg=256,
-    # Reasoned, to be measured (bench/kernels.py --decode sweeps 128, 256 and 512): one chunk covers decode's
-    # usual ~100 keys, eight key groups leave a thread 13 value loads at 100 keys (one turn of 16), and a
-    # thread's 32 key loads (128 registers) still fit 256 threads in the 64K-register file (512 would cap a
-    # thread at 128 registers).
+    # bench/kernels.py --latency: at 100 keys 256 threads 13.1 us, 128 14.9, 512 14.3 (with subgroups); 512
+    # is faster only past the single pass's reach (1000 keys: 35 against 38).
     attention_decode_wg=256,
-    # Reasoned, to be measured: the single pass costs by the keys present, not by max_len: a chunk of 256
-    # keys is a round of key loads and one of value loads on one SM, ~1.5-2 us, so a full cache of 2048
-    # rows (8 chunks) takes about what split_partial + split_combine took at 100 keys (23 us,
-    # bench/results/kernels_decode_h200_vulkan.json), and decode at a few hundred keys a fraction of it,
-    # in one dispatch instead of two.
-    attention_single_max_len=2048,
+    # bench/kernels.py --latency (bench/results/kernels_latency_h200_vulkan.json): the single pass costs by
+    # the keys present, the split pair by max_len: at 100 keys 13.1 us against 20.2 (the split pair before
+    # issue 16: 21.7), at 1000 keys 38 against 24, at 2000 122 against 52. Caches up to 512 rows (at most
+    # 512 keys, about the crossing) take the single pass.
+    attention_single_max_len=512,
     # Of 64, 128 and 256 keys a slice, 128 was fastest at 4k-32k keys; with short caches 128 leaves a few
     # workgroups running ~77 us each (Qwen3-0.6B decode profile, 136 keys, bench/decode.py), 32 is
     # fastest there (bench/results/kernels_decode_h200_vulkan.json, attention.split vs attention.single).
