@@ -32,7 +32,7 @@ def test_kv_append_writes_only_its_rows(rt, rng):
     check_sentinels(cv)
 
 
-@pytest.mark.parametrize("window,max_len,single_max", [(0, 32, None), (6, 32, None), (0, 600, None), (7, 600, 0),
+@pytest.mark.parametrize("window,max_len,single_max", [(0, 32, None), (6, 32, None), (0, 600, 1024), (7, 600, 0),
                                                        (0, 600, 0)])
 def test_prefill_then_decode_equals_one_prefill(rt, rng, window, max_len, single_max):
     """Prefill 15 tokens, then decode 9 one at a time with the same step tensor: each decode output is the
