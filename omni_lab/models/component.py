@@ -169,15 +169,16 @@ class Component:
             self._scratch[key] = runtime().empty(shape, label=name)
         return self._scratch[key]
 
-    def plan(self, key: tuple, record, reads: tuple[Tensor, ...]) -> list[np.ndarray]:
+    def plan(self, key: tuple, record, reads: tuple[Tensor, ...], flush: bool = False) -> list[np.ndarray]:
         """Run a step recorded once under `key` and replayed after: `record()` encodes it. The key says
         everything the step's dispatches depend on besides GPU-resident values (positions, lengths live
-        in buffers), so a different step (another length, another head) never replays under it."""
+        in buffers), so a different step (another length, another head) never replays under it. `flush`:
+        the recording submits as it goes (Runtime.step; the step writes no buffer once it dispatches)."""
         rt = runtime()
         plan = self._plans.get(key)
         if plan is not None:
             return rt.replay(plan, reads)
-        with rt.step() as step:
+        with rt.step(flush=flush) as step:
             record()
             dispatches = list(step.dispatches)
             values = [step.read(r) for r in reads]

@@ -217,7 +217,7 @@ class Decoder(Component):
         s = self._prepare(ids, t, start, all_logits)
         rt = runtime()
         tapped = {n: self.tap_buffers(specs[n]) for n in taps if n != self.head_name(t) or all_logits}
-        with rt.step() as step:
+        with rt.step(flush=True) as step:  # the inputs were written by _prepare, before any dispatch
             taps_all = {**self._exported_taps(t), **tapped}
             logits = self._encode(s, StepContext(t, s, self.step_buf, taps_all), embeds, all_logits)
             reads = self.read_taps(step, tapped)
@@ -250,7 +250,7 @@ class Decoder(Component):
                 select.topk(logits, sampler.top_k, out_values=sampler.values, out_indices=sampler.indices)
 
         key = self.decode_key(t, reads)
-        values = self.plan(key, record, reads)
+        values = self.plan(key, record, reads, flush=t != 1)  # a prefill's inputs are written before it
         if t != 1:  # a prefill's length varies, so only decode plans are kept
             del self._plans[key]
         self.finite(values[1] if sampler is None else values[0])
