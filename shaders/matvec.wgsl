@@ -110,60 +110,38 @@ fn load_multi(seg: u32, i: u32) -> vec4<u32> {
     return w2[i];
 }
 
-// A thread's row of `multi` / `multi_norm`: which weight it comes from (seg), the row within it, and
-// where its 16-byte words start.
-struct MultiRow { ok: bool, seg: u32, local: u32, base: u32, words: u32, lane: u32 }
-
-fn multi_row(grid: Grid, lid: u32) -> MultiRow {
+// The rows of `multi` and `multi_norm`: x from binding 1, or (normed) the workgroup's xs.
+fn multi_rows(grid: Grid, lid: u32, normed: bool) {
     let row = thread_row(grid, lid, TPR);
+    let lane = lid % TPR;
+    let total = p.n + p.n1 + p.n2;
+    // Which weight this thread's row comes from, and the row within it.
     let seg = select(select(2u, 1u, row < p.n + p.n1), 0u, row < p.n);
     let local = row - select(select(p.n + p.n1, p.n, seg == 1u), 0u, seg == 0u);
-    let words = p.k / select(8u, 4u, WTYPE == 0u);
-    return MultiRow(row < p.n + p.n1 + p.n2, seg, local, local * words, words, lid % TPR);
-}
-
-// The UNROLL words of one trip of the loop from word j (zeros where the trip would pass the row).
-struct Trip { u0: vec4<u32>, u1: vec4<u32>, u2: vec4<u32>, u3: vec4<u32> }
-
-fn trip(r: MultiRow, j: u32) -> Trip {
-    let z = vec4<u32>(0u);
-    if (!r.ok || j + (UNROLL - 1u) * TPR >= r.words) { return Trip(z, z, z, z); }
-    return Trip(load_multi(r.seg, r.base + j), load_multi(r.seg, r.base + j + TPR),
-                load_multi(r.seg, r.base + j + 2u * TPR), load_multi(r.seg, r.base + j + 3u * TPR));
-}
-
-// A thread's share of its row's dot product (the rows of `multi` and `multi_norm`): x from binding 1, or
-// (normed) the workgroup's xs. `first` is the row's first trip, loaded by the caller (multi_norm
-// before its norm, so that the loads' latency overlaps it); each trip's math runs while the next trip's
-// loads are in flight.
-fn row_dots(r: MultiRow, first: Trip, normed: bool) -> f32 {
     var acc = vec4<f32>(0.0);
-    if (r.ok) {
-        var t = first;
-        var j = r.lane;
-        for (; j + (UNROLL - 1u) * TPR < r.words; j += UNROLL * TPR) {
-            let c = t;
-            t = trip(r, j + UNROLL * TPR);
-            acc += vec4<f32>(dot_in(c.u0, j, normed), dot_in(c.u1, j + TPR, normed), dot_in(c.u2, j + 2u * TPR, normed),
-                             dot_in(c.u3, j + 3u * TPR, normed));
+    if (row < total) {
+        let words = p.k / select(8u, 4u, WTYPE == 0u);
+        let base = local * words;
+        var j = lane;
+        for (; j + (UNROLL - 1u) * TPR < words; j += UNROLL * TPR) {
+            let u0 = load_multi(seg, base + j);
+            let u1 = load_multi(seg, base + j + TPR);
+            let u2 = load_multi(seg, base + j + 2u * TPR);
+            let u3 = load_multi(seg, base + j + 3u * TPR);
+            acc += vec4<f32>(dot_in(u0, j, normed), dot_in(u1, j + TPR, normed), dot_in(u2, j + 2u * TPR, normed),
+                             dot_in(u3, j + 3u * TPR, normed));
         }
-        for (; j < r.words; j += TPR) { acc.x += dot_in(load_multi(r.seg, r.base + j), j, normed); }
+        for (; j < words; j += TPR) { acc.x += dot_in(load_multi(seg, base + j), j, normed); }
     }
-    return acc.x + acc.y + acc.z + acc.w;
-}
-
-// The rows of `multi` and `multi_norm`, summed and stored into y, y1 or y2 by segment.
-fn multi_rows(lid: u32, r: MultiRow, first: Trip, normed: bool) {
-    let sum = row_sum(lid, TPR, row_dots(r, first, normed));
-    if (r.lane == 0u && r.ok) {
-        if (r.seg == 0u) { y[r.local] = sum; } else if (r.seg == 1u) { y1[r.local] = sum; } else { y2[r.local] = sum; }
+    let sum = row_sum(lid, TPR, acc.x + acc.y + acc.z + acc.w);
+    if (lane == 0u && row < total) {
+        if (seg == 0u) { y[local] = sum; } else if (seg == 1u) { y1[local] = sum; } else { y2[local] = sum; }
     }
 }
 
 @compute @workgroup_size(WG)
 fn multi(grid: Grid, @builtin(local_invocation_index) lid: u32) {
-    let r = multi_row(grid, lid);
-    multi_rows(lid, r, trip(r, r.lane), false);
+    multi_rows(grid, lid, false);
 }
 
 // `swiglu`'s up, at w1's binding (no entry point uses both).
@@ -209,8 +187,6 @@ var<workgroup> xs: array<vec4<f32>, ND4>;
 
 @compute @workgroup_size(WG)
 fn multi_norm(grid: Grid, @builtin(local_invocation_index) lid: u32) {
-    let r = multi_row(grid, lid);
-    let first = trip(r, r.lane);
     // The normed x, into workgroup memory (every workgroup: there is no grid-wide barrier).
     var ss = 0.0;
     for (var i = lid; i < ND4; i += WG) {
@@ -219,17 +195,17 @@ fn multi_norm(grid: Grid, @builtin(local_invocation_index) lid: u32) {
         xs[i] = v;
         ss += dot(v, v);
     }
-    let inv = inverseSqrt(row_sum(lid, WG, ss) / f32(4u * ND4) + bitcast<f32>(p.eps_bits));
-    let writer = group_index(grid) == 0u;
+    let r = inverseSqrt(row_sum(lid, WG, ss) / f32(4u * ND4) + bitcast<f32>(p.eps_bits));
+    let first = group_index(grid) == 0u;
     for (var i = lid; i < ND4; i += WG) {
         let v = xs[i];
-        if (DELTA == 1u && writer) { out_h[i] = v; }
-        let xv = (v * inv) * norm_w[i];
-        if (KEEP_X == 1u && writer) { out_x[i] = xv; }
+        if (DELTA == 1u && first) { out_h[i] = v; }
+        let xv = (v * r) * norm_w[i];
+        if (KEEP_X == 1u && first) { out_x[i] = xv; }
         xs[i] = xv;
     }
     workgroupBarrier();  // xs complete, and row_sum's array free again
-    multi_rows(lid, r, first, true);
+    multi_rows(grid, lid, true);
 }
 
 fn dot_in(u: vec4<u32>, j: u32, normed: bool) -> f32 {
