@@ -33,8 +33,9 @@ WANTED_LIMITS = (
 # entry): on the H200 that made the prefill matmul 7% and flash attention 17-19% faster
 # (bench/results/kernels_*_h200_vulkan.json, both ways in one run). They stay on by default: without them
 # tests/test_rope.py's cos/sin at large positions fails about one run in five on lavapipe after
-# tests/test_attention.py (the same wrong value each time; with either check alone too; never with
-# shaders/flash.wgsl turned off, 0 in 10, nor with the checks on, 0 in 24), and the cause is not found yet.
+# tests/test_attention.py's Transformers comparisons (the same error each time, 1.5e-4 in cos; with either
+# check alone too; never with the checks on, 0 in 24). A precision difference more than a stray access, by its
+# size (the angle f32(pos) * inv_freq fused into the range reduction's first step?); not found yet.
 SHADER_CHECKS_ENV = "OMNI_LAB_SHADER_CHECKS"
 
 
