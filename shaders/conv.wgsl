@@ -221,17 +221,21 @@ fn x_tap(kk: u32, nk: u32, tpos: i32) -> f32 {
     return v;
 }
 
+// kk .. kk + 3 of conv1d's W row `row` and of its B column with tap-0 position tpos (w_el, x_tap).
+fn w_quad(row: u32, has_w: bool, kk: u32, nk: u32) -> vec4<f32> {
+    return vec4<f32>(w_el(row, has_w && kk < nk, kk), w_el(row, has_w && kk + 1u < nk, kk + 1u),
+                     w_el(row, has_w && kk + 2u < nk, kk + 2u), w_el(row, has_w && kk + 3u < nk, kk + 3u));
+}
+
+fn x_quad(kk: u32, nk: u32, tpos: i32) -> vec4<f32> {
+    return vec4<f32>(x_tap(kk, nk, tpos), x_tap(kk + 1u, nk, tpos), x_tap(kk + 2u, nk, tpos), x_tap(kk + 3u, nk, tpos));
+}
+
 // The W and B quads from kk on (kk and kk + TK / 2) of a conv1d thread: W row `row` (has_w: inside the
 // dispatch's rows), B column with tap-0 position tpos.
 fn conv1d_step(kk: u32, nk: u32, row: u32, has_w: bool, tpos: i32) -> Step {
     let k1 = kk + TK / 2u;
-    return Step(
-        vec4<f32>(w_el(row, has_w && kk < nk, kk), w_el(row, has_w && kk + 1u < nk, kk + 1u),
-                  w_el(row, has_w && kk + 2u < nk, kk + 2u), w_el(row, has_w && kk + 3u < nk, kk + 3u)),
-        vec4<f32>(w_el(row, has_w && k1 < nk, k1), w_el(row, has_w && k1 + 1u < nk, k1 + 1u),
-                  w_el(row, has_w && k1 + 2u < nk, k1 + 2u), w_el(row, has_w && k1 + 3u < nk, k1 + 3u)),
-        vec4<f32>(x_tap(kk, nk, tpos), x_tap(kk + 1u, nk, tpos), x_tap(kk + 2u, nk, tpos), x_tap(kk + 3u, nk, tpos)),
-        vec4<f32>(x_tap(k1, nk, tpos), x_tap(k1 + 1u, nk, tpos), x_tap(k1 + 2u, nk, tpos), x_tap(k1 + 3u, nk, tpos)));
+    return Step(w_quad(row, has_w, kk, nk), w_quad(row, has_w, k1, nk), x_quad(kk, nk, tpos), x_quad(k1, nk, tpos));
 }
 
 // W_r[co, kk] of the transpose: w[ci0 + kk / MT, co, r + (kk % MT) S] from `row` = the element of (ci0,
@@ -251,15 +255,19 @@ fn xt_tap(kk: u32, nk: u32, q: u32) -> f32 {
     return v;
 }
 
+// kk .. kk + 3 of the transpose's W_r row and B column q (wt_el, xt_tap).
+fn wt_quad(row: u32, has_w: bool, kk: u32, nk: u32, r: u32) -> vec4<f32> {
+    return vec4<f32>(wt_el(row, has_w, kk, nk, r), wt_el(row, has_w, kk + 1u, nk, r),
+                     wt_el(row, has_w, kk + 2u, nk, r), wt_el(row, has_w, kk + 3u, nk, r));
+}
+
+fn xt_quad(kk: u32, nk: u32, q: u32) -> vec4<f32> {
+    return vec4<f32>(xt_tap(kk, nk, q), xt_tap(kk + 1u, nk, q), xt_tap(kk + 2u, nk, q), xt_tap(kk + 3u, nk, q));
+}
+
 fn transpose_step(kk: u32, nk: u32, row: u32, has_w: bool, r: u32, q: u32) -> Step {
     let k1 = kk + TK / 2u;
-    return Step(
-        vec4<f32>(wt_el(row, has_w, kk, nk, r), wt_el(row, has_w, kk + 1u, nk, r),
-                  wt_el(row, has_w, kk + 2u, nk, r), wt_el(row, has_w, kk + 3u, nk, r)),
-        vec4<f32>(wt_el(row, has_w, k1, nk, r), wt_el(row, has_w, k1 + 1u, nk, r),
-                  wt_el(row, has_w, k1 + 2u, nk, r), wt_el(row, has_w, k1 + 3u, nk, r)),
-        vec4<f32>(xt_tap(kk, nk, q), xt_tap(kk + 1u, nk, q), xt_tap(kk + 2u, nk, q), xt_tap(kk + 3u, nk, q)),
-        vec4<f32>(xt_tap(k1, nk, q), xt_tap(k1 + 1u, nk, q), xt_tap(k1 + 2u, nk, q), xt_tap(k1 + 3u, nk, q)));
+    return Step(wt_quad(row, has_w, kk, nk, r), wt_quad(row, has_w, k1, nk, r), xt_quad(kk, nk, q), xt_quad(k1, nk, q));
 }
 
 // kk row k of the staged tiles into a thread's 4 x 4 block: 2 vec4 reads, 16 FMAs.
@@ -436,16 +444,6 @@ fn put_wide(at: u32, c: u32, s: WideStep) {
     }
 }
 
-// kk .. kk + 3 of conv1d's W row `row` and of its B column with tap-0 position tpos (w_el, x_tap).
-fn w_quad(row: u32, has_w: bool, kk: u32, nk: u32) -> vec4<f32> {
-    return vec4<f32>(w_el(row, has_w && kk < nk, kk), w_el(row, has_w && kk + 1u < nk, kk + 1u),
-                     w_el(row, has_w && kk + 2u < nk, kk + 2u), w_el(row, has_w && kk + 3u < nk, kk + 3u));
-}
-
-fn x_quad(kk: u32, nk: u32, tpos: i32) -> vec4<f32> {
-    return vec4<f32>(x_tap(kk, nk, tpos), x_tap(kk + 1u, nk, tpos), x_tap(kk + 2u, nk, tpos), x_tap(kk + 3u, nk, tpos));
-}
-
 // A conv1d wide-tile thread's quads of the step whose kk start at kk - 4 h.
 fn conv1d_wide_step(kk: u32, nk: u32, row: u32, has_w: bool, tpos: i32) -> WideStep {
     let z = vec4<f32>(0.0);
@@ -458,16 +456,6 @@ fn conv1d_wide_step(kk: u32, nk: u32, row: u32, has_w: bool, tpos: i32) -> WideS
         s.b3 = x_quad(kk + 24u, nk, tpos);
     }
     return s;
-}
-
-// The same for the transpose (wt_el, xt_tap): phase r, B column q.
-fn wt_quad(row: u32, has_w: bool, kk: u32, nk: u32, r: u32) -> vec4<f32> {
-    return vec4<f32>(wt_el(row, has_w, kk, nk, r), wt_el(row, has_w, kk + 1u, nk, r),
-                     wt_el(row, has_w, kk + 2u, nk, r), wt_el(row, has_w, kk + 3u, nk, r));
-}
-
-fn xt_quad(kk: u32, nk: u32, q: u32) -> vec4<f32> {
-    return vec4<f32>(xt_tap(kk, nk, q), xt_tap(kk + 1u, nk, q), xt_tap(kk + 2u, nk, q), xt_tap(kk + 3u, nk, q));
 }
 
 fn transpose_wide_step(kk: u32, nk: u32, row: u32, has_w: bool, r: u32, q: u32) -> WideStep {
