@@ -373,10 +373,7 @@ class Runtime:
         pending = step.dispatches[step.submitted:]
         with naming(lambda: ", ".join(sorted({d.kernel.label for d in pending}))):
             enc = device.create_command_encoder()
-            cp = enc.begin_compute_pass()
-            for d in pending:
-                self._encode(cp, d)
-            cp.end()
+            self._encode_pass(enc, pending, step.validated)
             device.queue.submit([enc.finish()])
         step.submitted = len(step.dispatches)
 
@@ -412,14 +409,7 @@ class Runtime:
                         cp.end()
                     enc.resolve_query_set(qs, 0, count, qbuf, 8 * first)
             elif len(step.dispatches) > step.submitted:
-                pending = step.dispatches[step.submitted:]
-                cp = enc.begin_compute_pass()
-                if step.validated and _native is not None:
-                    self._encode_native(cp, pending)
-                else:
-                    for d in pending:
-                        self._encode(cp, d)
-                cp.end()
+                self._encode_pass(enc, step.dispatches[step.submitted:], step.validated)
             staged = []
             for t, rb in step.reads:
                 size = t.bind_size
@@ -462,6 +452,17 @@ class Runtime:
             self._submit(Step(reads=step.reads))
         finally:
             self._profile = prof
+
+    @classmethod
+    def _encode_pass(cls, enc, dispatches: list[Dispatch], validated: bool) -> None:
+        """One compute pass of `dispatches` into `enc` (through wgpu-native directly once validated)."""
+        cp = enc.begin_compute_pass()
+        if validated and _native is not None:
+            cls._encode_native(cp, dispatches)
+        else:
+            for d in dispatches:
+                cls._encode(cp, d)
+        cp.end()
 
     @staticmethod
     def _encode(cp, d: Dispatch) -> None:
