@@ -174,7 +174,7 @@ def _add_rmsnorm_q8_case(rng, rows, d):
 
 def cases():
     return [
-        *sweep("norm", "add_rmsnorm_q8", 1e-11, _add_rmsnorm_q8_case, [dict(rows=r, d=d) for r, d in [(1, 2048), (3, 96), (2, 1024)]],
+        *sweep("norm", "add_rmsnorm_q8", 1e-11, _add_rmsnorm_q8_case, [dict(rows=r, d=d) for r, d in [(1, 2048), (3, 96), (2, 1024), (2, 4160)]],
                quick=[dict(rows=3, d=96)]),
         *sweep("norm", "rmsnorm", NMSE_BOUND, _rmsnorm_case, [dict(rows=r, d=d) for r, d in SHAPES],
                quick=[dict(rows=5, d=1000)]),
