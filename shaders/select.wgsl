@@ -10,6 +10,15 @@
 //   Params:   rows = R, len = C.
 //   Dispatch: one workgroup of WG threads per row (flat index wid.x + wid.y * nwg.x, groups_for);
 //             strided scan, then a tree reduction of (key, index) pairs in workgroup memory.
+// Entries `argmax_chunks` + `argmax_cands`: argmax of a few long rows (a vocabulary's logits) over many
+//   workgroups, in two dispatches, the same (key, index) order as `argmax` (and as top-k with k = 1, which
+//   sorts whole chunks for the one value it keeps).
+//   `argmax_chunks`: 0 params; 1 x: [R, C] f32; 2 cand: [R, nchunks] vec2<u32> (key, column), the best of
+//                    each chunk of 4 * WG columns (every thread loads its four before comparing them).
+//                    Params rows = R, len = C, nchunks. Dispatch: one workgroup per (row, chunk), flat index
+//                    g, row = g / nchunks.
+//   `argmax_cands`:  0 params; 1 cand_in: [R, nchunks] vec2<u32>; 2 out: [R] i32; 3 top: [R] f32, as
+//                    `argmax`. Params rows = R, len = nchunks. Dispatch: one workgroup per row.
 //
 // Top-k runs in rounds. A round splits each row's `len` entries into `nchunks` chunks of CHUNK (a power
 // of two), sorts each chunk in workgroup memory (bitonic, descending) and keeps its first k. The first
@@ -63,6 +72,27 @@ var<workgroup> red_i: array<u32, WG>;
 
 // #include "lib/grid.wgsl"
 
+// The workgroup's best (key, index) pair of those its threads hold; every thread gets it. Call in
+// uniform control flow.
+fn best_pair(lid: u32, k: u32, i: u32) -> vec2<u32> {
+    red_k[lid] = k;
+    red_i[lid] = i;
+    workgroupBarrier();
+    for (var h = WG / 2u; h > 0u; h = h / 2u) {
+        if (lid < h && before(red_k[lid + h], red_i[lid + h], red_k[lid], red_i[lid])) {
+            red_k[lid] = red_k[lid + h];
+            red_i[lid] = red_i[lid + h];
+        }
+        workgroupBarrier();
+    }
+    return vec2<u32>(red_k[0], red_i[0]);
+}
+
+fn store_argmax(row: u32, best: vec2<u32>) {
+    argmax_out[row] = i32(best.y);
+    argmax_top[row] = key_value(best.x);
+}
+
 @compute @workgroup_size(WG)
 fn argmax(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let row = group_index(grid);
@@ -77,20 +107,46 @@ fn argmax(grid: Grid, @builtin(local_invocation_index) lid: u32) {
             bi = i;
         }
     }
-    red_k[lid] = bk;
-    red_i[lid] = bi;
-    workgroupBarrier();
-    for (var h = WG / 2u; h > 0u; h = h / 2u) {
-        if (lid < h && before(red_k[lid + h], red_i[lid + h], red_k[lid], red_i[lid])) {
-            red_k[lid] = red_k[lid + h];
-            red_i[lid] = red_i[lid + h];
+    let best = best_pair(lid, bk, bi);
+    if (lid == 0u) { store_argmax(row, best); }
+}
+
+fn key_at(base: u32, col: u32) -> u32 {
+    return select(PAD_KEY, order_key(x[base + col]), col < p.len);
+}
+
+@compute @workgroup_size(WG)
+fn argmax_chunks(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let g = group_index(grid);
+    let row = g / p.nchunks;
+    if (row >= p.rows) { return; }  // uniform per workgroup
+    let base = row * p.len;
+    let c0 = (g % p.nchunks) * 4u * WG + lid;
+    // Four loads in flight, then the comparisons in column order (a tie keeps the earlier column).
+    let k = vec4<u32>(key_at(base, c0), key_at(base, c0 + WG), key_at(base, c0 + 2u * WG), key_at(base, c0 + 3u * WG));
+    var bk = PAD_KEY;
+    var bi = PAD_INDEX;
+    for (var j = 0u; j < 4u; j++) {
+        if (k[j] > bk) {
+            bk = k[j];
+            bi = c0 + j * WG;
         }
-        workgroupBarrier();
     }
-    if (lid == 0u) {
-        argmax_out[row] = i32(red_i[0]);
-        argmax_top[row] = key_value(red_k[0]);
+    let best = best_pair(lid, bk, bi);
+    if (lid == 0u) { cand[g] = best; }
+}
+
+@compute @workgroup_size(WG)
+fn argmax_cands(grid: Grid, @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(grid);
+    if (row >= p.rows) { return; }  // uniform per workgroup
+    var b = vec2<u32>(PAD_KEY, PAD_INDEX);
+    for (var j = lid; j < p.len; j += WG) {
+        let e = cand_in[row * p.len + j];
+        if (before(e.x, e.y, b.x, b.y)) { b = e; }
     }
+    let best = best_pair(lid, b.x, b.y);
+    if (lid == 0u) { store_argmax(row, best); }
 }
 
 // ---- top-k -----------------------------------------------------------------------------------------

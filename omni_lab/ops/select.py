@@ -48,8 +48,15 @@ def argmax(x: Tensor, out: Tensor | None = None, top: Tensor | None = None) -> T
     table = tuning.current()
     if rows and c > table.argmax_split_columns and rows < table.argmax_split_rows:
         # One workgroup per row leaves a GPU idle on a vocabulary-wide row (236 us for 152k logits on an
-        # H200); top-1 splits the row over many workgroups, with the same order (first index on ties).
-        topk(x.view((rows, c)), 1, out_values=top.view((rows, 1)), out_indices=out.view((rows, 1)))
+        # H200): the row's chunks go to many workgroups, then one a row takes the best of their bests, with
+        # the same order (first index on ties). (Top-k with k = 1 did this by sorting each chunk: 56 us.)
+        wg = 256
+        nchunks = -(-c // (4 * wg))
+        rt = runtime()
+        cand = rt.scratch((rows, nchunks, 2), "u32")
+        rt.kernel("select", "argmax_chunks", WG=wg)(rows * nchunks, pack_params(rows, c, 0, nchunks), x, cand)
+        rt.kernel("select", "argmax_cands", WG=wg)(rows, pack_params(rows, nchunks, 0, 0), cand, out, top)
+        cand.release()  # later dispatches run after these: the scratch is free again
     elif rows:
         runtime().kernel("select", "argmax", WG=workgroup_for(c))(rows, pack_params(rows, c, 0, 0), x, out, top)
     return out
@@ -127,10 +134,11 @@ def tied_rows(rng, rows, cols, levels=5):
     return x
 
 
-def _argmax_case(rng, rows, cols):
-    """The index and the top value, exact; a NaN in a row (every third) is its top, wherever it lies."""
-    x = distinct_rows(rng, rows, cols)
-    x[::3, rng.integers(cols)] = np.nan
+def _argmax_case(rng, rows, cols, ties=False):
+    """The index and the top value, exact; a NaN in a row (every third) is its top, wherever it lies. With
+    ties, the top value recurs along the row and the first column of it wins."""
+    x = tied_rows(rng, rows, cols, levels=3) if ties else distinct_rows(rng, rows, cols)
+    x[slice(2 if ties else 0, None, 3), rng.integers(cols)] = np.nan  # tied: row 0 (some cases' only row) NaN-free
     out, top = padded_output((rows,), "i32"), padded_output((rows,))
     argmax(runtime().upload(x), out=out, top=top)
     idx = argmax_ref(x)
@@ -152,6 +160,8 @@ def _topk_case(rng, rows, cols, k, ties=False):
 
 
 ARGMAX_SHAPES = [(1, 1), (3, 7), (7, 33), (33, 100), (2, 257), (5, 1000), (300, 128), (1, 152_064), (2, 300_007)]
+# Past tuning's argmax_split_columns (16384), few rows: the split entries (argmax_chunks + argmax_cands).
+ARGMAX_TIED_SHAPES = [(3, 7), (1, 152_064), (3, 40_000)]
 TOPK_CASES = [(1, 1, 1), (3, 7, 3), (2, 7, 7), (33, 100, 8), (7, 257, 64), (5, 1000, 64), (512, 128, 8), (3, 4099, 100),
               (1, 152_064, 1), (1, 152_064, 50), (1, 152_064, 64), (2, 300_007, 20), (1, 5000, 1024)]
 TOPK_TIED_CASES = [(3, 7, 7), (64, 128, 8), (5, 1000, 64), (2, 5000, 100), (1, 152_064, 64)]
@@ -162,6 +172,7 @@ def cases():
     return [
         *sweep("select", "argmax", 0.0, _argmax_case, [dict(rows=r, cols=c) for r, c in ARGMAX_SHAPES],
                quick=[dict(rows=5, cols=1000)]),
+        *sweep("select", "argmax", 0.0, _argmax_case, [dict(rows=r, cols=c, ties=True) for r, c in ARGMAX_TIED_SHAPES]),
         *sweep("select", "topk", 0.0, _topk_case, [dict(rows=r, cols=c, k=k) for r, c, k in TOPK_CASES],
                quick=[dict(rows=5, cols=1000, k=64), dict(rows=1, cols=152_064, k=50)]),
         *sweep("select", "topk", 0.0, _topk_case, [dict(rows=r, cols=c, k=k, ties=True) for r, c, k in TOPK_TIED_CASES]),
