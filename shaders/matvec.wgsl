@@ -46,6 +46,8 @@ struct Params { n: u32, k: u32, row_base: u32, n1: u32, n2: u32, eps_bits: u32, 
 
 // #include "lib/rows.wgsl"
 
+// #include "lib/reduce.wgsl"
+
 // #include "lib/packed16.wgsl"
 
 // #include "lib/silu.wgsl"
@@ -185,9 +187,22 @@ fn swiglu(grid: Grid, @builtin(local_invocation_index) lid: u32) {
 
 var<workgroup> xs: array<vec4<f32>, ND4>;
 
+// x's element i (a vec4) of the normed row, from v = h + delta and norm_w's nw; workgroup 0 writes h + delta
+// and (KEEP_X) x out.
+fn normed4(i: u32, v: vec4<f32>, r: f32, nw: vec4<f32>, first: bool) -> vec4<f32> {
+    if (DELTA == 1u && first) { out_h[i] = v; }
+    let xv = (v * r) * nw;
+    if (KEEP_X == 1u && first) { out_x[i] = xv; }
+    return xv;
+}
+
 @compute @workgroup_size(WG)
 fn multi_norm(grid: Grid, @builtin(local_invocation_index) lid: u32) {
-    // The normed x, into workgroup memory (every workgroup: there is no grid-wide barrier).
+    // The normed x, into workgroup memory (every workgroup: there is no grid-wide barrier). The thread's
+    // first two vec4 of norm_w are loaded with h and delta rather than after the sum: a decode kernel is a
+    // chain of memory round trips, and this takes one out of it.
+    let nw0 = norm_w[min(lid, ND4 - 1u)];
+    let nw1 = norm_w[min(lid + WG, ND4 - 1u)];
     var ss = 0.0;
     for (var i = lid; i < ND4; i += WG) {
         var v = x[i];
@@ -195,16 +210,12 @@ fn multi_norm(grid: Grid, @builtin(local_invocation_index) lid: u32) {
         xs[i] = v;
         ss += dot(v, v);
     }
-    let r = inverseSqrt(row_sum(lid, WG, ss) / f32(4u * ND4) + bitcast<f32>(p.eps_bits));
+    let r = inverseSqrt(wg_sum(Lanes(lid), ss) / f32(4u * ND4) + bitcast<f32>(p.eps_bits));
     let first = group_index(grid) == 0u;
-    for (var i = lid; i < ND4; i += WG) {
-        let v = xs[i];
-        if (DELTA == 1u && first) { out_h[i] = v; }
-        let xv = (v * r) * norm_w[i];
-        if (KEEP_X == 1u && first) { out_x[i] = xv; }
-        xs[i] = xv;
-    }
-    workgroupBarrier();  // xs complete, and row_sum's array free again
+    if (lid < ND4) { xs[lid] = normed4(lid, xs[lid], r, nw0, first); }
+    if (lid + WG < ND4) { xs[lid + WG] = normed4(lid + WG, xs[lid + WG], r, nw1, first); }
+    for (var i = lid + 2u * WG; i < ND4; i += WG) { xs[i] = normed4(i, xs[i], r, norm_w[i], first); }
+    workgroupBarrier();  // xs complete
     multi_rows(grid, lid, true);
 }
 

@@ -163,9 +163,10 @@ def matvec_multi_norm(h: Tensor, delta: Tensor | None, norm_w: Tensor, eps: floa
 
 def norm_multi_ok(h: Tensor, ws) -> bool:
     """Whether matvec_multi_norm takes h and these weights: multi_ok's conditions for 1 to 3 weights, and K
-    f32 values within the adapter's workgroup memory beside the reduction's array."""
+    f32 values within the adapter's workgroup memory beside the reductions' arrays (the rows' sums, one f32 a
+    thread; the norm's, lib/reduce.wgsl: one f32 a thread and 16 vec4)."""
     gpu = runtime().gpu
-    storage = gpu.limits["max-compute-workgroup-storage-size"] - 4 * tuning.current().matvec_wg
+    storage = gpu.limits["max-compute-workgroup-storage-size"] - 8 * tuning.current().matvec_wg - 256
     return (1 <= len(ws) <= 3 and _same_x_ok(h, ws) and 4 * h.numel <= storage
             and gpu.limits.get("max-storage-buffers-per-shader-stage", 8) >= 11)
 
@@ -340,6 +341,7 @@ def cases():
                [dict(rows=r, dtype=dt, delta=dl) for r in [(37, 5, 5), (64, 16), (300,)] for dt in WEIGHT_DTYPES
                 for dl in (True, False)]
                + [dict(rows=(33, 8), dtype="bf16", k=2048, threads_per_row=t) for t in (4, 256)]
+               + [dict(rows=(40, 9), dtype="bf16", k=3200)]  # K / 4 past two vec4 a thread
                + [dict(rows=(128,), dtype=dt, k=2048, delta=dl, keep_x=True) for dt in ("bf16", "f32") for dl in (True, False)],
                quick=[dict(rows=(37, 5, 5), dtype="bf16", delta=True)]),
         *sweep("linear", "matvec_multi", 1e-9, _matvec_multi_case,
