@@ -625,7 +625,7 @@ NMSE_Q8_EXACT = 5e-10
 # uniform error of variance d^2/12 with d = max|x|/127. For Gaussian x, max over 32 values ~ 2.3 sigma,
 # so NMSE ~ (2.3/127)^2 / 12 ~ 2.7e-5. 5e-4 (the matmul-like bound) leaves a margin of ~18x.
 NMSE_DOT4_VS_F32 = NMSE_MATMUL
-MATVEC_SHAPES = [(1, 32), (7, 64), (33, 96), (130, 2048), (257, 1056), (64, 4096), (3, 160)]
+MATVEC_SHAPES = [(1, 32), (7, 64), (33, 96), (130, 2048), (257, 1056), (64, 4096), (3, 160), (9, 2080), (5, 8224)]
 MATMUL_SHAPES = [(2, 3, 32), (17, 33, 96), (33, 64, 64), (70, 130, 1056), (5, 300, 1024), (64, 64, 2048)]
 
 
