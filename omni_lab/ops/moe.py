@@ -242,21 +242,40 @@ def experts_gate_up(x: Tensor, w, experts: Tensor, out: Tensor | None = None, gr
     return out
 
 
-def experts_down(act: Tensor, w, experts: Tensor, weights: Tensor, out: Tensor | None = None,
+def _check_act_blocks(kernel: str, blocks, pairs: int, f: int) -> None:
+    """blocks: (aq [pairs, F/4] u32, as [pairs, F/32] f32), act's Q8_0 blocks."""
+    expect(kernel, isinstance(blocks, tuple) and len(blocks) == 2, "Q8_0 act must be the pair (aq, as)")
+    aq, as_ = blocks
+    expect(kernel, f % QK == 0 and aq.shape == (pairs, f // 4) and aq.dtype == "u32"
+           and as_.shape == (pairs, f // QK) and as_.dtype == "f32",
+           f"Q8_0 act must be ([{pairs}, {f // 4}] u32, [{pairs}, {f // QK}] f32)", aq=aq, scales=as_)
+
+
+def experts_down(act, w, experts: Tensor, weights: Tensor, out: Tensor | None = None,
                  groups: Groups | None = None) -> Tensor:
     """out[t] = sum_j weights[t, j] * (W_e act[t, j]) with e = experts[t, j]: the down projection and the
-    weighted combine over the k slots. act [T, k, F] f32; w [E, D, F] f32/f16/bf16 or Q8_0; experts [T, k]
-    i32; weights [T, k] f32; returns [T, D] f32. Slots whose expert id is outside [0, E) add nothing.
-    groups: group_pairs(experts, E) to take the grouped (prefill) path: the projection of each pair into a
-    [T*k, D] scratch, then the weighted sum over the slots (combine)."""
+    weighted combine over the k slots. act [T, k, F] f32, or for Q8_0 w per pair act's Q8_0 blocks (aq
+    [T*k, F/4] u32, as [T*k, F/32] f32, as quantize_activations makes them), read as they are; w [E, D, F]
+    f32/f16/bf16 or Q8_0; experts [T, k] i32; weights [T, k] f32; returns [T, D] f32. Slots whose expert id
+    is outside [0, E) add nothing. groups: group_pairs(experts, E) to take the grouped (prefill) path: the
+    projection of each pair into a [T*k, D] scratch, then the weighted sum over the slots (combine)."""
     kernel = "moe.experts_down"
-    dtype_in(kernel, "act", act, ("f32",))
     dtype_in(kernel, "weights", weights, ("f32",))
-    expect(kernel, len(act.shape) == 3, "act must be [T, k, F]", act=act)
-    t = act.shape[0]
+    blocks = isinstance(act, tuple)
+    if blocks:
+        expect(kernel, isinstance(w, Q8Weight) and groups is None and len(experts.shape) == 2,
+               "Q8_0 act blocks are read by Q8_0 w per pair, with experts [T, k]", experts=experts)
+        t = experts.shape[0]
+    else:
+        dtype_in(kernel, "act", act, ("f32",))
+        expect(kernel, len(act.shape) == 3, "act must be [T, k, F]", act=act)
+        t = act.shape[0]
     e, d, f, k = _check_experts(kernel, w, experts, t)
-    expect(kernel, act.shape == (t, k, f) and weights.shape == (t, k),
-           f"act must be ({t}, {k}, {f}) and weights ({t}, {k})", act=act, weights=weights, w=getattr(w, "quants", w))
+    if blocks:
+        _check_act_blocks(kernel, act, t * k, f)
+    expect(kernel, weights.shape == (t, k) and (blocks or act.shape == (t, k, f)),
+           f"act must be ({t}, {k}, {f}) and weights ({t}, {k})", weights=weights, w=getattr(w, "quants", w),
+           **({} if blocks else {"act": act}))
     if out is None:
         out = runtime().empty((t, d), "f32", label=kernel)
     expect(kernel, out.shape == (t, d) and out.dtype == "f32", f"out must be ({t}, {d}) f32", out=out)
@@ -266,6 +285,9 @@ def experts_down(act: Tensor, w, experts: Tensor, weights: Tensor, out: Tensor |
     def params(e0, count, accumulate):
         return pack_params(t * k, d, f, k, e0, count, accumulate, 0)
 
+    if blocks:
+        _dispatch(kernel, "down", w, t * d, k * (f // QK), params, act, (experts, weights, out))
+        return out
     flat = act.view((t * k, f))  # [T*k, F]: one activation row per pair
     if groups is not None:
         _check_groups(kernel, groups, e, t, k)
@@ -392,15 +414,19 @@ def _gate_up_case(rng, t, k, e, f, d, dtype, grouped, staged=False, path="dot4")
     return out.numpy(), experts_gate_up_ref(x_seen, w_seen, experts)
 
 
-def _down_case(rng, t, k, e, f, d, dtype, grouped, staged=False, path="dot4"):
+def _down_case(rng, t, k, e, f, d, dtype, grouped, staged=False, path="dot4", blocks=False):
+    """blocks: act passed as its Q8_0 blocks, not as f32."""
+    from .q8_0 import quantize_activations
+
     rt = runtime()
     w, w_seen = random_stack(rng, e, d, f, dtype)
     experts = expert_ids(rng, t, k, e)
     act, rw = rand(rng, t, k, f), rng.random((t, k)).astype(np.float32)
     out = padded_output((t, d))
     ex, groups = grouping(experts, e, grouped)
+    act_in = quantize_activations(rt.upload(act.reshape(t * k, f))) if blocks else rt.upload(act)
     with staging(staged), tuning.override(q8_prefill_path=path):
-        experts_down(rt.upload(act), w, ex, rt.upload(rw), out=out, groups=groups)
+        experts_down(act_in, w, ex, rt.upload(rw), out=out, groups=groups)
     act_seen = q8_seen(act) if int8_activations(dtype, grouped, path) else act
     return out.numpy(), experts_down_ref(act_seen, w_seen, experts, rw)
 
@@ -478,6 +504,8 @@ def cases():
     quick_q8 = [dict(t=3, k=3, e=8, f=96, d=32, dtype="q8_0", grouped=False)]
     quick_q8 += [dict(t=3, k=3, e=8, f=96, d=32, dtype="q8_0", grouped=True, path=pa) for pa in ("dot4", "f32")]
     quick_q8 += [dict(t=1, k=2, e=8, f=32, d=64, dtype="q8_0", grouped=False, staged=True)]
+    # Q8_0 act handed to down as its blocks, per pair.
+    q8_blocks = [dict(zip(_KEYS, s), dtype="q8_0", grouped=False, blocks=True) for s in Q8_SHAPES]
     return [
         *sweep("moe", "route", NMSE_ELEMENTWISE * 1e-2, _route_case,
                [dict(t=t, e=e, k=k, norm=n, subgroups=sg) for t, e, k, n in ROUTE_CASES for sg in (True, False)]
@@ -487,7 +515,7 @@ def cases():
         *sweep("moe", "experts_down", NMSE_MATMUL * 1e-3, _down_case, dense, quick=quick),
         # Q8_0: exact weights and exact int8 block sums (per pair and grouped dot4), so only f32 sums differ.
         *sweep("moe", "experts_gate_up", 1e-11, _gate_up_case, q8, quick=quick_q8),
-        *sweep("moe", "experts_down", 1e-11, _down_case, q8, quick=quick_q8),
+        *sweep("moe", "experts_down", 1e-11, _down_case, q8 + q8_blocks, quick=quick_q8),
         # 9 experts of [2048, 4096] bf16 or [2048, 8192] int8 are 151 MB; down [9, 4096, 2048] bf16 likewise.
         *sweep("moe", "experts_gate_up", 1e-9, _split_gate_up_case, [dict(e=9, f=1024, d=4096, dtype="bf16")], large=True),
         *sweep("moe", "experts_gate_up", 1e-11, _split_gate_up_case,
