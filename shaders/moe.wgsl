@@ -23,8 +23,26 @@
 //                          4 act: [T*K, F] f32.
 //   Bindings (gate_up_q8): 0 params; 1 xq: [T, D/4] u32 (int8 x4); 2 xs: [T, D/32] f32; 3 wq: [E_piece, 2F, D/4]
 //                          u32; 4 ws: [E_piece, 2F, D/32] f16 packed two per u32; 5 experts; 6 act.
-//   Params:   pairs = T*K, n = F, d = D, k = K, e_base, e_count (ExpertParams, lib/moe_gate_up.wgsl).
+//   Params:   pairs = T*K, n = F, d = D, k = K, e_base, e_count (ExpertParams, lib/moe_gate_up.wgsl: 12
+//             words, the rest 0).
 //   Dispatch: ceil(pairs * F / (WG / TPR)) workgroups (flat index), TPR threads per output row.
+// gate_up_routed and gate_up_q8_routed: gate_up and gate_up_q8 for one token (decode) that read the router's
+//   logits instead of expert ids: every workgroup routes the token itself (route's route_top_k, so the same
+//   experts and weights), then computes its rows for the experts chosen, which saves the route dispatch
+//   before them. The first workgroup of the piece holding expert 0 writes the weights and experts as route
+//   does, for down and for taps. E <= WG (the wrapper's bound: every workgroup ranks all E); E_MAX, K_MAX
+//   as route's.
+//   gate_up_q8_routed writes act as down_q8 reads it, Q8_0 blocks (quantize_act's layout and code,
+//   lib/q8_quant.wgsl, so the int8 values are those quantize_act makes of the f32 act), instead of the
+//   f32 act and a quantize_act dispatch between: WG / TPR (rows a workgroup) and F multiples of 32, so a
+//   workgroup holds whole blocks of one slot.
+//   Bindings (gate_up_routed):    0 params; 1 x: [1, D] f32; 2 w; 3 logits: [E] f32; 4 act: [K, F] f32;
+//                                 5 weights: [K] f32 out; 6 experts: [K] i32 out.
+//   Bindings (gate_up_q8_routed): 0 params; 1 xq: [D/4] u32; 2 xs: [D/32] f32; 3 wq; 4 ws; 5 logits;
+//                                 6 aq: [K, F/4] u32 out (int8 x4); 7 as: [K, F/32] f32 out; 8 weights;
+//                                 9 experts.
+//   Params:   as gate_up with pairs = K, plus route_e = E, route_norm = 1 to renormalise (norm_topk_prob).
+//   Dispatch: as gate_up.
 // down and down_q8 (the weighted combine of the K slots folded in):
 //   out[t, n] = sum_j weights[t, j] * (W[e_tj, n] . act[t*K + j])   (+ out[t, n] when accumulate = 1)
 //   Bindings (down):    0 params; 1 act: [T*K, F] f32; 2 w: [E_piece, D, F]; 3 experts; 4 weights: [T*K] f32;
@@ -60,8 +78,8 @@
 //   Params:   t = T, n = D, k = K, e = E. Dispatch: ceil(T * D / WG) workgroups (flat index).
 
 override WG: u32 = 64;
-override E_MAX: u32 = 128;  // route, group: experts held in workgroup memory (>= E)
-override K_MAX: u32 = 8;    // route: kept experts held in workgroup memory (>= K)
+override E_MAX: u32 = 128;  // route, group, routed entries: experts held in workgroup memory (>= E)
+override K_MAX: u32 = 8;    // route, routed entries: kept experts held in workgroup memory (>= K)
 override TPR: u32 = 16;     // threads per output row, a power of two dividing WG
 override WTYPE: u32 = 2u;   // 0 f32, 1 f16, 2 bf16
 override VEC: bool = true;
@@ -74,11 +92,12 @@ struct CombineParams { t: u32, n: u32, k: u32, e: u32 }
 
 // #include "lib/grid.wgsl"
 
-// ---- route (lib/moe_route.wgsl; moe_sg.wgsl builds it on subgroup operations) ------------------------
+// ---- route and the routed gate_up entries (lib/moe_route.wgsl, lib/moe_routed.wgsl; moe_sg.wgsl builds
+// them on subgroup operations) ----------------------------------------------------------------------------
 
 // #include "lib/reduce.wgsl"
 
-// #include "lib/moe_route.wgsl"
+// #include "lib/moe_routed.wgsl"
 
 // ---- experts ----------------------------------------------------------------------------------------
 

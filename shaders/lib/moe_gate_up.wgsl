@@ -1,9 +1,14 @@
 // The experts' params and gate_up rows (moe.wgsl's header describes the entries): the 16-bit (x, w, act)
 // and Q8_0 (xq, xs, wq, ws) bindings and the row sums, shared by moe.wgsl's gate_up / gate_up_q8 and the
-// entries to come that route the token themselves, so a row is the same f32 sum in all of them at the same
-// TPR. The including shader declares `override WG`, TPR, WTYPE and VEC and includes lib/grid.wgsl.
+// routed entries (lib/moe_routed.wgsl, in moe.wgsl and moe_sg.wgsl), so a row is the same f32 sum in all
+// of them at the same TPR. The including shader declares `override WG`, TPR, WTYPE and VEC and includes
+// lib/grid.wgsl.
 
-struct ExpertParams { pairs: u32, n: u32, d: u32, k: u32, e_base: u32, e_count: u32, accumulate: u32, _pad: u32 }
+// route_e, route_norm: the routed entries' router (E, norm_topk_prob); 0 elsewhere.
+struct ExpertParams {
+    pairs: u32, n: u32, d: u32, k: u32, e_base: u32, e_count: u32, accumulate: u32, route_e: u32,
+    route_norm: u32, _p0: u32, _p1: u32, _p2: u32,
+}
 
 const QK: u32 = 32u;  // values per Q8_0 block
 

@@ -1,6 +1,7 @@
 // HF's router for one token in workgroup memory (route_top_k), and moe.wgsl's entry `route` (described in
-// moe.wgsl's header) on it, for entries to come that route a token themselves with the same f32 operations.
-// As moe.wgsl (reductions in workgroup memory, lib/reduce.wgsl) and moe_sg.wgsl (subgroup operations,
+// moe.wgsl's header) on it; the routed gate_up entries (lib/moe_routed.wgsl) call the same route_top_k, so
+// both give the same f32 operations, the same experts and, at the same reduction shape, the same bits. As
+// moe.wgsl (reductions in workgroup memory, lib/reduce.wgsl) and moe_sg.wgsl (subgroup operations,
 // lib/reduce_sg.wgsl) include it. The including shader declares `override WG`, E_MAX (a power of two, at
 // least 64 and at least E) and K_MAX (at least K) before it includes this file (naga 29 panics on an
 // override declared after an array sized by an override expression, as route_p is), and includes
