@@ -21,7 +21,8 @@ MRoPE + cache append (rope.norm_rope_append); the router's softmax + top-8 of 12
 `us_per_call` lists those per-call times. --decode runs only the decode cases, --latency only the latter:
 seconds on an H200. --matmul times the prefill matmul alone at the thinker's prefill shapes (bf16 and f32
 weights, and Q8_0 on both q8_prefill_paths: dot4 = quantize_act + tiles_dot4, f32 = tiles_q8); --moe one MoE
-layer's experts per pair and grouped (Q8_0 grouped on both prefill paths); --attention multi-token attention
+layer's experts per pair and grouped (Q8_0 grouped on both prefill paths), and a decode token from the router's
+logits through route + the per-pair experts against the routed gate_up; --attention multi-token attention
 per (token, head) and flash.
 """
 
@@ -502,6 +503,57 @@ def bench_moe(dtype: str, reps: int, rng, tokens=MOE_TOKENS, shape=MOE_SHAPE) ->
                             "shape": shape, "experts_used": used, "bytes": nbytes, "flops": flops, "seconds": secs,
                             "gb_per_s": nbytes / secs / 1e9, "gflop_per_s": flops / secs / 1e9,
                             "us_by_kernel": by_kernel, "nmse_first_tokens": err, "clock": profs[0].clock})
+    return results + bench_moe_decode(dtype, reps, rng, (gate_up, gate_up_seen, down, down_seen), shape)
+
+
+def bench_moe_decode(dtype: str, reps: int, rng, stacks, shape) -> list[dict]:
+    """One decode token through a MoE layer from its router logits: route, then the per-pair experts (Q8_0:
+    a quantize_act of act between gate_up and down), against the routed gate_up that routes in its own
+    workgroups (and, Q8_0, writes down's int8 input), then down; with and without subgroups. Q8_0 x comes
+    quantized, as the norm before the router makes it."""
+    from omni_lab.ops import moe
+    from omni_lab.ops.moe import q8_seen
+    from omni_lab.ops.q8_0 import quantize_activations
+
+    rt = runtime()
+    gate_up, gate_up_seen, down, down_seen = stacks
+    e, k, d, f = shape["e"], shape["k"], shape["d"], shape["f"]
+    logits, x = rng.standard_normal((1, e), dtype=np.float32) * 2, rng.standard_normal((1, d), dtype=np.float32)
+    lt, xt = rt.upload(logits), rt.upload(x)
+    xq = quantize_activations(xt) if dtype == "q8_0" else None
+    ow, oe, act, out = rt.empty((1, k)), rt.empty((1, k), "i32"), rt.empty((1, k, f)), rt.empty((1, d))
+    blocks = (rt.empty((k, f // 4), "u32"), rt.empty((k, f // 32))) if dtype == "q8_0" else None
+    ref_w, ref_e = reference("moe.route")(logits, k, True)
+    seen_x = q8_seen(x) if dtype == "q8_0" else x
+    a_ref = reference("moe.experts_gate_up")(seen_x, gate_up_seen(ref_e[0]), np.arange(k, dtype=np.int32)[None])
+    if dtype == "q8_0":
+        a_ref = q8_seen(a_ref)
+    y_ref = reference("moe.experts_down")(a_ref, down_seen(ref_e[0]), np.arange(k, dtype=np.int32)[None], ref_w)
+
+    def separate():
+        w, ex = moe.route(lt, k, True, out_weights=ow, out_experts=oe)
+        moe.experts_down(moe.experts_gate_up(xt, gate_up, ex, out=act, quantized=xq), down, ex, w, out=out)
+
+    def routed():
+        a, w, ex = moe.experts_gate_up_routed(xt, gate_up, lt, k, True, out_weights=ow, out_experts=oe,
+                                              out=blocks or act, quantized=xq)
+        moe.experts_down(a, down, ex, w, out=out)
+
+    results = []
+    for sg in (True, False) if rt.gpu.has_subgroups else (False,):
+        for name, fn in (("route+pairs", separate), ("routed", routed)):
+            run = in_table(fn, subgroups=sg)
+            rt.write(out, np.full(out.shape, np.nan, np.float32))
+            run()
+            assert np.array_equal(oe.numpy(), ref_e), f"moe decode {dtype} {name}: experts differ"
+            err = nmse(out.numpy(), y_ref)
+            assert err < (1e-4 if dtype == "q8_0" else 1e-9), f"moe decode {dtype} {name}: nmse {err}"
+            profs = profiles(run, reps)
+            secs = statistics.median(sum(x.seconds for x in p.timings) for p in profs)
+            by_kernel = {n: statistics.median(p.by_kernel()[n] for p in profs) * 1e6 for n in profs[0].by_kernel()}
+            results.append({"op": f"moe.decode.{dtype}", "path": name, "subgroups": sg, "tokens": 1, "shape": shape,
+                            "dispatches": len(profs[0].timings), "seconds": secs, "us_by_kernel": by_kernel,
+                            "nmse": err, "clock": profs[0].clock})
     return results
 
 

@@ -23,8 +23,26 @@
 //                          4 act: [T*K, F] f32.
 //   Bindings (gate_up_q8): 0 params; 1 xq: [T, D/4] u32 (int8 x4); 2 xs: [T, D/32] f32; 3 wq: [E_piece, 2F, D/4]
 //                          u32; 4 ws: [E_piece, 2F, D/32] f16 packed two per u32; 5 experts; 6 act.
-//   Params:   pairs = T*K, n = F, d = D, k = K, e_base, e_count.
+//   Params:   pairs = T*K, n = F, d = D, k = K, e_base, e_count (ExpertParams, lib/moe_gate_up.wgsl: 12
+//             words, the rest 0).
 //   Dispatch: ceil(pairs * F / (WG / TPR)) workgroups (flat index), TPR threads per output row.
+// gate_up_routed and gate_up_q8_routed: gate_up and gate_up_q8 for one token (decode) that read the router's
+//   logits instead of expert ids: every workgroup routes the token itself (route's route_top_k, so the same
+//   experts and weights), then computes its rows for the experts chosen, which saves the route dispatch
+//   before them. The first workgroup of the piece holding expert 0 writes the weights and experts as route
+//   does, for down and for taps. E <= WG (the wrapper's bound: every workgroup ranks all E); E_MAX, K_MAX
+//   as route's.
+//   gate_up_q8_routed writes act as down_q8 reads it, Q8_0 blocks (quantize_act's layout and code,
+//   lib/q8_quant.wgsl, so the int8 values are those quantize_act makes of the f32 act), instead of the
+//   f32 act and a quantize_act dispatch between: WG / TPR (rows a workgroup) and F multiples of 32, so a
+//   workgroup holds whole blocks of one slot.
+//   Bindings (gate_up_routed):    0 params; 1 x: [1, D] f32; 2 w; 3 logits: [E] f32; 4 act: [K, F] f32;
+//                                 5 weights: [K] f32 out; 6 experts: [K] i32 out.
+//   Bindings (gate_up_q8_routed): 0 params; 1 xq: [D/4] u32; 2 xs: [D/32] f32; 3 wq; 4 ws; 5 logits;
+//                                 6 aq: [K, F/4] u32 out (int8 x4); 7 as: [K, F/32] f32 out; 8 weights;
+//                                 9 experts.
+//   Params:   as gate_up with pairs = K, plus route_e = E, route_norm = 1 to renormalise (norm_topk_prob).
+//   Dispatch: as gate_up.
 // down and down_q8 (the weighted combine of the K slots folded in):
 //   out[t, n] = sum_j weights[t, j] * (W[e_tj, n] . act[t*K + j])   (+ out[t, n] when accumulate = 1)
 //   Bindings (down):    0 params; 1 act: [T*K, F] f32; 2 w: [E_piece, D, F]; 3 experts; 4 weights: [T*K] f32;
@@ -60,112 +78,45 @@
 //   Params:   t = T, n = D, k = K, e = E. Dispatch: ceil(T * D / WG) workgroups (flat index).
 
 override WG: u32 = 64;
-override E_MAX: u32 = 128;  // route: experts held in workgroup memory (>= E)
-override K_MAX: u32 = 8;    // route: kept experts held in workgroup memory (>= K)
+override E_MAX: u32 = 128;  // route, group, routed entries: experts held in workgroup memory (>= E)
+override K_MAX: u32 = 8;    // route, routed entries: kept experts held in workgroup memory (>= K)
 override TPR: u32 = 16;     // threads per output row, a power of two dividing WG
 override WTYPE: u32 = 2u;   // 0 f32, 1 f16, 2 bf16
 override VEC: bool = true;
 override XB: u32 = 64u;     // gate_up_q8x / down_q8x: blocks of the input held in workgroup memory
-const QK: u32 = 32u;        // values per Q8_0 block
 const UNROLL: u32 = 4u;
 const NO_PAIR: u32 = 0xffffffffu;  // order[] padding
 
 struct GroupParams { pairs: u32, e: u32, tm: u32, tiles: u32 }
 struct CombineParams { t: u32, n: u32, k: u32, e: u32 }
-struct ExpertParams { pairs: u32, n: u32, d: u32, k: u32, e_base: u32, e_count: u32, accumulate: u32, _pad: u32 }
 
-// #include "lib/rows.wgsl"
+// #include "lib/grid.wgsl"
 
-// ---- route (lib/moe_route.wgsl; moe_sg.wgsl builds it on subgroup operations) ------------------------
+// ---- route and the routed gate_up entries (lib/moe_route.wgsl, lib/moe_routed.wgsl; moe_sg.wgsl builds
+// them on subgroup operations) ----------------------------------------------------------------------------
 
 // #include "lib/reduce.wgsl"
 
-// #include "lib/moe_route.wgsl"
+// #include "lib/moe_routed.wgsl"
 
 // ---- experts ----------------------------------------------------------------------------------------
 
-@group(0) @binding(0) var<uniform> ep: ExpertParams;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;           // gate_up: x; down: act
-@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+// #include "lib/moe_gate_up.wgsl"
+
 @group(0) @binding(3) var<storage, read> experts: array<i32>;
-@group(0) @binding(4) var<storage, read_write> act_out: array<f32>;     // gate_up
 @group(0) @binding(4) var<storage, read> route_w: array<f32>;           // down
 @group(0) @binding(5) var<storage, read_write> down_out: array<f32>;    // down
 
-// #include "lib/dot_word.wgsl"
-
-// #include "lib/weight_rows.wgsl"
-
-// #include "lib/silu.wgsl"
-
-// Expert id `id` as an index inside this piece, or -1 when it lies in another piece (or is no expert).
-fn in_piece(id: i32) -> i32 {
-    let e = id - i32(ep.e_base);
-    return select(-1, e, e >= 0 && u32(e) < ep.e_count);
-}
-
 fn local_expert(p: u32) -> i32 {
     return in_piece(experts[p]);
-}
-
-// One gate_up output row: pair and f, and the rows of the gate and up halves inside this piece.
-struct GateUpRow { ok: bool, out: u32, tok: u32, gate: u32, up: u32 }
-
-// Pair of output row r (clamped, so that a row past the end still reads a valid expert id).
-fn pair_of(r: u32) -> u32 {
-    return min(r / ep.n, ep.pairs - 1u);
-}
-
-// Row r, whose pair's expert is e inside this piece (in_piece).
-fn gate_up_row(r: u32, e: i32) -> GateUpRow {
-    let pair = pair_of(r);
-    let gate = u32(max(e, 0)) * 2u * ep.n + r % ep.n;
-    return GateUpRow(r < ep.pairs * ep.n && e >= 0, r, pair / ep.k, gate, gate + ep.n);
-}
-
-// The row sums of the gate and up halves, then the SwiGLU product. Uniform control flow (barriers).
-fn store_swiglu(lid: u32, g: GateUpRow, gate_acc: f32, up_acc: f32) {
-    let gate = row_sum(lid, TPR, gate_acc);
-    workgroupBarrier();  // row_sum's workgroup array is reused right away
-    let up = row_sum(lid, TPR, up_acc);
-    if (lid % TPR == 0u && g.ok) { act_out[g.out] = silu(gate) * up; }
 }
 
 @compute @workgroup_size(WG)
 fn gate_up(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let r = thread_row(grid, lid, TPR);
     let g = gate_up_row(r, local_expert(pair_of(r)));
-    let lane = lid % TPR;
-    var ga = vec4<f32>(0.0);
-    var ua = vec4<f32>(0.0);
-    if (g.ok && VEC) {
-        let words = ep.d / select(8u, 4u, WTYPE == 0u);  // 16-byte weight words per row
-        let gb = g.gate * words;
-        let ub = g.up * words;
-        let xb = g.tok * (ep.d / 4u);
-        var j = lane;
-        for (; j + TPR < words; j += 2u * TPR) {
-            // Issue the four loads first so they are in flight together.
-            let g0 = w[gb + j];
-            let g1 = w[gb + j + TPR];
-            let u0 = w[ub + j];
-            let u1 = w[ub + j + TPR];
-            ga += vec4<f32>(dot_word(g0, j, xb), dot_word(g1, j + TPR, xb), 0.0, 0.0);
-            ua += vec4<f32>(dot_word(u0, j, xb), dot_word(u1, j + TPR, xb), 0.0, 0.0);
-        }
-        if (j < words) {
-            ga.z += dot_word(w[gb + j], j, xb);
-            ua.z += dot_word(w[ub + j], j, xb);
-        }
-    } else if (g.ok) {
-        for (var d = lane; d < ep.d; d += TPR) {
-            let xi = g.tok * ep.d + d;
-            let xv = x[xi / 4u][xi % 4u];
-            ga.x += weight(g.gate * ep.d + d) * xv;
-            ua.x += weight(g.up * ep.d + d) * xv;
-        }
-    }
-    store_swiglu(lid, g, ga.x + ga.y + ga.z + ga.w, ua.x + ua.y + ua.z + ua.w);
+    let acc = gate_up_sums(g, lid % TPR);
+    store_swiglu(lid, g, acc.x, acc.y);
 }
 
 // One element (slot j, position i within the slot's row) of a down row's flattened range: its weight
@@ -228,15 +179,8 @@ fn down(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     store_down(lid, dr.ok, dr.r, acc.x + acc.y + acc.z + acc.w);
 }
 
-// ---- experts, Q8_0 weights ---------------------------------------------------------------------------
-// A Q8_0 block is two 16-byte words of int8 quants and one f16 scale; activations are quantized per
-// block of 32 the same way (ops/q8_0.quantize_activations), so a block's dot product is exact in i32.
-// #include "lib/q8_block.wgsl"
+// ---- experts, Q8_0 weights (q_x, q_xs, q_w, q_ws and q_block: lib/moe_gate_up.wgsl) --------------------
 
-@group(0) @binding(1) var<storage, read> q_x: array<vec4<u32>>;          // int8 activations
-@group(0) @binding(2) var<storage, read> q_xs: array<f32>;               // their block scales
-@group(0) @binding(3) var<storage, read> q_w: array<vec4<u32>>;
-@group(0) @binding(4) var<storage, read> q_ws: array<u32>;
 @group(0) @binding(5) var<storage, read> q_experts: array<i32>;
 @group(0) @binding(6) var<storage, read_write> q_act: array<f32>;        // gate_up_q8
 @group(0) @binding(6) var<storage, read> q_route_w: array<f32>;          // down_q8
@@ -246,40 +190,15 @@ fn q_local_expert(p: u32) -> i32 {
     return in_piece(q_experts[p]);
 }
 
-// Block b of weight row `row` against block xb of the activations (each row has `nb` blocks).
-fn q_block(row: u32, b: u32, nb: u32, xb: u32) -> f32 {
-    let wi = 2u * (row * nb + b);
-    let w0 = q_w[wi];
-    let w1 = q_w[wi + 1u];
-    let s = block_dot_i8(w0, w1, q_x[2u * xb], q_x[2u * xb + 1u]);
-    let si = row * nb + b;
-    return f32(s) * (block_scale(q_ws[si >> 1u], si) * q_xs[xb]);
-}
-
 @compute @workgroup_size(WG)
 fn gate_up_q8(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let r = thread_row(grid, lid, TPR);
-    let lane = lid % TPR;
     let g = gate_up_row(r, q_local_expert(pair_of(r)));
-    var ga = vec2<f32>(0.0);
-    var ua = vec2<f32>(0.0);
-    if (g.ok) {
-        let nb = ep.d / QK;
-        let xb = g.tok * nb;
-        var b = lane;
-        for (; b + TPR < nb; b += 2u * TPR) {
-            ga += vec2<f32>(q_block(g.gate, b, nb, xb + b), q_block(g.gate, b + TPR, nb, xb + b + TPR));
-            ua += vec2<f32>(q_block(g.up, b, nb, xb + b), q_block(g.up, b + TPR, nb, xb + b + TPR));
-        }
-        if (b < nb) {
-            ga.x += q_block(g.gate, b, nb, xb + b);
-            ua.x += q_block(g.up, b, nb, xb + b);
-        }
-    }
-    let gate = row_sum(lid, TPR, ga.x + ga.y);
+    let acc = q_gate_up_sums(g, lid % TPR);
+    let gate = row_sum(lid, TPR, acc.x);
     workgroupBarrier();
-    let up = row_sum(lid, TPR, ua.x + ua.y);
-    if (lane == 0u && g.ok) { q_act[r] = silu(gate) * up; }
+    let up = row_sum(lid, TPR, acc.y);
+    if (lid % TPR == 0u && g.ok) { q_act[r] = silu(gate) * up; }
 }
 
 // Weighted block `flat` of a down row's flattened (slot, block) range.

@@ -1,15 +1,17 @@
 """MoE ops: route against transformers' router and on ties, group_pairs' tiles against numpy's grouping,
-expert ids naming no expert, and argument errors. route, experts_gate_up and experts_down (per pair and
-grouped by expert) against numpy over sweeps with ragged shapes, Q8_0 weights and split bindings are
-registry cases (ops/moe.py cases)."""
+expert ids naming no expert, the routed gate_up against route and quantize_act bit for bit, where the routed
+entry applies, and argument errors. route, experts_gate_up, experts_gate_up_routed and experts_down (per
+pair and grouped by expert) against numpy over sweeps with ragged shapes, Q8_0 weights and split bindings
+are registry cases (ops/moe.py cases)."""
 
 import numpy as np
 import pytest
 import torch
 
-from omni_lab.gpu import KernelError
+from omni_lab.gpu import KernelError, tuning
 from omni_lab.ops import moe, tiles
 from omni_lab.ops.moe import expert_ids, grouping
+from omni_lab.ops.q8_0 import quantize_activations, quantize_activations_ref
 from kernel_harness import rand
 
 
@@ -84,6 +86,61 @@ def test_experts_skip_ids_outside_the_experts(rt, rng, grouped):
     y = moe.experts_down(rt.upload(got), rt.upload(wd), ex, rt.upload(rw), groups=groups).numpy()
     np.testing.assert_allclose(y[0], wd[0] @ got[0, 0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(y[1], wd[3] @ got[1, 1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("subgroups", [True, False], ids=["subgroups", "workgroup-memory"])
+@pytest.mark.parametrize("dtype", ["bf16", "q8_0"])
+def test_routed_gate_up_writes_routes_bits(rt, rng, subgroups, dtype):
+    """The route that experts_gate_up_routed writes is route's, bit for bit (route_top_k in both; the
+    reductions' extra threads add zeros), ties included."""
+    for e, k, ties in ((128, 8, False), (128, 8, True), (60, 6, False), (3, 3, False)):
+        logits = rng.integers(0, 4, (1, e)).astype(np.float32) if ties else rand(rng, 1, e, scale=2.0)
+        w, _ = moe.random_stack(rng, e, 64, 64, dtype)
+        with tuning.override(subgroups=subgroups):
+            want_w, want_e = moe.route(rt.upload(logits), k, True)
+            _, got_w, got_e = moe.experts_gate_up_routed(rt.upload(rand(rng, 1, 64)), w, rt.upload(logits), k, True)
+        np.testing.assert_array_equal(got_e.numpy(), want_e.numpy())
+        np.testing.assert_array_equal(got_w.numpy().view(np.uint32), want_w.numpy().view(np.uint32))
+
+
+@pytest.mark.parametrize("subgroups", [True, False], ids=["subgroups", "workgroup-memory"])
+def test_routed_q8_act_is_quantize_act_of_the_f32_act(rt, rng, subgroups):
+    """gate_up_q8_routed's int8 act equals quantize_act's of gate_up_q8's f32 act bit for bit, and numpy's
+    rule on it, at the same threads a row (so the f32 act is the same sum): quant_block is the one code path."""
+    e, k, f, d = 16, 8, 96, 256
+    w, _ = moe.q8_stack(rng, e, 2 * f, d)
+    x, logits = rt.upload(rand(rng, 1, d)), rt.upload(rand(rng, 1, e, scale=2.0))
+    # 8 threads a row in both: the routed entry's at 256 threads, which launch_tpr keeps where it widens nothing
+    with tuning.override(subgroups=subgroups, moe_min_tpr=8, launch_threads=1):
+        (aq, as_), _, _ = moe.experts_gate_up_routed(x, w, logits, k, True)
+        _, experts = moe.route(logits, k, True)
+        act = moe.experts_gate_up(x, w, experts)
+    want_q, want_d = quantize_activations(act.view((k, f)))
+    np.testing.assert_array_equal(aq.numpy(), want_q.numpy())
+    np.testing.assert_array_equal(as_.numpy().view(np.uint32), want_d.numpy().view(np.uint32))
+    ref_q, ref_d = quantize_activations_ref(act.numpy().reshape(k, f))
+    np.testing.assert_array_equal(aq.numpy().view(np.int8).reshape(k, f), ref_q)
+    np.testing.assert_array_equal(as_.numpy(), ref_d)
+
+
+def test_routed_only_where_it_applies(rt, rng):
+    """One token, E within the experts' workgroup, and for Q8_0 gate_up a Q8_0 down (a 16-bit down reads f32
+    act) with x not staged in the experts' workgroups; elsewhere route runs, and the op refuses past E."""
+    from omni_lab.ops.q8_0 import staging
+
+    bf16 = lambda e: moe.random_stack(rng, e, 64, 64, "bf16")[0]  # noqa: E731
+    q8 = lambda e, n=64, d=64: moe.q8_stack(rng, e, n, d)[0]  # noqa: E731
+    wg = tuning.current().moe_expert_wg
+    assert moe.routed_ok(1, bf16(8), bf16(8)) and moe.routed_ok(1, bf16(wg), q8(wg, 64, 32))
+    assert not moe.routed_ok(2, bf16(8), bf16(8))
+    assert not moe.routed_ok(1, bf16(wg + 1), bf16(wg + 1))
+    assert moe.routed_ok(1, q8(8), q8(8, 64, 32)) and not moe.routed_ok(1, q8(8), bf16(8))
+    with staging(True):
+        assert not moe.routed_ok(1, q8(8), q8(8, 64, 32))
+    with tuning.override(moe_expert_wg=64):
+        assert not moe.routed_ok(1, bf16(65), bf16(65))
+    with pytest.raises(KernelError, match=r"moe.experts_gate_up_routed: E=257 experts are past what one expert"):
+        moe.experts_gate_up_routed(rt.upload(rand(rng, 1, 64)), bf16(257), rt.upload(rand(rng, 1, 257)), 8, True)
 
 
 def test_shape_and_dtype_errors_name_the_kernel(rt):

@@ -74,6 +74,60 @@ def test_decode_with_kv_cache_equals_fresh_prefill(tiny):
     assert_cached_decode_matches(Qwen3OmniThinkerText.load(tiny, max_len=32), PROMPT)
 
 
+def test_a_decode_step_matches_transformers_at_every_activation(rt, checkpoint):
+    """One cached decode token (T = 1: the experts' gate_up routes it, moe.routed_ok) against the last row of
+    Transformers on the whole prompt, every activation and every expert choice (the route it writes)."""
+    model = Qwen3OmniThinkerText.load(checkpoint, max_len=64)
+    n = len(PROMPT) - 1
+    model.forward(PROMPT[:n], start=0)
+    names = list(model.activation_shapes(1))
+    with rt.recording() as kernels:
+        ours = model.forward(PROMPT[n:], start=n, taps=names)
+    assert any(k.endswith(".gate_up_routed") for k in kernels) and not any(k.endswith(".route") for k in kernels)
+    ref = hf_activations(load_hf_model(checkpoint, "float32"), names, PROMPT)
+    for name in names:
+        a, b = ours[name].astype(np.float64)[-1], ref[name].astype(np.float64)[-1]
+        if name.endswith(".mlp.router"):  # expert ids, then their weights
+            k = a.shape[0] // 2
+            np.testing.assert_array_equal(a[:k], b[:k], err_msg=name)
+            np.testing.assert_allclose(a[k:], b[k:], rtol=0, atol=2e-6, err_msg=name)
+            continue
+        cos = float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b)))
+        assert cos >= 0.99999 and float(((a - b) ** 2).mean()) < 1e-5, f"{name}: cosine {cos:.7f}"
+
+
+def test_q8_0_decode_routes_in_gate_up_and_quantizes_there(rt, tiny, tmp_path, monkeypatch):
+    """A Q8_0 decode step: no moe.route and no quantize_act between the experts' gate_up and down, and the same
+    expert choices and logits (to the act's int8 rounding) as the route / quantize_act path it replaces."""
+    from omni_lab.formats.quantize import quantize_checkpoint
+    from omni_lab.ops import moe
+
+    gguf = quantize_checkpoint(tiny, tmp_path / "q8.gguf", progress=False)
+    n = len(PROMPT) - 1
+    runs = {}
+    for routed in (True, False):
+        if not routed:
+            monkeypatch.setattr(moe, "routed_ok", lambda *args: False)
+        model = Qwen3OmniThinkerText.load(gguf, max_len=32, progress=False)
+        model.forward(PROMPT[:n], start=0)
+        routers = [name for name in model.activation_shapes(1) if name.endswith(".mlp.router")]
+        with rt.recording() as kernels, rt.profile() as prof:
+            runs[routed] = model.forward(PROMPT[n:], start=n, taps=routers)
+        order = [t.kernel.split("[")[0] for t in prof.timings]
+        assert (("moe_sg.gate_up_q8_routed" in order or "moe.gate_up_q8_routed" in order) == routed
+                and any(k.endswith(".route") for k in kernels) != routed)
+        if routed:  # down reads gate_up's int8 blocks
+            for i, kernel in enumerate(order):
+                if kernel.endswith("gate_up_q8_routed"):
+                    assert order[i + 1] == "moe.down_q8", order[i:i + 2]
+    for name in routers:
+        k = runs[True][name].shape[1] // 2
+        np.testing.assert_array_equal(runs[True][name][:, :k], runs[False][name][:, :k], err_msg=name)
+        np.testing.assert_array_equal(runs[True][name][:, k:], runs[False][name][:, k:], err_msg=name)
+    a, b = runs[True]["logits"].astype(np.float64), runs[False]["logits"].astype(np.float64)
+    assert float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b))) > 0.9999
+
+
 def test_tiny_omni_speaks_through_transformers(tiny):
     """Every part is there: Transformers' own generate(return_audio=True) gives text and a waveform."""
     from transformers import AutoTokenizer

@@ -44,13 +44,13 @@ class Tuning:
     # has this many threads, so that enough loads are in flight to hide memory latency.
     launch_threads: int
     # ops/moe.py: the per-pair expert kernels (gate_up, down) and the choice of the grouped path.
-    moe_expert_wg: int              # threads per workgroup of gate_up and down
+    moe_expert_wg: int              # threads per workgroup of gate_up and down (decode routes in gate_up up to this E)
     moe_min_tpr: int                # threads per output row at least, before launch_tpr widens
     moe_grouped_min_tokens: int     # tokens from which f32/f16/bf16 experts run grouped by expert
     moe_grouped_min_tokens_q8: int  # the same for Q8_0 experts
     # Subgroup operations: where the adapter has the `subgroup` feature, the kernels that have a subgroup
-    # variant (shaders/*_sg.wgsl: attention's decode entries, rope's norm_rope*, moe's route) run it; False
-    # keeps their workgroup-memory versions (Runtime.subgroup_variant).
+    # variant (shaders/*_sg.wgsl: attention's decode entries, rope's norm_rope*, moe's route and routed
+    # gate_up entries) run it; False keeps their workgroup-memory versions (Runtime.subgroup_variant).
     subgroups: bool
     # ops/attention.py.
     attention_wg: int           # threads of `main` and `split_partial`: keys per softmax chunk; D <= 4 * this

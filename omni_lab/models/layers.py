@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..formats.q8_0 import Q8Weight
+from ..formats.q8_0 import QK, Q8Weight
 from ..gpu import Tensor, runtime
 from ..ops import attention as attn_ops
 from ..ops import elementwise
@@ -205,8 +205,9 @@ class DenseMlp:
 class MoeMlp:
     """Top-k routed experts (Qwen3-Omni's sparse MoE block): the router (`mlp.gate`) and its softmax,
     top-k and renormalisation on the GPU, then the selected experts' SwiGLU in two dispatches, per
-    (token, slot) pair or, from `grouped_from` tokens, grouped by expert. `router_name` is the routing
-    activation (`...mlp.router`) a caller may tap."""
+    (token, slot) pair or, from `grouped_from` tokens, grouped by expert. At decode (moe.routed_ok) the
+    softmax and top-k run inside the experts' gate_up dispatch. `router_name` is the routing activation
+    (`...mlp.router`) a caller may tap."""
     gate: object          # router [E, D]
     gate_up_proj: object  # [E, 2F, D]: per expert F gate_proj rows, then F up_proj rows
     down_proj: object     # [E, D, F]
@@ -240,12 +241,23 @@ class MoeMlp:
             logits = q8_matvec_quantized(*xq, self.gate, s.router_logits, vector_shape=x.shape)
         else:
             logits = q8_matmul(x, self.gate, s.router_logits, quantized=xq)
-        weights, experts = moe.route(logits, self.top_k, self.norm_topk_prob, out_weights=w_buf, out_experts=e_buf)
         grouped = t >= (self.grouped_from or moe.grouped_from(self.gate_up_proj))
-        groups = moe.group_pairs(experts, self.num_experts) if grouped else None
-        act = moe.experts_gate_up(x, self.gate_up_proj, experts, out=s.e_act, groups=groups, quantized=xq)  # [T, k, F]
+        groups = act_blocks = None
+        if not grouped and moe.routed_ok(t, self.gate_up_proj, self.down_proj):
+            # Decode: gate_up routes the token itself (no route dispatch) and, Q8_0, writes down's int8 input
+            # (no quantize dispatch); it writes the route to w_buf / e_buf for down and the taps.
+            if isinstance(self.gate_up_proj, Q8Weight):
+                f, rt = self.gate_up_proj.shape[1] // 2, runtime()
+                act_blocks = (rt.scratch((self.top_k, f // 4), "u32"), rt.scratch((self.top_k, f // QK), "f32"))
+            act, weights, experts = moe.experts_gate_up_routed(
+                x, self.gate_up_proj, logits, self.top_k, self.norm_topk_prob, out_weights=w_buf, out_experts=e_buf,
+                out=act_blocks or s.e_act, quantized=xq)
+        else:
+            weights, experts = moe.route(logits, self.top_k, self.norm_topk_prob, out_weights=w_buf, out_experts=e_buf)
+            groups = moe.group_pairs(experts, self.num_experts) if grouped else None
+            act = moe.experts_gate_up(x, self.gate_up_proj, experts, out=s.e_act, groups=groups, quantized=xq)  # [T, k, F]
         out = moe.experts_down(act, self.down_proj, experts, weights, out=out, groups=groups)
-        for scratch in (groups, *(xq or ())):
+        for scratch in (groups, *(xq or ()), *(act_blocks or ())):
             if scratch:
                 scratch.release()  # the next layer's dispatches run after these: it can reuse the buffers
         if self.shared_expert is not None:

@@ -1,6 +1,7 @@
 // llama.cpp's q8_0 rule for activations (per block of 32: d = max|x| / 127, q = roundf(x / d), halves away
 // from zero): the one code path of quantize_act, of the decode entries that quantize in workgroup memory
-// (lib/q8_stage.wgsl) and of the norms that quantize their output (norm.wgsl), so all give the same int8.
+// (lib/q8_stage.wgsl), of the norms that quantize their output (norm.wgsl) and of the routed Q8_0 experts'
+// gate_up that quantizes its act (lib/moe_routed.wgsl), so all give the same int8.
 
 // roundf: nearest, halves away from zero; floor(2 * frac) is exact, unlike floor(a + 0.5).
 fn round_away(v: vec4<f32>) -> vec4<f32> {
