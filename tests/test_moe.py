@@ -139,6 +139,8 @@ def test_routed_only_where_it_applies(rt, rng):
         assert not moe.routed_ok(1, q8(8), q8(8, 64, 32))
     with tuning.override(moe_expert_wg=64):
         assert not moe.routed_ok(1, bf16(65), bf16(65))
+    with tuning.override(moe_routed=False):  # the adapter's table keeps the route dispatch
+        assert not moe.routed_ok(1, bf16(8), bf16(8)) and not moe.routed_ok(1, q8(8), q8(8, 64, 32))
     with pytest.raises(KernelError, match=r"moe.experts_gate_up_routed: E=257 experts are past what one expert"):
         moe.experts_gate_up_routed(rt.upload(rand(rng, 1, 64)), bf16(257), rt.upload(rand(rng, 1, 257)), 8, True)
 

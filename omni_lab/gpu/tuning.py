@@ -48,6 +48,9 @@ class Tuning:
     moe_min_tpr: int                # threads per output row at least, before launch_tpr widens
     moe_grouped_min_tokens: int     # tokens from which f32/f16/bf16 experts run grouped by expert
     moe_grouped_min_tokens_q8: int  # the same for Q8_0 experts
+    # At one token, the experts' gate_up routes the token in every workgroup (moe.experts_gate_up_routed) in
+    # place of a moe.route dispatch before it; False keeps the route dispatch (moe.routed_ok).
+    moe_routed: bool
     # Subgroup operations: where the adapter has the `subgroup` feature, the kernels that have a subgroup
     # variant (shaders/*_sg.wgsl: attention's decode entries, rope's norm_rope*, moe's route and routed
     # gate_up entries) run it; False keeps their workgroup-memory versions (Runtime.subgroup_variant).
@@ -114,6 +117,7 @@ class Tuning:
         for name in ("attention_wg", "attention_combine_wg", "attention_decode_wg"):
             need(16 <= getattr(self, name) <= 1024, f"{name} must be in 16 .. 1024 (lib/reduce.wgsl's reductions)")
         need(isinstance(self.subgroups, bool), f"subgroups must be True or False, got {self.subgroups!r}")
+        need(isinstance(self.moe_routed, bool), f"moe_routed must be True or False, got {self.moe_routed!r}")
         need(self.attention_single_max_len >= 0, "attention_single_max_len must be >= 0")
         need(self.moe_min_tpr <= self.moe_expert_wg, "moe_min_tpr must not exceed moe_expert_wg")
         need(self.row_wg_min <= self.row_wg_max, "row_wg_min must not exceed row_wg_max")
@@ -159,6 +163,9 @@ NVIDIA = Tuning(
     # 1.09 ms) and takes 0.29 of their time at 512 (1.2 against 4.2 ms); 256 lies between.
     moe_grouped_min_tokens=512,
     moe_grouped_min_tokens_q8=256,
+    # Reasoned until measured (bench/decode_settings.py --set moe_routed=False): routing in each of gate_up's
+    # workgroups adds a few barriers and a read of E logits to its chain, and saves a dispatch (~7-10 us).
+    moe_routed=True,
     # bench/kernels.py --latency (per call, with and without subgroups): decode attention at 100 keys 13.1
     # against 14.3 us, moe.route 31.7 against 33.3; norm_rope_append 21.6 against 19.7 (within its noise).
     subgroups=True,

@@ -273,8 +273,8 @@ def routed_ok(t: int, gate_up, down) -> bool:
     (experts_gate_up_routed) instead of a moe.route dispatch before it: one token, E within _routes, and
     for Q8_0 gate_up a Q8_0 down (which reads the act blocks it writes; a 16-bit down would need f32 act)
     and x not quantized in the experts' workgroups (gate_up_q8x, where the tuning table fuses it: that path
-    keeps route)."""
-    if t != 1 or not _routes(gate_up.shape[0], gate_up):
+    keeps route), where the tuning table's moe_routed is on."""
+    if t != 1 or not tuning.current().moe_routed or not _routes(gate_up.shape[0], gate_up):
         return False
     return not isinstance(gate_up, Q8Weight) or (isinstance(down, Q8Weight) and not _stages(1, gate_up.shape[-1]))
 
