@@ -46,8 +46,6 @@ struct Params { n: u32, k: u32, row_base: u32, n1: u32, n2: u32, eps_bits: u32, 
 
 // #include "lib/rows.wgsl"
 
-// #include "lib/reduce.wgsl"
-
 // #include "lib/packed16.wgsl"
 
 // #include "lib/silu.wgsl"
@@ -70,20 +68,6 @@ fn reduce_and_store(lid: u32, row: u32, acc: f32) {
     if (lid % TPR == 0u && row < p.n) { y[p.row_base + row] = total; }
 }
 
-// The words j, j + TPR, j + 2 TPR, j + 3 TPR of a trip along a row, clamped into it, and which of them lie
-// inside: every trip issues UNROLL loads (one past the row's end loads a word whose product is dropped), so
-// a row of fewer than UNROLL words a thread costs one memory round trip, not one a word.
-struct Trip { j: vec4<u32>, live: vec4<bool> }
-
-fn trip(j: u32, words: u32) -> Trip {
-    let js = vec4<u32>(j) + vec4<u32>(0u, 1u, 2u, 3u) * TPR;
-    return Trip(min(js, vec4<u32>(words - 1u)), js < vec4<u32>(words));
-}
-
-fn live(t: Trip, d: vec4<f32>) -> vec4<f32> {
-    return select(vec4<f32>(0.0), d, t.live);
-}
-
 @compute @workgroup_size(WG)
 fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let row = thread_row(grid, lid, TPR);
@@ -92,15 +76,16 @@ fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     if (row < p.n) {  // no early return: every thread must reach the barriers below
         let words = p.k / select(8u, 4u, WTYPE == 0u);
         let base = row * words;
-        for (var j = lane; j < words; j += UNROLL * TPR) {
-            let t = trip(j, words);
+        var j = lane;
+        for (; j + (UNROLL - 1u) * TPR < words; j += UNROLL * TPR) {
             // Issue the loads first so UNROLL of them are in flight at once.
-            let u0 = w[base + t.j.x];
-            let u1 = w[base + t.j.y];
-            let u2 = w[base + t.j.z];
-            let u3 = w[base + t.j.w];
-            acc += live(t, vec4<f32>(dot_word(u0, t.j.x), dot_word(u1, t.j.y), dot_word(u2, t.j.z), dot_word(u3, t.j.w)));
+            let u0 = w[base + j];
+            let u1 = w[base + j + TPR];
+            let u2 = w[base + j + 2u * TPR];
+            let u3 = w[base + j + 3u * TPR];
+            acc += vec4<f32>(dot_word(u0, j), dot_word(u1, j + TPR), dot_word(u2, j + 2u * TPR), dot_word(u3, j + 3u * TPR));
         }
+        for (; j < words; j += TPR) { acc.x += dot_word(w[base + j], j); }
     }
     reduce_and_store(lid, row, acc.x + acc.y + acc.z + acc.w);
 }
@@ -137,15 +122,16 @@ fn multi_rows(grid: Grid, lid: u32, normed: bool) {
     if (row < total) {
         let words = p.k / select(8u, 4u, WTYPE == 0u);
         let base = local * words;
-        for (var j = lane; j < words; j += UNROLL * TPR) {
-            let t = trip(j, words);
-            let u0 = load_multi(seg, base + t.j.x);
-            let u1 = load_multi(seg, base + t.j.y);
-            let u2 = load_multi(seg, base + t.j.z);
-            let u3 = load_multi(seg, base + t.j.w);
-            acc += live(t, vec4<f32>(dot_in(u0, t.j.x, normed), dot_in(u1, t.j.y, normed), dot_in(u2, t.j.z, normed),
-                                     dot_in(u3, t.j.w, normed)));
+        var j = lane;
+        for (; j + (UNROLL - 1u) * TPR < words; j += UNROLL * TPR) {
+            let u0 = load_multi(seg, base + j);
+            let u1 = load_multi(seg, base + j + TPR);
+            let u2 = load_multi(seg, base + j + 2u * TPR);
+            let u3 = load_multi(seg, base + j + 3u * TPR);
+            acc += vec4<f32>(dot_in(u0, j, normed), dot_in(u1, j + TPR, normed), dot_in(u2, j + 2u * TPR, normed),
+                             dot_in(u3, j + 3u * TPR, normed));
         }
+        for (; j < words; j += TPR) { acc.x += dot_in(load_multi(seg, base + j), j, normed); }
     }
     let sum = row_sum(lid, TPR, acc.x + acc.y + acc.z + acc.w);
     if (lane == 0u && row < total) {
@@ -179,14 +165,15 @@ fn swiglu(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     if (row < p.n) {
         let words = p.k / select(8u, 4u, WTYPE == 0u);
         let base = row * words;
-        for (var j = lane; j < words; j += UNROLL * TPR) {
-            let t = trip(j, words);
-            let u0 = w[base + t.j.x];
-            let u1 = w[base + t.j.y];
-            let u2 = w[base + t.j.z];
-            let u3 = w[base + t.j.w];
-            acc += live(t, vec4<f32>(dot_act(u0, t.j.x), dot_act(u1, t.j.y), dot_act(u2, t.j.z), dot_act(u3, t.j.w)));
+        var j = lane;
+        for (; j + (UNROLL - 1u) * TPR < words; j += UNROLL * TPR) {
+            let u0 = w[base + j];
+            let u1 = w[base + j + TPR];
+            let u2 = w[base + j + 2u * TPR];
+            let u3 = w[base + j + 3u * TPR];
+            acc += vec4<f32>(dot_act(u0, j), dot_act(u1, j + TPR), dot_act(u2, j + 2u * TPR), dot_act(u3, j + 3u * TPR));
         }
+        for (; j < words; j += TPR) { acc.x += dot_act(w[base + j], j); }
     }
     reduce_and_store(lid, row, acc.x + acc.y + acc.z + acc.w);
 }
@@ -198,22 +185,9 @@ fn swiglu(grid: Grid, @builtin(local_invocation_index) lid: u32) {
 
 var<workgroup> xs: array<vec4<f32>, ND4>;
 
-// x's element i (a vec4) of the normed row, from v = h + delta and norm_w's nw; workgroup 0 writes h + delta
-// and (KEEP_X) x out.
-fn normed4(i: u32, v: vec4<f32>, r: f32, nw: vec4<f32>, first: bool) -> vec4<f32> {
-    if (DELTA == 1u && first) { out_h[i] = v; }
-    let xv = (v * r) * nw;
-    if (KEEP_X == 1u && first) { out_x[i] = xv; }
-    return xv;
-}
-
 @compute @workgroup_size(WG)
 fn multi_norm(grid: Grid, @builtin(local_invocation_index) lid: u32) {
-    // The normed x, into workgroup memory (every workgroup: there is no grid-wide barrier). The thread's
-    // first two vec4 of norm_w are loaded with h and delta rather than after the sum: a decode kernel is a
-    // chain of memory round trips, and this takes one out of it.
-    let nw0 = norm_w[min(lid, ND4 - 1u)];
-    let nw1 = norm_w[min(lid + WG, ND4 - 1u)];
+    // The normed x, into workgroup memory (every workgroup: there is no grid-wide barrier).
     var ss = 0.0;
     for (var i = lid; i < ND4; i += WG) {
         var v = x[i];
@@ -221,12 +195,16 @@ fn multi_norm(grid: Grid, @builtin(local_invocation_index) lid: u32) {
         xs[i] = v;
         ss += dot(v, v);
     }
-    let r = inverseSqrt(wg_sum(Lanes(lid), ss) / f32(4u * ND4) + bitcast<f32>(p.eps_bits));
+    let r = inverseSqrt(row_sum(lid, WG, ss) / f32(4u * ND4) + bitcast<f32>(p.eps_bits));
     let first = group_index(grid) == 0u;
-    if (lid < ND4) { xs[lid] = normed4(lid, xs[lid], r, nw0, first); }
-    if (lid + WG < ND4) { xs[lid + WG] = normed4(lid + WG, xs[lid + WG], r, nw1, first); }
-    for (var i = lid + 2u * WG; i < ND4; i += WG) { xs[i] = normed4(i, xs[i], r, norm_w[i], first); }
-    workgroupBarrier();  // xs complete
+    for (var i = lid; i < ND4; i += WG) {
+        let v = xs[i];
+        if (DELTA == 1u && first) { out_h[i] = v; }
+        let xv = (v * r) * norm_w[i];
+        if (KEEP_X == 1u && first) { out_x[i] = xv; }
+        xs[i] = xv;
+    }
+    workgroupBarrier();  // xs complete, and row_sum's array free again
     multi_rows(grid, lid, true);
 }
 

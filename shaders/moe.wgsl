@@ -215,21 +215,17 @@ fn q_down_block(tok: u32, n: u32, flat: u32, nb: u32) -> f32 {
 fn down_q8(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let dr = down_row(group_index(grid), lid);
     let lane = lid % TPR;
-    var acc = vec4<f32>(0.0);
+    var acc = vec2<f32>(0.0);
     if (dr.ok) {
         let nb = ep.d / QK;
         let total = ep.k * nb;
-        // Four blocks a trip, clamped into the row and dropped past its end: the thinker's rows (three blocks
-        // a thread) take one memory round trip instead of two.
-        for (var f = lane; f < total; f += 4u * TPR) {
-            let fs = vec4<u32>(f) + vec4<u32>(0u, 1u, 2u, 3u) * TPR;
-            let fc = min(fs, vec4<u32>(total - 1u));
-            let v = vec4<f32>(q_down_block(dr.tok, dr.n, fc.x, nb), q_down_block(dr.tok, dr.n, fc.y, nb),
-                              q_down_block(dr.tok, dr.n, fc.z, nb), q_down_block(dr.tok, dr.n, fc.w, nb));
-            acc += select(vec4<f32>(0.0), v, fs < vec4<u32>(total));
+        var f = lane;
+        for (; f + TPR < total; f += 2u * TPR) {
+            acc += vec2<f32>(q_down_block(dr.tok, dr.n, f, nb), q_down_block(dr.tok, dr.n, f + TPR, nb));
         }
+        if (f < total) { acc.x += q_down_block(dr.tok, dr.n, f, nb); }
     }
-    let sum = row_sum(lid, TPR, (acc.x + acc.y) + (acc.z + acc.w));
+    let sum = row_sum(lid, TPR, acc.x + acc.y);
     if (lane == 0u && dr.ok) { q_out[dr.r] = select(sum, q_out[dr.r] + sum, ep.accumulate == 1u); }
 }
 

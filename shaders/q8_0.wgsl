@@ -108,24 +108,16 @@ fn matvec_dot4(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     var acc = 0.0;
     if (row < p.a) {
         let base = row * nb;  // first block of this row
-        // Two blocks a trip, the second clamped into the row and dropped past its end: a row of two
-        // blocks a thread (the thinker's o_proj) is one memory round trip, not two.
-        for (var b = t; b < nb; b += 2u * tpr) {
-            let b1 = min(b + tpr, nb - 1u);
-            acc += dot4_block(base, b) + select(0.0, dot4_block(base, b1), b + tpr < nb);
+        for (var b = t; b < nb; b += tpr) {
+            let w0 = mv_wq[2u * (base + b)];
+            let w1 = mv_wq[2u * (base + b) + 1u];
+            let s = block_dot_i8(w0, w1, mv_xq[2u * b], mv_xq[2u * b + 1u]);
+            let si = base + b;
+            acc += f32(s) * (block_scale(mv_ws[si >> 1u], si) * mv_xd[b]);
         }
     }
     let total = row_sum(lid, WG / ROWS, acc);
     if (t == 0u && row < p.a) { mv_y[p.c + row] = total; }
-}
-
-// Block b of the row whose first block is `base`, against block b of the int8 x.
-fn dot4_block(base: u32, b: u32) -> f32 {
-    let w0 = mv_wq[2u * (base + b)];
-    let w1 = mv_wq[2u * (base + b) + 1u];
-    let s = block_dot_i8(w0, w1, mv_xq[2u * b], mv_xq[2u * b + 1u]);
-    let si = base + b;
-    return f32(s) * (block_scale(mv_ws[si >> 1u], si) * mv_xd[b]);
 }
 
 fn dot_i8x4(w: u32, x: vec4<f32>) -> f32 {

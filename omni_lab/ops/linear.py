@@ -163,10 +163,9 @@ def matvec_multi_norm(h: Tensor, delta: Tensor | None, norm_w: Tensor, eps: floa
 
 def norm_multi_ok(h: Tensor, ws) -> bool:
     """Whether matvec_multi_norm takes h and these weights: multi_ok's conditions for 1 to 3 weights, and K
-    f32 values within the adapter's workgroup memory beside the reductions' arrays (the rows' sums, one f32 a
-    thread; the norm's, lib/reduce.wgsl: one f32 a thread and 16 vec4)."""
+    f32 values within the adapter's workgroup memory beside the reduction's array."""
     gpu = runtime().gpu
-    storage = gpu.limits["max-compute-workgroup-storage-size"] - 8 * tuning.current().matvec_wg - 256
+    storage = gpu.limits["max-compute-workgroup-storage-size"] - 4 * tuning.current().matvec_wg
     return (1 <= len(ws) <= 3 and _same_x_ok(h, ws) and 4 * h.numel <= storage
             and gpu.limits.get("max-storage-buffers-per-shader-stage", 8) >= 11)
 
