@@ -153,3 +153,8 @@ fn attend_dec(ln: Lanes, r: Row, k0: u32, k1: u32, before: DecPartial) -> DecPar
     }
     return st;
 }
+
+// The row's output vec4 (threads lid < D4) from attend_dec's result; 0 for a row with no key.
+fn row_out(st: DecPartial) -> vec4<f32> {
+    return select(vec4<f32>(0.0), st.acc / st.l, st.l > 0.0);
+}

@@ -27,8 +27,8 @@ fn decode(grid: Grid, ln: Lanes) {
     let th = group_index(grid);
     if (th >= p.n_tokens * p.n_heads) { return; }  // uniform per workgroup, so the barriers stay uniform
     let r = row_of(th, step[0]);
-    let st = attend_dec(ln, r, r.lo, r.hi, no_keys());
-    if (ln.lid < D4) { out[th * D4 + ln.lid] = select(vec4<f32>(0.0), st.acc / st.l, st.l > 0.0); }
+    let o = row_out(attend_dec(ln, r, r.lo, r.hi, no_keys()));
+    if (ln.lid < D4) { out[th * D4 + ln.lid] = o; }
 }
 
 @group(0) @binding(5) var<storage, read_write> part: array<vec4<f32>>;
