@@ -166,6 +166,13 @@ class Attention:
         q_heads = q.view((t, hq, dh))  # [T, Hq*Dh] -> [T, Hq, Dh]
         k_heads = k.view((t, hkv, dh))
         v_heads = v.view((t, hkv, dh))
+        attn = s.attn.view((t, hq, dh))
+        if self.q_norm is not None and attn_ops.fuses_norm_rope(t, self.cache_k):
+            # Decode: the norms, the rotation and the cache append inside the attention's one dispatch.
+            attn_ops.attention_norm_rope(q_heads, k_heads, v_heads, self.q_norm, self.k_norm, self.eps,
+                                         rotary.positions, rotary.inv_freq, rotary.sections, self.cache_k,
+                                         self.cache_v, ctx.step_buf, dh ** -0.5, self.window, out=attn)
+            return linear(s.attn, self.o_proj, out)
         if self.q_norm is not None:  # the norms, the rotation and the cache append in one dispatch
             rope.qk_norm_rope(q_heads, k_heads, self.q_norm, self.k_norm, self.eps, rotary.positions,
                               rotary.inv_freq, rotary.sections, append=(v_heads, self.cache_k, self.cache_v, ctx.step_buf))
@@ -174,7 +181,7 @@ class Attention:
                 rope.rope(heads, rotary.positions, rotary.inv_freq, out=heads)
             attn_ops.kv_append(k_heads, v_heads, self.cache_k, self.cache_v, ctx.step_buf)
         attn_ops.attention(q_heads, self.cache_k, self.cache_v, ctx.step_buf, scale=dh ** -0.5, window=self.window,
-                           out=s.attn.view((t, hq, dh)))
+                           out=attn)
         return linear(s.attn, self.o_proj, out)
 
 
