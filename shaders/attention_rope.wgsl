@@ -23,6 +23,11 @@
 //             NORM_T threads take a row's pairs) and D4 = D / 4 <= WG (override, as lib/attn_decode.wgsl's).
 //   Chain: the two rows' loads and sin/cos, two sum reductions, a barrier, the new key's score and the
 //   cache row, then lib/attn_decode.wgsl's attention over the keys before pos.
+//
+// Entry `decode_q8`: `decode` that also writes out as o_proj's Q8_0 activations, the blocks quantize_act
+//   (q8_0.wgsl) makes of out, bit for bit (lib/q8_quant.wgsl's quant_block), so the int8 matvec needs no
+//   quantize pass: a workgroup holds its head's D values, D / 32 whole blocks. Bindings as `decode`, plus
+//   12 out_q: [Hq * D / 4] u32 (int8 x4), 13 out_d: [Hq * D / 32] f32. D % 32 == 0.
 
 override WG: u32 = 256u;
 
@@ -35,6 +40,8 @@ override WG: u32 = 256u;
 // #include "lib/rotary.wgsl"
 
 // #include "lib/qk_norm.wgsl"
+
+// #include "lib/q8_quant.wgsl"
 
 // #include "lib/attn_decode.wgsl"
 

@@ -1,4 +1,4 @@
-// attention_rope_sg: attention_rope.wgsl's entry `decode` with their reductions on subgroup
+// attention_rope_sg: attention_rope.wgsl's entries `decode` and `decode_q8` with their reductions on subgroup
 // operations (lib/reduce_sg.wgsl) instead of workgroup memory. Needs the adapter's `subgroup` feature (this
 // module does not compile without it); ops/attention.py takes it where Runtime.subgroup_variant says so.
 // Entries, bindings, params and dispatch: attention_rope.wgsl's header.
@@ -14,6 +14,8 @@ override WG: u32 = 256u;
 // #include "lib/rotary.wgsl"
 
 // #include "lib/qk_norm.wgsl"
+
+// #include "lib/q8_quant.wgsl"
 
 // #include "lib/attn_decode.wgsl"
 

@@ -180,13 +180,18 @@ def fuses_norm_rope(t: int, cache_k: Tensor) -> bool:
 
 def attention_norm_rope(q: Tensor, k: Tensor, v: Tensor, q_norm: Tensor, k_norm: Tensor, eps: float, positions: Tensor,
                         inv_freq: Tensor, sections, cache_k: Tensor, cache_v: Tensor, step: Tensor, scale: float,
-                        window: int = 0, out: Tensor | None = None) -> Tensor:
+                        window: int = 0, out: Tensor | None = None,
+                        quantized: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Decode attention of one new token at position step[0] from its projections as they come: in one
     dispatch q [1, Hq, D] and k [1, n_kv, D] are normed (q_norm, k_norm [D]) and rotated at positions ([1]
     i32, or [3, 1] with interleaved MRoPE sections) as rope.qk_norm_rope computes them, bit for bit, k and
     v [1, n_kv, D] go to the cache as kv_append puts them, and the token attends as attention() computes
     it (window as there). q, k and v are left as they came. Returns out [1, Hq, D] f32. Only where
-    fuses_norm_rope(1, cache_k)."""
+    fuses_norm_rope(1, cache_k).
+
+    quantized = (xq [Hq * D / 4] u32, xd [Hq * D / 32] f32): out also as the Q8_0 activations
+    ops.q8_0.quantize_activations makes of it, bit for bit (D a multiple of 32), for an int8 o_proj
+    (q8_matvec_quantized) with no quantize pass."""
     kernel = "attention_norm_rope"
     from .rope import check_qk_norm_rope
 
@@ -204,9 +209,18 @@ def attention_norm_rope(q: Tensor, k: Tensor, v: Tensor, q_norm: Tensor, k_norm:
         out = rt.empty(q.shape, "f32", label="attention")
     expect(kernel, out.shape == q.shape and out.dtype == "f32", f"out must be {q.shape} f32", out=out)
     params = pack_params(1, hq, n_kv, d // 4, max_len, window, float(scale), 0, 0, sec_h, sec_w, eps_bits)
+    tensors = [q, cache_k, cache_v, step, out, k, v, positions, inv_freq, q_norm, k_norm]
+    if quantized is not None:
+        xq, xd = quantized
+        expect(kernel, d % 32 == 0, "Q8_0 output needs D a multiple of 32 (whole blocks a head)", q=q)
+        dtype_in(kernel, "xq", xq, ("u32",))
+        dtype_in(kernel, "xd", xd, ("f32",))
+        expect(kernel, xq.numel == hq * d // 4 and xd.numel == hq * d // 32,
+               f"xq and xd must hold {hq * d // 4} u32 and {hq * d // 32} f32", xq=xq, xd=xd)
+        tensors += [xq, xd]
     table = tuning.current()
-    rt.kernel(rt.subgroup_variant("attention_rope"), "decode", WG=table.attention_decode_wg, D4=d // 4)(
-        hq, params, q, cache_k, cache_v, step, out, k, v, positions, inv_freq, q_norm, k_norm)
+    rt.kernel(rt.subgroup_variant("attention_rope"), "decode" if quantized is None else "decode_q8",
+              WG=table.attention_decode_wg, D4=d // 4)(hq, params, *tensors)
     return out
 
 
@@ -401,12 +415,14 @@ DECODE = [
 _DECODE_KEYS = ("n_kv", "group", "d", "start", "window", "max_len", "decode_wg")
 
 
-def _attention_norm_rope_case(rng, n_kv, group, d, start, window, max_len, sections=None, subgroups=None,
-                               decode_wg=None):
+def _attention_norm_rope_case(rng, n_kv, group, d, start, window, max_len, sections=None, q8=False,
+                               subgroups=None, decode_wg=None):
     """One decode step from the new token's projections (attention_norm_rope) over a sentinel cache holding
     rows 0 .. start - 1 (all of them past its end). The cache afterwards must equal, bit for bit, the one
-    rope.qk_norm_rope's append writes from the same projections (its row start and nothing else).
-    subgroups, decode_wg: the tuning table's switches."""
+    rope.qk_norm_rope's append writes from the same projections (its row start and nothing else); q8: the
+    Q8_0 output must be quantize_activations' of out, bit for bit. subgroups, decode_wg: the tuning table's
+    switches."""
+    from .q8_0 import quantize_activations
     from .rope import qk_norm_rope, rope_inv_freq
 
     rt = runtime()
@@ -423,13 +439,20 @@ def _attention_norm_rope_case(rng, n_kv, group, d, start, window, max_len, secti
     rt.write(sep_k, ck.numpy())
     rt.write(sep_v, cv.numpy())
     out = padded_output(q.shape)
+    quantized = (padded_output((hq * d // 4,), "u32"), padded_output((hq * d // 32,))) if q8 else None
     changes = {k: v for k, v in (("subgroups", subgroups), ("attention_decode_wg", decode_wg)) if v is not None}
     with tuning.override(**changes):
-        attention_norm_rope(qt, kt, vt, wqt, wkt, eps, post, invt, sections, ck, cv, step, scale, window, out=out)
+        attention_norm_rope(qt, kt, vt, wqt, wkt, eps, post, invt, sections, ck, cv, step, scale, window, out=out,
+                            quantized=quantized)
         qk_norm_rope(qt, kt, wqt, wkt, eps, post, invt, sections, append=(vt, sep_k, sep_v, step))
     for ours, theirs in ((ck, sep_k), (cv, sep_v)):
         require(np.array_equal(ours.numpy().view(np.uint32), theirs.numpy().view(np.uint32)),
                 "the cache differs from the one qk_norm_rope's append writes")
+    if q8:
+        want_q, want_d = quantize_activations(out.view((1, hq * d)))
+        require(np.array_equal(quantized[0].numpy(), want_q.numpy()[0])
+                and np.array_equal(quantized[1].numpy().view(np.uint32), want_d.numpy()[0].view(np.uint32)),
+                "the Q8_0 output differs from quantize_activations of out")
     ref = attention_norm_rope_ref(q, k, v, wq, wk, eps, pos, inv, sections, hk, hv, start, scale, window)
     if start >= max_len:  # the token is dropped, as kv_append drops it
         return out.numpy(), ref
@@ -450,6 +473,11 @@ NORM_ROPE = [
 ]
 # On 64-thread workgroups (NORM_THREADS: every thread takes pairs), D4 = 64 there.
 NORM_ROPE_64 = [(1, 4, 128, 70, 0, 80, (24, 20, 20)), (2, 2, 256, 30, 4, 40, None)]
+# With the Q8_0 output (D a multiple of 32: one to eight blocks a head), the last on 64 threads.
+NORM_ROPE_Q8 = [
+    (4, 8, 128, 99, 0, 104, (24, 20, 20), None), (8, 2, 128, 0, 0, 16, None, None), (2, 2, 32, 300, 5, 310, None, None),
+    (1, 3, 256, 40, 0, 41, None, None), (2, 4, 64, 50, 0, 50, None, None), (1, 4, 128, 70, 0, 80, (24, 20, 20), 64),
+]
 _NORM_ROPE_KEYS = ("n_kv", "group", "d", "start", "window", "max_len", "sections")
 
 
@@ -510,6 +538,9 @@ def cases():
         # without subgroup operations.
         *sweep("attention", "attention_norm_rope", NMSE_ATTN, _attention_norm_rope_case,
                [dict(zip(_NORM_ROPE_KEYS, c), subgroups=sg) for c in NORM_ROPE for sg in (True, False)]
-               + [dict(zip(_NORM_ROPE_KEYS, c), decode_wg=64, subgroups=sg) for c in NORM_ROPE_64 for sg in (True, False)],
-               quick=[dict(zip(_NORM_ROPE_KEYS, NORM_ROPE[0]), subgroups=sg) for sg in (True, False)]),
+               + [dict(zip(_NORM_ROPE_KEYS, c), decode_wg=64, subgroups=sg) for c in NORM_ROPE_64 for sg in (True, False)]
+               + [dict(zip(_NORM_ROPE_KEYS, c), q8=True, decode_wg=c[7], subgroups=sg) for c in NORM_ROPE_Q8
+                  for sg in (True, False)],
+               quick=[dict(zip(_NORM_ROPE_KEYS, NORM_ROPE[0]), subgroups=sg) for sg in (True, False)]
+               + [dict(zip(_NORM_ROPE_KEYS, NORM_ROPE_Q8[0]), q8=True, decode_wg=None, subgroups=sg) for sg in (True, False)]),
     ]

@@ -1,6 +1,7 @@
-// attention_rope.wgsl's entry `decode` (described in its header), as attention_rope.wgsl (reductions in
-// workgroup memory) and attention_rope_sg.wgsl (subgroup operations) include it after lib/grid.wgsl,
-// lib/attn_params.wgsl, a reduction file, lib/rotary.wgsl, lib/qk_norm.wgsl and lib/attn_decode.wgsl. The cache is bound read_write: one workgroup a kv head appends
+// attention_rope.wgsl's entries `decode` and `decode_q8` (described in its header), as attention_rope.wgsl
+// (reductions in workgroup memory) and attention_rope_sg.wgsl (subgroup operations) include them after
+// lib/grid.wgsl, lib/attn_params.wgsl, a reduction file, lib/rotary.wgsl, lib/qk_norm.wgsl,
+// lib/q8_quant.wgsl and lib/attn_decode.wgsl. The cache is bound read_write: one workgroup a kv head appends
 // the new token's row to it while the others attend over the rows before it.
 
 @group(0) @binding(1) var<storage, read> q_new: array<f32>;
@@ -12,8 +13,11 @@
 @group(0) @binding(9) var<storage, read> inv_freq: array<f32>;
 @group(0) @binding(10) var<storage, read> q_norm_w: array<f32>;
 @group(0) @binding(11) var<storage, read> k_norm_w: array<f32>;
+@group(0) @binding(12) var<storage, read_write> out_q: array<u32>;
+@group(0) @binding(13) var<storage, read_write> out_d: array<f32>;
 
-// The row's query and its kv head's new key, normed and rotated.
+// The row's query and its kv head's new key, normed and rotated; after attend_dec, dec_qn holds the row's
+// output for its Q8_0 blocks (decode_q8).
 var<workgroup> dec_qn: array<vec4<f32>, D4>;
 var<workgroup> dec_kn: array<vec4<f32>, D4>;
 
@@ -80,4 +84,32 @@ fn decode(grid: Grid, ln: Lanes) {
     if (th >= p.n_heads) { return; }  // uniform per workgroup, so the barriers stay uniform
     let o = row_out(attend_new(ln, th));
     if (ln.lid < D4) { out[th * D4 + ln.lid] = o; }
+}
+
+@compute @workgroup_size(WG)
+fn decode_q8(grid: Grid, ln: Lanes) {
+    let th = group_index(grid);
+    if (th >= p.n_heads) { return; }  // uniform per workgroup
+    let o = row_out(attend_new(ln, th));
+    if (ln.lid < D4) {
+        out[th * D4 + ln.lid] = o;
+        dec_qn[ln.lid] = o;  // attend_dec has read the query for the last time before its final barrier
+    }
+    workgroupBarrier();
+    let b = ln.lid;  // block b of the row: vec4s 8b .. 8b + 7
+    if (b < D4 / 8u) {
+        let v = 8u * b;
+        let qb = quant_block(array<vec4<f32>, 8>(dec_qn[v], dec_qn[v + 1u], dec_qn[v + 2u], dec_qn[v + 3u],
+                                                 dec_qn[v + 4u], dec_qn[v + 5u], dec_qn[v + 6u], dec_qn[v + 7u]));
+        let w = th * D4 + v;  // D4 words (four int8 each) a row
+        out_q[w] = qb.q0.x;
+        out_q[w + 1u] = qb.q0.y;
+        out_q[w + 2u] = qb.q0.z;
+        out_q[w + 3u] = qb.q0.w;
+        out_q[w + 4u] = qb.q1.x;
+        out_q[w + 5u] = qb.q1.y;
+        out_q[w + 6u] = qb.q1.z;
+        out_q[w + 7u] = qb.q1.w;
+        out_d[th * (D4 / 8u) + b] = qb.d;
+    }
 }
