@@ -16,6 +16,7 @@ import numpy as np
 
 from ..gpu import Tensor, pack_params, runtime, tuning
 from ._check import dtype_in, expect
+from .rope import check_qk_norm_rope
 from .registry import SENTINEL, padded_output, rand, require, sweep
 
 def split_size(max_len: int) -> int:
@@ -193,8 +194,6 @@ def attention_norm_rope(q: Tensor, k: Tensor, v: Tensor, q_norm: Tensor, k_norm:
     ops.q8_0.quantize_activations makes of it, bit for bit (D a multiple of 32), for an int8 o_proj
     (q8_matvec_quantized) with no quantize pass."""
     kernel = "attention_norm_rope"
-    from .rope import check_qk_norm_rope
-
     t, hq, d, n_kv, sec_h, sec_w, eps_bits = check_qk_norm_rope(kernel, q, k, q_norm, k_norm, eps, positions,
                                                                 inv_freq, sections)
     max_len = check_append(kernel, k, v, cache_k, cache_v, step)
