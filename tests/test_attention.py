@@ -201,8 +201,9 @@ def test_norm_rope_errors_name_the_kernel(rt):
     with pytest.raises(KernelError, match=r"attention_norm_rope: runs only at decode \(T = 1\)"):
         A.attention_norm_rope(z(2, 4, 16), z(2, 2, 16), z(2, 2, 16), w, w, 1e-6, z(2, dtype=np.int32), inv, None, ck, cv,
                               step, 0.25)
-    with tuning.override(attention_single_max_len=0, attention_split_steps=((16, 8),)):  # the split path's cache
-        with pytest.raises(KernelError, match=r"attention_norm_rope: runs only at decode"):
+    for off in (dict(attention_single_max_len=0, attention_split_steps=((16, 8),)),  # the split path's cache
+                dict(attention_decode_wg=32), dict(attention_norm_rope=False)):
+        with tuning.override(**off), pytest.raises(KernelError, match=r"attention_norm_rope: runs only at decode"):
             A.attention_norm_rope(z(1, 4, 16), z(1, 2, 16), z(1, 2, 16), w, w, 1e-6, pos, inv, None, ck, cv, step, 0.25)
     with pytest.raises(KernelError, match=r"attention_norm_rope: positions must be \[T\] i32"):
         A.attention_norm_rope(z(1, 4, 16), z(1, 2, 16), z(1, 2, 16), w, w, 1e-6, pos, inv, (2, 2, 2), ck, cv, step, 0.25)

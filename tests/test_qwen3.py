@@ -181,14 +181,13 @@ def decode_kernels(model) -> list[str]:
     return [d.kernel.name for d in plan]
 
 
-def test_decode_attention_norms_rotates_appends_and_quantizes_in_one_dispatch(tmp_path, monkeypatch):
+def test_decode_attention_norms_rotates_appends_and_quantizes_in_one_dispatch(tmp_path):
     """At decode each layer's QK norm, rotation and cache append run inside the attention dispatch
     (attention_rope.decode), and with Q8_0 on int8 products (head dim 32: whole blocks a head) it also writes
     o_proj's int8 input (decode_q8), so no quantize pass runs before o_proj: one dispatch fewer a layer in BF16,
     two in Q8_0, than the separate norm_rope_append (and quantize_act), with the logits of a fresh prefill."""
     from omni_lab.formats.quantize import quantize_checkpoint
     from omni_lab.gpu import tuning
-    from omni_lab.ops import attention
 
     src = build_tiny_qwen3(tmp_path / "bf16", seed=4, preset="tiny-hd32")
     gguf = quantize_checkpoint(src, tmp_path / "model.q8_0.gguf", progress=False)
@@ -200,8 +199,7 @@ def test_decode_attention_norms_rotates_appends_and_quantizes_in_one_dispatch(tm
             assert [k.split(".")[1] for k in fused if k.startswith("attention_rope")] == [entry] * layers
             assert not any(k.startswith(("rope", "attention.", "attention_sg.")) for k in fused)
             assert_cached_decode_matches(model, PROMPT)
-            with monkeypatch.context() as m:
-                m.setattr(attention, "fuses_norm_rope", lambda t, cache_k: False)
+            with tuning.override(attention_norm_rope=False):
                 separate = decode_kernels(Qwen3.load(path, max_len=32, progress=False))
             assert len(separate) - len(fused) == saved * layers
             if entry == "decode_q8":

@@ -173,10 +173,12 @@ def fuses_norm_rope(t: int, cache_k: Tensor) -> bool:
     """Whether a step of t tokens over this cache runs attention_norm_rope (the QK norm, the rotation and the
     cache append inside the attention's one dispatch) rather than rope.qk_norm_rope(append=...) before
     attention(): decode (t = 1) where the single pass `decode` runs (not decode_split) with the workgroup of
-    at least NORM_THREADS threads that the norm takes. Fixed per cache, so a recorded decode step stays valid."""
+    at least NORM_THREADS threads that the norm takes, and the tuning table's attention_norm_rope is on.
+    Fixed per cache, so a recorded decode step stays valid."""
     max_len, _, d = cache_k.shape
-    wg = tuning.current().attention_decode_wg
-    return t == 1 and not decode_split(max_len) and NORM_THREADS <= wg and d // 4 <= wg
+    table = tuning.current()
+    wg = table.attention_decode_wg
+    return table.attention_norm_rope and t == 1 and not decode_split(max_len) and NORM_THREADS <= wg and d // 4 <= wg
 
 
 def attention_norm_rope(q: Tensor, k: Tensor, v: Tensor, q_norm: Tensor, k_norm: Tensor, eps: float, positions: Tensor,
@@ -199,7 +201,8 @@ def attention_norm_rope(q: Tensor, k: Tensor, v: Tensor, q_norm: Tensor, k_norm:
     max_len = check_append(kernel, k, v, cache_k, cache_v, step)
     expect(kernel, fuses_norm_rope(t, cache_k),
            f"runs only at decode (T = 1) over caches the single pass takes, D / 4 and {NORM_THREADS} within "
-           "attention_decode_wg threads (fuses_norm_rope)", q=q, cache_k=cache_k)
+           "attention_decode_wg threads, with the tuning table's attention_norm_rope on (fuses_norm_rope)",
+           q=q, cache_k=cache_k)
     expect(kernel, hq % n_kv == 0, f"Hq must be a multiple of n_kv = {n_kv}", q=q, k=k)
     window = int(window)
     expect(kernel, window >= 0, f"window must be >= 0 (0: none), got {window}")
