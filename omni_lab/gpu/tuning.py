@@ -49,8 +49,8 @@ class Tuning:
     moe_grouped_min_tokens: int     # tokens from which f32/f16/bf16 experts run grouped by expert
     moe_grouped_min_tokens_q8: int  # the same for Q8_0 experts
     # Subgroup operations: where the adapter has the `subgroup` feature, the kernels that have a subgroup
-    # variant (shaders/*_sg.wgsl: attention's decode entries, rope's norm_rope*, moe's route) run it; False
-    # keeps their workgroup-memory versions (Runtime.subgroup_variant).
+    # variant (shaders/*_sg.wgsl: attention's and attention_rope's decode entries, rope's norm_rope*, moe's
+    # route) run it; False keeps their workgroup-memory versions (Runtime.subgroup_variant).
     subgroups: bool
     # ops/attention.py.
     attention_wg: int           # threads of `main` and `split_partial`: keys per softmax chunk; D <= 4 * this
