@@ -17,7 +17,9 @@ per row and at linear.matvec_tpr's choice, and the latency-bound decode kernels 
 (issue 16), each as it was before that issue's rework (frozen in bench/baseline/) and as it is now, with and
 without subgroup operations: attention (32 q / 4 kv heads, head dim 128) over 100 to 4000 keys through the old
 split pair, the split pair now and the single pass `decode` at 128, 256 and 512 threads; the QK RMSNorm +
-MRoPE + cache append (rope.norm_rope_append); the router's softmax + top-8 of 128 (moe.route). The JSON's
+MRoPE + cache append (rope.norm_rope_append); that append followed by `decode` (and by quantize_act for a
+Q8_0 o_proj) against the one dispatch that does it all (attention_rope's `decode`, `decode_q8`) at 100 keys
+in 104- and 512-row caches; the router's softmax + top-8 of 128 (moe.route). The JSON's
 `us_per_call` lists those per-call times. --decode runs only the decode cases, --latency only the latter:
 seconds on an H200. --matmul times the prefill matmul alone at the thinker's prefill shapes (bf16 and f32
 weights, and Q8_0 on both q8_prefill_paths: dot4 = quantize_act + tiles_dot4, f32 = tiles_q8); --moe one MoE
@@ -371,6 +373,66 @@ def bench_decode_norm_rope(reps: int, rng, flush, start: int = 99, max_len: int 
     return results
 
 
+# Decode attention with its token's QK norm, rotation and append inside (keys in the cache, max_len): the
+# thinker's ~100 keys in a short cache and in the longest the single pass takes on an H200.
+DECODE_NORM_ROPE = ((100, 104), (100, 512))
+
+
+def bench_decode_attention_norm_rope(n_keys: int, max_len: int, reps: int, rng, flush) -> list[dict]:
+    """One decode token's QK RMSNorm + interleaved MRoPE + cache append + attention at the thinker's shapes
+    (32 q / 4 kv heads, head dim 128, sections [24, 20, 20]), over n_keys keys: rope.norm_rope_append then
+    attention's `decode` (two dispatches; with quantize_act for a Q8_0 o_proj, three) against
+    attention_rope's `decode` (one; `decode_q8` with o_proj's int8 input), with and without subgroups."""
+    from omni_lab.ops import attention as A
+    from omni_lab.ops import q8_0, rope
+
+    rt = runtime()
+    hq, n_kv, d, sections, eps, scale = 32, 4, 128, (24, 20, 20), 1e-6, 128 ** -0.5
+    start = n_keys - 1  # the new token's position
+    q, k, v = (rng.standard_normal((1, h, d), dtype=np.float32) * 3 for h in (hq, n_kv, n_kv))
+    wq, wk = (rng.standard_normal(d, dtype=np.float32) for _ in range(2))
+    pos = np.full((3, 1), start, np.int32)
+    inv = rope.rope_inv_freq(d, 1e6)
+    cache = [rng.standard_normal((max_len, n_kv, d), dtype=np.float32) for _ in range(2)]
+    ref = reference("attention.attention_norm_rope")(q, k, v, wq, wk, eps, pos, inv, sections, *(c.copy() for c in cache),
+                                                      start, scale)
+    qt, kt, vt, wqt, wkt, post, invt, ck, cv = (rt.upload(a) for a in (q, k, v, wq, wk, pos, inv, *cache))
+    step = rt.upload(np.array([start, 0, 0, 0], np.uint32))
+    out, xq, xd = rt.empty(q.shape), rt.empty((hq * d // 4,), "u32"), rt.empty((hq * d // 32,))
+
+    def separate(quantize):
+        rope.qk_norm_rope(qt, kt, wqt, wkt, eps, post, invt, sections, append=(vt, ck, cv, step))
+        A.attention(qt, ck, cv, step, scale, out=out, split=False)
+        if quantize:
+            q8_0.quantize_activations(out.view((1, hq * d)), out=(xq.view((1, hq * d // 4)), xd.view((1, hq * d // 32))))
+
+    def fused(quantize):
+        A.attention_norm_rope(qt, kt, vt, wqt, wkt, eps, post, invt, sections, ck, cv, step, scale, out=out,
+                              quantized=(xq, xd) if quantize else None)
+
+    variants = {}
+    for sg in (True, False) if rt.gpu.has_subgroups else (False,):
+        tag = "sg" if sg else "wg"
+        for name, fn in (("separate", separate), ("fused", fused)):
+            for quantize in (False, True):
+                variants[f"{name}{'_q8' if quantize else ''}.{tag}"] = in_table(lambda fn=fn, quantize=quantize: fn(quantize),
+                                                                               subgroups=sg)
+    results = []
+    for name, run in variants.items():
+        rt.write(qt, q)  # norm_rope_append rotates q in place: fresh for the check
+        run()
+        err = nmse(out.numpy(), ref)
+        assert err < 1e-9, f"decode attention + norm_rope {name} keys={n_keys}: nmse {err}"
+        t, by_kernel, clock = time_variant(run, reps, flush)
+        results.append({"op": "attention.norm_rope", "case": "decode", "variant": name,
+                        "shape": {"q_heads": hq, "kv_heads": n_kv, "head_dim": d, "keys": n_keys, "max_len": max_len,
+                                  "mrope_section": list(sections)},
+                        "dispatches": {"separate": 2, "separate_q8": 3}.get(name.split(".")[0], 1),
+                        "seconds": t, "us_by_kernel": by_kernel, "nmse": err, "clock": clock,
+                        "cache": "flushed before each run"})
+    return results
+
+
 def bench_decode_route(reps: int, rng, flush, e: int = 128, k: int = 8) -> list[dict]:
     """The thinker's router top-k of one token (softmax and top-8 of 128 logits, renormalised): moe.route as
     it was (bench/baseline/moe_route.wgsl) and now, with and without subgroup operations."""
@@ -408,6 +470,8 @@ def bench_decode_latency(reps: int, rng, flush) -> list[dict]:
     results = []
     for n_keys, max_len in DECODE_ATTENTION:
         results += bench_decode_attention(n_keys, max_len, reps, rng, flush)
+    for n_keys, max_len in DECODE_NORM_ROPE:
+        results += bench_decode_attention_norm_rope(n_keys, max_len, reps, rng, flush)
     return results + bench_decode_norm_rope(reps, rng, flush) + bench_decode_route(reps, rng, flush)
 
 
@@ -415,7 +479,7 @@ def latency_summary(results: list[dict]) -> dict:
     """{"<op> <shape> <variant>": microseconds a call} of bench_decode_latency's results, to read at a glance."""
     out = {}
     for r in results:
-        shape = f" keys={r['shape']['keys']} max_len={r['shape']['max_len']}" if r["op"] == "attention" else ""
+        shape = f" keys={r['shape']['keys']} max_len={r['shape']['max_len']}" if "keys" in r["shape"] else ""
         out[f"{r['op']}{shape} {r['variant']}"] = round(r["seconds"] * 1e6, 2)
     return out
 

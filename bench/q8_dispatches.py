@@ -4,8 +4,9 @@ so Q8_0 must not record more dispatches a token than BF16 does).
     python bench/q8_dispatches.py [--out FILE]
 
 Builds the tiny omni thinker (models/tiny_omni.py, preset "tiny": all-MoE, and "tiny-dense": a dense
-layer too) and tiny Qwen3 (models/tiny.py), quantizes each to a Q8_0 GGUF as `omni-lab quantize` does, and
-counts the dispatches of one recorded decode step (bench/decode.py's profile_decode_step) of the BF16
+layer too) and tiny Qwen3 (models/tiny.py, presets "tiny" and "tiny-hd32", whose heads hold whole Q8_0
+blocks, so that its decode attention writes o_proj's int8 input), quantizes each to a Q8_0 GGUF as
+`omni-lab quantize` does, and counts the dispatches of one recorded decode step (bench/decode.py's profile_decode_step) of the BF16
 checkpoint and of the GGUF, the GGUF on both Q8_0 decode paths (dot4 and f32: tuning q8_matvec_path).
 Prints JSON: per model, {"bf16": n, "q8_0_dot4": n, "q8_0_f32": n} and the Q8_0 step's count by kernel.
 Counting needs no fast adapter: lavapipe gives the same counts as an H200.
@@ -64,9 +65,10 @@ def main() -> None:
             src = build_tiny_omni(tmp / f"omni-{preset}", seed=0, preset=preset)
             gguf = quantize_checkpoint(src, tmp / f"omni-{preset}.q8_0.gguf", progress=False)
             report[f"thinker_{preset}"] = count(Qwen3OmniThinkerText, src, gguf)
-        src = build_tiny_qwen3(tmp / "qwen3")
-        gguf = quantize_checkpoint(src, tmp / "qwen3.q8_0.gguf", progress=False)
-        report["qwen3_tiny"] = count(Qwen3, src, gguf)
+        for preset in ("tiny", "tiny-hd32"):  # head dim 16, and 32: whole Q8_0 blocks a head
+            src = build_tiny_qwen3(tmp / f"qwen3-{preset}", preset=preset)
+            gguf = quantize_checkpoint(src, tmp / f"qwen3-{preset}.q8_0.gguf", progress=False)
+            report[f"qwen3_{preset}"] = count(Qwen3, src, gguf)
     emit(report, args.out)
 
 

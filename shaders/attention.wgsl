@@ -16,7 +16,7 @@
 //   Bindings: 0 params; 1 q: [T, Hq, D] f32; 2 cache_k: [max_len, n_kv, D] f32; 3 cache_v; 4 step: [4] u32;
 //             5 out: [T, Hq, D] f32.
 //   Params:   n_tokens = T, n_heads = Hq, n_kv, d4 = D / 4, max_len, window (0 = none), scale (f32),
-//             split, n_splits (split path only).
+//             split, n_splits (split path only); sec_h, sec_w, eps (attention_rope.wgsl's only).
 //   Dispatch: one workgroup of WG threads per (token, head), flat index wid.x + wid.y * nwg.x = t * Hq + h.
 //   Online softmax over chunks of WG keys: each thread scores one key of the chunk, the chunk max and sum
 //   are tree reductions in workgroup memory, then the workgroup splits into WG / (D/4) key groups, each
@@ -26,7 +26,9 @@
 //
 // Entries `decode` (one workgroup a row, more threads and a shorter chain than `main`) and `split_partial`
 // + `split_combine` (the keys cut into fixed slices that run in parallel): the same attention for decode,
-// in lib/attn_decode.wgsl (described there), which shaders/attention_sg.wgsl builds on subgroup operations.
+// in lib/attn_decode_entries.wgsl on lib/attn_decode.wgsl's kernel (described there), which
+// shaders/attention_sg.wgsl builds on subgroup operations; shaders/attention_rope.wgsl has the decode entry
+// that normalises, rotates and appends its own token.
 //
 // Entry `segments`: bidirectional attention inside segments (block-diagonal windows, Transformers'
 //   cu_seqlens: an encoder's windows of audio frames or an image's patches). Query t attends to keys
@@ -190,3 +192,5 @@ fn segments(grid: Grid, @builtin(local_invocation_index) lid: u32) {
 // #include "lib/reduce.wgsl"
 
 // #include "lib/attn_decode.wgsl"
+
+// #include "lib/attn_decode_entries.wgsl"

@@ -23,9 +23,11 @@
 //   2 positions; 3 inv_freq; 4 k: [T, H2, D] f32 in place; 5 q_norm weight [D]; 6 k_norm weight [D].
 //   Params as above plus n_heads2 = H2 and eps (f32 bits). Normalisation is (x * inverseSqrt(mean(x^2)
 //   + eps)) * w, in the order of the rmsnorm kernel and of HF's Qwen3RMSNorm.
-//   Dispatch: one workgroup per head row, T * H + T * H2 of them (groups_for); thread i takes pairs i,
-//   i + WG, ... Every load of a thread's first pair (x, weights, position, inv_freq) and its sin/cos come
-//   before the row's one sum reduction, so a row of D <= 2 WG takes one round of loads.
+//   Dispatch: one workgroup per head row, T * H + T * H2 of them (groups_for); WG >= 64: thread i < 64
+//   takes pairs i, i + 64, ... (lib/qk_norm.wgsl's NORM_T, the split every kernel that normalises a head
+//   row shares, so they give the same bits). Every load of a thread's first pair (x, weights, position,
+//   inv_freq) and its sin/cos come before the row's one sum reduction, so a row of D <= 128 takes one round
+//   of loads.
 //
 // Entry `norm_rope_append`: `norm_rope` that writes the rotated k rows, and the v rows as they are, to the
 //   KV cache at rows start + t (start = step[0], read on the GPU; rows at or past max_len are dropped), in

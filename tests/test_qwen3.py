@@ -22,7 +22,8 @@ from model_checks import assert_cached_decode_matches, assert_greedy_matches
 PROMPT = np.array([5, 17, 200, 33, 8, 99, 150, 7, 3, 42, 301], np.int64)
 
 
-@pytest.fixture(scope="module", params=[("tiny", 0), ("tiny-gqa", 1), ("tiny", 7)], ids=lambda p: f"{p[0]}-seed{p[1]}")
+@pytest.fixture(scope="module", params=[("tiny", 0), ("tiny-gqa", 1), ("tiny", 7), ("tiny-hd32", 2)],
+                ids=lambda p: f"{p[0]}-seed{p[1]}")
 def checkpoint(request, tmp_path_factory):
     preset, seed = request.param
     return build_tiny_qwen3(tmp_path_factory.mktemp(preset) / "ckpt", seed=seed, preset=preset)
@@ -171,6 +172,39 @@ def test_q8_0_gguf_runs_and_stays_close_to_bf16(tmp_path):
     kl = (p * (np.log(p) - np.log(q))).sum(-1)
     assert kl.mean() < 5e-3, kl
     assert (q8.argmax(-1) == ref.argmax(-1)).mean() >= 0.9
+
+
+def decode_kernels(model) -> list[str]:
+    """The kernels of one recorded decode step of `model` (generate records it), in order."""
+    model.generate(PROMPT[:4], 3, stop_at_eos=False)
+    (plan,) = [p for k, p in model._plans.items() if k[:2] == ("next_token", 1)]
+    return [d.kernel.name for d in plan]
+
+
+def test_decode_attention_norms_rotates_appends_and_quantizes_in_one_dispatch(tmp_path):
+    """At decode each layer's QK norm, rotation and cache append run inside the attention dispatch
+    (attention_rope.decode), and with Q8_0 on int8 products (head dim 32: whole blocks a head) it also writes
+    o_proj's int8 input (decode_q8), so no quantize pass runs before o_proj: one dispatch fewer a layer in BF16,
+    two in Q8_0, than the separate norm_rope_append (and quantize_act), with the logits of a fresh prefill."""
+    from omni_lab.formats.quantize import quantize_checkpoint
+    from omni_lab.gpu import tuning
+
+    src = build_tiny_qwen3(tmp_path / "bf16", seed=4, preset="tiny-hd32")
+    gguf = quantize_checkpoint(src, tmp_path / "model.q8_0.gguf", progress=False)
+    layers = 2
+    with tuning.override(q8_matvec_path="dot4"):
+        for path, entry, saved in ((src, "decode", 1), (gguf, "decode_q8", 2)):
+            model = Qwen3.load(path, max_len=32, progress=False)
+            fused = decode_kernels(model)
+            assert [k.split(".")[1] for k in fused if k.startswith("attention_rope")] == [entry] * layers
+            assert not any(k.startswith(("rope", "attention.", "attention_sg.")) for k in fused)
+            assert_cached_decode_matches(model, PROMPT)
+            with tuning.override(attention_norm_rope=False):
+                separate = decode_kernels(Qwen3.load(path, max_len=32, progress=False))
+            assert len(separate) - len(fused) == saved * layers
+            if entry == "decode_q8":
+                count = lambda ks: sum(k == "q8_0.quantize_act" for k in ks)  # noqa: E731
+                assert count(separate) - count(fused) == layers
 
 
 def test_text_prompt_through_a_gguf_uses_its_own_tokenizer(tmp_path):

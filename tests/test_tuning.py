@@ -87,6 +87,7 @@ def test_override_and_use_round_trip():
     (lambda: tuning.override(attention_split_steps=((4096, 32), (1024, 64))), r"attention_split_steps must rise"),
     (lambda: tuning.override(attention_decode_wg=2048), r"attention_decode_wg must be in 16 .. 1024"),
     (lambda: tuning.override(subgroups=1), r"subgroups must be True or False"),
+    (lambda: tuning.override(attention_norm_rope=1), r"attention_norm_rope must be True or False"),
     (lambda: tuning.use("intel"), r"tuning.use: no table 'intel' \(one of nvidia, amd-rdna3, default\)"),
 ])
 def test_bad_overrides_are_refused_and_leave_the_table(call, message):

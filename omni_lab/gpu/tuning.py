@@ -52,13 +52,18 @@ class Tuning:
     # place of a moe.route dispatch before it; False keeps the route dispatch (moe.routed_ok).
     moe_routed: bool
     # Subgroup operations: where the adapter has the `subgroup` feature, the kernels that have a subgroup
-    # variant (shaders/*_sg.wgsl: attention's decode entries, rope's norm_rope*, moe's route and routed
-    # gate_up entries) run it; False keeps their workgroup-memory versions (Runtime.subgroup_variant).
+    # variant (shaders/*_sg.wgsl: attention's and attention_rope's decode entries, rope's norm_rope*, moe's
+    # route and routed gate_up entries) run it; False keeps their workgroup-memory versions
+    # (Runtime.subgroup_variant).
     subgroups: bool
     # ops/attention.py.
     attention_wg: int           # threads of `main` and `split_partial`: keys per softmax chunk; D <= 4 * this
     attention_combine_wg: int   # threads of `split_combine`
     attention_decode_wg: int    # threads of `decode`, the single-pass decode entry (one workgroup a row)
+    # Decode layers with QK norm norm, rotate and append their token inside the single-pass attention
+    # (attention_rope.wgsl's `decode`, `decode_q8`) where it runs, rather than in rope's norm_rope_append
+    # (and quantize_act, for a Q8_0 o_proj) before attention's `decode`.
+    attention_norm_rope: bool
     # Decode (T = 1) attends in one dispatch (`decode`) over caches of up to this many rows, and through
     # split_partial + split_combine over longer ones (0: split-K wherever the cache is longer than a slice).
     attention_single_max_len: int
@@ -118,6 +123,8 @@ class Tuning:
             need(16 <= getattr(self, name) <= 1024, f"{name} must be in 16 .. 1024 (lib/reduce.wgsl's reductions)")
         need(isinstance(self.subgroups, bool), f"subgroups must be True or False, got {self.subgroups!r}")
         need(isinstance(self.moe_routed, bool), f"moe_routed must be True or False, got {self.moe_routed!r}")
+        need(isinstance(self.attention_norm_rope, bool),
+             f"attention_norm_rope must be True or False, got {self.attention_norm_rope!r}")
         need(self.attention_single_max_len >= 0, "attention_single_max_len must be >= 0")
         need(self.moe_min_tpr <= self.moe_expert_wg, "moe_min_tpr must not exceed moe_expert_wg")
         need(self.row_wg_min <= self.row_wg_max, "row_wg_min must not exceed row_wg_max")
@@ -174,6 +181,10 @@ NVIDIA = Tuning(
     # bench/kernels.py --latency: at 100 keys 256 threads 13.1 us, 128 14.9, 512 14.3 (with subgroups); 512
     # is faster only past the single pass's reach (1000 keys: 35 against 38).
     attention_decode_wg=256,
+    # Reasoned, not timed yet (bench/kernels.py --latency's attention.norm_rope cases time both): one
+    # dispatch fewer a decode layer (~8 us of norm_rope_append's on the H200; two with a Q8_0 o_proj, the
+    # 8 us quantize_act too) against a longer chain inside the attention (two row reductions and a barrier).
+    attention_norm_rope=True,
     # bench/kernels.py --latency (bench/results/kernels_latency_h200_vulkan.json): the single pass costs by
     # the keys present, the split pair by max_len: at 100 keys 13.1 us against 20.2 (the split pair before
     # issue 16: 21.7), at 1000 keys 38 against 24, at 2000 122 against 52. Caches up to 512 rows (at most

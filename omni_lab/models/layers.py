@@ -166,6 +166,20 @@ class Attention:
         q_heads = q.view((t, hq, dh))  # [T, Hq*Dh] -> [T, Hq, Dh]
         k_heads = k.view((t, hkv, dh))
         v_heads = v.view((t, hkv, dh))
+        attn = s.attn.view((t, hq, dh))
+        if self.q_norm is not None and attn_ops.fuses_norm_rope(t, self.cache_k):
+            # Decode: the norms, the rotation and the cache append inside the attention's one dispatch, which
+            # also quantizes its output for an int8 o_proj (no quantize pass before it).
+            xq = self._o_proj_input(hq * dh, dh)
+            attn_ops.attention_norm_rope(q_heads, k_heads, v_heads, self.q_norm, self.k_norm, self.eps,
+                                         rotary.positions, rotary.inv_freq, rotary.sections, self.cache_k,
+                                         self.cache_v, ctx.step_buf, dh ** -0.5, self.window, out=attn, quantized=xq)
+            if xq is None:
+                return linear(s.attn, self.o_proj, out)
+            y = q8_matvec_quantized(*xq, self.o_proj, out, vector_shape=s.attn.shape)
+            for scratch in xq:
+                scratch.release()  # later dispatches run after this one: the scratch is free again
+            return y
         if self.q_norm is not None:  # the norms, the rotation and the cache append in one dispatch
             rope.qk_norm_rope(q_heads, k_heads, self.q_norm, self.k_norm, self.eps, rotary.positions,
                               rotary.inv_freq, rotary.sections, append=(v_heads, self.cache_k, self.cache_v, ctx.step_buf))
@@ -174,8 +188,19 @@ class Attention:
                 rope.rope(heads, rotary.positions, rotary.inv_freq, out=heads)
             attn_ops.kv_append(k_heads, v_heads, self.cache_k, self.cache_v, ctx.step_buf)
         attn_ops.attention(q_heads, self.cache_k, self.cache_v, ctx.step_buf, scale=dh ** -0.5, window=self.window,
-                           out=s.attn.view((t, hq, dh)))
+                           out=attn)
         return linear(s.attn, self.o_proj, out)
+
+    def _o_proj_input(self, k: int, dh: int) -> tuple[Tensor, Tensor] | None:
+        """Scratch for the decode attention's Q8_0 output ([K/4] u32, [K/32] f32), which o_proj's int8 matvec
+        reads as they are: where o_proj is Q8_0 on the dot4 decode path and a head holds whole blocks. They
+        are the int8 values q8_matvec makes of the f32 output (both by quantize_act's code), so the projection
+        is the same, one quantize dispatch fewer where the tuning table keeps the separate pass (and no
+        staging of x in every workgroup where it does not); None elsewhere."""
+        if not isinstance(self.o_proj, Q8Weight) or dh % 32 or q8_decode_path() != "dot4":
+            return None
+        rt = runtime()
+        return rt.scratch((k // 4,), "u32"), rt.scratch((k // 32,), "f32")
 
 
 @dataclass

@@ -36,6 +36,11 @@ QWEN3_PRESETS = {
                      num_attention_heads=6, num_key_value_heads=2, head_dim=24, tie_word_embeddings=False,
                      use_sliding_window=True, sliding_window=5, max_window_layers=1,
                      layer_types=["full_attention", "sliding_attention", "sliding_attention"]),
+    # Head dim 32: whole Q8_0 blocks a head, so a Q8_0 copy's decode attention writes o_proj's int8 input.
+    "tiny-hd32": dict(vocab_size=384, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=1, head_dim=32, tie_word_embeddings=True,
+                      use_sliding_window=True, sliding_window=6, max_window_layers=1,
+                      layer_types=["full_attention", "sliding_attention"]),
     "qwen3-0.6b": dict(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
                        num_attention_heads=16, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True,
                        max_position_embeddings=40960, rope_parameters={"rope_theta": 1000000.0, "rope_type": "default"}),

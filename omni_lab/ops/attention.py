@@ -16,7 +16,8 @@ import numpy as np
 
 from ..gpu import Tensor, pack_params, runtime, tuning
 from ._check import dtype_in, expect
-from .registry import SENTINEL, padded_output, rand, sweep
+from .rope import check_qk_norm_rope
+from .registry import SENTINEL, padded_output, rand, require, sweep
 
 def split_size(max_len: int) -> int:
     """Keys per slice of the split-K decode path, from the cache length (fixed per model, so a recorded
@@ -165,6 +166,66 @@ def attention(q: Tensor, cache_k: Tensor, cache_v: Tensor, step: Tensor, scale: 
     return out
 
 
+NORM_THREADS = 64  # lib/qk_norm.wgsl's NORM_T: the threads that split a head row's pairs, in any workgroup
+
+
+def fuses_norm_rope(t: int, cache_k: Tensor) -> bool:
+    """Whether a step of t tokens over this cache runs attention_norm_rope (the QK norm, the rotation and the
+    cache append inside the attention's one dispatch) rather than rope.qk_norm_rope(append=...) before
+    attention(): decode (t = 1) where the single pass `decode` runs (not decode_split) with the workgroup of
+    at least NORM_THREADS threads that the norm takes, and the tuning table's attention_norm_rope is on.
+    Fixed per cache, so a recorded decode step stays valid."""
+    max_len, _, d = cache_k.shape
+    table = tuning.current()
+    wg = table.attention_decode_wg
+    return table.attention_norm_rope and t == 1 and not decode_split(max_len) and NORM_THREADS <= wg and d // 4 <= wg
+
+
+def attention_norm_rope(q: Tensor, k: Tensor, v: Tensor, q_norm: Tensor, k_norm: Tensor, eps: float, positions: Tensor,
+                        inv_freq: Tensor, sections, cache_k: Tensor, cache_v: Tensor, step: Tensor, scale: float,
+                        window: int = 0, out: Tensor | None = None,
+                        quantized: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Decode attention of one new token at position step[0] from its projections as they come: in one
+    dispatch q [1, Hq, D] and k [1, n_kv, D] are normed (q_norm, k_norm [D]) and rotated at positions ([1]
+    i32, or [3, 1] with interleaved MRoPE sections) as rope.qk_norm_rope computes them, bit for bit, k and
+    v [1, n_kv, D] go to the cache as kv_append puts them, and the token attends as attention() computes
+    it (window as there). q, k and v are left as they came. Returns out [1, Hq, D] f32. Only where
+    fuses_norm_rope(1, cache_k).
+
+    quantized = (xq [Hq * D / 4] u32, xd [Hq * D / 32] f32): out also as the Q8_0 activations
+    ops.q8_0.quantize_activations makes of it, bit for bit (D a multiple of 32), for an int8 o_proj
+    (q8_matvec_quantized) with no quantize pass."""
+    kernel = "attention_norm_rope"
+    t, hq, d, n_kv, sec_h, sec_w, eps_bits = check_qk_norm_rope(kernel, q, k, q_norm, k_norm, eps, positions,
+                                                                inv_freq, sections)
+    max_len = check_append(kernel, k, v, cache_k, cache_v, step)
+    expect(kernel, fuses_norm_rope(t, cache_k),
+           f"runs only at decode (T = 1) over caches the single pass takes, D / 4 and {NORM_THREADS} within "
+           "attention_decode_wg threads, with the tuning table's attention_norm_rope on (fuses_norm_rope)",
+           q=q, cache_k=cache_k)
+    expect(kernel, hq % n_kv == 0, f"Hq must be a multiple of n_kv = {n_kv}", q=q, k=k)
+    window = int(window)
+    expect(kernel, window >= 0, f"window must be >= 0 (0: none), got {window}")
+    rt = runtime()
+    if out is None:
+        out = rt.empty(q.shape, "f32", label="attention")
+    expect(kernel, out.shape == q.shape and out.dtype == "f32", f"out must be {q.shape} f32", out=out)
+    params = pack_params(1, hq, n_kv, d // 4, max_len, window, float(scale), 0, 0, sec_h, sec_w, eps_bits)
+    tensors = [q, cache_k, cache_v, step, out, k, v, positions, inv_freq, q_norm, k_norm]
+    if quantized is not None:
+        xq, xd = quantized
+        expect(kernel, d % 32 == 0, "Q8_0 output needs D a multiple of 32 (whole blocks a head)", q=q)
+        dtype_in(kernel, "xq", xq, ("u32",))
+        dtype_in(kernel, "xd", xd, ("f32",))
+        expect(kernel, xq.numel == hq * d // 4 and xd.numel == hq * d // 32,
+               f"xq and xd must hold {hq * d // 4} u32 and {hq * d // 32} f32", xq=xq, xd=xd)
+        tensors += [xq, xd]
+    table = tuning.current()
+    rt.kernel(rt.subgroup_variant("attention_rope"), "decode" if quantized is None else "decode_q8",
+              WG=table.attention_decode_wg, D4=d // 4)(hq, params, *tensors)
+    return out
+
+
 # -- numpy references ------------------------------------------------------------------------------
 
 def segment_bounds(cu_seqlens, t: int) -> np.ndarray:
@@ -253,6 +314,18 @@ def attention_ref(q: np.ndarray, cache_k: np.ndarray, cache_v: np.ndarray, start
     denom = p.sum(axis=-1, keepdims=True)
     out = np.einsum("hts,shd->thd", p / np.where(denom > 0, denom, 1.0), v)
     return out.astype(np.float32)
+
+
+def attention_norm_rope_ref(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_norm: np.ndarray, k_norm: np.ndarray,
+                            eps: float, positions: np.ndarray, inv_freq: np.ndarray, sections, cache_k: np.ndarray,
+                            cache_v: np.ndarray, start: int, scale: float, window: int = 0) -> np.ndarray:
+    """attention_norm_rope on host arrays: q and k normed and rotated (qk_norm_rope_ref), k and v appended to
+    cache_k, cache_v in place (kv_append_ref), then attention_ref at start."""
+    from .rope import qk_norm_rope_ref
+
+    q, k = qk_norm_rope_ref(q, k, q_norm, k_norm, eps, positions, inv_freq, sections)
+    kv_append_ref(k, v, cache_k, cache_v, start)
+    return attention_ref(q, cache_k, cache_v, start, scale, window)
 
 
 # -- registry cases (ops/registry.py) --------------------------------------------------------------
@@ -344,6 +417,72 @@ DECODE = [
 _DECODE_KEYS = ("n_kv", "group", "d", "start", "window", "max_len", "decode_wg")
 
 
+def _attention_norm_rope_case(rng, n_kv, group, d, start, window, max_len, sections=None, q8=False,
+                               subgroups=None, decode_wg=None):
+    """One decode step from the new token's projections (attention_norm_rope) over a sentinel cache holding
+    rows 0 .. start - 1 (all of them past its end). The cache afterwards must equal, bit for bit, the one
+    rope.qk_norm_rope's append writes from the same projections (its row start and nothing else); q8: the
+    Q8_0 output must be quantize_activations' of out, bit for bit. subgroups, decode_wg: the tuning table's
+    switches."""
+    from .q8_0 import quantize_activations
+    from .rope import qk_norm_rope, rope_inv_freq
+
+    rt = runtime()
+    hq = n_kv * group
+    ck, cv, hk, hv = filled_cache(rng, max_len, n_kv, d, min(start, max_len), 0)
+    q, k, v = rand(rng, 1, hq, d) * 3, rand(rng, 1, n_kv, d) * 3, rand(rng, 1, n_kv, d)
+    wq, wk = rand(rng, d), rand(rng, d)
+    pos = rng.integers(0, 40000, 1 if sections is None else (3, 1)).astype(np.int32)
+    inv = rope_inv_freq(d, 1e6)
+    eps, scale = 1e-6, d ** -0.5
+    qt, kt, vt, wqt, wkt, post, invt = (rt.upload(a) for a in (q, k, v, wq, wk, pos, inv))
+    step = start_step(start)
+    sep_k, sep_v = sentinel_cache(max_len, n_kv, d)  # the separate append's cache, from the same rows
+    rt.write(sep_k, ck.numpy())
+    rt.write(sep_v, cv.numpy())
+    out = padded_output(q.shape)
+    quantized = (padded_output((hq * d // 4,), "u32"), padded_output((hq * d // 32,))) if q8 else None
+    changes = {k: v for k, v in (("subgroups", subgroups), ("attention_decode_wg", decode_wg)) if v is not None}
+    with tuning.override(**changes):
+        attention_norm_rope(qt, kt, vt, wqt, wkt, eps, post, invt, sections, ck, cv, step, scale, window, out=out,
+                            quantized=quantized)
+        qk_norm_rope(qt, kt, wqt, wkt, eps, post, invt, sections, append=(vt, sep_k, sep_v, step))
+    for ours, theirs in ((ck, sep_k), (cv, sep_v)):
+        require(np.array_equal(ours.numpy().view(np.uint32), theirs.numpy().view(np.uint32)),
+                "the cache differs from the one qk_norm_rope's append writes")
+    if q8:
+        want_q, want_d = quantize_activations(out.view((1, hq * d)))
+        require(np.array_equal(quantized[0].numpy(), want_q.numpy()[0])
+                and np.array_equal(quantized[1].numpy().view(np.uint32), want_d.numpy()[0].view(np.uint32)),
+                "the Q8_0 output differs from quantize_activations of out")
+    ref = attention_norm_rope_ref(q, k, v, wq, wk, eps, pos, inv, sections, hk, hv, start, scale, window)
+    if start >= max_len:  # the token is dropped, as kv_append drops it
+        return out.numpy(), ref
+    return (out.numpy(), ck.numpy()[start], cv.numpy()[start]), (ref, hk[start], hv[start])
+
+
+# (n_kv, group, D, start, window, max_len, sections): the thinker's decode (32 q / 4 kv heads, MRoPE [24, 20,
+# 20]) and Qwen3-0.6B's (16 / 8); the first token (no cache row before it); tokens at and past max_len
+# (dropped: nothing written, not attended); windows of one key (the new one alone) and of a few; more keys
+# than a chunk (256) with MRoPE; head dims not a multiple of 16 (4, 20, 72: idle threads in the value
+# groups), past the 64 threads' first pairs (136, 200, 256: two pairs a thread), GQA 1 .. 12.
+NORM_ROPE = [
+    (4, 8, 128, 99, 0, 104, (24, 20, 20)), (8, 2, 128, 135, 0, 140, None), (2, 4, 128, 0, 0, 8, None),
+    (2, 2, 64, 40, 0, 40, None), (1, 2, 32, 45, 3, 40, None), (1, 2, 32, 50, 1, 60, None), (2, 4, 64, 300, 64, 320, None),
+    (2, 3, 128, 400, 0, 500, (4, 6, 6)), (1, 1, 4, 9, 0, 12, None), (2, 2, 20, 77, 0, 100, (2, 2, 1)),
+    (1, 12, 72, 150, 0, 200, None), (2, 1, 136, 30, 0, 40, (20, 16, 16)), (1, 2, 200, 60, 7, 64, None),
+    (1, 3, 256, 130, 0, 140, (24, 20, 20)),
+]
+# On 64-thread workgroups (NORM_THREADS: every thread takes pairs), D4 = 64 there.
+NORM_ROPE_64 = [(1, 4, 128, 70, 0, 80, (24, 20, 20)), (2, 2, 256, 30, 4, 40, None)]
+# With the Q8_0 output (D a multiple of 32: one to eight blocks a head), the last on 64 threads.
+NORM_ROPE_Q8 = [
+    (4, 8, 128, 99, 0, 104, (24, 20, 20), None), (8, 2, 128, 0, 0, 16, None, None), (2, 2, 32, 300, 5, 310, None, None),
+    (1, 3, 256, 40, 0, 41, None, None), (2, 4, 64, 50, 0, 50, None, None), (1, 4, 128, 70, 0, 80, (24, 20, 20), 64),
+]
+_NORM_ROPE_KEYS = ("n_kv", "group", "d", "start", "window", "max_len", "sections")
+
+
 def _segments_case(rng, cu, n_kv, group, d, max_len, flash=False):
     t = cu[-1]
     rt = runtime()
@@ -397,4 +536,13 @@ def cases():
                [dict(t=1, **dict(zip(_DECODE_KEYS, c)), split=None, subgroups=sg) for c in DECODE for sg in (True, False)],
                quick=[dict(t=1, n_kv=4, group=8, d=128, start=99, window=0, max_len=104, decode_wg=None, split=None,
                            subgroups=sg) for sg in (True, False)]),
+        # The decode entries that norm, rotate and append their own token (attention_rope.wgsl), each with and
+        # without subgroup operations.
+        *sweep("attention", "attention_norm_rope", NMSE_ATTN, _attention_norm_rope_case,
+               [dict(zip(_NORM_ROPE_KEYS, c), subgroups=sg) for c in NORM_ROPE for sg in (True, False)]
+               + [dict(zip(_NORM_ROPE_KEYS, c), decode_wg=64, subgroups=sg) for c in NORM_ROPE_64 for sg in (True, False)]
+               + [dict(zip(_NORM_ROPE_KEYS, c), q8=True, decode_wg=c[7], subgroups=sg) for c in NORM_ROPE_Q8
+                  for sg in (True, False)],
+               quick=[dict(zip(_NORM_ROPE_KEYS, NORM_ROPE[0]), subgroups=sg) for sg in (True, False)]
+               + [dict(zip(_NORM_ROPE_KEYS, NORM_ROPE_Q8[0]), q8=True, decode_wg=None, subgroups=sg) for sg in (True, False)]),
     ]

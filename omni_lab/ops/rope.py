@@ -96,6 +96,25 @@ def mrope(x: Tensor, positions3: Tensor, inv_freq: Tensor, sections, interleaved
     return _dispatch("mrope", x, positions3, inv_freq, out, t, 0, 0, 1, sections[0], sections[0] + sections[1])
 
 
+def check_qk_norm_rope(kernel: str, q: Tensor, k: Tensor, q_norm: Tensor, k_norm: Tensor, eps: float, positions: Tensor,
+                       inv_freq: Tensor, sections) -> tuple[int, int, int, int, int, int, int]:
+    """Checks the operands of a per-head QK RMSNorm and rotation (qk_norm_rope's, or a kernel that fuses it);
+    returns (T, H, D, H2, sec_h, sec_w, eps as f32 bits)."""
+    import struct
+
+    t, h, d = _check_x(kernel, q, inv_freq)
+    expect(kernel, len(k.shape) == 3 and k.shape[0] == t and k.shape[2] == d and k.dtype == "f32",
+           "k must be [T, H2, D] f32 with q's T and D", q=q, k=k)
+    for name, w in (("q_norm", q_norm), ("k_norm", k_norm)):
+        expect(kernel, w.shape == (d,) and w.dtype == "f32", f"{name} must be [{d}] f32", **{name: w})
+    streams = 1 if sections is None else 3
+    expect(kernel, positions.dtype == "i32" and positions.shape == ((t,) if streams == 1 else (3, t)),
+           "positions must be [T] i32 (or [3, T] with sections)", positions=positions)
+    sec_h, sec_w = (0, 0) if sections is None else (int(sections[1]), int(sections[2]))
+    eps_bits = struct.unpack("<I", struct.pack("<f", eps))[0]
+    return t, h, d, k.shape[1], sec_h, sec_w, eps_bits
+
+
 def qk_norm_rope(q: Tensor, k: Tensor, q_norm: Tensor, k_norm: Tensor, eps: float, positions: Tensor,
                  inv_freq: Tensor, sections=None, append: tuple[Tensor, Tensor, Tensor, Tensor] | None = None) -> None:
     """Per-head RMSNorm (weights q_norm, k_norm [D] f32) then rotation, of q [T, H, D] and k [T, H2, D]
@@ -105,19 +124,8 @@ def qk_norm_rope(q: Tensor, k: Tensor, q_norm: Tensor, k_norm: Tensor, eps: floa
     append = (v, cache_k, cache_v, step): the same dispatch also does ops.attention.kv_append of the
     rotated k and of v [T, H2, D] (k is then left unrotated: the cache holds it), one dispatch fewer a
     layer at decode."""
-    import struct
-
-    t, h, d = _check_x("qk_norm_rope", q, inv_freq)
-    expect("qk_norm_rope", len(k.shape) == 3 and k.shape[0] == t and k.shape[2] == d and k.dtype == "f32",
-           "k must be [T, H2, D] f32 with q's T and D", q=q, k=k)
-    for name, w in (("q_norm", q_norm), ("k_norm", k_norm)):
-        expect("qk_norm_rope", w.shape == (d,) and w.dtype == "f32", f"{name} must be [{d}] f32", **{name: w})
-    streams = 1 if sections is None else 3
-    expect("qk_norm_rope", positions.dtype == "i32" and positions.shape == ((t,) if streams == 1 else (3, t)),
-           "positions must be [T] i32 (or [3, T] with sections)", positions=positions)
-    sec_h, sec_w = (0, 0) if sections is None else (int(sections[1]), int(sections[2]))
-    eps_bits = struct.unpack("<I", struct.pack("<f", eps))[0]
-    h2 = k.shape[1]
+    t, h, d, h2, sec_h, sec_w, eps_bits = check_qk_norm_rope("qk_norm_rope", q, k, q_norm, k_norm, eps, positions,
+                                                             inv_freq, sections)
     rt = runtime()
     shader = rt.subgroup_variant("rope")  # the QK-norm entries' (lib/qk_norm_rope.wgsl)
     if append is None:
@@ -166,6 +174,20 @@ def mrope_ref(x: np.ndarray, positions3: np.ndarray, inv_freq: np.ndarray, secti
     streams = mrope_streams(half, sections, interleaved)
     pos = positions3.astype(np.float32)[streams, :].T  # [T, D/2]: the position each pair uses
     return _rotate_ref(x, pos * inv_freq.astype(np.float32)[None, :])
+
+
+def qk_norm_rope_ref(q: np.ndarray, k: np.ndarray, q_norm: np.ndarray, k_norm: np.ndarray, eps: float,
+                     positions: np.ndarray, inv_freq: np.ndarray, sections=None) -> tuple[np.ndarray, np.ndarray]:
+    """(q, k) [T, H, D] each normed per head (rmsnorm_ref) and rotated (rope_ref, or mrope_ref with
+    interleaved sections and positions [3, T])."""
+    from .norm import rmsnorm_ref
+
+    d = q.shape[-1]
+    if sections is None:
+        rot = lambda x: rope_ref(x, positions, inv_freq)  # noqa: E731
+    else:
+        rot = lambda x: mrope_ref(x, positions, inv_freq, sections)  # noqa: E731
+    return tuple(rot(rmsnorm_ref(x.reshape(-1, d), w, eps).reshape(x.shape)) for x, w in ((q, q_norm), (k, k_norm)))
 
 
 # -- registry cases (ops/registry.py) --------------------------------------------------------------
@@ -217,24 +239,17 @@ def _qk_norm_rope_case(rng, t, hq, hk, d, sections, append_at=None, subgroups=No
 
 def _qk_norm_rope_run(rng, t, hq, hk, d, sections, append_at):
     from .attention import sentinel_cache, start_step
-    from .norm import rmsnorm_ref
 
     rt = runtime()
     q, k = rand(rng, t, hq, d) * 3, rand(rng, t, hk, d) * 3
     wq, wk = rand(rng, d), rand(rng, d)
     eps = 1e-6
     inv = rope_inv_freq(d, 1e6)
-    if sections is None:
-        pos = rng.integers(0, 40000, t).astype(np.int32)
-        rot = lambda x: rope_ref(x, pos, inv)  # noqa: E731
-    else:
-        pos = rng.integers(0, 40000, (3, t)).astype(np.int32)
-        rot = lambda x: mrope_ref(x, pos, inv, sections)  # noqa: E731
+    pos = rng.integers(0, 40000, t if sections is None else (3, t)).astype(np.int32)
     qt, kt = padded_output(q.shape), padded_output(k.shape)
     rt.write(qt, q)
     rt.write(kt, k)
-    ref_q = rot(rmsnorm_ref(q.reshape(-1, d), wq, eps).reshape(q.shape))
-    ref_k = rot(rmsnorm_ref(k.reshape(-1, d), wk, eps).reshape(k.shape))
+    ref_q, ref_k = qk_norm_rope_ref(q, k, wq, wk, eps, pos, inv, sections)
     if append_at is None:
         qk_norm_rope(qt, kt, rt.upload(wq), rt.upload(wk), eps, rt.upload(pos), rt.upload(inv), sections)
         return (qt.numpy(), kt.numpy()), (ref_q, ref_k)

@@ -1,33 +1,13 @@
-// What attention.wgsl's entries and lib/attn_decode.wgsl's share: the params, the bindings of `main`
-// (also those of `decode` and `split_partial`), and each query row's key range.
+// attention.wgsl's and attention_sg.wgsl's view of q and the cache, read-only: the bindings of `main` (also
+// those of `decode` and `split_partial`), and lib/attn_decode.wgsl's query read from q.
 
-struct AttnParams {
-    n_tokens: u32, n_heads: u32, n_kv: u32, d4: u32,
-    max_len: u32, window: u32, scale: f32, split: u32,
-    n_splits: u32, _p0: u32, _p1: u32, _p2: u32,
-}
+// #include "lib/attn_params.wgsl"
 
-@group(0) @binding(0) var<uniform> p: AttnParams;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> cache_k: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> cache_v: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> step: array<u32>;
-@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
 
-const NEG_BIG: f32 = -3.0e38;  // stands in for -inf: WGSL lets implementations assume no infinities
-
-struct Row { th: u32, kvh: u32, lo: u32, hi: u32 }
-
-// Query row th = t * Hq + h and its key range [lo, hi); start = step[0], the first new token's position.
-fn row_of(th: u32, start: u32) -> Row {
-    let t = th / p.n_heads;
-    let h = th % p.n_heads;
-    let pos = start + t;
-    var r: Row;
-    r.th = th;
-    r.kvh = h / (p.n_heads / p.n_kv);
-    r.hi = min(pos + 1u, p.max_len);
-    r.lo = 0u;
-    if (p.window > 0u && pos + 1u > p.window) { r.lo = pos + 1u - p.window; }
-    return r;
+// Vec4 n of the query row whose first vec4 is qb.
+fn dec_q(qb: u32, n: u32) -> vec4<f32> {
+    return q[qb + n];
 }

@@ -1,35 +1,22 @@
-// Decode attention: the single-pass entry `decode` and the split-K pair `split_partial` + `split_combine`.
-// shaders/attention.wgsl includes this file with lib/reduce.wgsl (reductions in workgroup memory) and
-// shaders/attention_sg.wgsl with lib/reduce_sg.wgsl (subgroup operations), so the two are the same kernels
-// but for their reductions. The including shader declares `override WG` and includes lib/grid.wgsl.
-// Params, bindings, masking and the output are those of attention.wgsl's `main` (lib/attn_common.wgsl);
+// Decode attention's kernel: the online softmax of one query row over a range of cache keys, which the
+// single-pass entry `decode` and the split-K pair (lib/attn_decode_entries.wgsl) and the decode entries that
+// normalise, rotate and append their own token (lib/attn_decode_rope.wgsl) run. shaders/attention.wgsl
+// includes it with lib/reduce.wgsl (reductions in workgroup memory), shaders/attention_sg.wgsl with
+// lib/reduce_sg.wgsl (subgroup operations), and attention_rope.wgsl / attention_rope_sg.wgsl likewise, so
+// these are the same kernels but for their reductions. The including shader declares `override WG`,
+// includes lib/grid.wgsl and lib/attn_params.wgsl, declares cache_k and cache_v ([max_len, n_kv, D] as
+// vec4 f32), and defines
+//   fn dec_q(qb: u32, n: u32) -> vec4<f32>   vec4 n of the query row whose first vec4 in q is qb.
 // D4 = D / 4 is an override constant here (D4 <= WG): these pipelines are built per head dim, so each
 // key's D / 4 products are written out in straight-line code and the guards past D4 fold away.
 //
-// Entry `decode`: `main` for decode rows, with more threads and a shorter chain a chunk.
-//   Dispatch: one workgroup of WG threads per row t * Hq + h, flat index (groups_for).
-//   Chunks of WG keys: thread i scores key i of the chunk (q and the key's row read together), one max
-//   reduction gives the chunk's new running max, p_j goes to workgroup memory, then WG / D4 key groups
-//   each accumulate p_j v_j[d] and p_j for every (WG / D4)-th key, 16 keys a turn; the first turn's value
-//   loads are issued with the score loads, before the reduction. The groups' sums are added once, after
-//   the last chunk. At 100 keys and WG = 256 that is one chunk, one round of loads (keys and values
-//   together), a reduction, one barrier, and the final barrier.
-//
-// Split-K decode ("flash decoding"), for caches too long for one workgroup a row: the keys are cut into
-// n_splits = ceil(max_len / split) fixed slices, so the grid and params do not change as the context
-// grows; slices outside [lo, hi) return at once. A second entry merges the slices of each row.
-// Entry `split_partial`: bindings 0 params; 1 q; 2 cache_k; 3 cache_v; 4 step (as `main`);
-//   5 part: [T * Hq, n_splits, D/4 + 1] vec4 f32, per (row, slice) the unnormalised sum p v, then (m, l, 0, 0).
-//   Slices with no key of [lo, hi) write nothing (split_combine reads only the others).
-//   Dispatch: (T * Hq, n_splits) workgroups of WG threads: x = row t * Hq + h, y = slice. Rows vary
-//   fastest so the query heads that share a kv head read the same slice of K and V close together in
-//   time, from cache. (Serving all heads of a kv group from one workgroup reads K and V once, but on an
-//   H200 through Vulkan it ran 1.7x to 4x slower than this: fewer workgroups, longer serial loops.)
-// Entry `split_combine`: bindings 0 params; 1 part (read); 2 out: [T, Hq, D] f32; 3 step.
-//   Dispatch: one workgroup of WG threads per row t * Hq + h, flat index (groups_for). Only the slices
-//   that hold keys of [lo, hi) are read: threads stride over them for the max, then WG / D4 slice groups
-//   accumulate the weighted sums and l, four slices a turn in flight; one more barrier adds the groups.
-// Params: as `main`, with split = keys per slice and n_splits (unused by `decode`).
+// attend_dec, for row r over keys [k0, k1) (a whole row's range, or one slice of it), from a state: no keys
+// yet, or one key already weighed in (a decode entry's own new token). Chunks of WG keys: thread i scores
+// key i of the chunk (q and the key's row read together), one max reduction gives the chunk's new running
+// max, p_j goes to workgroup memory, then WG / D4 key groups each accumulate p_j v_j[d] and p_j for every
+// (WG / D4)-th key, 16 keys a turn; the first turn's value loads are issued with the score loads, before the
+// reduction. The groups' sums are added once, after the last chunk. At 100 keys and WG = 256 that is one
+// chunk, one round of loads (keys and values together), a reduction, one barrier, and the final barrier.
 
 override D4: u32 = 32u;  // D / 4, at most WG
 
@@ -43,10 +30,10 @@ struct DecPartial { m: f32, l: f32, acc: vec4<f32> }  // running max, sum of p, 
 // those at or past D4 are 0. With D4 a constant the guards fold away.
 fn qk4(qb: u32, kb: u32, n: u32) -> vec4<f32> {
     var r = vec4<f32>(0.0);
-    if (n < D4) { r.x = dot(q[qb + n], cache_k[kb + n]); }
-    if (n + 1u < D4) { r.y = dot(q[qb + n + 1u], cache_k[kb + n + 1u]); }
-    if (n + 2u < D4) { r.z = dot(q[qb + n + 2u], cache_k[kb + n + 2u]); }
-    if (n + 3u < D4) { r.w = dot(q[qb + n + 3u], cache_k[kb + n + 3u]); }
+    if (n < D4) { r.x = dot(dec_q(qb, n), cache_k[kb + n]); }
+    if (n + 1u < D4) { r.y = dot(dec_q(qb, n + 1u), cache_k[kb + n + 1u]); }
+    if (n + 2u < D4) { r.z = dot(dec_q(qb, n + 2u), cache_k[kb + n + 2u]); }
+    if (n + 3u < D4) { r.w = dot(dec_q(qb, n + 3u), cache_k[kb + n + 3u]); }
     return r;
 }
 
@@ -104,17 +91,23 @@ fn weigh_sum(j: u32, g: u32, n: u32) -> f32 {
           + ((dec_p(j + 12u * g, n) + dec_p(j + 13u * g, n)) + (dec_p(j + 14u * g, n) + dec_p(j + 15u * g, n))));
 }
 
-// Online softmax of row r's query over keys [k0, k1), in chunks of WG keys. Call in uniform control flow
-// with k0, k1 uniform over the workgroup. The result's acc and l are the whole row's in threads lid < D4;
-// m is every thread's.
-fn attend_dec(ln: Lanes, r: Row, k0: u32, k1: u32) -> DecPartial {
+// The state before any key: attend_dec's `before` for a range with nothing weighed in yet.
+fn no_keys() -> DecPartial {
+    return DecPartial(NEG_BIG, 0.0, vec4<f32>(0.0));
+}
+
+// Online softmax of row r's query over keys [k0, k1), in chunks of WG keys, after the keys `before` holds
+// (no_keys(), or a state whose m is every thread's and whose l and acc are in threads lid < D4: key group 0).
+// Call in uniform control flow with k0, k1 uniform over the workgroup. The result's acc and l are the whole
+// row's in threads lid < D4; m is every thread's.
+fn attend_dec(ln: Lanes, r: Row, k0: u32, k1: u32, before: DecPartial) -> DecPartial {
     let lid = ln.lid;
     let qb = r.th * D4;
     let ks = p.n_kv * D4;  // vec4s from one key's row to the next
     let g = WG / D4;       // key groups
     let gi = lid / D4;
     let d = lid % D4;
-    var st = DecPartial(NEG_BIG, 0.0, vec4<f32>(0.0));
+    var st = before;
     for (var c0 = k0; c0 < k1; c0 += WG) {
         let n = min(WG, k1 - c0);
         // The value loads of the thread's first turn go out before the scores: they wait on nothing, and
@@ -128,8 +121,8 @@ fn attend_dec(ln: Lanes, r: Row, k0: u32, k1: u32) -> DecPartial {
         if (lid < n) { pj = exp(s - m_new); }
         dec_probs[lid] = pj;
         workgroupBarrier();
-        // exp(NEG_BIG - m) would overflow the subtraction, so the first chunk sets alpha = 0 directly.
-        let alpha = select(exp(st.m - m_new), 0.0, c0 == k0);
+        // exp(NEG_BIG - m) would overflow the subtraction, so with no key weighed in yet alpha = 0 directly.
+        let alpha = select(exp(st.m - m_new), 0.0, st.m == NEG_BIG);
         st.m = m_new;
         if (gi < g) {
             var a = vec4<f32>(0.0);
@@ -161,83 +154,7 @@ fn attend_dec(ln: Lanes, r: Row, k0: u32, k1: u32) -> DecPartial {
     return st;
 }
 
-@compute @workgroup_size(WG)
-fn decode(grid: Grid, ln: Lanes) {
-    let th = group_index(grid);
-    if (th >= p.n_tokens * p.n_heads) { return; }  // uniform per workgroup, so the barriers stay uniform
-    let r = row_of(th, step[0]);
-    let st = attend_dec(ln, r, r.lo, r.hi);
-    if (ln.lid < D4) { out[th * D4 + ln.lid] = select(vec4<f32>(0.0), st.acc / st.l, st.l > 0.0); }
-}
-
-@group(0) @binding(5) var<storage, read_write> part: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> part_r: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> out_c: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> step_c: array<u32>;
-
-@compute @workgroup_size(WG)
-fn split_partial(@builtin(workgroup_id) wid: vec3<u32>, ln: Lanes) {
-    let th = wid.x;
-    let r = row_of(th, step[0]);
-    let k0 = max(r.lo, wid.y * p.split);
-    let k1 = min(r.hi, (wid.y + 1u) * p.split);
-    if (k0 >= k1) { return; }  // uniform per workgroup
-    let st = attend_dec(ln, r, k0, k1);
-    let base = (th * p.n_splits + wid.y) * (D4 + 1u);
-    if (ln.lid < D4) { part[base + ln.lid] = st.acc; }
-    if (ln.lid == 0u) { part[base + D4] = vec4<f32>(st.m, st.l, 0.0, 0.0); }
-}
-
-struct SliceShare { acc: vec4<f32>, l: f32 }
-
-// Slice s's sum p v (vec4 d) and l, weighted by exp(m_s - m); 0 at or past s1 (reading slice s1 - 1).
-fn slice_share(row0: u32, d: u32, s: u32, s1: u32, m: f32) -> SliceShare {
-    let at = row0 + min(s, s1 - 1u) * (D4 + 1u);
-    let ml = part_r[at + D4];
-    let w = select(0.0, exp(ml.x - m), s < s1);
-    return SliceShare(w * part_r[at + d], w * ml.y);
-}
-
-@compute @workgroup_size(WG)
-fn split_combine(grid: Grid, ln: Lanes) {
-    let th = group_index(grid);
-    if (th >= p.n_tokens * p.n_heads) { return; }  // uniform per workgroup
-    let r = row_of(th, step_c[0]);
-    let row0 = th * p.n_splits * (D4 + 1u);
-    // The slices that hold keys of [lo, hi): s0 .. s1 - 1, none when the row has no key.
-    let s0 = r.lo / p.split;
-    let s1 = select(s0, (r.hi + p.split - 1u) / p.split, r.hi > r.lo);
-
-    var mx = NEG_BIG;
-    for (var s = s0 + ln.lid; s < s1; s += WG) { mx = max(mx, part_r[row0 + s * (D4 + 1u) + D4].x); }
-    let m = wg_max(ln, mx);
-
-    // Thread (slice group gi, vec4 d): slices s0 + gi, s0 + gi + g, ..., four a turn.
-    let g = WG / D4;
-    let gi = ln.lid / D4;
-    let d = ln.lid % D4;
-    var acc = vec4<f32>(0.0);
-    var l = 0.0;
-    if (gi < g) {
-        for (var s = s0 + gi; s < s1; s += 4u * g) {
-            let a = slice_share(row0, d, s, s1, m);
-            let b = slice_share(row0, d, s + g, s1, m);
-            let c = slice_share(row0, d, s + 2u * g, s1, m);
-            let e = slice_share(row0, d, s + 3u * g, s1, m);
-            acc += (a.acc + b.acc) + (c.acc + e.acc);
-            l += (a.l + b.l) + (c.l + e.l);
-        }
-    }
-    dec_acc[ln.lid] = acc;
-    if (d == 0u && gi < g) { dec_l[gi] = l; }
-    workgroupBarrier();
-    if (ln.lid < D4) {
-        var sum = dec_acc[ln.lid];
-        var total = dec_l[0];
-        for (var i = 1u; i < g; i++) {
-            sum += dec_acc[i * D4 + ln.lid];
-            total += dec_l[i];
-        }
-        out_c[th * D4 + ln.lid] = select(vec4<f32>(0.0), sum / total, total > 0.0);
-    }
+// The row's output vec4 (threads lid < D4) from attend_dec's result; 0 for a row with no key.
+fn row_out(st: DecPartial) -> vec4<f32> {
+    return select(vec4<f32>(0.0), st.acc / st.l, st.l > 0.0);
 }
