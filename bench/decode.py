@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from omni_lab.gpu import runtime  # noqa: E402
+from omni_lab.gpu import runtime, tuning  # noqa: E402
 from omni_lab.models.qwen3 import Qwen3  # noqa: E402
 from omni_lab.models.tiny import build_tiny_qwen3  # noqa: E402
 
@@ -123,6 +123,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--hf-device", default="cuda", help="cuda, cpu, or none to skip Transformers")
     ap.add_argument("--hf-dtype", default="bfloat16")
+    ap.add_argument("--set", default="", metavar="NAME=VALUE[,NAME=VALUE]",
+                    help="tuning table fields for our run (bench/decode_settings.py's syntax)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
@@ -134,14 +136,18 @@ def main() -> None:
     prompt = np.random.default_rng(0).integers(0, 300, args.prompt_len).astype(np.int64)
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from decode_settings import parse_setting
     from kernels import bench_copy, emit, torch_copy_gb_per_s  # the same copy yardstick as the kernel benchmark
 
     copy_mb = min(256, runtime().gpu.max_binding // 2**20)
     copy = bench_copy(copy_mb, 10)["gb_per_s"]
     cuda_copy = torch_copy_gb_per_s(copy_mb, 10)
     ceiling = max(copy, cuda_copy or 0.0)
-    ours = bench_ours(path, prompt, args.new_tokens, args.reps)
-    ours["profile"] = profile_decode_step(Qwen3.load(path, max_len=len(prompt) + 8, progress=False), prompt)
+    setting = parse_setting(args.set)
+    with tuning.override(**setting):
+        ours = bench_ours(path, prompt, args.new_tokens, args.reps)
+        ours["profile"] = profile_decode_step(Qwen3.load(path, max_len=len(prompt) + 8, progress=False), prompt)
+    ours["tuning_override"] = setting
     ours["gb_per_s"] = ours["weight_bytes_per_token"] * ours["decode_tok_per_s"] / 1e9
     ours["fraction_of_copy_bw"] = ours["gb_per_s"] / ceiling
     report = {"bench": "decode", "model": str(args.model or args.preset), "prompt_len": args.prompt_len,
