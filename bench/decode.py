@@ -73,7 +73,17 @@ def profile_decode_step(model, prompt: np.ndarray) -> dict:
     with rt.profile() as prof:
         rt.replay(plan, ())
     by_kernel = prof.by_kernel()
+    # The host's share: encoding and submitting a step (what run-ahead decoding overlaps with the GPU's
+    # work on the step before); a step whose host time reaches its GPU time is host-bound.
+    host = []
+    for _ in range(5):
+        rt.sync()
+        t0 = time.perf_counter()
+        step = rt.replay_async(plan, ())
+        host.append(time.perf_counter() - t0)
+        step.values()
     return {"clock": prof.clock, "dispatches": len(plan), "gpu_seconds": sum(by_kernel.values()),
+            "host_seconds": statistics.median(host),
             "by_kernel_seconds": dict(sorted(by_kernel.items(), key=lambda kv: -kv[1])),
             "count_by_kernel": {k: sum(1 for t in prof.timings if t.kernel == k) for k in by_kernel}}
 
