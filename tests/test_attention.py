@@ -194,26 +194,27 @@ def test_shape_and_dtype_errors_name_the_kernel(rt):
 
 def test_norm_rope_errors_name_the_kernel(rt):
     """attention_norm_rope runs one decode token over a single-pass cache; its Q8_0 output needs whole blocks."""
-    ck, cv = A.kv_cache(16, 2, 16)
-    step = start_step(3)
-    z = lambda *shape, dtype=np.float32: rt.upload(np.zeros(shape, dtype))  # noqa: E731
-    w, pos, inv = z(16), z(1, dtype=np.int32), z(8)
-    with pytest.raises(KernelError, match=r"attention_norm_rope: runs only at decode \(T = 1\)"):
-        A.attention_norm_rope(z(2, 4, 16), z(2, 2, 16), z(2, 2, 16), w, w, 1e-6, z(2, dtype=np.int32), inv, None, ck, cv,
-                              step, 0.25)
-    for off in (dict(attention_single_max_len=0, attention_split_steps=((16, 8),)),  # the split path's cache
-                dict(attention_decode_wg=32), dict(attention_norm_rope=False)):
-        with tuning.override(**off), pytest.raises(KernelError, match=r"attention_norm_rope: runs only at decode"):
-            A.attention_norm_rope(z(1, 4, 16), z(1, 2, 16), z(1, 2, 16), w, w, 1e-6, pos, inv, None, ck, cv, step, 0.25)
-    with pytest.raises(KernelError, match=r"attention_norm_rope: positions must be \[T\] i32"):
-        A.attention_norm_rope(z(1, 4, 16), z(1, 2, 16), z(1, 2, 16), w, w, 1e-6, pos, inv, (2, 2, 2), ck, cv, step, 0.25)
-    with pytest.raises(KernelError, match=r"attention_norm_rope: k_new and v_new must both be \[T, 2, 16\]"):
-        A.attention_norm_rope(z(1, 4, 16), z(1, 2, 16), z(1, 1, 16), w, w, 1e-6, pos, inv, None, ck, cv, step, 0.25)
-    with pytest.raises(KernelError, match=r"attention_norm_rope: Q8_0 output needs D a multiple of 32"):
-        A.attention_norm_rope(z(1, 4, 16), z(1, 2, 16), z(1, 2, 16), w, w, 1e-6, pos, inv, None, ck, cv, step, 0.25,
-                              quantized=(z(16, dtype=np.uint32), z(2)))
-    ck, cv = A.kv_cache(16, 2, 32)
-    w, inv = z(32), z(16)
-    with pytest.raises(KernelError, match=r"attention_norm_rope: xq and xd must hold 32 u32 and 4 f32"):
-        A.attention_norm_rope(z(1, 4, 32), z(1, 2, 32), z(1, 2, 32), w, w, 1e-6, pos, inv, None, ck, cv, step, 0.25,
-                              quantized=(z(16, dtype=np.uint32), z(4)))
+    with tuning.override(attention_norm_rope=True):  # off in the H200's table (and so on lavapipe)
+        ck, cv = A.kv_cache(16, 2, 16)
+        step = start_step(3)
+        z = lambda *shape, dtype=np.float32: rt.upload(np.zeros(shape, dtype))  # noqa: E731
+        w, pos, inv = z(16), z(1, dtype=np.int32), z(8)
+        with pytest.raises(KernelError, match=r"attention_norm_rope: runs only at decode \(T = 1\)"):
+            A.attention_norm_rope(z(2, 4, 16), z(2, 2, 16), z(2, 2, 16), w, w, 1e-6, z(2, dtype=np.int32), inv, None, ck, cv,
+                                  step, 0.25)
+        for off in (dict(attention_single_max_len=0, attention_split_steps=((16, 8),)),  # the split path's cache
+                    dict(attention_decode_wg=32), dict(attention_norm_rope=False)):
+            with tuning.override(**off), pytest.raises(KernelError, match=r"attention_norm_rope: runs only at decode"):
+                A.attention_norm_rope(z(1, 4, 16), z(1, 2, 16), z(1, 2, 16), w, w, 1e-6, pos, inv, None, ck, cv, step, 0.25)
+        with pytest.raises(KernelError, match=r"attention_norm_rope: positions must be \[T\] i32"):
+            A.attention_norm_rope(z(1, 4, 16), z(1, 2, 16), z(1, 2, 16), w, w, 1e-6, pos, inv, (2, 2, 2), ck, cv, step, 0.25)
+        with pytest.raises(KernelError, match=r"attention_norm_rope: k_new and v_new must both be \[T, 2, 16\]"):
+            A.attention_norm_rope(z(1, 4, 16), z(1, 2, 16), z(1, 1, 16), w, w, 1e-6, pos, inv, None, ck, cv, step, 0.25)
+        with pytest.raises(KernelError, match=r"attention_norm_rope: Q8_0 output needs D a multiple of 32"):
+            A.attention_norm_rope(z(1, 4, 16), z(1, 2, 16), z(1, 2, 16), w, w, 1e-6, pos, inv, None, ck, cv, step, 0.25,
+                                  quantized=(z(16, dtype=np.uint32), z(2)))
+        ck, cv = A.kv_cache(16, 2, 32)
+        w, inv = z(32), z(16)
+        with pytest.raises(KernelError, match=r"attention_norm_rope: xq and xd must hold 32 u32 and 4 f32"):
+            A.attention_norm_rope(z(1, 4, 32), z(1, 2, 32), z(1, 2, 32), w, w, 1e-6, pos, inv, None, ck, cv, step, 0.25,
+                                  quantized=(z(16, dtype=np.uint32), z(4)))

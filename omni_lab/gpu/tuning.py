@@ -170,8 +170,9 @@ NVIDIA = Tuning(
     # 1.09 ms) and takes 0.29 of their time at 512 (1.2 against 4.2 ms); 256 lies between.
     moe_grouped_min_tokens=512,
     moe_grouped_min_tokens_q8=256,
-    # Reasoned until measured (bench/decode_settings.py --set moe_routed=False): routing in each of gate_up's
-    # workgroups adds a few barriers and a read of E logits to its chain, and saves a dispatch (~7-10 us).
+    # bench/decode_settings.py --set moe_routed=False (one run): the thinker decodes 197.5 tok/s against 192.1
+    # in BF16 and 246.2 against 214.5 in Q8_0 (no quantize_act before down either), though the routed gate_up
+    # takes ~5 us longer than gate_up (every workgroup routes before it can load a weight).
     moe_routed=True,
     # bench/kernels.py --latency (per call, with and without subgroups): decode attention at 100 keys 13.1
     # against 14.3 us, moe.route 31.7 against 33.3; norm_rope_append 21.6 against 19.7 (within its noise).
@@ -181,10 +182,12 @@ NVIDIA = Tuning(
     # bench/kernels.py --latency: at 100 keys 256 threads 13.1 us, 128 14.9, 512 14.3 (with subgroups); 512
     # is faster only past the single pass's reach (1000 keys: 35 against 38).
     attention_decode_wg=256,
-    # Reasoned, not timed yet (bench/kernels.py --latency's attention.norm_rope cases time both): one
-    # dispatch fewer a decode layer (~8 us of norm_rope_append's on the H200; two with a Q8_0 o_proj, the
-    # 8 us quantize_act too) against a longer chain inside the attention (two row reductions and a barrier).
-    attention_norm_rope=True,
+    # Measured off (bench/decode_settings.py and bench/decode.py --set attention_norm_rope=False, three runs):
+    # the fused decode attention's GPU time is below the pair it replaces (thinker Q8_0: decode_q8 22 us
+    # against 13 + 8 + 10), yet decode is slower in wall time: thinker Q8_0 233 / 214 tok/s against 251 / 266,
+    # BF16 203 against 200, Qwen3-0.6B 502 / 541 against 608 / 542. The cost it adds lies between dispatches,
+    # where per-dispatch timestamps (one pass each) do not see it; its cache binding is read_write.
+    attention_norm_rope=False,
     # bench/kernels.py --latency (bench/results/kernels_latency_h200_vulkan.json): the single pass costs by
     # the keys present, the split pair by max_len: at 100 keys 13.1 us against 20.2 (the split pair before
     # issue 16: 21.7), at 1000 keys 38 against 24, at 2000 122 against 52. Caches up to 512 rows (at most
