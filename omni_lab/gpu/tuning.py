@@ -162,6 +162,9 @@ NVIDIA = Tuning(
     # launch_tpr pick the fastest width measured for each decode matvec of Qwen3-Omni and Qwen3-0.6B
     # (bench/kernels.py --decode, bench/results/kernels_decode_h200_vulkan.json).
     launch_threads=2**17,
+    # bench/decode_settings.py (bench/results/decode_settings_h200/run4_*): 256 against 512 and 1024 threads,
+    # thinker decode 190.9 against 188.6 and 171.0 tok/s in BF16, 233.2 against 218.5 and 217.1 in Q8_0 (fewer,
+    # wider workgroups route the token fewer times, but each waits longer on its rows).
     moe_expert_wg=256,
     moe_min_tpr=16,
     # One MoE layer at the thinker's shapes (bench/results/kernels_moe_h200_vulkan.json): per-pair kernels
