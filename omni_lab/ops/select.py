@@ -172,7 +172,8 @@ def cases():
     return [
         *sweep("select", "argmax", 0.0, _argmax_case, [dict(rows=r, cols=c) for r, c in ARGMAX_SHAPES],
                quick=[dict(rows=5, cols=1000)]),
-        *sweep("select", "argmax", 0.0, _argmax_case, [dict(rows=r, cols=c, ties=True) for r, c in ARGMAX_TIED_SHAPES]),
+        *sweep("select", "argmax", 0.0, _argmax_case, [dict(rows=r, cols=c, ties=True) for r, c in ARGMAX_TIED_SHAPES],
+               quick=[dict(rows=3, cols=40_000, ties=True)]),
         *sweep("select", "topk", 0.0, _topk_case, [dict(rows=r, cols=c, k=k) for r, c, k in TOPK_CASES],
                quick=[dict(rows=5, cols=1000, k=64), dict(rows=1, cols=152_064, k=50)]),
         *sweep("select", "topk", 0.0, _topk_case, [dict(rows=r, cols=c, k=k, ties=True) for r, c, k in TOPK_TIED_CASES]),
