@@ -196,7 +196,7 @@ def attention_norm_rope(q: Tensor, k: Tensor, v: Tensor, q_norm: Tensor, k_norm:
     ops.q8_0.quantize_activations makes of it, bit for bit (D a multiple of 32), for an int8 o_proj
     (q8_matvec_quantized) with no quantize pass."""
     kernel = "attention_norm_rope"
-    t, hq, d, n_kv, sec_h, sec_w, eps_bits = check_qk_norm_rope(kernel, q, k, q_norm, k_norm, eps, positions,
+    t, hq, d, n_kv, sec_h, sec_w = check_qk_norm_rope(kernel, q, k, q_norm, k_norm, eps, positions,
                                                                 inv_freq, sections)
     max_len = check_append(kernel, k, v, cache_k, cache_v, step)
     expect(kernel, fuses_norm_rope(t, cache_k),
@@ -210,7 +210,7 @@ def attention_norm_rope(q: Tensor, k: Tensor, v: Tensor, q_norm: Tensor, k_norm:
     if out is None:
         out = rt.empty(q.shape, "f32", label="attention")
     expect(kernel, out.shape == q.shape and out.dtype == "f32", f"out must be {q.shape} f32", out=out)
-    params = pack_params(1, hq, n_kv, d // 4, max_len, window, float(scale), 0, 0, sec_h, sec_w, eps_bits)
+    params = pack_params(1, hq, n_kv, d // 4, max_len, window, float(scale), 0, 0, sec_h, sec_w, float(eps))
     tensors = [q, cache_k, cache_v, step, out, k, v, positions, inv_freq, q_norm, k_norm]
     if quantized is not None:
         xq, xd = quantized

@@ -126,8 +126,6 @@ def matvec_multi_norm(h: Tensor, delta: Tensor | None, norm_w: Tensor, eps: floa
     delta (written by one workgroup; required with delta, and neither h nor delta). h, delta, norm_w: [K] or
     [1, K] f32 (norm_w [K]); the weights as matvec_multi's, 1 to 3 of them (`norm_multi_ok`). out_x: x
     itself too (one workgroup writes it), for other readers of x (a MoE block's experts after its router)."""
-    import struct
-
     expect("matvec_multi_norm", norm_multi_ok(h, ws), "weights must share a dtype and K, K % 8 == 0 (4 for f32), "
            "each within one binding, 1 to 3 of them, and K f32 values must fit the workgroup memory", h=h,
            **{f"w{i}": w for i, w in enumerate(ws)})
@@ -153,9 +151,8 @@ def matvec_multi_norm(h: Tensor, delta: Tensor | None, norm_w: Tensor, eps: floa
     tpr = threads_per_row or matvec_tpr(sum(n), k, ws[0].dtype)
     kern = runtime().kernel("matvec", "multi_norm", WG=wg, TPR=tpr, WTYPE=WTYPE[ws[0].dtype], ND4=k // 4,
                             DELTA=int(delta is not None), KEEP_X=int(out_x is not None))
-    eps_bits = struct.unpack("<I", struct.pack("<f", eps))[0]
     # Unused bindings get stand-ins, never written: h for delta (read only), the first output for out_h, out_x.
-    kern(-(-sum(n) // (wg // tpr)), pack_params(n[0], k, 0, n[1], n[2], eps_bits, 0, 0),
+    kern(-(-sum(n) // (wg // tpr)), pack_params(n[0], k, 0, n[1], n[2], float(eps), 0, 0),
          h, ws3[0], outs3[0], ws3[1], ws3[2], outs3[1], outs3[2], h if delta is None else delta, norm_w,
          out_h if delta is not None else outs3[0], outs3[0] if out_x is None else out_x)
     return tuple(outs)

@@ -52,7 +52,7 @@ PATHS = ("dot4", "f32")
 _CHOICE: dict[tuple, dict] = {}  # (adapter, timed shape) -> choose_path's result
 
 
-def _params(*values: int) -> bytes:
+def _params(*values: int | float) -> bytes:
     # Every entry point reads the same 8-word params struct (a uniform must cover the whole struct).
     return pack_params(*values, *([0] * (8 - len(values))))
 
@@ -402,8 +402,6 @@ def q8_matvec_multi_norm(h: Tensor, delta: Tensor | None, norm_w: Tensor, eps: f
     each workgroup forms and quantizes in its memory, so the residual add and the norm cost no dispatch;
     out_h = h + delta (required with delta; neither h nor delta). As ops/linear.py's matvec_multi_norm for
     16-bit weights; q8_norm_multi_ok says whether a set qualifies."""
-    import struct
-
     kernel = "q8_matvec_multi_norm"
     expect(kernel, q8_norm_multi_ok(h, ws), "weights must be 2 or 3 Q8Weights of h's K, each within one binding, "
            "K within q8_fuse_max_k and workgroup storage, on an adapter with 13 storage buffers a shader", h=h)
@@ -429,8 +427,7 @@ def q8_matvec_multi_norm(h: Tensor, delta: Tensor | None, norm_w: Tensor, eps: f
         tensors += [w.quants, w.scales, y]
     # Without delta, h stands in for the unused delta and out_h bindings (never written).
     tensors += [h if delta is None else delta, norm_w, outs3[0] if delta is None else out_h]
-    eps_bits = struct.unpack("<I", struct.pack("<f", eps))[0]
-    kern(-(-sum(n) // (table.q8_matvec_wg // tpr)), _params(n[0], k, 0, n[1], n[2], eps_bits), *tensors)
+    kern(-(-sum(n) // (table.q8_matvec_wg // tpr)), _params(n[0], k, 0, n[1], n[2], float(eps)), *tensors)
     return tuple(outs)
 
 

@@ -97,11 +97,9 @@ def mrope(x: Tensor, positions3: Tensor, inv_freq: Tensor, sections, interleaved
 
 
 def check_qk_norm_rope(kernel: str, q: Tensor, k: Tensor, q_norm: Tensor, k_norm: Tensor, eps: float, positions: Tensor,
-                       inv_freq: Tensor, sections) -> tuple[int, int, int, int, int, int, int]:
+                       inv_freq: Tensor, sections) -> tuple[int, int, int, int, int, int]:
     """Checks the operands of a per-head QK RMSNorm and rotation (qk_norm_rope's, or a kernel that fuses it);
-    returns (T, H, D, H2, sec_h, sec_w, eps as f32 bits)."""
-    import struct
-
+    returns (T, H, D, H2, sec_h, sec_w)."""
     t, h, d = _check_x(kernel, q, inv_freq)
     expect(kernel, len(k.shape) == 3 and k.shape[0] == t and k.shape[2] == d and k.dtype == "f32",
            "k must be [T, H2, D] f32 with q's T and D", q=q, k=k)
@@ -111,8 +109,7 @@ def check_qk_norm_rope(kernel: str, q: Tensor, k: Tensor, q_norm: Tensor, k_norm
     expect(kernel, positions.dtype == "i32" and positions.shape == ((t,) if streams == 1 else (3, t)),
            "positions must be [T] i32 (or [3, T] with sections)", positions=positions)
     sec_h, sec_w = (0, 0) if sections is None else (int(sections[1]), int(sections[2]))
-    eps_bits = struct.unpack("<I", struct.pack("<f", eps))[0]
-    return t, h, d, k.shape[1], sec_h, sec_w, eps_bits
+    return t, h, d, k.shape[1], sec_h, sec_w
 
 
 def qk_norm_rope(q: Tensor, k: Tensor, q_norm: Tensor, k_norm: Tensor, eps: float, positions: Tensor,
@@ -124,19 +121,19 @@ def qk_norm_rope(q: Tensor, k: Tensor, q_norm: Tensor, k_norm: Tensor, eps: floa
     append = (v, cache_k, cache_v, step): the same dispatch also does ops.attention.kv_append of the
     rotated k and of v [T, H2, D] (k is then left unrotated: the cache holds it), one dispatch fewer a
     layer at decode."""
-    t, h, d, h2, sec_h, sec_w, eps_bits = check_qk_norm_rope("qk_norm_rope", q, k, q_norm, k_norm, eps, positions,
+    t, h, d, h2, sec_h, sec_w = check_qk_norm_rope("qk_norm_rope", q, k, q_norm, k_norm, eps, positions,
                                                              inv_freq, sections)
     rt = runtime()
     shader = rt.subgroup_variant("rope")  # the QK-norm entries' (lib/qk_norm_rope.wgsl)
     if append is None:
-        params = pack_params(t, h, d // 2, t, sec_h, sec_w, 0, 0, 0, h2, eps_bits)
+        params = pack_params(t, h, d // 2, t, sec_h, sec_w, 0, 0, 0, h2, float(eps))
         rt.kernel(shader, "norm_rope", WG=WG)(t * (h + h2), params, q, positions, inv_freq, k, q_norm, k_norm)
         return
     from .attention import check_append
 
     v, cache_k, cache_v, step = append
     max_len = check_append("qk_norm_rope", k, v, cache_k, cache_v, step)
-    params = pack_params(t, h, d // 2, t, sec_h, sec_w, 0, 0, 0, h2, eps_bits, max_len)
+    params = pack_params(t, h, d // 2, t, sec_h, sec_w, 0, 0, 0, h2, float(eps), max_len)
     rt.kernel(shader, "norm_rope_append", WG=WG)(t * (h + 2 * h2), params, q, positions, inv_freq, k, q_norm,
                                                  k_norm, v, cache_k, cache_v, step)
 
