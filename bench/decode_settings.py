@@ -36,6 +36,11 @@ def parse_setting(text: str) -> dict:
             out[name.strip()] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
             out[name.strip()] = value.strip()
+    try:  # checked before any model loads: a wrong field or value costs no device time
+        with tuning.override(**out):
+            pass
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"--set {text!r}: {e}") from None
     return out
 
 
