@@ -12,14 +12,17 @@ sliding-window layers of 1024, upsampling 2 x 2, decoder blocks 8, 5, 4, 3 from 
 samples a frame) with its own initialisation, and with the parameters it leaves at identities or zeros
 (LayerScale, ConvNeXt gamma, SnakeBeta) drawn as the tiny checkpoints draw them, so the modules do work;
 both sides then read the same BF16 tensors. So the waveforms can be compared too: ours against
-Transformers in float32 on the same weights (`snr_vs_transformers_fp32_db`).
+Transformers in float32 on the same weights (`snr_vs_transformers_fp32_db`; streamed, against its
+chunked_decode: `stream_snr_vs_transformers_chunked_decode_fp32_db`).
 
 Measured, each the median of --reps runs after a warm-up:
 - one-shot: one forward over --seconds of codes (12.5 frames a second); real-time factor = compute seconds
   per audio second.
 - streaming: chunks of --chunk frames with --left-context frames before each (chunked_decode's cut); per
   chunk after the first, the seconds per chunk, per frame (the Qwen3-Omni report's bar: 3 ms of GPU a
-  frame) and the real-time factor; the first chunk's latency (codes to its audio).
+  frame) and the real-time factor; the first chunk's latency (codes to its audio). Ours crops the context
+  out of the decoder blocks where no kept sample reads it (Code2Wav.crops); `uncropped_chunk_s` is the same
+  chunk decoded whole, as Transformers decodes it, for what that saves.
 Ours: wall clock (what a caller waits for, read-back included) and GPU time from timestamp queries of one
 replayed forward (each dispatch in its own timed pass, which overstates the total a little).
 
@@ -115,27 +118,37 @@ def stream_times(model: Code2Wav, codes: np.ndarray, chunk: int, left: int) -> t
 def bench_ours(model: Code2Wav, codes: np.ndarray, seconds: float, chunk: int, left: int, reps: int) -> dict:
     rt = runtime()
     one_shot = median_seconds(lambda: model.forward(codes), reps)
-    plan = model._plans[("forward", codes.shape[1])]
-    with rt.profile() as prof:
-        rt.replay(plan, ())
-    gpu = sum(t.seconds for t in prof.timings)
-    by_kernel = dict(sorted(prof.by_kernel().items(), key=lambda kv: -kv[1])[:12])
+    gpu, by_kernel, dispatches, clock = gpu_profile(model, ("forward", codes.shape[1], 0))
     stream_times(model, codes, chunk, left)  # records the chunk shapes' plans
     passes = [stream_times(model, codes, chunk, left) for _ in range(reps)]
     first = statistics.median(p[0] for p in passes)
     per_chunk = statistics.median(t for p in passes for t in p[1])
-    chunk_plan = model._plans[("forward", chunk + left)]
-    with rt.profile() as prof:
-        rt.replay(chunk_plan, ())
-    chunk_gpu = sum(t.seconds for t in prof.timings)
+    chunk_gpu, chunk_by_kernel, chunk_dispatches, _ = gpu_profile(model, ("forward", chunk + left, left * model.cfg.samples_per_frame))
+    # The same chunk decoded whole (as Transformers does), its context's samples dropped after: what the crops save.
+    window = codes[:, :chunk + left]
+    model.forward(window)
+    whole = median_seconds(lambda: model.forward(window), reps)
+    whole_gpu = gpu_profile(model, ("forward", chunk + left, 0))[0]
     chunk_audio = chunk / FRAMES_PER_SECOND
     return {"one_shot_s": one_shot, "one_shot_rtf": one_shot / seconds, "one_shot_gpu_s": gpu,
-            "one_shot_gpu_rtf": gpu / seconds, "one_shot_dispatches": len(plan), "clock": prof.clock,
+            "one_shot_gpu_rtf": gpu / seconds, "one_shot_dispatches": dispatches, "clock": clock,
             "one_shot_gpu_s_by_kernel": by_kernel,
             "stream_first_chunk_s": first, "stream_chunk_s": per_chunk, "stream_rtf": per_chunk / chunk_audio,
             "stream_ms_per_frame": 1e3 * per_chunk / chunk, "stream_chunk_gpu_s": chunk_gpu,
-            "stream_gpu_ms_per_frame": 1e3 * chunk_gpu / chunk, "stream_chunk_dispatches": len(chunk_plan),
+            "stream_gpu_ms_per_frame": 1e3 * chunk_gpu / chunk, "stream_chunk_dispatches": chunk_dispatches,
+            "stream_chunk_gpu_s_by_kernel": chunk_by_kernel,
+            "uncropped_chunk_s": whole, "uncropped_chunk_gpu_s": whole_gpu,
             "adapter": rt.gpu.describe()["adapter"]}
+
+
+def gpu_profile(model: Code2Wav, key: tuple) -> tuple[float, dict, int, str]:
+    """GPU seconds of one replay of a recorded forward, the 12 costliest kernels, its dispatches, the clock."""
+    rt = runtime()
+    plan = model._plans[key]
+    with rt.profile() as prof:
+        rt.replay(plan, ())
+    by_kernel = dict(sorted(prof.by_kernel().items(), key=lambda kv: -kv[1])[:12])
+    return sum(t.seconds for t in prof.timings), by_kernel, len(plan), prof.clock
 
 
 def bench_hf(module, codes: np.ndarray, seconds: float, chunk: int, left: int, reps: int, device: str) -> dict:
@@ -338,6 +351,10 @@ def run(args, overrides: dict) -> None:
         with torch.no_grad():
             ref = module.to(args.hf_device)(torch.as_tensor(codes[None], device=args.hf_device)).reshape(-1).cpu().numpy()
         report["snr_vs_transformers_fp32_db"] = snr_db(wave, ref)
+        with torch.no_grad():  # the streamed chunks (ours cropped) against Transformers' chunked_decode
+            ref = module.chunked_decode(torch.as_tensor(codes[None], device=args.hf_device), chunk_size=args.chunk,
+                                        left_context_size=args.left_context).reshape(-1).cpu().numpy()
+        report["stream_snr_vs_transformers_chunked_decode_fp32_db"] = snr_db(ours.chunked_decode(codes, args.chunk, args.left_context), ref)
         o, h = report["ours_wgpu_bf16"], report["transformers"]
         report["speedup_one_shot"] = h["one_shot_s"] / o["one_shot_s"]
         report["speedup_stream_chunk"] = h["stream_chunk_s"] / o["stream_chunk_s"]

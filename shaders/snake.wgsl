@@ -2,11 +2,15 @@
 //   y[c, t] = x + 1 / (exp(beta[c]) + 1e-9) * sin(x * exp(alpha[c]))^2
 // alpha and beta are log-scale, one per channel. y may be x (in place).
 //
+// y may also be the activation of x[:, start:] ([C, T - start], T_in = x's row length): code2wav's crop
+// of a decode's left context.
+//
 // Bindings: 0 params; 1 x: f32 window; 2 alpha: [C] f32; 3 beta: [C] f32; 4 y: f32 window.
 //   A window starts at an aligned offset at or before the piece's first element; x_off and y_off are that
 //   element's index within it (ops/pieces.py). x and y are read_write so that y may be x.
-// Params (sizes in elements): n = elements of this piece; t = T (row length, for the channel of an
-//   element); e0 = index in [C, T] of the piece's first element; x_off, y_off.
+// Params (sizes in elements): n = elements of this piece; t = y's row length (for the channel of an
+//   element); e0 = index in y of the piece's first element; x_off, y_off; t_in = x's row length; start;
+//   x0 = index in x of the element under y's e0 (x's window starts x_off before it).
 // Dispatch: ceil(n / WG) workgroups of WG threads, one element per thread, flat workgroup index
 //   wid.x + wid.y * nwg.x (groups_for).
 // WGSL's exp and sin have implementation-defined precision (Vulkan allows 2^-11 absolute error for sin
@@ -16,7 +20,7 @@ override WG: u32 = 256;
 
 const NO_DIV_BY_ZERO: f32 = 1e-9;  // Qwen3OmniMoeSnakeBeta.no_div_by_zero
 
-struct Params { n: u32, t: u32, e0: u32, x_off: u32, y_off: u32, _p0: u32, _p1: u32, _p2: u32 }
+struct Params { n: u32, t: u32, e0: u32, x_off: u32, y_off: u32, t_in: u32, start: u32, x0: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
@@ -57,6 +61,6 @@ fn main(grid: Grid, @builtin(local_invocation_index) lid: u32) {
     let c = (p.e0 + i) / p.t;
     let a = exp_f32(alpha[c]);
     let inv_b = 1.0 / (exp_f32(beta[c]) + NO_DIV_BY_ZERO);
-    let v = x[p.x_off + i];
+    let v = x[p.x_off + c * p.t_in + p.start + (p.e0 + i - c * p.t) - p.x0];
     y[p.y_off + i] = v + inv_b * sin2(v * a);
 }

@@ -29,7 +29,7 @@ def cosine(a, b) -> float:
 
 def snr_db(ours, ref) -> float:
     ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-    return float(10 * np.log10(np.sum(ref ** 2) / np.sum((ours - ref) ** 2)))
+    return float(10 * np.log10(np.sum(ref ** 2) / max(np.sum((ours - ref) ** 2), 1e-300)))
 
 
 @pytest.mark.parametrize("frames", [7, 12])
@@ -86,6 +86,63 @@ def test_chunked_and_streamed_equal_transformers_chunked_decode(vocoder, frames,
     if frames <= chunk:
         assert len(one) == 1  # one chunk is the one-shot decode, the same dispatches
         np.testing.assert_array_equal(ours, model.forward(codes)[PREFIX])
+
+
+@pytest.mark.parametrize("frames,ctx", [(9, 4), (20, 14), (10, 3)])
+def test_a_decode_without_its_first_samples_skips_only_what_nobody_reads(vocoder, frames, ctx):
+    """forward(drop=d) crops each decoder block's input to the steps the samples from d on read (first_reads):
+    those samples equal the uncropped decode's (up to rounding: the convs may pick other tiles at the
+    cropped lengths). That first_reads is right is checked on Transformers' module itself: a change to a
+    block's input one step before its first read leaves the kept samples as they are, at that step it
+    changes them, so the crops cut as deep as they may and no deeper."""
+    import torch
+
+    model, hf = vocoder
+    codes = random_codes(model, frames, seed=frames + ctx)
+    drop = ctx * model.cfg.samples_per_frame
+    full = model.forward(codes)[PREFIX][drop:]
+    crops, final, keep = model.crops(drop)
+    assert final > 0 and keep < drop
+    if ctx >= 14:  # a context long enough for every block of the tiny vocoders to be cropped
+        assert min(crops) > 0, crops
+    cropped = model.forward(codes, drop=drop)[PREFIX]
+    assert cropped.shape == full.shape and snr_db(cropped, full) >= 100.0
+
+    decoder = hf.code2wav.decoder  # [conv, blocks..., SnakeBeta, conv]: first_reads' stages are 1..n+1
+    outs = {}
+    grabs = [m.register_forward_hook(lambda m, args, out, k=k: outs.__setitem__(k, out[0].clone()))
+             for k, m in enumerate(decoder)]
+
+    def decode_with(stage=None, step=None) -> dict:
+        def bump(module, args):
+            x = args[0].clone()
+            x[..., step] += 3.0
+            return (x,)
+        hook = decoder[stage].register_forward_pre_hook(bump) if stage is not None else None
+        with torch.no_grad():
+            hf.code2wav(torch.as_tensor(codes[None]))
+        if hook is not None:
+            hook.remove()
+        return dict(outs)
+
+    try:
+        ref = decode_with()
+        firsts = model.first_reads(drop) + [drop]  # and the waveform's first kept sample
+        for stage, (first, then) in enumerate(zip(firsts, firsts[1:]), start=1):
+            if first > 0:  # a step before the first read: no kept sample moves, not by a bit
+                got = decode_with(stage, first - 1)
+                assert torch.equal(got[len(decoder) - 1][..., drop:], ref[len(decoder) - 1][..., drop:]), \
+                    f"stage {stage}: step {first - 1} is read"
+            # the first read moves the next stage's first read (end to end, through a dozen random weights,
+            # it may sink below float32 rounding); the final SnakeBeta's reaches the waveform through its conv
+            nxt = stage if stage < len(firsts) - 1 else len(decoder) - 1
+            got = decode_with(stage, first)
+            assert not torch.equal(got[nxt][..., then:], ref[nxt][..., then:]), f"stage {stage}: step {first} is not read"
+    finally:
+        for g in grabs:
+            g.remove()
+    with pytest.raises(ModelInputError, match="drop must be in"):
+        model.forward(codes, taps=[PREFIX], drop=drop)
 
 
 @pytest.fixture(scope="module")

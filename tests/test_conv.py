@@ -416,6 +416,9 @@ def test_conv_transpose1d_split(rt, small_binding, c_in, c_out, t, k, stride, dt
 
 def test_snake_and_transpose_split(rt, small_binding):
     check("snake", "snake_beta", snake.BOUND, snake._case, c=7, t=1001, x_scale=2.0, log_scale=1.0)
+    # cropped: pieces of x cross rows and skip `start` columns at each; pieces shrink to leave room for them
+    check("snake", "snake_beta", snake.BOUND, snake._case, c=9, t=301, x_scale=2.0, log_scale=1.0, start=97)
+    check("snake", "snake_beta", snake.BOUND, snake._case, c=3, t=1001, x_scale=2.0, log_scale=1.0, start=600)
     check("transpose", "transpose", 0.0, tr._case, r=301, c=37)
 
 

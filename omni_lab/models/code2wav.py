@@ -29,6 +29,9 @@ dropped. A decode is samples_lost short at its end, so every chunk gives (end - 
 samples_lost samples, and the concatenation skips samples_lost samples of the one-shot waveform at every
 chunk end. Everything else is causal, so where ctx covers the receptive field a chunk's samples equal the
 one-shot decode's [start * samples_per_frame, end * samples_per_frame - samples_lost).
+Transformers decodes the whole context through every layer; ours decodes through the decoder blocks only
+the steps a kept sample reads (Code2Wav.crops): the same samples, about half the decoder's work a chunk at
+its defaults.
 
 Activations: conv outputs [1, C, T] are captured as [C, T] (layout "CT"; capture's rule for a batch of one),
 the transformer's and the ConvNeXt's channels-last [1, T, F] as [T, F] ("TF"), the waveform as [N] ("N").
@@ -254,8 +257,8 @@ class Snake:
     alpha: Tensor  # [C] log-scale, as stored
     beta: Tensor
 
-    def __call__(self, x: Tensor, out: Tensor) -> Tensor:
-        return snake.snake_beta(x, self.alpha, self.beta, out=out)
+    def __call__(self, x: Tensor, out: Tensor, start: int = 0) -> Tensor:
+        return snake.snake_beta(x, self.alpha, self.beta, out=out, start=start)
 
 
 @dataclass
@@ -314,10 +317,16 @@ class DecoderBlock:
     upsample: Conv
     units: list[ResidualUnit]
 
-    def __call__(self, x: Tensor, ctx: StepContext, name: str, out: Tensor) -> Tensor:
+    def reach(self) -> int:
+        """How many steps back, after the transposed conv, the block's last output reads."""
+        return sum((u.conv1.weight.shape[2] - 1) * u.conv1.dilation + (u.conv2.weight.shape[2] - 1) * u.conv2.dilation
+                   for u in self.units)
+
+    def __call__(self, x: Tensor, ctx: StepContext, name: str, out: Tensor, crop: int = 0) -> Tensor:
+        """crop: x's first columns skipped (Code2Wav.crops)."""
         s = ctx.s
-        a = self.act(x, ctx.out(f"{name}.block.0", s.get(x.shape, "act")))
-        shape = self.upsample.out_shape(x.shape)
+        a = self.act(x, ctx.out(f"{name}.block.0", s.get((x.shape[0], x.shape[1] - crop), "act")), start=crop)
+        shape = self.upsample.out_shape(a.shape)
         h = self.upsample(a, ctx.out(f"{name}.block.1", s.get(shape, "up")))
         for j, unit in enumerate(self.units):
             last = j + 1 == len(self.units)
@@ -454,12 +463,41 @@ class Code2Wav(Component):
         """The named activations of one forward over codes (what the workbench compares)."""
         return self.forward(codes, taps=names)
 
-    def forward(self, codes, taps=()) -> dict[str, np.ndarray]:
-        """The waveform (`code2wav`, [N] float32) of codes [Q, T], plus the tapped activations. Without
-        taps a forward of T frames is recorded once and replayed (plan key ("forward", T)): streaming
-        decodes chunk after chunk of one length."""
+    def first_reads(self, drop: int) -> list[int]:
+        """The first step of each decoder block's input, and of the final SnakeBeta's, that the waveform's
+        samples from `drop` on read, however far back through the stack: a causal conv reads (K - 1) d steps
+        back, a decoder transposed conv's output n its inputs n // r and n // r + 1 (kernel 2r)."""
+        need = max(0, drop - (self.decoder_out.weight.shape[2] - 1))
+        needs = [need]
+        for block in reversed(self.blocks):
+            need = max(0, need - block.reach()) // block.upsample.stride
+            needs.append(need)
+        return needs[::-1]
+
+    def crops(self, drop: int) -> tuple[list[int], int, int]:
+        """Where a forward whose first `drop` samples the caller throws away (a chunk's left context) skips
+        work: the columns each decoder block's SnakeBeta skips of its input (up to first_reads), those the
+        final SnakeBeta skips, and the samples to drop from the cropped waveform. The kept samples are the
+        uncropped decode's: a causal conv's first outputs after a crop read its zero padding, and no kept
+        sample reads those. The pre-transformer (its attention reads the whole window back) and the upsample
+        stages, a small part of the work, are not cropped."""
+        needs = self.first_reads(drop)
+        crops, offset = [], 0  # offset: the uncropped step at column 0 of the tensor in hand
+        for block, need in zip(self.blocks, needs):
+            crops.append(need - offset)
+            offset = need * block.upsample.stride
+        return crops, needs[-1] - offset, drop - needs[-1]
+
+    def forward(self, codes, taps=(), drop: int = 0) -> dict[str, np.ndarray]:
+        """The waveform (`code2wav`, [N] float32) of codes [Q, T], plus the tapped activations. `drop`: the
+        waveform's first samples are not wanted (returned: [N - drop]), so the decoder skips what only
+        they read (crops); no taps then. Without taps a forward of T frames is recorded once and replayed
+        (plan key ("forward", T, drop)): streaming decodes chunk after chunk of one length."""
         codes = self.check_codes(codes)
         t = codes.shape[1]
+        n = self.cfg.waveform_samples(t)
+        if not 0 <= drop < n or (drop and taps):
+            raise ModelInputError(f"drop must be in [0, {n}) (the waveform's samples) and 0 with taps, got {drop}")
         tr = self.transformer
         rt = runtime()
         s = tr.scratch(t, 1)
@@ -469,9 +507,11 @@ class Code2Wav(Component):
         tr.write_positions(s, 0, t)
         rt.write(tr.step_buf, np.zeros(4, np.uint32))
         if not taps:
-            wave = bufs.get((1, self.cfg.waveform_samples(t)), "clamped")
-            (value,) = self.plan(("forward", t), lambda: self._encode(ids, s, StepContext(t, bufs, self.step_buf)), (wave,))
-            return {PREFIX: value.reshape(-1)}
+            crops, final, keep = self.crops(drop)
+            wave = bufs.get((1, n - (drop - keep)), "clamped")
+            (value,) = self.plan(("forward", t, drop),
+                                 lambda: self._encode(ids, s, StepContext(t, bufs, self.step_buf), crops, final), (wave,))
+            return {PREFIX: value.reshape(-1)[keep:]}
         specs = self.check_taps(t, taps)
         tapped = {n: self.tap_buffers(specs[n]) for n in taps if n != PREFIX}
         with rt.step() as step:
@@ -480,7 +520,8 @@ class Code2Wav(Component):
             reads[PREFIX] = step.read(wave)
         return self.collect_reads(specs, reads)
 
-    def _encode(self, ids: Tensor, s_tr, ctx: StepContext) -> Tensor:
+    def _encode(self, ids: Tensor, s_tr, ctx: StepContext, crops=None, final: int = 0) -> Tensor:
+        """crops, final: Code2Wav.crops (none by default)."""
         cfg, tr, bufs, t = self.cfg, self.transformer, ctx.s, ctx.t
         h = embedding.embedding_mean(ids, self.code_embedding, out=ctx.out(EMBEDDING_MEAN, s_tr.h))  # [T, H]
         x = tr.layers_forward(h, StepContext(t, s_tr, tr.step_buf, ctx.taps))  # [T, H], the final norm's
@@ -490,11 +531,13 @@ class Code2Wav(Component):
             y = up(x, ctx.out(f"{name}.0", bufs.get(up.out_shape(x.shape), "upsampled")))
             x = block(y, ctx, f"{name}.1", ctx.out(f"{name}.1", bufs.get(y.shape, "stage")))
         x = self.decoder_in(x, ctx.out(f"{PREFIX}.decoder.0", bufs.get(self.decoder_in.out_shape(x.shape), "block_in")))
-        for b, block in enumerate(self.blocks):
-            shape = block.upsample.out_shape(x.shape)
-            x = block(x, ctx, f"{PREFIX}.decoder.{b + 1}", ctx.out(f"{PREFIX}.decoder.{b + 1}", bufs.get(shape, "block_out")))
+        for b, (block, crop) in enumerate(zip(self.blocks, crops or [0] * len(self.blocks))):
+            shape = block.upsample.out_shape((x.shape[0], x.shape[1] - crop))
+            x = block(x, ctx, f"{PREFIX}.decoder.{b + 1}", ctx.out(f"{PREFIX}.decoder.{b + 1}", bufs.get(shape, "block_out")),
+                      crop)
         n = len(self.blocks)
-        x = self.decoder_act(x, ctx.out(f"{PREFIX}.decoder.{n + 1}", bufs.get(x.shape, "act")))
+        x = self.decoder_act(x, ctx.out(f"{PREFIX}.decoder.{n + 1}", bufs.get((x.shape[0], x.shape[1] - final), "act")),
+                             start=final)
         wave = self.decoder_out(x, ctx.out(f"{PREFIX}.decoder.{n + 2}", bufs.get(self.decoder_out.out_shape(x.shape), "wave")))
         return elementwise.clamp(wave, -1.0, 1.0, out=bufs.get(wave.shape, "clamped"))  # [1, N]
 
@@ -521,7 +564,7 @@ class Code2Wav(Component):
         def piece(end: int) -> np.ndarray:
             ctx = min(left_context, start)
             window = held[start - ctx - first:end - first]  # [ctx + chunk, Q]
-            return self.forward(window.T)[PREFIX][ctx * spf:]
+            return self.forward(window.T, drop=ctx * spf)[PREFIX]
 
         for block in frames:
             block = np.asarray(block).reshape(-1, q)
