@@ -24,6 +24,9 @@
 //   x_off, w_off, y_off, r_off: window offsets (conv1d's w window starts at row co0)
 //   flags: bit 0 add bias, bit 1 accumulate into y (a later piece of input channels: no bias, no
 //          residual), bit 2 add residual
+//   k_split, plane: conv1d_tiled's split-K (a conv of too few tiles to reach every compute unit):
+//          workgroup z sums kk [z k_split, (z + 1) k_split) into plane z of y (from z plane on; bias and
+//          residual in plane 0 only), and split_sum.wgsl adds the planes; one split: k_split >= the kk.
 // Dispatch (conv1d, conv_transpose1d): one thread per output element of the dispatch's rows, flat index
 //   group_index(grid) * WG + lid over rows x T_out (groups_for), time fastest, so a workgroup's
 //   threads mostly share one output channel (its weights are one broadcast load) and read neighbouring x.
@@ -59,7 +62,7 @@ struct Params {
     ci0: u32, ci1: u32, cin_g: u32, cout_g: u32,
     k: u32, stride: u32, dilation: u32, pad: i32,
     x_off: u32, w_off: u32, y_off: u32, r_off: u32,
-    flags: u32, _p0: u32, _p1: u32, _p2: u32,
+    flags: u32, k_split: u32, plane: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -79,17 +82,22 @@ fn weight(e: u32) -> f32 {
     return half16(w[e >> 1u], (e & 1u) == 1u);
 }
 
-// Stores one output: the first piece of input channels writes sum + bias (+ residual), later ones add.
+// conv1d_tiled's split of kk, its workgroup z (0 in every other entry).
+var<private> split_z: u32;
+
+// Stores one output: the first piece of input channels writes sum + bias (+ residual), later ones add; a
+// split's plane past the first writes its sum alone.
 fn store(co_l: u32, t: u32, acc: f32) {
     let i = co_l * p.t_out + t;
-    if ((p.flags & FLAG_ACCUMULATE) != 0u) {
+    let flags = select(p.flags, 0u, split_z > 0u);
+    if ((flags & FLAG_ACCUMULATE) != 0u) {
         y[p.y_off + i] += acc;
         return;
     }
     var v = acc;
-    if ((p.flags & FLAG_BIAS) != 0u) { v += bias[p.co0 + co_l]; }
-    if ((p.flags & FLAG_RESIDUAL) != 0u) { v += res[p.r_off + i]; }
-    y[p.y_off + i] = v;
+    if ((flags & FLAG_BIAS) != 0u) { v += bias[p.co0 + co_l]; }
+    if ((flags & FLAG_RESIDUAL) != 0u) { v += res[p.r_off + i]; }
+    y[p.y_off + split_z * p.plane + i] = v;
 }
 
 // The output a direct kernel's thread computes: row co_l of the dispatch (channel co), step t.
@@ -309,7 +317,9 @@ fn conv1d_tiled(grid: Grid, @builtin(local_invocation_id) lid: vec3<u32>,
     let co = (flat % tiles_co) * TCO;            // first dispatch row of the tile
     let t0 = (flat / tiles_co) * TQ;             // first output step of the tile
     if (t0 >= p.t_out) { return; }               // uniform per workgroup: the barriers below stay uniform
-    let nk = (p.ci1 - p.ci0) * KT;               // this dispatch's kk = (ci - ci0) K + k
+    split_z = grid.wid.z;
+    let k_first = split_z * p.k_split;           // this split's kk, of the dispatch's kk = (ci - ci0) K + k
+    let nk = min((p.ci1 - p.ci0) * KT, k_first + p.k_split);
     let r = li % TCO;
     let qi = li / TCO;
     let row = p.w_off + (co + r) * p.cin_g * KT + p.ci0 * KT;  // W row r of the tile at this dispatch's kk 0
@@ -319,8 +329,8 @@ fn conv1d_tiled(grid: Grid, @builtin(local_invocation_id) lid: vec3<u32>,
     let c = r % 4u;
     let z = vec4<f32>(0.0);
     var acc = Acc(z, z, z, z);
-    var st = conv1d_step(4u * qi, nk, row, has_w, tpos);
-    for (var k0 = 0u; k0 < nk; k0 += TK) {
+    var st = conv1d_step(k_first + 4u * qi, nk, row, has_w, tpos);
+    for (var k0 = k_first; k0 < nk; k0 += TK) {
         put_step(at, c, st);
         workgroupBarrier();
         // The next step's loads go out now and land while this step computes.

@@ -56,7 +56,7 @@ def test_default_is_the_h200_measurements_and_amd_is_marked_reasoned():
     assert "measured" in tuning.NVIDIA.basis and "not measured" in tuning.AMD_RDNA3.basis
     assert differing(tuning.AMD_RDNA3, tuning.NVIDIA) == {
         "family", "basis", "launch_threads", "moe_grouped_min_tokens", "moe_grouped_min_tokens_q8",
-        "attention_split_steps", "row_wg_min", "q8_choice_shape", "conv_wide_min_tiles"}
+        "attention_split_steps", "row_wg_min", "q8_choice_shape", "conv_wide_min_tiles", "matmul_split_below"}
 
 
 def test_override_and_use_round_trip():

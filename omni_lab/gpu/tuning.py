@@ -99,6 +99,9 @@ class Tuning:
     # per matmul input, through tiles_dot4.wgsl) or "f32" (f32 activations, weights widened into the tile:
     # tiles_q8.wgsl).
     q8_prefill_path: str
+    # ops/tiles.k_splits: a tiled matmul of f32 x (GATE_UP off) with fewer workgroups than this splits K
+    # over more workgroups toward this many, and split_sum.wgsl adds the partial sums; 0: never.
+    matmul_split_below: int
     # ops/conv.tile_for: a tiled conv of more than 64 output channels runs the wide entries (128 x 128 tiles,
     # 8 x 8 outputs a thread) where it makes at least conv_wide_min_tiles of them, else 64 x 64 tiles.
     conv_wide_min_tiles: int
@@ -135,6 +138,7 @@ class Tuning:
         need(self.q8_fused_min_tpr <= self.q8_matvec_wg, "q8_fused_min_tpr must not exceed q8_matvec_wg")
         need(self.q8_fuse_max_k >= 0 and self.q8_fuse_max_k % 32 == 0,
              f"q8_fuse_max_k must be a non-negative multiple of 32, got {self.q8_fuse_max_k!r}")
+        need(self.matmul_split_below >= 0, f"matmul_split_below must be >= 0, got {self.matmul_split_below!r}")
         need(self.conv_wide_min_tiles >= 0, f"conv_wide_min_tiles must be >= 0, got {self.conv_wide_min_tiles!r}")
         need(self.conv_wide_k_step in (16, 32), f"conv_wide_k_step must be 16 or 32, got {self.conv_wide_k_step!r}")
         need(self.attention_flash_keys in (8, 16), f"attention_flash_keys must be 8 or 16, got {self.attention_flash_keys!r}")
@@ -230,6 +234,11 @@ NVIDIA = Tuning(
     # on int8 products with its quantize pass against 0.486 ms widened to f32 (2.9x); the grouped experts
     # at 512 tokens 1.2 against 3.5 ms (--moe).
     q8_prefill_path="dot4",
+    # One workgroup per SM, measured against 0 (no split) in one run each (bench/results/matmul_split_h200/):
+    # code2wav's streamed chunk (50-row pre-transformer projections of 16 workgroups) 19.9 -> 15.9 ms, its
+    # tiles.main 6.33 -> 1.96 ms plus 0.41 of split_sum; the thinker's BF16 prefill (8 layers) of 64 tokens
+    # 2,554 -> 3,234 tok/s, of 512 12,122 -> 12,356. Other targets than 132 not measured.
+    matmul_split_below=132,
     # Reasoned, not measured yet: one wide tile per SM of the H200 (132). Below that some SMs get no
     # workgroup while the 64 x 64 tiles, four times as many, would reach every one.
     conv_wide_min_tiles=132,
@@ -279,8 +288,9 @@ AMD_RDNA3 = replace(
     # as a decode does, at ~0.3 ms a run. Whether dot4I8Packed becomes v_dot4_i32_iu8 depends on naga and
     # the driver, so the path is still measured ("auto").
     q8_choice_shape=(32768, 2048),
-    # The H200's rule for wide conv tiles, at one a CU.
+    # The H200's rules for wide conv tiles and for splitting a matmul's K, at one workgroup a CU.
     conv_wide_min_tiles=40,
+    matmul_split_below=40,
     # q8_fuse_max_k keeps the H200's 0 (the separate quantize pass): the one measurement says the fused
     # entries' staging costs more than a dispatch; RDNA's 64 KB of LDS would hold x (16384 values are ~18
     # KB), so this is the first thing to measure there (bench/q8_paths.py).

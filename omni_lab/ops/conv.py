@@ -32,9 +32,11 @@ import math
 import numpy as np
 
 from ..gpu import Tensor, pack_params, runtime, tuning
+from ..gpu.runtime import groups_for
 from ._check import dtype_in, expect
 from .pieces import rows_per_window, spans, window
 from .registry import Case, padded_output, sweep
+from .tiles import k_splits, split_into
 
 WG = 256
 WTYPE = {"f32": 0, "f16": 1, "bf16": 2}
@@ -158,14 +160,16 @@ def _kernel(kn: str, tiled: bool | None, tile: int | None, constants: dict | Non
 
 def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int = 1, dilation: int = 1,
            groups: int = 1, residual: Tensor | None = None, out: Tensor | None = None,
-           tiled: bool | None = None, tile: int | None = None) -> Tensor:
+           tiled: bool | None = None, tile: int | None = None, splits: int | None = None) -> Tensor:
     """Qwen3OmniMoeCausalConvNet: x [C_in, T_in] f32, weight [C_out, C_in / groups, K] f32/f16/bf16, bias
     [C_out] f32 or None -> [C_out, ceil(T_in / stride)] f32. residual [C_out, T_out] f32, if given, is added
     to the result (out may be residual: y += conv(x)); it must not share x's buffer.
 
     tiled: the workgroup-tiled kernel (groups = 1 only) or the one-thread-per-output one; None picks tiled
     for groups = 1 with at least TILED_MIN_ROWS output channels where its workgroup memory fits. tile: the
-    tiled kernel's tile, 64 or 128 channels x steps (None: tile_for)."""
+    tiled kernel's tile, 64 or 128 channels x steps (None: tile_for). splits: of the 64-tiles' K (C_in K)
+    over workgroups, whose partial sums split_sum adds (None: tiles.k_splits, where the conv is one
+    dispatch)."""
     kn = "conv1d"
     dtype_in(kn, "x", x, ("f32",))
     dtype_in(kn, "weight", weight, WEIGHT_DTYPES)
@@ -198,6 +202,25 @@ def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int
     kern, n_groups = _kernel(kn, tiled, tile, constants, weight, x, c_out, t_out, t_out, 1,
                              "the tiled kernel needs groups = 1 and a workgroup that fits the adapter")
     b = bias if bias is not None else _dummy("bias")
+    nk = c_in * k
+    if kern.name == "conv.conv1d_tiled" and rows_out >= c_out and rows_in >= c_in:
+        s = splits or k_splits(n_groups(c_out), nk, c_out, t_out)
+        if s > 1:
+            # kk a split in whole steps of TILE_K, s again so that none comes out empty
+            k_split = -(-nk // (s * TILE_K)) * TILE_K
+            s = -(-nk // k_split)
+        if s > 1:  # the planes [s, C_out, T_out] of partial sums, then split_sum adds them into out
+            plane = c_out * t_out
+            y, y_off = window(out, 0, plane)
+            xw, x_off = window(x, 0, c_in * t_in)
+            w, w_off = window(weight, 0, c_out * cin_g * k)
+            r, r_off = window(residual, 0, plane) if residual is not None else (_dummy("residual"), 0)
+            flags = FLAG_BIAS * (bias is not None) | FLAG_RESIDUAL * (residual is not None)
+            params = pack_params(t_in, t_out, c_out, 0, 0, c_in, cin_g, cout_g, k, stride, dilation, left,
+                                 x_off, w_off, 0, r_off, flags, k_split, plane)
+            gx, gy, _ = groups_for(n_groups(c_out))
+            split_into(s, plane, t_out, t_out, y_off, lambda part: kern((gx, gy, s), params, xw, w, b, part, r), y)
+            return out
     for o0, o1 in spans(0, c_out, rows_out):
         n = o1 - o0
         y, y_off = window(out, o0 * t_out, n * t_out)
@@ -209,7 +232,7 @@ def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int
             xw, x_off = window(x, i0 * t_in, (i1 - i0) * t_in)
             flags = FLAG_ACCUMULATE if piece else (FLAG_BIAS * (bias is not None) | FLAG_RESIDUAL * (residual is not None))
             params = pack_params(t_in, t_out, n, o0, i0, i1, cin_g, cout_g, k, stride, dilation, left,
-                                 x_off, w_off, y_off, r_off, flags)
+                                 x_off, w_off, y_off, r_off, flags, nk, 0)
             kern(n_groups(n), params, xw, w, b, y, r)
     return out
 
@@ -366,7 +389,7 @@ def _stored(rng: np.random.Generator, shape, dtype: str) -> tuple[np.ndarray, np
 
 
 def _conv1d_case(rng, c_in, c_out, t, k, stride=1, dilation=1, groups=1, dtype="f32", bias=True, residual=False,
-                 tiled=False, tile=None, k_step=32):
+                 tiled=False, tile=None, k_step=32, splits=1):
     rt = runtime()
     x = rng.standard_normal((c_in, t)).astype(np.float32)
     host, seen = _stored(rng, (c_out, c_in // groups, k), dtype)
@@ -377,7 +400,7 @@ def _conv1d_case(rng, c_in, c_out, t, k, stride=1, dilation=1, groups=1, dtype="
     with tuning.override(conv_wide_k_step=k_step):
         conv1d(rt.upload(x), rt.upload(host, dtype), None if b is None else rt.upload(b), stride=stride,
                dilation=dilation, groups=groups, residual=None if r is None else rt.upload(r), out=out, tiled=tiled,
-               tile=tile)
+               tile=tile, splits=splits)
     return out.numpy(), conv1d_ref(x, seen, b, stride=stride, dilation=dilation, groups=groups, residual=r)
 
 
@@ -429,6 +452,16 @@ TILED_SWEEP = [
     (6, 17, 40, 33, 1, 1, "f32"),       # K past a step: one channel's taps span two steps
     (96, 70, 130, 7, 1, 1, "bf16"),     # the last decoder block's width: C_in K = 672, 21 whole steps
     (4, 18, 50, 1, 2, 1, "f16"),        # stride past K: a negative left pad crops
+]
+
+# conv1d_tiled with its K split (splits None: as k_splits picks): (C_in, C_out, T, K, stride, dilation,
+# weight dtype, splits). The last split shorter, a split boundary inside a channel's taps, bias and residual
+# in the first plane only, decoder.0's shape in small.
+SPLIT_SWEEP = [
+    (40, 70, 300, 7, 1, 9, "bf16", 2),
+    (45, 33, 61, 7, 1, 3, "f32", 3),     # C_in K = 315: 10 steps, the last split holds 2
+    (96, 70, 130, 7, 1, 1, "bf16", None),
+    (64, 96, 50, 7, 1, 1, "f16", 5),
 ]
 
 # The wide entries (tile = 128): (C_in, C_out, T, K, stride, dilation, weight dtype, kk a step). Partial
@@ -509,13 +542,15 @@ CONV2D_SWEEP = [
 
 
 def cases() -> list[Case]:
-    """Every kernel of each op: conv1d direct (any groups), tiled (groups 1, `tiled=True`) on 64-tiles and
-    on wide ones at both K steps, and the same for conv_transpose1d. Quick: one case of each."""
+    """Every kernel of each op: conv1d direct (any groups), tiled (groups 1, `tiled=True`) on 64-tiles, whole
+    and with K split, and on wide ones at both K steps, and the same for conv_transpose1d. Quick: one case of each."""
     conv = [dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dilation=d, groups=g, dtype=dt, bias=i % 4 != 3)
             for i, (c_in, c_out, t, k, s, d, g, dt) in enumerate(CONV1D_SWEEP)]
     conv.append(dict(c_in=11, c_out=11, t=70, k=7, dilation=3, dtype="bf16", residual=True))
     tiled = [dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dilation=d, dtype=dt, bias=i % 4 != 2,
                   residual=i % 3 == 0, tiled=True, tile=TILE) for i, (c_in, c_out, t, k, s, d, dt) in enumerate(TILED_SWEEP)]
+    split = [dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dilation=d, dtype=dt, bias=i != 1, residual=i != 2,
+                  tiled=True, tile=TILE, splits=n) for i, (c_in, c_out, t, k, s, d, dt, n) in enumerate(SPLIT_SWEEP)]
     wide = [dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dilation=d, dtype=dt, bias=i % 4 != 1,
                  residual=i % 3 == 0, tiled=True, tile=WIDE, k_step=ks)
             for i, (c_in, c_out, t, k, s, d, dt, ks) in enumerate(WIDE_SWEEP)]
@@ -526,7 +561,8 @@ def cases() -> list[Case]:
     trans_wide = [dict(c_in=c_in, c_out=c_out, t=t, k=k, stride=s, dtype=dt, bias=i != 1, tiled=True, tile=WIDE,
                        k_step=ks) for i, (c_in, c_out, t, k, s, dt, ks) in enumerate(WIDE_TRANSPOSE_SWEEP)]
     conv2d = [dict(zip(("n", "c_in", "c_out", "h", "w", "k", "stride", "pad", "dtype", "frames"), c)) for c in CONV2D_SWEEP]
-    return (sweep("conv", "conv1d", BOUND, _conv1d_case, conv + tiled + wide, quick=[conv[1], tiled[0], wide[0]])
+    return (sweep("conv", "conv1d", BOUND, _conv1d_case, conv + tiled + split + wide,
+                  quick=[conv[1], tiled[0], split[0], wide[0]])
             + sweep("conv", "conv_transpose1d", BOUND, _transpose_case, trans + trans_tiled + trans_wide,
                     quick=[trans[1], trans_tiled[1], trans_wide[0]])
             + sweep("conv", "conv2d", BOUND, _conv2d_case, conv2d, quick=[conv2d[2]]))

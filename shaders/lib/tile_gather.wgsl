@@ -14,16 +14,19 @@
 //             (each tile's matrix, -1 for none); 4 out: [P, ldo] f32.
 //   Params:   pairs = P, n = N (outputs of this piece), kdim, x_div, e_base, e_count (the bound piece's
 //             matrices: tiles of others return at once, so one dispatch per piece writes each row once),
-//             ldo = out's row stride, col_base = this piece's first output column.
-//   Dispatch: (ceil(N / TN), tiles) workgroups of 16 x 16 threads; each thread computes a 4 x 4 block
-//             (4 rows x 4 outputs), twice over (gate and up) with GATE_UP.
+//             ldo = out's row stride, col_base = this piece's first output column; split, plane: split-K
+//             (lib/tiles.wgsl only, GATE_UP false), workgroup z sums the quads [z split, (z + 1) split) of
+//             K into out from z plane on (partial sums that split_sum.wgsl adds up); one split: z = 0.
+//   Dispatch: (ceil(N / TN), tiles, splits) workgroups of 16 x 16 threads; each thread computes a 4 x 4
+//             block (4 rows x 4 outputs), twice over (gate and up) with GATE_UP.
 
 const TM: u32 = 64u;            // rows per tile (ops/tiles.py TILE_ROWS)
 const TN: u32 = 64u;            // outputs per tile
 const NO_PAIR: u32 = 0xffffffffu;
 override GATE_UP: bool = true;
 
-struct TileParams { pairs: u32, n: u32, kdim: u32, x_div: u32, e_base: u32, e_count: u32, ldo: u32, col_base: u32 }
+struct TileParams { pairs: u32, n: u32, kdim: u32, x_div: u32, e_base: u32, e_count: u32, ldo: u32, col_base: u32,
+                   split: u32, plane: u32, _p0: u32, _p1: u32 }
 
 @group(0) @binding(0) var<uniform> tp: TileParams;
 @group(0) @binding(2) var<storage, read> order: array<u32>;
@@ -33,12 +36,13 @@ struct TileParams { pairs: u32, n: u32, kdim: u32, x_div: u32, e_base: u32, e_co
 // #include "lib/silu.wgsl"
 
 // A workgroup's tile: whether its matrix is in the bound piece (the same for the whole workgroup, which
-// returns at once if not), that matrix within the piece, its first output and its first slot of `order`.
-struct Tile { ok: bool, e: u32, n0: u32, slot0: u32 }
+// returns at once if not), that matrix within the piece, its first output, its first slot of `order`, and
+// where in out its plane starts (split-K).
+struct Tile { ok: bool, e: u32, n0: u32, slot0: u32, o0: u32 }
 
 fn tile_at(wid: vec3<u32>) -> Tile {
     let e = tile_expert[wid.y] - i32(tp.e_base);
-    return Tile(e >= 0 && u32(e) < tp.e_count, u32(max(e, 0)), wid.x * TN, wid.y * TM);
+    return Tile(e >= 0 && u32(e) < tp.e_count, u32(max(e, 0)), wid.x * TN, wid.y * TM, wid.z * tp.plane);
 }
 
 // The rows a thread stages, r of the tile: x row x (the pair's, p / x_div; has_x false for padding) and
@@ -61,12 +65,13 @@ fn zero_acc() -> Acc {
     return Acc(z, z, z, z, z, z, z, z);
 }
 
-// One output row (pair) of a thread: four outputs from n on, gate (or down) values g, up values u.
-fn store_row(pair: u32, n: u32, g: vec4<f32>, u: vec4<f32>) {
+// One output row (pair) of a thread: four outputs from n on, gate (or down) values g, up values u, in the
+// plane from o0 on.
+fn store_row(o0: u32, pair: u32, n: u32, g: vec4<f32>, u: vec4<f32>) {
     if (pair == NO_PAIR) { return; }
     var v = g;
     if (GATE_UP) { v = vec4<f32>(silu(g.x) * u.x, silu(g.y) * u.y, silu(g.z) * u.z, silu(g.w) * u.w); }
-    let o = pair * tp.ldo + tp.col_base + n;
+    let o = o0 + pair * tp.ldo + tp.col_base + n;
     if (n < tp.n) { out[o] = v.x; }
     if (n + 1u < tp.n) { out[o + 1u] = v.y; }
     if (n + 2u < tp.n) { out[o + 2u] = v.z; }
@@ -77,8 +82,8 @@ fn store_row(pair: u32, n: u32, g: vec4<f32>, u: vec4<f32>) {
 fn store_block(t: Tile, lid: vec3<u32>, acc: Acc) {
     let row = t.slot0 + 4u * lid.y;
     let n = t.n0 + 4u * lid.x;
-    store_row(order[row], n, acc.g0, acc.u0);
-    store_row(order[row + 1u], n, acc.g1, acc.u1);
-    store_row(order[row + 2u], n, acc.g2, acc.u2);
-    store_row(order[row + 3u], n, acc.g3, acc.u3);
+    store_row(t.o0, order[row], n, acc.g0, acc.u0);
+    store_row(t.o0, order[row + 1u], n, acc.g1, acc.u1);
+    store_row(t.o0, order[row + 2u], n, acc.g2, acc.u2);
+    store_row(t.o0, order[row + 3u], n, acc.g3, acc.u3);
 }

@@ -103,7 +103,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
            @builtin(local_invocation_index) li: u32) {
     let t = tile_at(wid);
     if (!t.ok) { return; }  // the same for the whole workgroup
-    let quads = (tp.kdim + 3u) / 4u;
+    // This workgroup's quads of K: all of them, or split-K's [z split, (z + 1) split) (split a multiple of QS).
+    let k_first = wid.z * tp.split;
+    let quads = min((tp.kdim + 3u) / 4u, k_first + tp.split);
     // The rows this thread stages: pair row r of the tile and weight row r, quads qi and qi + 4 of a step.
     // Consecutive threads take consecutive rows, so the workgroup-memory stores fall in distinct banks.
     let r = li % TM;
@@ -112,8 +114,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let at = 4u * qi * STRIDE + r / 4u;
     let c = r % 4u;
     var acc = zero_acc();
-    var st = load_step(0u, rows, qi, quads);
-    for (var k0 = 0u; k0 < quads; k0 += QS) {
+    var st = load_step(k_first, rows, qi, quads);
+    for (var k0 = k_first; k0 < quads; k0 += QS) {
         put_quad(X_TILE + at, c, st.x0);
         put_quad(X_TILE + at + HALF, c, st.x1);
         put_quad(G_TILE + at, c, st.g0);
