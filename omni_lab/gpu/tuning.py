@@ -99,8 +99,9 @@ class Tuning:
     # per matmul input, through tiles_dot4.wgsl) or "f32" (f32 activations, weights widened into the tile:
     # tiles_q8.wgsl).
     q8_prefill_path: str
-    # ops/tiles.k_splits: a tiled matmul of f32 x (GATE_UP off) with fewer workgroups than this splits K
-    # over more workgroups toward this many, and split_sum.wgsl adds the partial sums; 0: never.
+    # ops/tiles.k_splits: a tiled matmul of f32 x (GATE_UP off), or a conv1d on 64-tiles, of fewer
+    # workgroups than this splits K over more workgroups toward this many, and split_sum.wgsl adds the
+    # partial sums; 0: never.
     matmul_split_below: int
     # ops/conv.tile_for: a tiled conv of more than 64 output channels runs the wide entries (128 x 128 tiles,
     # 8 x 8 outputs a thread) where it makes at least conv_wide_min_tiles of them, else 64 x 64 tiles.
