@@ -20,7 +20,9 @@ Measured, each the median of --reps runs after a warm-up:
   per audio second.
 - streaming: chunks of --chunk frames with --left-context frames before each (chunked_decode's cut); per
   chunk after the first, the seconds per chunk, per frame (the Qwen3-Omni report's bar: 3 ms of GPU a
-  frame) and the real-time factor; the first chunk's latency (codes to its audio). Ours crops the context
+  frame) and the real-time factor; the first chunk's latency (codes to its audio). Both sides are timed
+  the same way: each chunk on its own (Transformers' module called on each window as its chunked_decode
+  cuts them, synchronised), the median over the later chunks of --reps passes. Ours crops the context
   out of the decoder blocks where no kept sample reads it (Code2Wav.crops); `uncropped_chunk_s` is the same
   chunk decoded whole, as Transformers decodes it, for what that saves.
 Ours: wall clock (what a caller waits for, read-back included) and GPU time from timestamp queries of one
@@ -60,7 +62,7 @@ from kernels import emit, median_seconds, profiles  # noqa: E402
 
 from omni_lab.formats.safetensors_io import CheckpointError  # noqa: E402
 from omni_lab.gpu import bf16_to_f32, runtime, tuning  # noqa: E402
-from omni_lab.models.code2wav import DILATIONS, PREFIX, Code2Wav, Code2WavConfig  # noqa: E402
+from omni_lab.models.code2wav import DILATIONS, PREFIX, Code2Wav, Code2WavConfig, chunk_windows  # noqa: E402
 from omni_lab.ops import conv  # noqa: E402
 from omni_lab.ops.registry import nmse  # noqa: E402
 
@@ -164,10 +166,20 @@ def bench_hf(module, codes: np.ndarray, seconds: float, chunk: int, left: int, r
         return out
 
     one_shot = median_seconds(lambda: run(lambda: module(c)), reps)
-    first = median_seconds(lambda: run(lambda: module(c[..., :chunk])), reps)
-    n_chunks = -(-codes.shape[1] // chunk)
-    chunked = median_seconds(lambda: run(lambda: module.chunked_decode(c, chunk_size=chunk, left_context_size=left)), reps)
-    per_chunk = (chunked - first) / max(n_chunks - 1, 1)  # the later chunks, each decoding chunk + left frames
+
+    def stream_pass() -> list[float]:
+        """chunked_decode's loop, each chunk's call timed on its own (synchronised): its seconds per chunk."""
+        times = []
+        for first_frame, start, end in chunk_windows(codes.shape[1], chunk, left):
+            t0 = time.perf_counter()
+            run(lambda: module(c[..., first_frame:end]))
+            times.append(time.perf_counter() - t0)
+        return times
+
+    stream_pass()  # warm-up
+    passes = [stream_pass() for _ in range(reps)]
+    first = statistics.median(p[0] for p in passes)
+    per_chunk = statistics.median(t for p in passes for t in p[1:])  # the later chunks, each chunk + left frames
     return {"one_shot_s": one_shot, "one_shot_rtf": one_shot / seconds, "stream_first_chunk_s": first,
             "stream_chunk_s": per_chunk, "stream_rtf": per_chunk / (chunk / FRAMES_PER_SECOND),
             "stream_ms_per_frame": 1e3 * per_chunk / chunk, "device": device, "dtype": "bfloat16",
