@@ -128,7 +128,6 @@ def bench_ours(model: Code2Wav, codes: np.ndarray, seconds: float, chunk: int, l
     chunk_gpu, chunk_by_kernel, chunk_dispatches, _ = gpu_profile(model, ("forward", chunk + left, left * model.cfg.samples_per_frame))
     # The same chunk decoded whole (as Transformers does), its context's samples dropped after: what the crops save.
     window = codes[:, :chunk + left]
-    model.forward(window)
     whole = median_seconds(lambda: model.forward(window), reps)
     whole_gpu = gpu_profile(model, ("forward", chunk + left, 0))[0]
     chunk_audio = chunk / FRAMES_PER_SECOND

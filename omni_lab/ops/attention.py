@@ -197,7 +197,7 @@ def attention_norm_rope(q: Tensor, k: Tensor, v: Tensor, q_norm: Tensor, k_norm:
     (q8_matvec_quantized) with no quantize pass."""
     kernel = "attention_norm_rope"
     t, hq, d, n_kv, sec_h, sec_w = check_qk_norm_rope(kernel, q, k, q_norm, k_norm, eps, positions,
-                                                                inv_freq, sections)
+                                                      inv_freq, sections)
     max_len = check_append(kernel, k, v, cache_k, cache_v, step)
     expect(kernel, fuses_norm_rope(t, cache_k),
            f"runs only at decode (T = 1) over caches the single pass takes, D / 4 and {NORM_THREADS} within "

@@ -36,7 +36,7 @@ from ..gpu.runtime import groups_for
 from ._check import dtype_in, expect
 from .pieces import rows_per_window, spans, window
 from .registry import Case, padded_output, sweep
-from .tiles import k_splits, split_into
+from .tiles import k_splits, split_into, split_sizes
 
 WG = 256
 WTYPE = {"f32": 0, "f16": 1, "bf16": 2}
@@ -204,11 +204,7 @@ def conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int
     b = bias if bias is not None else _dummy("bias")
     nk = c_in * k
     if kern.name == "conv.conv1d_tiled" and rows_out >= c_out and rows_in >= c_in:
-        s = splits or k_splits(n_groups(c_out), nk, c_out, t_out)
-        if s > 1:
-            # kk a split in whole steps of TILE_K, s again so that none comes out empty
-            k_split = -(-nk // (s * TILE_K)) * TILE_K
-            s = -(-nk // k_split)
+        k_split, s = split_sizes(nk, splits or k_splits(n_groups(c_out), nk, c_out, t_out), TILE_K)
         if s > 1:  # the planes [s, C_out, T_out] of partial sums, then split_sum adds them into out
             plane = c_out * t_out
             y, y_off = window(out, 0, plane)

@@ -122,7 +122,7 @@ def qk_norm_rope(q: Tensor, k: Tensor, q_norm: Tensor, k_norm: Tensor, eps: floa
     rotated k and of v [T, H2, D] (k is then left unrotated: the cache holds it), one dispatch fewer a
     layer at decode."""
     t, h, d, h2, sec_h, sec_w = check_qk_norm_rope("qk_norm_rope", q, k, q_norm, k_norm, eps, positions,
-                                                             inv_freq, sections)
+                                                   inv_freq, sections)
     rt = runtime()
     shader = rt.subgroup_variant("rope")  # the QK-norm entries' (lib/qk_norm_rope.wgsl)
     if append is None:

@@ -58,6 +58,15 @@ def k_splits(groups: int, kdim: int, rows: int, n: int) -> int:
     return max(1, min(-(-below // groups), steps // MIN_SPLIT_STEPS, fit))
 
 
+def split_sizes(total: int, splits: int, step: int) -> tuple[int, int]:
+    """(units a split, splits) for `splits` splits of `total` units of K in whole steps of `step`: the split
+    count again from the rounded size, so that none comes out empty (1 split: all of K)."""
+    if splits <= 1:
+        return total, 1
+    size = -(-total // (splits * step)) * step
+    return size, -(-total // size)
+
+
 def _partials(elements: int) -> Tensor:
     """A scratch [elements] f32 for split-K's partial planes, one per size on this device (each matmul's
     planes are written and summed before the next dispatch runs, so matmuls may share it)."""
@@ -107,11 +116,8 @@ def gathered_matmul(x, w, order: Tensor, tile_expert: Tensor, out: Tensor, rows:
         # output rows first .. first + count of matrix 0.
         e_base, e_count, cols, col_base = (first, piece.shape[0], n, 0) if stack else (0, 1, piece.shape[0], first)
         groups = (-(-cols // TILE_N), tile_expert.shape[0], 1)
-        s = 1 if int8 or gate_up else splits or k_splits(groups[0] * groups[1], kdim, rows, cols)
-        if s > 1:
-            # quads a split, in whole steps; s again, so that no split comes out empty
-            split = -(-quads // (s * STEP_QUADS)) * STEP_QUADS
-            s = -(-quads // split)
+        wanted = 1 if int8 or gate_up else splits or k_splits(groups[0] * groups[1], kdim, rows, cols)
+        split, s = split_sizes(quads, wanted, STEP_QUADS)
         if s > 1:  # [s, rows, cols] planes of partial sums, then split_sum adds them up into out
             plane = rows * cols
             params = pack_params(rows, cols, kdim, x_div, e_base, e_count, cols, 0, split, plane, 0, 0)
@@ -119,7 +125,7 @@ def gathered_matmul(x, w, order: Tensor, tile_expert: Tensor, out: Tensor, rows:
                 (groups[0], groups[1], s), params, x, order, tile_expert, part,
                 *((piece.quants, piece.scales) if q8 else (piece,))), out)
             continue
-        params = pack_params(rows, cols, kdim, x_div, e_base, e_count, n, col_base, quads, 0, 0, 0)
+        params = pack_params(rows, cols, kdim, x_div, e_base, e_count, n, col_base, split, 0, 0, 0)
         if int8:  # bindings 1 xq, 2 order, 3 tile_expert, 4 out, 5 wq, 6 ws, 7 xs
             kern(groups, params, x[0], order, tile_expert, out, piece.quants, piece.scales, x[1])
         else:
